@@ -1,0 +1,334 @@
+//! Loading resources from YAML or JSON files: one file, or every `*.yaml`, `*.yml` and
+//! `*.json` file of a directory in name order; a YAML file may hold several documents.
+//!
+//! Every error names the file, the resource and the field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::resources::{Broker, Destination, Resource, Sink, Trigger};
+
+/// Why a configuration did not load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file (or `<api>` for resources that came over the management API).
+    pub file: String,
+    /// `Kind namespace/name`, when the failure is inside a resource.
+    pub resource: Option<String>,
+    /// The field path, when the failure is about one field.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(r) = &self.resource {
+            write!(f, ": {r}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The file each resource came from, by (kind, namespace, name).
+type Origins = BTreeMap<(&'static str, String, String), String>;
+
+/// A validated set of resources.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// Brokers by (namespace, name).
+    pub brokers: BTreeMap<(String, String), Broker>,
+    /// Triggers by (namespace, name).
+    pub triggers: BTreeMap<(String, String), Trigger>,
+    /// Sinks by (namespace, name).
+    pub sinks: BTreeMap<(String, String), Sink>,
+}
+
+fn describe(value: &serde_json::Value, index: usize) -> String {
+    let kind = value
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .unwrap_or("resource");
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("?");
+    let ns = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(|v| v.as_str())
+        .unwrap_or(crate::resources::DEFAULT_NAMESPACE);
+    if name == "?" {
+        format!("{kind} (document {})", index + 1)
+    } else {
+        format!("{kind} {ns}/{name}")
+    }
+}
+
+fn typed<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        (path, e.into_inner().to_string())
+    })
+}
+
+/// Parses one resource from a generic value (a YAML/JSON document or an API body).
+pub fn parse_resource(
+    value: serde_json::Value,
+    file: &str,
+    index: usize,
+) -> Result<Resource, ConfigError> {
+    let resource = describe(&value, index);
+    let err = |field: Option<String>, message: String| ConfigError {
+        file: file.to_owned(),
+        resource: Some(resource.clone()),
+        field,
+        message,
+    };
+    let Some(obj) = value.as_object() else {
+        return Err(err(
+            None,
+            "a resource must be a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
+    };
+    let api = obj.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+    let kind = obj.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+    if api.is_empty() || kind.is_empty() {
+        return Err(err(None, "`apiVersion` and `kind` are required".into()));
+    }
+    if !Resource::KINDS.contains(&(api, kind)) {
+        let supported: Vec<String> = Resource::KINDS
+            .iter()
+            .map(|(a, k)| format!("{a} {k}"))
+            .collect();
+        let same_kind = Resource::KINDS.iter().find(|(_, k)| *k == kind);
+        let message = match same_kind {
+            Some((a, _)) => {
+                format!("apiVersion `{api}` is not supported for kind {kind}; use `{a}`")
+            }
+            None => format!(
+                "kind `{kind}` ({api}) is not supported; supported kinds: {}",
+                supported.join(", ")
+            ),
+        };
+        return Err(err(Some("kind".into()), message));
+    }
+    let mut body = obj.clone();
+    body.remove("apiVersion");
+    body.remove("kind");
+    // `status` is written by a control plane; manifests exported from Kubernetes carry it.
+    body.remove("status");
+    let body = serde_json::Value::Object(body);
+    let parsed = match kind {
+        "Broker" => typed::<Broker>(body).map(Resource::Broker),
+        "Trigger" => typed::<Trigger>(body).map(Resource::Trigger),
+        _ => typed::<Sink>(body).map(Resource::Sink),
+    };
+    let resource_value = parsed.map_err(|(path, message)| {
+        err((!path.is_empty() && path != ".").then_some(path), message)
+    })?;
+    resource_value
+        .validate()
+        .map_err(|e| err(Some(e.field), e.message))?;
+    Ok(resource_value)
+}
+
+/// Parses the documents of one file's text. `name` is used in errors; a `.json` name is read
+/// as JSON (one resource, or an array of them), anything else as YAML.
+pub fn parse_text(text: &str, name: &str) -> Result<Vec<Resource>, ConfigError> {
+    let file_err = |message: String| ConfigError {
+        file: name.to_owned(),
+        resource: None,
+        field: None,
+        message,
+    };
+    let mut values = Vec::new();
+    if name.ends_with(".json") {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| file_err(format!("invalid JSON: {e}")))?;
+        match v {
+            serde_json::Value::Array(items) => values.extend(items),
+            other => values.push(other),
+        }
+    } else {
+        for doc in serde_norway::Deserializer::from_str(text) {
+            let v = serde_json::Value::deserialize(doc)
+                .map_err(|e| file_err(format!("invalid YAML: {e}")))?;
+            values.push(v);
+        }
+    }
+    values
+        .into_iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(i, v)| parse_resource(v, name, i))
+        .collect()
+}
+
+fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let io_err = |e: std::io::Error| ConfigError {
+        file: path.display().to_string(),
+        resource: None,
+        field: None,
+        message: format!("cannot read: {e}"),
+    };
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io_err)? {
+        let p = entry.map_err(io_err)?.path();
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if p.is_file() && matches!(ext, "yaml" | "yml" | "json") {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+impl Config {
+    /// Loads a file or a directory and validates the whole.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut resources = Vec::new();
+        for file in config_files(path)? {
+            let name = file.display().to_string();
+            let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
+                file: name.clone(),
+                resource: None,
+                field: None,
+                message: format!("cannot read: {e}"),
+            })?;
+            for r in parse_text(&text, &name)? {
+                resources.push((name.clone(), r));
+            }
+        }
+        Config::from_resources(resources)
+    }
+
+    /// Builds a config from resources (each with the file it came from), rejecting
+    /// duplicates and references to resources that do not exist.
+    pub fn from_resources(
+        resources: impl IntoIterator<Item = (String, Resource)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        let mut origin: Origins = BTreeMap::new();
+        for (file, r) in resources {
+            let meta = r.metadata();
+            let key = (meta.namespace.clone(), meta.name.clone());
+            let label = format!("{} {}/{}", r.kind(), key.0, key.1);
+            let duplicate = match &r {
+                Resource::Broker(_) => config.brokers.contains_key(&key),
+                Resource::Trigger(_) => config.triggers.contains_key(&key),
+                Resource::Sink(_) => config.sinks.contains_key(&key),
+            };
+            if duplicate {
+                return Err(ConfigError {
+                    file,
+                    resource: Some(label.clone()),
+                    field: Some("metadata.name".into()),
+                    message: format!(
+                        "defined twice (first in {})",
+                        origin
+                            .get(&(r.kind(), key.0.clone(), key.1.clone()))
+                            .map_or("?", |s| s)
+                    ),
+                });
+            }
+            origin.insert((r.kind(), key.0.clone(), key.1.clone()), file);
+            match r {
+                Resource::Broker(b) => {
+                    config.brokers.insert(key, b);
+                }
+                Resource::Trigger(t) => {
+                    config.triggers.insert(key, t);
+                }
+                Resource::Sink(s) => {
+                    config.sinks.insert(key, s);
+                }
+            }
+        }
+        config.check_references(&origin)?;
+        Ok(config)
+    }
+
+    fn check_references(&self, origin: &Origins) -> Result<(), ConfigError> {
+        let file_of = |kind: &'static str, ns: &str, name: &str| {
+            origin
+                .get(&(kind, ns.to_owned(), name.to_owned()))
+                .cloned()
+                .unwrap_or_default()
+        };
+        for ((ns, name), trigger) in &self.triggers {
+            let err = |field: &str, message: String| ConfigError {
+                file: file_of("Trigger", ns, name),
+                resource: Some(format!("Trigger {ns}/{name}")),
+                field: Some(field.to_owned()),
+                message,
+            };
+            if !self
+                .brokers
+                .contains_key(&(ns.clone(), trigger.spec.broker.clone()))
+            {
+                return Err(err(
+                    "spec.broker",
+                    format!("no Broker `{}` in namespace `{ns}`", trigger.spec.broker),
+                ));
+            }
+            self.check_destination(ns, &trigger.spec.subscriber)
+                .map_err(|m| err("spec.subscriber.ref", m))?;
+            if let Some(dls) = trigger
+                .spec
+                .delivery
+                .as_ref()
+                .and_then(|d| d.dead_letter_sink.as_ref())
+            {
+                self.check_destination(ns, dls)
+                    .map_err(|m| err("spec.delivery.deadLetterSink.ref", m))?;
+            }
+        }
+        for ((ns, name), broker) in &self.brokers {
+            if let Some(dls) = broker
+                .spec
+                .delivery
+                .as_ref()
+                .and_then(|d| d.dead_letter_sink.as_ref())
+            {
+                self.check_destination(ns, dls).map_err(|m| ConfigError {
+                    file: file_of("Broker", ns, name),
+                    resource: Some(format!("Broker {ns}/{name}")),
+                    field: Some("spec.delivery.deadLetterSink.ref".into()),
+                    message: m,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_destination(&self, ns: &str, dest: &Destination) -> Result<(), String> {
+        let Some(r) = &dest.reference else {
+            return Ok(());
+        };
+        let ref_ns = r.namespace.clone().unwrap_or_else(|| ns.to_owned());
+        let key = (ref_ns.clone(), r.name.clone());
+        let found = match r.kind.as_str() {
+            "Broker" => self.brokers.contains_key(&key),
+            _ => self.sinks.contains_key(&key),
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(format!(
+                "no {} `{}` in namespace `{ref_ns}`",
+                r.kind, r.name
+            ))
+        }
+    }
+}

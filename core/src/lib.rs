@@ -1,0 +1,20 @@
+//! The CloudEvents model and codecs Switchyard's data plane is built on, and its resource types.
+//!
+//! - [`event`]: the [`CloudEvent`] model, which keeps what was received (attribute text, data
+//!   bytes, `data` vs `data_base64`) so a broker passes events through unchanged.
+//! - [`http`]: the HTTP binding (binary, structured and batched modes) and [`json`]: the JSON
+//!   format; [`store`]: the exact binary form the broker stores.
+//! - [`resources`] and [`config`]: Knative-shaped Broker, Trigger and Sink resources, loaded from
+//!   YAML or JSON and validated with errors that name file, resource and field.
+
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod http;
+pub mod json;
+pub mod resources;
+pub mod store;
+pub mod validate;
+
+pub use error::EventError;
+pub use event::{CloudEvent, Data, ExtValue, SpecVersion};
