@@ -1,1 +1,14 @@
-//! The broker.
+//! The broker: the ingress service that takes CloudEvents over HTTP and answers 202 only once
+//! they are durably stored, the [`log::EventLog`] abstraction with its embedded redb backend
+//! ([`redb_log`], group commit), problem bodies, metrics, and the server that ties them up.
+
+pub mod ingress;
+pub mod log;
+pub mod metrics;
+pub mod problem;
+pub mod redb_log;
+pub mod server;
+
+pub use log::{EventLog, LogError, LogRecord};
+pub use redb_log::{RedbLog, RedbOptions};
+pub use server::{Server, ServerOptions};

@@ -1,1 +1,214 @@
-fn main() {}
+//! `switchyard`: the broker binary and the operator's commands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use switchyard_broker::log::EventLog;
+use switchyard_broker::server::DEFAULT_BODY_LIMIT_BYTES;
+use switchyard_broker::{RedbLog, RedbOptions, Server, ServerOptions};
+use switchyard_core::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about = "A CloudEvents broker in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker: ingress, store and (later) triggers, with the given configuration.
+    Serve {
+        /// A YAML/JSON file, or a directory of them, with Broker, Trigger and Sink resources.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where the store keeps its files.
+        #[arg(long, default_value = ".data")]
+        data_dir: PathBuf,
+        /// Address to listen on (port 0 picks a free port; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Largest request body taken, in bytes (at least 65536).
+        #[arg(long, default_value_t = DEFAULT_BODY_LIMIT_BYTES)]
+        max_body_bytes: usize,
+        /// The store's page cache, in bytes.
+        #[arg(long, default_value_t = RedbOptions::default().cache_size_bytes)]
+        cache_size_bytes: usize,
+        /// Append requests that may wait for the store before ingress answers 503.
+        #[arg(long, default_value_t = RedbOptions::default().queue_capacity)]
+        queue_capacity: usize,
+        /// Do not fsync commits. Only for benchmarks: a crash then loses accepted events.
+        #[arg(long)]
+        no_fsync: bool,
+    },
+    /// Check a configuration and print what it defines.
+    Validate {
+        /// A YAML/JSON file, or a directory of them.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a broker's stored events as JSON lines (the store must not be in use).
+    Events {
+        /// Where the store keeps its files.
+        #[arg(long, default_value = ".data")]
+        data_dir: PathBuf,
+        /// The broker, as `namespace/name`.
+        #[arg(long)]
+        broker: String,
+        /// First offset to print.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// The most events to print.
+        #[arg(long, default_value_t = u64::MAX)]
+        limit: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("switchyard: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+            max_body_bytes,
+            cache_size_bytes,
+            queue_capacity,
+            no_fsync,
+        } => {
+            init_tracing();
+            let config = Config::load(&config)?;
+            let options = ServerOptions {
+                listen,
+                data_dir,
+                max_body_bytes,
+                store: RedbOptions {
+                    cache_size_bytes,
+                    queue_capacity,
+                    fsync: !no_fsync,
+                    ..RedbOptions::default()
+                },
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(serve(config, options))
+        }
+        Command::Validate { config } => {
+            let config = Config::load(&config)?;
+            let mut out = String::new();
+            for (ns, name) in config.brokers.keys() {
+                out.push_str(&format!("Broker {ns}/{name}\n"));
+            }
+            for ((ns, name), t) in &config.triggers {
+                out.push_str(&format!("Trigger {ns}/{name} -> broker {}\n", t.spec.broker));
+            }
+            for ((ns, name), s) in &config.sinks {
+                out.push_str(&format!("Sink {ns}/{name} -> {}\n", s.spec.uri));
+            }
+            print_out(&out);
+            Ok(())
+        }
+        Command::Events {
+            data_dir,
+            broker,
+            from,
+            limit,
+        } => dump_events(&data_dir, &broker, from, limit),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_out(text: &str) {
+    print!("{text}");
+}
+
+async fn serve(config: Config, options: ServerOptions) -> Result<()> {
+    let server = Server::bind(&config, options).await?;
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, brokers = config.brokers.len(), "switchyard is serving");
+    print_out(&format!("switchyard listening on http://{addr}\n"));
+    server.serve(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn dump_events(data_dir: &std::path::Path, broker: &str, from: u64, limit: u64) -> Result<()> {
+    if broker.split('/').count() != 2 {
+        bail!("--broker must be namespace/name, not `{broker}`");
+    }
+    if !data_dir.join("events.redb").exists() {
+        bail!("no store in {}", data_dir.display());
+    }
+    let log = RedbLog::open(data_dir, RedbOptions::default(), Box::new(|_, _| {}))
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let mut next = from;
+    let mut left = limit;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    use std::io::Write as _;
+    while left > 0 {
+        let batch = log.read(broker, next, usize::try_from(left.min(1000)).unwrap_or(1000))?;
+        let Some(last) = batch.last() else { break };
+        next = last.offset + 1;
+        for record in &batch {
+            let event = switchyard_core::store::decode(&record.event)?;
+            let json = switchyard_core::json::encode_event(&event);
+            write!(out, "{{\"offset\":{},\"event\":", record.offset)?;
+            out.write_all(&json)?;
+            writeln!(out, "}}")?;
+            left -= 1;
+        }
+    }
+    out.flush()?;
+    log.shutdown();
+    Ok(())
+}

@@ -260,10 +260,9 @@ impl CloudEvent {
             Data::Json(raw) => {
                 if !crate::json::is_json_media_type(self.datacontenttype.as_deref())
                     && raw.starts_with('"')
+                    && let Ok(s) = serde_json::from_str::<String>(raw)
                 {
-                    if let Ok(s) = serde_json::from_str::<String>(raw) {
-                        return Some(Bytes::from(s));
-                    }
+                    return Some(Bytes::from(s));
                 }
                 Some(Bytes::copy_from_slice(raw.as_bytes()))
             }

@@ -131,7 +131,7 @@ pub fn decode_header_value(raw: &[u8]) -> Result<String, String> {
 /// Decodes a binary-mode message: attributes from `ce-` headers, `datacontenttype` from
 /// `Content-Type`, data from the body.
 pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, EventError> {
-    let header_text = |name: &HeaderName| -> Result<Option<String>, EventError> {
+    let single = |name: &HeaderName| -> Result<Option<&HeaderValue>, EventError> {
         let mut values = headers.get_all(name).iter();
         let Some(first) = values.next() else {
             return Ok(None);
@@ -140,13 +140,31 @@ pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, Eve
             let attr = name.as_str().strip_prefix("ce-").unwrap_or(name.as_str());
             return Err(EventError::DuplicateAttribute(attr.to_owned()));
         }
-        decode_header_value(first.as_bytes())
+        Ok(Some(first))
+    };
+    let header_text = |name: &HeaderName| -> Result<Option<String>, EventError> {
+        let Some(value) = single(name)? else {
+            return Ok(None);
+        };
+        decode_header_value(value.as_bytes())
             .map(Some)
             .map_err(|rule| EventError::InvalidHeader {
                 header: name.as_str().to_owned(),
                 rule,
             })
     };
+    // Content-Type is an HTTP header with its own syntax (RFC 7231), not one of the `ce-`
+    // metadata headers that are percent-encoded: it is taken as it is.
+    let content_type = single(&CONTENT_TYPE)?
+        .map(|v| {
+            std::str::from_utf8(v.as_bytes())
+                .map(str::to_owned)
+                .map_err(|_| EventError::InvalidHeader {
+                    header: CONTENT_TYPE.as_str().to_owned(),
+                    rule: "is not valid UTF-8".to_owned(),
+                })
+        })
+        .transpose()?;
     let spec_name = HeaderName::from_static("ce-specversion");
     let Some(spec) = header_text(&spec_name)? else {
         return Err(EventError::NotACloudEvent);
@@ -157,7 +175,7 @@ pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, Eve
         id: String::new(),
         source: String::new(),
         ty: String::new(),
-        datacontenttype: header_text(&CONTENT_TYPE)?,
+        datacontenttype: content_type,
         dataschema: None,
         subject: None,
         time: None,
@@ -230,7 +248,10 @@ pub fn encode_binary(event: &CloudEvent) -> (HeaderMap, Bytes) {
     insert_ce(&mut headers, "type", &event.ty);
     match (&event.datacontenttype, &event.data) {
         (Some(ct), _) => {
-            headers.insert(CONTENT_TYPE, header(ct));
+            // Written as it is (not percent-encoded): it is a media type, not a `ce-` header.
+            // A valid `datacontenttype` has no control characters, so this does not fail.
+            let value = HeaderValue::from_str(ct).unwrap_or_else(|_| header(ct));
+            headers.insert(CONTENT_TYPE, value);
         }
         (None, Data::Json(_)) => {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -22,12 +22,25 @@ pub fn is_json_media_type(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else {
         return true;
     };
+    // The format's rule: the media type, stripped of parameters, is `*/json` or `*/*+json`.
     let essence = ct.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence.eq_ignore_ascii_case("text/json")
-        || essence
-            .get(essence.len().saturating_sub(5)..)
+    let Some((_, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    subtype.eq_ignore_ascii_case("json")
+        || subtype
+            .get(subtype.len().saturating_sub(5)..)
             .is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+}
+
+/// Whether binary data can be written as the JSON format's `data` member: only when a
+/// `datacontenttype` is present and says JSON (with none, "no assumptions can be made as to the
+/// format of the data", json-format.md 3.1.1), and the bytes are UTF-8 JSON text.
+fn binary_is_json(content_type: Option<&str>, bytes: &[u8]) -> bool {
+    content_type.is_some()
+        && is_json_media_type(content_type)
+        && std::str::from_utf8(bytes)
+            .is_ok_and(|text| serde_json::from_str::<de::IgnoredAny>(text).is_ok())
 }
 
 fn is_text_media_type(content_type: Option<&str>) -> bool {
@@ -38,7 +51,8 @@ fn is_text_media_type(content_type: Option<&str>) -> bool {
     })
 }
 
-/// The members of a JSON object in document order, values kept raw; duplicates refused.
+/// The members of a JSON object in document order, values kept raw (duplicates are kept here
+/// and refused by [`event_from_members`], so the error can name the attribute).
 struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'de> serde::Deserialize<'de> for Members<'de> {
@@ -52,11 +66,6 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(12);
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if members.iter().any(|(k, _)| *k == key) {
-                        return Err(de::Error::custom(format_args!(
-                            "member `{key}` is given more than once"
-                        )));
-                    }
                     let value: &'de RawValue = map.next_value()?;
                     members.push((key, value));
                 }
@@ -83,6 +92,7 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
     let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
         EventError::MalformedJson(format!("a batch must be a JSON array of events: {e}"))
     })?;
+    let mut first_version = None;
     items
         .into_iter()
         .enumerate()
@@ -90,6 +100,22 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
             serde_json::from_str::<Members<'_>>(raw.get())
                 .map_err(malformed)
                 .and_then(event_from_members)
+                .and_then(|event| {
+                    // spec.md, Message: "all CloudEvents within the same batch MUST have the
+                    // same value for the `specversion` attribute".
+                    let first = *first_version.get_or_insert(event.specversion);
+                    if event.specversion == first {
+                        Ok(event)
+                    } else {
+                        Err(EventError::invalid(
+                            "specversion",
+                            format!(
+                                "must be the same for every event of a batch: `{}`, as in the first event",
+                                first.as_str()
+                            ),
+                        ))
+                    }
+                })
                 .map_err(|e| EventError::InBatch {
                     index,
                     source: Box::new(e),
@@ -129,6 +155,10 @@ fn extension_member(name: &str, raw: &RawValue) -> Result<Option<ExtValue>, Even
 
 fn event_from_members(members: Members<'_>) -> Result<CloudEvent, EventError> {
     let members = members.0;
+    let mut seen = std::collections::HashSet::with_capacity(members.len());
+    if let Some((dup, _)) = members.iter().find(|(k, _)| !seen.insert(k.as_ref())) {
+        return Err(EventError::DuplicateAttribute(dup.to_string()));
+    }
     let spec_raw = members
         .iter()
         .find(|(k, _)| k == "specversion")
@@ -263,7 +293,7 @@ pub fn encode_event_into(event: &CloudEvent, out: &mut Vec<u8>) {
         }
         Data::Binary(bytes) => {
             let ct = event.datacontenttype.as_deref();
-            if is_json_media_type(ct) && serde_json::from_slice::<de::IgnoredAny>(bytes).is_ok() {
+            if binary_is_json(ct, bytes) {
                 out.extend_from_slice(b",\"data\":");
                 out.extend_from_slice(bytes);
             } else if let (true, Ok(text)) = (is_text_media_type(ct), std::str::from_utf8(bytes)) {
@@ -283,7 +313,7 @@ pub fn encode_event_into(event: &CloudEvent, out: &mut Vec<u8>) {
 
 fn json_or_text(event: &CloudEvent, bytes: &[u8]) -> bool {
     let ct = event.datacontenttype.as_deref();
-    (is_json_media_type(ct) && serde_json::from_slice::<de::IgnoredAny>(bytes).is_ok())
+    binary_is_json(ct, bytes)
         || (is_text_media_type(ct) && std::str::from_utf8(bytes).is_ok())
 }
 

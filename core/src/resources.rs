@@ -152,7 +152,7 @@ impl Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "PT{}S", ms / 1000)
         } else {
             write!(f, "PT{}.{:03}S", ms / 1000, ms % 1000)
@@ -608,6 +608,8 @@ impl Sink {
 }
 
 /// One resource of any supported kind.
+// Resources are few and short-lived (config loading); boxing would only complicate matching.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
     /// `eventing.knative.dev/v1` Broker.

@@ -1,0 +1,298 @@
+//! Broker ingress: `POST /{namespace}/{broker}` takes CloudEvents in any HTTP content mode,
+//! stores them durably and answers 202 only after the commit. The contract, status by status,
+//! is in `spec/ingress.md`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt as _;
+use switchyard_core::{CloudEvent, EventError, ExtValue};
+
+use crate::log::LogError;
+use crate::metrics as m;
+use crate::problem::Problem;
+use crate::server::App;
+
+/// The extension that carries the broker's loop guard.
+pub const TTL_EXTENSION: &str = "knativebrokerttl";
+/// The extension that records when the broker received the event.
+pub const ARRIVAL_EXTENSION: &str = "knativearrivaltime";
+/// Methods a broker's ingress URL allows.
+const ALLOW: &str = "POST, OPTIONS";
+/// The longest `ce-` header value taken, in bytes; a longer one is refused with 431.
+pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
+
+fn invalid_event(e: &EventError) -> Problem {
+    let (status, kind, title) = if e.is_unsupported_media_type() {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "urn:switchyard:problem:unsupported-format",
+            "unsupported event format",
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            "urn:switchyard:problem:invalid-event",
+            "invalid CloudEvent",
+        )
+    };
+    let mut p = Problem::new(status, kind, title, e.to_string());
+    p.attribute = e.attribute().map(str::to_owned);
+    if let EventError::InBatch { index, .. } = e {
+        p.index = Some(*index);
+    }
+    p
+}
+
+fn count_rejected(reason: &'static str) {
+    metrics::counter!(m::INGRESS_REJECTED, "reason" => reason).increment(1);
+}
+
+/// Reads the body, refusing it as soon as it passes `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "urn:switchyard:problem:too-large",
+            "request too large",
+            format!("the body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "urn:switchyard:problem:bad-body",
+                "unreadable body",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn check_header_sizes(headers: &HeaderMap) -> Result<(), Problem> {
+    for (name, value) in headers {
+        if value.len() > MAX_HEADER_VALUE_BYTES {
+            return Err(Problem::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "urn:switchyard:problem:header-too-large",
+                "header too large",
+                format!(
+                    "header `{name}` is {} bytes; the limit is {MAX_HEADER_VALUE_BYTES}",
+                    value.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sets the broker's attributes on an accepted event: the TTL loop guard (kept when the event
+/// has one, refused when it is not above 0) and the arrival time.
+fn stamp(event: &mut CloudEvent, default_ttl: i32, arrival: &str) -> Result<(), Problem> {
+    let ttl = match event.extensions.get(TTL_EXTENSION) {
+        None => default_ttl,
+        Some(v) => match v.as_i64().and_then(|t| i32::try_from(t).ok()) {
+            Some(t) if t > 0 => t,
+            Some(_) => {
+                let mut p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "urn:switchyard:problem:ttl-exhausted",
+                    "event TTL exhausted",
+                    format!(
+                        "attribute `{TTL_EXTENSION}` is 0 or less: the event has been through too many brokers or replies (a loop?)"
+                    ),
+                );
+                p.attribute = Some(TTL_EXTENSION.into());
+                return Err(p);
+            }
+            None => {
+                let mut p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "urn:switchyard:problem:invalid-event",
+                    "invalid CloudEvent",
+                    format!("attribute `{TTL_EXTENSION}` must be an integer"),
+                );
+                p.attribute = Some(TTL_EXTENSION.into());
+                return Err(p);
+            }
+        },
+    };
+    event
+        .extensions
+        .insert(TTL_EXTENSION.to_owned(), ExtValue::Integer(ttl));
+    event.extensions.insert(
+        ARRIVAL_EXTENSION.to_owned(),
+        ExtValue::Timestamp(arrival.to_owned()),
+    );
+    Ok(())
+}
+
+fn overloaded(detail: &str) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "urn:switchyard:problem:overloaded",
+        "broker overloaded",
+        detail,
+    );
+    p.retry_after_secs = Some(1);
+    p
+}
+
+/// The handler of `/{namespace}/{broker}` for every method.
+pub async fn broker_endpoint(
+    State(app): State<Arc<App>>,
+    Path((namespace, name)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let Some(broker) = app.broker(&namespace, &name) else {
+        count_rejected("unknown_broker");
+        return Problem::not_found(format!("no broker `{name}` in namespace `{namespace}`"))
+            .into_response();
+    };
+    let response = match method {
+        Method::POST => ingest(&app, &broker.id, broker.ttl, &namespace, &name, &headers, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Method::OPTIONS => handshake(&headers),
+        other => {
+            count_rejected("method_not_allowed");
+            Problem::method_not_allowed(other.as_str(), ALLOW).into_response()
+        }
+    };
+    metrics::histogram!(
+        m::INGRESS_LATENCY,
+        "namespace_name" => namespace,
+        "broker_name" => name,
+        "response_code" => response.status().as_str().to_owned()
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+fn count_events(namespace: &str, name: &str, types: &[String], status: StatusCode) {
+    for ty in types {
+        metrics::counter!(
+            m::EVENT_COUNT,
+            "namespace_name" => namespace.to_owned(),
+            "broker_name" => name.to_owned(),
+            "event_type" => ty.clone(),
+            "response_code" => status.as_str().to_owned()
+        )
+        .increment(1);
+    }
+}
+
+async fn ingest(
+    app: &App,
+    broker_id: &str,
+    default_ttl: i32,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let reject = |p: Problem, types: &[String]| {
+        if types.is_empty() {
+            count_events(namespace, name, &[String::new()], p.status());
+        } else {
+            count_events(namespace, name, types, p.status());
+        }
+        p
+    };
+    check_header_sizes(headers).map_err(|p| reject(p, &[]))?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > app.max_body_bytes) {
+        return Err(reject(
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "urn:switchyard:problem:too-large",
+                "request too large",
+                format!(
+                    "the body is larger than the limit of {} bytes",
+                    app.max_body_bytes
+                ),
+            ),
+            &[],
+        ));
+    }
+    let body = read_body(body, app.max_body_bytes)
+        .await
+        .map_err(|p| reject(p, &[]))?;
+    let (_, mut events) =
+        switchyard_core::http::decode(headers, body).map_err(|e| reject(invalid_event(&e), &[]))?;
+    let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
+    if events.is_empty() {
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for (index, event) in events.iter_mut().enumerate() {
+        stamp(event, default_ttl, &arrival).map_err(|mut p| {
+            if types.len() > 1 {
+                p.index = Some(index);
+                p.detail = format!("event {index} of the batch: {}", p.detail);
+            }
+            reject(p, &types)
+        })?;
+    }
+    let encoded: Vec<Vec<u8>> = events.iter().map(switchyard_core::store::encode).collect();
+    match app.log.append(broker_id, encoded).await {
+        Ok(_) => {
+            count_events(namespace, name, &types, StatusCode::ACCEPTED);
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        Err(LogError::Overloaded) => Err(reject(
+            overloaded("the broker's write queue is full; retry after the given delay"),
+            &types,
+        )),
+        Err(LogError::ShuttingDown) => Err(reject(
+            overloaded("the broker is shutting down; retry against another instance or later"),
+            &types,
+        )),
+        Err(e @ LogError::Storage(_)) => {
+            tracing::error!(error = %e, broker = broker_id, "append failed");
+            Err(reject(
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "urn:switchyard:problem:storage",
+                    "storage failure",
+                    "the event could not be stored; it was not accepted",
+                ),
+                &types,
+            ))
+        }
+    }
+}
+
+/// The CloudEvents webhook validation handshake (http-webhook.md section 4): the sender asks
+/// with `OPTIONS` and `WebHook-Request-Origin`; we allow any origin and any rate.
+fn handshake(headers: &HeaderMap) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+    if let Some(origin) = headers.get("webhook-request-origin") {
+        h.insert("webhook-allowed-origin", origin.clone());
+        h.insert("webhook-allowed-rate", HeaderValue::from_static("*"));
+    }
+    response
+}

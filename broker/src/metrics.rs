@@ -1,0 +1,49 @@
+//! Prometheus metrics, named in the spirit of Knative's `event_count` and
+//! `event_dispatch_latencies`. The names are listed in `spec/metrics.md`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Events that reached ingress, by namespace, broker, event type and response code.
+pub const EVENT_COUNT: &str = "switchyard_event_count_total";
+/// Requests ingress refused before any event could be read, by reason.
+pub const INGRESS_REJECTED: &str = "switchyard_ingress_rejected_total";
+/// Time from the request's arrival to its answer, by broker and response code.
+pub const INGRESS_LATENCY: &str = "switchyard_ingress_latency_seconds";
+/// Events per commit of the store.
+pub const COMMIT_BATCH_EVENTS: &str = "switchyard_store_commit_batch_events";
+/// Duration of each commit of the store (including its fsync).
+pub const COMMIT_SECONDS: &str = "switchyard_store_commit_seconds";
+/// Append requests waiting for the store's writer.
+pub const WRITER_QUEUE_DEPTH: &str = "switchyard_store_writer_queue_depth";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(COMMIT_BATCH_EVENTS.into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+                    )
+                })
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}

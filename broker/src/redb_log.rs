@@ -1,0 +1,553 @@
+//! The embedded event log on redb, with group commit.
+//!
+//! One writer thread owns every write transaction. Append requests queue up in a bounded
+//! channel; the writer takes everything queued (up to a byte cap), writes it in one
+//! transaction, commits (one fsync), and only then answers each request. Under light load a
+//! batch is one request; under heavy load batches grow by themselves, which is what makes
+//! durable ingest fast. The layout is described in `spec/storage.md`.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use crate::log::{
+    AppendFuture, BrokerId, EventLog, LogError, LogRecord, LogStats, RetentionPolicy,
+};
+
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const CURSORS: TableDefinition<'_, &str, u64> = TableDefinition::new("cursors");
+
+fn events_table(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+fn table_name(broker: &BrokerId) -> String {
+    format!("events/{broker}")
+}
+
+fn bytes_key(broker: &BrokerId) -> String {
+    format!("bytes/{broker}")
+}
+
+fn cursor_key(broker: &BrokerId, consumer: &str) -> String {
+    format!("{broker}#{consumer}")
+}
+
+fn storage<E: std::fmt::Display>(e: E) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Settings of the embedded log.
+#[derive(Debug, Clone)]
+pub struct RedbOptions {
+    /// redb's page cache, in bytes.
+    pub cache_size_bytes: usize,
+    /// fsync every commit (the default). Off only for benchmarks: events that got a 202 can
+    /// then be lost in a crash.
+    pub fsync: bool,
+    /// Append requests that may wait for the writer before ingress answers 503.
+    pub queue_capacity: usize,
+    /// The most event bytes one commit gathers.
+    pub max_batch_bytes: usize,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// The most events one retention pass deletes per broker (so ingest is never held up).
+    pub retention_chunk: usize,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        RedbOptions {
+            cache_size_bytes: 64 * 1024 * 1024,
+            fsync: true,
+            queue_capacity: 4096,
+            max_batch_bytes: 4 * 1024 * 1024,
+            retention_interval: Duration::from_secs(5),
+            retention_chunk: 10_000,
+        }
+    }
+}
+
+struct AppendRequest {
+    broker: Arc<str>,
+    events: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<Range<u64>, LogError>>,
+}
+
+/// State shared between the handle and the writer thread.
+struct Shared {
+    db: Database,
+    queued: AtomicUsize,
+    /// Cursor commits not yet written, by cursor key.
+    pending_cursors: Mutex<HashMap<String, u64>>,
+    retention: Mutex<HashMap<Arc<str>, RetentionPolicy>>,
+    /// Observer of each commit's size (events), for metrics.
+    on_commit: Box<dyn Fn(usize, Duration) + Send + Sync>,
+}
+
+/// The embedded, durable event log.
+pub struct RedbLog {
+    shared: Arc<Shared>,
+    sender: RwLock<Option<SyncSender<AppendRequest>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RedbLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbLog").finish_non_exhaustive()
+    }
+}
+
+impl RedbLog {
+    /// Opens (or creates) the log in `dir/events.redb` and starts its writer thread. After a
+    /// crash, redb's quick repair makes opening fast whatever the file's size.
+    pub fn open(
+        dir: &Path,
+        options: RedbOptions,
+        on_commit: Box<dyn Fn(usize, Duration) + Send + Sync>,
+    ) -> Result<RedbLog, LogError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            LogError::Storage(format!("cannot create data directory {}: {e}", dir.display()))
+        })?;
+        let path = dir.join("events.redb");
+        let db = Database::builder()
+            .set_cache_size(options.cache_size_bytes)
+            .set_repair_callback(|_| {})
+            .create(&path)
+            .map_err(|e| LogError::Storage(format!("cannot open {}: {e}", path.display())))?;
+        {
+            let mut txn = db.begin_write().map_err(storage)?;
+            txn.set_quick_repair(true);
+            txn.open_table(META).map_err(storage)?;
+            txn.open_table(CURSORS).map_err(storage)?;
+            txn.commit().map_err(storage)?;
+        }
+        let shared = Arc::new(Shared {
+            db,
+            queued: AtomicUsize::new(0),
+            pending_cursors: Mutex::new(HashMap::new()),
+            retention: Mutex::new(HashMap::new()),
+            on_commit,
+        });
+        let (tx, rx) = sync_channel(options.queue_capacity);
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("switchyard-writer".into())
+            .spawn(move || Writer::new(writer_shared, options).run(&rx))
+            .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(RedbLog {
+            shared,
+            sender: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Stops taking appends, lets the writer commit everything already queued, and waits for
+    /// it. Appends after this fail with [`LogError::ShuttingDown`].
+    pub fn shutdown(&self) {
+        if let Ok(mut sender) = self.sender.write() {
+            sender.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for RedbLog {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl EventLog for RedbLog {
+    fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            broker: Arc::from(broker),
+            events,
+            reply,
+        };
+        let sent = match self.sender.read() {
+            Ok(guard) => match guard.as_ref() {
+                Some(tx) => {
+                    self.shared.queued.fetch_add(1, Ordering::Relaxed);
+                    tx.try_send(request).map_err(|e| {
+                        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                        match e {
+                            TrySendError::Full(_) => LogError::Overloaded,
+                            TrySendError::Disconnected(_) => LogError::ShuttingDown,
+                        }
+                    })
+                }
+                None => Err(LogError::ShuttingDown),
+            },
+            Err(_) => Err(LogError::ShuttingDown),
+        };
+        Box::pin(async move {
+            sent?;
+            answer.await.unwrap_or(Err(LogError::ShuttingDown))
+        })
+    }
+
+    fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let name = table_name(broker);
+        let table = match txn.open_table(events_table(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e)),
+        };
+        let mut out = Vec::with_capacity(max.min(1024));
+        for item in table.range(from..).map_err(storage)?.take(max) {
+            let (k, v) = item.map_err(storage)?;
+            let value = v.value();
+            let (arrival, event) = value
+                .split_at_checked(8)
+                .ok_or_else(|| LogError::Storage(format!("record {} is truncated", k.value())))?;
+            let mut ms = [0u8; 8];
+            ms.copy_from_slice(arrival);
+            out.push(LogRecord {
+                offset: k.value(),
+                arrival_ms: u64::from_le_bytes(ms),
+                event: Bytes::copy_from_slice(event),
+            });
+        }
+        Ok(out)
+    }
+
+    fn stats(&self, broker: &BrokerId) -> Result<LogStats, LogError> {
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let name = table_name(broker);
+        let table = match txn.open_table(events_table(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(LogStats::default()),
+            Err(e) => return Err(storage(e)),
+        };
+        let next_stored = table
+            .last()
+            .map_err(storage)?
+            .map(|(k, _)| k.value() + 1);
+        let meta = txn.open_table(META).map_err(storage)?;
+        let next_meta = meta
+            .get(format!("next/{broker}").as_str())
+            .map_err(storage)?
+            .map(|v| v.value());
+        let next = next_stored.max(next_meta).unwrap_or(0);
+        let first = table
+            .first()
+            .map_err(storage)?
+            .map_or(next, |(k, _)| k.value());
+        let bytes = meta
+            .get(bytes_key(broker).as_str())
+            .map_err(storage)?
+            .map_or(0, |v| v.value());
+        Ok(LogStats { first, next, bytes })
+    }
+
+    fn committed(&self, broker: &BrokerId, consumer: &str) -> Result<Option<u64>, LogError> {
+        let key = cursor_key(broker, consumer);
+        if let Some(v) = self
+            .shared
+            .pending_cursors
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&key).copied())
+        {
+            return Ok(Some(v));
+        }
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(CURSORS).map_err(storage)?;
+        Ok(table.get(key.as_str()).map_err(storage)?.map(|v| v.value()))
+    }
+
+    fn commit(&self, broker: &BrokerId, consumer: &str, offset: u64) -> Result<(), LogError> {
+        self.shared
+            .pending_cursors
+            .lock()
+            .map_err(|_| LogError::Storage("cursor map poisoned".into()))?
+            .insert(cursor_key(broker, consumer), offset);
+        Ok(())
+    }
+
+    fn set_retention(&self, broker: &BrokerId, policy: RetentionPolicy) -> Result<(), LogError> {
+        self.shared
+            .retention
+            .lock()
+            .map_err(|_| LogError::Storage("retention map poisoned".into()))?
+            .insert(Arc::from(broker), policy);
+        Ok(())
+    }
+
+    fn queue_depth(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    options: RedbOptions,
+    /// Next offset per broker, loaded from the table on first use.
+    next: HashMap<Arc<str>, u64>,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>, options: RedbOptions) -> Self {
+        Writer {
+            shared,
+            options,
+            next: HashMap::new(),
+        }
+    }
+
+    fn run(mut self, rx: &Receiver<AppendRequest>) {
+        let mut last_retention = Instant::now();
+        let mut batch: Vec<AppendRequest> = Vec::new();
+        loop {
+            let wait = self
+                .options
+                .retention_interval
+                .saturating_sub(last_retention.elapsed());
+            let disconnected = match rx.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut bytes: usize = first.events.iter().map(Vec::len).sum();
+                    batch.push(first);
+                    while bytes < self.options.max_batch_bytes {
+                        match rx.try_recv() {
+                            Ok(more) => {
+                                bytes += more.events.iter().map(Vec::len).sum::<usize>();
+                                batch.push(more);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    false
+                }
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            if !batch.is_empty() {
+                self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+                self.commit_batch(&mut batch);
+            }
+            if last_retention.elapsed() >= self.options.retention_interval {
+                if let Err(e) = self.retention_pass() {
+                    tracing::warn!(error = %e, "retention pass failed");
+                }
+                last_retention = Instant::now();
+            }
+            if disconnected {
+                if let Err(e) = self.flush_cursors() {
+                    tracing::warn!(error = %e, "could not persist cursors at shutdown");
+                }
+                return;
+            }
+        }
+    }
+
+    fn next_offset(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        broker: &Arc<str>,
+    ) -> Result<u64, LogError> {
+        if let Some(n) = self.next.get(broker) {
+            return Ok(*n);
+        }
+        let name = table_name(broker);
+        let table = txn.open_table(events_table(&name)).map_err(storage)?;
+        let stored = table.last().map_err(storage)?.map(|(k, _)| k.value() + 1);
+        let meta = txn.open_table(META).map_err(storage)?;
+        let recorded = meta
+            .get(format!("next/{broker}").as_str())
+            .map_err(storage)?
+            .map(|v| v.value());
+        let n = stored.max(recorded).unwrap_or(0);
+        self.next.insert(Arc::clone(broker), n);
+        Ok(n)
+    }
+
+    fn write_batch(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        batch: &[AppendRequest],
+    ) -> Result<Vec<Range<u64>>, LogError> {
+        let arrival = now_ms().to_le_bytes();
+        let mut ranges = Vec::with_capacity(batch.len());
+        let mut added: HashMap<Arc<str>, (u64, u64)> = HashMap::new();
+        let mut value = Vec::new();
+        for req in batch {
+            let start = self.next_offset(txn, &req.broker)?;
+            let name = table_name(&req.broker);
+            let mut table = txn.open_table(events_table(&name)).map_err(storage)?;
+            let mut offset = start;
+            let mut bytes = 0u64;
+            for event in &req.events {
+                value.clear();
+                value.extend_from_slice(&arrival);
+                value.extend_from_slice(event);
+                table.insert(offset, value.as_slice()).map_err(storage)?;
+                bytes += event.len() as u64;
+                offset += 1;
+            }
+            self.next.insert(Arc::clone(&req.broker), offset);
+            let entry = added.entry(Arc::clone(&req.broker)).or_default();
+            entry.0 = offset;
+            entry.1 += bytes;
+            ranges.push(start..offset);
+        }
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        for (broker, (next, bytes)) in added {
+            let key = bytes_key(&broker);
+            let old = meta.get(key.as_str()).map_err(storage)?.map_or(0, |v| v.value());
+            meta.insert(key.as_str(), old + bytes).map_err(storage)?;
+            meta.insert(format!("next/{broker}").as_str(), next)
+                .map_err(storage)?;
+        }
+        drop(meta);
+        self.write_cursors(txn)?;
+        Ok(ranges)
+    }
+
+    fn begin(&self) -> Result<redb::WriteTransaction, LogError> {
+        let mut txn = self.shared.db.begin_write().map_err(storage)?;
+        txn.set_quick_repair(true);
+        if !self.options.fsync {
+            txn.set_durability(Durability::None).map_err(storage)?;
+        }
+        Ok(txn)
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<AppendRequest>) {
+        let started = Instant::now();
+        let result = self.begin().and_then(|txn| {
+            let ranges = self.write_batch(&txn, batch);
+            match ranges {
+                Ok(r) => txn.commit().map_err(storage).map(|()| r),
+                Err(e) => {
+                    let _ = txn.abort();
+                    Err(e)
+                }
+            }
+        });
+        let events: usize = batch.iter().map(|r| r.events.len()).sum();
+        match result {
+            Ok(ranges) => {
+                (self.shared.on_commit)(events, started.elapsed());
+                for (req, range) in batch.drain(..).zip(ranges) {
+                    let _ = req.reply.send(Ok(range));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events, "commit failed; the batch is refused");
+                // The in-memory offsets may have moved past what was committed.
+                self.next.clear();
+                for req in batch.drain(..) {
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn write_cursors(&self, txn: &redb::WriteTransaction) -> Result<(), LogError> {
+        let pending: Vec<(String, u64)> = match self.shared.pending_cursors.lock() {
+            Ok(mut p) => p.drain().collect(),
+            Err(_) => return Err(LogError::Storage("cursor map poisoned".into())),
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut table = txn.open_table(CURSORS).map_err(storage)?;
+        for (key, offset) in pending {
+            table.insert(key.as_str(), offset).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    fn flush_cursors(&self) -> Result<(), LogError> {
+        let txn = self.begin()?;
+        self.write_cursors(&txn)?;
+        txn.commit().map_err(storage)
+    }
+
+    /// Deletes, per broker, up to `retention_chunk` of the oldest events that the policy lets
+    /// go and that every consumer has committed.
+    fn retention_pass(&mut self) -> Result<(), LogError> {
+        let policies: Vec<(Arc<str>, RetentionPolicy)> = match self.shared.retention.lock() {
+            Ok(r) => r.iter().map(|(k, v)| (Arc::clone(k), *v)).collect(),
+            Err(_) => return Err(LogError::Storage("retention map poisoned".into())),
+        };
+        let txn = self.begin()?;
+        self.write_cursors(&txn)?;
+        let now = now_ms();
+        for (broker, policy) in policies {
+            if policy.max_age.is_none() && policy.max_bytes.is_none() {
+                continue;
+            }
+            let min_cursor = {
+                let cursors = txn.open_table(CURSORS).map_err(storage)?;
+                let lo = format!("{broker}#");
+                let hi = format!("{broker}$");
+                let mut min: Option<u64> = None;
+                for item in cursors.range(lo.as_str()..hi.as_str()).map_err(storage)? {
+                    let (_, v) = item.map_err(storage)?;
+                    min = Some(min.map_or(v.value(), |m| m.min(v.value())));
+                }
+                min
+            };
+            let name = table_name(&broker);
+            let mut table = txn.open_table(events_table(&name)).map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let key = bytes_key(&broker);
+            let mut bytes = meta.get(key.as_str()).map_err(storage)?.map_or(0, |v| v.value());
+            let cutoff = policy
+                .max_age
+                .map(|a| now.saturating_sub(u64::try_from(a.as_millis()).unwrap_or(u64::MAX)));
+            let mut deleted = 0usize;
+            while deleted < self.options.retention_chunk {
+                let Some((offset, arrival, len)) = table.first().map_err(storage)?.map(|(k, v)| {
+                    let value = v.value();
+                    let mut ms = [0u8; 8];
+                    if let Some(prefix) = value.get(..8) {
+                        ms.copy_from_slice(prefix);
+                    }
+                    (k.value(), u64::from_le_bytes(ms), value.len().saturating_sub(8) as u64)
+                }) else {
+                    break;
+                };
+                if min_cursor.is_some_and(|c| offset >= c) {
+                    break;
+                }
+                let too_old = cutoff.is_some_and(|c| arrival < c);
+                let too_big = policy.max_bytes.is_some_and(|m| bytes > m);
+                if !too_old && !too_big {
+                    break;
+                }
+                table.remove(offset).map_err(storage)?;
+                bytes = bytes.saturating_sub(len);
+                deleted += 1;
+            }
+            if deleted > 0 {
+                meta.insert(key.as_str(), bytes).map_err(storage)?;
+                tracing::debug!(broker = %broker, deleted, "retention deleted events");
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+}

@@ -1,0 +1,254 @@
+//! The HTTP server: ingress, health, readiness and metrics on one listener, and the order of
+//! a graceful shutdown (stop taking requests, answer the ones in flight, commit what is
+//! queued, persist cursors).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchyard_core::config::Config;
+
+use crate::ingress::broker_endpoint;
+use crate::log::{EventLog, LogError, RetentionPolicy};
+use crate::metrics as m;
+use crate::problem::Problem;
+use crate::redb_log::{RedbLog, RedbOptions};
+
+/// The smallest body limit that may be configured.
+pub const MIN_BODY_LIMIT_BYTES: usize = 64 * 1024;
+/// The body limit when none is configured.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1024 * 1024;
+/// Retention when a broker sets none.
+pub const DEFAULT_RETENTION_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Setting(String),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] LogError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Settings of `switchyard serve`.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the store keeps its files.
+    pub data_dir: PathBuf,
+    /// Largest request body taken, in bytes (at least 64 KiB).
+    pub max_body_bytes: usize,
+    /// Settings of the embedded store.
+    pub store: RedbOptions,
+}
+
+/// A broker as ingress sees it.
+#[derive(Debug)]
+pub struct BrokerState {
+    /// `namespace/name`, the broker's log id.
+    pub id: String,
+    /// TTL given to events without one.
+    pub ttl: i32,
+}
+
+/// What every handler shares.
+pub struct App {
+    brokers: RwLock<HashMap<String, Arc<BrokerState>>>,
+    /// The event log.
+    pub log: Arc<dyn EventLog>,
+    /// Largest request body taken, in bytes.
+    pub max_body_bytes: usize,
+    metrics: PrometheusHandle,
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// The broker `namespace/name`, if it exists.
+    pub fn broker(&self, namespace: &str, name: &str) -> Option<Arc<BrokerState>> {
+        let key = format!("{namespace}/{name}");
+        self.brokers.read().ok()?.get(&key).cloned()
+    }
+
+    fn apply(&self, config: &Config) -> Result<(), LogError> {
+        let mut brokers = HashMap::new();
+        for ((ns, name), broker) in &config.brokers {
+            let id = format!("{ns}/{name}");
+            let retention = broker.spec.retention.clone().unwrap_or_default();
+            self.log.set_retention(
+                &id,
+                RetentionPolicy {
+                    max_age: Some(retention.max_age.map_or(DEFAULT_RETENTION_MAX_AGE, |d| d.0)),
+                    max_bytes: retention.max_bytes,
+                },
+            )?;
+            brokers.insert(
+                id.clone(),
+                Arc::new(BrokerState {
+                    id,
+                    ttl: broker.ttl(),
+                }),
+            );
+        }
+        if let Ok(mut b) = self.brokers.write() {
+            *b = brokers;
+        }
+        Ok(())
+    }
+}
+
+/// A server that has bound its listener and opened its store, ready to serve.
+pub struct Server {
+    app: Arc<App>,
+    log: Arc<RedbLog>,
+    listener: tokio::net::TcpListener,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the store, applies the configuration and binds the listener.
+    pub async fn bind(config: &Config, options: ServerOptions) -> Result<Server, ServeError> {
+        if options.max_body_bytes < MIN_BODY_LIMIT_BYTES {
+            return Err(ServeError::Setting(format!(
+                "the body limit must be at least {MIN_BODY_LIMIT_BYTES} bytes (64 KiB), not {}",
+                options.max_body_bytes
+            )));
+        }
+        let metrics = m::install();
+        let on_commit = Box::new(|events: usize, took: Duration| {
+            metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(events as f64);
+            metrics::histogram!(m::COMMIT_SECONDS).record(took.as_secs_f64());
+        });
+        let data_dir = options.data_dir.clone();
+        let store = options.store.clone();
+        let log = tokio::task::spawn_blocking(move || RedbLog::open(&data_dir, store, on_commit))
+            .await
+            .map_err(|e| ServeError::Setting(format!("store task failed: {e}")))??;
+        let log = Arc::new(log);
+        let app = Arc::new(App {
+            brokers: RwLock::new(HashMap::new()),
+            log: Arc::clone(&log) as Arc<dyn EventLog>,
+            max_body_bytes: options.max_body_bytes,
+            metrics,
+            ready: AtomicBool::new(false),
+        });
+        app.apply(config)?;
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        Ok(Server { app, log, listener })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` resolves, then drains: requests in flight are answered, queued
+    /// appends are committed, and cursors are persisted before this returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let Server { app, log, listener } = self;
+        app.ready.store(true, Ordering::SeqCst);
+        let router = router(Arc::clone(&app));
+        let ready_app = Arc::clone(&app);
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                ready_app.ready.store(false, Ordering::SeqCst);
+                tracing::info!("shutting down: finishing requests in flight");
+            })
+            .await;
+        tokio::task::spawn_blocking(move || log.shutdown())
+            .await
+            .map_err(|e| ServeError::Setting(format!("store shutdown failed: {e}")))?;
+        tracing::info!("store closed");
+        Ok(result?)
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_endpoint))
+        .route("/{namespace}/{broker}", any(broker_endpoint))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+async fn healthz() -> Response {
+    json_status(StatusCode::OK, "ok")
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.ready.load(Ordering::SeqCst) {
+        json_status(StatusCode::OK, "ready")
+    } else {
+        json_status(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    }
+}
+
+fn json_status(code: StatusCode, status: &str) -> Response {
+    let body = serde_json::json!({ "status": status }).to_string();
+    let mut r = (code, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn metrics_endpoint(State(app): State<Arc<App>>) -> Response {
+    metrics::gauge!(m::WRITER_QUEUE_DEPTH).set(app.log.queue_depth() as f64);
+    let mut r = app.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    Problem::not_found(format!(
+        "nothing at `{}`; a broker's ingress is /{{namespace}}/{{broker}}",
+        uri.path()
+    ))
+    .into_response()
+}
