@@ -168,9 +168,11 @@ pub async fn broker_endpoint(
             .into_response();
     };
     let response = match method {
-        Method::POST => ingest(&app, &broker.id, broker.ttl, &namespace, &name, &headers, body)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+        Method::POST => ingest(
+            &app, &broker.id, broker.ttl, &namespace, &name, &headers, body,
+        )
+        .await
+        .unwrap_or_else(IntoResponse::into_response),
         Method::OPTIONS => handshake(&headers),
         other => {
             count_rejected("method_not_allowed");

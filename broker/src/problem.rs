@@ -32,7 +32,12 @@ pub struct Problem {
 
 impl Problem {
     /// A problem with the given status, kind, title and detail.
-    pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Problem {
             kind,
             title,
@@ -47,7 +52,12 @@ impl Problem {
 
     /// 404 for a path or broker that does not exist.
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::NOT_FOUND, "urn:switchyard:problem:not-found", "not found", detail)
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "urn:switchyard:problem:not-found",
+            "not found",
+            detail,
+        )
     }
 
     /// 405 with the `Allow` header.

@@ -122,7 +122,10 @@ impl RedbLog {
         on_commit: Box<dyn Fn(usize, Duration) + Send + Sync>,
     ) -> Result<RedbLog, LogError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            LogError::Storage(format!("cannot create data directory {}: {e}", dir.display()))
+            LogError::Storage(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let path = dir.join("events.redb");
         let db = Database::builder()
@@ -240,10 +243,7 @@ impl EventLog for RedbLog {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(LogStats::default()),
             Err(e) => return Err(storage(e)),
         };
-        let next_stored = table
-            .last()
-            .map_err(storage)?
-            .map(|(k, _)| k.value() + 1);
+        let next_stored = table.last().map_err(storage)?.map(|(k, _)| k.value() + 1);
         let meta = txn.open_table(META).map_err(storage)?;
         let next_meta = meta
             .get(format!("next/{broker}").as_str())
@@ -415,7 +415,10 @@ impl Writer {
         let mut meta = txn.open_table(META).map_err(storage)?;
         for (broker, (next, bytes)) in added {
             let key = bytes_key(&broker);
-            let old = meta.get(key.as_str()).map_err(storage)?.map_or(0, |v| v.value());
+            let old = meta
+                .get(key.as_str())
+                .map_err(storage)?
+                .map_or(0, |v| v.value());
             meta.insert(key.as_str(), old + bytes).map_err(storage)?;
             meta.insert(format!("next/{broker}").as_str(), next)
                 .map_err(storage)?;
@@ -515,7 +518,10 @@ impl Writer {
             let mut table = txn.open_table(events_table(&name)).map_err(storage)?;
             let mut meta = txn.open_table(META).map_err(storage)?;
             let key = bytes_key(&broker);
-            let mut bytes = meta.get(key.as_str()).map_err(storage)?.map_or(0, |v| v.value());
+            let mut bytes = meta
+                .get(key.as_str())
+                .map_err(storage)?
+                .map_or(0, |v| v.value());
             let cutoff = policy
                 .max_age
                 .map(|a| now.saturating_sub(u64::try_from(a.as_millis()).unwrap_or(u64::MAX)));
@@ -527,7 +533,11 @@ impl Writer {
                     if let Some(prefix) = value.get(..8) {
                         ms.copy_from_slice(prefix);
                     }
-                    (k.value(), u64::from_le_bytes(ms), value.len().saturating_sub(8) as u64)
+                    (
+                        k.value(),
+                        u64::from_le_bytes(ms),
+                        value.len().saturating_sub(8) as u64,
+                    )
                 }) else {
                     break;
                 };

@@ -183,7 +183,10 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains: requests in flight are answered, queued
     /// appends are committed, and cursors are persisted before this returns.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let Server { app, log, listener } = self;
         app.ready.store(true, Ordering::SeqCst);
         let router = router(Arc::clone(&app));

@@ -12,7 +12,11 @@ use switchyard_broker::{RedbLog, RedbOptions, Server, ServerOptions};
 use switchyard_core::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "A CloudEvents broker in one binary")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A CloudEvents broker in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -127,7 +131,10 @@ fn run(cli: Cli) -> Result<()> {
                 out.push_str(&format!("Broker {ns}/{name}\n"));
             }
             for ((ns, name), t) in &config.triggers {
-                out.push_str(&format!("Trigger {ns}/{name} -> broker {}\n", t.spec.broker));
+                out.push_str(&format!(
+                    "Trigger {ns}/{name} -> broker {}\n",
+                    t.spec.broker
+                ));
             }
             for ((ns, name), s) in &config.sinks {
                 out.push_str(&format!("Sink {ns}/{name} -> {}\n", s.spec.uri));
@@ -162,15 +169,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -196,7 +203,11 @@ fn dump_events(data_dir: &std::path::Path, broker: &str, from: u64, limit: u64) 
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write as _;
     while left > 0 {
-        let batch = log.read(broker, next, usize::try_from(left.min(1000)).unwrap_or(1000))?;
+        let batch = log.read(
+            broker,
+            next,
+            usize::try_from(left.min(1000)).unwrap_or(1000),
+        )?;
         let Some(last) = batch.last() else { break };
         next = last.offset + 1;
         for record in &batch {

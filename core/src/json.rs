@@ -313,8 +313,7 @@ pub fn encode_event_into(event: &CloudEvent, out: &mut Vec<u8>) {
 
 fn json_or_text(event: &CloudEvent, bytes: &[u8]) -> bool {
     let ct = event.datacontenttype.as_deref();
-    binary_is_json(ct, bytes)
-        || (is_text_media_type(ct) && std::str::from_utf8(bytes).is_ok())
+    binary_is_json(ct, bytes) || (is_text_media_type(ct) && std::str::from_utf8(bytes).is_ok())
 }
 
 /// One event in the JSON format.

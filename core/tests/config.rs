@@ -1,0 +1,615 @@
+//! Loading resources: Knative manifests, multi-document YAML, JSON, directories; and errors
+//! that name the file, the resource and the field.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration as StdDuration;
+
+use switchyard_core::config::{Config, ConfigError, parse_text};
+use switchyard_core::resources::{
+    BackoffPolicy, DeliveryFormat, Duration, Resource, SubscriptionsApiFilter,
+};
+
+/// A Knative Broker and Trigger as `kubectl get -o yaml` shows them, status included, plus a
+/// Switchyard Sink the second trigger refers to.
+const KNATIVE_MANIFEST: &str = r#"
+# Knative eventing resources, unchanged.
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: default
+  namespace: shop
+  labels:
+    app: shop
+  annotations:
+    eventing.knative.dev/broker.class: MTChannelBasedBroker
+spec:
+  delivery:
+    deadLetterSink:
+      uri: http://dlq.shop.svc.cluster.local/
+    retry: 5
+    backoffPolicy: exponential
+    backoffDelay: PT0.2S
+status:
+  address:
+    url: http://broker-ingress.knative-eventing.svc.cluster.local/shop/default
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: orders
+  namespace: shop
+spec:
+  broker: default
+  filter:
+    attributes:
+      type: com.example.order.created
+      source: /orders
+  subscriber:
+    uri: http://orders.shop.svc.cluster.local/events
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: audit
+  namespace: shop
+spec:
+  broker: default
+  filters:
+    - any:
+        - exact:
+            type: com.example.order.created
+        - prefix:
+            type: com.example.payment.
+    - cesql: "source LIKE '/orders%'"
+  subscriber:
+    ref:
+      apiVersion: switchyard.dev/v1
+      kind: Sink
+      name: audit
+  delivery:
+    retry: 0
+    timeout: 10s
+    format: json
+---
+apiVersion: switchyard.dev/v1
+kind: Sink
+metadata:
+  name: audit
+  namespace: shop
+spec:
+  uri: https://audit.example.com/in
+"#;
+
+fn key(ns: &str, name: &str) -> (String, String) {
+    (ns.to_owned(), name.to_owned())
+}
+
+fn load_text(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let resources = parse_text(text, file)?;
+    Config::from_resources(resources.into_iter().map(|r| (file.to_owned(), r)))
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn knative_broker_and_trigger_manifest_loads() {
+    let config = load_text(KNATIVE_MANIFEST, "shop.yaml").unwrap();
+    assert_eq!(config.brokers.len(), 1);
+    assert_eq!(config.triggers.len(), 2);
+    assert_eq!(config.sinks.len(), 1);
+
+    let broker = &config.brokers[&key("shop", "default")];
+    assert_eq!(broker.metadata.labels["app"], "shop");
+    assert_eq!(
+        broker.metadata.annotations["eventing.knative.dev/broker.class"],
+        "MTChannelBasedBroker"
+    );
+    let delivery = broker.spec.delivery.as_ref().unwrap();
+    assert_eq!(delivery.retry, Some(5));
+    assert_eq!(delivery.backoff_policy, Some(BackoffPolicy::Exponential));
+    assert_eq!(
+        delivery.backoff_delay,
+        Some(Duration(StdDuration::from_millis(200)))
+    );
+    assert_eq!(
+        delivery
+            .dead_letter_sink
+            .as_ref()
+            .and_then(|d| d.uri.as_deref()),
+        Some("http://dlq.shop.svc.cluster.local/")
+    );
+    assert_eq!(broker.ttl(), 255);
+
+    let orders = &config.triggers[&key("shop", "orders")];
+    assert_eq!(orders.spec.broker, "default");
+    let attributes = &orders.spec.filter.as_ref().unwrap().attributes;
+    assert_eq!(attributes["type"], "com.example.order.created");
+    assert_eq!(attributes["source"], "/orders");
+    assert_eq!(
+        orders.spec.subscriber.uri.as_deref(),
+        Some("http://orders.shop.svc.cluster.local/events")
+    );
+
+    let audit = &config.triggers[&key("shop", "audit")];
+    assert_eq!(audit.spec.filters.len(), 2);
+    let SubscriptionsApiFilter::Any(any) = &audit.spec.filters[0] else {
+        panic!("{:?}", audit.spec.filters[0])
+    };
+    assert_eq!(any.len(), 2);
+    assert!(
+        matches!(&any[1], SubscriptionsApiFilter::Prefix(m) if m["type"] == "com.example.payment.")
+    );
+    assert_eq!(
+        audit.spec.filters[1],
+        SubscriptionsApiFilter::Cesql("source LIKE '/orders%'".into())
+    );
+    let reference = audit.spec.subscriber.reference.as_ref().unwrap();
+    assert_eq!(
+        (reference.kind.as_str(), reference.name.as_str()),
+        ("Sink", "audit")
+    );
+    let delivery = audit.spec.delivery.as_ref().unwrap();
+    assert_eq!(delivery.retry, Some(0));
+    assert_eq!(delivery.timeout, Some(Duration(StdDuration::from_secs(10))));
+    assert_eq!(delivery.format, Some(DeliveryFormat::Json));
+
+    assert_eq!(
+        config.sinks[&key("shop", "audit")].spec.uri,
+        "https://audit.example.com/in"
+    );
+}
+
+#[test]
+fn multi_document_yaml_loads_with_kinds_in_document_order() {
+    let text = "---\n# leading separator and comments\n---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: a}\n---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b, namespace: team}\nspec: {ttl: 16}\n---\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec:\n  broker: a\n  subscriber: {uri: 'http://x.example/'}\n...\n";
+    let resources = parse_text(text, "all.yaml").unwrap();
+    let summary: Vec<(&str, &str, &str)> = resources
+        .iter()
+        .map(|r| {
+            let m = r.metadata();
+            (r.kind(), m.namespace.as_str(), m.name.as_str())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("Broker", "default", "a"),
+            ("Broker", "team", "b"),
+            ("Trigger", "default", "t")
+        ]
+    );
+    let Resource::Broker(b) = &resources[1] else {
+        panic!()
+    };
+    assert_eq!(b.ttl(), 16);
+    let config = load_text(text, "all.yaml").unwrap();
+    assert_eq!(config.brokers.len(), 2);
+    assert_eq!(config.triggers.len(), 1);
+}
+
+#[test]
+fn json_file_with_an_array_of_resources_loads() {
+    let text = r#"[
+        {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": "b"}},
+        {"apiVersion": "switchyard.dev/v1", "kind": "Sink", "metadata": {"name": "s"},
+         "spec": {"uri": "http://sink.example/"}}
+    ]"#;
+    let config = load_text(text, "res.json").unwrap();
+    assert!(config.brokers.contains_key(&key("default", "b")));
+    assert!(config.sinks.contains_key(&key("default", "s")));
+}
+
+/// An error inside a resource: file, resource and field named, and the message contains what.
+fn assert_error(
+    err: &ConfigError,
+    file: &str,
+    resource: &str,
+    field: Option<&str>,
+    message_contains: &str,
+) {
+    assert_eq!(err.file, file, "{err}");
+    assert_eq!(err.resource.as_deref(), Some(resource), "{err}");
+    assert_eq!(err.field.as_deref(), field, "{err}");
+    assert!(err.message.contains(message_contains), "{err}");
+    // The Display form carries all of it.
+    let text = err.to_string();
+    assert!(text.starts_with(file), "{text}");
+    assert!(text.contains(resource), "{text}");
+    if let Some(field) = field {
+        assert!(text.contains(field), "{text}");
+    }
+}
+
+const BROKER_HEAD: &str =
+    "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n";
+const TRIGGER_HEAD: &str =
+    "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\n";
+
+#[test]
+fn unknown_fields_are_rejected_with_their_path() {
+    let cases: &[(String, &str, &str, &str)] = &[
+        (
+            format!("{BROKER_HEAD}spec:\n  delivery:\n    retries: 3\n"),
+            "Broker default/b",
+            "spec.delivery",
+            "unknown field `retries`",
+        ),
+        (
+            format!("{BROKER_HEAD}specs: {{}}\n"),
+            "Broker default/b",
+            "specs",
+            "unknown field `specs`",
+        ),
+        (
+            format!("{BROKER_HEAD}  nmespace: x\n"),
+            "Broker default/b",
+            "metadata",
+            "unknown field `nmespace`",
+        ),
+        (
+            format!(
+                "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    uri: http://x.example/\n    url: http://y.example/\n"
+            ),
+            "Trigger default/t",
+            "spec.subscriber",
+            "unknown field `url`",
+        ),
+    ];
+    for (text, resource, field_prefix, message) in cases {
+        let err = parse_text(text, "res.yaml").unwrap_err();
+        assert_eq!(err.file, "res.yaml", "{err}");
+        assert_eq!(err.resource.as_deref(), Some(*resource), "{err}");
+        let field = err.field.clone().unwrap();
+        assert!(field.starts_with(field_prefix), "{err}");
+        assert!(err.message.contains(message), "{err}");
+    }
+}
+
+#[test]
+fn unsupported_knative_fields_say_so() {
+    let cases: &[(String, &str, &str)] = &[
+        (
+            format!(
+                "{BROKER_HEAD}spec:\n  config:\n    apiVersion: v1\n    kind: ConfigMap\n    name: config-br-default-channel\n"
+            ),
+            "Broker default/b",
+            "spec.config",
+        ),
+        (
+            format!(
+                "{TRIGGER_HEAD}spec:\n  broker: b\n  brokerRef:\n    name: b\n    namespace: other\n  subscriber:\n    uri: http://x.example/\n"
+            ),
+            "Trigger default/t",
+            "spec.brokerRef",
+        ),
+        (
+            format!(
+                "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    uri: https://x.example/\n    CACerts: '-----BEGIN CERTIFICATE-----'\n"
+            ),
+            "Trigger default/t",
+            "spec.subscriber.CACerts",
+        ),
+        (
+            format!(
+                "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    uri: https://x.example/\n    audience: my-audience\n"
+            ),
+            "Trigger default/t",
+            "spec.subscriber.audience",
+        ),
+    ];
+    for (text, resource, field) in cases {
+        let err = parse_text(text, "k.yaml").unwrap_err();
+        assert_error(&err, "k.yaml", resource, Some(field), "not supported");
+    }
+}
+
+#[test]
+fn invalid_resources_are_rejected_with_the_field() {
+    let cases: &[(String, &str, Option<&str>, &str)] = &[
+        (
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: My_Broker\n"
+                .into(),
+            "Broker default/My_Broker",
+            Some("metadata.name"),
+            "`My_Broker` is not a valid name",
+        ),
+        (
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n  namespace: -x\n"
+                .into(),
+            "Broker -x/b",
+            Some("metadata.namespace"),
+            "not a valid name",
+        ),
+        (
+            format!("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: {}\n", "a".repeat(64)),
+            "Broker default/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            Some("metadata.name"),
+            "not a valid name",
+        ),
+        (
+            format!(
+                "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    uri: http://x.example/\n    ref:\n      kind: Sink\n      name: s\n"
+            ),
+            "Trigger default/t",
+            Some("spec.subscriber"),
+            "not both",
+        ),
+        (
+            format!("{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber: {{}}\n"),
+            "Trigger default/t",
+            Some("spec.subscriber"),
+            "give `ref` or `uri`",
+        ),
+        (
+            format!("{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    uri: ftp://x.example/\n"),
+            "Trigger default/t",
+            Some("spec.subscriber.uri"),
+            "not an absolute http:// or https:// URL",
+        ),
+        (
+            format!(
+                "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    ref:\n      apiVersion: serving.knative.dev/v1\n      kind: Service\n      name: svc\n"
+            ),
+            "Trigger default/t",
+            Some("spec.subscriber.ref.kind"),
+            "`Service` cannot be referenced",
+        ),
+        (
+            format!("{TRIGGER_HEAD}spec:\n  subscriber:\n    uri: http://x.example/\n"),
+            "Trigger default/t",
+            Some("spec"),
+            "missing field `broker`",
+        ),
+        (
+            format!(
+                "{TRIGGER_HEAD}spec:\n  broker: b\n  filters:\n    - exact: {{Type: x}}\n  subscriber:\n    uri: http://x.example/\n"
+            ),
+            "Trigger default/t",
+            Some("spec.filters[0].exact.Type"),
+            "not a CloudEvents attribute name",
+        ),
+        (
+            format!("{BROKER_HEAD}spec:\n  delivery:\n    retry: -1\n"),
+            "Broker default/b",
+            Some("spec.delivery.retry"),
+            "0 or more",
+        ),
+        (
+            format!("{BROKER_HEAD}spec:\n  delivery:\n    backoffDelay: soon\n"),
+            "Broker default/b",
+            Some("spec.delivery.backoffDelay"),
+            "`soon` is not a duration",
+        ),
+        (
+            format!("{BROKER_HEAD}spec:\n  delivery:\n    jitter: 1.5\n"),
+            "Broker default/b",
+            Some("spec.delivery.jitter"),
+            "fraction",
+        ),
+    ];
+    for (text, resource, field, message) in cases {
+        let err = parse_text(text, "bad.yaml").unwrap_err();
+        assert_error(&err, "bad.yaml", resource, *field, message);
+    }
+}
+
+#[test]
+fn unknown_kinds_and_api_versions_are_rejected() {
+    let err = parse_text(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: svc\n",
+        "svc.yaml",
+    )
+    .unwrap_err();
+    assert_error(
+        &err,
+        "svc.yaml",
+        "Service default/svc",
+        Some("kind"),
+        "kind `Service` (serving.knative.dev/v1) is not supported",
+    );
+    assert!(
+        err.message.contains("eventing.knative.dev/v1 Broker"),
+        "{err}"
+    );
+
+    let err = parse_text(
+        "apiVersion: eventing.knative.dev/v1beta1\nkind: Trigger\nmetadata:\n  name: t\n",
+        "t.yaml",
+    )
+    .unwrap_err();
+    assert_error(
+        &err,
+        "t.yaml",
+        "Trigger default/t",
+        Some("kind"),
+        "use `eventing.knative.dev/v1`",
+    );
+
+    let err = parse_text("kind: Broker\nmetadata:\n  name: b\n", "b.yaml").unwrap_err();
+    assert_error(
+        &err,
+        "b.yaml",
+        "Broker default/b",
+        None,
+        "`apiVersion` and `kind` are required",
+    );
+
+    // A document that is not a mapping: named by its position.
+    let err = parse_text(
+        "apiVersion: switchyard.dev/v1\nkind: Sink\nmetadata: {name: s}\nspec: {uri: 'http://s.example/'}\n---\n- a list\n",
+        "list.yaml",
+    )
+    .unwrap_err();
+    assert_error(
+        &err,
+        "list.yaml",
+        "resource (document 2)",
+        None,
+        "must be a mapping",
+    );
+}
+
+#[test]
+fn references_to_missing_resources_are_rejected() {
+    let broker = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n";
+    let cases: &[(String, &str, &str, &str)] = &[
+        (
+            format!("{broker}---\n{TRIGGER_HEAD}spec:\n  broker: nope\n  subscriber:\n    uri: http://x.example/\n"),
+            "Trigger default/t",
+            "spec.broker",
+            "no Broker `nope` in namespace `default`",
+        ),
+        (
+            // The broker exists, in another namespace.
+            format!(
+                "{broker}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\n  namespace: other\nspec:\n  broker: b\n  subscriber:\n    uri: http://x.example/\n"
+            ),
+            "Trigger other/t",
+            "spec.broker",
+            "no Broker `b` in namespace `other`",
+        ),
+        (
+            format!(
+                "{broker}---\n{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    ref:\n      kind: Sink\n      name: missing\n"
+            ),
+            "Trigger default/t",
+            "spec.subscriber.ref",
+            "no Sink `missing` in namespace `default`",
+        ),
+        (
+            format!(
+                "{broker}---\n{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    uri: http://x.example/\n  delivery:\n    deadLetterSink:\n      ref:\n        kind: Sink\n        name: dlq\n        namespace: ops\n"
+            ),
+            "Trigger default/t",
+            "spec.delivery.deadLetterSink.ref",
+            "no Sink `dlq` in namespace `ops`",
+        ),
+        (
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\nspec:\n  delivery:\n    deadLetterSink:\n      ref:\n        kind: Broker\n        name: dead\n".into(),
+            "Broker default/b",
+            "spec.delivery.deadLetterSink.ref",
+            "no Broker `dead` in namespace `default`",
+        ),
+    ];
+    for (text, resource, field, message) in cases {
+        let err = load_text(text, "refs.yaml").unwrap_err();
+        assert_error(&err, "refs.yaml", resource, Some(field), message);
+    }
+}
+
+#[test]
+fn duplicate_resources_are_rejected_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n";
+    // Written in the opposite order of their names.
+    write(dir.path(), "b.yaml", broker);
+    write(dir.path(), "a.yaml", broker);
+    let err = Config::load(dir.path()).unwrap_err();
+    let a = dir.path().join("a.yaml").display().to_string();
+    let b = dir.path().join("b.yaml").display().to_string();
+    assert_error(
+        &err,
+        &b,
+        "Broker default/b",
+        Some("metadata.name"),
+        "defined twice",
+    );
+    assert!(err.message.contains(&format!("first in {a}")), "{err}");
+
+    // In one file as well; the same name in another kind or namespace is no duplicate.
+    let text = format!("{broker}---\n{broker}");
+    let err = load_text(&text, "one.yaml").unwrap_err();
+    assert_error(
+        &err,
+        "one.yaml",
+        "Broker default/b",
+        Some("metadata.name"),
+        "first in one.yaml",
+    );
+    let text = format!(
+        "{broker}---\n{broker}  namespace: other\n---\napiVersion: switchyard.dev/v1\nkind: Sink\nmetadata:\n  name: b\nspec:\n  uri: http://b.example/\n"
+    );
+    let config = load_text(&text, "one.yaml").unwrap();
+    assert_eq!(config.brokers.len(), 2);
+    assert_eq!(config.sinks.len(), 1);
+}
+
+#[test]
+fn a_directory_loads_its_yaml_and_json_files_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // Triggers first in creation order, but after the broker in name order; references are
+    // resolved once everything is loaded.
+    write(
+        dir.path(),
+        "30-triggers.yml",
+        &format!(
+            "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    ref:\n      kind: Sink\n      name: s\n"
+        ),
+    );
+    write(
+        dir.path(),
+        "20-sinks.json",
+        r#"{"apiVersion": "switchyard.dev/v1", "kind": "Sink", "metadata": {"name": "s"}, "spec": {"uri": "http://s.example/"}}"#,
+    );
+    write(
+        dir.path(),
+        "10-broker.yaml",
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n",
+    );
+    // Not configuration: ignored.
+    write(dir.path(), "README.md", "not: [yaml");
+    write(dir.path(), "notes.txt", "not: [yaml");
+    std::fs::create_dir(dir.path().join("sub.yaml")).unwrap();
+    let config = Config::load(dir.path()).unwrap();
+    assert_eq!(config.brokers.len(), 1);
+    assert_eq!(config.triggers.len(), 1);
+    assert_eq!(config.sinks.len(), 1);
+
+    // Name order decides which of two definitions is "first": the later name is the duplicate.
+    write(
+        dir.path(),
+        "00-early.yaml",
+        "apiVersion: switchyard.dev/v1\nkind: Sink\nmetadata:\n  name: s\nspec:\n  uri: http://early.example/\n",
+    );
+    let err = Config::load(dir.path()).unwrap_err();
+    assert_eq!(
+        err.file,
+        dir.path().join("20-sinks.json").display().to_string()
+    );
+    assert!(
+        err.message
+            .contains(&dir.path().join("00-early.yaml").display().to_string()),
+        "{err}"
+    );
+
+    // Loading one file of the directory works too.
+    let one = Config::load(&dir.path().join("10-broker.yaml")).unwrap();
+    assert_eq!(one.brokers.len(), 1);
+}
+
+#[test]
+fn unreadable_and_unparsable_files_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let err = Config::load(&missing).unwrap_err();
+    assert_eq!(err.file, missing.display().to_string());
+    assert_eq!(
+        (err.resource.as_deref(), err.field.as_deref()),
+        (None, None)
+    );
+    assert!(err.message.starts_with("cannot read"), "{err}");
+
+    write(dir.path(), "bad.yaml", "a: [");
+    let err = Config::load(dir.path()).unwrap_err();
+    assert_eq!(err.file, dir.path().join("bad.yaml").display().to_string());
+    assert_eq!(err.resource, None);
+    assert!(err.message.starts_with("invalid YAML"), "{err}");
+
+    let err = parse_text("{", "bad.json").unwrap_err();
+    assert_eq!(err.file, "bad.json");
+    assert!(err.message.starts_with("invalid JSON"), "{err}");
+}

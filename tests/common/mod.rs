@@ -1,0 +1,219 @@
+//! Helpers shared by the black-box tests: start the real `switchyard` binary on a free port
+//! with a temporary data directory, talk to it over HTTP, read back what it stored.
+#![allow(dead_code, clippy::unwrap_used, clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use switchyard_core::CloudEvent;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+/// A config with one broker `default/default` and one `team-a/orders`.
+pub const TWO_BROKERS: &str = r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: default
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: orders
+  namespace: team-a
+spec:
+  ttl: 10
+"#;
+
+/// A running `switchyard serve`, killed when dropped.
+pub struct Switchyard {
+    pub child: Child,
+    pub base: String,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    config: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Switchyard {
+    /// Starts the binary with `config` (YAML text) in a new temporary directory.
+    pub fn start(config: &str) -> Switchyard {
+        Self::start_with(config, &[])
+    }
+
+    /// Same, with extra `serve` arguments.
+    pub fn start_with(config: &str, extra: &[&str]) -> Switchyard {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let config_path = dir.join("config.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let (child, base) = Self::spawn(&dir, &config_path, extra);
+        Switchyard {
+            child,
+            base,
+            dir,
+            _tmp: Some(tmp),
+            config: config_path,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn spawn(dir: &Path, config: &Path, extra: &[&str]) -> (Child, String) {
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("switchyard listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from switchyard: {line:?}"))
+            .to_owned();
+        (child, base)
+    }
+
+    /// Restarts on the same data directory and config (after [`Self::kill9`] or [`Self::stop`]).
+    pub fn restart(&mut self) {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let (child, base) = Self::spawn(&self.dir, &self.config, &extra);
+        self.child = child;
+        self.base = base;
+    }
+
+    /// The ingress URL of `namespace/broker`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit, which must come within 30 s.
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "switchyard exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "switchyard did not stop within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (if running) and reads back every event stored for `broker`.
+    pub fn stored(&mut self, broker: &str) -> Vec<(u64, CloudEvent)> {
+        if self.child.try_wait().unwrap().is_none() {
+            self.stop();
+        }
+        stored_events(&self.dir.join("data"), broker)
+    }
+}
+
+impl Drop for Switchyard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a broker's events with `switchyard events` (the store must not be open).
+pub fn stored_events(data_dir: &Path, broker: &str) -> Vec<(u64, CloudEvent)> {
+    let out = Command::new(bin())
+        .args(["events", "--broker", broker, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "switchyard events failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            // Each line is {"offset":N,"event":<JSON event>}; decode the event's own text so
+            // raw `data` is compared exactly as stored.
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let offset = v["offset"].as_u64().unwrap();
+            let start = line.find("\"event\":").unwrap() + 8;
+            let event =
+                switchyard_core::json::decode_event(&line.as_bytes()[start..line.len() - 1])
+                    .unwrap();
+            (offset, event)
+        })
+        .collect()
+}
+
+/// A binary-mode request with the given `ce-` attributes (name without prefix).
+pub fn binary(
+    client: &reqwest::Client,
+    url: &str,
+    attrs: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
+    let mut req = client.post(url);
+    for (name, value) in attrs {
+        req = req.header(format!("ce-{name}"), *value);
+    }
+    req
+}
+
+/// The required attributes of a valid 1.0 event with the given id.
+pub fn minimal(id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("specversion", "1.0".to_owned()),
+        ("id", id.to_owned()),
+        ("source", "/tests".to_owned()),
+        ("type", "com.example.test".to_owned()),
+    ]
+}
+
+/// A client with no connection reuse surprises and a generous timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Parses a problem body and checks its shape.
+pub async fn problem(resp: reqwest::Response) -> serde_json::Value {
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert_eq!(ct, "application/problem+json");
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    body
+}
