@@ -2,6 +2,9 @@
 //! stores them durably and answers 202 only after the commit. The contract, status by status,
 //! is in `spec/ingress.md`.
 
+// A `Problem` is only built on the refusal path, where its size costs nothing worth boxing for.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Instant;
 
