@@ -52,6 +52,28 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The wall clock the log stamps arrival times with and judges retention by, in milliseconds
+/// since the Unix epoch. Tests inject their own.
+#[derive(Clone)]
+pub struct Clock(pub Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Clock(Arc::new(now_ms))
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// Settings of the embedded log.
 #[derive(Debug, Clone)]
 pub struct RedbOptions {
@@ -68,6 +90,8 @@ pub struct RedbOptions {
     pub retention_interval: Duration,
     /// The most events one retention pass deletes per broker (so ingest is never held up).
     pub retention_chunk: usize,
+    /// Source of arrival times and of "now" for retention.
+    pub clock: Clock,
 }
 
 impl Default for RedbOptions {
@@ -79,6 +103,7 @@ impl Default for RedbOptions {
             max_batch_bytes: 4 * 1024 * 1024,
             retention_interval: Duration::from_secs(5),
             retention_chunk: 10_000,
+            clock: Clock::system(),
         }
     }
 }
@@ -87,6 +112,13 @@ struct AppendRequest {
     broker: Arc<str>,
     events: Vec<Vec<u8>>,
     reply: oneshot::Sender<Result<Range<u64>, LogError>>,
+}
+
+/// What the writer thread is asked to do.
+enum Command {
+    Append(AppendRequest),
+    /// Run one retention pass now and say how many events it deleted.
+    Retention(oneshot::Sender<Result<u64, LogError>>),
 }
 
 /// State shared between the handle and the writer thread.
@@ -103,7 +135,7 @@ struct Shared {
 /// The embedded, durable event log.
 pub struct RedbLog {
     shared: Arc<Shared>,
-    sender: RwLock<Option<SyncSender<AppendRequest>>>,
+    sender: RwLock<Option<SyncSender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -173,6 +205,22 @@ impl RedbLog {
     }
 }
 
+impl RedbLog {
+    /// Runs one retention pass now (it also runs on its own every `retention_interval`) and
+    /// resolves to the number of events deleted.
+    pub async fn run_retention(&self) -> Result<u64, LogError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let guard = self.sender.read().map_err(|_| LogError::ShuttingDown)?;
+            let tx = guard.as_ref().ok_or(LogError::ShuttingDown)?;
+            // Blocking send: a retention request must not be refused for a full queue.
+            tx.send(Command::Retention(reply))
+                .map_err(|_| LogError::ShuttingDown)?;
+        }
+        answer.await.unwrap_or(Err(LogError::ShuttingDown))
+    }
+}
+
 impl Drop for RedbLog {
     fn drop(&mut self) {
         self.shutdown();
@@ -191,7 +239,7 @@ impl EventLog for RedbLog {
             Ok(guard) => match guard.as_ref() {
                 Some(tx) => {
                     self.shared.queued.fetch_add(1, Ordering::Relaxed);
-                    tx.try_send(request).map_err(|e| {
+                    tx.try_send(Command::Append(request)).map_err(|e| {
                         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                         match e {
                             TrySendError::Full(_) => LogError::Overloaded,
@@ -317,24 +365,29 @@ impl Writer {
         }
     }
 
-    fn run(mut self, rx: &Receiver<AppendRequest>) {
+    fn run(mut self, rx: &Receiver<Command>) {
         let mut last_retention = Instant::now();
         let mut batch: Vec<AppendRequest> = Vec::new();
+        let mut retention_asked: Vec<oneshot::Sender<Result<u64, LogError>>> = Vec::new();
         loop {
             let wait = self
                 .options
                 .retention_interval
                 .saturating_sub(last_retention.elapsed());
+            let mut bytes = 0usize;
+            let mut take = |command: Command, bytes: &mut usize| match command {
+                Command::Append(req) => {
+                    *bytes += req.events.iter().map(Vec::len).sum::<usize>();
+                    batch.push(req);
+                }
+                Command::Retention(reply) => retention_asked.push(reply),
+            };
             let disconnected = match rx.recv_timeout(wait) {
                 Ok(first) => {
-                    let mut bytes: usize = first.events.iter().map(Vec::len).sum();
-                    batch.push(first);
+                    take(first, &mut bytes);
                     while bytes < self.options.max_batch_bytes {
                         match rx.try_recv() {
-                            Ok(more) => {
-                                bytes += more.events.iter().map(Vec::len).sum::<usize>();
-                                batch.push(more);
-                            }
+                            Ok(more) => take(more, &mut bytes),
                             Err(_) => break,
                         }
                     }
@@ -347,9 +400,15 @@ impl Writer {
                 self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
                 self.commit_batch(&mut batch);
             }
-            if last_retention.elapsed() >= self.options.retention_interval {
-                if let Err(e) = self.retention_pass() {
+            if !retention_asked.is_empty()
+                || last_retention.elapsed() >= self.options.retention_interval
+            {
+                let result = self.retention_pass();
+                if let Err(e) = &result {
                     tracing::warn!(error = %e, "retention pass failed");
+                }
+                for reply in retention_asked.drain(..) {
+                    let _ = reply.send(result.clone());
                 }
                 last_retention = Instant::now();
             }
@@ -388,7 +447,7 @@ impl Writer {
         txn: &redb::WriteTransaction,
         batch: &[AppendRequest],
     ) -> Result<Vec<Range<u64>>, LogError> {
-        let arrival = now_ms().to_le_bytes();
+        let arrival = self.options.clock.now_ms().to_le_bytes();
         let mut ranges = Vec::with_capacity(batch.len());
         let mut added: HashMap<Arc<str>, (u64, u64)> = HashMap::new();
         let mut value = Vec::new();
@@ -491,14 +550,15 @@ impl Writer {
 
     /// Deletes, per broker, up to `retention_chunk` of the oldest events that the policy lets
     /// go and that every consumer has committed.
-    fn retention_pass(&mut self) -> Result<(), LogError> {
+    fn retention_pass(&mut self) -> Result<u64, LogError> {
         let policies: Vec<(Arc<str>, RetentionPolicy)> = match self.shared.retention.lock() {
             Ok(r) => r.iter().map(|(k, v)| (Arc::clone(k), *v)).collect(),
             Err(_) => return Err(LogError::Storage("retention map poisoned".into())),
         };
         let txn = self.begin()?;
         self.write_cursors(&txn)?;
-        let now = now_ms();
+        let now = self.options.clock.now_ms();
+        let mut total = 0u64;
         for (broker, policy) in policies {
             if policy.max_age.is_none() && policy.max_bytes.is_none() {
                 continue;
@@ -554,10 +614,12 @@ impl Writer {
                 deleted += 1;
             }
             if deleted > 0 {
+                total += deleted as u64;
                 meta.insert(key.as_str(), bytes).map_err(storage)?;
                 tracing::debug!(broker = %broker, deleted, "retention deleted events");
             }
         }
-        txn.commit().map_err(storage)
+        txn.commit().map_err(storage)?;
+        Ok(total)
     }
 }

@@ -1,0 +1,196 @@
+//! The embedded log against a real redb file: appends, reads, cursors, reopening, retention
+//! (with an injected clock, so "two hours later" takes no time).
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use switchyard_broker::log::{EventLog, LogError, RetentionPolicy};
+use switchyard_broker::redb_log::{Clock, RedbLog, RedbOptions};
+
+const B: &str = "default/default";
+const T0: u64 = 1_800_000_000_000;
+
+fn open(dir: &std::path::Path, clock: &Arc<AtomicU64>) -> RedbLog {
+    let clock = Arc::clone(clock);
+    let options = RedbOptions {
+        // Retention runs only when a test asks for it.
+        retention_interval: Duration::from_secs(3600),
+        clock: Clock(Arc::new(move || clock.load(Ordering::SeqCst))),
+        ..RedbOptions::default()
+    };
+    RedbLog::open(dir, options, Box::new(|_, _| {})).unwrap()
+}
+
+fn events(n: usize, size: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| vec![u8::try_from(i % 256).unwrap(); size])
+        .collect()
+}
+
+#[tokio::test]
+async fn appends_read_back_in_order_and_offsets_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(T0));
+    {
+        let log = open(dir.path(), &clock);
+        assert_eq!(log.append(B, events(3, 10)).await.unwrap(), 0..3);
+        assert_eq!(log.append(B, events(2, 10)).await.unwrap(), 3..5);
+        assert_eq!(log.append("other/b", events(1, 10)).await.unwrap(), 0..1);
+        let read = log.read(B, 1, 3).unwrap();
+        let offsets: Vec<u64> = read.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [1, 2, 3]);
+        assert_eq!(read[0].event.as_ref(), &[1u8; 10]);
+        assert_eq!(read[0].arrival_ms, T0);
+        let stats = log.stats(B).unwrap();
+        assert_eq!((stats.first, stats.next, stats.bytes), (0, 5, 50));
+        log.commit(B, "trigger-a", 4).unwrap();
+        log.shutdown();
+        assert!(matches!(
+            log.append(B, events(1, 1)).await,
+            Err(LogError::ShuttingDown)
+        ));
+    }
+    let log = open(dir.path(), &clock);
+    assert_eq!(log.committed(B, "trigger-a").unwrap(), Some(4));
+    assert_eq!(log.committed(B, "nobody").unwrap(), None);
+    assert_eq!(log.append(B, events(1, 10)).await.unwrap(), 5..6);
+    assert!(log.read("nope/nope", 0, 10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_appends_get_distinct_contiguous_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(T0));
+    let log = Arc::new(open(dir.path(), &clock));
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let log = Arc::clone(&log);
+        tasks.push(tokio::spawn(
+            async move { log.append(B, events(3, 8)).await },
+        ));
+    }
+    let mut ranges = Vec::new();
+    for t in tasks {
+        ranges.push(t.await.unwrap().unwrap());
+    }
+    ranges.sort_by_key(|r| r.start);
+    for (i, r) in ranges.iter().enumerate() {
+        assert_eq!(
+            *r,
+            (i as u64 * 3)..(i as u64 * 3 + 3),
+            "each request's events are contiguous"
+        );
+    }
+    assert_eq!(log.stats(B).unwrap().next, 300);
+}
+
+#[tokio::test]
+async fn retention_by_age_deletes_old_events_and_offsets_do_not_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(T0));
+    let log = open(dir.path(), &clock);
+    log.append(B, events(5, 10)).await.unwrap();
+    clock.store(T0 + 30 * 60_000, Ordering::SeqCst);
+    log.append(B, events(5, 10)).await.unwrap();
+    log.set_retention(
+        B,
+        RetentionPolicy {
+            max_age: Some(Duration::from_secs(3600)),
+            max_bytes: None,
+        },
+    )
+    .unwrap();
+    // 45 minutes after T0: nothing is an hour old.
+    clock.store(T0 + 45 * 60_000, Ordering::SeqCst);
+    assert_eq!(log.run_retention().await.unwrap(), 0);
+    // 70 minutes after T0: the first five are.
+    clock.store(T0 + 70 * 60_000, Ordering::SeqCst);
+    assert_eq!(log.run_retention().await.unwrap(), 5);
+    let stats = log.stats(B).unwrap();
+    assert_eq!((stats.first, stats.next, stats.bytes), (5, 10, 50));
+    // Three hours later: all gone, and the next append continues the numbering.
+    clock.store(T0 + 3 * 3600_000, Ordering::SeqCst);
+    assert_eq!(log.run_retention().await.unwrap(), 5);
+    assert_eq!(log.append(B, events(1, 10)).await.unwrap(), 10..11);
+    log.shutdown();
+    drop(log);
+    let log = open(dir.path(), &clock);
+    assert_eq!(log.append(B, events(1, 10)).await.unwrap(), 11..12);
+}
+
+#[tokio::test]
+async fn retention_by_size_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(T0));
+    let log = open(dir.path(), &clock);
+    log.append(B, events(10, 100)).await.unwrap();
+    log.set_retention(
+        B,
+        RetentionPolicy {
+            max_age: None,
+            max_bytes: Some(350),
+        },
+    )
+    .unwrap();
+    assert_eq!(log.run_retention().await.unwrap(), 7);
+    let stats = log.stats(B).unwrap();
+    assert_eq!((stats.first, stats.next, stats.bytes), (7, 10, 300));
+}
+
+#[tokio::test]
+async fn retention_never_deletes_what_a_consumer_has_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(T0));
+    let log = open(dir.path(), &clock);
+    log.append(B, events(10, 10)).await.unwrap();
+    log.commit(B, "slow", 4).unwrap();
+    log.commit(B, "fast", 9).unwrap();
+    log.set_retention(
+        B,
+        RetentionPolicy {
+            max_age: Some(Duration::from_secs(1)),
+            max_bytes: Some(0),
+        },
+    )
+    .unwrap();
+    clock.store(T0 + 86_400_000, Ordering::SeqCst);
+    assert_eq!(log.run_retention().await.unwrap(), 4);
+    assert_eq!(log.stats(B).unwrap().first, 4);
+    assert_eq!(
+        log.run_retention().await.unwrap(),
+        0,
+        "offset 4 is still needed"
+    );
+    log.commit(B, "slow", 8).unwrap();
+    assert_eq!(log.run_retention().await.unwrap(), 4);
+    assert_eq!(log.stats(B).unwrap().first, 8);
+}
+
+#[tokio::test]
+async fn retention_deletes_in_bounded_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(T0));
+    let c = Arc::clone(&clock);
+    let options = RedbOptions {
+        retention_interval: Duration::from_secs(3600),
+        retention_chunk: 3,
+        clock: Clock(Arc::new(move || c.load(Ordering::SeqCst))),
+        ..RedbOptions::default()
+    };
+    let log = RedbLog::open(dir.path(), options, Box::new(|_, _| {})).unwrap();
+    log.append(B, events(7, 1)).await.unwrap();
+    log.set_retention(
+        B,
+        RetentionPolicy {
+            max_age: None,
+            max_bytes: Some(0),
+        },
+    )
+    .unwrap();
+    assert_eq!(log.run_retention().await.unwrap(), 3);
+    assert_eq!(log.run_retention().await.unwrap(), 3);
+    assert_eq!(log.run_retention().await.unwrap(), 1);
+    assert_eq!(log.stats(B).unwrap().first, 7);
+}
