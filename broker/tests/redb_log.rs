@@ -111,7 +111,7 @@ async fn retention_by_age_deletes_old_events_and_offsets_do_not_restart() {
     let stats = log.stats(B).unwrap();
     assert_eq!((stats.first, stats.next, stats.bytes), (5, 10, 50));
     // Three hours later: all gone, and the next append continues the numbering.
-    clock.store(T0 + 3 * 3600_000, Ordering::SeqCst);
+    clock.store(T0 + 3 * 3_600_000, Ordering::SeqCst);
     assert_eq!(log.run_retention().await.unwrap(), 5);
     assert_eq!(log.append(B, events(1, 10)).await.unwrap(), 10..11);
     log.shutdown();
