@@ -37,6 +37,21 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Metadata fields Kubernetes writes itself; dropped on load like `status`.
+pub const SERVER_METADATA: &[&str] = &[
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+    "finalizers",
+    "ownerReferences",
+    "generateName",
+];
+
 /// The file each resource came from, by (kind, namespace, name).
 type Origins = BTreeMap<(&'static str, String, String), String>;
 
@@ -123,8 +138,14 @@ pub fn parse_resource(
     let mut body = obj.clone();
     body.remove("apiVersion");
     body.remove("kind");
-    // `status` is written by a control plane; manifests exported from Kubernetes carry it.
+    // `status` and the server-populated metadata are written by a control plane; manifests
+    // exported with `kubectl get -o yaml` carry them, and they mean nothing here.
     body.remove("status");
+    if let Some(serde_json::Value::Object(meta)) = body.get_mut("metadata") {
+        for field in SERVER_METADATA {
+            meta.remove(*field);
+        }
+    }
     let body = serde_json::Value::Object(body);
     let parsed = match kind {
         "Broker" => typed::<Broker>(body).map(Resource::Broker),

@@ -24,6 +24,14 @@ metadata:
     app: shop
   annotations:
     eventing.knative.dev/broker.class: MTChannelBasedBroker
+  # Written by the API server; ignored on load.
+  uid: 5d0e5a7c-1b2f-4e47-9a57-6c5f7d3e2a10
+  resourceVersion: "48213"
+  generation: 1
+  creationTimestamp: "2026-11-01T10:00:00Z"
+  managedFields:
+    - manager: kubectl
+      operation: Update
 spec:
   delivery:
     deadLetterSink:
