@@ -2,9 +2,6 @@
 //! stores them durably and answers 202 only after the commit. The contract, status by status,
 //! is in `spec/ingress.md`.
 
-// A `Problem` is only built on the refusal path, where its size costs nothing worth boxing for.
-#![allow(clippy::result_large_err)]
-
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,7 +44,7 @@ fn invalid_event(e: &EventError) -> Problem {
     let mut p = Problem::new(status, kind, title, e.to_string());
     p.attribute = e.attribute().map(str::to_owned);
     if let EventError::InBatch { index, .. } = e {
-        p.index = Some(*index);
+        p.index = u32::try_from(*index).ok();
     }
     p
 }
@@ -254,7 +251,7 @@ async fn ingest(
     for (index, event) in events.iter_mut().enumerate() {
         stamp(event, default_ttl, &arrival).map_err(|mut p| {
             if types.len() > 1 {
-                p.index = Some(index);
+                p.index = u32::try_from(index).ok();
                 p.detail = format!("event {index} of the batch: {}", p.detail);
             }
             reject(p, &types)

@@ -63,6 +63,62 @@ pub struct LogStats {
     pub bytes: u64,
 }
 
+/// Events a commit made durable, as the writer announces them to an observer (the trigger
+/// router), in commit order. An observer that falls behind misses announcements, never events:
+/// it notices the gap in offsets and reads the log.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The broker whose log grew.
+    pub broker: std::sync::Arc<str>,
+    /// Offset of the first event.
+    pub first: u64,
+    /// The events in the storage encoding, at `first`, `first + 1`, …
+    pub events: Vec<Bytes>,
+}
+
+/// Side tables that live next to the logs and are written in the same group commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Scheduled retries of failed deliveries.
+    Retries,
+    /// The dead-letter store.
+    DeadLetters,
+}
+
+/// One change to the store, written durably with [`EventLog::write`].
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Insert or replace a record of a side table.
+    Put {
+        /// The table.
+        table: Table,
+        /// The key (ordered bytewise).
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove a record of a side table (absent is fine).
+    Delete {
+        /// The table.
+        table: Table,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Drop a consumer's cursor, so retention no longer waits for it.
+    ForgetCursor {
+        /// The broker.
+        broker: String,
+        /// The consumer.
+        consumer: String,
+    },
+}
+
+/// A record of a side table: key and value.
+pub type SideRecord = (Vec<u8>, Vec<u8>);
+
+/// What [`EventLog::write`] returns: resolves once the changes are durable.
+pub type WriteFuture = Pin<Box<dyn Future<Output = Result<(), LogError>> + Send>>;
+
 /// A durable, per-broker event log.
 pub trait EventLog: Send + Sync + 'static {
     /// Appends the events of one request, all or nothing, in order. Fails at once with
@@ -87,4 +143,23 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// How many append requests are waiting for the writer.
     fn queue_depth(&self) -> usize;
+
+    /// Applies the changes in one transaction, durably. Waits for room in the writer's queue
+    /// rather than failing with `Overloaded`: these are the broker's own records.
+    fn write(&self, ops: Vec<WriteOp>) -> WriteFuture;
+
+    /// Records of a side table with `from <= key < to`, in key order, at most `max`.
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<SideRecord>, LogError>;
+
+    /// Every consumer of a broker with its committed offset.
+    fn consumers(&self, broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError>;
+
+    /// Sends every later commit's events to `observer` (replacing any earlier observer).
+    fn observe_commits(&self, observer: tokio::sync::mpsc::Sender<Committed>);
 }

@@ -18,6 +18,20 @@ pub const COMMIT_SECONDS: &str = "switchyard_store_commit_seconds";
 /// Append requests waiting for the store's writer.
 pub const WRITER_QUEUE_DEPTH: &str = "switchyard_store_writer_queue_depth";
 
+/// Delivery attempts, by namespace, broker, trigger and response code (`timeout` and
+/// `connection_error` when no answer came).
+pub const DELIVERY_COUNT: &str = "switchyard_delivery_count_total";
+/// Duration of each delivery attempt, by trigger.
+pub const DELIVERY_LATENCY: &str = "switchyard_delivery_latency_seconds";
+/// Retries scheduled, by trigger.
+pub const DELIVERY_RETRIES: &str = "switchyard_delivery_retries_total";
+/// Events dead-lettered, by trigger and reason.
+pub const DEAD_LETTERS: &str = "switchyard_deadletters_total";
+/// Events a trigger still owes its subscriber (queued, in flight, waiting for a retry).
+pub const TRIGGER_LAG: &str = "switchyard_trigger_lag_events";
+/// Reply events dropped because their TTL ran out, by trigger.
+pub const REPLIES_DROPPED: &str = "switchyard_replies_dropped_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and returns the handle that renders it.

@@ -21,10 +21,10 @@ pub struct Problem {
     pub attribute: Option<String>,
     /// The position of the event at fault in a batch.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
+    pub index: Option<u32>,
     /// Seconds to wait before retrying, when the answer is 429 or 503.
     #[serde(skip)]
-    pub retry_after_secs: Option<u64>,
+    pub retry_after_secs: Option<u32>,
     /// Methods the resource allows, for 405.
     #[serde(skip)]
     pub allow: Option<&'static str>,

@@ -20,11 +20,24 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use tokio::sync::oneshot;
 
 use crate::log::{
-    AppendFuture, BrokerId, EventLog, LogError, LogRecord, LogStats, RetentionPolicy,
+    AppendFuture, BrokerId, Committed, EventLog, LogError, LogRecord, LogStats, RetentionPolicy,
+    SideRecord, Table, WriteFuture, WriteOp,
 };
+
+/// Side-table changes waiting for a commit, each with whom to tell.
+type PendingWrites = Vec<(Vec<WriteOp>, oneshot::Sender<Result<(), LogError>>)>;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const CURSORS: TableDefinition<'_, &str, u64> = TableDefinition::new("cursors");
+const RETRIES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("retries");
+const DEADLETTERS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("deadletters");
+
+fn side_table(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    match table {
+        Table::Retries => RETRIES,
+        Table::DeadLetters => DEADLETTERS,
+    }
+}
 
 fn events_table(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
     TableDefinition::new(name)
@@ -119,6 +132,8 @@ enum Command {
     Append(AppendRequest),
     /// Run one retention pass now and say how many events it deleted.
     Retention(oneshot::Sender<Result<u64, LogError>>),
+    /// Apply changes to side tables and cursors.
+    Write(Vec<WriteOp>, oneshot::Sender<Result<(), LogError>>),
 }
 
 /// State shared between the handle and the writer thread.
@@ -130,6 +145,8 @@ struct Shared {
     retention: Mutex<HashMap<Arc<str>, RetentionPolicy>>,
     /// Observer of each commit's size (events), for metrics.
     on_commit: Box<dyn Fn(usize, Duration) + Send + Sync>,
+    /// Where committed events are announced.
+    observer: Mutex<Option<tokio::sync::mpsc::Sender<Committed>>>,
 }
 
 /// The embedded, durable event log.
@@ -170,6 +187,8 @@ impl RedbLog {
             txn.set_quick_repair(true);
             txn.open_table(META).map_err(storage)?;
             txn.open_table(CURSORS).map_err(storage)?;
+            txn.open_table(RETRIES).map_err(storage)?;
+            txn.open_table(DEADLETTERS).map_err(storage)?;
             txn.commit().map_err(storage)?;
         }
         let shared = Arc::new(Shared {
@@ -178,6 +197,7 @@ impl RedbLog {
             pending_cursors: Mutex::new(HashMap::new()),
             retention: Mutex::new(HashMap::new()),
             on_commit,
+            observer: Mutex::new(None),
         });
         let (tx, rx) = sync_channel(options.queue_capacity);
         let writer_shared = Arc::clone(&shared);
@@ -346,6 +366,97 @@ impl EventLog for RedbLog {
     fn queue_depth(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
     }
+
+    fn write(&self, ops: Vec<WriteOp>) -> WriteFuture {
+        let sender = self.sender.read().ok().and_then(|g| g.clone());
+        Box::pin(async move {
+            let tx = sender.ok_or(LogError::ShuttingDown)?;
+            let (reply, answer) = oneshot::channel();
+            let mut command = Command::Write(ops, reply);
+            loop {
+                match tx.try_send(command) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(c)) => {
+                        command = c;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return Err(LogError::ShuttingDown),
+                }
+            }
+            drop(tx);
+            answer.await.unwrap_or(Err(LogError::ShuttingDown))
+        })
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<SideRecord>, LogError> {
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(side_table(table)).map_err(storage)?;
+        let mut out = Vec::new();
+        for item in t.range(from..to).map_err(storage)?.take(max) {
+            let (k, v) = item.map_err(storage)?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn consumers(&self, broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError> {
+        let prefix = format!("{broker}#");
+        let mut found: std::collections::BTreeMap<String, u64> = Default::default();
+        {
+            let txn = self.shared.db.begin_read().map_err(storage)?;
+            let table = txn.open_table(CURSORS).map_err(storage)?;
+            let hi = format!("{broker}$");
+            for item in table.range(prefix.as_str()..hi.as_str()).map_err(storage)? {
+                let (k, v) = item.map_err(storage)?;
+                found.insert(k.value()[prefix.len()..].to_owned(), v.value());
+            }
+        }
+        if let Ok(pending) = self.shared.pending_cursors.lock() {
+            for (k, v) in pending.iter() {
+                if let Some(consumer) = k.strip_prefix(&prefix) {
+                    found.insert(consumer.to_owned(), *v);
+                }
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    fn observe_commits(&self, observer: tokio::sync::mpsc::Sender<Committed>) {
+        if let Ok(mut o) = self.shared.observer.lock() {
+            *o = Some(observer);
+        }
+    }
+}
+
+fn apply_ops<'a>(
+    txn: &redb::WriteTransaction,
+    ops: impl Iterator<Item = &'a WriteOp>,
+) -> Result<(), LogError> {
+    for op in ops {
+        match op {
+            WriteOp::Put { table, key, value } => {
+                let mut t = txn.open_table(side_table(*table)).map_err(storage)?;
+                t.insert(key.as_slice(), value.as_slice())
+                    .map_err(storage)?;
+            }
+            WriteOp::Delete { table, key } => {
+                let mut t = txn.open_table(side_table(*table)).map_err(storage)?;
+                t.remove(key.as_slice()).map_err(storage)?;
+            }
+            WriteOp::ForgetCursor { broker, consumer } => {
+                let mut t = txn.open_table(CURSORS).map_err(storage)?;
+                t.remove(cursor_key(broker, consumer).as_str())
+                    .map_err(storage)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The writer thread's state.
@@ -369,6 +480,7 @@ impl Writer {
         let mut last_retention = Instant::now();
         let mut batch: Vec<AppendRequest> = Vec::new();
         let mut retention_asked: Vec<oneshot::Sender<Result<u64, LogError>>> = Vec::new();
+        let mut writes: PendingWrites = Vec::new();
         loop {
             let wait = self
                 .options
@@ -381,6 +493,7 @@ impl Writer {
                     batch.push(req);
                 }
                 Command::Retention(reply) => retention_asked.push(reply),
+                Command::Write(ops, reply) => writes.push((ops, reply)),
             };
             let disconnected = match rx.recv_timeout(wait) {
                 Ok(first) => {
@@ -396,9 +509,9 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => false,
                 Err(RecvTimeoutError::Disconnected) => true,
             };
-            if !batch.is_empty() {
+            if !batch.is_empty() || !writes.is_empty() {
                 self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-                self.commit_batch(&mut batch);
+                self.commit_batch(&mut batch, &mut writes);
             }
             if !retention_asked.is_empty()
                 || last_retention.elapsed() >= self.options.retention_interval
@@ -496,10 +609,12 @@ impl Writer {
         Ok(txn)
     }
 
-    fn commit_batch(&mut self, batch: &mut Vec<AppendRequest>) {
+    fn commit_batch(&mut self, batch: &mut Vec<AppendRequest>, writes: &mut PendingWrites) {
         let started = Instant::now();
         let result = self.begin().and_then(|txn| {
-            let ranges = self.write_batch(&txn, batch);
+            let ranges = self
+                .write_batch(&txn, batch)
+                .and_then(|r| apply_ops(&txn, writes.iter().flat_map(|(ops, _)| ops)).map(|()| r));
             match ranges {
                 Ok(r) => txn.commit().map_err(storage).map(|()| r),
                 Err(e) => {
@@ -511,9 +626,22 @@ impl Writer {
         let events: usize = batch.iter().map(|r| r.events.len()).sum();
         match result {
             Ok(ranges) => {
-                (self.shared.on_commit)(events, started.elapsed());
+                if events > 0 {
+                    (self.shared.on_commit)(events, started.elapsed());
+                }
+                let observer = self.shared.observer.lock().ok().and_then(|o| o.clone());
                 for (req, range) in batch.drain(..).zip(ranges) {
-                    let _ = req.reply.send(Ok(range));
+                    let _ = req.reply.send(Ok(range.clone()));
+                    if let Some(o) = &observer {
+                        let _ = o.try_send(Committed {
+                            broker: req.broker,
+                            first: range.start,
+                            events: req.events.into_iter().map(Bytes::from).collect(),
+                        });
+                    }
+                }
+                for (_, reply) in writes.drain(..) {
+                    let _ = reply.send(Ok(()));
                 }
             }
             Err(e) => {
@@ -522,6 +650,9 @@ impl Writer {
                 self.next.clear();
                 for req in batch.drain(..) {
                     let _ = req.reply.send(Err(e.clone()));
+                }
+                for (_, reply) in writes.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

@@ -176,20 +176,27 @@ impl Server {
         Ok(Server { app, log, listener })
     }
 
+    /// The event log, for the components that run beside ingress (the dispatcher).
+    pub fn log(&self) -> Arc<dyn EventLog> {
+        Arc::clone(&self.log) as Arc<dyn EventLog>
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
         Ok(self.listener.local_addr()?)
     }
 
     /// Serves until `shutdown` resolves, then drains: requests in flight are answered, queued
-    /// appends are committed, and cursors are persisted before this returns.
+    /// appends are committed, and cursors are persisted before this returns. `extra` routes
+    /// (the management API of other components) are served beside ingress.
     pub async fn serve(
         self,
+        extra: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let Server { app, log, listener } = self;
         app.ready.store(true, Ordering::SeqCst);
-        let router = router(Arc::clone(&app));
+        let router = extra.merge(router(Arc::clone(&app)));
         let ready_app = Arc::clone(&app);
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(async move {

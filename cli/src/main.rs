@@ -10,6 +10,9 @@ use switchyard_broker::log::EventLog;
 use switchyard_broker::server::DEFAULT_BODY_LIMIT_BYTES;
 use switchyard_broker::{RedbLog, RedbOptions, Server, ServerOptions};
 use switchyard_core::config::Config;
+use switchyard_triggers::Dispatcher;
+
+mod dlq;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,6 +57,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Inspect, redrive and purge a running broker's dead letters.
+    Dlq(dlq::DlqArgs),
     /// Print a broker's stored events as JSON lines (the store must not be in use).
     Events {
         /// Where the store keeps its files.
@@ -126,6 +131,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Validate { config } => {
             let config = Config::load(&config)?;
+            switchyard_triggers::dispatcher::check_filters(&config)?;
             let mut out = String::new();
             for (ns, name) in config.brokers.keys() {
                 out.push_str(&format!("Broker {ns}/{name}\n"));
@@ -148,6 +154,15 @@ fn run(cli: Cli) -> Result<()> {
             from,
             limit,
         } => dump_events(&data_dir, &broker, from, limit),
+        Command::Dlq(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let out = runtime.block_on(dlq::run(args))?;
+            print_out(&out);
+            Ok(())
+        }
     }
 }
 
@@ -157,11 +172,24 @@ fn print_out(text: &str) {
 }
 
 async fn serve(config: Config, options: ServerOptions) -> Result<()> {
+    switchyard_triggers::dispatcher::check_filters(&config)?;
     let server = Server::bind(&config, options).await?;
     let addr = server.local_addr()?;
-    tracing::info!(%addr, brokers = config.brokers.len(), "switchyard is serving");
+    let dispatcher = Dispatcher::start(&config, server.log(), &format!("http://{addr}")).await?;
+    let api = switchyard_triggers::api::routes(server.log(), dispatcher.triggers());
+    tracing::info!(
+        %addr,
+        brokers = config.brokers.len(),
+        triggers = config.triggers.len(),
+        "switchyard is serving"
+    );
     print_out(&format!("switchyard listening on http://{addr}\n"));
-    server.serve(shutdown_signal()).await?;
+    server
+        .serve(api, async move {
+            shutdown_signal().await;
+            dispatcher.shutdown().await;
+        })
+        .await?;
     Ok(())
 }
 

@@ -1,1 +1,13 @@
-//! Trigger filters and dispatcher.
+//! Triggers: the filter engine ([`filter`], with [`cesql`] expressions) and the dispatcher
+//! ([`dispatcher`]) that routes each stored event once to the matching triggers and delivers
+//! it over HTTP ([`delivery`]) with retries kept in the store and dead letters ([`records`]),
+//! which the management API ([`api`]) lists, redrives and purges.
+
+pub mod api;
+pub mod cesql;
+pub mod delivery;
+pub mod dispatcher;
+pub mod filter;
+pub mod records;
+
+pub use dispatcher::{DispatchError, Dispatcher};

@@ -1,0 +1,284 @@
+//! `switchyard dlq …`: the dead-letter store of a running server, over its management API.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    /// The server's base URL.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The broker, as `namespace/name`.
+    #[arg(long, global = true, default_value = "default/default")]
+    broker: String,
+    /// `table` for people, `json` for programs.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: DlqCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args, Default)]
+struct Filter {
+    /// Only this trigger's dead letters.
+    #[arg(long)]
+    trigger: Option<String>,
+    /// Only events of this type.
+    #[arg(long = "type")]
+    ty: Option<String>,
+    /// Only events from this source.
+    #[arg(long)]
+    source: Option<String>,
+    /// Only those whose last answer had this HTTP status.
+    #[arg(long)]
+    status: Option<u16>,
+    /// Only those dead-lettered at or after this RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only those dead-lettered before this RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+}
+
+impl Filter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        let mut add = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v {
+                q.push((k, v));
+            }
+        };
+        add("trigger", self.trigger.clone());
+        add("type", self.ty.clone());
+        add("source", self.source.clone());
+        add("status", self.status.map(|s| s.to_string()));
+        add("since", self.since.clone());
+        add("until", self.until.clone());
+        q
+    }
+
+    fn json(&self) -> serde_json::Value {
+        self.query()
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if k == "status" {
+                    serde_json::Value::from(v.parse::<u16>().unwrap_or(0))
+                } else {
+                    serde_json::Value::from(v)
+                };
+                (k.to_owned(), v)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters (newest last), with filters.
+    List {
+        #[command(flatten)]
+        filter: Filter,
+        /// The most to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Start after this id (for the next page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one dead letter with its event and every attempt.
+    Show {
+        /// The dead letter's id.
+        id: String,
+    },
+    /// Deliver dead letters again: by id, by filter, or all.
+    Redrive {
+        /// Ids to redrive.
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: Filter,
+        /// Redrive every dead letter of the broker (when no id or filter is given).
+        #[arg(long)]
+        all: bool,
+        /// Deliver to this URL instead of the trigger's subscriber.
+        #[arg(long)]
+        uri: Option<String>,
+    },
+    /// Delete dead letters: by id, by filter, or all.
+    Purge {
+        /// Ids to purge.
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: Filter,
+        /// Purge every dead letter of the broker (when no id or filter is given).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+async fn answer(resp: reqwest::Response) -> Result<serde_json::Value> {
+    let status = resp.status();
+    let body = resp.bytes().await.context("reading the answer")?;
+    if body.is_empty() {
+        if status.is_success() {
+            return Ok(serde_json::Value::Null);
+        }
+        bail!("the server answered {status}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("the server answered {status} with a body that is not JSON"))?;
+    if !status.is_success() {
+        let detail = v["detail"].as_str().unwrap_or("no detail");
+        bail!("the server answered {status}: {detail}");
+    }
+    Ok(v)
+}
+
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn table(items: &[serde_json::Value]) -> String {
+    let columns = [
+        ("ID", "id"),
+        ("TIME", "time"),
+        ("TRIGGER", "trigger"),
+        ("TYPE", "type"),
+        ("SOURCE", "source"),
+        ("EVENT ID", "eventId"),
+        ("STATUS", "status"),
+        ("ATTEMPTS", "attempts"),
+        ("REASON", "reason"),
+    ];
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| columns.iter().map(|(_, k)| cell(&i[*k])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(c, (h, _))| {
+            rows.iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(h.len())
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(columns.iter().map(|(h, _)| *h).collect(), &mut out);
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+pub async fn run(args: DlqArgs) -> Result<String> {
+    let Some((ns, broker)) = args.broker.split_once('/') else {
+        bail!("--broker must be namespace/name, not `{}`", args.broker);
+    };
+    let base = format!(
+        "{}/api/v1/namespaces/{ns}/brokers/{broker}/deadletters",
+        args.server.trim_end_matches('/')
+    );
+    let client = reqwest::Client::new();
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+    let sent = |r: reqwest::Result<reqwest::Response>| {
+        r.with_context(|| format!("cannot reach the server at {}", args.server))
+    };
+    match args.command {
+        DlqCommand::List {
+            filter,
+            limit,
+            after,
+        } => {
+            let mut q = filter.query();
+            q.push(("limit", limit.to_string()));
+            if let Some(a) = after {
+                q.push(("after", a));
+            }
+            let v = answer(sent(client.get(&base).query(&q).send().await)?).await?;
+            Ok(match args.output {
+                Output::Json => pretty(&v),
+                Output::Table => {
+                    let items = v["items"].as_array().cloned().unwrap_or_default();
+                    let mut out = table(&items);
+                    if let Some(next) = v["next"].as_str() {
+                        out.push_str(&format!("(more: --after {next})\n"));
+                    }
+                    out
+                }
+            })
+        }
+        DlqCommand::Show { id } => {
+            let v = answer(sent(client.get(format!("{base}/{id}")).send().await)?).await?;
+            Ok(pretty(&v))
+        }
+        DlqCommand::Redrive {
+            ids,
+            filter,
+            all,
+            uri,
+        } => {
+            let mut body = serde_json::json!({ "all": all });
+            if ids.is_empty() {
+                body["filter"] = filter.json();
+            } else {
+                body["ids"] = ids.into();
+            }
+            if let Some(uri) = uri {
+                body["uri"] = uri.into();
+            }
+            let v = answer(sent(
+                client
+                    .post(format!("{base}/redrive"))
+                    .json(&body)
+                    .send()
+                    .await,
+            )?)
+            .await?;
+            Ok(match args.output {
+                Output::Json => pretty(&v),
+                Output::Table => format!("redriven: {}\n", cell(&v["redriven"])),
+            })
+        }
+        DlqCommand::Purge { ids, filter, all } => {
+            let n = if ids.is_empty() {
+                let mut q = filter.query();
+                if all {
+                    q.push(("all", "true".to_owned()));
+                }
+                let v = answer(sent(client.delete(&base).query(&q).send().await)?).await?;
+                v["purged"].as_u64().unwrap_or(0)
+            } else {
+                for id in &ids {
+                    answer(sent(client.delete(format!("{base}/{id}")).send().await)?).await?;
+                }
+                ids.len() as u64
+            };
+            Ok(match args.output {
+                Output::Json => pretty(&serde_json::json!({ "purged": n })),
+                Output::Table => format!("purged: {n}\n"),
+            })
+        }
+    }
+}

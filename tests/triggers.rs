@@ -1,0 +1,816 @@
+//! Black-box tests of triggers and delivery (spec/delivery.md): the real binary, real HTTP
+//! sinks in this process. The scenarios follow Knative's conformance tests for Broker and
+//! Trigger (routing, filters, delivery precedence, redelivery timing, dead letters, replies).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::sink::{Answer, Sink};
+use common::{Switchyard, client};
+
+const WAIT: Duration = Duration::from_secs(20);
+const BROKER: &str = "/default/default";
+
+fn broker(delivery: &str) -> String {
+    format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default}}\nspec: {{ttl: 255{}}}\n---\n",
+        if delivery.is_empty() {
+            String::new()
+        } else {
+            format!(", delivery: {delivery}")
+        }
+    )
+}
+
+fn trigger(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: {name}}}\nspec: {{broker: default, {spec}}}\n---\n"
+    )
+}
+
+async fn send(sy: &Switchyard, id: &str, ty: &str, extra: &[(&str, &str)]) {
+    let mut req = client()
+        .post(sy.url(BROKER))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/tests")
+        .header("ce-type", ty);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = req
+        .body("{\"n\":1}")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "event {id}");
+}
+
+#[tokio::test]
+async fn routing_with_two_triggers() {
+    let a = Sink::ok().await;
+    let b = Sink::ok().await;
+    let config = broker("")
+        + &trigger(
+            "a",
+            &format!(
+                "filter: {{attributes: {{type: com.example.a}}}}, subscriber: {{uri: '{}'}}",
+                a.url
+            ),
+        )
+        + &trigger(
+            "b",
+            &format!(
+                "filter: {{attributes: {{type: com.example.b}}}}, subscriber: {{uri: '{}'}}",
+                b.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    send(&sy, "1", "com.example.a", &[]).await;
+    send(&sy, "2", "com.example.b", &[]).await;
+    send(&sy, "3", "com.example.a", &[]).await;
+    send(&sy, "4", "com.example.c", &[]).await;
+    a.wait_for(2, WAIT).await;
+    b.wait_for(1, WAIT).await;
+    let mut a_ids = a.ids();
+    a_ids.sort();
+    assert_eq!(a_ids, ["1", "3"]);
+    assert_eq!(b.ids(), ["2"]);
+    // Delivered in binary mode with the broker's loop guard removed, arrival time kept, and
+    // the data as sent.
+    let r = &a.received()[0];
+    assert_eq!(r.headers["ce-specversion"], "1.0");
+    assert_eq!(r.headers["prefer"], "reply");
+    assert!(r.headers.get("ce-knativebrokerttl").is_none());
+    assert!(r.headers.get("ce-knativearrivaltime").is_some());
+    assert_eq!(r.body.as_ref(), b"{\"n\":1}");
+}
+
+#[tokio::test]
+async fn many_triggers_matrix_on_type_source_and_extensions() {
+    // Knative's "many triggers" conformance: every combination of type, source and an
+    // extension in the legacy filter ("" = any non-empty value).
+    let cases: [(&str, &str); 6] = [
+        ("all", "{}"),
+        ("type", "{type: t1}"),
+        ("source", "{source: /s1}"),
+        ("both", "{type: t1, source: /s1}"),
+        ("ext", "{myext: v1}"),
+        ("anyext", "{myext: ''}"),
+    ];
+    let mut sinks = Vec::new();
+    let mut config = broker("");
+    for (name, attrs) in cases {
+        let s = Sink::ok().await;
+        config += &trigger(
+            name,
+            &format!(
+                "filter: {{attributes: {attrs}}}, subscriber: {{uri: '{}'}}",
+                s.url
+            ),
+        );
+        sinks.push((name, s));
+    }
+    let sy = Switchyard::start(&config);
+    let events: [(&str, &str, &str, Option<&str>); 5] = [
+        ("e1", "t1", "/s1", None),
+        ("e2", "t1", "/s2", Some("v1")),
+        ("e3", "t2", "/s1", Some("v2")),
+        ("e4", "t2", "/s2", None),
+        ("e5", "t1", "/s1", Some("v1")),
+    ];
+    for (id, ty, source, ext) in events {
+        let mut req = client()
+            .post(sy.url(BROKER))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-source", source)
+            .header("ce-type", ty);
+        if let Some(v) = ext {
+            req = req.header("ce-myext", v);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 202);
+    }
+    let expected: [(&str, &[&str]); 6] = [
+        ("all", &["e1", "e2", "e3", "e4", "e5"]),
+        ("type", &["e1", "e2", "e5"]),
+        ("source", &["e1", "e3", "e5"]),
+        ("both", &["e1", "e5"]),
+        ("ext", &["e2", "e5"]),
+        ("anyext", &["e2", "e3", "e5"]),
+    ];
+    for (name, ids) in expected {
+        let sink = &sinks.iter().find(|(n, _)| *n == name).unwrap().1;
+        sink.wait_for(ids.len(), WAIT).await;
+        let mut got = sink.ids();
+        got.sort();
+        assert_eq!(got, ids, "trigger {name}");
+    }
+    // "all" got five; by then every other trigger had its chance at all five events.
+    sinks[0].1.wait_for(5, WAIT).await;
+}
+
+#[tokio::test]
+async fn subscriptions_api_dialects_accept_and_reject() {
+    let dialects: [(&str, &str, &[&str]); 7] = [
+        (
+            "exact",
+            "[{exact: {type: com.example.order.created}}]",
+            &["1"],
+        ),
+        (
+            "prefix",
+            "[{prefix: {type: com.example.order.}}]",
+            &["1", "2"],
+        ),
+        ("suffix", "[{suffix: {type: .created}}]", &["1", "3"]),
+        (
+            "all",
+            "[{all: [{prefix: {type: com.example.}}, {suffix: {type: created}}]}]",
+            &["1"],
+        ),
+        (
+            "any",
+            "[{any: [{exact: {type: com.example.order.deleted}}, {exact: {subject: s3}}]}]",
+            &["2", "3"],
+        ),
+        ("not", "[{not: {prefix: {type: com.example.}}}]", &["3"]),
+        (
+            "cesql",
+            "[{cesql: \"type LIKE 'com.example.%' AND subject = 's2'\"}]",
+            &["2"],
+        ),
+    ];
+    let mut config = broker("");
+    let mut sinks = Vec::new();
+    for (name, filters, _) in dialects {
+        let s = Sink::ok().await;
+        config += &trigger(
+            name,
+            &format!("filters: {filters}, subscriber: {{uri: '{}'}}", s.url),
+        );
+        sinks.push(s);
+    }
+    // `filters` overrides the legacy `filter`.
+    let over = Sink::ok().await;
+    config += &trigger(
+        "override",
+        &format!(
+            "filter: {{attributes: {{type: never}}}}, filters: [{{exact: {{subject: s1}}}}], subscriber: {{uri: '{}'}}",
+            over.url
+        ),
+    );
+    let all = Sink::ok().await;
+    config += &trigger("everything", &format!("subscriber: {{uri: '{}'}}", all.url));
+    let sy = Switchyard::start(&config);
+    send(
+        &sy,
+        "1",
+        "com.example.order.created",
+        &[("ce-subject", "s1")],
+    )
+    .await;
+    send(
+        &sy,
+        "2",
+        "com.example.order.deleted",
+        &[("ce-subject", "s2")],
+    )
+    .await;
+    send(&sy, "3", "org.other.created", &[("ce-subject", "s3")]).await;
+    all.wait_for(3, WAIT).await;
+    for ((name, _, ids), sink) in dialects.iter().zip(&sinks) {
+        sink.wait_for(ids.len(), WAIT).await;
+        let mut got = sink.ids();
+        got.sort();
+        assert_eq!(&got, ids, "dialect {name}");
+    }
+    over.wait_for(1, WAIT).await;
+    assert_eq!(over.ids(), ["1"]);
+}
+
+fn failing(
+    times: usize,
+    counter: Arc<AtomicUsize>,
+) -> impl Fn(usize, &switchyard_core::CloudEvent) -> Answer {
+    move |_, _| {
+        if counter.fetch_add(1, Ordering::SeqCst) < times {
+            Answer::status(500)
+        } else {
+            Answer::status(200)
+        }
+    }
+}
+
+#[tokio::test]
+async fn broker_delivery_applies_unless_the_trigger_has_its_own() {
+    // Broker: retry 3. Trigger "inherits" has no delivery; "own" says retry 0.
+    let dls = Sink::ok().await;
+    let three = Sink::start(failing(3, Arc::default())).await;
+    let four = Sink::start(failing(4, Arc::default())).await;
+    let own = Sink::start(failing(1, Arc::default())).await;
+    let delivery = format!(
+        "{{retry: 3, backoffDelay: PT0.05S, deadLetterSink: {{uri: '{}'}}}}",
+        dls.url
+    );
+    let config = broker(&delivery)
+        + &trigger(
+            "three",
+            &format!(
+                "filter: {{attributes: {{type: three}}}}, subscriber: {{uri: '{}'}}",
+                three.url
+            ),
+        )
+        + &trigger(
+            "four",
+            &format!(
+                "filter: {{attributes: {{type: four}}}}, subscriber: {{uri: '{}'}}",
+                four.url
+            ),
+        )
+        + &trigger(
+            "own",
+            &format!(
+                "filter: {{attributes: {{type: own}}}}, subscriber: {{uri: '{}'}}, delivery: {{retry: 0, deadLetterSink: {{uri: '{}'}}}}",
+                own.url, dls.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    send(&sy, "e3", "three", &[]).await;
+    send(&sy, "e4", "four", &[]).await;
+    send(&sy, "eo", "own", &[]).await;
+    // 3 failures then success: delivered on the 4th attempt, nothing dead-lettered for it.
+    three.wait_for(4, WAIT).await;
+    // 4 failures with 3 retries: dead letter.
+    four.wait_for(4, WAIT).await;
+    own.wait_for(1, WAIT).await;
+    let letters = dls.wait_for(2, WAIT).await;
+    let mut ids: Vec<String> = letters
+        .iter()
+        .map(|r| r.event.as_ref().unwrap().id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["e4", "eo"]);
+    dls.assert_stays_at(2, Duration::from_millis(500)).await;
+    assert_eq!(three.received().len(), 4);
+    assert_eq!(four.received().len(), 4);
+    assert_eq!(
+        own.received().len(),
+        1,
+        "the trigger's retry 0 replaced the broker's retry 3"
+    );
+}
+
+fn gaps_ms(sink: &Sink) -> Vec<u128> {
+    let r = sink.received();
+    r.windows(2)
+        .map(|w| (w[1].at - w[0].at).as_millis())
+        .collect()
+}
+
+#[tokio::test]
+async fn linear_and_exponential_redelivery_timing() {
+    let exp = Sink::start(|_, _| Answer::status(503)).await;
+    let lin = Sink::start(|_, _| Answer::status(503)).await;
+    let config = broker("")
+        + &trigger(
+            "exp",
+            &format!(
+                "filter: {{attributes: {{type: exp}}}}, subscriber: {{uri: '{}'}}, delivery: {{retry: 3, backoffPolicy: exponential, backoffDelay: PT0.2S}}",
+                exp.url
+            ),
+        )
+        + &trigger(
+            "lin",
+            &format!(
+                "filter: {{attributes: {{type: lin}}}}, subscriber: {{uri: '{}'}}, delivery: {{retry: 3, backoffPolicy: linear, backoffDelay: PT0.2S}}",
+                lin.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    send(&sy, "x", "exp", &[]).await;
+    send(&sy, "l", "lin", &[]).await;
+    exp.wait_for(4, WAIT).await;
+    lin.wait_for(4, WAIT).await;
+    // The delay before retry k is 200·2^(k-1) ms, or 200·k ms: never shorter.
+    let (e, l) = (gaps_ms(&exp), gaps_ms(&lin));
+    for (gap, min) in e.iter().zip([200, 400, 800]) {
+        assert!(*gap >= min, "exponential gaps {e:?}");
+    }
+    for (gap, min) in l.iter().zip([200, 400, 600]) {
+        assert!(*gap >= min, "linear gaps {l:?}");
+    }
+    // And they grow the way the policy says (the third exponential gap is longer than the
+    // third linear one).
+    assert!(e[2] > l[2], "exponential {e:?} vs linear {l:?}");
+}
+
+#[tokio::test]
+async fn unprocessable_goes_to_the_dead_letter_sink_once_with_the_error_attributes() {
+    let sink = Sink::start(|_, _| Answer::status(422).body("field `amount` is negative")).await;
+    let empty = Sink::start(|_, _| Answer::status(400)).await;
+    let dls = Sink::ok().await;
+    let config = broker(&format!(
+        "{{retry: 5, backoffDelay: PT0.05S, deadLetterSink: {{uri: '{}'}}}}",
+        dls.url
+    )) + &trigger(
+        "t",
+        &format!(
+            "filter: {{attributes: {{type: t}}}}, subscriber: {{uri: '{}'}}",
+            sink.url
+        ),
+    ) + &trigger(
+        "e",
+        &format!(
+            "filter: {{attributes: {{type: e}}}}, subscriber: {{uri: '{}'}}",
+            empty.url
+        ),
+    );
+    let sy = Switchyard::start(&config);
+    send(&sy, "bad", "t", &[]).await;
+    let got = dls.wait_for(1, WAIT).await;
+    let h = &got[0].headers;
+    assert_eq!(h["ce-id"], "bad");
+    assert_eq!(h["ce-knativeerrorcode"], "422");
+    assert_eq!(h["ce-knativeerrordest"].to_str().unwrap(), sink.url);
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(h["ce-knativeerrordata"].as_bytes())
+        .unwrap();
+    assert_eq!(data, b"field `amount` is negative");
+    assert_eq!(
+        got[0].body.as_ref(),
+        b"{\"n\":1}",
+        "the original event, data included"
+    );
+    dls.assert_stays_at(1, Duration::from_millis(500)).await;
+    assert_eq!(sink.received().len(), 1, "a 422 is not retried");
+    // An empty error body: no knativeerrordata.
+    send(&sy, "bad2", "e", &[]).await;
+    let got = dls.wait_for(2, WAIT).await;
+    assert_eq!(got[1].headers["ce-knativeerrorcode"], "400");
+    assert!(got[1].headers.get("ce-knativeerrordata").is_none());
+}
+
+#[tokio::test]
+async fn unreachable_subscriber_is_dead_lettered_naming_it() {
+    let dls = Sink::ok().await;
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/fn", l.local_addr().unwrap())
+    };
+    let config = broker("")
+        + &trigger(
+            "t",
+            &format!(
+                "subscriber: {{uri: '{closed}'}}, delivery: {{retry: 1, backoffDelay: PT0.05S, deadLetterSink: {{uri: '{}'}}}}",
+                dls.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    send(&sy, "lost", "t", &[]).await;
+    let got = dls.wait_for(1, WAIT).await;
+    assert_eq!(
+        got[0].headers["ce-knativeerrordest"].to_str().unwrap(),
+        closed
+    );
+    assert!(got[0].headers.get("ce-knativeerrorcode").is_none());
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_on_429() {
+    let sink = Sink::start(|n, _| {
+        if n == 0 {
+            Answer::status(429).header("retry-after", "1")
+        } else {
+            Answer::status(200)
+        }
+    })
+    .await;
+    let config = broker("")
+        + &trigger(
+            "t",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 2, backoffDelay: PT0.01S, retryAfterMax: PT5S}}",
+                sink.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    send(&sy, "r", "t", &[]).await;
+    sink.wait_for(2, WAIT).await;
+    let gap = gaps_ms(&sink)[0];
+    assert!(gap >= 1000, "retried after {gap} ms despite Retry-After: 1");
+}
+
+#[tokio::test]
+async fn a_timed_out_attempt_is_retried_then_dead_lettered_once() {
+    let slow = Sink::start(|_, _| Answer::status(200).delay(Duration::from_secs(3))).await;
+    let dls = Sink::ok().await;
+    let config = broker("")
+        + &trigger(
+            "t",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 1, backoffDelay: PT0.05S, timeout: PT0.3S, deadLetterSink: {{uri: '{}'}}}}",
+                slow.url, dls.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    send(&sy, "slow", "t", &[]).await;
+    dls.wait_for(1, WAIT).await;
+    assert_eq!(slow.received().len(), 2);
+    dls.assert_stays_at(1, Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn reply_chain_from_one_trigger_to_the_next() {
+    let a = Sink::start(|_, e| Answer::reply("com.example.b", &format!("reply-to-{}", e.id))).await;
+    let b = Sink::ok().await;
+    let config = broker("")
+        + &trigger(
+            "a",
+            &format!(
+                "filter: {{attributes: {{type: com.example.a}}}}, subscriber: {{uri: '{}'}}",
+                a.url
+            ),
+        )
+        + &trigger(
+            "b",
+            &format!(
+                "filter: {{attributes: {{type: com.example.b}}}}, subscriber: {{uri: '{}'}}",
+                b.url
+            ),
+        );
+    let mut sy = Switchyard::start(&config);
+    send(&sy, "start", "com.example.a", &[]).await;
+    let got = b.wait_for(1, WAIT).await;
+    let reply = got[0].event.as_ref().unwrap();
+    assert_eq!(reply.id, "reply-to-start");
+    assert_eq!(reply.source, "/sink");
+    // The reply was stored in the broker with the TTL decremented.
+    let stored = sy.stored("default/default");
+    let r = stored
+        .iter()
+        .find(|(_, e)| e.id == "reply-to-start")
+        .unwrap();
+    assert_eq!(
+        r.1.extensions.get("knativebrokerttl"),
+        Some(&switchyard_core::ExtValue::Integer(254))
+    );
+}
+
+#[tokio::test]
+async fn a_reply_loop_dies_by_ttl() {
+    // The sink answers every event with an event of the same type: a loop.
+    let looping = Sink::start(|n, _| Answer::reply("com.example.loop", &format!("r{n}"))).await;
+    let config = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\nspec: {ttl: 5}\n---\n".to_owned()
+        + &trigger("loop", &format!("filter: {{attributes: {{type: com.example.loop}}}}, subscriber: {{uri: '{}'}}", looping.url));
+    let sy = Switchyard::start(&config);
+    send(&sy, "seed", "com.example.loop", &[]).await;
+    // TTL 5 at ingress: deliveries with TTL 5, 4, 3, 2, 1; the reply to the last is dropped.
+    looping.wait_for(5, WAIT).await;
+    looping.assert_stays_at(5, Duration::from_millis(800)).await;
+}
+
+#[tokio::test]
+async fn a_slow_or_failing_subscriber_does_not_delay_other_triggers() {
+    let failing = Sink::start(|_, _| Answer::status(503)).await;
+    let slow = Sink::start(|_, _| Answer::status(200).delay(Duration::from_secs(4))).await;
+    let fast = Sink::ok().await;
+    let config = broker("{retry: 100, backoffDelay: PT0.01S, backoffMax: PT0.05S}")
+        + &trigger(
+            "failing",
+            &format!("subscriber: {{uri: '{}'}}", failing.url),
+        )
+        + &trigger("slow", &format!("subscriber: {{uri: '{}'}}", slow.url))
+        + &trigger("fast", &format!("subscriber: {{uri: '{}'}}", fast.url));
+    let sy = Switchyard::start(&config);
+    for i in 0..20 {
+        send(&sy, &format!("e{i}"), "t", &[]).await;
+    }
+    fast.wait_for(20, WAIT).await;
+    // Every fast delivery happened while the slow subscriber had not answered even once.
+    assert_eq!(
+        slow.completed(),
+        0,
+        "the fast trigger waited for the slow one"
+    );
+    assert!(!failing.received().is_empty());
+}
+
+#[tokio::test]
+async fn ordered_trigger_delivers_one_event_per_key_at_a_time_in_order() {
+    let fail_first = Arc::new(AtomicUsize::new(0));
+    let ff = Arc::clone(&fail_first);
+    let sink = Sink::start(move |_, e| {
+        // The first event of key "a" fails twice, holding key "a" back but not key "b".
+        if e.id == "a1" && ff.fetch_add(1, Ordering::SeqCst) < 2 {
+            Answer::status(500)
+        } else {
+            Answer::status(200)
+        }
+    })
+    .await;
+    let config = broker("")
+        + &trigger(
+            "o",
+            &format!(
+                "ordering: ordered, subscriber: {{uri: '{}'}}, delivery: {{retry: 5, backoffDelay: PT0.2S}}",
+                sink.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    for (id, key) in [
+        ("a1", "a"),
+        ("b1", "b"),
+        ("a2", "a"),
+        ("b2", "b"),
+        ("a3", "a"),
+    ] {
+        send(&sy, id, "t", &[("ce-partitionkey", key)]).await;
+    }
+    sink.wait_for(7, WAIT).await;
+    let ids = sink.ids();
+    let a: Vec<&String> = ids.iter().filter(|i| i.starts_with('a')).collect();
+    assert_eq!(a, ["a1", "a1", "a1", "a2", "a3"]);
+    let pos = |x: &str| ids.iter().position(|i| i == x).unwrap();
+    assert!(
+        pos("b2") < pos("a2"),
+        "key b was not held back by key a: {ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = Arc::clone(&healthy);
+    let sink = Sink::start(move |_, _| {
+        if h.load(Ordering::SeqCst) {
+            Answer::status(200)
+        } else {
+            Answer::status(500).body("down")
+        }
+    })
+    .await;
+    let config = broker("")
+        + &trigger(
+            "t",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 0}}",
+                sink.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    for i in 0..3 {
+        send(&sy, &format!("d{i}"), "com.example.dl", &[]).await;
+    }
+    send(&sy, "other", "com.example.keep", &[]).await;
+    sink.wait_for(4, WAIT).await;
+    let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
+    let c = client();
+    // Dead letters are written after the failed attempt; poll until all four are in.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let list = loop {
+        let v: serde_json::Value =
+            serde_json::from_slice(&c.get(&api).send().await.unwrap().bytes().await.unwrap())
+                .unwrap();
+        if v["items"].as_array().unwrap().len() == 4 || tokio::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    assert_eq!(items[0]["trigger"], "t");
+    assert_eq!(items[0]["status"], 500);
+    assert_eq!(items[0]["reason"], "retries exhausted");
+    // Filter and page.
+    let v: serde_json::Value = serde_json::from_slice(
+        &c.get(&api)
+            .query(&[("type", "com.example.dl"), ("limit", "2")])
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+    let next = v["next"].as_str().unwrap().to_owned();
+    let v: serde_json::Value = serde_json::from_slice(
+        &c.get(&api)
+            .query(&[("type", "com.example.dl"), ("after", next.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert!(v["next"].is_null());
+    // One in full, with its attempt and event.
+    let id = items[0]["id"].as_str().unwrap();
+    let one: serde_json::Value = serde_json::from_slice(
+        &c.get(format!("{api}/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(one["attempts"][0]["status"], 500);
+    assert_eq!(one["attempts"][0]["body"], "down");
+    assert_eq!(one["event"]["id"], items[0]["eventId"]);
+    // Unknown ids and unfiltered purges are refused clearly.
+    assert_eq!(
+        c.get(format!("{api}/12345")).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(c.delete(&api).send().await.unwrap().status(), 400);
+    // Fix the sink and redrive the three of type dl with the CLI.
+    healthy.store(true, Ordering::SeqCst);
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "dlq",
+            "--server",
+            &sy.base,
+            "redrive",
+            "--type",
+            "com.example.dl",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "redriven: 3\n");
+    sink.wait_for(7, WAIT).await;
+    let redelivered: HashSet<String> = sink.ids()[4..].iter().cloned().collect();
+    assert_eq!(
+        redelivered,
+        HashSet::from(["d0".into(), "d1".into(), "d2".into()])
+    );
+    // The CLI lists what is left as a table; then purge it.
+    let out = std::process::Command::new(common::bin())
+        .args(["dlq", "--server", &sy.base, "list"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("ID"), "{table}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(table.contains("com.example.keep"));
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "dlq", "--server", &sy.base, "purge", "--all", "--output", "json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["purged"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_with_retries_pending_loses_nothing() {
+    // Each event fails twice before it is taken; kill the server while retries are pending.
+    let attempts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
+    let a = Arc::clone(&attempts);
+    let sink = Sink::start(move |_, e| {
+        let mut m = a.lock().unwrap();
+        let n = m.entry(e.id.clone()).or_default();
+        *n += 1;
+        if *n <= 2 {
+            Answer::status(503)
+        } else {
+            Answer::status(200)
+        }
+    })
+    .await;
+    let config = broker("")
+        + &trigger(
+            "t",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 10, backoffDelay: PT0.3S, backoffMax: PT0.3S}}",
+                sink.url
+            ),
+        );
+    let mut sy = Switchyard::start(&config);
+    let ids: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    for id in &ids {
+        send(&sy, id, "t", &[]).await;
+    }
+    // Every event has failed at least once: retries are pending in the store.
+    sink.wait_for(50, WAIT).await;
+    sy.kill9();
+    sy.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = ids
+            .iter()
+            .all(|id| attempts.lock().unwrap().get(id).copied().unwrap_or(0) >= 3);
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every event was delivered after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // At-least-once, with duplicates bounded: nobody got more than its two failures, one
+    // success, and a repeat of an attempt that was in flight at the kill.
+    for (id, n) in attempts.lock().unwrap().iter() {
+        assert!(*n <= 5, "{id} was attempted {n} times");
+    }
+}
+
+#[tokio::test]
+async fn delivery_metrics_and_lag() {
+    let sink = Sink::start(|_, _| Answer::status(500)).await;
+    let config = broker("")
+        + &trigger(
+            "m",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 50, backoffDelay: PT10S}}",
+                sink.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    send(&sy, "m1", "t", &[]).await;
+    sink.wait_for(1, WAIT).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = client()
+            .get(sy.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let ok = text.contains(r#"switchyard_delivery_count_total{namespace_name="default",broker_name="default",trigger_name="m",response_code="500"} 1"#)
+            && text.contains(r#"switchyard_delivery_retries_total{namespace_name="default",broker_name="default",trigger_name="m"} 1"#)
+            && text.contains(r#"switchyard_trigger_lag_events{namespace_name="default",broker_name="default",trigger_name="m"} 1"#)
+            && text.contains("switchyard_delivery_latency_seconds_bucket");
+        if ok {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed the delivery:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

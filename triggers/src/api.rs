@@ -1,0 +1,415 @@
+//! The dead-letter part of the management API (`spec/management-api.md`): list with filters and
+//! pages, show one with every attempt, redrive, purge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use switchyard_broker::log::{EventLog, Table, WriteOp};
+use switchyard_broker::problem::Problem;
+
+use crate::dispatcher::TriggerRuntime;
+use crate::records::{self, DeadLetter, RetryEntry};
+
+/// The most records one page holds.
+pub const MAX_PAGE: usize = 1000;
+
+struct ApiState {
+    log: Arc<dyn EventLog>,
+    /// Triggers by (broker id, trigger name).
+    triggers: HashMap<(String, String), Arc<TriggerRuntime>>,
+}
+
+/// The routes, to merge into the server's router.
+pub fn routes(log: Arc<dyn EventLog>, triggers: &[Arc<TriggerRuntime>]) -> Router {
+    let state = Arc::new(ApiState {
+        log,
+        triggers: triggers
+            .iter()
+            .map(|t| ((t.broker_id().to_owned(), t.name.clone()), Arc::clone(t)))
+            .collect(),
+    });
+    let base = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
+    Router::new()
+        .route(base, get(list).delete(purge))
+        .route(&format!("{base}/redrive"), post(redrive))
+        .route(&format!("{base}/{{id}}"), get(show).delete(delete_one))
+        .with_state(state)
+}
+
+/// Which dead letters a request is about.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    /// Only this trigger's.
+    pub trigger: Option<String>,
+    /// Only events of this `type`.
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    /// Only events of this `source`.
+    pub source: Option<String>,
+    /// Only those whose last answer had this status.
+    pub status: Option<u16>,
+    /// Only those dead-lettered at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Only those dead-lettered before this time (RFC 3339).
+    pub until: Option<String>,
+    /// Page: ids after this one.
+    pub after: Option<String>,
+    /// Page size (default 100, at most 1000).
+    pub limit: Option<usize>,
+    /// With DELETE and no other filter: confirms purging everything.
+    pub all: Option<bool>,
+}
+
+fn bad_request(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "urn:switchyard:problem:bad-request",
+        "bad request",
+        detail,
+    )
+}
+
+fn storage(e: impl std::fmt::Display) -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "urn:switchyard:problem:storage",
+        "storage failure",
+        e.to_string(),
+    )
+}
+
+fn time_ms(field: &str, v: &Option<String>) -> Result<Option<u64>, Problem> {
+    v.as_ref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| u64::try_from(d.timestamp_millis()).unwrap_or(0))
+                .map_err(|_| bad_request(format!("`{field}` must be an RFC 3339 time, not `{t}`")))
+        })
+        .transpose()
+}
+
+struct Compiled {
+    sel: Selector,
+    since: Option<u64>,
+    until: Option<u64>,
+}
+
+impl Compiled {
+    fn new(sel: Selector) -> Result<Self, Problem> {
+        let since = time_ms("since", &sel.since)?;
+        let until = time_ms("until", &sel.until)?;
+        Ok(Compiled { sel, since, until })
+    }
+
+    fn matches(&self, d: &DeadLetter) -> bool {
+        let s = &self.sel;
+        s.trigger.as_ref().is_none_or(|t| *t == d.trigger)
+            && s.ty.as_ref().is_none_or(|t| *t == d.ty)
+            && s.source.as_ref().is_none_or(|x| *x == d.source)
+            && s.status.is_none_or(|x| Some(x) == d.status)
+            && self.since.is_none_or(|x| d.time_ms >= x)
+            && self.until.is_none_or(|x| d.time_ms < x)
+    }
+
+    fn is_unfiltered(&self) -> bool {
+        let s = &self.sel;
+        s.trigger.is_none()
+            && s.ty.is_none()
+            && s.source.is_none()
+            && s.status.is_none()
+            && s.since.is_none()
+            && s.until.is_none()
+    }
+}
+
+fn parse_id(id: &str) -> Result<u64, Problem> {
+    id.parse()
+        .map_err(|_| bad_request(format!("`{id}` is not a dead-letter id")))
+}
+
+/// Dead letters with their keys, and whether more may follow.
+type Selection = (Vec<(Vec<u8>, DeadLetter)>, bool);
+
+/// Scans matching records from `after`, at most `limit`; also says whether more may follow.
+fn select(
+    state: &ApiState,
+    broker: &str,
+    filter: &Compiled,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Selection, Problem> {
+    let prefix = records::deadletter_prefix(broker);
+    let end = records::prefix_end(&prefix);
+    let mut from = match after {
+        Some(id) => records::deadletter_key(broker, id.saturating_add(1)),
+        None => prefix.clone(),
+    };
+    let mut out = Vec::new();
+    loop {
+        let chunk = state
+            .log
+            .scan(Table::DeadLetters, &from, &end, 1000)
+            .map_err(storage)?;
+        let exhausted = chunk.len() < 1000;
+        for (key, value) in chunk {
+            from = key.clone();
+            from.push(0);
+            let Ok(d) = serde_json::from_slice::<DeadLetter>(&value) else {
+                continue;
+            };
+            if filter.matches(&d) {
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push((key, d));
+            }
+        }
+        if exhausted {
+            return Ok((out, false));
+        }
+    }
+}
+
+fn broker_id(ns: &str, b: &str) -> String {
+    format!("{ns}/{b}")
+}
+
+/// A dead letter as the list shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary<'a> {
+    id: String,
+    trigger: &'a str,
+    #[serde(rename = "type")]
+    ty: &'a str,
+    source: &'a str,
+    event_id: &'a str,
+    status: Option<u16>,
+    reason: &'a str,
+    destination: &'a str,
+    time: &'a str,
+    attempts: usize,
+}
+
+fn summary(d: &DeadLetter) -> Summary<'_> {
+    Summary {
+        id: d.id.to_string(),
+        trigger: &d.trigger,
+        ty: &d.ty,
+        source: &d.source,
+        event_id: &d.event_id,
+        status: d.status,
+        reason: &d.reason,
+        destination: &d.destination,
+        time: &d.time,
+        attempts: d.attempts.len(),
+    }
+}
+
+fn json(status: StatusCode, v: &impl Serialize) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+async fn list(
+    State(state): State<Arc<ApiState>>,
+    Path((ns, b)): Path<(String, String)>,
+    Query(sel): Query<Selector>,
+) -> Result<Response, Problem> {
+    let limit = sel.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let after = sel.after.as_deref().map(parse_id).transpose()?;
+    let filter = Compiled::new(sel)?;
+    let (items, more) = select(&state, &broker_id(&ns, &b), &filter, after, limit)?;
+    let next = more
+        .then(|| items.last().map(|(_, d)| d.id.to_string()))
+        .flatten();
+    let items: Vec<Summary<'_>> = items.iter().map(|(_, d)| summary(d)).collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items, "next": next }),
+    ))
+}
+
+fn find(state: &ApiState, broker: &str, id: u64) -> Result<DeadLetter, Problem> {
+    let key = records::deadletter_key(broker, id);
+    let mut end = key.clone();
+    end.push(0);
+    let found = state
+        .log
+        .scan(Table::DeadLetters, &key, &end, 1)
+        .map_err(storage)?;
+    found
+        .into_iter()
+        .next()
+        .and_then(|(_, v)| serde_json::from_slice(&v).ok())
+        .ok_or_else(|| Problem::not_found(format!("no dead letter {id} in broker {broker}")))
+}
+
+async fn show(
+    State(state): State<Arc<ApiState>>,
+    Path((ns, b, id)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    let d = find(&state, &broker_id(&ns, &b), parse_id(&id)?)?;
+    let event: serde_json::Value = d
+        .event()
+        .map(|e| {
+            serde_json::from_slice(&switchyard_core::json::encode_event(&e)).unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let mut v = serde_json::to_value(summary(&d)).unwrap_or_default();
+    v["offset"] = d.offset.into();
+    v["event"] = event;
+    v["attempts"] = serde_json::to_value(&d.attempts).unwrap_or_default();
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn delete_one(
+    State(state): State<Arc<ApiState>>,
+    Path((ns, b, id)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    let broker = broker_id(&ns, &b);
+    let id = parse_id(&id)?;
+    find(&state, &broker, id)?;
+    state
+        .log
+        .write(vec![WriteOp::Delete {
+            table: Table::DeadLetters,
+            key: records::deadletter_key(&broker, id),
+        }])
+        .await
+        .map_err(storage)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn purge(
+    State(state): State<Arc<ApiState>>,
+    Path((ns, b)): Path<(String, String)>,
+    Query(sel): Query<Selector>,
+) -> Result<Response, Problem> {
+    let all = sel.all == Some(true);
+    let filter = Compiled::new(sel)?;
+    if filter.is_unfiltered() && !all {
+        return Err(bad_request(
+            "purging every dead letter needs `all=true`; or give a filter (trigger, type, source, status, since, until)",
+        ));
+    }
+    let broker = broker_id(&ns, &b);
+    let (items, _) = select(&state, &broker, &filter, None, usize::MAX)?;
+    let n = items.len();
+    for chunk in items.chunks(1000) {
+        let ops = chunk
+            .iter()
+            .map(|(key, _)| WriteOp::Delete {
+                table: Table::DeadLetters,
+                key: key.clone(),
+            })
+            .collect();
+        state.log.write(ops).await.map_err(storage)?;
+    }
+    Ok(json(StatusCode::OK, &serde_json::json!({ "purged": n })))
+}
+
+/// The body of a redrive request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// These dead letters (ids as strings or numbers).
+    #[serde(default)]
+    pub ids: Vec<serde_json::Value>,
+    /// Or every one matching this filter (`{}` with `all: true` for all).
+    #[serde(default)]
+    pub filter: Option<Selector>,
+    /// Confirms redriving everything when the filter is empty.
+    #[serde(default)]
+    pub all: bool,
+    /// Deliver to this URL instead of the trigger's subscriber.
+    #[serde(default)]
+    pub uri: Option<String>,
+}
+
+async fn redrive(
+    State(state): State<Arc<ApiState>>,
+    Path((ns, b)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let req: RedriveRequest = if body.is_empty() {
+        RedriveRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| bad_request(format!("invalid redrive request: {e}")))?
+    };
+    if let Some(uri) = &req.uri {
+        switchyard_core::resources::validate_http_url("uri", uri)
+            .map_err(|e| bad_request(e.to_string()))?;
+    }
+    let broker = broker_id(&ns, &b);
+    let mut selected = Vec::new();
+    if !req.ids.is_empty() {
+        for id in &req.ids {
+            let text = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
+            let id = parse_id(&text)?;
+            selected.push((
+                records::deadletter_key(&broker, id),
+                find(&state, &broker, id)?,
+            ));
+        }
+    } else {
+        let filter = Compiled::new(req.filter.unwrap_or_default())?;
+        if filter.is_unfiltered() && !req.all {
+            return Err(bad_request(
+                "name the dead letters (`ids`), give a `filter`, or set `all: true`",
+            ));
+        }
+        selected = select(&state, &broker, &filter, None, usize::MAX)?.0;
+    }
+    let mut redriven = 0usize;
+    for (key, d) in selected {
+        let Some(t) = state.triggers.get(&(broker.clone(), d.trigger.clone())) else {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "urn:switchyard:problem:no-trigger",
+                "trigger gone",
+                format!(
+                    "dead letter {} belongs to trigger `{}`, which no longer exists; purge it or give it to another trigger's configuration",
+                    d.id, d.trigger
+                ),
+            ));
+        };
+        let entry = RetryEntry {
+            offset: d.offset,
+            event: d.event.clone(),
+            attempts: Vec::new(),
+            uri: req.uri.clone(),
+        };
+        let ops = vec![
+            WriteOp::Put {
+                table: Table::Retries,
+                key: records::retry_key(t.retry_prefix(), records::now_ms(), records::new_id()),
+                value: serde_json::to_vec(&entry).unwrap_or_default(),
+            },
+            WriteOp::Delete {
+                table: Table::DeadLetters,
+                key,
+            },
+        ];
+        state.log.write(ops).await.map_err(storage)?;
+        t.retry_scheduled();
+        redriven += 1;
+    }
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "redriven": redriven }),
+    ))
+}

@@ -1,0 +1,382 @@
+//! One delivery attempt over HTTP, what its answer means (the table in `spec/delivery.md`), and
+//! the backoff formula. Pure functions where possible, so the rules are tested as tables.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use switchyard_core::resources::{BackoffPolicy, DeliveryFormat, DeliverySpec};
+use switchyard_core::{CloudEvent, EventError};
+
+/// The delivery settings of one trigger, resolved from its `delivery` (or its broker's) and
+/// the defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliverySettings {
+    /// Retries after the first attempt.
+    pub retry: u32,
+    /// How the delay grows.
+    pub backoff_policy: BackoffPolicy,
+    /// Base delay.
+    pub backoff_delay: Duration,
+    /// Cap on any one delay.
+    pub backoff_max: Duration,
+    /// Random shortening of each delay, 0 to 1.
+    pub jitter: f64,
+    /// Bound on each attempt (the whole response).
+    pub timeout: Duration,
+    /// The longest `Retry-After` honoured.
+    pub retry_after_max: Duration,
+    /// Binary or structured mode.
+    pub format: DeliveryFormat,
+}
+
+/// Defaults when neither the trigger nor its broker says (written in `spec/delivery.md`).
+pub mod defaults {
+    use std::time::Duration;
+    /// Retries after the first attempt.
+    pub const RETRY: u32 = 10;
+    /// Base delay.
+    pub const BACKOFF_DELAY: Duration = Duration::from_millis(200);
+    /// Cap on one delay.
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+    /// Per-attempt timeout: long enough for a scale-from-zero cold start.
+    pub const TIMEOUT: Duration = Duration::from_secs(60);
+    /// Cap on honoured `Retry-After`.
+    pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+    /// Connection establishment timeout, kept short and apart from the response timeout.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Largest response body read (a reply event, or an error body excerpt).
+    pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+}
+
+impl DeliverySettings {
+    /// Resolves a `DeliverySpec` (the trigger's, else the broker's, as a whole).
+    pub fn resolve(spec: Option<&DeliverySpec>) -> Self {
+        let d = spec.cloned().unwrap_or_default();
+        DeliverySettings {
+            retry: d
+                .retry
+                .map_or(defaults::RETRY, |r| u32::try_from(r).unwrap_or(0)),
+            backoff_policy: d.backoff_policy.unwrap_or_default(),
+            backoff_delay: d.backoff_delay.map_or(defaults::BACKOFF_DELAY, |x| x.0),
+            backoff_max: d.backoff_max.map_or(defaults::BACKOFF_MAX, |x| x.0),
+            jitter: d.jitter.unwrap_or(0.0),
+            timeout: d.timeout.map_or(defaults::TIMEOUT, |x| x.0),
+            retry_after_max: d.retry_after_max.map_or(defaults::RETRY_AFTER_MAX, |x| x.0),
+            format: d.format.unwrap_or_default(),
+        }
+    }
+
+    /// The delay before retry `k` (1-based): `delay·2^(k-1)` or `delay·k`, capped by
+    /// `backoffMax`, then shortened by up to `jitter` of itself (`unit` is a uniform random
+    /// number in [0, 1)), and never shorter than an honoured `Retry-After`.
+    pub fn backoff(&self, k: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
+        let base = match self.backoff_policy {
+            BackoffPolicy::Exponential => self
+                .backoff_delay
+                .saturating_mul(2u32.saturating_pow(k.saturating_sub(1))),
+            BackoffPolicy::Linear => self.backoff_delay.saturating_mul(k),
+        };
+        let capped = base.min(self.backoff_max);
+        let jittered = capped.mul_f64(1.0 - self.jitter.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0));
+        match retry_after {
+            Some(ra) => jittered.max(ra.min(self.retry_after_max)),
+            None => jittered,
+        }
+    }
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered.
+    Delivered,
+    /// Failed; try again if retries are left.
+    Retry,
+    /// Failed for good: dead-letter now.
+    DeadLetter,
+}
+
+/// The rule for an HTTP status: 2xx delivered; 404, 408, 409, 429 and 5xx retried; 410,
+/// other 4xx, 3xx (redirects are not followed) and 1xx dead-lettered at once.
+pub fn verdict_for_status(status: u16) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        404 | 408 | 409 | 429 | 500..=599 => Verdict::Retry,
+        _ => Verdict::DeadLetter,
+    }
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    /// When it started.
+    pub started: SystemTime,
+    /// The status, when an answer came.
+    pub status: Option<u16>,
+    /// Why there was no usable answer (connection refused, timeout, malformed reply, …).
+    pub error: Option<String>,
+    /// How long it took.
+    pub latency: Duration,
+    /// The response body (up to the read limit).
+    pub body: Bytes,
+    /// A `Retry-After` on 429 or 503.
+    pub retry_after: Option<Duration>,
+    /// Reply events carried by a 2xx answer (not 202).
+    pub replies: Vec<CloudEvent>,
+    /// What to do next.
+    pub verdict: Verdict,
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Reads the reply events of a 2xx answer. `Ok(empty)` when the answer is not a CloudEvent
+/// (no `ce-specversion`, not a `cloudevents` content type), or is a 202.
+pub fn replies_of(
+    status: u16,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Vec<CloudEvent>, EventError> {
+    if status == 202 || !(200..=299).contains(&status) {
+        return Ok(Vec::new());
+    }
+    match switchyard_core::http::decode(headers, body) {
+        Ok((_, events)) => Ok(events),
+        Err(EventError::NotACloudEvent) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The attribute the broker uses as a loop guard; removed from deliveries, decremented on
+/// replies.
+pub const TTL_EXTENSION: &str = "knativebrokerttl";
+
+/// Sends `event` to `url` once. Never follows redirects (the client is built without them).
+pub async fn attempt(
+    client: &reqwest::Client,
+    url: &str,
+    event: &CloudEvent,
+    settings: &DeliverySettings,
+    extra: &[(&str, String)],
+) -> AttemptResult {
+    let started = SystemTime::now();
+    let clock = std::time::Instant::now();
+    let mut outgoing = event.clone();
+    outgoing.extensions.remove(TTL_EXTENSION);
+    for (name, value) in extra {
+        outgoing.extensions.insert(
+            (*name).to_owned(),
+            switchyard_core::ExtValue::String(value.clone()),
+        );
+    }
+    let (mut headers, body) = match settings.format {
+        DeliveryFormat::Binary => switchyard_core::http::encode_binary(&outgoing),
+        DeliveryFormat::Json => switchyard_core::http::encode_structured(&outgoing),
+    };
+    headers.insert("prefer", HeaderValue::from_static("reply"));
+    let sent = client
+        .post(url)
+        .headers(headers)
+        .body(body)
+        .timeout(settings.timeout)
+        .send()
+        .await;
+    let mut result = AttemptResult {
+        started,
+        status: None,
+        error: None,
+        latency: Duration::ZERO,
+        body: Bytes::new(),
+        retry_after: None,
+        replies: Vec::new(),
+        verdict: Verdict::Retry,
+    };
+    match sent {
+        Err(e) => {
+            result.error = Some(describe(&e));
+        }
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            result.status = Some(status);
+            result.verdict = verdict_for_status(status);
+            if status == StatusCode::TOO_MANY_REQUESTS.as_u16()
+                || status == StatusCode::SERVICE_UNAVAILABLE.as_u16()
+            {
+                result.retry_after = response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            }
+            let headers = response.headers().clone();
+            let mut body = Vec::new();
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if body.len() + chunk.len() > defaults::MAX_RESPONSE_BYTES {
+                            result.error = Some(format!(
+                                "the response body is larger than {} bytes",
+                                defaults::MAX_RESPONSE_BYTES
+                            ));
+                            if result.verdict == Verdict::Delivered {
+                                result.verdict = Verdict::Retry;
+                            }
+                            break;
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        result.error = Some(describe(&e));
+                        if result.verdict == Verdict::Delivered {
+                            result.verdict = Verdict::Retry;
+                        }
+                        break;
+                    }
+                }
+            }
+            result.body = Bytes::from(body);
+            if result.verdict == Verdict::Delivered && result.error.is_none() {
+                match replies_of(status, &headers, result.body.clone()) {
+                    Ok(replies) => result.replies = replies,
+                    Err(e) => {
+                        result.error = Some(format!("malformed reply: {e}"));
+                        result.verdict = Verdict::Retry;
+                    }
+                }
+            }
+        }
+    }
+    result.latency = clock.elapsed();
+    result
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut msg = kind.to_owned();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// The HTTP client of one subscriber: its own connection pool, no redirects, no proxies, a
+/// short connect timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(defaults::CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table() {
+        let table: &[(u16, Verdict)] = &[
+            (200, Verdict::Delivered),
+            (201, Verdict::Delivered),
+            (202, Verdict::Delivered),
+            (204, Verdict::Delivered),
+            (301, Verdict::DeadLetter),
+            (302, Verdict::DeadLetter),
+            (307, Verdict::DeadLetter),
+            (400, Verdict::DeadLetter),
+            (401, Verdict::DeadLetter),
+            (403, Verdict::DeadLetter),
+            (404, Verdict::Retry),
+            (408, Verdict::Retry),
+            (409, Verdict::Retry),
+            (410, Verdict::DeadLetter),
+            (413, Verdict::DeadLetter),
+            (422, Verdict::DeadLetter),
+            (429, Verdict::Retry),
+            (500, Verdict::Retry),
+            (502, Verdict::Retry),
+            (503, Verdict::Retry),
+            (504, Verdict::Retry),
+        ];
+        for (status, verdict) in table {
+            assert_eq!(verdict_for_status(*status), *verdict, "{status}");
+        }
+    }
+
+    fn settings(policy: BackoffPolicy) -> DeliverySettings {
+        DeliverySettings {
+            backoff_policy: policy,
+            backoff_delay: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            ..DeliverySettings::resolve(None)
+        }
+    }
+
+    #[test]
+    fn backoff_formula() {
+        let ms = |d: Duration| d.as_millis();
+        let e = settings(BackoffPolicy::Exponential);
+        let got: Vec<u128> = (1..=6).map(|k| ms(e.backoff(k, None, 0.0))).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
+        let l = settings(BackoffPolicy::Linear);
+        let got: Vec<u128> = (1..=4).map(|k| ms(l.backoff(k, None, 0.0))).collect();
+        assert_eq!(got, [100, 200, 300, 400]);
+        // Jitter only shortens, by up to its fraction.
+        let j = DeliverySettings {
+            jitter: 0.5,
+            ..e.clone()
+        };
+        assert_eq!(ms(j.backoff(2, None, 0.0)), 200);
+        assert_eq!(ms(j.backoff(2, None, 0.999_999)), 100);
+        // Retry-After wins over a shorter backoff, up to retryAfterMax.
+        let r = DeliverySettings {
+            retry_after_max: Duration::from_secs(5),
+            ..e.clone()
+        };
+        assert_eq!(ms(r.backoff(1, Some(Duration::from_secs(3)), 0.0)), 3000);
+        assert_eq!(ms(r.backoff(1, Some(Duration::from_secs(30)), 0.0)), 5000);
+        assert_eq!(ms(r.backoff(4, Some(Duration::from_millis(10)), 0.0)), 800);
+        // No overflow with absurd retry counts.
+        assert_eq!(ms(e.backoff(200, None, 0.0)), 1000);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT")
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

@@ -1,0 +1,193 @@
+//! What the dispatcher keeps in the store's side tables: scheduled retries and dead letters.
+//! Both carry a copy of the event (retention of the log does not reach them) and every
+//! attempt so far. Layouts are in `spec/delivery.md`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use switchyard_core::CloudEvent;
+
+use crate::delivery::AttemptResult;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// The longest body excerpt kept per attempt, in bytes.
+pub const BODY_EXCERPT_BYTES: usize = 1024;
+
+/// One attempt, as kept with a retry or a dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// When it started (RFC 3339).
+    pub time: String,
+    /// The HTTP status, when an answer came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why there was no usable answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub latency_ms: u64,
+    /// The start of the response body, as text (lossy UTF-8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Attempt {
+    /// Records an attempt's result.
+    pub fn of(r: &AttemptResult) -> Attempt {
+        let body = (!r.body.is_empty()).then(|| {
+            let end = r.body.len().min(BODY_EXCERPT_BYTES);
+            String::from_utf8_lossy(&r.body[..end]).into_owned()
+        });
+        Attempt {
+            time: rfc3339(r.started),
+            status: r.status,
+            error: r.error.clone(),
+            latency_ms: u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
+            body,
+        }
+    }
+}
+
+/// A scheduled retry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryEntry {
+    /// The event's offset in the broker's log.
+    pub offset: u64,
+    /// The event, storage encoding, base64.
+    pub event: String,
+    /// Attempts made so far.
+    pub attempts: Vec<Attempt>,
+    /// Deliver here instead of the trigger's subscriber (a redrive to another URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+impl RetryEntry {
+    /// The event.
+    pub fn event(&self) -> Option<CloudEvent> {
+        let bytes = B64.decode(&self.event).ok()?;
+        switchyard_core::store::decode(&bytes).ok()
+    }
+}
+
+/// Encodes an event for a record.
+pub fn encode_event(e: &CloudEvent) -> String {
+    B64.encode(switchyard_core::store::encode(e))
+}
+
+/// A dead letter: an event a trigger could not deliver, with every attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// Its id in the broker's dead-letter store.
+    pub id: u64,
+    /// The broker, `namespace/name`.
+    pub broker: String,
+    /// The trigger's name.
+    pub trigger: String,
+    /// The event's offset in the broker's log.
+    pub offset: u64,
+    /// When it was dead-lettered (RFC 3339) and in ms since the epoch.
+    pub time: String,
+    /// Milliseconds since the epoch.
+    pub time_ms: u64,
+    /// Why: `retries exhausted` or `not retryable`.
+    pub reason: String,
+    /// The subscriber it was for.
+    pub destination: String,
+    /// The last status, if any answer came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The event's `type`, for filtering.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The event's `source`, for filtering.
+    pub source: String,
+    /// The event's `id`.
+    pub event_id: String,
+    /// The event, storage encoding, base64.
+    pub event: String,
+    /// Every attempt.
+    pub attempts: Vec<Attempt>,
+}
+
+impl DeadLetter {
+    /// The event.
+    pub fn event(&self) -> Option<CloudEvent> {
+        let bytes = B64.decode(&self.event).ok()?;
+        switchyard_core::store::decode(&bytes).ok()
+    }
+}
+
+/// Ids that sort by time and are unique within the process (ms << 16 | counter).
+pub fn new_id() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let candidate = now_ms() << 16;
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = candidate.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+/// Prefix of a trigger's retry keys: `{broker}#{trigger}` and a zero byte.
+pub fn retry_prefix(broker: &str, trigger: &str) -> Vec<u8> {
+    let mut k = format!("{broker}#{trigger}").into_bytes();
+    k.push(0);
+    k
+}
+
+/// A retry key: prefix, due time (ms, big-endian), id (big-endian).
+pub fn retry_key(prefix: &[u8], due_ms: u64, id: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&due_ms.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Due time of a retry key.
+pub fn retry_due(prefix_len: usize, key: &[u8]) -> u64 {
+    key.get(prefix_len..prefix_len + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Prefix of a broker's dead-letter keys.
+pub fn deadletter_prefix(broker: &str) -> Vec<u8> {
+    let mut k = broker.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// A dead-letter key: prefix and id (big-endian).
+pub fn deadletter_key(broker: &str, id: u64) -> Vec<u8> {
+    let mut k = deadletter_prefix(broker);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The smallest key above every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    end.push(0xFF);
+    end.extend_from_slice(&[0xFF; 16]);
+    end
+}
