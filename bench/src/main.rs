@@ -1,0 +1,101 @@
+//! `switchyard-bench`: the start of the benchmark harness.
+//!
+//! `switchyard-bench sink --listen 127.0.0.1:9000` is a subscriber that answers 200 at once and
+//! measures, per delivery, the time from the broker's `knativearrivaltime` (stamped at ingress)
+//! to its arrival; `GET /stats` returns the count, the rate since the first delivery, and
+//! p50/p90/p99 in microseconds, and resets. See bench/README.md for the runs it serves.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Result;
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A measuring subscriber.
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Default)]
+struct Stats {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    latencies_us: Vec<u64>,
+}
+
+type Shared = Arc<Mutex<Stats>>;
+
+async fn deliver(State(stats): State<Shared>, headers: HeaderMap) {
+    let now = chrono::Utc::now();
+    let latency = headers
+        .get("ce-knativearrivaltime")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+        .map(|t| (now - t.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0));
+    let mut s = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let at = Instant::now();
+    s.first.get_or_insert(at);
+    s.last = Some(at);
+    if let Some(l) = latency {
+        s.latencies_us.push(u64::try_from(l).unwrap_or(0));
+    }
+}
+
+async fn stats(State(stats): State<Shared>) -> String {
+    let mut s = std::mem::take(&mut *stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    s.latencies_us.sort_unstable();
+    let n = s.latencies_us.len();
+    let pct = |p: f64| {
+        s.latencies_us
+            .get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let secs = match (s.first, s.last) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+        _ => 0.0,
+    };
+    serde_json::json!({
+        "deliveries": n,
+        "rate_per_s": if secs > 0.0 { n as f64 / secs } else { 0.0 },
+        "p50_us": pct(0.50), "p90_us": pct(0.90), "p99_us": pct(0.99), "max_us": pct(1.0),
+    })
+    .to_string()
+        + "\n"
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Sink { listen } => {
+                let shared: Shared = Arc::default();
+                let app = Router::new()
+                    .route("/stats", get(stats))
+                    .fallback(deliver)
+                    .with_state(shared);
+                let listener = tokio::net::TcpListener::bind(listen).await?;
+                axum::serve(listener, app).await?;
+            }
+        }
+        Ok(())
+    })
+}
