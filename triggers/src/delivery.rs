@@ -158,6 +158,7 @@ pub fn replies_of(
 /// The attribute the broker uses as a loop guard; removed from deliveries, decremented on
 /// replies.
 pub const TTL_EXTENSION: &str = "knativebrokerttl";
+const TTL_HEADER: &str = "ce-knativebrokerttl";
 
 /// Sends `event` to `url` once. Never follows redirects (the client is built without them).
 pub async fn attempt(
@@ -169,17 +170,25 @@ pub async fn attempt(
 ) -> AttemptResult {
     let started = SystemTime::now();
     let clock = std::time::Instant::now();
-    let mut outgoing = event.clone();
-    outgoing.extensions.remove(TTL_EXTENSION);
-    for (name, value) in extra {
-        outgoing.extensions.insert(
-            (*name).to_owned(),
-            switchyard_core::ExtValue::String(value.clone()),
-        );
-    }
-    let (mut headers, body) = match settings.format {
-        DeliveryFormat::Binary => switchyard_core::http::encode_binary(&outgoing),
-        DeliveryFormat::Json => switchyard_core::http::encode_structured(&outgoing),
+    // The loop guard is the broker's own and is not sent; extra attributes are only for
+    // dead-letter sinks. Binary mode drops the header instead of copying the event.
+    let (mut headers, body) = if extra.is_empty() && settings.format == DeliveryFormat::Binary {
+        let (mut h, b) = switchyard_core::http::encode_binary(event);
+        h.remove(TTL_HEADER);
+        (h, b)
+    } else {
+        let mut outgoing = event.clone();
+        outgoing.extensions.remove(TTL_EXTENSION);
+        for (name, value) in extra {
+            outgoing.extensions.insert(
+                (*name).to_owned(),
+                switchyard_core::ExtValue::String(value.clone()),
+            );
+        }
+        match settings.format {
+            DeliveryFormat::Binary => switchyard_core::http::encode_binary(&outgoing),
+            DeliveryFormat::Json => switchyard_core::http::encode_structured(&outgoing),
+        }
     };
     headers.insert("prefer", HeaderValue::from_static("reply"));
     let sent = client

@@ -90,6 +90,9 @@ pub struct TriggerRuntime {
     start: u64,
     log: Arc<dyn EventLog>,
     committed: AtomicU64,
+    /// Metric handles, looked up once (labels are fixed per trigger).
+    latency: metrics::Histogram,
+    counters: Mutex<HashMap<String, metrics::Counter>>,
 }
 
 impl std::fmt::Debug for TriggerRuntime {
@@ -235,11 +238,17 @@ impl TriggerRuntime {
             (None, Some(e)) if e.starts_with("timeout") => "timeout".to_owned(),
             _ => "connection_error".to_owned(),
         };
-        let labels = self.labels();
-        metrics::histogram!(m::DELIVERY_LATENCY, labels.clone()).record(r.latency.as_secs_f64());
-        let mut labels = labels;
-        labels.push(metrics::Label::new("response_code", code));
-        metrics::counter!(m::DELIVERY_COUNT, labels).increment(1);
+        self.latency.record(r.latency.as_secs_f64());
+        let mut counters = lock(&self.counters);
+        if let Some(c) = counters.get(&code) {
+            c.increment(1);
+        } else {
+            let mut labels = self.labels();
+            labels.push(metrics::Label::new("response_code", code.clone()));
+            let c = metrics::counter!(m::DELIVERY_COUNT, labels);
+            c.increment(1);
+            counters.insert(code, c);
+        }
     }
 
     /// Stores reply events in the trigger's broker with the TTL decremented; a reply whose TTL
@@ -284,13 +293,14 @@ impl TriggerRuntime {
         }
     }
 
-    /// Acts on an attempt's result: done, a (re)scheduled retry, or a dead letter. `old_key`
-    /// is the retry record this attempt came from, removed in the same write.
+    /// Acts on an attempt's result: done, a (re)scheduled retry, or a dead letter. `earlier`
+    /// are the attempts before this one (kept only for failures); `old_key` is the retry
+    /// record this attempt came from, removed in the same write.
     async fn settle(
         self: &Arc<Self>,
         offset: u64,
         event: &CloudEvent,
-        attempts: Vec<Attempt>,
+        earlier: Vec<Attempt>,
         r: AttemptResult,
         old_key: Option<Vec<u8>>,
         uri: Option<String>,
@@ -310,7 +320,9 @@ impl TriggerRuntime {
                 }
                 Ok(())
             }
-            Verdict::Retry if attempts.len() <= self.settings.retry as usize => {
+            Verdict::Retry if earlier.len() < self.settings.retry as usize => {
+                let mut attempts = earlier;
+                attempts.push(Attempt::of(&r));
                 let k = u32::try_from(attempts.len()).unwrap_or(u32::MAX);
                 let delay = self.settings.backoff(k, r.retry_after, unit_random());
                 let due = records::now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -336,6 +348,8 @@ impl TriggerRuntime {
                 Ok(())
             }
             verdict => {
+                let mut attempts = earlier;
+                attempts.push(Attempt::of(&r));
                 let reason = if verdict == Verdict::Retry {
                     "retries exhausted"
                 } else {
@@ -429,8 +443,7 @@ impl TriggerRuntime {
         let r =
             delivery::attempt(&self.client, &self.subscriber, &event, &self.settings, &[]).await;
         self.count_attempt(&r);
-        let attempts = vec![Attempt::of(&r)];
-        match self.settle(offset, &event, attempts, r, None, None).await {
+        match self.settle(offset, &event, Vec::new(), r, None, None).await {
             Ok(()) => self.done(offset),
             Err(e) => {
                 tracing::error!(trigger = %self.name, offset, error = %e, "cannot record the delivery's outcome; the event will be delivered again after a restart")
@@ -446,14 +459,14 @@ impl TriggerRuntime {
             let r = delivery::attempt(&self.client, &self.subscriber, &event, &self.settings, &[])
                 .await;
             self.count_attempt(&r);
-            attempts.push(Attempt::of(&r));
             if r.verdict == Verdict::Retry && k < self.settings.retry {
+                attempts.push(Attempt::of(&r));
                 k += 1;
                 metrics::counter!(m::DELIVERY_RETRIES, self.labels()).increment(1);
                 tokio::time::sleep(self.settings.backoff(k, r.retry_after, unit_random())).await;
                 continue;
             }
-            // Delivered, not retryable, or out of retries (then `attempts` holds `retry + 1`
+            // Delivered, not retryable, or out of retries (then `attempts` holds `retry`
             // entries, so `settle` dead-letters it as exhausted rather than scheduling more).
             match self.settle(offset, &event, attempts, r, None, None).await {
                 Ok(()) => self.done(offset),
@@ -489,13 +502,11 @@ impl TriggerRuntime {
         let url = entry.uri.clone().unwrap_or_else(|| self.subscriber.clone());
         let r = delivery::attempt(&self.client, &url, &event, &self.settings, &[]).await;
         self.count_attempt(&r);
-        let mut attempts = entry.attempts;
-        attempts.push(Attempt::of(&r));
         if let Err(e) = self
             .settle(
                 entry.offset,
                 &event,
-                attempts,
+                entry.attempts,
                 r,
                 Some(key.clone()),
                 entry.uri,
@@ -671,6 +682,13 @@ impl Dispatcher {
                 start,
                 log: Arc::clone(&log),
                 committed: AtomicU64::new(start),
+                latency: metrics::histogram!(
+                    m::DELIVERY_LATENCY,
+                    "namespace_name" => ns.clone(),
+                    "broker_name" => t.spec.broker.clone(),
+                    "trigger_name" => name.clone()
+                ),
+                counters: Mutex::new(HashMap::new()),
             });
             let route = routes
                 .get_mut(&id)
