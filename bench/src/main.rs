@@ -48,8 +48,14 @@ async fn deliver(State(stats): State<Shared>, headers: HeaderMap) {
         .get("ce-knativearrivaltime")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
-        .map(|t| (now - t.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0));
-    let mut s = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        .map(|t| {
+            (now - t.with_timezone(&chrono::Utc))
+                .num_microseconds()
+                .unwrap_or(0)
+        });
+    let mut s = stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let at = Instant::now();
     s.first.get_or_insert(at);
     s.last = Some(at);
@@ -59,7 +65,11 @@ async fn deliver(State(stats): State<Shared>, headers: HeaderMap) {
 }
 
 async fn stats(State(stats): State<Shared>) -> String {
-    let mut s = std::mem::take(&mut *stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let mut s = std::mem::take(
+        &mut *stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     s.latencies_us.sort_unstable();
     let n = s.latencies_us.len();
     let pct = |p: f64| {
@@ -83,7 +93,9 @@ async fn stats(State(stats): State<Shared>) -> String {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Sink { listen } => {

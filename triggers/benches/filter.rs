@@ -68,7 +68,9 @@ fn bench(c: &mut Criterion) {
     )
     .expect("a valid expression");
     let cesql = Filter::Cesql(Box::new(expr));
-    c.bench_function("cesql/like-and", |b| b.iter(|| cesql.matches(black_box(&hit))));
+    c.bench_function("cesql/like-and", |b| {
+        b.iter(|| cesql.matches(black_box(&hit)))
+    });
 }
 
 criterion_group!(benches, bench);
