@@ -102,3 +102,77 @@ fn events_refuses_a_bad_broker_name_and_a_missing_store() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(needle));
     }
 }
+
+const EXPLAIN_CONFIG: &str = r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: default}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: orders}
+spec:
+  broker: default
+  filters:
+    - exact: {source: /shop}
+    - cesql: "type LIKE 'com.example.order.%' AND amount > 100"
+  subscriber: {uri: "http://127.0.0.1:9/"}
+"#;
+
+fn explain(event: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), EXPLAIN_CONFIG).unwrap();
+    std::fs::write(dir.path().join("e.json"), event).unwrap();
+    let out = Command::new(common::bin())
+        .args(["explain", "--trigger", "default/orders", "--config"])
+        .arg(dir.path().join("c.yaml"))
+        .arg("--event")
+        .arg(dir.path().join("e.json"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn explain_says_which_part_of_a_filter_fails() {
+    let (ok, out) = explain(
+        r#"{"specversion":"1.0","id":"1","source":"/shop","type":"com.example.order.created","amount":250}"#,
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with("match: Trigger default/orders takes event 1"),
+        "{out}"
+    );
+
+    let (ok, out) = explain(
+        r#"{"specversion":"1.0","id":"2","source":"/other","type":"com.example.order.created","amount":50}"#,
+    );
+    assert!(ok, "{out}");
+    assert!(out.starts_with("no match"), "{out}");
+    assert!(
+        out.contains("exact `source` = '/shop': it is '/other'"),
+        "{out}"
+    );
+    assert!(out.contains("`amount > 100` is false"), "{out}");
+
+    let (ok, out) = explain("not json");
+    assert!(!ok);
+    assert!(out.contains("is not a valid JSON event"), "{out}");
+}
+
+#[test]
+fn a_cesql_filter_that_does_not_compile_is_refused_at_load_with_its_position() {
+    let config = EXPLAIN_CONFIG.replace("amount > 100", "amount >> 100");
+    let (ok, stderr) = serve_with(&config, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("Trigger default/orders"), "{stderr}");
+    assert!(stderr.contains("spec.filters[1].cesql"), "{stderr}");
+    assert!(stderr.contains("column"), "{stderr}");
+    let config = EXPLAIN_CONFIG.replace("amount > 100", "NOPE(amount)");
+    let (ok, stderr) = serve_with(&config, &[]);
+    assert!(!ok);
+    assert!(stderr.to_lowercase().contains("nope"), "{stderr}");
+}

@@ -159,7 +159,7 @@ async fn many_triggers_matrix_on_type_source_and_extensions() {
 
 #[tokio::test]
 async fn subscriptions_api_dialects_accept_and_reject() {
-    let dialects: [(&str, &str, &[&str]); 7] = [
+    let dialects: [(&str, &str, &[&str]); 8] = [
         (
             "exact",
             "[{exact: {type: com.example.order.created}}]",
@@ -187,6 +187,7 @@ async fn subscriptions_api_dialects_accept_and_reject() {
             "[{cesql: \"type LIKE 'com.example.%' AND subject = 's2'\"}]",
             &["2"],
         ),
+        ("sql", "[{sql: \"subject IN ('s1', 's3')\"}]", &["1", "3"]),
     ];
     let mut config = broker("");
     let mut sinks = Vec::new();

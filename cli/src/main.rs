@@ -57,6 +57,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Say whether an event passes a trigger's filter, and if not, which part fails and why.
+    Explain {
+        /// A YAML/JSON file, or a directory of them.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The trigger, as `namespace/name` (or `name` in `default`).
+        #[arg(long)]
+        trigger: String,
+        /// A file holding the event in the JSON format (`-` reads standard input).
+        #[arg(long)]
+        event: PathBuf,
+    },
     /// Inspect, redrive and purge a running broker's dead letters.
     Dlq(dlq::DlqArgs),
     /// Print a broker's stored events as JSON lines (the store must not be in use).
@@ -154,6 +166,48 @@ fn run(cli: Cli) -> Result<()> {
             from,
             limit,
         } => dump_events(&data_dir, &broker, from, limit),
+        Command::Explain {
+            config,
+            trigger,
+            event,
+        } => {
+            let config = Config::load(&config)?;
+            let (ns, name) = trigger
+                .split_once('/')
+                .unwrap_or(("default", trigger.as_str()));
+            let t = config
+                .triggers
+                .get(&(ns.to_owned(), name.to_owned()))
+                .with_context(|| format!("no Trigger {ns}/{name} in the configuration"))?;
+            let filter = switchyard_triggers::filter::Filter::compile(&t.spec)
+                .with_context(|| format!("Trigger {ns}/{name}"))?;
+            let bytes = if event.as_os_str() == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                buf
+            } else {
+                std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?
+            };
+            let event = switchyard_core::json::decode_event(&bytes)
+                .with_context(|| format!("{} is not a valid JSON event", event.display()))?;
+            let why = filter.explain(&event);
+            if why.is_empty() {
+                print_out(&format!(
+                    "match: Trigger {ns}/{name} takes event {}\n",
+                    event.id
+                ));
+            } else {
+                let mut out = format!(
+                    "no match: Trigger {ns}/{name} does not take event {}\n",
+                    event.id
+                );
+                for line in why {
+                    out.push_str(&format!("  {line}\n"));
+                }
+                print_out(&out);
+            }
+            Ok(())
+        }
         Command::Dlq(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

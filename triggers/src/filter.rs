@@ -47,6 +47,21 @@ impl Attr {
         }
     }
 
+    /// The attribute's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Attr::SpecVersion => "specversion",
+            Attr::Id => "id",
+            Attr::Source => "source",
+            Attr::Type => "type",
+            Attr::Subject => "subject",
+            Attr::DataContentType => "datacontenttype",
+            Attr::DataSchema => "dataschema",
+            Attr::Time => "time",
+            Attr::Ext(name) => name,
+        }
+    }
+
     /// The attribute's value in canonical string form; borrowed except for integer and
     /// boolean extensions.
     pub fn get<'a>(&self, e: &'a CloudEvent) -> Option<Cow<'a, str>> {
@@ -204,6 +219,61 @@ impl Filter {
             Filter::Any(v) => v.iter().any(|f| f.matches(e)),
             Filter::Not(f) => !f.matches(e),
             Filter::Cesql(expr) => expr.matches(e),
+        }
+    }
+
+    /// Why the event does not pass, as lines naming the sub-filter and the values involved;
+    /// empty when it passes. For operators debugging filters (`switchyard explain`).
+    pub fn explain(&self, e: &CloudEvent) -> Vec<String> {
+        let compare = |a: &Attr, v: &str, dialect: &str, ok: &dyn Fn(&str) -> bool| match a.get(e) {
+            None => vec![format!(
+                "{dialect} `{}` = '{v}': the event has no `{}`",
+                a.name(),
+                a.name()
+            )],
+            Some(x) if ok(&x) => Vec::new(),
+            Some(x) => vec![format!("{dialect} `{}` = '{v}': it is '{x}'", a.name())],
+        };
+        match self {
+            Filter::True => Vec::new(),
+            Filter::Exact(a, v) => compare(a, v, "exact", &|x| x == v),
+            Filter::Prefix(a, v) => compare(a, v, "prefix", &|x| x.starts_with(v.as_str())),
+            Filter::Suffix(a, v) => compare(a, v, "suffix", &|x| x.ends_with(v.as_str())),
+            Filter::NonEmpty(a) => match a.get(e) {
+                Some(x) if !x.is_empty() => Vec::new(),
+                _ => vec![format!("`{}` must be present and not empty", a.name())],
+            },
+            Filter::All(v) => v.iter().flat_map(|f| f.explain(e)).collect(),
+            Filter::Any(v) => {
+                if v.iter().any(|f| f.matches(e)) {
+                    return Vec::new();
+                }
+                let mut out = vec!["any: none of these passes:".to_owned()];
+                out.extend(
+                    v.iter()
+                        .flat_map(|f| f.explain(e))
+                        .map(|l| format!("  {l}")),
+                );
+                out
+            }
+            Filter::Not(f) => {
+                if f.matches(e) {
+                    vec!["not: the negated filter passes".to_owned()]
+                } else {
+                    Vec::new()
+                }
+            }
+            Filter::Cesql(expr) => {
+                let x = expr.explain(e);
+                if x.matched {
+                    Vec::new()
+                } else {
+                    x.to_string()
+                        .lines()
+                        .map(|l| format!("cesql: {l}"))
+                        .collect()
+                }
+            }
         }
     }
 
