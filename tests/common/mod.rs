@@ -77,7 +77,7 @@ impl Switchyard {
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
