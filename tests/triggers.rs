@@ -159,7 +159,7 @@ async fn many_triggers_matrix_on_type_source_and_extensions() {
 
 #[tokio::test]
 async fn subscriptions_api_dialects_accept_and_reject() {
-    let dialects: [(&str, &str, &[&str]); 8] = [
+    let dialects: [(&str, &str, &[&str]); 10] = [
         (
             "exact",
             "[{exact: {type: com.example.order.created}}]",
@@ -188,6 +188,16 @@ async fn subscriptions_api_dialects_accept_and_reject() {
             &["2"],
         ),
         ("sql", "[{sql: \"subject IN ('s1', 's3')\"}]", &["1", "3"]),
+        (
+            "anynotcesql",
+            "[{any: [{cesql: \"subject = 's1'\"}, {not: {cesql: \"type LIKE '%.deleted' OR type LIKE 'com.%'\"}}]}]",
+            &["1", "3"],
+        ),
+        (
+            "allcesql",
+            "[{all: [{cesql: \"type LIKE '%.created'\"}, {prefix: {type: com.}}]}]",
+            &["1"],
+        ),
     ];
     let mut config = broker("");
     let mut sinks = Vec::new();
@@ -814,4 +824,64 @@ async fn delivery_metrics_and_lag() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn structured_delivery_rate_limit_and_no_redirects() {
+    let structured = Sink::ok().await;
+    let target = Sink::ok().await;
+    let t = target.url.clone();
+    let redirecting = Sink::start(move |_, _| Answer::status(302).header("location", &t)).await;
+    let limited = Sink::ok().await;
+    let dls = Sink::ok().await;
+    let config = broker("")
+        + &trigger(
+            "json",
+            &format!(
+                "filter: {{attributes: {{type: json}}}}, subscriber: {{uri: '{}'}}, delivery: {{format: json}}",
+                structured.url
+            ),
+        )
+        + &trigger(
+            "redirect",
+            &format!(
+                "filter: {{attributes: {{type: redirect}}}}, subscriber: {{uri: '{}'}}, delivery: {{retry: 3, deadLetterSink: {{uri: '{}'}}}}",
+                redirecting.url, dls.url
+            ),
+        )
+        + &trigger(
+            "limited",
+            &format!(
+                "filter: {{attributes: {{type: limited}}}}, subscriber: {{uri: '{}'}}, rateLimit: 5",
+                limited.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    send(&sy, "j", "json", &[]).await;
+    send(&sy, "r", "redirect", &[]).await;
+    for i in 0..6 {
+        send(&sy, &format!("l{i}"), "limited", &[]).await;
+    }
+    // format: json delivers in structured mode, the loop guard left out.
+    let got = structured.wait_for(1, WAIT).await;
+    assert_eq!(
+        got[0].headers["content-type"],
+        "application/cloudevents+json"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(doc["id"], "j");
+    assert_eq!(doc["data"], serde_json::json!({"n": 1}));
+    assert!(doc.get("knativebrokerttl").is_none());
+    // A redirect is an answer, not followed and not retried: one attempt, then a dead letter.
+    let letters = dls.wait_for(1, WAIT).await;
+    assert_eq!(letters[0].headers["ce-knativeerrorcode"], "302");
+    assert_eq!(redirecting.received().len(), 1);
+    assert!(target.received().is_empty(), "the redirect was followed");
+    // rateLimit: 5 per second, so six deliveries span at least one second.
+    let got = limited.wait_for(6, WAIT).await;
+    let span = got[5].at - got[0].at;
+    assert!(
+        span >= Duration::from_millis(950),
+        "six deliveries in {span:?} at 5/s"
+    );
 }

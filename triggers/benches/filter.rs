@@ -6,7 +6,7 @@
 //! - `index/1000-exact/miss`: no trigger wants the event.
 //! - `index/1000-exact+10-prefix/hit`: ten unindexable triggers are evaluated as well.
 //! - `scan/1000-exact/hit`: every filter evaluated in turn, what the index saves.
-//! - `cesql/like-and`: one CESQL filter.
+//! - `cesql/*`: typical CESQL filters, one at a time.
 
 use std::hint::black_box;
 
@@ -16,7 +16,7 @@ use switchyard_triggers::filter::{Attr, Filter, FilterIndex};
 
 fn event(ty: &str) -> CloudEvent {
     let json = format!(
-        r#"{{"specversion":"1.0","id":"1","source":"/bench","type":"{ty}","subject":"orders/42","myext":"v"}}"#
+        r#"{{"specversion":"1.0","id":"1","source":"/bench","type":"{ty}","subject":"orders/42","myext":"v","amount":250}}"#
     );
     switchyard_core::json::decode_event(json.as_bytes()).expect("a valid event")
 }
@@ -63,14 +63,28 @@ fn bench(c: &mut Criterion) {
         b.iter(|| all.iter().filter(|f| f.matches(black_box(&hit))).count())
     });
 
-    let expr = switchyard_triggers::cesql::Expression::parse(
-        "type LIKE 'com.example.%' AND (subject = 'orders/42' OR myext = 'x')",
-    )
-    .expect("a valid expression");
-    let cesql = Filter::Cesql(Box::new(expr));
-    c.bench_function("cesql/like-and", |b| {
-        b.iter(|| cesql.matches(black_box(&hit)))
-    });
+    // Typical CESQL filters, one compiled expression each, on a matching event.
+    let expressions = [
+        ("cesql/equality", "type = 'com.example.type500'"),
+        (
+            "cesql/like-and",
+            "type LIKE 'com.example.%' AND (subject = 'orders/42' OR myext = 'x')",
+        ),
+        (
+            "cesql/in",
+            "subject IN ('orders/1', 'orders/42', 'orders/99')",
+        ),
+        ("cesql/exists-and-int", "EXISTS amount AND amount > 100"),
+        (
+            "cesql/functions",
+            "LOWER(source) = '/bench' AND LENGTH(subject) < 20",
+        ),
+    ];
+    for (name, text) in expressions {
+        let expr = switchyard_triggers::cesql::Expression::parse(text).expect("a valid expression");
+        let filter = Filter::Cesql(Box::new(expr));
+        c.bench_function(name, |b| b.iter(|| filter.matches(black_box(&hit))));
+    }
 }
 
 criterion_group!(benches, bench);
