@@ -731,6 +731,37 @@ async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["purged"], 1);
+    // Redrive one to another subscriber.
+    healthy.store(false, Ordering::SeqCst);
+    send(&sy, "late", "com.example.late", &[]).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        let v: serde_json::Value =
+            serde_json::from_slice(&c.get(&api).send().await.unwrap().bytes().await.unwrap())
+                .unwrap();
+        if let Some(id) = v["items"][0]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter for `late`"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let alt = Sink::ok().await;
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "dlq", "--server", &sy.base, "redrive", &id, "--uri", &alt.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = alt.wait_for(1, WAIT).await;
+    assert_eq!(got[0].event.as_ref().unwrap().id, "late");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
