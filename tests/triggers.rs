@@ -916,3 +916,66 @@ async fn structured_delivery_rate_limit_and_no_redirects() {
         "six deliveries in {span:?} at 5/s"
     );
 }
+
+#[tokio::test]
+async fn a_dead_letter_the_sink_did_not_take_is_sent_again_after_a_restart() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = Arc::clone(&healthy);
+    let dls = Sink::start(move |_, _| {
+        if h.load(Ordering::SeqCst) {
+            Answer::status(200)
+        } else {
+            Answer::status(503)
+        }
+    })
+    .await;
+    let sink = Sink::start(|_, _| Answer::status(422)).await;
+    let config = broker("")
+        + &trigger(
+            "t",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 1, backoffDelay: PT0.05S, deadLetterSink: {{uri: '{}'}}}}",
+                sink.url, dls.url
+            ),
+        );
+    let mut sy = Switchyard::start(&config);
+    send(&sy, "owed", "t", &[]).await;
+    // The dead-letter sink refuses both attempts.
+    dls.wait_for(2, WAIT).await;
+    sy.stop();
+    healthy.store(true, Ordering::SeqCst);
+    sy.restart();
+    let got = dls.wait_for(3, WAIT).await;
+    assert_eq!(got[2].headers["ce-id"], "owed");
+    assert_eq!(got[2].headers["ce-knativeerrorcode"], "422");
+    // Taken now: the dead letter says so, and a further restart does not send it again.
+    let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
+    let c = client();
+    let list: serde_json::Value =
+        serde_json::from_slice(&c.get(&api).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    let id = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let one: serde_json::Value = serde_json::from_slice(
+            &c.get(format!("{api}/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        if one["deadLetterSinkPending"] == false {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still pending: {one}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sy.stop();
+    sy.restart();
+    dls.assert_stays_at(3, Duration::from_millis(800)).await;
+}

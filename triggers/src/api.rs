@@ -268,8 +268,17 @@ async fn show(
             serde_json::from_slice(&switchyard_core::json::encode_event(&e)).unwrap_or_default()
         })
         .unwrap_or_default();
+    let marker = records::dls_pending_key(&d.broker, d.id);
+    let mut marker_end = marker.clone();
+    marker_end.push(0);
+    let pending = !state
+        .log
+        .scan(Table::DeadLetters, &marker, &marker_end, 1)
+        .map_err(storage)?
+        .is_empty();
     let mut v = serde_json::to_value(summary(&d)).unwrap_or_default();
     v["offset"] = d.offset.into();
+    v["deadLetterSinkPending"] = pending.into();
     v["event"] = event;
     v["attempts"] = serde_json::to_value(&d.attempts).unwrap_or_default();
     Ok(json(StatusCode::OK, &v))

@@ -371,12 +371,26 @@ impl TriggerRuntime {
                     event_id: event.id.clone(),
                     event: records::encode_event(event),
                     attempts,
+                    error_data: (!r.body.is_empty()).then(|| {
+                        let mut data = base64::engine::general_purpose::STANDARD.encode(&r.body);
+                        data.truncate(1024);
+                        data
+                    }),
                 };
                 let mut ops = vec![WriteOp::Put {
                     table: Table::DeadLetters,
                     key: records::deadletter_key(&self.broker, letter.id),
                     value: serde_json::to_vec(&letter).unwrap_or_default(),
                 }];
+                // The dead-letter sink is owed this event until it answers 2xx; the marker
+                // makes a restart send it again.
+                if self.dead_letter_sink.is_some() {
+                    ops.push(WriteOp::Put {
+                        table: Table::DeadLetters,
+                        key: records::dls_pending_key(&self.broker, letter.id),
+                        value: self.name.clone().into_bytes(),
+                    });
+                }
                 let had_old = delete_old.is_some();
                 ops.extend(delete_old);
                 self.log.write(ops).await?;
@@ -387,13 +401,9 @@ impl TriggerRuntime {
                 let mut labels = self.labels();
                 labels.push(metrics::Label::new("reason", reason));
                 metrics::counter!(m::DEAD_LETTERS, labels).increment(1);
-                if let Some(dls) = self.dead_letter_sink.clone() {
+                if self.dead_letter_sink.is_some() {
                     let me = Arc::clone(self);
-                    let event = event.clone();
-                    tokio::spawn(async move {
-                        me.send_to_dead_letter_sink(&dls, &event, &destination, &r)
-                            .await
-                    });
+                    tokio::spawn(async move { me.send_to_dead_letter_sink(&letter).await });
                 }
                 Ok(())
             }
@@ -402,35 +412,37 @@ impl TriggerRuntime {
 
     /// Sends a dead-lettered event to the `deadLetterSink` with the `knativeerror*`
     /// attributes, retrying as the trigger would. The dead-letter store keeps it either way.
-    async fn send_to_dead_letter_sink(
-        &self,
-        dls: &str,
-        event: &CloudEvent,
-        destination: &str,
-        last: &AttemptResult,
-    ) {
-        let mut extra = vec![("knativeerrordest", destination.to_owned())];
-        if let Some(status) = last.status {
+    async fn send_to_dead_letter_sink(&self, letter: &DeadLetter) {
+        let (Some(dls), Some(event)) = (self.dead_letter_sink.as_deref(), letter.event()) else {
+            return;
+        };
+        let mut extra = vec![("knativeerrordest", letter.destination.clone())];
+        if let Some(status) = letter.status {
             extra.push(("knativeerrorcode", status.to_string()));
         }
-        if !last.body.is_empty() {
-            let mut data = base64::engine::general_purpose::STANDARD.encode(&last.body);
-            data.truncate(1024);
-            extra.push(("knativeerrordata", data));
+        if let Some(data) = &letter.error_data {
+            extra.push(("knativeerrordata", data.clone()));
         }
         for k in 0..=self.settings.retry {
             if k > 0 {
                 tokio::time::sleep(self.settings.backoff(k, None, unit_random())).await;
             }
-            let r = delivery::attempt(&self.client, dls, event, &self.settings, &extra).await;
+            let r = delivery::attempt(&self.client, dls, &event, &self.settings, &extra).await;
             if r.verdict == Verdict::Delivered {
+                let done = WriteOp::Delete {
+                    table: Table::DeadLetters,
+                    key: records::dls_pending_key(&self.broker, letter.id),
+                };
+                if let Err(e) = self.log.write(vec![done]).await {
+                    tracing::warn!(trigger = %self.name, error = %e, "cannot clear a dead-letter-sink marker; the sink may get the event again after a restart");
+                }
                 return;
             }
             if r.verdict == Verdict::DeadLetter {
                 break;
             }
         }
-        tracing::error!(trigger = %self.name, event = %event.id, sink = dls, "the dead-letter sink did not take the event; it stays in the dead-letter store");
+        tracing::error!(trigger = %self.name, event = %event.id, sink = dls, "the dead-letter sink did not take the event; it stays in the dead-letter store and is sent again after a restart");
     }
 
     /// First delivery of a routed event (unordered triggers).
@@ -729,6 +741,47 @@ impl Dispatcher {
         for (id, filters) in filters_by_broker {
             if let Some(route) = routes.get_mut(&id) {
                 route.index = FilterIndex::new(filters);
+            }
+        }
+        // Dead letters the dead-letter sink had not taken before the last stop.
+        for route in routes.values() {
+            let prefix = records::dls_pending_prefix(&route.id);
+            let markers = log.scan(
+                Table::DeadLetters,
+                &prefix,
+                &records::prefix_end(&prefix),
+                usize::MAX,
+            )?;
+            for (marker, trigger) in markers {
+                let id = marker
+                    .get(prefix.len()..)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
+                let key = records::deadletter_key(&route.id, id);
+                let mut end = key.clone();
+                end.push(0);
+                let letter = log
+                    .scan(Table::DeadLetters, &key, &end, 1)?
+                    .into_iter()
+                    .next()
+                    .and_then(|(_, v)| serde_json::from_slice::<DeadLetter>(&v).ok());
+                let runtime = route.triggers.iter().find(|t| {
+                    t.name.as_bytes() == trigger.as_slice() && t.dead_letter_sink.is_some()
+                });
+                match (letter, runtime) {
+                    (Some(letter), Some(t)) => {
+                        let t = Arc::clone(t);
+                        tasks.spawn(async move { t.send_to_dead_letter_sink(&letter).await });
+                    }
+                    // Redriven or purged meanwhile, or the trigger or its sink is gone.
+                    _ => {
+                        log.write(vec![WriteOp::Delete {
+                            table: Table::DeadLetters,
+                            key: marker,
+                        }])
+                        .await?;
+                    }
+                }
             }
         }
         let (commits_tx, commits_rx) = mpsc::channel(4096);

@@ -124,6 +124,10 @@ pub struct DeadLetter {
     pub event: String,
     /// Every attempt.
     pub attempts: Vec<Attempt>,
+    /// `knativeerrordata` for the dead-letter sink: the last body, base64, at most 1024
+    /// characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_data: Option<String>,
 }
 
 impl DeadLetter {
@@ -180,6 +184,21 @@ pub fn deadletter_prefix(broker: &str) -> Vec<u8> {
 /// A dead-letter key: prefix and id (big-endian).
 pub fn deadletter_key(broker: &str, id: u64) -> Vec<u8> {
     let mut k = deadletter_prefix(broker);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Prefix of a broker's "still to send to the dead-letter sink" markers (same table as the
+/// dead letters, a different separator so listings never see them).
+pub fn dls_pending_prefix(broker: &str) -> Vec<u8> {
+    let mut k = broker.as_bytes().to_vec();
+    k.push(1);
+    k
+}
+
+/// The marker that dead letter `id` still has to reach the dead-letter sink.
+pub fn dls_pending_key(broker: &str, id: u64) -> Vec<u8> {
+    let mut k = dls_pending_prefix(broker);
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
