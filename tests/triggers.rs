@@ -34,6 +34,19 @@ fn trigger(name: &str, spec: &str) -> String {
     )
 }
 
+/// A trigger that takes events of one `type` to `url`, with extra spec fields (may be empty).
+fn typed(name: &str, ty: &str, url: &str, extra: &str) -> String {
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(", {extra}")
+    };
+    trigger(
+        name,
+        &format!("filter: {{attributes: {{type: {ty}}}}}, subscriber: {{uri: '{url}'}}{extra}"),
+    )
+}
+
 async fn send(sy: &Switchyard, id: &str, ty: &str, extra: &[(&str, &str)]) {
     let mut req = client()
         .post(sy.url(BROKER))
@@ -58,20 +71,8 @@ async fn routing_with_two_triggers() {
     let a = Sink::ok().await;
     let b = Sink::ok().await;
     let config = broker("")
-        + &trigger(
-            "a",
-            &format!(
-                "filter: {{attributes: {{type: com.example.a}}}}, subscriber: {{uri: '{}'}}",
-                a.url
-            ),
-        )
-        + &trigger(
-            "b",
-            &format!(
-                "filter: {{attributes: {{type: com.example.b}}}}, subscriber: {{uri: '{}'}}",
-                b.url
-            ),
-        );
+        + &typed("a", "com.example.a", &a.url, "")
+        + &typed("b", "com.example.b", &b.url, "");
     let sy = Switchyard::start(&config);
     send(&sy, "1", "com.example.a", &[]).await;
     send(&sy, "2", "com.example.b", &[]).await;
@@ -272,20 +273,8 @@ async fn broker_delivery_applies_unless_the_trigger_has_its_own() {
         dls.url
     );
     let config = broker(&delivery)
-        + &trigger(
-            "three",
-            &format!(
-                "filter: {{attributes: {{type: three}}}}, subscriber: {{uri: '{}'}}",
-                three.url
-            ),
-        )
-        + &trigger(
-            "four",
-            &format!(
-                "filter: {{attributes: {{type: four}}}}, subscriber: {{uri: '{}'}}",
-                four.url
-            ),
-        )
+        + &typed("three", "three", &three.url, "")
+        + &typed("four", "four", &four.url, "")
         + &trigger(
             "own",
             &format!(
@@ -371,19 +360,8 @@ async fn unprocessable_goes_to_the_dead_letter_sink_once_with_the_error_attribut
     let config = broker(&format!(
         "{{retry: 5, backoffDelay: PT0.05S, deadLetterSink: {{uri: '{}'}}}}",
         dls.url
-    )) + &trigger(
-        "t",
-        &format!(
-            "filter: {{attributes: {{type: t}}}}, subscriber: {{uri: '{}'}}",
-            sink.url
-        ),
-    ) + &trigger(
-        "e",
-        &format!(
-            "filter: {{attributes: {{type: e}}}}, subscriber: {{uri: '{}'}}",
-            empty.url
-        ),
-    );
+    )) + &typed("t", "t", &sink.url, "")
+        + &typed("e", "e", &empty.url, "");
     let sy = Switchyard::start(&config);
     send(&sy, "bad", "t", &[]).await;
     let got = dls.wait_for(1, WAIT).await;
@@ -484,20 +462,8 @@ async fn reply_chain_from_one_trigger_to_the_next() {
     let a = Sink::start(|_, e| Answer::reply("com.example.b", &format!("reply-to-{}", e.id))).await;
     let b = Sink::ok().await;
     let config = broker("")
-        + &trigger(
-            "a",
-            &format!(
-                "filter: {{attributes: {{type: com.example.a}}}}, subscriber: {{uri: '{}'}}",
-                a.url
-            ),
-        )
-        + &trigger(
-            "b",
-            &format!(
-                "filter: {{attributes: {{type: com.example.b}}}}, subscriber: {{uri: '{}'}}",
-                b.url
-            ),
-        );
+        + &typed("a", "com.example.a", &a.url, "")
+        + &typed("b", "com.example.b", &b.url, "");
     let mut sy = Switchyard::start(&config);
     send(&sy, "start", "com.example.a", &[]).await;
     let got = b.wait_for(1, WAIT).await;

@@ -209,16 +209,22 @@ impl CloudEvent {
             validate::non_empty_string("datacontentencoding", v)?;
         }
         for (name, value) in &self.extensions {
-            validate::extension_name(name)?;
-            if self.is_reserved_name(name) {
-                return Err(EventError::invalid(
-                    name,
-                    "is a context attribute, not an extension",
-                ));
-            }
-            value.validate(name)?;
+            self.check_extension(name, value)?;
         }
         Ok(())
+    }
+
+    /// An extension's name must be valid and not a context attribute; its value must fit
+    /// its type.
+    fn check_extension(&self, name: &str, value: &ExtValue) -> Result<(), EventError> {
+        validate::extension_name(name)?;
+        if self.is_reserved_name(name) {
+            return Err(EventError::invalid(
+                name,
+                "is a context attribute, not an extension",
+            ));
+        }
+        value.validate(name)
     }
 
     /// Whether `name` is one of this version's context attributes (so not an extension).
@@ -238,14 +244,7 @@ impl CloudEvent {
 
     /// Sets an extension after validating its name and value.
     pub fn set_extension(&mut self, name: &str, value: ExtValue) -> Result<(), EventError> {
-        validate::extension_name(name)?;
-        if self.is_reserved_name(name) {
-            return Err(EventError::invalid(
-                name,
-                "is a context attribute, not an extension",
-            ));
-        }
-        value.validate(name)?;
+        self.check_extension(name, &value)?;
         self.extensions.insert(name.to_owned(), value);
         Ok(())
     }
