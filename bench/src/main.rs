@@ -1,9 +1,12 @@
-//! `switchyard-bench`: the start of the benchmark harness.
+//! `switchyard-bench`: the benchmark harness (bench/README.md).
 //!
-//! `switchyard-bench sink --listen 127.0.0.1:9000` is a subscriber that answers 200 at once and
-//! measures, per delivery, the time from the broker's `knativearrivaltime` (stamped at ingress)
-//! to its arrival; `GET /stats` returns the count, the rate since the first delivery, and
-//! p50/p90/p99 in microseconds, and resets. See bench/README.md for the runs it serves.
+//! `switchyard-bench run` measures, in one invocation on one machine, a load generator and a
+//! sink in this process against DIRECT (generator → sink) and SWITCHYARD (generator → the
+//! real `switchyard` binary → sink) with 0, 1 and 10 triggers, and writes JSON and Markdown
+//! with the ratios. `switchyard-bench sink` is the measuring sink on its own, for runs driven
+//! by other load generators (wrk).
+
+mod run;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -25,12 +28,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// A measuring subscriber.
+    /// A measuring subscriber: `GET /stats` returns count, rate and arrival→delivery
+    /// percentiles (from `knativearrivaltime`), and resets.
     Sink {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
     },
+    /// Run the workloads against DIRECT and SWITCHYARD and report.
+    Run(run::RunArgs),
 }
 
 #[derive(Default)]
@@ -72,12 +78,7 @@ async fn stats(State(stats): State<Shared>) -> String {
     );
     s.latencies_us.sort_unstable();
     let n = s.latencies_us.len();
-    let pct = |p: f64| {
-        s.latencies_us
-            .get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let pct = |p: f64| run::percentile(&s.latencies_us, p);
     let secs = match (s.first, s.last) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
         _ => 0.0,
@@ -106,8 +107,9 @@ fn main() -> Result<()> {
                     .with_state(shared);
                 let listener = tokio::net::TcpListener::bind(listen).await?;
                 axum::serve(listener, app).await?;
+                Ok(())
             }
+            Command::Run(args) => run::run(args).await,
         }
-        Ok(())
     })
 }
