@@ -2,6 +2,7 @@
 //! they are durably stored, the [`log::EventLog`] abstraction with its embedded redb backend
 //! ([`redb_log`], group commit), problem bodies, metrics, and the server that ties them up.
 
+pub mod eventtypes;
 pub mod ingress;
 pub mod log;
 pub mod metrics;

@@ -83,6 +83,8 @@ pub enum Table {
     Retries,
     /// The dead-letter store.
     DeadLetters,
+    /// Event types discovered at ingress (`record` mode), with their counts.
+    EventTypes,
 }
 
 /// One change to the store, written durably with [`EventLog::write`].

@@ -18,6 +18,10 @@ pub const COMMIT_SECONDS: &str = "switchyard_store_commit_seconds";
 /// Append requests waiting for the store's writer.
 pub const WRITER_QUEUE_DEPTH: &str = "switchyard_store_writer_queue_depth";
 
+/// Validations of event data against an EventType's schema, by broker, event type and
+/// `result` (`passed`, `failed`).
+pub const SCHEMA_VALIDATIONS: &str = "switchyard_schema_validations_total";
+
 /// Delivery attempts, by namespace, broker, trigger and response code (`timeout` and
 /// `connection_error` when no answer came).
 pub const DELIVERY_COUNT: &str = "switchyard_delivery_count_total";

@@ -22,9 +22,14 @@ pub struct Problem {
     /// The position of the event at fault in a batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
+    /// Each way the event's data breaks its schema (`schema-violation` only); boxed to keep
+    /// `Result<_, Problem>` small.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[allow(clippy::box_collection)]
+    pub errors: Option<Box<Vec<crate::eventtypes::Violation>>>,
     /// Seconds to wait before retrying, when the answer is 429 or 503.
     #[serde(skip)]
-    pub retry_after_secs: Option<u32>,
+    pub retry_after_secs: Option<u16>,
     /// Methods the resource allows, for 405.
     #[serde(skip)]
     pub allow: Option<&'static str>,
@@ -45,6 +50,7 @@ impl Problem {
             detail: detail.into(),
             attribute: None,
             index: None,
+            errors: None,
             retry_after_secs: None,
             allow: None,
         }

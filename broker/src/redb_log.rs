@@ -31,11 +31,13 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const CURSORS: TableDefinition<'_, &str, u64> = TableDefinition::new("cursors");
 const RETRIES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("retries");
 const DEADLETTERS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("deadletters");
+const EVENTTYPES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("eventtypes");
 
 fn side_table(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     match table {
         Table::Retries => RETRIES,
         Table::DeadLetters => DEADLETTERS,
+        Table::EventTypes => EVENTTYPES,
     }
 }
 
@@ -189,6 +191,7 @@ impl RedbLog {
             txn.open_table(CURSORS).map_err(storage)?;
             txn.open_table(RETRIES).map_err(storage)?;
             txn.open_table(DEADLETTERS).map_err(storage)?;
+            txn.open_table(EVENTTYPES).map_err(storage)?;
             txn.commit().map_err(storage)?;
         }
         let shared = Arc::new(Shared {

@@ -11,12 +11,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchyard_core::config::Config;
+use switchyard_core::config::{Config, ConfigError};
+use switchyard_core::resources::EventTypeMode;
+
+use crate::eventtypes::{Discovery, Registry};
 
 use crate::ingress::broker_endpoint;
 use crate::log::{EventLog, LogError, RetentionPolicy};
@@ -40,6 +43,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] LogError),
+    /// The configuration could not be applied (an EventType's schema does not compile).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -73,11 +79,18 @@ pub struct BrokerState {
     pub id: String,
     /// TTL given to events without one.
     pub ttl: i32,
+    /// What ingress does with event types.
+    pub event_types: EventTypeMode,
+    /// With `enforce`: refuse types no EventType registers.
+    pub event_types_strict: bool,
 }
 
 /// What every handler shares.
 pub struct App {
     brokers: RwLock<HashMap<String, Arc<BrokerState>>>,
+    event_types: RwLock<Arc<Registry>>,
+    /// Event types seen at ingress by brokers in `record` mode.
+    pub discovery: Discovery,
     /// The event log.
     pub log: Arc<dyn EventLog>,
     /// Largest request body taken, in bytes.
@@ -99,7 +112,16 @@ impl App {
         self.brokers.read().ok()?.get(&key).cloned()
     }
 
-    fn apply(&self, config: &Config) -> Result<(), LogError> {
+    /// The configured EventTypes, schemas compiled.
+    pub fn event_types(&self) -> Arc<Registry> {
+        self.event_types
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_default()
+    }
+
+    fn apply(&self, config: &Config) -> Result<(), ServeError> {
+        let registry = Arc::new(Registry::compile(config)?);
         let mut brokers = HashMap::new();
         for ((ns, name), broker) in &config.brokers {
             let id = format!("{ns}/{name}");
@@ -116,11 +138,16 @@ impl App {
                 Arc::new(BrokerState {
                     id,
                     ttl: broker.ttl(),
+                    event_types: broker.event_type_mode(),
+                    event_types_strict: broker.event_types_strict(),
                 }),
             );
         }
         if let Ok(mut b) = self.brokers.write() {
             *b = brokers;
+        }
+        if let Ok(mut r) = self.event_types.write() {
+            *r = registry;
         }
         Ok(())
     }
@@ -159,8 +186,11 @@ impl Server {
             .await
             .map_err(|e| ServeError::Setting(format!("store task failed: {e}")))??;
         let log = Arc::new(log);
+        let discovery = Discovery::load(log.as_ref())?;
         let app = Arc::new(App {
             brokers: RwLock::new(HashMap::new()),
+            event_types: RwLock::new(Arc::new(Registry::default())),
+            discovery,
             log: Arc::clone(&log) as Arc<dyn EventLog>,
             max_body_bytes: options.max_body_bytes,
             metrics,
@@ -198,6 +228,16 @@ impl Server {
         app.ready.store(true, Ordering::SeqCst);
         let router = extra.merge(router(Arc::clone(&app)));
         let ready_app = Arc::clone(&app);
+        let flusher = {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(DISCOVERY_FLUSH_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    flush_discovery(&app).await;
+                }
+            })
+        };
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -205,6 +245,8 @@ impl Server {
                 tracing::info!("shutting down: finishing requests in flight");
             })
             .await;
+        flusher.abort();
+        flush_discovery(&app).await;
         tokio::task::spawn_blocking(move || log.shutdown())
             .await
             .map_err(|e| ServeError::Setting(format!("store shutdown failed: {e}")))?;
@@ -213,14 +255,72 @@ impl Server {
     }
 }
 
+/// How often the counts of discovered event types are persisted.
+pub const DISCOVERY_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn flush_discovery(app: &App) {
+    let ops = app.discovery.flush();
+    if !ops.is_empty()
+        && let Err(e) = app.log.write(ops).await
+    {
+        tracing::warn!(error = %e, "cannot persist event type counts");
+    }
+}
+
 fn router(app: Arc<App>) -> Router {
     Router::new()
+        .route(
+            "/api/v1/namespaces/{namespace}/eventtypes",
+            get(namespace_event_types),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/brokers/{broker}/eventtypes",
+            get(broker_event_types),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .route("/{namespace}/{broker}", any(broker_endpoint))
         .fallback(not_found)
         .with_state(app)
+}
+
+fn json_items(items: Vec<crate::eventtypes::Listed>) -> Response {
+    let body = serde_json::json!({ "items": items }).to_string();
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn namespace_event_types(
+    State(app): State<Arc<App>>,
+    Path(namespace): Path<String>,
+) -> Response {
+    json_items(crate::eventtypes::list(
+        &app.event_types(),
+        &app.discovery,
+        &namespace,
+        None,
+    ))
+}
+
+async fn broker_event_types(
+    State(app): State<Arc<App>>,
+    Path((namespace, broker)): Path<(String, String)>,
+) -> Response {
+    let Some(state) = app.broker(&namespace, &broker) else {
+        return Problem::not_found(format!("no broker `{broker}` in namespace `{namespace}`"))
+            .into_response();
+    };
+    json_items(crate::eventtypes::list(
+        &app.event_types(),
+        &app.discovery,
+        &namespace,
+        Some(&state.id),
+    ))
 }
 
 async fn healthz() -> Response {

@@ -13,6 +13,7 @@ use switchyard_core::config::Config;
 use switchyard_triggers::Dispatcher;
 
 mod dlq;
+mod get;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run the broker: ingress, store and (later) triggers, with the given configuration.
     Serve {
-        /// A YAML/JSON file, or a directory of them, with Broker, Trigger and Sink resources.
+        /// A YAML/JSON file, or a directory of them, with Broker, Trigger, Sink and EventType resources.
         #[arg(long, short)]
         config: PathBuf,
         /// Where the store keeps its files.
@@ -71,6 +72,8 @@ enum Command {
     },
     /// Inspect, redrive and purge a running broker's dead letters.
     Dlq(dlq::DlqArgs),
+    /// List resources of a running server (`get eventtypes`).
+    Get(get::GetArgs),
     /// Print a broker's stored events as JSON lines (the store must not be in use).
     Events {
         /// Where the store keeps its files.
@@ -144,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Validate { config } => {
             let config = Config::load(&config)?;
             switchyard_triggers::dispatcher::check_filters(&config)?;
+            switchyard_broker::eventtypes::Registry::compile(&config)?;
             let mut out = String::new();
             for (ns, name) in config.brokers.keys() {
                 out.push_str(&format!("Broker {ns}/{name}\n"));
@@ -156,6 +160,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             for ((ns, name), s) in &config.sinks {
                 out.push_str(&format!("Sink {ns}/{name} -> {}\n", s.spec.uri));
+            }
+            for ((ns, name), et) in &config.event_types {
+                let broker = et.broker().map_or_else(
+                    || "no broker".to_owned(),
+                    |(b_ns, b)| format!("broker {b_ns}/{b}"),
+                );
+                out.push_str(&format!(
+                    "EventType {ns}/{name} -> {} ({broker})\n",
+                    et.spec.ty
+                ));
             }
             print_out(&out);
             Ok(())
@@ -206,6 +220,15 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 print_out(&out);
             }
+            Ok(())
+        }
+        Command::Get(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let out = runtime.block_on(get::run(args))?;
+            print_out(&out);
             Ok(())
         }
         Command::Dlq(args) => {

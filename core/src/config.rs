@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::resources::{Broker, Destination, Resource, Sink, Trigger};
+use crate::resources::{Broker, Destination, EventType, Resource, Sink, Trigger};
 
 /// Why a configuration did not load.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +64,10 @@ pub struct Config {
     pub triggers: BTreeMap<(String, String), Trigger>,
     /// Sinks by (namespace, name).
     pub sinks: BTreeMap<(String, String), Sink>,
+    /// EventTypes by (namespace, name).
+    pub event_types: BTreeMap<(String, String), EventType>,
+    /// The file each EventType came from, for errors found after loading (schema compilation).
+    pub event_type_files: BTreeMap<(String, String), String>,
 }
 
 fn describe(value: &serde_json::Value, index: usize) -> String {
@@ -150,6 +154,7 @@ pub fn parse_resource(
     let parsed = match kind {
         "Broker" => typed::<Broker>(body).map(Resource::Broker),
         "Trigger" => typed::<Trigger>(body).map(Resource::Trigger),
+        "EventType" => typed::<EventType>(body).map(Resource::EventType),
         _ => typed::<Sink>(body).map(Resource::Sink),
     };
     let resource_value = parsed.map_err(|(path, message)| {
@@ -249,6 +254,7 @@ impl Config {
                 Resource::Broker(_) => config.brokers.contains_key(&key),
                 Resource::Trigger(_) => config.triggers.contains_key(&key),
                 Resource::Sink(_) => config.sinks.contains_key(&key),
+                Resource::EventType(_) => config.event_types.contains_key(&key),
             };
             if duplicate {
                 return Err(ConfigError {
@@ -273,6 +279,12 @@ impl Config {
                 }
                 Resource::Sink(s) => {
                     config.sinks.insert(key, s);
+                }
+                Resource::EventType(e) => {
+                    if let Some(file) = origin.get(&("EventType", key.0.clone(), key.1.clone())) {
+                        config.event_type_files.insert(key.clone(), file.clone());
+                    }
+                    config.event_types.insert(key, e);
                 }
             }
         }
@@ -313,6 +325,18 @@ impl Config {
             {
                 self.check_destination(ns, dls)
                     .map_err(|m| err("spec.delivery.deadLetterSink.ref", m))?;
+            }
+        }
+        for ((ns, name), et) in &self.event_types {
+            if let Some((ref_ns, broker)) = et.broker()
+                && !self.brokers.contains_key(&(ref_ns.clone(), broker.clone()))
+            {
+                return Err(ConfigError {
+                    file: file_of("EventType", ns, name),
+                    resource: Some(format!("EventType {ns}/{name}")),
+                    field: Some("spec.reference".into()),
+                    message: format!("no Broker `{broker}` in namespace `{ref_ns}`"),
+                });
             }
         }
         for ((ns, name), broker) in &self.brokers {

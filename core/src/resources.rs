@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 /// `apiVersion` of Knative's Broker and Trigger, which load unchanged.
 pub const KNATIVE_EVENTING_V1: &str = "eventing.knative.dev/v1";
+/// `apiVersion` of Knative's EventType, which loads unchanged.
+pub const KNATIVE_EVENTING_V1BETA2: &str = "eventing.knative.dev/v1beta2";
 /// `apiVersion` of Switchyard's own kinds.
 pub const SWITCHYARD_V1: &str = "switchyard.dev/v1";
 /// The namespace of a resource whose metadata names none.
@@ -377,6 +379,29 @@ pub struct BrokerSpec {
     /// `knativebrokerttl` given to events that arrive without one (default 255).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<i32>,
+    /// What ingress does with the EventTypes that reference this broker: `off` (default),
+    /// `record`, `warn` or `enforce` (see `spec/eventtypes.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_types: Option<EventTypeMode>,
+    /// With `eventTypes: enforce`, also refuse events whose type no EventType of this broker
+    /// registers (the "enforce: strict"). Only allowed with `enforce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_types_strict: Option<bool>,
+}
+
+/// What a broker's ingress does with event types (`spec.eventTypes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EventTypeMode {
+    /// Nothing: EventTypes are only listed.
+    #[default]
+    Off,
+    /// Register every new (type, source) seen at ingress, with first/last seen and counts.
+    Record,
+    /// Validate event data against its type's schema; store failures anyway, count and log them.
+    Warn,
+    /// Validate event data against its type's schema; refuse failures with 400.
+    Enforce,
 }
 
 /// A Broker: an ingress that stores events durably, and the triggers that read them.
@@ -405,12 +430,30 @@ impl Broker {
         if self.spec.ttl.is_some_and(|t| t <= 0) {
             return Err(FieldError::new("spec.ttl", "must be 1 or more"));
         }
+        if self.spec.event_types_strict == Some(true)
+            && self.event_type_mode() != EventTypeMode::Enforce
+        {
+            return Err(FieldError::new(
+                "spec.eventTypesStrict",
+                "only applies with `eventTypes: enforce`; set that too or remove this field",
+            ));
+        }
         Ok(())
     }
 
     /// The TTL given to events that arrive without one.
     pub fn ttl(&self) -> i32 {
         self.spec.ttl.unwrap_or(DEFAULT_BROKER_TTL)
+    }
+
+    /// What ingress does with event types (`off` when unset).
+    pub fn event_type_mode(&self) -> EventTypeMode {
+        self.spec.event_types.unwrap_or_default()
+    }
+
+    /// Whether unregistered types are refused (`eventTypesStrict` with `enforce`).
+    pub fn event_types_strict(&self) -> bool {
+        self.spec.event_types_strict.unwrap_or(false)
     }
 }
 
@@ -607,6 +650,119 @@ impl Sink {
     }
 }
 
+/// `spec` of an EventType (Knative `eventing.knative.dev/v1beta2`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventTypeSpec {
+    /// The CloudEvents `type` this EventType describes (matched exactly).
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The CloudEvents `source`: matched exactly, or as a prefix when it ends with `*`; any
+    /// source when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// An absolute URI naming the schema of the data: what events give as `dataschema`, and
+    /// what other schemas `$ref`. Never fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The JSON Schema (draft 7 or 2020-12) of the data, inline: a mapping, or a string
+    /// holding JSON (Knative's form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_data: Option<serde_json::Value>,
+    /// Free text for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The Broker whose ingress this EventType applies to; without one it is only listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<KReference>,
+}
+
+/// An EventType: a kind of event a broker takes, and the schema of its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventType {
+    /// Identity of the event type.
+    pub metadata: ObjectMeta,
+    /// What it describes.
+    pub spec: EventTypeSpec,
+}
+
+impl EventType {
+    fn validate(&self) -> Result<(), FieldError> {
+        self.metadata.validate()?;
+        let spec = &self.spec;
+        if spec.ty.trim().is_empty() {
+            return Err(FieldError::new("spec.type", "must not be empty"));
+        }
+        if let Some(source) = &spec.source
+            && source.is_empty()
+        {
+            return Err(FieldError::new(
+                "spec.source",
+                "must not be empty; leave it out to match any source",
+            ));
+        }
+        if let Some(uri) = &spec.schema {
+            crate::validate::absolute_uri("schema", uri)
+                .map_err(|e| FieldError::new("spec.schema", e.to_string()))?;
+        }
+        self.schema_value()
+            .map_err(|m| FieldError::new("spec.schemaData", m))?;
+        if let Some(r) = &spec.reference {
+            if r.kind != "Broker" {
+                return Err(FieldError::new(
+                    "spec.reference.kind",
+                    format!("`{}` cannot be referenced: use `Broker`", r.kind),
+                ));
+            }
+            dns_label("spec.reference.name", &r.name)?;
+            if let Some(ns) = &r.namespace {
+                dns_label("spec.reference.namespace", ns)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The inline schema as JSON: `schemaData` as given, or parsed when it is a string.
+    pub fn schema_value(&self) -> Result<Option<serde_json::Value>, String> {
+        match &self.spec.schema_data {
+            None => Ok(None),
+            Some(serde_json::Value::String(text)) => serde_json::from_str(text)
+                .map(Some)
+                .map_err(|e| format!("the string is not JSON: {e}")),
+            Some(v @ (serde_json::Value::Object(_) | serde_json::Value::Bool(_))) => {
+                Ok(Some(v.clone()))
+            }
+            Some(_) => {
+                Err("must be a JSON Schema: a mapping, a boolean, or a string holding JSON".into())
+            }
+        }
+    }
+
+    /// The referenced broker as (namespace, name), if any.
+    pub fn broker(&self) -> Option<(String, String)> {
+        self.spec.reference.as_ref().map(|r| {
+            (
+                r.namespace
+                    .clone()
+                    .unwrap_or_else(|| self.metadata.namespace.clone()),
+                r.name.clone(),
+            )
+        })
+    }
+
+    /// Whether an event `source` matches `spec.source`.
+    pub fn source_matches(&self, source: &str) -> bool {
+        match self.spec.source.as_deref() {
+            None => true,
+            Some(p) => match p.strip_suffix('*') {
+                Some(prefix) => source.starts_with(prefix),
+                None => source == p,
+            },
+        }
+    }
+}
+
 /// One resource of any supported kind.
 // Resources are few and short-lived (config loading); boxing would only complicate matching.
 #[allow(clippy::large_enum_variant)]
@@ -618,6 +774,8 @@ pub enum Resource {
     Trigger(Trigger),
     /// `switchyard.dev/v1` Sink.
     Sink(Sink),
+    /// `eventing.knative.dev/v1beta2` EventType.
+    EventType(EventType),
 }
 
 impl Resource {
@@ -627,6 +785,7 @@ impl Resource {
             Resource::Broker(_) => "Broker",
             Resource::Trigger(_) => "Trigger",
             Resource::Sink(_) => "Sink",
+            Resource::EventType(_) => "EventType",
         }
     }
 
@@ -636,6 +795,7 @@ impl Resource {
             Resource::Broker(r) => &r.metadata,
             Resource::Trigger(r) => &r.metadata,
             Resource::Sink(r) => &r.metadata,
+            Resource::EventType(r) => &r.metadata,
         }
     }
 
@@ -645,6 +805,7 @@ impl Resource {
             Resource::Broker(r) => r.validate(),
             Resource::Trigger(r) => r.validate(),
             Resource::Sink(r) => r.validate(),
+            Resource::EventType(r) => r.validate(),
         }
     }
 
@@ -653,6 +814,7 @@ impl Resource {
         (KNATIVE_EVENTING_V1, "Broker"),
         (KNATIVE_EVENTING_V1, "Trigger"),
         (SWITCHYARD_V1, "Sink"),
+        (KNATIVE_EVENTING_V1BETA2, "EventType"),
     ];
 }
 
