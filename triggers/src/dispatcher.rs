@@ -544,6 +544,11 @@ impl BrokerRoute {
         if offset < self.position {
             return;
         }
+        if self.triggers.is_empty() {
+            // Nobody to route to: do not decode.
+            self.position = offset + 1;
+            return;
+        }
         match switchyard_core::store::decode(bytes) {
             Ok(event) => {
                 let event = Arc::new(event);
