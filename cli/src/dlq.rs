@@ -1,7 +1,9 @@
 //! `switchyard dlq …`: the dead-letter store of a running server, over its management API.
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
+
+use crate::client::{Output, answer, cell, pretty, table};
 
 #[derive(Debug, Args)]
 pub struct DlqArgs {
@@ -16,12 +18,6 @@ pub struct DlqArgs {
     output: Output,
     #[command(subcommand)]
     command: DlqCommand,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Debug, Args, Default)]
@@ -122,75 +118,18 @@ enum DlqCommand {
     },
 }
 
-async fn answer(resp: reqwest::Response) -> Result<serde_json::Value> {
-    let status = resp.status();
-    let body = resp.bytes().await.context("reading the answer")?;
-    if body.is_empty() {
-        if status.is_success() {
-            return Ok(serde_json::Value::Null);
-        }
-        bail!("the server answered {status}");
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body)
-        .with_context(|| format!("the server answered {status} with a body that is not JSON"))?;
-    if !status.is_success() {
-        let detail = v["detail"].as_str().unwrap_or("no detail");
-        bail!("the server answered {status}: {detail}");
-    }
-    Ok(v)
-}
-
-fn cell(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "-".to_owned(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn table(items: &[serde_json::Value]) -> String {
-    let columns = [
-        ("ID", "id"),
-        ("TIME", "time"),
-        ("TRIGGER", "trigger"),
-        ("TYPE", "type"),
-        ("SOURCE", "source"),
-        ("EVENT ID", "eventId"),
-        ("STATUS", "status"),
-        ("ATTEMPTS", "attempts"),
-        ("REASON", "reason"),
-    ];
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|i| columns.iter().map(|(_, k)| cell(&i[*k])).collect())
-        .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(c, (h, _))| {
-            rows.iter()
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(h.len())
-        })
-        .collect();
-    let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(text.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(columns.iter().map(|(h, _)| *h).collect(), &mut out);
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect(), &mut out);
-    }
-    out
-}
+/// The columns of `switchyard dlq list`.
+const DEAD_LETTER_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("TIME", "time"),
+    ("TRIGGER", "trigger"),
+    ("TYPE", "type"),
+    ("SOURCE", "source"),
+    ("EVENT ID", "eventId"),
+    ("STATUS", "status"),
+    ("ATTEMPTS", "attempts"),
+    ("REASON", "reason"),
+];
 
 pub async fn run(args: DlqArgs) -> Result<String> {
     let Some((ns, broker)) = args.broker.split_once('/') else {
@@ -201,7 +140,6 @@ pub async fn run(args: DlqArgs) -> Result<String> {
         args.server.trim_end_matches('/')
     );
     let client = reqwest::Client::new();
-    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
     let sent = |r: reqwest::Result<reqwest::Response>| {
         r.with_context(|| format!("cannot reach the server at {}", args.server))
     };
@@ -221,7 +159,7 @@ pub async fn run(args: DlqArgs) -> Result<String> {
                 Output::Json => pretty(&v),
                 Output::Table => {
                     let items = v["items"].as_array().cloned().unwrap_or_default();
-                    let mut out = table(&items);
+                    let mut out = table(DEAD_LETTER_COLUMNS, &items);
                     if let Some(next) = v["next"].as_str() {
                         out.push_str(&format!("(more: --after {next})\n"));
                     }

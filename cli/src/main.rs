@@ -12,6 +12,7 @@ use switchyard_broker::{RedbLog, RedbOptions, Server, ServerOptions};
 use switchyard_core::config::Config;
 use switchyard_triggers::Dispatcher;
 
+mod client;
 mod dlq;
 mod get;
 
