@@ -617,8 +617,14 @@ impl Trigger {
         if spec.max_in_flight == Some(0) {
             return Err(FieldError::new("spec.maxInFlight", "must be 1 or more"));
         }
-        if spec.rate_limit.is_some_and(|r| r.is_nan() || r <= 0.0) {
-            return Err(FieldError::new("spec.rateLimit", "must be above 0"));
+        if spec
+            .rate_limit
+            .is_some_and(|r| r.is_nan() || !(0.001..=1_000_000.0).contains(&r))
+        {
+            return Err(FieldError::new(
+                "spec.rateLimit",
+                "must be from 0.001 to 1000000 events per second",
+            ));
         }
         Ok(())
     }

@@ -21,6 +21,9 @@ pub const MAX_PAGE: usize = 1000;
 
 struct ApiState {
     log: Arc<dyn EventLog>,
+    /// Serialises the handlers that change dead letters, so two redrives of the same one
+    /// cannot both schedule it.
+    mutate: tokio::sync::Mutex<()>,
     /// Triggers by (broker id, trigger name).
     triggers: HashMap<(String, String), Arc<TriggerRuntime>>,
 }
@@ -29,6 +32,7 @@ struct ApiState {
 pub fn routes(log: Arc<dyn EventLog>, triggers: &[Arc<TriggerRuntime>]) -> Router {
     let state = Arc::new(ApiState {
         log,
+        mutate: tokio::sync::Mutex::new(()),
         triggers: triggers
             .iter()
             .map(|t| ((t.broker_id().to_owned(), t.name.clone()), Arc::clone(t)))
@@ -177,6 +181,20 @@ fn select(
     }
 }
 
+/// The writes that remove a dead letter: the record and its dead-letter-sink marker.
+fn removal(broker: &str, id: u64, key: Vec<u8>) -> Vec<WriteOp> {
+    vec![
+        WriteOp::Delete {
+            table: Table::DeadLetters,
+            key,
+        },
+        WriteOp::Delete {
+            table: Table::DeadLetters,
+            key: records::dls_pending_key(broker, id),
+        },
+    ]
+}
+
 fn broker_id(ns: &str, b: &str) -> String {
     format!("{ns}/{b}")
 }
@@ -290,13 +308,11 @@ async fn delete_one(
 ) -> Result<Response, Problem> {
     let broker = broker_id(&ns, &b);
     let id = parse_id(&id)?;
+    let _guard = state.mutate.lock().await;
     find(&state, &broker, id)?;
     state
         .log
-        .write(vec![WriteOp::Delete {
-            table: Table::DeadLetters,
-            key: records::deadletter_key(&broker, id),
-        }])
+        .write(removal(&broker, id, records::deadletter_key(&broker, id)))
         .await
         .map_err(storage)?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -315,15 +331,13 @@ async fn purge(
         ));
     }
     let broker = broker_id(&ns, &b);
+    let _guard = state.mutate.lock().await;
     let (items, _) = select(&state, &broker, &filter, None, usize::MAX)?;
     let n = items.len();
     for chunk in items.chunks(1000) {
         let ops = chunk
             .iter()
-            .map(|(key, _)| WriteOp::Delete {
-                table: Table::DeadLetters,
-                key: key.clone(),
-            })
+            .flat_map(|(key, d)| removal(&broker, d.id, key.clone()))
             .collect();
         state.log.write(ops).await.map_err(storage)?;
     }
@@ -364,11 +378,17 @@ async fn redrive(
             .map_err(|e| bad_request(e.to_string()))?;
     }
     let broker = broker_id(&ns, &b);
+    let _guard = state.mutate.lock().await;
     let mut selected = Vec::new();
     if !req.ids.is_empty() {
-        for id in &req.ids {
-            let text = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
-            let id = parse_id(&text)?;
+        let mut ids = req
+            .ids
+            .iter()
+            .map(|id| parse_id(&id.as_str().map_or_else(|| id.to_string(), str::to_owned)))
+            .collect::<Result<Vec<u64>, Problem>>()?;
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
             selected.push((
                 records::deadletter_key(&broker, id),
                 find(&state, &broker, id)?,
@@ -402,17 +422,12 @@ async fn redrive(
             attempts: Vec::new(),
             uri: req.uri.clone(),
         };
-        let ops = vec![
-            WriteOp::Put {
-                table: Table::Retries,
-                key: records::retry_key(t.retry_prefix(), records::now_ms(), records::new_id()),
-                value: serde_json::to_vec(&entry).unwrap_or_default(),
-            },
-            WriteOp::Delete {
-                table: Table::DeadLetters,
-                key,
-            },
-        ];
+        let mut ops = vec![WriteOp::Put {
+            table: Table::Retries,
+            key: records::retry_key(t.retry_prefix(), records::now_ms(), records::new_id()),
+            value: serde_json::to_vec(&entry).unwrap_or_default(),
+        }];
+        ops.extend(removal(&broker, d.id, key));
         state.log.write(ops).await.map_err(storage)?;
         t.retry_scheduled();
         redriven += 1;

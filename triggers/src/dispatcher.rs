@@ -221,15 +221,27 @@ impl TriggerRuntime {
         }
     }
 
-    async fn load_event(&self, offset: u64) -> Option<CloudEvent> {
+    /// Reads a queued event back from the log: `Ok(None)` only when a successful read shows it
+    /// is gone.
+    async fn load_event(&self, offset: u64) -> Result<Option<CloudEvent>, LogError> {
         let log = Arc::clone(&self.log);
         let broker = Arc::clone(&self.broker);
         let records = tokio::task::spawn_blocking(move || log.read(&broker, offset, 1))
             .await
-            .ok()?
-            .ok()?;
-        let record = records.into_iter().next().filter(|r| r.offset == offset)?;
-        switchyard_core::store::decode(&record.event).ok()
+            .map_err(|e| LogError::Storage(format!("read task failed: {e}")))??;
+        let Some(record) = records.into_iter().next().filter(|r| r.offset == offset) else {
+            return Ok(None);
+        };
+        switchyard_core::store::decode(&record.event)
+            .map(Some)
+            .map_err(|e| LogError::Storage(e.to_string()))
+    }
+
+    /// Puts a popped entry back at the head of the queue (its read failed; try again later).
+    fn requeue(&self, offset: u64) {
+        let mut s = lock(&self.state);
+        s.inflight.remove(&offset);
+        s.queue.push_front((offset, None));
     }
 
     fn count_attempt(&self, r: &AttemptResult) {
@@ -439,7 +451,14 @@ impl TriggerRuntime {
                 return;
             }
             if r.verdict == Verdict::DeadLetter {
-                break;
+                // The sink refuses it for good: stop owing it (the store still has it).
+                let give_up = WriteOp::Delete {
+                    table: Table::DeadLetters,
+                    key: records::dls_pending_key(&self.broker, letter.id),
+                };
+                let _ = self.log.write(vec![give_up]).await;
+                tracing::error!(trigger = %self.name, event = %event.id, sink = dls, status = ?r.status, "the dead-letter sink refused the event; it stays in the dead-letter store");
+                return;
             }
         }
         tracing::error!(trigger = %self.name, event = %event.id, sink = dls, "the dead-letter sink did not take the event; it stays in the dead-letter store and is sent again after a restart");
@@ -511,6 +530,22 @@ impl TriggerRuntime {
             lock(&in_progress).remove(&key);
             return;
         };
+        // The scan that found this record may predate another task settling it (and leaving
+        // `in_progress`): only a fresh read says whether it is still owed.
+        let mut end = key.clone();
+        end.push(0);
+        match self.log.scan(Table::Retries, &key, &end, 1) {
+            Ok(found) if found.is_empty() => {
+                lock(&in_progress).remove(&key);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(trigger = %self.name, error = %e, "cannot read a retry record; trying later");
+                lock(&in_progress).remove(&key);
+                return;
+            }
+        }
         let url = entry.uri.clone().unwrap_or_else(|| self.subscriber.clone());
         let r = delivery::attempt(&self.client, &url, &event, &self.settings, &[]).await;
         self.count_attempt(&r);
@@ -847,6 +882,10 @@ async fn router(
                 if c.first > route.position {
                     // Announcements were missed: read the gap from the log.
                     route.catch_up(&log, c.first).await;
+                    if route.position < c.first {
+                        // The gap could not be read; never route past it. The tick retries.
+                        continue;
+                    }
                 }
                 for (i, bytes) in c.events.iter().enumerate() {
                     route.route(c.first + i as u64, bytes);
@@ -871,6 +910,20 @@ async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Receiver<bool>) 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     loop {
         while deliveries.try_join_next().is_some() {}
+        // Ordered triggers park events behind busy keys; past HOT_QUEUE of them, stop taking
+        // more from the queue (which holds offsets only) until a key frees up.
+        if t.ordered && busy.values().map(VecDeque::len).sum::<usize>() >= HOT_QUEUE {
+            tokio::select! {
+                Some(key) = done_rx.recv() => {
+                    start_next_in_order(&t, &mut busy, key, &mut deliveries, &done_tx);
+                }
+                _ = stop.changed() => {
+                    deliveries.abort_all();
+                    return;
+                }
+            }
+            continue;
+        }
         let Some((offset, hot)) = t.pop() else {
             tokio::select! {
                 _ = t.wake.notified() => continue,
@@ -887,18 +940,27 @@ async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Receiver<bool>) 
         let event = match hot {
             Some(e) => e,
             None => match t.load_event(offset).await {
-                Some(e) => Arc::new(e),
-                None => {
+                Ok(Some(e)) => Arc::new(e),
+                Ok(None) => {
                     tracing::error!(trigger = %t.name, offset, "event no longer in the log; skipped");
                     t.done(offset);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(trigger = %t.name, offset, error = %e, "cannot read a queued event; trying again");
+                    t.requeue(offset);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = stop.changed() => return,
+                    }
                     continue;
                 }
             },
         };
         if let Some(rate) = t.rate_limit {
             tokio::time::sleep_until(next_start).await;
-            next_start =
-                tokio::time::Instant::now().max(next_start) + Duration::from_secs_f64(1.0 / rate);
+            next_start = tokio::time::Instant::now().max(next_start)
+                + Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::from_secs(3600));
         }
         if t.ordered {
             let key = event
@@ -935,6 +997,10 @@ fn spawn_in_order(
 ) {
     let (t, done) = (Arc::clone(t), done.clone());
     deliveries.spawn(async move {
+        // Ordered triggers respect maxInFlight too (across keys).
+        let Ok(_permit) = Arc::clone(&t.slots).acquire_owned().await else {
+            return;
+        };
         t.deliver_in_order(offset, event).await;
         let _ = done.send(key);
     });
