@@ -305,6 +305,40 @@ impl TriggerRuntime {
         }
     }
 
+    /// `settle`, tried again while the store fails (a full disk, say), so an outcome is never
+    /// dropped and the cursor is not pinned until a restart. Gives up only at shutdown.
+    async fn settle_durably(
+        self: &Arc<Self>,
+        offset: u64,
+        event: &CloudEvent,
+        earlier: Vec<Attempt>,
+        r: AttemptResult,
+        old_key: Option<Vec<u8>>,
+        uri: Option<String>,
+    ) -> Result<(), LogError> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self
+                .settle(
+                    offset,
+                    event,
+                    earlier.clone(),
+                    r.clone(),
+                    old_key.clone(),
+                    uri.clone(),
+                )
+                .await
+            {
+                Err(LogError::Storage(e)) => {
+                    tracing::error!(trigger = %self.name, offset, error = %e, "cannot record the delivery's outcome; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Acts on an attempt's result: done, a (re)scheduled retry, or a dead letter. `earlier`
     /// are the attempts before this one (kept only for failures); `old_key` is the retry
     /// record this attempt came from, removed in the same write.
@@ -474,10 +508,13 @@ impl TriggerRuntime {
         let r =
             delivery::attempt(&self.client, &self.subscriber, &event, &self.settings, &[]).await;
         self.count_attempt(&r);
-        match self.settle(offset, &event, Vec::new(), r, None, None).await {
+        match self
+            .settle_durably(offset, &event, Vec::new(), r, None, None)
+            .await
+        {
             Ok(()) => self.done(offset),
             Err(e) => {
-                tracing::error!(trigger = %self.name, offset, error = %e, "cannot record the delivery's outcome; the event will be delivered again after a restart")
+                tracing::warn!(trigger = %self.name, offset, error = %e, "outcome not recorded (shutting down); the event will be delivered again after a restart")
             }
         }
     }
@@ -499,7 +536,10 @@ impl TriggerRuntime {
             }
             // Delivered, not retryable, or out of retries (then `attempts` holds `retry`
             // entries, so `settle` dead-letters it as exhausted rather than scheduling more).
-            match self.settle(offset, &event, attempts, r, None, None).await {
+            match self
+                .settle_durably(offset, &event, attempts, r, None, None)
+                .await
+            {
                 Ok(()) => self.done(offset),
                 Err(e) => {
                     tracing::error!(trigger = %self.name, offset, error = %e, "cannot record the delivery's outcome")
@@ -550,7 +590,7 @@ impl TriggerRuntime {
         let r = delivery::attempt(&self.client, &url, &event, &self.settings, &[]).await;
         self.count_attempt(&r);
         if let Err(e) = self
-            .settle(
+            .settle_durably(
                 entry.offset,
                 &event,
                 entry.attempts,
@@ -690,18 +730,7 @@ impl Dispatcher {
                 }
             };
             let retry_prefix = records::retry_prefix(&id, name);
-            let pending = log.scan(
-                Table::Retries,
-                &retry_prefix,
-                &records::prefix_end(&retry_prefix),
-                usize::MAX,
-            )?;
-            let skip: HashSet<u64> = pending
-                .iter()
-                .filter_map(|(_, v)| serde_json::from_slice::<RetryEntry>(v).ok())
-                .map(|e| e.offset)
-                .filter(|o| *o >= start)
-                .collect();
+            let (pending, skip) = retry_offsets(log.as_ref(), &retry_prefix, start)?;
             let delivery = t.spec.delivery.as_ref().or(broker.spec.delivery.as_ref());
             let settings = DeliverySettings::resolve(delivery);
             let dead_letter_sink = delivery
@@ -729,7 +758,7 @@ impl Dispatcher {
                 slots: Arc::new(Semaphore::new(
                     t.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as usize,
                 )),
-                pending_retries: AtomicI64::new(i64::try_from(pending.len()).unwrap_or(i64::MAX)),
+                pending_retries: AtomicI64::new(i64::try_from(pending).unwrap_or(i64::MAX)),
                 skip: Mutex::new(skip),
                 start,
                 log: Arc::clone(&log),
@@ -859,6 +888,39 @@ impl Dispatcher {
         while self.tasks.join_next().await.is_some() {}
         for t in &self.triggers {
             t.commit_cursor();
+        }
+    }
+}
+
+/// How many retry records a trigger has, and the offsets at or past `start` they cover, read
+/// in chunks and parsing only the offsets (the records also carry event copies).
+fn retry_offsets(
+    log: &dyn EventLog,
+    prefix: &[u8],
+    start: u64,
+) -> Result<(usize, HashSet<u64>), LogError> {
+    #[derive(serde::Deserialize)]
+    struct OffsetOnly {
+        offset: u64,
+    }
+    let end = records::prefix_end(prefix);
+    let mut from = prefix.to_vec();
+    let (mut count, mut skip) = (0, HashSet::new());
+    loop {
+        let chunk = log.scan(Table::Retries, &from, &end, 1000)?;
+        let n = chunk.len();
+        count += n;
+        for (key, value) in chunk {
+            if let Ok(e) = serde_json::from_slice::<OffsetOnly>(&value)
+                && e.offset >= start
+            {
+                skip.insert(e.offset);
+            }
+            from = key;
+            from.push(0);
+        }
+        if n < 1000 {
+            return Ok((count, skip));
         }
     }
 }
