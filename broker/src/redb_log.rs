@@ -468,6 +468,8 @@ struct Writer {
     options: RedbOptions,
     /// Next offset per broker, loaded from the table on first use.
     next: HashMap<Arc<str>, u64>,
+    /// Cursor commits written into the transaction being built.
+    cursors_in_txn: Vec<(String, u64)>,
 }
 
 impl Writer {
@@ -476,6 +478,7 @@ impl Writer {
             shared,
             options,
             next: HashMap::new(),
+            cursors_in_txn: Vec::new(),
         }
     }
 
@@ -626,6 +629,7 @@ impl Writer {
                 }
             }
         });
+        self.cursors_settled(result.is_ok());
         let events: usize = batch.iter().map(|r| r.events.len()).sum();
         match result {
             Ok(ranges) => {
@@ -661,25 +665,47 @@ impl Writer {
         }
     }
 
-    fn write_cursors(&self, txn: &redb::WriteTransaction) -> Result<(), LogError> {
+    /// Writes the pending cursor commits into `txn`. They stay pending until
+    /// [`Self::cursors_settled`] learns the transaction committed, so a failed commit loses none.
+    fn write_cursors(&mut self, txn: &redb::WriteTransaction) -> Result<(), LogError> {
+        self.cursors_in_txn.clear();
         let pending: Vec<(String, u64)> = match self.shared.pending_cursors.lock() {
-            Ok(mut p) => p.drain().collect(),
+            Ok(p) => p.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             Err(_) => return Err(LogError::Storage("cursor map poisoned".into())),
         };
         if pending.is_empty() {
             return Ok(());
         }
         let mut table = txn.open_table(CURSORS).map_err(storage)?;
-        for (key, offset) in pending {
-            table.insert(key.as_str(), offset).map_err(storage)?;
+        for (key, offset) in &pending {
+            table.insert(key.as_str(), *offset).map_err(storage)?;
         }
+        self.cursors_in_txn = pending;
         Ok(())
     }
 
-    fn flush_cursors(&self) -> Result<(), LogError> {
+    /// After a transaction: when it committed, drop the cursor commits it carried from the
+    /// pending map (unless a newer position arrived meanwhile); when it failed, keep them.
+    fn cursors_settled(&mut self, committed: bool) {
+        let written = std::mem::take(&mut self.cursors_in_txn);
+        if !committed || written.is_empty() {
+            return;
+        }
+        if let Ok(mut p) = self.shared.pending_cursors.lock() {
+            for (key, offset) in written {
+                if p.get(&key) == Some(&offset) {
+                    p.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn flush_cursors(&mut self) -> Result<(), LogError> {
         let txn = self.begin()?;
         self.write_cursors(&txn)?;
-        txn.commit().map_err(storage)
+        let result = txn.commit().map_err(storage);
+        self.cursors_settled(result.is_ok());
+        result
     }
 
     /// Deletes, per broker, up to `retention_chunk` of the oldest events that the policy lets
@@ -753,7 +779,9 @@ impl Writer {
                 tracing::debug!(broker = %broker, deleted, "retention deleted events");
             }
         }
-        txn.commit().map_err(storage)?;
+        let committed = txn.commit().map_err(storage);
+        self.cursors_settled(committed.is_ok());
+        committed?;
         Ok(total)
     }
 }
