@@ -30,7 +30,7 @@ const ALLOW: &str = "POST, OPTIONS";
 /// The longest `ce-` header value taken, in bytes; a longer one is refused with 431.
 pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
 
-fn invalid_event(e: &EventError) -> Problem {
+pub fn invalid_event(e: &EventError) -> Problem {
     let (status, kind, title) = if e.is_unsupported_media_type() {
         (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -57,7 +57,7 @@ fn count_rejected(reason: &'static str) {
 }
 
 /// Reads the body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -106,7 +106,7 @@ fn check_header_sizes(headers: &HeaderMap) -> Result<(), Problem> {
 
 /// Sets the broker's attributes on an accepted event: the TTL loop guard (kept when the event
 /// has one, refused when it is not above 0) and the arrival time.
-fn stamp(event: &mut CloudEvent, default_ttl: i32, arrival: &str) -> Result<(), Problem> {
+pub fn stamp(event: &mut CloudEvent, default_ttl: i32, arrival: &str) -> Result<(), Problem> {
     let ttl = match event.extensions.get(TTL_EXTENSION) {
         None => default_ttl,
         Some(v) => match v.as_i64().and_then(|t| i32::try_from(t).ok()) {
@@ -145,7 +145,7 @@ fn stamp(event: &mut CloudEvent, default_ttl: i32, arrival: &str) -> Result<(), 
     Ok(())
 }
 
-fn overloaded(detail: &str) -> Problem {
+pub fn overloaded(detail: &str) -> Problem {
     let mut p = Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "urn:switchyard:problem:overloaded",

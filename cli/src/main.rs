@@ -254,7 +254,8 @@ async fn serve(config: Config, options: ServerOptions) -> Result<()> {
     let server = Server::bind(&config, options).await?;
     let addr = server.local_addr()?;
     let dispatcher = Dispatcher::start(&config, server.log(), &format!("http://{addr}")).await?;
-    let api = switchyard_triggers::api::routes(server.log(), dispatcher.triggers());
+    let api = switchyard_triggers::api::routes(server.log(), dispatcher.triggers())
+        .merge(switchyard_adapters::webhook::routes(&config, server.log())?);
     tracing::info!(
         %addr,
         brokers = config.brokers.len(),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::resources::{Broker, Destination, EventType, Resource, Sink, Trigger};
+use crate::resources::{Broker, Destination, EventType, Resource, Sink, Trigger, WebhookSource};
 
 /// Why a configuration did not load.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +66,8 @@ pub struct Config {
     pub sinks: BTreeMap<(String, String), Sink>,
     /// EventTypes by (namespace, name).
     pub event_types: BTreeMap<(String, String), EventType>,
+    /// WebhookSources by (namespace, name).
+    pub webhook_sources: BTreeMap<(String, String), WebhookSource>,
     /// The file each EventType came from, for errors found after loading (schema compilation).
     pub event_type_files: BTreeMap<(String, String), String>,
 }
@@ -155,6 +157,7 @@ pub fn parse_resource(
         "Broker" => typed::<Broker>(body).map(Resource::Broker),
         "Trigger" => typed::<Trigger>(body).map(Resource::Trigger),
         "EventType" => typed::<EventType>(body).map(Resource::EventType),
+        "WebhookSource" => typed::<WebhookSource>(body).map(Resource::WebhookSource),
         _ => typed::<Sink>(body).map(Resource::Sink),
     };
     let resource_value = parsed.map_err(|(path, message)| {
@@ -255,6 +258,7 @@ impl Config {
                 Resource::Trigger(_) => config.triggers.contains_key(&key),
                 Resource::Sink(_) => config.sinks.contains_key(&key),
                 Resource::EventType(_) => config.event_types.contains_key(&key),
+                Resource::WebhookSource(_) => config.webhook_sources.contains_key(&key),
             };
             if duplicate {
                 return Err(ConfigError {
@@ -285,6 +289,9 @@ impl Config {
                         config.event_type_files.insert(key.clone(), file.clone());
                     }
                     config.event_types.insert(key, e);
+                }
+                Resource::WebhookSource(w) => {
+                    config.webhook_sources.insert(key, w);
                 }
             }
         }
@@ -326,6 +333,15 @@ impl Config {
                 self.check_destination(ns, dls)
                     .map_err(|m| err("spec.delivery.deadLetterSink.ref", m))?;
             }
+        }
+        for ((ns, name), w) in &self.webhook_sources {
+            self.check_destination(ns, &w.spec.sink)
+                .map_err(|m| ConfigError {
+                    file: file_of("WebhookSource", ns, name),
+                    resource: Some(format!("WebhookSource {ns}/{name}")),
+                    field: Some("spec.sink.ref".into()),
+                    message: m,
+                })?;
         }
         for ((ns, name), et) in &self.event_types {
             if let Some((ref_ns, broker)) = et.broker()

@@ -40,6 +40,7 @@ pub struct Switchyard {
     _tmp: Option<tempfile::TempDir>,
     config: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Switchyard {
@@ -48,13 +49,26 @@ impl Switchyard {
         Self::start_with(config, &[])
     }
 
+    /// Same, with environment variables for the server.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Switchyard {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::start_full(config, &[], env)
+    }
+
     /// Same, with extra `serve` arguments.
     pub fn start_with(config: &str, extra: &[&str]) -> Switchyard {
+        Self::start_full(config, extra, Vec::new())
+    }
+
+    fn start_full(config: &str, extra: &[&str], env: Vec<(String, String)>) -> Switchyard {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config).unwrap();
-        let (child, base) = Self::spawn(&dir, &config_path, extra);
+        let (child, base) = Self::spawn(&dir, &config_path, extra, &env);
         Switchyard {
             child,
             base,
@@ -62,10 +76,16 @@ impl Switchyard {
             _tmp: Some(tmp),
             config: config_path,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            env,
         }
     }
 
-    fn spawn(dir: &Path, config: &Path, extra: &[&str]) -> (Child, String) {
+    fn spawn(
+        dir: &Path,
+        config: &Path,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> (Child, String) {
         let mut child = Command::new(bin())
             .arg("serve")
             .arg("--config")
@@ -78,6 +98,7 @@ impl Switchyard {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .env("RUST_LOG", "error")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -94,7 +115,7 @@ impl Switchyard {
     /// Restarts on the same data directory and config (after [`Self::kill9`] or [`Self::stop`]).
     pub fn restart(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let (child, base) = Self::spawn(&self.dir, &self.config, &extra);
+        let (child, base) = Self::spawn(&self.dir, &self.config, &extra, &self.env);
         self.child = child;
         self.base = base;
     }
