@@ -162,6 +162,11 @@ fn run(cli: Cli) -> Result<()> {
             for ((ns, name), s) in &config.sinks {
                 out.push_str(&format!("Sink {ns}/{name} -> {}\n", s.spec.uri));
             }
+            for (ns, name) in config.webhook_sources.keys() {
+                out.push_str(&format!(
+                    "WebhookSource {ns}/{name} at POST /sources/{ns}/{name}\n"
+                ));
+            }
             for ((ns, name), et) in &config.event_types {
                 let broker = et.broker().map_or_else(
                     || "no broker".to_owned(),
