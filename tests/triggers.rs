@@ -945,3 +945,61 @@ async fn a_dead_letter_the_sink_did_not_take_is_sent_again_after_a_restart() {
     sy.restart();
     dls.assert_stays_at(3, Duration::from_millis(800)).await;
 }
+
+#[tokio::test]
+async fn retries_of_a_removed_trigger_become_dead_letters() {
+    let sink = Sink::start(|_, _| Answer::status(503)).await;
+    let config = broker("")
+        + &trigger(
+            "doomed",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 5, backoffDelay: PT30S}}",
+                sink.url
+            ),
+        );
+    let mut sy = Switchyard::start(&config);
+    send(&sy, "pending", "t", &[]).await;
+    sink.wait_for(1, WAIT).await;
+    // Wait until the retry is recorded (the counter moves after the write).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = client()
+            .get(sy.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(r#"switchyard_delivery_retries_total{namespace_name="default",broker_name="default",trigger_name="doomed"} 1"#) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no retry was recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The retry is due in 30 s; remove the trigger and restart.
+    sy.stop();
+    sy.rewrite_config(&broker(""));
+    sy.restart();
+    let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
+    let v: serde_json::Value = serde_json::from_slice(
+        &client()
+            .get(&api)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{v}");
+    assert_eq!(items[0]["trigger"], "doomed");
+    assert_eq!(items[0]["reason"], "trigger removed");
+    assert_eq!(items[0]["eventId"], "pending");
+    assert_eq!(items[0]["status"], 503);
+}

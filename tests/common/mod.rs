@@ -120,6 +120,11 @@ impl Switchyard {
         self.base = base;
     }
 
+    /// Replaces the configuration file (takes effect at the next [`Self::restart`]).
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(&self.config, config).unwrap();
+    }
+
     /// The ingress URL of `namespace/broker`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)

@@ -806,6 +806,12 @@ impl Dispatcher {
             if !stale.is_empty() {
                 log.write(stale).await?;
             }
+            let names: HashSet<&str> = routes[id]
+                .triggers
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            orphaned_retries_to_dead_letters(log.as_ref(), id, &names).await?;
         }
         for (id, filters) in filters_by_broker {
             if let Some(route) = routes.get_mut(&id) {
@@ -888,6 +894,70 @@ impl Dispatcher {
         while self.tasks.join_next().await.is_some() {}
         for t in &self.triggers {
             t.commit_cursor();
+        }
+    }
+}
+
+/// Retries still scheduled for triggers that are no longer configured become dead letters
+/// (reason `trigger removed`), so removing a trigger drops nothing silently and the records
+/// stay inspectable and redrivable once the trigger is back.
+async fn orphaned_retries_to_dead_letters(
+    log: &dyn EventLog,
+    broker: &str,
+    known: &HashSet<&str>,
+) -> Result<(), LogError> {
+    let from = format!("{broker}#").into_bytes();
+    let to = format!("{broker}$").into_bytes();
+    let mut cursor = from;
+    loop {
+        let chunk = log.scan(Table::Retries, &cursor, &to, 500)?;
+        let n = chunk.len();
+        let mut ops = Vec::new();
+        for (key, value) in chunk {
+            cursor = key.clone();
+            cursor.push(0);
+            let name_end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+            let trigger = String::from_utf8_lossy(&key[broker.len() + 1..name_end]).into_owned();
+            if known.contains(trigger.as_str()) {
+                continue;
+            }
+            let Ok(entry) = serde_json::from_slice::<RetryEntry>(&value) else {
+                continue;
+            };
+            let event = entry.event();
+            let letter = DeadLetter {
+                id: records::new_id(),
+                broker: broker.to_owned(),
+                trigger: trigger.clone(),
+                offset: entry.offset,
+                time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                time_ms: records::now_ms(),
+                reason: "trigger removed".to_owned(),
+                destination: entry.uri.clone().unwrap_or_default(),
+                status: entry.attempts.last().and_then(|a| a.status),
+                ty: event.as_ref().map(|e| e.ty.clone()).unwrap_or_default(),
+                source: event.as_ref().map(|e| e.source.clone()).unwrap_or_default(),
+                event_id: event.as_ref().map(|e| e.id.clone()).unwrap_or_default(),
+                event: entry.event,
+                attempts: entry.attempts,
+                error_data: None,
+            };
+            tracing::warn!(broker, trigger = %trigger, event = %letter.event_id, "a retry of a removed trigger was moved to the dead-letter store");
+            ops.push(WriteOp::Put {
+                table: Table::DeadLetters,
+                key: records::deadletter_key(broker, letter.id),
+                value: serde_json::to_vec(&letter).unwrap_or_default(),
+            });
+            ops.push(WriteOp::Delete {
+                table: Table::Retries,
+                key,
+            });
+        }
+        if !ops.is_empty() {
+            log.write(ops).await?;
+        }
+        if n < 500 {
+            return Ok(());
         }
     }
 }
