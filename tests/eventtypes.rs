@@ -270,14 +270,7 @@ async fn warn_stores_invalid_events_and_counts_them() {
     );
     let resp = post(&sy, "warned", &order("w-2", json!({"total": "x"}))).await;
     assert_eq!(resp.status(), 202);
-    let text = client()
-        .get(sy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics(&sy).await;
     for needle in [
         r#"switchyard_schema_validations_total{namespace_name="shop",broker_name="warned",event_type="com.example.order.created",result="passed"} 1"#,
         r#"switchyard_schema_validations_total{namespace_name="shop",broker_name="warned",event_type="com.example.order.created",result="failed"} 1"#,

@@ -565,16 +565,7 @@ async fn ordered_trigger_delivers_one_event_per_key_at_a_time_in_order() {
 
 #[tokio::test]
 async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
-    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let h = Arc::clone(&healthy);
-    let sink = Sink::start(move |_, _| {
-        if h.load(Ordering::SeqCst) {
-            Answer::status(200)
-        } else {
-            Answer::status(500).body("down")
-        }
-    })
-    .await;
+    let (sink, healthy) = Sink::switchable(Answer::status(500).body("down")).await;
     let config = broker("")
         + &trigger(
             "t",
@@ -594,9 +585,7 @@ async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
     // Dead letters are written after the failed attempt; poll until all four are in.
     let deadline = tokio::time::Instant::now() + WAIT;
     let list = loop {
-        let v: serde_json::Value =
-            serde_json::from_slice(&c.get(&api).send().await.unwrap().bytes().await.unwrap())
-                .unwrap();
+        let v: serde_json::Value = common::get_json(&api).await;
         if v["items"].as_array().unwrap().len() == 4 || tokio::time::Instant::now() > deadline {
             break v;
         }
@@ -636,16 +625,7 @@ async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
     assert!(v["next"].is_null());
     // One in full, with its attempt and event.
     let id = items[0]["id"].as_str().unwrap();
-    let one: serde_json::Value = serde_json::from_slice(
-        &c.get(format!("{api}/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let one: serde_json::Value = common::get_json(&format!("{api}/{id}")).await;
     assert_eq!(one["attempts"][0]["status"], 500);
     assert_eq!(one["attempts"][0]["body"], "down");
     assert_eq!(one["event"]["id"], items[0]["eventId"]);
@@ -702,9 +682,7 @@ async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
     send(&sy, "late", "com.example.late", &[]).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let id = loop {
-        let v: serde_json::Value =
-            serde_json::from_slice(&c.get(&api).send().await.unwrap().bytes().await.unwrap())
-                .unwrap();
+        let v: serde_json::Value = common::get_json(&api).await;
         if let Some(id) = v["items"][0]["id"].as_str() {
             break id.to_owned();
         }
@@ -800,14 +778,7 @@ async fn delivery_metrics_and_lag() {
     sink.wait_for(1, WAIT).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let text = client()
-            .get(sy.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::metrics(&sy).await;
         let ok = text.contains(r#"switchyard_delivery_count_total{namespace_name="default",broker_name="default",trigger_name="m",response_code="500"} 1"#)
             && text.contains(r#"switchyard_delivery_retries_total{namespace_name="default",broker_name="default",trigger_name="m"} 1"#)
             && text.contains(r#"switchyard_trigger_lag_events{namespace_name="default",broker_name="default",trigger_name="m"} 1"#)
@@ -885,16 +856,7 @@ async fn structured_delivery_rate_limit_and_no_redirects() {
 
 #[tokio::test]
 async fn a_dead_letter_the_sink_did_not_take_is_sent_again_after_a_restart() {
-    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let h = Arc::clone(&healthy);
-    let dls = Sink::start(move |_, _| {
-        if h.load(Ordering::SeqCst) {
-            Answer::status(200)
-        } else {
-            Answer::status(503)
-        }
-    })
-    .await;
+    let (dls, healthy) = Sink::switchable(Answer::status(503)).await;
     let sink = Sink::start(|_, _| Answer::status(422)).await;
     let config = broker("")
         + &trigger(
@@ -916,22 +878,11 @@ async fn a_dead_letter_the_sink_did_not_take_is_sent_again_after_a_restart() {
     assert_eq!(got[2].headers["ce-knativeerrorcode"], "422");
     // Taken now: the dead letter says so, and a further restart does not send it again.
     let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
-    let c = client();
-    let list: serde_json::Value =
-        serde_json::from_slice(&c.get(&api).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    let list: serde_json::Value = common::get_json(&api).await;
     let id = list["items"][0]["id"].as_str().unwrap().to_owned();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let one: serde_json::Value = serde_json::from_slice(
-            &c.get(format!("{api}/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
+        let one: serde_json::Value = common::get_json(&format!("{api}/{id}")).await;
         if one["deadLetterSinkPending"] == false {
             break;
         }
@@ -963,14 +914,7 @@ async fn retries_of_a_removed_trigger_become_dead_letters() {
     // Wait until the retry is recorded (the counter moves after the write).
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let text = client()
-            .get(sy.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::metrics(&sy).await;
         if text.contains(r#"switchyard_delivery_retries_total{namespace_name="default",broker_name="default",trigger_name="doomed"} 1"#) {
             break;
         }
@@ -985,17 +929,7 @@ async fn retries_of_a_removed_trigger_become_dead_letters() {
     sy.rewrite_config(&broker(""));
     sy.restart();
     let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
-    let v: serde_json::Value = serde_json::from_slice(
-        &client()
-            .get(&api)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let v: serde_json::Value = common::get_json(&api).await;
     let items = v["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{v}");
     assert_eq!(items[0]["trigger"], "doomed");

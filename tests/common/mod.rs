@@ -245,3 +245,28 @@ pub async fn problem(resp: reqwest::Response) -> serde_json::Value {
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
     body
 }
+
+/// GET `url` and parse the JSON answer.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let body = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics(sy: &Switchyard) -> String {
+    client()
+        .get(sy.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

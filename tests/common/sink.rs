@@ -149,6 +149,21 @@ impl Sink {
         Sink { url, shared }
     }
 
+    /// Starts a sink that answers `bad` until the returned switch is set, then 200.
+    pub async fn switchable(bad: Answer) -> (Sink, Arc<std::sync::atomic::AtomicBool>) {
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = Arc::clone(&healthy);
+        let sink = Sink::start(move |_, _| {
+            if h.load(std::sync::atomic::Ordering::SeqCst) {
+                Answer::status(200)
+            } else {
+                bad.clone()
+            }
+        })
+        .await;
+        (sink, healthy)
+    }
+
     /// Changes how the sink answers from now on.
     pub fn set_script(
         &self,
