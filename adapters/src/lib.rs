@@ -1,4 +1,107 @@
-//! Sources and sinks that connect Switchyard to the outside world. Today: the webhook source
-//! ([`webhook`]); cron, S3, Kafka, NATS and MQTT follow (see the open issues).
+//! Sources that connect Switchyard to the outside world: webhooks ([`webhook`]), cron
+//! schedules ([`ping`]) and S3 bucket notifications ([`s3`]). Each turns what arrives into
+//! CloudEvents and stores them in its broker before it acknowledges anything; [`clock`] is
+//! the wall clock schedules run by (manual in tests), [`aws`] the bit of AWS the S3 source
+//! speaks (SigV4, SQS).
+//!
+//! [`start`] runs them all: the HTTP sources share `POST /sources/{namespace}/{name}`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use switchyard_broker::ingress::read_body;
+use switchyard_broker::log::EventLog;
+use switchyard_broker::problem::Problem;
+use switchyard_core::config::Config;
+
+pub mod aws;
+pub mod clock;
+pub mod ping;
+pub mod s3;
+mod target;
 pub mod webhook;
+
+/// Largest request body an HTTP source takes.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why the sources could not start: a one-line reason naming the source.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// The running sources; dropping it stops the background ones.
+#[derive(Debug)]
+pub struct Sources {
+    /// Routes of the HTTP sources (and `/debug/clock` for a manual clock).
+    pub routes: Router,
+    _ping: ping::PingSources,
+    _sqs: s3::SqsPollers,
+}
+
+struct HttpSources {
+    log: Arc<dyn EventLog>,
+    webhooks: HashMap<String, webhook::Resolved>,
+    s3: HashMap<String, s3::HttpSource>,
+}
+
+/// Starts every source of `config`: resolves secrets, starts the PingSources and the SQS
+/// pollers, and returns the routes of the HTTP ones.
+pub async fn start(
+    config: &Config,
+    log: Arc<dyn EventLog>,
+    clock: clock::Clock,
+) -> Result<Sources, SourceError> {
+    let client = reqwest::Client::builder()
+        .build()
+        .map_err(|e| SourceError(format!("cannot build the HTTP client: {e}")))?;
+    let webhooks = webhook::resolve_all(config)
+        .map_err(|e| SourceError(e.to_string()))?
+        .into_iter()
+        .collect();
+    let s3 = s3::HttpSource::resolve_all(config, &client)
+        .map_err(SourceError)?
+        .into_iter()
+        .collect();
+    let sqs = s3::start_pollers(config, &log, &client).map_err(SourceError)?;
+    let ping = ping::start(config, Arc::clone(&log), clock.clone())
+        .await
+        .map_err(|e| SourceError(e.to_string()))?;
+    let state = Arc::new(HttpSources { log, webhooks, s3 });
+    let routes = Router::new()
+        .route("/sources/{namespace}/{name}", post(receive))
+        .with_state(state)
+        .merge(clock::routes(clock));
+    Ok(Sources {
+        routes,
+        _ping: ping,
+        _sqs: sqs,
+    })
+}
+
+async fn receive(
+    State(sources): State<Arc<HttpSources>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let key = format!("{namespace}/{name}");
+    let answer = async {
+        let body = read_body(body, MAX_BODY_BYTES).await?;
+        if let Some(w) = sources.webhooks.get(&key) {
+            webhook::handle(w, &sources.log, &key, &headers, body).await
+        } else if let Some(s) = sources.s3.get(&key) {
+            s.handle(&sources.log, &headers, body).await
+        } else {
+            Err(Problem::not_found(format!(
+                "no WebhookSource or S3Source (webhook or sns mode) `{name}` in namespace `{namespace}`"
+            )))
+        }
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}

@@ -5,31 +5,26 @@
 //! Bearer-token and HMAC-SHA256 checks run before anything is stored; 202 only after the
 //! append committed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use bytes::Bytes;
 use hmac::{KeyInit as _, Mac as _};
-use switchyard_broker::ingress::{invalid_event, overloaded, read_body, stamp};
-use switchyard_broker::log::{EventLog, LogError};
+use switchyard_broker::ingress::invalid_event;
+use switchyard_broker::log::EventLog;
 use switchyard_broker::problem::Problem;
 use switchyard_core::config::Config;
-use switchyard_core::resources::{DEFAULT_BROKER_TTL, SubjectFrom};
-use switchyard_core::{CloudEvent, Data, EventError, ExtValue};
+use switchyard_core::sources::{SubjectFrom, WebhookAuth};
+use switchyard_core::{CloudEvent, Data, EventError};
+
+use crate::target::Target;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// Default `type` of events built from plain requests.
 pub const DEFAULT_TYPE: &str = "dev.switchyard.webhook";
-/// Largest request body a source takes.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Why the webhook sources could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,50 +42,23 @@ struct Hmac {
     secret: Vec<u8>,
 }
 
-/// One source, resolved at start: secrets read, broker found.
-struct Resolved {
-    broker: String,
-    ttl: i32,
-    ty: String,
-    source: String,
-    subject: Option<SubjectFrom>,
-    id_header: Option<String>,
-    extensions: Vec<(String, String)>,
+/// A source's auth checks with their secrets read.
+#[derive(Default)]
+pub(crate) struct Auth {
     bearer: Option<String>,
     hmac: Option<Hmac>,
 }
 
-struct Sources {
-    log: Arc<dyn EventLog>,
-    by_key: HashMap<String, Resolved>,
-}
-
-/// The routes of every WebhookSource of `config`, to merge into the server's router.
-pub fn routes(config: &Config, log: Arc<dyn EventLog>) -> Result<Router, WebhookError> {
-    let mut by_key = HashMap::new();
-    for ((ns, name), w) in &config.webhook_sources {
-        let id = format!("{ns}/{name}");
-        let err = |message: String| WebhookError {
-            source_id: id.clone(),
-            message,
-        };
-        let spec = &w.spec;
-        let r = spec
-            .sink
-            .reference
-            .as_ref()
-            .ok_or_else(|| err("spec.sink: needs a ref to a Broker".into()))?;
-        let broker_ns = r.namespace.clone().unwrap_or_else(|| ns.clone());
-        let ttl = config
-            .brokers
-            .get(&(broker_ns.clone(), r.name.clone()))
-            .map_or(DEFAULT_BROKER_TTL, switchyard_core::resources::Broker::ttl);
-        let auth = spec.auth.clone().unwrap_or_default();
+impl Auth {
+    /// Reads the secrets of `auth` (from the environment where named); the error names the
+    /// field under `field`.
+    pub(crate) fn resolve(auth: Option<&WebhookAuth>, field: &str) -> Result<Auth, String> {
+        let auth = auth.cloned().unwrap_or_default();
         let bearer = auth
             .bearer_token
             .map(|t| t.resolve())
             .transpose()
-            .map_err(|m| err(format!("spec.auth.bearerToken: {m}")))?;
+            .map_err(|m| format!("{field}.bearerToken: {m}"))?;
         let hmac = auth
             .hmac
             .map(|h| {
@@ -104,12 +72,43 @@ pub fn routes(config: &Config, log: Arc<dyn EventLog>) -> Result<Router, Webhook
                 })
             })
             .transpose()
-            .map_err(|m| err(format!("spec.auth.hmac.secret: {m}")))?;
-        by_key.insert(
+            .map_err(|m| format!("{field}.hmac.secret: {m}"))?;
+        Ok(Auth { bearer, hmac })
+    }
+}
+
+/// One source, resolved at start: secrets read, broker found.
+pub(crate) struct Resolved {
+    target: Target,
+    ty: String,
+    source: String,
+    subject: Option<SubjectFrom>,
+    id_header: Option<String>,
+    auth: Auth,
+}
+
+/// The WebhookSources of `config`, by `namespace/name`, with their secrets read.
+pub(crate) fn resolve_all(config: &Config) -> Result<Vec<(String, Resolved)>, WebhookError> {
+    let mut by_key = Vec::new();
+    for ((ns, name), w) in &config.webhook_sources {
+        let id = format!("{ns}/{name}");
+        let err = |message: String| WebhookError {
+            source_id: id.clone(),
+            message,
+        };
+        let spec = &w.spec;
+        let auth = Auth::resolve(spec.auth.as_ref(), "spec.auth").map_err(err)?;
+        by_key.push((
             id,
             Resolved {
-                broker: format!("{broker_ns}/{}", r.name),
-                ttl,
+                target: Target::resolve(
+                    config,
+                    "WebhookSource",
+                    ns,
+                    name,
+                    &spec.sink,
+                    spec.ce_overrides.as_ref(),
+                ),
                 ty: spec.ty.clone().unwrap_or_else(|| DEFAULT_TYPE.into()),
                 source: spec
                     .source
@@ -117,25 +116,11 @@ pub fn routes(config: &Config, log: Arc<dyn EventLog>) -> Result<Router, Webhook
                     .unwrap_or_else(|| format!("/apis/v1/namespaces/{ns}/webhooksources/{name}")),
                 subject: spec.subject.clone(),
                 id_header: spec.id_header.clone(),
-                extensions: spec
-                    .ce_overrides
-                    .as_ref()
-                    .map(|o| {
-                        o.extensions
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                bearer,
-                hmac,
+                auth,
             },
-        );
+        ));
     }
-    let state = Arc::new(Sources { log, by_key });
-    Ok(Router::new()
-        .route("/sources/{namespace}/{name}", post(receive))
-        .with_state(state))
+    Ok(by_key)
 }
 
 fn unauthorized(detail: &str) -> Problem {
@@ -162,7 +147,8 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn check_auth(s: &Resolved, headers: &HeaderMap, body: &[u8]) -> Result<(), Problem> {
+/// Checks the bearer token and the HMAC signature a source asks for.
+pub(crate) fn check_auth(s: &Auth, headers: &HeaderMap, body: &[u8]) -> Result<(), Problem> {
     if let Some(token) = &s.bearer {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -260,32 +246,15 @@ fn build_event(s: &Resolved, headers: &HeaderMap, body: Bytes) -> Result<CloudEv
     Ok(event)
 }
 
-async fn receive(
-    State(sources): State<Arc<Sources>>,
-    Path((namespace, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(&sources, &namespace, &name, &headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn handle(
-    sources: &Sources,
-    namespace: &str,
-    name: &str,
+/// Handles one request to WebhookSource `key`: 202 once its events are stored.
+pub(crate) async fn handle(
+    s: &Resolved,
+    log: &Arc<dyn EventLog>,
+    key: &str,
     headers: &HeaderMap,
-    body: Body,
+    body: Bytes,
 ) -> Result<Response, Problem> {
-    let key = format!("{namespace}/{name}");
-    let s = sources.by_key.get(&key).ok_or_else(|| {
-        Problem::not_found(format!(
-            "no WebhookSource `{name}` in namespace `{namespace}`"
-        ))
-    })?;
-    let body = read_body(body, MAX_BODY_BYTES).await?;
-    check_auth(s, headers, &body)?;
+    check_auth(&s.auth, headers, &body)?;
     let mut events = if is_cloudevent(headers) {
         switchyard_core::http::decode(headers, body)
             .map_err(|e| invalid_event(&e))?
@@ -293,34 +262,11 @@ async fn handle(
     } else {
         vec![build_event(s, headers, body).map_err(|e| invalid_event(&e))?]
     };
-    let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    for event in &mut events {
-        for (k, v) in &s.extensions {
-            event
-                .set_extension(k, ExtValue::String(v.clone()))
-                .map_err(|e| invalid_event(&e))?;
-        }
-        stamp(event, s.ttl, &arrival)?;
-    }
-    if events.is_empty() {
-        return Ok(StatusCode::ACCEPTED.into_response());
-    }
-    let encoded = events.iter().map(switchyard_core::store::encode).collect();
-    match sources.log.append(&s.broker, encoded).await {
-        Ok(_) => Ok(StatusCode::ACCEPTED.into_response()),
-        Err(LogError::Overloaded | LogError::ShuttingDown) => Err(overloaded(
-            "the broker cannot take events right now; retry after the given delay",
-        )),
-        Err(e @ LogError::Storage(_)) => {
-            tracing::error!(source = %key, error = %e, "append failed");
-            Err(Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "urn:switchyard:problem:storage",
-                "storage failure",
-                "the event could not be stored; it was not accepted",
-            ))
-        }
-    }
+    let encoded = s.target.prepare(&mut events)?;
+    s.target.append(log, key, encoded).await?;
+    metrics::counter!(switchyard_broker::metrics::SOURCE_EVENTS, "kind" => "WebhookSource", "source" => key.to_owned())
+        .increment(events.len() as u64);
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 #[cfg(test)]

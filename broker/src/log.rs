@@ -85,6 +85,8 @@ pub enum Table {
     DeadLetters,
     /// Event types discovered at ingress (`record` mode), with their counts.
     EventTypes,
+    /// What sources remember across restarts (a PingSource's last fired slot).
+    SourceState,
 }
 
 /// One change to the store, written durably with [`EventLog::write`].
@@ -126,6 +128,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// Appends the events of one request, all or nothing, in order. Fails at once with
     /// [`LogError::Overloaded`] when the writer cannot take more.
     fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture;
+
+    /// Like [`EventLog::append`], and applies `ops` in the same transaction: both are durable
+    /// or neither is (a PingSource stores its event and its last fired slot together).
+    fn append_with(
+        &self,
+        broker: &BrokerId,
+        events: Vec<Vec<u8>>,
+        ops: Vec<WriteOp>,
+    ) -> AppendFuture;
 
     /// Reads up to `max` records starting at offset `from`.
     fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError>;

@@ -36,6 +36,13 @@ pub const TRIGGER_LAG: &str = "switchyard_trigger_lag_events";
 /// Reply events dropped because their TTL ran out, by trigger.
 pub const REPLIES_DROPPED: &str = "switchyard_replies_dropped_total";
 
+/// Events sources stored in their broker, by source `kind` and `source` (`namespace/name`).
+pub const SOURCE_EVENTS: &str = "switchyard_source_events_total";
+/// Notifications a source could not read (malformed), by `kind`, `source` and what was done
+/// with them (`action`: `rejected` for a 4xx answer, `moved` to a dead-letter queue, `kept`
+/// in the queue for its redrive policy).
+pub const SOURCE_MALFORMED: &str = "switchyard_source_malformed_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and returns the handle that renders it.

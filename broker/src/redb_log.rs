@@ -32,12 +32,14 @@ const CURSORS: TableDefinition<'_, &str, u64> = TableDefinition::new("cursors");
 const RETRIES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("retries");
 const DEADLETTERS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("deadletters");
 const EVENTTYPES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("eventtypes");
+const SOURCESTATE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("sourcestate");
 
 fn side_table(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     match table {
         Table::Retries => RETRIES,
         Table::DeadLetters => DEADLETTERS,
         Table::EventTypes => EVENTTYPES,
+        Table::SourceState => SOURCESTATE,
     }
 }
 
@@ -126,6 +128,8 @@ impl Default for RedbOptions {
 struct AppendRequest {
     broker: Arc<str>,
     events: Vec<Vec<u8>>,
+    /// Side-table changes committed in the same transaction as the events.
+    ops: Vec<WriteOp>,
     reply: oneshot::Sender<Result<Range<u64>, LogError>>,
 }
 
@@ -192,6 +196,7 @@ impl RedbLog {
             txn.open_table(RETRIES).map_err(storage)?;
             txn.open_table(DEADLETTERS).map_err(storage)?;
             txn.open_table(EVENTTYPES).map_err(storage)?;
+            txn.open_table(SOURCESTATE).map_err(storage)?;
             txn.commit().map_err(storage)?;
         }
         let shared = Arc::new(Shared {
@@ -252,10 +257,20 @@ impl Drop for RedbLog {
 
 impl EventLog for RedbLog {
     fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
+        self.append_with(broker, events, Vec::new())
+    }
+
+    fn append_with(
+        &self,
+        broker: &BrokerId,
+        events: Vec<Vec<u8>>,
+        ops: Vec<WriteOp>,
+    ) -> AppendFuture {
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             broker: Arc::from(broker),
             events,
+            ops,
             reply,
         };
         let sent = match self.sender.read() {
@@ -618,9 +633,10 @@ impl Writer {
     fn commit_batch(&mut self, batch: &mut Vec<AppendRequest>, writes: &mut PendingWrites) {
         let started = Instant::now();
         let result = self.begin().and_then(|txn| {
-            let ranges = self
-                .write_batch(&txn, batch)
-                .and_then(|r| apply_ops(&txn, writes.iter().flat_map(|(ops, _)| ops)).map(|()| r));
+            let ranges = self.write_batch(&txn, batch).and_then(|r| {
+                let appended = batch.iter().flat_map(|req| &req.ops);
+                apply_ops(&txn, appended.chain(writes.iter().flat_map(|(ops, _)| ops))).map(|()| r)
+            });
             match ranges {
                 Ok(r) => txn.commit().map_err(storage).map(|()| r),
                 Err(e) => {

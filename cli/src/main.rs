@@ -167,6 +167,22 @@ fn run(cli: Cli) -> Result<()> {
                     "WebhookSource {ns}/{name} at POST /sources/{ns}/{name}\n"
                 ));
             }
+            for ((ns, name), p) in &config.ping_sources {
+                let tz = p.spec.timezone.as_deref().unwrap_or("UTC");
+                out.push_str(&format!(
+                    "PingSource {ns}/{name} on `{}` ({tz})\n",
+                    p.spec.schedule
+                ));
+            }
+            for ((ns, name), s) in &config.s3_sources {
+                let how = match (&s.spec.webhook, &s.spec.sns, &s.spec.sqs) {
+                    (Some(_), _, _) => format!("webhook at POST /sources/{ns}/{name}"),
+                    (_, Some(_), _) => format!("SNS at POST /sources/{ns}/{name}"),
+                    (_, _, Some(q)) => format!("polling SQS {}", q.queue_url),
+                    _ => String::new(),
+                };
+                out.push_str(&format!("S3Source {ns}/{name}: {how}\n"));
+            }
             for ((ns, name), et) in &config.event_types {
                 let broker = et.broker().map_or_else(
                     || "no broker".to_owned(),
@@ -259,8 +275,10 @@ async fn serve(config: Config, options: ServerOptions) -> Result<()> {
     let server = Server::bind(&config, options).await?;
     let addr = server.local_addr()?;
     let dispatcher = Dispatcher::start(&config, server.log(), &format!("http://{addr}")).await?;
+    let clock = switchyard_adapters::clock::Clock::from_env().map_err(anyhow::Error::msg)?;
+    let sources = switchyard_adapters::start(&config, server.log(), clock).await?;
     let api = switchyard_triggers::api::routes(server.log(), dispatcher.triggers())
-        .merge(switchyard_adapters::webhook::routes(&config, server.log())?);
+        .merge(sources.routes.clone());
     tracing::info!(
         %addr,
         brokers = config.brokers.len(),
@@ -271,6 +289,7 @@ async fn serve(config: Config, options: ServerOptions) -> Result<()> {
     server
         .serve(api, async move {
             shutdown_signal().await;
+            drop(sources);
             dispatcher.shutdown().await;
         })
         .await?;

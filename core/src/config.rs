@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::resources::{Broker, Destination, EventType, Resource, Sink, Trigger, WebhookSource};
+use crate::resources::{
+    Broker, Destination, EventType, ObjectMeta, Resource, Sink, Trigger, TriggerSpec,
+};
+use crate::sources::{PingSource, S3Source, WebhookSource};
 
 /// Why a configuration did not load.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +71,10 @@ pub struct Config {
     pub event_types: BTreeMap<(String, String), EventType>,
     /// WebhookSources by (namespace, name).
     pub webhook_sources: BTreeMap<(String, String), WebhookSource>,
+    /// PingSources by (namespace, name).
+    pub ping_sources: BTreeMap<(String, String), PingSource>,
+    /// S3Sources by (namespace, name).
+    pub s3_sources: BTreeMap<(String, String), S3Source>,
     /// The file each EventType came from, for errors found after loading (schema compilation).
     pub event_type_files: BTreeMap<(String, String), String>,
 }
@@ -158,6 +165,8 @@ pub fn parse_resource(
         "Trigger" => typed::<Trigger>(body).map(Resource::Trigger),
         "EventType" => typed::<EventType>(body).map(Resource::EventType),
         "WebhookSource" => typed::<WebhookSource>(body).map(Resource::WebhookSource),
+        "PingSource" => typed::<PingSource>(body).map(Resource::PingSource),
+        "S3Source" => typed::<S3Source>(body).map(Resource::S3Source),
         _ => typed::<Sink>(body).map(Resource::Sink),
     };
     let resource_value = parsed.map_err(|(path, message)| {
@@ -258,7 +267,12 @@ impl Config {
                 Resource::Trigger(_) => config.triggers.contains_key(&key),
                 Resource::Sink(_) => config.sinks.contains_key(&key),
                 Resource::EventType(_) => config.event_types.contains_key(&key),
-                Resource::WebhookSource(_) => config.webhook_sources.contains_key(&key),
+                Resource::WebhookSource(_) | Resource::PingSource(_) | Resource::S3Source(_) => {
+                    // Sources share the path `/sources/{namespace}/{name}`.
+                    config.webhook_sources.contains_key(&key)
+                        || config.ping_sources.contains_key(&key)
+                        || config.s3_sources.contains_key(&key)
+                }
             };
             if duplicate {
                 return Err(ConfigError {
@@ -267,8 +281,9 @@ impl Config {
                     field: Some("metadata.name".into()),
                     message: format!(
                         "defined twice (first in {})",
-                        origin
-                            .get(&(r.kind(), key.0.clone(), key.1.clone()))
+                        ["WebhookSource", "PingSource", "S3Source", r.kind()]
+                            .iter()
+                            .find_map(|k| origin.get(&(*k, key.0.clone(), key.1.clone())))
                             .map_or("?", |s| s)
                     ),
                 });
@@ -293,10 +308,124 @@ impl Config {
                 Resource::WebhookSource(w) => {
                     config.webhook_sources.insert(key, w);
                 }
+                Resource::PingSource(p) => {
+                    config.ping_sources.insert(key, p);
+                }
+                Resource::S3Source(s) => {
+                    config.s3_sources.insert(key, s);
+                }
             }
         }
+        config.add_uri_sinks(&mut origin)?;
         config.check_references(&origin)?;
         Ok(config)
+    }
+
+    /// Every source: (kind, namespace, name, sink).
+    pub fn sources(&self) -> Vec<(&'static str, &str, &str, &Destination)> {
+        let mut out: Vec<(&'static str, &str, &str, &Destination)> = Vec::new();
+        for ((ns, name), s) in &self.webhook_sources {
+            out.push(("WebhookSource", ns, name, &s.spec.sink));
+        }
+        for ((ns, name), s) in &self.ping_sources {
+            out.push(("PingSource", ns, name, &s.spec.sink));
+        }
+        for ((ns, name), s) in &self.s3_sources {
+            out.push(("S3Source", ns, name, &s.spec.sink));
+        }
+        out
+    }
+
+    /// The broker a source's events are stored in, as (namespace, name): its `sink.ref`, or
+    /// for a `uri` sink the Broker `{kind}-{name}` (kind in lowercase) that
+    /// [`Config::from_resources`] added, with a Trigger of the same name delivering to the URI.
+    pub fn source_broker(kind: &str, ns: &str, name: &str, sink: &Destination) -> (String, String) {
+        match &sink.reference {
+            Some(r) => (
+                r.namespace.clone().unwrap_or_else(|| ns.to_owned()),
+                r.name.clone(),
+            ),
+            None => (
+                ns.to_owned(),
+                format!("{}-{name}", kind.to_ascii_lowercase()),
+            ),
+        }
+    }
+
+    /// Adds a Broker and a Trigger for each source whose sink is a `uri`, so the source's
+    /// events are stored before they are accepted and reach the URI with a trigger's retries.
+    fn add_uri_sinks(&mut self, origin: &mut Origins) -> Result<(), ConfigError> {
+        let mut added = Vec::new();
+        for (kind, ns, name, sink) in self.sources() {
+            let Some(uri) = &sink.uri else { continue };
+            let (bns, bname) = Config::source_broker(kind, ns, name, sink);
+            let file = origin
+                .get(&(kind, ns.to_owned(), name.to_owned()))
+                .cloned()
+                .unwrap_or_default();
+            let err = |message: String| ConfigError {
+                file: file.clone(),
+                resource: Some(format!("{kind} {ns}/{name}")),
+                field: Some("spec.sink.uri".into()),
+                message,
+            };
+            let meta = ObjectMeta {
+                name: bname.clone(),
+                namespace: bns.clone(),
+                labels: BTreeMap::from([(
+                    "sources.switchyard.dev/source".to_owned(),
+                    format!("{kind}.{name}"),
+                )]),
+                annotations: BTreeMap::new(),
+            };
+            meta.validate().map_err(|e| {
+                err(format!(
+                    "the name is too long for a uri sink, which needs a Broker and a Trigger named `{bname}` ({})",
+                    e.message
+                ))
+            })?;
+            let key = (bns.clone(), bname.clone());
+            if self.brokers.contains_key(&key) || self.triggers.contains_key(&key) {
+                return Err(err(format!(
+                    "a uri sink needs a Broker and a Trigger named `{bname}`, and one exists already; rename it or give the sink as a ref"
+                )));
+            }
+            let trigger = Trigger {
+                metadata: meta.clone(),
+                spec: TriggerSpec {
+                    broker: bname.clone(),
+                    broker_ref: None,
+                    filter: None,
+                    filters: Vec::new(),
+                    subscriber: Destination {
+                        reference: None,
+                        uri: Some(uri.clone()),
+                        ca_certs: None,
+                        audience: None,
+                    },
+                    delivery: None,
+                    ordering: None,
+                    max_in_flight: None,
+                    rate_limit: None,
+                },
+            };
+            added.push((
+                file,
+                key,
+                Broker {
+                    metadata: meta,
+                    spec: Default::default(),
+                },
+                trigger,
+            ));
+        }
+        for (file, key, broker, trigger) in added {
+            origin.insert(("Broker", key.0.clone(), key.1.clone()), file.clone());
+            origin.insert(("Trigger", key.0.clone(), key.1.clone()), file);
+            self.brokers.insert(key.clone(), broker);
+            self.triggers.insert(key, trigger);
+        }
+        Ok(())
     }
 
     fn check_references(&self, origin: &Origins) -> Result<(), ConfigError> {
@@ -334,14 +463,13 @@ impl Config {
                     .map_err(|m| err("spec.delivery.deadLetterSink.ref", m))?;
             }
         }
-        for ((ns, name), w) in &self.webhook_sources {
-            self.check_destination(ns, &w.spec.sink)
-                .map_err(|m| ConfigError {
-                    file: file_of("WebhookSource", ns, name),
-                    resource: Some(format!("WebhookSource {ns}/{name}")),
-                    field: Some("spec.sink.ref".into()),
-                    message: m,
-                })?;
+        for (kind, ns, name, sink) in self.sources() {
+            self.check_destination(ns, sink).map_err(|m| ConfigError {
+                file: file_of(kind, ns, name),
+                resource: Some(format!("{kind} {ns}/{name}")),
+                field: Some("spec.sink.ref".into()),
+                message: m,
+            })?;
         }
         for ((ns, name), et) in &self.event_types {
             if let Some((ref_ns, broker)) = et.broker()

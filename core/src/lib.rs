@@ -5,7 +5,8 @@
 //! - [`http`]: the HTTP binding (binary, structured and batched modes) and [`json`]: the JSON
 //!   format; [`store`]: the exact binary form the broker stores.
 //! - [`resources`] and [`config`]: Knative-shaped Broker, Trigger and Sink resources, loaded from
-//!   YAML or JSON and validated with errors that name file, resource and field.
+//!   YAML or JSON and validated with errors that name file, resource and field; [`sources`]:
+//!   the WebhookSource, PingSource and S3Source kinds, and [`schedule`]: their cron schedules.
 
 pub mod config;
 pub mod error;
@@ -13,6 +14,8 @@ pub mod event;
 pub mod http;
 pub mod json;
 pub mod resources;
+pub mod schedule;
+pub mod sources;
 pub mod store;
 pub mod validate;
 

@@ -7,6 +7,10 @@ use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sources::{
+    KNATIVE_SOURCES_V1, PingSource, S3Source, SWITCHYARD_SOURCES_V1, WebhookSource,
+};
+
 /// `apiVersion` of Knative's Broker and Trigger, which load unchanged.
 pub const KNATIVE_EVENTING_V1: &str = "eventing.knative.dev/v1";
 /// `apiVersion` of Knative's EventType, which loads unchanged.
@@ -29,7 +33,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {
             field: field.into(),
             message: message.into(),
@@ -58,7 +62,7 @@ fn default_namespace() -> String {
     DEFAULT_NAMESPACE.to_owned()
 }
 
-fn dns_label(field: &str, value: &str) -> Result<(), FieldError> {
+pub(crate) fn dns_label(field: &str, value: &str) -> Result<(), FieldError> {
     let ok = !value.is_empty()
         && value.len() <= 63
         && value
@@ -79,7 +83,7 @@ fn dns_label(field: &str, value: &str) -> Result<(), FieldError> {
 }
 
 impl ObjectMeta {
-    fn validate(&self) -> Result<(), FieldError> {
+    pub(crate) fn validate(&self) -> Result<(), FieldError> {
         dns_label("metadata.name", &self.name)?;
         dns_label("metadata.namespace", &self.namespace)
     }
@@ -236,7 +240,7 @@ pub fn validate_http_url(field: &str, uri: &str) -> Result<(), FieldError> {
 }
 
 impl Destination {
-    fn validate(&self, field: &str) -> Result<(), FieldError> {
+    pub(crate) fn validate(&self, field: &str) -> Result<(), FieldError> {
         if self.ca_certs.is_some() {
             return Err(unsupported(
                 &format!("{field}.CACerts"),
@@ -769,206 +773,6 @@ impl EventType {
     }
 }
 
-/// `apiVersion` of Switchyard's own source kinds (those Knative lacks).
-pub const SWITCHYARD_SOURCES_V1: &str = "sources.switchyard.dev/v1";
-
-/// A secret value: given inline, or (better) named by an environment variable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SecretValue {
-    /// The value itself (avoid: it ends up in config files).
-    #[serde(default, skip_serializing)]
-    pub value: Option<String>,
-    /// The environment variable holding the value, read when the server starts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_env: Option<String>,
-}
-
-impl SecretValue {
-    fn validate(&self, field: &str) -> Result<(), FieldError> {
-        match (&self.value, &self.from_env) {
-            (Some(v), None) if !v.is_empty() => Ok(()),
-            (None, Some(e)) if !e.is_empty() => Ok(()),
-            _ => Err(FieldError::new(
-                field,
-                "give exactly one of `value` or `fromEnv`, not empty",
-            )),
-        }
-    }
-
-    /// The secret, reading the environment when it is named there.
-    pub fn resolve(&self) -> Result<String, String> {
-        match (&self.value, &self.from_env) {
-            (Some(v), _) => Ok(v.clone()),
-            (None, Some(var)) => std::env::var(var)
-                .map_err(|_| format!("the environment variable `{var}` is not set (or not UTF-8)")),
-            (None, None) => Err("no secret given".to_owned()),
-        }
-    }
-}
-
-/// HMAC-SHA256 signature check of a webhook body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HmacAuth {
-    /// The header carrying the signature (default `X-Hub-Signature-256`, GitHub's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header: Option<String>,
-    /// Text before the hex digest in the header (default `sha256=`; `""` for none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// The shared secret.
-    pub secret: SecretValue,
-}
-
-/// How a webhook source authenticates its callers. Both checks apply when both are given.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WebhookAuth {
-    /// `Authorization: Bearer <token>` must carry this token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bearer_token: Option<SecretValue>,
-    /// The body must carry a valid HMAC-SHA256 signature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hmac: Option<HmacAuth>,
-}
-
-/// Where a webhook source takes the `subject` of events it builds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SubjectFrom {
-    /// A request header.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header: Option<String>,
-    /// A JSON pointer into a JSON body (e.g. `/repository/full_name`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub json_pointer: Option<String>,
-}
-
-/// Knative's `ceOverrides`: extensions set on every event a source emits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct CeOverrides {
-    /// Extension name → value.
-    #[serde(default)]
-    pub extensions: BTreeMap<String, String>,
-}
-
-/// `spec` of a WebhookSource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WebhookSourceSpec {
-    /// Where events go: a `ref` to a Broker of this configuration.
-    pub sink: Destination,
-    /// Extensions added to every event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ce_overrides: Option<CeOverrides>,
-    /// `type` of events built from non-CloudEvent requests (default `dev.switchyard.webhook`).
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    pub ty: Option<String>,
-    /// `source` of events built from non-CloudEvent requests (default
-    /// `/apis/v1/namespaces/{ns}/webhooksources/{name}`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// Where `subject` comes from, for events built from non-CloudEvent requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<SubjectFrom>,
-    /// A header whose value becomes the event `id` (e.g. `X-GitHub-Delivery`), so a
-    /// redelivered webhook gets the same id; without it (or when absent) a new id is made.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id_header: Option<String>,
-    /// Who may call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<WebhookAuth>,
-}
-
-/// A WebhookSource (our kind): an HTTP endpoint, `POST /sources/{namespace}/{name}`, that turns
-/// requests into CloudEvents in a broker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WebhookSource {
-    /// Identity of the source.
-    pub metadata: ObjectMeta,
-    /// What it does.
-    pub spec: WebhookSourceSpec,
-}
-
-fn header_name(field: &str, name: &str) -> Result<(), FieldError> {
-    if http::HeaderName::from_bytes(name.as_bytes()).is_ok() {
-        Ok(())
-    } else {
-        Err(FieldError::new(
-            field,
-            format!("`{name}` is not a header name"),
-        ))
-    }
-}
-
-impl WebhookSource {
-    fn validate(&self) -> Result<(), FieldError> {
-        self.metadata.validate()?;
-        let spec = &self.spec;
-        spec.sink.validate("spec.sink")?;
-        match &spec.sink.reference {
-            Some(r) if r.kind == "Broker" => {}
-            _ => {
-                return Err(FieldError::new(
-                    "spec.sink",
-                    "must be a `ref` to a Broker (kind: Broker) of this configuration",
-                ));
-            }
-        }
-        if let Some(o) = &spec.ce_overrides {
-            for name in o.extensions.keys() {
-                crate::validate::extension_name(name).map_err(|e| {
-                    FieldError::new(format!("spec.ceOverrides.extensions.{name}"), e.to_string())
-                })?;
-            }
-        }
-        if let Some(t) = &spec.ty {
-            crate::validate::non_empty_string("type", t)
-                .map_err(|e| FieldError::new("spec.type", e.to_string()))?;
-        }
-        if let Some(src) = &spec.source {
-            crate::validate::uri_reference("source", src)
-                .map_err(|e| FieldError::new("spec.source", e.to_string()))?;
-        }
-        if let Some(sub) = &spec.subject {
-            match (&sub.header, &sub.json_pointer) {
-                (Some(h), None) => header_name("spec.subject.header", h)?,
-                (None, Some(p)) if p.is_empty() || p.starts_with('/') => {}
-                (None, Some(_)) => {
-                    return Err(FieldError::new(
-                        "spec.subject.jsonPointer",
-                        "must be empty or start with `/` (a JSON pointer)",
-                    ));
-                }
-                _ => {
-                    return Err(FieldError::new(
-                        "spec.subject",
-                        "give exactly one of `header` or `jsonPointer`",
-                    ));
-                }
-            }
-        }
-        if let Some(h) = &spec.id_header {
-            header_name("spec.idHeader", h)?;
-        }
-        if let Some(auth) = &spec.auth {
-            if let Some(t) = &auth.bearer_token {
-                t.validate("spec.auth.bearerToken")?;
-            }
-            if let Some(h) = &auth.hmac {
-                h.secret.validate("spec.auth.hmac.secret")?;
-                if let Some(name) = &h.header {
-                    header_name("spec.auth.hmac.header", name)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// One resource of any supported kind.
 // Resources are few and short-lived (config loading); boxing would only complicate matching.
 #[allow(clippy::large_enum_variant)]
@@ -984,6 +788,10 @@ pub enum Resource {
     EventType(EventType),
     /// `sources.switchyard.dev/v1` WebhookSource.
     WebhookSource(WebhookSource),
+    /// `sources.knative.dev/v1` PingSource.
+    PingSource(PingSource),
+    /// `sources.switchyard.dev/v1` S3Source.
+    S3Source(S3Source),
 }
 
 impl Resource {
@@ -995,6 +803,8 @@ impl Resource {
             Resource::Sink(_) => "Sink",
             Resource::EventType(_) => "EventType",
             Resource::WebhookSource(_) => "WebhookSource",
+            Resource::PingSource(_) => "PingSource",
+            Resource::S3Source(_) => "S3Source",
         }
     }
 
@@ -1006,6 +816,8 @@ impl Resource {
             Resource::Sink(r) => &r.metadata,
             Resource::EventType(r) => &r.metadata,
             Resource::WebhookSource(r) => &r.metadata,
+            Resource::PingSource(r) => &r.metadata,
+            Resource::S3Source(r) => &r.metadata,
         }
     }
 
@@ -1017,6 +829,8 @@ impl Resource {
             Resource::Sink(r) => r.validate(),
             Resource::EventType(r) => r.validate(),
             Resource::WebhookSource(r) => r.validate(),
+            Resource::PingSource(r) => r.validate(),
+            Resource::S3Source(r) => r.validate(),
         }
     }
 
@@ -1027,6 +841,8 @@ impl Resource {
         (SWITCHYARD_V1, "Sink"),
         (KNATIVE_EVENTING_V1BETA2, "EventType"),
         (SWITCHYARD_SOURCES_V1, "WebhookSource"),
+        (KNATIVE_SOURCES_V1, "PingSource"),
+        (SWITCHYARD_SOURCES_V1, "S3Source"),
     ];
 }
 

@@ -1,0 +1,317 @@
+//! The cron source (`PingSource`): fires one event per slot of its schedule into its broker.
+//!
+//! Each fired slot is stored together with the source's "last fired" record, in one
+//! transaction, so after a restart (or a crash) the source resumes after that slot and never
+//! fires it again. Slots missed while the server was down are fired per `catchUp`
+//! (`spec/sources.md`). The event's `id` is made from the source's name and the slot, so a
+//! duplicate anywhere downstream is recognisable.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use switchyard_broker::log::{EventLog, LogError, Table, WriteOp};
+use switchyard_core::config::Config;
+use switchyard_core::schedule::Schedule;
+use switchyard_core::sources::{CatchUp, CatchUpPolicy, MAX_CATCH_UP_SLOTS};
+use switchyard_core::{CloudEvent, Data};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::target::Target;
+
+/// `type` of every PingSource event (Knative's).
+pub const PING_TYPE: &str = "dev.knative.sources.ping";
+
+/// Why the PingSources could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("PingSource {source_id}: {message}")]
+pub struct PingError {
+    /// `namespace/name`.
+    pub source_id: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One PingSource, ready to run.
+struct Runner {
+    id: String,
+    name: String,
+    source: String,
+    state_key: Vec<u8>,
+    schedule: Schedule,
+    content_type: Option<String>,
+    data: Option<Bytes>,
+    catch_up: CatchUp,
+    target: Target,
+    log: Arc<dyn EventLog>,
+    clock: Clock,
+}
+
+/// The running PingSources; dropping it stops them.
+#[derive(Debug, Default)]
+pub struct PingSources {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PingSources {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts every PingSource of `config`.
+pub async fn start(
+    config: &Config,
+    log: Arc<dyn EventLog>,
+    clock: Clock,
+) -> Result<PingSources, PingError> {
+    let mut runners = Vec::new();
+    for ((ns, name), p) in &config.ping_sources {
+        let err = |message: String| PingError {
+            source_id: format!("{ns}/{name}"),
+            message,
+        };
+        let schedule = p.schedule().map_err(|e| err(e.to_string()))?;
+        let data = p.data_bytes().map_err(|e| err(e.to_string()))?;
+        runners.push(Runner {
+            id: format!("{ns}/{name}"),
+            name: name.clone(),
+            source: format!("/apis/v1/namespaces/{ns}/pingsources/{name}"),
+            state_key: state_key(ns, name),
+            schedule,
+            content_type: p.spec.content_type.clone(),
+            data: data.map(Bytes::from),
+            catch_up: p.spec.catch_up.unwrap_or_default(),
+            target: Target::resolve(
+                config,
+                "PingSource",
+                ns,
+                name,
+                &p.spec.sink,
+                p.spec.ce_overrides.as_ref(),
+            ),
+            log: Arc::clone(&log),
+            clock: clock.clone(),
+        });
+    }
+    let mut tasks = Vec::new();
+    for r in runners {
+        let last = r.last_fired().map_err(|e| PingError {
+            source_id: r.id.clone(),
+            message: format!("cannot read its state: {e}"),
+        })?;
+        tasks.push(tokio::spawn(r.run(last)));
+    }
+    Ok(PingSources { tasks })
+}
+
+fn state_key(ns: &str, name: &str) -> Vec<u8> {
+    format!("pingsource/{ns}/{name}").into_bytes()
+}
+
+/// The slots to fire at start-up: those after `last` (the last fired) up to `now`, as the
+/// policy says, oldest first.
+pub fn missed_slots(
+    schedule: &Schedule,
+    last: DateTime<Utc>,
+    now: DateTime<Utc>,
+    catch_up: &CatchUp,
+) -> Vec<DateTime<Utc>> {
+    if catch_up.policy == CatchUpPolicy::None || now <= last {
+        return Vec::new();
+    }
+    let window = chrono::Duration::from_std(catch_up.window()).unwrap_or(chrono::Duration::MAX);
+    let oldest = now.checked_sub_signed(window).unwrap_or(last).max(last);
+    let mut slots = std::collections::VecDeque::new();
+    // Start just before the window so a slot exactly at its edge counts.
+    let mut t = if oldest > last {
+        oldest - chrono::Duration::nanoseconds(1)
+    } else {
+        last
+    };
+    while let Some(next) = schedule.next_after(t) {
+        if next > now {
+            break;
+        }
+        slots.push_back(next);
+        if slots.len() > MAX_CATCH_UP_SLOTS {
+            slots.pop_front();
+        }
+        t = next;
+    }
+    match catch_up.policy {
+        CatchUpPolicy::None => Vec::new(),
+        CatchUpPolicy::Last => slots.pop_back().into_iter().collect(),
+        CatchUpPolicy::All => slots.into(),
+    }
+}
+
+/// The `id` of the event of `slot`: the source's name and the slot in UTC.
+pub fn slot_id(name: &str, slot: DateTime<Utc>) -> String {
+    format!("{name}-{}", slot.format("%Y%m%dT%H%M%SZ"))
+}
+
+impl Runner {
+    fn last_fired(&self) -> Result<Option<DateTime<Utc>>, LogError> {
+        let mut hi = self.state_key.clone();
+        hi.push(0);
+        let found = self.log.scan(Table::SourceState, &self.state_key, &hi, 1)?;
+        Ok(found
+            .first()
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    async fn run(self, last: Option<DateTime<Utc>>) {
+        let now = self.clock.now();
+        let mut cursor = match last {
+            Some(last) => {
+                let missed = missed_slots(&self.schedule, last, now, &self.catch_up);
+                if !missed.is_empty() {
+                    tracing::info!(source = %self.id, slots = missed.len(), policy = ?self.catch_up.policy, "catching up missed slots");
+                }
+                for slot in missed {
+                    if self.fire(slot).await.is_err() {
+                        return;
+                    }
+                }
+                now.max(last)
+            }
+            None => now,
+        };
+        loop {
+            let Some(next) = self.schedule.next_after(cursor) else {
+                tracing::info!(source = %self.id, "the schedule has no further slot");
+                return;
+            };
+            self.clock.sleep_until(next).await;
+            if self.fire(next).await.is_err() {
+                return;
+            }
+            cursor = next;
+        }
+    }
+
+    fn event(&self, slot: DateTime<Utc>) -> Result<CloudEvent, switchyard_core::EventError> {
+        let mut event = CloudEvent::new(slot_id(&self.name, slot), self.source.clone(), PING_TYPE)?;
+        event.time = Some(slot.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+        event.datacontenttype.clone_from(&self.content_type);
+        if let Some(d) = &self.data {
+            event.data = Data::Binary(d.clone());
+        }
+        Ok(event)
+    }
+
+    /// Stores the slot's event and the "last fired" record together.
+    async fn fire(&self, slot: DateTime<Utc>) -> Result<(), LogError> {
+        let mut events = match self.event(slot) {
+            Ok(e) => vec![e],
+            Err(e) => {
+                tracing::error!(source = %self.id, error = %e, "cannot build the event");
+                return Err(LogError::Storage(e.to_string()));
+            }
+        };
+        let encoded = match self.target.prepare(&mut events) {
+            Ok(e) => e,
+            Err(p) => {
+                tracing::error!(source = %self.id, problem = ?p, "cannot stamp the event");
+                return Err(LogError::Storage("cannot stamp the event".into()));
+            }
+        };
+        let ops = vec![WriteOp::Put {
+            table: Table::SourceState,
+            key: self.state_key.clone(),
+            value: slot
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                .into_bytes(),
+        }];
+        self.target
+            .append_until_stored(&self.log, &self.id, encoded, ops)
+            .await?;
+        tracing::debug!(source = %self.id, %slot, "fired");
+        metrics::counter!(switchyard_broker::metrics::SOURCE_EVENTS, "kind" => "PingSource", "source" => self.id.clone()).increment(1);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_core::resources::Duration;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn missed(policy: CatchUpPolicy, window_s: Option<u64>, last: &str, now: &str) -> Vec<String> {
+        let s = Schedule::parse("*/10 * * * *", None).expect("parses");
+        let c = CatchUp {
+            policy,
+            window: window_s.map(|w| Duration(std::time::Duration::from_secs(w))),
+        };
+        missed_slots(&s, utc(last), utc(now), &c)
+            .into_iter()
+            .map(|t| t.format("%H:%M").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn catch_up_policies() {
+        let (last, now) = ("2026-11-28T10:00:00Z", "2026-11-28T10:45:00Z");
+        assert!(missed(CatchUpPolicy::None, None, last, now).is_empty());
+        assert_eq!(missed(CatchUpPolicy::Last, None, last, now), ["10:40"]);
+        assert_eq!(
+            missed(CatchUpPolicy::All, None, last, now),
+            ["10:10", "10:20", "10:30", "10:40"]
+        );
+        // Only slots inside the window: 10:25..10:45.
+        assert_eq!(
+            missed(CatchUpPolicy::All, Some(20 * 60), last, now),
+            ["10:30", "10:40"]
+        );
+        // A slot exactly at the window's edge counts.
+        assert_eq!(
+            missed(
+                CatchUpPolicy::All,
+                Some(25 * 60),
+                last,
+                "2026-11-28T10:45:00Z"
+            ),
+            ["10:20", "10:30", "10:40"]
+        );
+        // Nothing missed when the last fired slot is the latest one, or the clock went back.
+        assert!(missed(CatchUpPolicy::All, None, "2026-11-28T10:40:00Z", now).is_empty());
+        assert!(missed(CatchUpPolicy::All, None, now, last).is_empty());
+    }
+
+    #[test]
+    fn catch_up_all_is_bounded() {
+        let s = Schedule::parse("* * * * * *", None).expect("parses");
+        let c = CatchUp {
+            policy: CatchUpPolicy::All,
+            window: Some(Duration(std::time::Duration::from_secs(7200))),
+        };
+        let slots = missed_slots(
+            &s,
+            utc("2026-11-28T08:00:00Z"),
+            utc("2026-11-28T10:00:00Z"),
+            &c,
+        );
+        assert_eq!(slots.len(), MAX_CATCH_UP_SLOTS);
+        assert_eq!(slots.last().copied(), Some(utc("2026-11-28T10:00:00Z")));
+    }
+
+    #[test]
+    fn ids_name_the_slot() {
+        assert_eq!(
+            slot_id("heartbeat", utc("2026-11-28T10:00:00Z")),
+            "heartbeat-20261128T100000Z"
+        );
+    }
+}

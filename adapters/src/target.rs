@@ -1,0 +1,121 @@
+//! What every source shares: the broker its events go to, the `ceOverrides` extensions, and
+//! the durable append (with the answers HTTP sources give when it fails).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use switchyard_broker::ingress::{invalid_event, overloaded, stamp};
+use switchyard_broker::log::{EventLog, LogError, WriteOp};
+use switchyard_broker::problem::Problem;
+use switchyard_core::config::Config;
+use switchyard_core::resources::DEFAULT_BROKER_TTL;
+use switchyard_core::sources::CeOverrides;
+use switchyard_core::{CloudEvent, ExtValue};
+
+/// Where one source's events go.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// `namespace/name` of the broker.
+    pub broker: String,
+    ttl: i32,
+    extensions: Vec<(String, String)>,
+}
+
+impl Target {
+    /// The target of source `kind` `ns/name` with this sink and overrides.
+    pub fn resolve(
+        config: &Config,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        sink: &switchyard_core::resources::Destination,
+        overrides: Option<&CeOverrides>,
+    ) -> Target {
+        let (bns, bname) = Config::source_broker(kind, ns, name, sink);
+        let ttl = config
+            .brokers
+            .get(&(bns.clone(), bname.clone()))
+            .map_or(DEFAULT_BROKER_TTL, switchyard_core::resources::Broker::ttl);
+        Target {
+            broker: format!("{bns}/{bname}"),
+            ttl,
+            extensions: overrides
+                .map(|o| {
+                    o.extensions
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Adds the overrides and the broker's stamps, and encodes the events for the log.
+    pub fn prepare(&self, events: &mut [CloudEvent]) -> Result<Vec<Vec<u8>>, Problem> {
+        let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        for event in events.iter_mut() {
+            for (k, v) in &self.extensions {
+                event
+                    .set_extension(k, ExtValue::String(v.clone()))
+                    .map_err(|e| invalid_event(&e))?;
+            }
+            stamp(event, self.ttl, &arrival)?;
+        }
+        Ok(events.iter().map(switchyard_core::store::encode).collect())
+    }
+
+    /// Appends for an HTTP source: the problem to answer when the store refuses.
+    pub async fn append(
+        &self,
+        log: &Arc<dyn EventLog>,
+        source: &str,
+        encoded: Vec<Vec<u8>>,
+    ) -> Result<(), Problem> {
+        if encoded.is_empty() {
+            return Ok(());
+        }
+        match log.append(&self.broker, encoded).await {
+            Ok(_) => Ok(()),
+            Err(LogError::Overloaded | LogError::ShuttingDown) => Err(overloaded(
+                "the broker cannot take events right now; retry after the given delay",
+            )),
+            Err(e @ LogError::Storage(_)) => {
+                tracing::error!(source, error = %e, "append failed");
+                Err(Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "urn:switchyard:problem:storage",
+                    "storage failure",
+                    "the event could not be stored; it was not accepted",
+                ))
+            }
+        }
+    }
+
+    /// Appends for a pulling or scheduled source: retries (with a growing pause, up to 5 s)
+    /// until the store takes the events and `ops`, so an accepted slot or message is never
+    /// dropped; gives up only when the store shuts down.
+    pub async fn append_until_stored(
+        &self,
+        log: &Arc<dyn EventLog>,
+        source: &str,
+        encoded: Vec<Vec<u8>>,
+        ops: Vec<WriteOp>,
+    ) -> Result<(), LogError> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match log
+                .append_with(&self.broker, encoded.clone(), ops.clone())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(LogError::ShuttingDown) => return Err(LogError::ShuttingDown),
+                Err(e) => {
+                    tracing::warn!(source, error = %e, retry_in_ms = pause.as_millis() as u64, "the broker did not take the source's events; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
