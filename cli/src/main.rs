@@ -343,7 +343,15 @@ fn dump_events(data_dir: &std::path::Path, broker: &str, from: u64, limit: u64) 
         next = last.offset + 1;
         for record in &batch {
             let event = switchyard_core::store::decode(&record.event)?;
-            let json = switchyard_core::json::encode_event(&event);
+            let mut json = switchyard_core::json::encode_event(&event);
+            // One event per line: raw `data` may be pretty-printed, and a line break in JSON
+            // text outside a string is whitespace, so a space keeps the meaning (inside
+            // strings, line breaks are always escaped).
+            for b in &mut json {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
             write!(out, "{{\"offset\":{},\"event\":", record.offset)?;
             out.write_all(&json)?;
             writeln!(out, "}}")?;

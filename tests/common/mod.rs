@@ -120,6 +120,12 @@ impl Switchyard {
         self.base = base;
     }
 
+    /// Sets an environment variable of the server (takes effect at the next [`Self::restart`]).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Replaces the configuration file (takes effect at the next [`Self::restart`]).
     pub fn rewrite_config(&self, config: &str) {
         std::fs::write(&self.config, config).unwrap();

@@ -1,0 +1,264 @@
+//! Black-box tests of the cron source (PingSource, spec/sources.md) under the test clock:
+//! the real binary with `SWITCHYARD_TEST_CLOCK`, the clock moved with `POST /debug/clock`,
+//! events read at a trigger's real HTTP sink.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::sink::{Answer, Sink};
+use common::{Switchyard, client};
+
+const WAIT: Duration = Duration::from_secs(20);
+const CLOCK: &str = "SWITCHYARD_TEST_CLOCK";
+
+fn broker_and_trigger(sink: &str) -> String {
+    format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: pings}}
+spec:
+  broker: default
+  filter: {{attributes: {{type: dev.knative.sources.ping}}}}
+  subscriber: {{uri: '{sink}'}}
+"#
+    )
+}
+
+async fn set_clock(sy: &Switchyard, now: &str) {
+    let resp = client()
+        .post(sy.url("/debug/clock"))
+        .json(&serde_json::json!({ "now": now }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204, "setting the clock to {now}");
+}
+
+fn ids_of(sink: &Sink, source: &str) -> Vec<String> {
+    let mut ids: Vec<String> = sink
+        .received()
+        .iter()
+        .filter_map(|r| r.event.as_ref())
+        .filter(|e| e.source.ends_with(&format!("/pingsources/{source}")))
+        .map(|e| e.id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn fires_on_schedule_and_never_twice_across_a_crash() {
+    let sink = Sink::ok().await;
+    let config = format!(
+        r#"{}
+---
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata: {{name: heartbeat}}
+spec:
+  schedule: "*/5 * * * *"
+  contentType: application/json
+  data: '{{"hello": "world"}}'
+  ceOverrides: {{extensions: {{team: core}}}}
+  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
+"#,
+        broker_and_trigger(&sink.url)
+    );
+    let mut sy = Switchyard::start_with_env(&config, &[(CLOCK, "2026-11-28T10:03:00Z")]);
+    set_clock(&sy, "2026-11-28T10:05:00Z").await;
+    let got = sink.wait_for(1, WAIT).await;
+    let e = got[0].event.as_ref().unwrap();
+    assert_eq!(e.id, "heartbeat-20261128T100500Z");
+    assert_eq!(e.ty, "dev.knative.sources.ping");
+    assert_eq!(
+        e.source,
+        "/apis/v1/namespaces/default/pingsources/heartbeat"
+    );
+    assert_eq!(e.time.as_deref(), Some("2026-11-28T10:05:00Z"));
+    assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+    assert_eq!(&got[0].body[..], br#"{"hello": "world"}"#);
+    assert_eq!(
+        e.extensions.get("team"),
+        Some(&switchyard_core::ExtValue::String("core".into()))
+    );
+
+    // A crash, and a restart whose clock reads the fired slot again: it does not fire twice.
+    sy.kill9();
+    sy.set_env(CLOCK, "2026-11-28T10:05:00Z");
+    sy.restart();
+    set_clock(&sy, "2026-11-28T10:10:00Z").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ids_of(&sink, "heartbeat").contains(&"heartbeat-20261128T101000Z".to_owned()) {
+        assert!(tokio::time::Instant::now() < deadline, "10:10 never fired");
+        sink.wait_for(sink.received().len() + 1, WAIT).await;
+    }
+    // The store is the authority on what fired (the trigger may deliver 10:05 again after
+    // the crash: delivery is at least once).
+    sy.stop();
+    let fired: Vec<String> = sy
+        .stored("default/default")
+        .into_iter()
+        .map(|(_, e)| e.id)
+        .collect();
+    assert_eq!(
+        fired,
+        ["heartbeat-20261128T100500Z", "heartbeat-20261128T101000Z"]
+    );
+}
+
+#[tokio::test]
+async fn catches_up_missed_slots_per_policy() {
+    let sink = Sink::ok().await;
+    let source = |name: &str, catch_up: &str| {
+        format!(
+            r#"
+---
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata: {{name: {name}}}
+spec:
+  schedule: "* * * * *"
+  {catch_up}
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#
+        )
+    };
+    let config = format!(
+        "{}{}{}{}",
+        broker_and_trigger(&sink.url),
+        source("all", "catchUp: {policy: all, window: PT3M}"),
+        source("last", "catchUp: {policy: last}"),
+        source("none", ""),
+    );
+    let mut sy = Switchyard::start_with_env(&config, &[(CLOCK, "2026-11-28T10:00:30Z")]);
+    set_clock(&sy, "2026-11-28T10:01:00Z").await;
+    sink.wait_for(3, WAIT).await;
+
+    // Down from 10:01:00 to 10:05:30: slots 10:02 … 10:05 were missed.
+    sy.stop();
+    sy.set_env(CLOCK, "2026-11-28T10:05:30Z");
+    sy.restart();
+    set_clock(&sy, "2026-11-28T10:06:00Z").await;
+    // 3 before + all: 10:03, 10:04, 10:05 (3-minute window) + last: 10:05 + 3 at 10:06.
+    sink.wait_for(10, WAIT).await;
+    sink.assert_stays_at(10, Duration::from_millis(300)).await;
+    let at = |name: &str, times: &[&str]| -> Vec<String> {
+        times
+            .iter()
+            .map(|t| format!("{name}-20261128T10{t}00Z"))
+            .collect()
+    };
+    assert_eq!(
+        ids_of(&sink, "all"),
+        at("all", &["01", "03", "04", "05", "06"])
+    );
+    assert_eq!(ids_of(&sink, "last"), at("last", &["01", "05", "06"]));
+    assert_eq!(ids_of(&sink, "none"), at("none", &["01", "06"]));
+}
+
+#[tokio::test]
+async fn a_local_time_skipped_by_daylight_saving_fires_once_after_the_gap() {
+    let sink = Sink::ok().await;
+    let config = format!(
+        r#"{}
+---
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata: {{name: nightly}}
+spec:
+  schedule: "30 2 * * *"
+  timezone: Europe/Berlin
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#,
+        broker_and_trigger(&sink.url)
+    );
+    // Berlin skips 02:00–03:00 on 2026-03-29; 02:30 that night does not exist.
+    let sy = Switchyard::start_with_env(&config, &[(CLOCK, "2026-03-29T00:00:00Z")]);
+    set_clock(&sy, "2026-03-29T01:00:00Z").await; // 03:00 CEST
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(
+        got[0].event.as_ref().unwrap().time.as_deref(),
+        Some("2026-03-29T01:00:00Z")
+    );
+    set_clock(&sy, "2026-03-30T00:30:00Z").await; // 02:30 CEST the next night
+    sink.wait_for(2, WAIT).await;
+    sink.assert_stays_at(2, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_uri_sink_gets_the_events_with_a_triggers_retries() {
+    let sink = Sink::start(|i, _| {
+        if i == 0 {
+            Answer::status(503)
+        } else {
+            Answer::status(200)
+        }
+    })
+    .await;
+    let config = format!(
+        r#"
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata: {{name: tick}}
+spec:
+  schedule: "0 * * * *"
+  sink: {{uri: '{}'}}
+"#,
+        sink.url
+    );
+    let sy = Switchyard::start_with_env(&config, &[(CLOCK, "2026-11-28T09:59:00Z")]);
+    set_clock(&sy, "2026-11-28T10:00:00Z").await;
+    let got = sink.wait_for(2, WAIT).await;
+    let ids: Vec<_> = got
+        .iter()
+        .map(|r| r.event.as_ref().unwrap().id.clone())
+        .collect();
+    assert_eq!(ids, ["tick-20261128T100000Z", "tick-20261128T100000Z"]);
+}
+
+#[tokio::test]
+async fn bad_schedules_and_zones_are_refused_at_load() {
+    for (spec, field) in [
+        ("schedule: \"61 * * * *\"", "spec.schedule"),
+        ("schedule: \"* * * *\"", "spec.schedule"),
+        (
+            "{schedule: \"0 9 * * *\", timezone: Mars/Olympus}",
+            "spec.timezone",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let spec = if spec.starts_with('{') {
+            spec.trim_matches(['{', '}']).replace(", ", "\n  ")
+        } else {
+            spec.to_owned()
+        };
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {{name: bad}}\nspec:\n  sink: {{uri: 'http://127.0.0.1:1/'}}\n  {spec}\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(common::bin())
+            .arg("validate")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{spec}");
+        assert!(
+            stderr.contains("PingSource default/bad") && stderr.contains(field),
+            "{spec}: {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
