@@ -669,6 +669,25 @@ mod tests {
     }
 
     #[test]
+    fn sqs_bodies_may_carry_sns_envelopes() {
+        let direct = include_str!("../tests/fixtures/s3/aws_put.json");
+        let via_sns = include_str!("../tests/fixtures/s3/sns_notification.json");
+        let a = unwrap_sqs_body(direct).expect("maps");
+        let b = unwrap_sqs_body(via_sns).expect("maps");
+        assert_eq!((a.len(), b.len()), (1, 1));
+        // The same event; only the data's whitespace differs (SNS carries it compact).
+        let data = |e: &CloudEvent| match &e.data {
+            Data::Json(raw) => serde_json::from_str::<serde_json::Value>(raw).ok(),
+            _ => None,
+        };
+        assert_eq!(
+            (&a[0].id, &a[0].subject, &a[0].time, data(&a[0])),
+            (&b[0].id, &b[0].subject, &b[0].time, data(&b[0]))
+        );
+        assert!(unwrap_sqs_body(r#"{"Type":"Notification","Message":"nope"}"#).is_err());
+    }
+
+    #[test]
     fn malformed_bodies_say_why() {
         let err = |b: &str| map_notification(b.as_bytes()).expect_err(b).0;
         assert!(err("nope").contains("not the expected JSON"));
