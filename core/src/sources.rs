@@ -206,13 +206,35 @@ fn validate_common(sink: &Destination, overrides: Option<&CeOverrides>) -> Resul
     }
     if let Some(o) = overrides {
         for name in o.extensions.keys() {
-            crate::validate::extension_name(name).map_err(|e| {
-                FieldError::new(format!("spec.ceOverrides.extensions.{name}"), e.to_string())
-            })?;
+            let field = format!("spec.ceOverrides.extensions.{name}");
+            crate::validate::extension_name(name)
+                .map_err(|e| FieldError::new(field.clone(), e.to_string()))?;
+            if RESERVED_OVERRIDES.contains(&name.as_str()) {
+                return Err(FieldError::new(
+                    field,
+                    "names a context attribute or one the broker sets; ceOverrides only add extensions",
+                ));
+            }
         }
     }
     Ok(())
 }
+
+/// Names `ceOverrides.extensions` may not use: the CloudEvents context attributes and the
+/// extensions the broker stamps itself.
+const RESERVED_OVERRIDES: &[&str] = &[
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "time",
+    "data",
+    "knativearrivaltime",
+    "knativebrokerttl",
+];
 
 fn validate_auth(field: &str, auth: &WebhookAuth) -> Result<(), FieldError> {
     if let Some(t) = &auth.bearer_token {
@@ -280,7 +302,7 @@ pub struct PingSourceSpec {
     /// IANA time zone the schedule is read in (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
-    /// `datacontenttype` of the events (default `application/json` when data is given).
+    /// `datacontenttype` of the events (none when not given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     /// The events' data, as text.

@@ -347,6 +347,36 @@ fn invalid_resources_are_rejected_with_the_field() {
             "not both",
         ),
         (
+            "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: p}\nspec:\n  schedule: '* * * * *'\n  sink: {uri: 'http://x.example/'}\n  ceOverrides: {extensions: {type: x}}\n".into(),
+            "PingSource default/p",
+            Some("spec.ceOverrides.extensions.type"),
+            "ceOverrides only add extensions",
+        ),
+        (
+            "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: p}\nspec:\n  schedule: '* * * * *'\n  sink: {uri: 'http://x.example/'}\n  data: a\n  dataBase64: YQ==\n".into(),
+            "PingSource default/p",
+            Some("spec.dataBase64"),
+            "not both",
+        ),
+        (
+            "apiVersion: sources.switchyard.dev/v1\nkind: S3Source\nmetadata: {name: s}\nspec:\n  sink: {uri: 'http://x.example/'}\n  webhook: {}\n  sns: {}\n".into(),
+            "S3Source default/s",
+            Some("spec"),
+            "exactly one of `webhook`, `sns` or `sqs`",
+        ),
+        (
+            "apiVersion: sources.switchyard.dev/v1\nkind: S3Source\nmetadata: {name: s}\nspec:\n  sink: {uri: 'http://x.example/'}\n  sqs: {queueUrl: 'http://q.example/1/q', region: us-east-1, waitTimeSeconds: 30}\n".into(),
+            "S3Source default/s",
+            Some("spec.sqs.waitTimeSeconds"),
+            "1 to 20",
+        ),
+        (
+            "apiVersion: sources.switchyard.dev/v1\nkind: S3Source\nmetadata: {name: s}\nspec:\n  sink: {ref: {kind: Sink, name: x}}\n  webhook: {}\n".into(),
+            "S3Source default/s",
+            Some("spec.sink"),
+            "a `ref` to a Broker",
+        ),
+        (
             format!("{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber: {{}}\n"),
             "Trigger default/t",
             Some("spec.subscriber"),
@@ -620,4 +650,46 @@ fn unreadable_and_unparsable_files_name_the_file() {
     let err = parse_text("{", "bad.json").unwrap_err();
     assert_eq!(err.file, "bad.json");
     assert!(err.message.starts_with("invalid JSON"), "{err}");
+}
+
+#[test]
+fn a_uri_sink_adds_a_broker_and_a_trigger_of_the_sources_own() {
+    let ping = "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: beat}\nspec:\n  schedule: '* * * * *'\n  sink: {uri: 'http://fn.example/'}\n";
+    let config = load_text(ping, "c.yaml").unwrap();
+    let broker = config
+        .brokers
+        .get(&key("default", "pingsource-beat"))
+        .unwrap();
+    assert_eq!(
+        broker
+            .metadata
+            .labels
+            .get("sources.switchyard.dev/source")
+            .map(String::as_str),
+        Some("PingSource.beat")
+    );
+    let trigger = config
+        .triggers
+        .get(&key("default", "pingsource-beat"))
+        .unwrap();
+    assert_eq!(trigger.spec.broker, "pingsource-beat");
+    assert_eq!(
+        trigger.spec.subscriber.uri.as_deref(),
+        Some("http://fn.example/")
+    );
+
+    // A Broker of that name already defined is a clash, named in the error.
+    let clash = format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: pingsource-beat}}\n---\n{ping}"
+    );
+    let err = load_text(&clash, "c.yaml").unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("spec.sink.uri"));
+    assert!(err.message.contains("pingsource-beat"), "{err}");
+
+    // Sources share /sources/{ns}/{name}: one name, one source, whatever the kinds.
+    let twice = format!(
+        "{ping}---\napiVersion: sources.switchyard.dev/v1\nkind: S3Source\nmetadata: {{name: beat}}\nspec:\n  sink: {{uri: 'http://fn.example/'}}\n  webhook: {{}}\n"
+    );
+    let err = load_text(&twice, "c.yaml").unwrap_err();
+    assert!(err.message.contains("defined twice"), "{err}");
 }
