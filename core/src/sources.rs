@@ -209,7 +209,9 @@ fn validate_common(sink: &Destination, overrides: Option<&CeOverrides>) -> Resul
             let field = format!("spec.ceOverrides.extensions.{name}");
             crate::validate::extension_name(name)
                 .map_err(|e| FieldError::new(field.clone(), e.to_string()))?;
-            if RESERVED_OVERRIDES.contains(&name.as_str()) {
+            if crate::event::CORE_ATTRIBUTES.contains(&name.as_str())
+                || BROKER_STAMPS.contains(&name.as_str())
+            {
                 return Err(FieldError::new(
                     field,
                     "names a context attribute or one the broker sets; ceOverrides only add extensions",
@@ -220,22 +222,8 @@ fn validate_common(sink: &Destination, overrides: Option<&CeOverrides>) -> Resul
     Ok(())
 }
 
-/// Names `ceOverrides.extensions` may not use: the CloudEvents context attributes and the
-/// extensions the broker stamps itself.
-const RESERVED_OVERRIDES: &[&str] = &[
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "datacontenttype",
-    "dataschema",
-    "subject",
-    "time",
-    "data",
-    "knativearrivaltime",
-    "knativebrokerttl",
-];
-
+/// Extensions the broker stamps itself, which `ceOverrides` may not set either.
+const BROKER_STAMPS: &[&str] = &["knativearrivaltime", "knativebrokerttl"];
 fn validate_auth(field: &str, auth: &WebhookAuth) -> Result<(), FieldError> {
     if let Some(t) = &auth.bearer_token {
         t.validate(&format!("{field}.bearerToken"))?;
