@@ -176,3 +176,93 @@ fn a_cesql_filter_that_does_not_compile_is_refused_at_load_with_its_position() {
     assert!(!ok);
     assert!(stderr.to_lowercase().contains("nope"), "{stderr}");
 }
+
+fn send(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(common::bin())
+        .arg("send")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn send_posts_an_event_in_either_mode_and_refusals_are_one_line() {
+    let sink = common::sink::Sink::ok().await;
+    let sy = common::Switchyard::start(&format!(
+        "{}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: all}}\nspec:\n  broker: default\n  subscriber: {{uri: '{}'}}\n",
+        common::TWO_BROKERS,
+        sink.url
+    ));
+    let base = sy.base.clone();
+    let args: Vec<String> = [
+        "--server",
+        &base,
+        "--type",
+        "com.example.greeting",
+        "--id",
+        "g-1",
+        "--subject",
+        "hi",
+        "--data",
+        r#"{"hello":"world"}"#,
+        "--ext",
+        "team=core",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        send(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.starts_with("sent g-1 to "), "{out}");
+    let base2 = sy.base.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        send(&[
+            "--server",
+            &base2,
+            "--type",
+            "com.example.greeting",
+            "--id",
+            "g-2",
+            "--mode",
+            "structured",
+            "--data",
+            "[1,2]",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let got = sink.wait_for(2, std::time::Duration::from_secs(20)).await;
+    let mut ids: Vec<_> = got.iter().map(|r| r.event.clone().unwrap()).collect();
+    ids.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(ids[0].subject.as_deref(), Some("hi"));
+    assert_eq!(
+        ids[0].extensions.get("team"),
+        Some(&switchyard_core::ExtValue::String("core".into()))
+    );
+    assert_eq!(ids[1].id, "g-2");
+
+    // Refused by the server (no such broker) and refused before sending (a bad extension).
+    let base3 = sy.base.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        send(&["--server", &base3, "--broker", "nope/none", "--type", "t"])
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("404"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let (ok, _, err) = send(&["--type", "t", "--ext", "Bad=1"]);
+    assert!(!ok);
+    assert!(err.contains("--ext `Bad=1`"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -15,6 +15,7 @@ use switchyard_triggers::Dispatcher;
 mod client;
 mod dlq;
 mod get;
+mod send;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,6 +76,8 @@ enum Command {
     Dlq(dlq::DlqArgs),
     /// List resources of a running server (`get eventtypes`).
     Get(get::GetArgs),
+    /// Post one CloudEvent to a broker (or any URL), in binary or structured mode.
+    Send(send::SendArgs),
     /// Print a broker's stored events as JSON lines (the store must not be in use).
     Events {
         /// Where the store keeps its files.
@@ -250,6 +253,15 @@ fn run(cli: Cli) -> Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             let out = runtime.block_on(get::run(args))?;
+            print_out(&out);
+            Ok(())
+        }
+        Command::Send(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let out = runtime.block_on(send::run(args))?;
             print_out(&out);
             Ok(())
         }
