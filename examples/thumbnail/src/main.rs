@@ -1,0 +1,280 @@
+//! The thumbnail function: an HTTP sink that takes `com.amazonaws.s3.ObjectCreated:*` events
+//! (from Switchyard's S3Source), reads the image from the S3-compatible store, writes a
+//! thumbnail next to it (or to another bucket) and replies with a
+//! `com.example.thumbnail.created` CloudEvent. Written the way a sink author would, with the
+//! official `cloudevents-sdk` crate. See `README.md` in this folder.
+//!
+//! Answers: 200 with the reply event; 200 without one for events it ignores (other types, its
+//! own output); 422 for a non-image or a corrupt image (not retried: the broker dead-letters
+//! it); 503 when the store cannot be reached (retried).
+
+mod thumb;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use cloudevents::event::{AttributesReader as _, Data, EventBuilder as _, EventBuilderV10};
+use cloudevents::Event;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload, RetryConfig};
+
+/// Settings, from the environment.
+#[derive(Debug, Clone)]
+struct Settings {
+    /// `S3_ENDPOINT`: the S3-compatible store (path-style), e.g. `http://127.0.0.1:5000`.
+    endpoint: Option<String>,
+    /// `AWS_REGION` (default `us-east-1`).
+    region: String,
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+    access_key_id: String,
+    secret_access_key: String,
+    /// `THUMBNAIL_BUCKET`: where thumbnails go (default: the image's own bucket).
+    bucket: Option<String>,
+    /// `THUMBNAIL_PREFIX`: key prefix of thumbnails (default `thumbnails/`).
+    prefix: String,
+    /// `THUMBNAIL_MAX_EDGE`: the longest side of a thumbnail, in pixels (default 256).
+    max_edge: u32,
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Ok(Settings {
+            endpoint: var("S3_ENDPOINT"),
+            region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?,
+            secret_access_key: var("AWS_SECRET_ACCESS_KEY")
+                .context("AWS_SECRET_ACCESS_KEY is not set")?,
+            bucket: var("THUMBNAIL_BUCKET"),
+            prefix: var("THUMBNAIL_PREFIX").unwrap_or_else(|| "thumbnails/".into()),
+            max_edge: var("THUMBNAIL_MAX_EDGE")
+                .map(|v| v.parse().context("THUMBNAIL_MAX_EDGE must be a number of pixels"))
+                .transpose()?
+                .unwrap_or(256),
+        })
+    }
+}
+
+struct App {
+    settings: Settings,
+    /// One client per bucket.
+    stores: Mutex<HashMap<String, Arc<AmazonS3>>>,
+}
+
+impl App {
+    fn store(&self, bucket: &str) -> Result<Arc<AmazonS3>, object_store::Error> {
+        let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = stores.get(bucket) {
+            return Ok(Arc::clone(s));
+        }
+        let s = &self.settings;
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(&s.region)
+            .with_access_key_id(&s.access_key_id)
+            .with_secret_access_key(&s.secret_access_key)
+            // Fail fast: the broker retries, with backoff, when we answer 503.
+            .with_retry(RetryConfig {
+                max_retries: 1,
+                retry_timeout: Duration::from_secs(5),
+                ..RetryConfig::default()
+            });
+        if let Some(e) = &s.endpoint {
+            b = b
+                .with_endpoint(e)
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false);
+        }
+        let store = Arc::new(b.build()?);
+        stores.insert(bucket.to_owned(), Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+fn answer(status: StatusCode, message: impl Into<String>) -> Response {
+    let message = message.into();
+    if status.is_server_error() {
+        tracing::warn!(%status, %message, "failed; the broker will retry");
+    } else {
+        tracing::info!(%status, %message, "refused");
+    }
+    (status, message).into_response()
+}
+
+/// The S3 key an event is about: the record's key, decoded (`+` is a space, then %-escapes).
+fn key_of(record: &serde_json::Value) -> Option<String> {
+    let raw = record.pointer("/s3/object/key")?.as_str()?;
+    let spaced = raw.replace('+', " ");
+    let bytes = spaced.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn handle(app: Arc<App>, event: Event) -> Response {
+    if !event.ty().starts_with("com.amazonaws.s3.ObjectCreated:") {
+        return StatusCode::OK.into_response();
+    }
+    let record: serde_json::Value = match event.data() {
+        Some(Data::Json(v)) => v.clone(),
+        Some(Data::Binary(b)) => serde_json::from_slice(b).unwrap_or_default(),
+        Some(Data::String(s)) => serde_json::from_str(s).unwrap_or_default(),
+        None => serde_json::Value::Null,
+    };
+    let (Some(bucket), Some(key)) = (
+        record.pointer("/s3/bucket/name").and_then(|b| b.as_str()),
+        key_of(&record),
+    ) else {
+        return answer(StatusCode::UNPROCESSABLE_ENTITY, "the event's data is not an S3 record");
+    };
+    let s = &app.settings;
+    let target_bucket = s.bucket.clone().unwrap_or_else(|| bucket.to_owned());
+    // Our own output (or anything in the thumbnail area): no thumbnail of a thumbnail.
+    if target_bucket == bucket && key.starts_with(&s.prefix) {
+        return StatusCode::OK.into_response();
+    }
+    let source = match app.store(bucket) {
+        Ok(st) => st,
+        Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let bytes = match source.get(&Path::from(key.as_str())).await {
+        Ok(r) => match r.bytes().await {
+            Ok(b) => b,
+            Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        Err(object_store::Error::NotFound { .. }) => {
+            return answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("s3://{bucket}/{key} does not exist (deleted since?)"),
+            );
+        }
+        Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let max_edge = s.max_edge;
+    // Decoding and resizing are CPU work: off the async runtime.
+    let made = tokio::task::spawn_blocking(move || thumb::make(&bytes, max_edge)).await;
+    let t = match made {
+        Ok(Ok(t)) => t,
+        Ok(Err(refusal)) => {
+            return answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("s3://{bucket}/{key}: {refusal}"),
+            );
+        }
+        Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    // Same input, same output key: a redelivery overwrites the same thumbnail.
+    let out_key = format!("{}{key}", s.prefix);
+    let target = match app.store(&target_bucket) {
+        Ok(st) => st,
+        Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let attrs = object_store::Attributes::from_iter([(
+        object_store::Attribute::ContentType,
+        object_store::AttributeValue::from(t.content_type),
+    )]);
+    let opts = object_store::PutOptions {
+        attributes: attrs,
+        ..Default::default()
+    };
+    let size_bytes = t.bytes.len();
+    if let Err(e) = target
+        .put_opts(&Path::from(out_key.as_str()), PutPayload::from(t.bytes), opts)
+        .await
+    {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    tracing::info!(%bucket, %key, %out_key, width = t.size.0, height = t.size.1, "thumbnail written");
+    let reply = EventBuilderV10::new()
+        .id(format!("{}.thumbnail", event.id()))
+        .source("/switchyard/examples/thumbnail")
+        .ty("com.example.thumbnail.created")
+        .subject(out_key.clone())
+        .time(chrono::Utc::now())
+        .data(
+            "application/json",
+            serde_json::json!({
+                "bucket": target_bucket,
+                "key": out_key,
+                "width": t.size.0,
+                "height": t.size.1,
+                "bytes": size_bytes,
+                "contentType": t.content_type,
+                "sourceBucket": bucket,
+                "sourceKey": key,
+                "sourceWidth": t.source_size.0,
+                "sourceHeight": t.source_size.1,
+            }),
+        )
+        .build();
+    match reply {
+        Ok(e) => (StatusCode::OK, e).into_response(),
+        Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = Settings::from_env()?;
+    let listen = std::env::var("THUMBNAIL_LISTEN").unwrap_or_else(|_| "127.0.0.1:9090".into());
+    let app = Arc::new(App {
+        settings,
+        stores: Mutex::new(HashMap::new()),
+    });
+    let router = Router::new().route(
+        "/",
+        post(move |event: Event| handle(Arc::clone(&app), event)),
+    );
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("thumbnail listening on http://{addr}");
+    }
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_decoded() {
+        let r = serde_json::json!({"s3": {"object": {"key": "a+b%C3%A9/c%2Bd.jpg"}}});
+        assert_eq!(key_of(&r).as_deref(), Some("a bé/c+d.jpg"));
+    }
+}
