@@ -266,3 +266,122 @@ async fn send_posts_an_event_in_either_mode_and_refusals_are_one_line() {
     assert!(err.contains("--ext `Bad=1`"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+fn tail(args: &[&str]) -> std::process::Child {
+    Command::new(common::bin())
+        .arg("tail")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tail_streams_stored_and_new_events_with_filters() {
+    let sy = common::Switchyard::start(common::TWO_BROKERS);
+    let base = sy.base.clone();
+    let post = |id: &'static str, ty: &'static str, subject: &'static str| {
+        let base = base.clone();
+        async move {
+            let (ok, _, err) = tokio::task::spawn_blocking(move || {
+                send(&[
+                    "--server",
+                    &base,
+                    "--type",
+                    ty,
+                    "--id",
+                    id,
+                    "--subject",
+                    subject,
+                ])
+            })
+            .await
+            .unwrap();
+            assert!(ok, "{err}");
+        }
+    };
+    post("1", "com.example.a", "x").await;
+    post("2", "com.example.b", "x").await;
+    post("3", "com.example.a", "y").await;
+
+    // What is stored, filtered by type, then the stream ends.
+    let out = tail(&[
+        "--server",
+        &sy.base,
+        "--from-beginning",
+        "--no-follow",
+        "--type",
+        "com.example.a",
+        "-o",
+        "json",
+    ])
+    .wait_with_output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["1", "3"]);
+
+    // Following from the end with a CESQL filter: only the new matching event, then the limit
+    // ends it. The stream is open once the server has answered; a first event shows that.
+    let follower = tail(&[
+        "--server",
+        &sy.base,
+        "--filter",
+        "subject = 'wanted'",
+        "--limit",
+        "1",
+    ]);
+    // Events keep coming until the follower has seen one (it may start after the first).
+    let mut n = 0u32;
+    let child = std::sync::Arc::new(std::sync::Mutex::new(follower));
+    loop {
+        post("skip", "com.example.a", "other").await;
+        post("want", "com.example.a", "wanted").await;
+        n += 1;
+        if child.lock().unwrap().try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(n < 200, "tail never saw the event");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let child = std::sync::Arc::try_unwrap(child)
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("subject=wanted") && text.contains("id=want"),
+        "{text}"
+    );
+
+    // An unknown broker is one line and a non-zero exit.
+    let out = tail(&["--server", &sy.base, "--broker", "nope/none", "--no-follow"])
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("404") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}

@@ -16,6 +16,7 @@ mod client;
 mod dlq;
 mod get;
 mod send;
+mod tail;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +79,8 @@ enum Command {
     Get(get::GetArgs),
     /// Post one CloudEvent to a broker (or any URL), in binary or structured mode.
     Send(send::SendArgs),
+    /// Stream a broker's events as they are stored, with filters.
+    Tail(tail::TailArgs),
     /// Print a broker's stored events as JSON lines (the store must not be in use).
     Events {
         /// Where the store keeps its files.
@@ -256,6 +259,13 @@ fn run(cli: Cli) -> Result<()> {
             print_out(&out);
             Ok(())
         }
+        Command::Tail(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(tail::run(args))
+        }
         Command::Send(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -290,7 +300,15 @@ async fn serve(config: Config, options: ServerOptions) -> Result<()> {
     let clock = switchyard_adapters::clock::Clock::from_env().map_err(anyhow::Error::msg)?;
     let sources = switchyard_adapters::start(&config, server.log(), clock).await?;
     let api = switchyard_triggers::api::routes(server.log(), dispatcher.triggers())
-        .merge(sources.routes.clone());
+        .merge(sources.routes.clone())
+        .merge(switchyard_triggers::tail::routes(
+            server.log(),
+            config
+                .brokers
+                .keys()
+                .map(|(ns, name)| format!("{ns}/{name}"))
+                .collect(),
+        ));
     tracing::info!(
         %addr,
         brokers = config.brokers.len(),

@@ -1,7 +1,8 @@
 //! Triggers: the filter engine ([`filter`], with [`cesql`] expressions) and the dispatcher
 //! ([`dispatcher`]) that routes each stored event once to the matching triggers and delivers
 //! it over HTTP ([`delivery`]) with retries kept in the store and dead letters ([`records`]),
-//! which the management API ([`api`]) lists, redrives and purges.
+//! which the management API ([`api`]) lists, redrives and purges; [`tail`] streams a broker's
+//! events as they are stored (`switchyard tail`).
 
 pub mod api;
 pub mod cesql;
@@ -9,5 +10,6 @@ pub mod delivery;
 pub mod dispatcher;
 pub mod filter;
 pub mod records;
+pub mod tail;
 
 pub use dispatcher::{DispatchError, Dispatcher};

@@ -1,0 +1,193 @@
+//! `GET /api/v1/namespaces/{ns}/brokers/{broker}/events`: a broker's stored events as JSON
+//! lines (`{"offset": N, "event": {…}}`), from an offset or from the end, optionally filtered
+//! (exact `type`/`source`, a CESQL expression), following new events as they are stored
+//! (`switchyard tail`). The stream ends when the client goes away.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use switchyard_broker::log::EventLog;
+use switchyard_broker::problem::Problem;
+use switchyard_core::CloudEvent;
+
+use crate::cesql::Expression;
+
+/// How often a following stream looks for new events.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What a request asks for.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailQuery {
+    /// First offset, `start` (the oldest stored) or `end` (the default: only new events).
+    pub from: Option<String>,
+    /// Keep the stream open for new events (default `true`).
+    pub follow: Option<bool>,
+    /// Only events of this `type`.
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    /// Only events of this `source`.
+    pub source: Option<String>,
+    /// Only events this CESQL expression matches.
+    pub filter: Option<String>,
+    /// Stop after this many events.
+    pub limit: Option<u64>,
+}
+
+struct Selection {
+    ty: Option<String>,
+    source: Option<String>,
+    filter: Option<Expression>,
+}
+
+impl Selection {
+    fn matches(&self, e: &CloudEvent) -> bool {
+        self.ty.as_deref().is_none_or(|t| t == e.ty)
+            && self.source.as_deref().is_none_or(|s| s == e.source)
+            && self.filter.as_ref().is_none_or(|f| f.matches(e))
+    }
+}
+
+struct TailState {
+    log: Arc<dyn EventLog>,
+    /// The configured brokers, `namespace/name`.
+    brokers: HashSet<String>,
+}
+
+/// The route, to merge into the server's router; `brokers` are the configured ones
+/// (`namespace/name`), others get 404.
+pub fn routes(log: Arc<dyn EventLog>, brokers: HashSet<String>) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/namespaces/{namespace}/brokers/{broker}/events",
+            get(tail),
+        )
+        .with_state(Arc::new(TailState { log, brokers }))
+}
+
+fn bad(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "urn:switchyard:problem:invalid-request",
+        "invalid request",
+        detail,
+    )
+}
+
+struct Cursor {
+    log: Arc<dyn EventLog>,
+    broker: String,
+    next: u64,
+    left: u64,
+    follow: bool,
+    selection: Selection,
+}
+
+impl Cursor {
+    /// The next chunk of lines, or `None` when the stream is over.
+    async fn chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        loop {
+            if self.left == 0 {
+                return None;
+            }
+            let records = match self.log.read(&self.broker, self.next, 256) {
+                Ok(r) => r,
+                Err(e) => return Some(Err(std::io::Error::other(e.to_string()))),
+            };
+            if records.is_empty() {
+                if !self.follow {
+                    return None;
+                }
+                // Retention may have deleted what we were about to read.
+                if let Ok(stats) = self.log.stats(&self.broker) {
+                    self.next = self.next.max(stats.first);
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+                continue;
+            }
+            let mut out = Vec::new();
+            for r in &records {
+                self.next = r.offset + 1;
+                let Ok(event) = switchyard_core::store::decode(&r.event) else {
+                    continue;
+                };
+                if !self.selection.matches(&event) {
+                    continue;
+                }
+                out.extend_from_slice(format!("{{\"offset\":{},\"event\":", r.offset).as_bytes());
+                let mut json = switchyard_core::json::encode_event(&event);
+                // One event per line (line breaks outside strings are whitespace in JSON).
+                for b in &mut json {
+                    if *b == b'\n' || *b == b'\r' {
+                        *b = b' ';
+                    }
+                }
+                out.extend_from_slice(&json);
+                out.extend_from_slice(b"}\n");
+                self.left -= 1;
+                if self.left == 0 {
+                    break;
+                }
+            }
+            if !out.is_empty() {
+                return Some(Ok(Bytes::from(out)));
+            }
+        }
+    }
+}
+
+async fn tail(
+    State(state): State<Arc<TailState>>,
+    Path((ns, b)): Path<(String, String)>,
+    Query(q): Query<TailQuery>,
+) -> Result<Response, Problem> {
+    let broker = format!("{ns}/{b}");
+    if !state.brokers.contains(&broker) {
+        return Err(Problem::not_found(format!(
+            "no Broker `{b}` in namespace `{ns}`"
+        )));
+    }
+    let log = Arc::clone(&state.log);
+    let stats = log.stats(&broker).map_err(|e| bad(e.to_string()))?;
+    let next = match q.from.as_deref() {
+        None | Some("end") => stats.next,
+        Some("start") => stats.first,
+        Some(n) => n
+            .parse::<u64>()
+            .map_err(|_| bad(format!("from=`{n}`: give an offset, `start` or `end`")))?,
+    };
+    let filter = q
+        .filter
+        .as_deref()
+        .map(Expression::parse)
+        .transpose()
+        .map_err(|e| bad(format!("filter: {e}")))?;
+    let cursor = Cursor {
+        log,
+        broker,
+        next,
+        left: q.limit.unwrap_or(u64::MAX),
+        follow: q.follow.unwrap_or(true),
+        selection: Selection {
+            ty: q.ty,
+            source: q.source,
+            filter,
+        },
+    };
+    let stream = futures_util::stream::unfold(cursor, |mut c| async move {
+        c.chunk().await.map(|item| (item, c))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
