@@ -19,8 +19,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use cloudevents::event::{AttributesReader as _, Data, EventBuilder as _, EventBuilderV10};
 use cloudevents::Event;
+use cloudevents::event::{AttributesReader as _, Data, EventBuilder as _, EventBuilderV10};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload, RetryConfig};
@@ -55,7 +55,10 @@ impl Settings {
             bucket: var("THUMBNAIL_BUCKET"),
             prefix: var("THUMBNAIL_PREFIX").unwrap_or_else(|| "thumbnails/".into()),
             max_edge: var("THUMBNAIL_MAX_EDGE")
-                .map(|v| v.parse().context("THUMBNAIL_MAX_EDGE must be a number of pixels"))
+                .map(|v| {
+                    v.parse()
+                        .context("THUMBNAIL_MAX_EDGE must be a number of pixels")
+                })
                 .transpose()?
                 .unwrap_or(256),
         })
@@ -70,7 +73,10 @@ struct App {
 
 impl App {
     fn store(&self, bucket: &str) -> Result<Arc<AmazonS3>, object_store::Error> {
-        let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stores = self
+            .stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(s) = stores.get(bucket) {
             return Ok(Arc::clone(s));
         }
@@ -149,7 +155,10 @@ async fn handle(app: Arc<App>, event: Event) -> Response {
         record.pointer("/s3/bucket/name").and_then(|b| b.as_str()),
         key_of(&record),
     ) else {
-        return answer(StatusCode::UNPROCESSABLE_ENTITY, "the event's data is not an S3 record");
+        return answer(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the event's data is not an S3 record",
+        );
     };
     let s = &app.settings;
     let target_bucket = s.bucket.clone().unwrap_or_else(|| bucket.to_owned());
@@ -157,11 +166,21 @@ async fn handle(app: Arc<App>, event: Event) -> Response {
     if target_bucket == bucket && key.starts_with(&s.prefix) {
         return StatusCode::OK.into_response();
     }
+    // `Path::parse` keeps the key as it is (`Path::from` would percent-encode non-ASCII).
+    let (in_path, out_key) = (Path::parse(&key), format!("{}{key}", s.prefix));
+    let (Ok(in_path), Ok(out_path)) = (in_path, Path::parse(&out_key)) else {
+        return answer(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "s3://{bucket}/{key}: keys with empty segments or control characters are not supported"
+            ),
+        );
+    };
     let source = match app.store(bucket) {
         Ok(st) => st,
         Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    let bytes = match source.get(&Path::from(key.as_str())).await {
+    let bytes = match source.get(&in_path).await {
         Ok(r) => match r.bytes().await {
             Ok(b) => b,
             Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -188,7 +207,6 @@ async fn handle(app: Arc<App>, event: Event) -> Response {
         Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     // Same input, same output key: a redelivery overwrites the same thumbnail.
-    let out_key = format!("{}{key}", s.prefix);
     let target = match app.store(&target_bucket) {
         Ok(st) => st,
         Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -203,7 +221,7 @@ async fn handle(app: Arc<App>, event: Event) -> Response {
     };
     let size_bytes = t.bytes.len();
     if let Err(e) = target
-        .put_opts(&Path::from(out_key.as_str()), PutPayload::from(t.bytes), opts)
+        .put_opts(&out_path, PutPayload::from(t.bytes), opts)
         .await
     {
         return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string());

@@ -53,7 +53,8 @@ pub fn make(input: &[u8], max_edge: u32) -> Result<Thumbnail, Refusal> {
     let orientation = decoder
         .orientation()
         .map_err(|e| Refusal::Corrupt(e.to_string()))?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| Refusal::Corrupt(e.to_string()))?;
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| Refusal::Corrupt(e.to_string()))?;
     img.apply_orientation(orientation);
     let source_size = (img.width(), img.height());
     let thumb = if img.width() <= max_edge && img.height() <= max_edge {
@@ -98,7 +99,10 @@ mod tests {
             (ImageFormat::WebP, "image/webp"),
         ] {
             let t = make(&encode(&img, format), 200).expect("a thumbnail");
-            assert_eq!((t.size, t.source_size, t.content_type), ((200, 100), (800, 400), ct));
+            assert_eq!(
+                (t.size, t.source_size, t.content_type),
+                ((200, 100), (800, 400), ct)
+            );
             assert_eq!(
                 image::guess_format(&t.bytes).expect("an image"),
                 format,

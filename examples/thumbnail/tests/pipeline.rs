@@ -1,0 +1,377 @@
+//! The whole thumbnail pipeline on real parts: moto (S3 + SQS), the real `switchyard` binary
+//! with this example's `switchyard.yaml`, the real `thumbnail` function. Uploads images
+//! (one with a space and unicode in its key, one large, one corrupt) and checks the
+//! thumbnails, the reply events, the dead letter and its redrive.
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+#[path = "../../../tests/common/sink.rs"]
+mod sink;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use image::{DynamicImage, ImageFormat};
+use sink::Sink;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn moto() -> String {
+    std::env::var("SWITCHYARD_TEST_MOTO").unwrap_or_else(|_| {
+        panic!("SWITCHYARD_TEST_MOTO is not set: run scripts/test, which starts moto_server")
+    })
+}
+
+/// `switchyard`, built next to this test by `cargo test --workspace`.
+fn switchyard_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("switchyard");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p switchyard`",
+        bin.display()
+    );
+    bin
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a program that prints "… listening on http://ADDR" first; returns it and the URL.
+fn spawn(mut cmd: Command) -> (Killed, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim()
+        .to_owned();
+    (Killed(child), url)
+}
+
+async fn sqs(action: &str, body: serde_json::Value) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/", moto()))
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("AmazonSQS.{action}"))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20261128/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{action}: {}", resp.status());
+    resp.json().await.unwrap_or_default()
+}
+
+/// A GET of an object as its owner (moto refuses anonymous reads of objects written with
+/// credentials; it does not check the signature).
+async fn get_object(bucket: &str, key: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{}/{bucket}/{}", moto(), encode_path(key)))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20261128/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A PUT of an object, as its owner.
+async fn put_object(bucket: &str, key: &str, content_type: &str, body: Vec<u8>) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/{bucket}/{}", moto(), encode_path(key)))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20261128/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "PUT {key}: {}", resp.status());
+}
+
+fn encode_path(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn image_bytes(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
+    // A gradient with some texture, so the large one is large.
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x % 256) as u8,
+            (y % 256) as u8,
+            ((x * 7 + y * 13) % 256) as u8,
+        ])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, format)
+        .unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn uploads_become_thumbnails_replies_and_dead_letters() {
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let (photos, thumbs, queue_name) = (
+        format!("photos-{unique}"),
+        format!("thumbs-{unique}"),
+        format!("photo-uploads-{unique}"),
+    );
+    let c = reqwest::Client::new();
+    let s3 = |path: &str| format!("{}/{path}", moto());
+    for b in [&photos, &thumbs] {
+        assert!(c.put(s3(b)).send().await.unwrap().status().is_success());
+    }
+    let queue = sqs(
+        "CreateQueue",
+        serde_json::json!({ "QueueName": queue_name }),
+    )
+    .await["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = c
+        .put(s3(&format!("{photos}?notification")))
+        .header("content-type", "application/xml")
+        .body(format!(
+            "<NotificationConfiguration><QueueConfiguration><Id>photos</Id><Queue>arn:aws:sqs:us-east-1:123456789012:{queue_name}</Queue><Event>s3:ObjectCreated:*</Event></QueueConfiguration></NotificationConfiguration>"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+
+    // The function and the display.
+    let mut thumbnail = Command::new(env!("CARGO_BIN_EXE_thumbnail"));
+    thumbnail
+        .env("THUMBNAIL_LISTEN", "127.0.0.1:0")
+        .env("S3_ENDPOINT", moto())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("THUMBNAIL_BUCKET", &thumbs)
+        .env("THUMBNAIL_MAX_EDGE", "200")
+        .env("RUST_LOG", "warn");
+    let (_thumbnail, thumbnail_url) = spawn(thumbnail);
+    let display = Sink::ok().await;
+
+    // The example's own configuration, pointed at this test's moto, queue, function, display.
+    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/switchyard.yaml"))
+        .unwrap()
+        .replace("http://127.0.0.1:4566/123456789012/photo-uploads", &queue)
+        .replace(
+            "waitTimeSeconds: 5",
+            &format!("waitTimeSeconds: 1\n    endpoint: '{}'", moto()),
+        )
+        .replace("http://127.0.0.1:9090/", &format!("{thumbnail_url}/"))
+        .replace("http://127.0.0.1:9091/", &display.url);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("switchyard.yaml"), config).unwrap();
+    let mut serve = Command::new(switchyard_bin());
+    serve
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.path().join("switchyard.yaml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "error");
+    let (_serve, base) = spawn(serve);
+
+    // Uploads: a JPEG, a PNG with a space and unicode in its key, a large JPEG, a WebP, a
+    // corrupt "JPEG", and a text file (not an image: no trigger takes it).
+    // (key, bytes, content type, expected thumbnail size)
+    type Upload = (&'static str, Vec<u8>, &'static str, (u32, u32));
+    let uploads: Vec<Upload> = vec![
+        (
+            "cat.jpg",
+            image_bytes(640, 480, ImageFormat::Jpeg),
+            "image/jpeg",
+            (200, 150),
+        ),
+        (
+            "vacances été/plage 1.png",
+            image_bytes(300, 600, ImageFormat::Png),
+            "image/png",
+            (100, 200),
+        ),
+        (
+            "big.jpg",
+            image_bytes(4000, 3000, ImageFormat::Jpeg),
+            "image/jpeg",
+            (200, 150),
+        ),
+        (
+            "logo.webp",
+            image_bytes(120, 90, ImageFormat::WebP),
+            "image/webp",
+            (120, 90),
+        ),
+    ];
+    for (key, bytes, ct, _) in &uploads {
+        put_object(&photos, key, ct, bytes.clone()).await;
+    }
+    let mut corrupt = image_bytes(64, 64, ImageFormat::Jpeg);
+    corrupt.truncate(300);
+    put_object(&photos, "broken.jpg", "image/jpeg", corrupt).await;
+    put_object(&photos, "notes.txt", "text/plain", b"hello".to_vec()).await;
+
+    // One reply per image reaches the second trigger.
+    let got = display.wait_for(uploads.len(), WAIT).await;
+    let mut subjects: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let e = r.event.as_ref().unwrap();
+            assert_eq!(e.ty, "com.example.thumbnail.created");
+            e.subject.clone().unwrap()
+        })
+        .collect();
+    subjects.sort();
+    let mut expected: Vec<String> = uploads
+        .iter()
+        .map(|(k, ..)| format!("thumbnails/{k}"))
+        .collect();
+    expected.sort();
+    assert_eq!(subjects, expected);
+
+    // Each thumbnail exists with the right dimensions and format.
+    for (key, _, ct, size) in &uploads {
+        let resp = get_object(&thumbs, &format!("thumbnails/{key}")).await;
+        assert!(
+            resp.status().is_success(),
+            "thumbnail of {key}: {}",
+            resp.status()
+        );
+        let bytes = resp.bytes().await.unwrap();
+        let img = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((img.width(), img.height()), *size, "{key}");
+        let format = image::guess_format(&bytes).unwrap();
+        assert_eq!(format.to_mime_type(), *ct, "{key}");
+    }
+
+    // The corrupt image is in the dead-letter store with the function's reason.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let dead = loop {
+        let v: serde_json::Value = c
+            .get(format!(
+                "{base}/api/v1/namespaces/default/brokers/default/deadletters"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(item) = v["items"].as_array().and_then(|i| i.first()).cloned() {
+            break item;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead["trigger"], "make-thumbnails", "{dead}");
+    assert_eq!(dead["status"], 422, "{dead}");
+    // Its full record has the function's answer and the event.
+    let full = c
+        .get(format!(
+            "{base}/api/v1/namespaces/default/brokers/default/deadletters/{}",
+            dead["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        full.contains("corrupt image") && full.contains("broken.jpg"),
+        "{full}"
+    );
+
+    // Nothing was delivered twice to the display.
+    let mut ids = display.ids();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a reply was delivered twice");
+
+    // Fix the file, redrive the dead letter: its thumbnail is made and its reply arrives.
+    put_object(
+        &photos,
+        "broken.jpg",
+        "image/jpeg",
+        image_bytes(64, 32, ImageFormat::Jpeg),
+    )
+    .await;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(switchyard_bin())
+            .args([
+                "dlq",
+                "redrive",
+                "--server",
+                &base,
+                "--trigger",
+                "make-thumbnails",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The fixed upload's own notification and the redriven event each give a reply.
+    let got = display.wait_for(uploads.len() + 2, WAIT).await;
+    let broken: Vec<_> = got
+        .iter()
+        .filter(|r| r.event.as_ref().unwrap().subject.as_deref() == Some("thumbnails/broken.jpg"))
+        .collect();
+    assert_eq!(broken.len(), 2);
+    let bytes = get_object(&thumbs, "thumbnails/broken.jpg")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let img = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 32));
+}
