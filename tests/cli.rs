@@ -223,25 +223,27 @@ async fn send_posts_an_event_in_either_mode_and_refusals_are_one_line() {
     .unwrap();
     assert!(ok, "{err}");
     assert!(out.starts_with("sent g-1 to "), "{out}");
-    let base2 = sy.base.clone();
-    let (ok, _, err) = tokio::task::spawn_blocking(move || {
-        send(&[
-            "--server",
-            &base2,
-            "--type",
-            "com.example.greeting",
-            "--id",
-            "g-2",
-            "--mode",
-            "structured",
-            "--data",
-            "[1,2]",
-        ])
-    })
-    .await
-    .unwrap();
-    assert!(ok, "{err}");
-    let got = sink.wait_for(2, std::time::Duration::from_secs(20)).await;
+    for (id, mode) in [("g-2", "structured"), ("g-3", "batch")] {
+        let base2 = sy.base.clone();
+        let (ok, _, err) = tokio::task::spawn_blocking(move || {
+            send(&[
+                "--server",
+                &base2,
+                "--type",
+                "com.example.greeting",
+                "--id",
+                id,
+                "--mode",
+                mode,
+                "--data",
+                "[1,2]",
+            ])
+        })
+        .await
+        .unwrap();
+        assert!(ok, "{mode}: {err}");
+    }
+    let got = sink.wait_for(3, std::time::Duration::from_secs(20)).await;
     let mut ids: Vec<_> = got.iter().map(|r| r.event.clone().unwrap()).collect();
     ids.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(ids[0].subject.as_deref(), Some("hi"));
@@ -249,7 +251,7 @@ async fn send_posts_an_event_in_either_mode_and_refusals_are_one_line() {
         ids[0].extensions.get("team"),
         Some(&switchyard_core::ExtValue::String("core".into()))
     );
-    assert_eq!(ids[1].id, "g-2");
+    assert_eq!((ids[1].id.as_str(), ids[2].id.as_str()), ("g-2", "g-3"));
 
     // Refused by the server (no such broker) and refused before sending (a bad extension).
     let base3 = sy.base.clone();

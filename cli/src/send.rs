@@ -13,6 +13,8 @@ pub enum Mode {
     Binary,
     /// The whole event as `application/cloudevents+json`.
     Structured,
+    /// A batch of one, `application/cloudevents-batch+json`.
+    Batch,
 }
 
 #[derive(Debug, Args)]
@@ -53,7 +55,7 @@ pub struct SendArgs {
     /// An extension attribute, `name=value` (repeatable).
     #[arg(long = "ext", value_name = "NAME=VALUE")]
     extensions: Vec<String>,
-    /// `binary` (default) or `structured`.
+    /// `binary` (default), `structured` or `batch`.
     #[arg(long, value_enum, default_value_t = Mode::Binary)]
     mode: Mode,
 }
@@ -123,6 +125,7 @@ pub async fn run(args: SendArgs) -> Result<String> {
     let (headers, body) = match args.mode {
         Mode::Binary => switchyard_core::http::encode_binary(&event),
         Mode::Structured => switchyard_core::http::encode_structured(&event),
+        Mode::Batch => switchyard_core::http::encode_batch(std::slice::from_ref(&event)),
     };
     let resp = reqwest::Client::new()
         .post(&url)

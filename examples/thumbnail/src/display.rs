@@ -17,7 +17,10 @@ async fn main() -> Result<()> {
             let data = match event.data() {
                 Some(cloudevents::Data::Json(v)) => v.to_string(),
                 Some(cloudevents::Data::String(s)) => s.clone(),
-                Some(cloudevents::Data::Binary(b)) => format!("<{} bytes>", b.len()),
+                // Binary mode delivers JSON as bytes: show it as text when it is text.
+                Some(cloudevents::Data::Binary(b)) => {
+                    String::from_utf8(b.clone()).unwrap_or_else(|_| format!("<{} bytes>", b.len()))
+                }
                 None => String::new(),
             };
             #[allow(clippy::print_stdout)]
