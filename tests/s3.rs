@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::sink::Sink;
-use common::{Switchyard, client, metrics, problem};
+use common::{Switchyard, client, metrics, moto, problem};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -208,63 +208,12 @@ spec:
     );
 }
 
-/// The moto server `scripts/test` started (S3 + SQS on loopback).
-fn moto() -> String {
-    std::env::var("SWITCHYARD_TEST_MOTO").unwrap_or_else(|_| {
-        panic!("SWITCHYARD_TEST_MOTO is not set: run scripts/test, which starts moto_server")
-    })
-}
-
-/// An SQS JSON-protocol call to moto (which routes by the credential scope and does not
-/// check signatures).
-async fn sqs(action: &str, body: serde_json::Value) -> serde_json::Value {
-    let resp = client()
-        .post(format!("{}/", moto()))
-        .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amz-target", format!("AmazonSQS.{action}"))
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20261128/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{action}: {}", resp.status());
-    resp.json().await.unwrap_or_default()
-}
-
-fn encode_path(key: &str) -> String {
-    key.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn sqs_mode_a_real_upload_reaches_a_trigger_and_malformed_messages_move_aside() {
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+    let unique = moto::unique();
     let bucket = format!("photos-{unique}");
-    let queue = sqs(
-        "CreateQueue",
-        serde_json::json!({ "QueueName": format!("uploads-{unique}") }),
-    )
-    .await["QueueUrl"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let dlq = sqs(
+    let queue = moto::bucket_notifying_queue(&bucket, &format!("uploads-{unique}")).await;
+    let dlq = moto::sqs(
         "CreateQueue",
         serde_json::json!({ "QueueName": format!("bad-{unique}") }),
     )
@@ -272,27 +221,6 @@ async fn sqs_mode_a_real_upload_reaches_a_trigger_and_malformed_messages_move_as
         .as_str()
         .unwrap()
         .to_owned();
-    let c = client();
-    let s3 = |path: String| format!("{}/{path}", moto());
-    assert!(
-        c.put(s3(bucket.clone()))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    let notification = format!(
-        "<NotificationConfiguration><QueueConfiguration><Id>uploads</Id><Queue>arn:aws:sqs:us-east-1:123456789012:uploads-{unique}</Queue><Event>s3:ObjectCreated:*</Event></QueueConfiguration></NotificationConfiguration>"
-    );
-    let resp = c
-        .put(s3(format!("{bucket}?notification")))
-        .header("content-type", "application/xml")
-        .body(notification)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
 
     let sink = Sink::ok().await;
     let config = format!(
@@ -314,19 +242,17 @@ spec:
       secretAccessKey: {{value: test}}
 "#,
         broker_and_trigger(&sink.url),
-        moto()
+        moto::url()
     );
     let sy = Switchyard::start(&config);
 
     let key = "incoming/my photo été.jpg";
-    let resp = c
-        .put(s3(format!("{bucket}/{}", encode_path(key))))
-        .header("content-type", "image/jpeg")
-        .body(vec![0xFFu8, 0xD8, 0xFF, 0xE0])
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "upload: {}", resp.status());
+    moto::s3_put(
+        &format!("{bucket}/{key}"),
+        "image/jpeg",
+        vec![0xFFu8, 0xD8, 0xFF, 0xE0],
+    )
+    .await;
     let got = sink.wait_for(1, WAIT).await;
     let e = got[0].event.as_ref().unwrap();
     assert_eq!(e.ty, "com.amazonaws.s3.ObjectCreated:Put");
@@ -337,14 +263,14 @@ spec:
     assert!(e.time.as_deref().unwrap().ends_with('Z'));
 
     // A message that is not a notification is moved to the dead-letter queue, with a metric.
-    sqs(
+    moto::sqs(
         "SendMessage",
         serde_json::json!({ "QueueUrl": queue, "MessageBody": "not json at all" }),
     )
     .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let moved = loop {
-        let r = sqs(
+        let r = moto::sqs(
             "ReceiveMessage",
             serde_json::json!({ "QueueUrl": dlq, "WaitTimeSeconds": 1, "MessageAttributeNames": ["All"] }),
         )
@@ -372,7 +298,7 @@ spec:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The stored upload was deleted from the queue; nothing more reached the sink.
-    let left = sqs(
+    let left = moto::sqs(
         "ReceiveMessage",
         serde_json::json!({ "QueueUrl": queue, "WaitTimeSeconds": 1 }),
     )

@@ -4,6 +4,8 @@
 //! thumbnails, the reply events, the dead letter and its redrive.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+#[path = "../../../tests/common/moto.rs"]
+mod moto;
 #[path = "../../../tests/common/sink.rs"]
 mod sink;
 
@@ -16,12 +18,6 @@ use image::{DynamicImage, ImageFormat};
 use sink::Sink;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn moto() -> String {
-    std::env::var("SWITCHYARD_TEST_MOTO").unwrap_or_else(|_| {
-        panic!("SWITCHYARD_TEST_MOTO is not set: run scripts/test, which starts moto_server")
-    })
-}
 
 /// `switchyard`, built next to this test by `cargo test --workspace`.
 fn switchyard_bin() -> PathBuf {
@@ -65,66 +61,6 @@ fn spawn(mut cmd: Command) -> (Killed, String) {
     (Killed(child), url)
 }
 
-async fn sqs(action: &str, body: serde_json::Value) -> serde_json::Value {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/", moto()))
-        .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amz-target", format!("AmazonSQS.{action}"))
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20261128/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{action}: {}", resp.status());
-    resp.json().await.unwrap_or_default()
-}
-
-/// A GET of an object as its owner (moto refuses anonymous reads of objects written with
-/// credentials; it does not check the signature).
-async fn get_object(bucket: &str, key: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(format!("{}/{bucket}/{}", moto(), encode_path(key)))
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20261128/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
-        .send()
-        .await
-        .unwrap()
-}
-
-/// A PUT of an object, as its owner.
-async fn put_object(bucket: &str, key: &str, content_type: &str, body: Vec<u8>) {
-    let resp = reqwest::Client::new()
-        .put(format!("{}/{bucket}/{}", moto(), encode_path(key)))
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20261128/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "PUT {key}: {}", resp.status());
-}
-
-fn encode_path(key: &str) -> String {
-    key.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn image_bytes(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
     // A gradient with some texture, so the large one is large.
     let img = image::RgbImage::from_fn(w, h, |x, y| {
@@ -143,48 +79,17 @@ fn image_bytes(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
 
 #[tokio::test]
 async fn uploads_become_thumbnails_replies_and_dead_letters() {
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
-    let (photos, thumbs, queue_name) = (
-        format!("photos-{unique}"),
-        format!("thumbs-{unique}"),
-        format!("photo-uploads-{unique}"),
-    );
+    let unique = moto::unique();
+    let (photos, thumbs) = (format!("photos-{unique}"), format!("thumbs-{unique}"));
+    let queue = moto::bucket_notifying_queue(&photos, &format!("photo-uploads-{unique}")).await;
+    moto::s3_put(&thumbs, "application/xml", Vec::new()).await;
     let c = reqwest::Client::new();
-    let s3 = |path: &str| format!("{}/{path}", moto());
-    for b in [&photos, &thumbs] {
-        assert!(c.put(s3(b)).send().await.unwrap().status().is_success());
-    }
-    let queue = sqs(
-        "CreateQueue",
-        serde_json::json!({ "QueueName": queue_name }),
-    )
-    .await["QueueUrl"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let resp = c
-        .put(s3(&format!("{photos}?notification")))
-        .header("content-type", "application/xml")
-        .body(format!(
-            "<NotificationConfiguration><QueueConfiguration><Id>photos</Id><Queue>arn:aws:sqs:us-east-1:123456789012:{queue_name}</Queue><Event>s3:ObjectCreated:*</Event></QueueConfiguration></NotificationConfiguration>"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
 
     // The function and the display.
     let mut thumbnail = Command::new(env!("CARGO_BIN_EXE_thumbnail"));
     thumbnail
         .env("THUMBNAIL_LISTEN", "127.0.0.1:0")
-        .env("S3_ENDPOINT", moto())
+        .env("S3_ENDPOINT", moto::url())
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("THUMBNAIL_BUCKET", &thumbs)
@@ -199,7 +104,7 @@ async fn uploads_become_thumbnails_replies_and_dead_letters() {
         .replace("http://127.0.0.1:4566/123456789012/photo-uploads", &queue)
         .replace(
             "waitTimeSeconds: 5",
-            &format!("waitTimeSeconds: 1\n    endpoint: '{}'", moto()),
+            &format!("waitTimeSeconds: 1\n    endpoint: '{}'", moto::url()),
         )
         .replace("http://127.0.0.1:9090/", &format!("{thumbnail_url}/"))
         .replace("http://127.0.0.1:9091/", &display.url);
@@ -247,12 +152,17 @@ async fn uploads_become_thumbnails_replies_and_dead_letters() {
         ),
     ];
     for (key, bytes, ct, _) in &uploads {
-        put_object(&photos, key, ct, bytes.clone()).await;
+        moto::s3_put(&format!("{photos}/{key}"), ct, bytes.clone()).await;
     }
     let mut corrupt = image_bytes(64, 64, ImageFormat::Jpeg);
     corrupt.truncate(300);
-    put_object(&photos, "broken.jpg", "image/jpeg", corrupt).await;
-    put_object(&photos, "notes.txt", "text/plain", b"hello".to_vec()).await;
+    moto::s3_put(&format!("{photos}/broken.jpg"), "image/jpeg", corrupt).await;
+    moto::s3_put(
+        &format!("{photos}/notes.txt"),
+        "text/plain",
+        b"hello".to_vec(),
+    )
+    .await;
 
     // One reply per image reaches the second trigger.
     let got = display.wait_for(uploads.len(), WAIT).await;
@@ -274,7 +184,7 @@ async fn uploads_become_thumbnails_replies_and_dead_letters() {
 
     // Each thumbnail exists with the right dimensions and format.
     for (key, _, ct, size) in &uploads {
-        let resp = get_object(&thumbs, &format!("thumbnails/{key}")).await;
+        let resp = moto::s3_get(&thumbs, &format!("thumbnails/{key}")).await;
         assert!(
             resp.status().is_success(),
             "thumbnail of {key}: {}",
@@ -333,9 +243,8 @@ async fn uploads_become_thumbnails_replies_and_dead_letters() {
     assert_eq!(ids.len(), n, "a reply was delivered twice");
 
     // Fix the file, redrive the dead letter: its thumbnail is made and its reply arrives.
-    put_object(
-        &photos,
-        "broken.jpg",
+    moto::s3_put(
+        &format!("{photos}/broken.jpg"),
         "image/jpeg",
         image_bytes(64, 32, ImageFormat::Jpeg),
     )
@@ -367,7 +276,7 @@ async fn uploads_become_thumbnails_replies_and_dead_letters() {
         .filter(|r| r.event.as_ref().unwrap().subject.as_deref() == Some("thumbnails/broken.jpg"))
         .collect();
     assert_eq!(broken.len(), 2);
-    let bytes = get_object(&thumbs, "thumbnails/broken.jpg")
+    let bytes = moto::s3_get(&thumbs, "thumbnails/broken.jpg")
         .await
         .bytes()
         .await
