@@ -14,20 +14,10 @@ const WAIT: Duration = Duration::from_secs(20);
 const CLOCK: &str = "SWITCHYARD_TEST_CLOCK";
 
 fn broker_and_trigger(sink: &str) -> String {
-    format!(
-        r#"
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata: {{name: default}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: pings}}
-spec:
-  broker: default
-  filter: {{attributes: {{type: dev.knative.sources.ping}}}}
-  subscriber: {{uri: '{sink}'}}
-"#
+    common::broker_and_trigger(
+        "pings",
+        "filter: {attributes: {type: dev.knative.sources.ping}}",
+        sink,
     )
 }
 

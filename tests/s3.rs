@@ -20,20 +20,10 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn broker_and_trigger(sink: &str) -> String {
-    format!(
-        r#"
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata: {{name: default}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: uploads}}
-spec:
-  broker: default
-  filters: [{{prefix: {{type: com.amazonaws.s3.}}}}]
-  subscriber: {{uri: '{sink}'}}
-"#
+    common::broker_and_trigger(
+        "uploads",
+        "filters: [{prefix: {type: com.amazonaws.s3.}}]",
+        sink,
     )
 }
 

@@ -363,6 +363,7 @@ fn dump_events(data_dir: &std::path::Path, broker: &str, from: u64, limit: u64) 
     let mut left = limit;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write as _;
+    let mut line = Vec::new();
     while left > 0 {
         let batch = log.read(
             broker,
@@ -373,18 +374,9 @@ fn dump_events(data_dir: &std::path::Path, broker: &str, from: u64, limit: u64) 
         next = last.offset + 1;
         for record in &batch {
             let event = switchyard_core::store::decode(&record.event)?;
-            let mut json = switchyard_core::json::encode_event(&event);
-            // One event per line: raw `data` may be pretty-printed, and a line break in JSON
-            // text outside a string is whitespace, so a space keeps the meaning (inside
-            // strings, line breaks are always escaped).
-            for b in &mut json {
-                if *b == b'\n' || *b == b'\r' {
-                    *b = b' ';
-                }
-            }
-            write!(out, "{{\"offset\":{},\"event\":", record.offset)?;
-            out.write_all(&json)?;
-            writeln!(out, "}}")?;
+            line.clear();
+            switchyard_core::json::encode_record_line(record.offset, &event, &mut line);
+            out.write_all(&line)?;
             left -= 1;
         }
     }

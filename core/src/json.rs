@@ -323,6 +323,24 @@ pub fn encode_event(event: &CloudEvent) -> Vec<u8> {
     out
 }
 
+/// Appends one line `{"offset":N,"event":{…}}` and a newline: the stored-event line of
+/// `switchyard events` and `switchyard tail`. Raw `data` may be pretty-printed; a line break
+/// in JSON text outside a string is whitespace (inside strings it is always escaped), so it
+/// becomes a space and the event stays on its line with its meaning.
+pub fn encode_record_line(offset: u64, event: &CloudEvent, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"offset\":");
+    out.extend_from_slice(offset.to_string().as_bytes());
+    out.extend_from_slice(b",\"event\":");
+    let start = out.len();
+    encode_event_into(event, out);
+    for b in &mut out[start..] {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+    out.extend_from_slice(b"}\n");
+}
+
 /// A JSON batch of events.
 pub fn encode_batch(events: &[CloudEvent]) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 * events.len() + 2);
@@ -335,4 +353,23 @@ pub fn encode_batch(events: &[CloudEvent]) -> Vec<u8> {
     }
     out.push(b']');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_lines_stay_on_one_line_with_the_same_meaning() {
+        let mut e = CloudEvent::new("1", "/s", "t").expect("valid");
+        e.data = Data::Json("{\n  \"a\": \"x\\ny\"\n}".into());
+        let mut out = Vec::new();
+        encode_record_line(7, &e, &mut out);
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert_eq!(text.matches('\n').count(), 1);
+        assert!(text.ends_with("}\n"));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["offset"], 7);
+        assert_eq!(v["event"]["data"]["a"], "x\ny");
+    }
 }

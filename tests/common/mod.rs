@@ -33,6 +33,26 @@ spec:
   ttl: 10
 "#;
 
+/// A config with the Broker `default/default` and one Trigger `name` on it that delivers to
+/// `sink`, filtered by `filter` (the YAML of `spec.filter` or `spec.filters`, one line).
+pub fn broker_and_trigger(name: &str, filter: &str, sink: &str) -> String {
+    format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: {name}}}
+spec:
+  broker: default
+  {filter}
+  subscriber: {{uri: '{sink}'}}
+"#
+    )
+}
+
 /// A running `switchyard serve`, killed when dropped.
 pub struct Switchyard {
     pub child: Child,

@@ -122,16 +122,7 @@ impl Cursor {
                 if !self.selection.matches(&event) {
                     continue;
                 }
-                out.extend_from_slice(format!("{{\"offset\":{},\"event\":", r.offset).as_bytes());
-                let mut json = switchyard_core::json::encode_event(&event);
-                // One event per line (line breaks outside strings are whitespace in JSON).
-                for b in &mut json {
-                    if *b == b'\n' || *b == b'\r' {
-                        *b = b' ';
-                    }
-                }
-                out.extend_from_slice(&json);
-                out.extend_from_slice(b"}\n");
+                switchyard_core::json::encode_record_line(r.offset, &event, &mut out);
                 self.left -= 1;
                 if self.left == 0 {
                     break;
