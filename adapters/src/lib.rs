@@ -1,10 +1,13 @@
 //! Sources that connect Switchyard to the outside world: webhooks ([`webhook`]), cron
-//! schedules ([`ping`]) and S3 bucket notifications ([`s3`]). Each turns what arrives into
-//! CloudEvents and stores them in its broker before it acknowledges anything; [`clock`] is
-//! the wall clock schedules run by (manual in tests), [`aws`] the bit of AWS the S3 source
-//! speaks (SigV4, SQS).
+//! schedules ([`ping`]), S3 bucket notifications ([`s3`]), Kafka topics ([`kafka`]), NATS
+//! subjects ([`nats`]) and MQTT topics ([`mqtt`]). Each turns what arrives into CloudEvents
+//! and stores them in its broker before it acknowledges anything; [`clock`] is the wall clock
+//! schedules run by (manual in tests), [`aws`] the bit of AWS the S3 source speaks (SigV4,
+//! SQS). The stream sinks (KafkaSink, NatsSink) that triggers deliver to live here too, next to
+//! their client libraries.
 //!
-//! [`start`] runs them all: the HTTP sources share `POST /sources/{namespace}/{name}`.
+//! [`start`] runs the sources: the HTTP ones share `POST /sources/{namespace}/{name}`;
+//! [`start_sinks`] makes the stream sinks' writers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,9 +22,13 @@ use switchyard_broker::ingress::read_body;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::problem::Problem;
 use switchyard_core::config::Config;
+use switchyard_triggers::streams::{StreamSink, StreamSinks, address};
 
 pub mod aws;
 pub mod clock;
+pub mod kafka;
+pub mod mqtt;
+pub mod nats;
 pub mod ping;
 pub mod s3;
 mod target;
@@ -29,6 +36,28 @@ pub mod webhook;
 
 /// Largest request body an HTTP source takes.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Tasks running in the background, aborted when this is dropped (the sources' pollers and
+/// consumers: each stores before it acknowledges, so an abort loses nothing).
+#[derive(Debug, Default)]
+pub struct BackgroundTasks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl BackgroundTasks {
+    /// Runs `task` until it ends or this is dropped.
+    pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(task));
+    }
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
 
 /// Why the sources could not start: a one-line reason naming the source.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +71,7 @@ pub struct Sources {
     pub routes: Router,
     _ping: ping::PingSources,
     _sqs: s3::SqsPollers,
+    _streams: BackgroundTasks,
 }
 
 struct HttpSources {
@@ -72,6 +102,10 @@ pub async fn start(
     let ping = ping::start(config, Arc::clone(&log), clock.clone())
         .await
         .map_err(|e| SourceError(e.to_string()))?;
+    let mut streams = BackgroundTasks::default();
+    kafka::start_sources(config, &log, &mut streams)?;
+    nats::start_sources(config, &log, &mut streams).await?;
+    mqtt::start_sources(config, &log, &mut streams)?;
     let state = Arc::new(HttpSources { log, webhooks, s3 });
     let routes = Router::new()
         .route("/sources/{namespace}/{name}", post(receive))
@@ -81,6 +115,38 @@ pub async fn start(
         routes,
         _ping: ping,
         _sqs: sqs,
+        _streams: streams,
+    })
+}
+
+/// The writers of the stream sinks (KafkaSinks, NatsSinks) triggers deliver to.
+#[derive(Debug)]
+pub struct StreamSinkWriters {
+    /// The writers by address, for the dispatcher.
+    pub sinks: StreamSinks,
+    _tasks: BackgroundTasks,
+}
+
+/// Makes a writer for every KafkaSink and NatsSink of `config`. Connections are made in the
+/// background: a stream that is down at start only delays deliveries (they are retried).
+pub async fn start_sinks(config: &Config) -> Result<StreamSinkWriters, SourceError> {
+    let mut tasks = BackgroundTasks::default();
+    let mut sinks: HashMap<String, Arc<dyn StreamSink>> = HashMap::new();
+    for ((ns, name), s) in &config.kafka_sinks {
+        sinks.insert(
+            address("KafkaSink", ns, name),
+            kafka::sink(ns, name, s, &mut tasks)?,
+        );
+    }
+    for ((ns, name), s) in &config.nats_sinks {
+        sinks.insert(
+            address("NatsSink", ns, name),
+            nats::sink(ns, name, s).await?,
+        );
+    }
+    Ok(StreamSinkWriters {
+        sinks: Arc::new(sinks),
+        _tasks: tasks,
     })
 }
 

@@ -6,7 +6,6 @@
 //! append committed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +18,7 @@ use switchyard_core::config::Config;
 use switchyard_core::sources::{SubjectFrom, WebhookAuth};
 use switchyard_core::{CloudEvent, Data, EventError};
 
-use crate::target::Target;
+use crate::target::{Target, new_id};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -191,18 +190,6 @@ fn is_cloudevent(headers: &HeaderMap) -> bool {
                     .to_ascii_lowercase()
                     .starts_with("application/cloudevents")
             })
-}
-
-fn new_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{nanos:x}-{:x}-{:x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn build_event(s: &Resolved, headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, EventError> {

@@ -296,7 +296,14 @@ async fn serve(config: Config, options: ServerOptions) -> Result<()> {
     switchyard_triggers::dispatcher::check_filters(&config)?;
     let server = Server::bind(&config, options).await?;
     let addr = server.local_addr()?;
-    let dispatcher = Dispatcher::start(&config, server.log(), &format!("http://{addr}")).await?;
+    let stream_sinks = switchyard_adapters::start_sinks(&config).await?;
+    let dispatcher = Dispatcher::start(
+        &config,
+        server.log(),
+        &format!("http://{addr}"),
+        std::sync::Arc::clone(&stream_sinks.sinks),
+    )
+    .await?;
     let clock = switchyard_adapters::clock::Clock::from_env().map_err(anyhow::Error::msg)?;
     let sources = switchyard_adapters::start(&config, server.log(), clock).await?;
     let api = switchyard_triggers::api::routes(server.log(), dispatcher.triggers())
@@ -321,6 +328,7 @@ async fn serve(config: Config, options: ServerOptions) -> Result<()> {
             shutdown_signal().await;
             drop(sources);
             dispatcher.shutdown().await;
+            drop(stream_sinks);
         })
         .await?;
     Ok(())

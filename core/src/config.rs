@@ -13,6 +13,7 @@ use crate::resources::{
     Broker, Destination, EventType, ObjectMeta, Resource, Sink, Trigger, TriggerSpec,
 };
 use crate::sources::{PingSource, S3Source, WebhookSource};
+use crate::streams::{KafkaSink, KafkaSource, MqttSource, NatsSink, NatsSource};
 
 /// Why a configuration did not load.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +56,18 @@ pub const SERVER_METADATA: &[&str] = &[
     "generateName",
 ];
 
+/// The kinds of sources, which share one name space per namespace.
+const SOURCE_KINDS: &[&str] = &[
+    "WebhookSource",
+    "PingSource",
+    "S3Source",
+    "KafkaSource",
+    "NatsSource",
+    "MqttSource",
+];
+/// The kinds of sinks, which share one name space per namespace.
+const SINK_KINDS: &[&str] = &["Sink", "KafkaSink", "NatsSink"];
+
 /// The file each resource came from, by (kind, namespace, name).
 type Origins = BTreeMap<(&'static str, String, String), String>;
 
@@ -75,6 +88,16 @@ pub struct Config {
     pub ping_sources: BTreeMap<(String, String), PingSource>,
     /// S3Sources by (namespace, name).
     pub s3_sources: BTreeMap<(String, String), S3Source>,
+    /// KafkaSources by (namespace, name).
+    pub kafka_sources: BTreeMap<(String, String), KafkaSource>,
+    /// NatsSources by (namespace, name).
+    pub nats_sources: BTreeMap<(String, String), NatsSource>,
+    /// MqttSources by (namespace, name).
+    pub mqtt_sources: BTreeMap<(String, String), MqttSource>,
+    /// KafkaSinks by (namespace, name).
+    pub kafka_sinks: BTreeMap<(String, String), KafkaSink>,
+    /// NatsSinks by (namespace, name).
+    pub nats_sinks: BTreeMap<(String, String), NatsSink>,
     /// The file each EventType came from, for errors found after loading (schema compilation).
     pub event_type_files: BTreeMap<(String, String), String>,
 }
@@ -167,6 +190,11 @@ pub fn parse_resource(
         "WebhookSource" => typed::<WebhookSource>(body).map(Resource::WebhookSource),
         "PingSource" => typed::<PingSource>(body).map(Resource::PingSource),
         "S3Source" => typed::<S3Source>(body).map(Resource::S3Source),
+        "KafkaSource" => typed::<KafkaSource>(body).map(Resource::KafkaSource),
+        "NatsSource" => typed::<NatsSource>(body).map(Resource::NatsSource),
+        "MqttSource" => typed::<MqttSource>(body).map(Resource::MqttSource),
+        "KafkaSink" => typed::<KafkaSink>(body).map(Resource::KafkaSink),
+        "NatsSink" => typed::<NatsSink>(body).map(Resource::NatsSink),
         _ => typed::<Sink>(body).map(Resource::Sink),
     };
     let resource_value = parsed.map_err(|(path, message)| {
@@ -265,14 +293,18 @@ impl Config {
             let duplicate = match &r {
                 Resource::Broker(_) => config.brokers.contains_key(&key),
                 Resource::Trigger(_) => config.triggers.contains_key(&key),
-                Resource::Sink(_) => config.sinks.contains_key(&key),
                 Resource::EventType(_) => config.event_types.contains_key(&key),
-                Resource::WebhookSource(_) | Resource::PingSource(_) | Resource::S3Source(_) => {
-                    // Sources share the path `/sources/{namespace}/{name}`.
-                    config.webhook_sources.contains_key(&key)
-                        || config.ping_sources.contains_key(&key)
-                        || config.s3_sources.contains_key(&key)
+                // Sinks of all kinds share one name space, so a `ref` reads unambiguously.
+                Resource::Sink(_) | Resource::KafkaSink(_) | Resource::NatsSink(_) => {
+                    config.sinks.contains_key(&key)
+                        || config.kafka_sinks.contains_key(&key)
+                        || config.nats_sinks.contains_key(&key)
                 }
+                // Sources share the path `/sources/{namespace}/{name}` (and metric labels).
+                _ => config
+                    .sources()
+                    .iter()
+                    .any(|(_, ns, name, _)| (*ns, *name) == (key.0.as_str(), key.1.as_str())),
             };
             if duplicate {
                 return Err(ConfigError {
@@ -281,7 +313,10 @@ impl Config {
                     field: Some("metadata.name".into()),
                     message: format!(
                         "defined twice (first in {})",
-                        ["WebhookSource", "PingSource", "S3Source", r.kind()]
+                        [SOURCE_KINDS, SINK_KINDS]
+                            .into_iter()
+                            .find(|kinds| kinds.contains(&r.kind()))
+                            .unwrap_or(&[r.kind()])
                             .iter()
                             .find_map(|k| origin.get(&(*k, key.0.clone(), key.1.clone())))
                             .map_or("?", |s| s)
@@ -314,6 +349,21 @@ impl Config {
                 Resource::S3Source(s) => {
                     config.s3_sources.insert(key, s);
                 }
+                Resource::KafkaSource(s) => {
+                    config.kafka_sources.insert(key, s);
+                }
+                Resource::NatsSource(s) => {
+                    config.nats_sources.insert(key, s);
+                }
+                Resource::MqttSource(s) => {
+                    config.mqtt_sources.insert(key, s);
+                }
+                Resource::KafkaSink(s) => {
+                    config.kafka_sinks.insert(key, s);
+                }
+                Resource::NatsSink(s) => {
+                    config.nats_sinks.insert(key, s);
+                }
             }
         }
         config.add_uri_sinks(&mut origin)?;
@@ -332,6 +382,15 @@ impl Config {
         }
         for ((ns, name), s) in &self.s3_sources {
             out.push(("S3Source", ns, name, &s.spec.sink));
+        }
+        for ((ns, name), s) in &self.kafka_sources {
+            out.push(("KafkaSource", ns, name, &s.spec.sink));
+        }
+        for ((ns, name), s) in &self.nats_sources {
+            out.push(("NatsSource", ns, name, &s.spec.sink));
+        }
+        for ((ns, name), s) in &self.mqtt_sources {
+            out.push(("MqttSource", ns, name, &s.spec.sink));
         }
         out
     }
@@ -509,6 +568,8 @@ impl Config {
         let key = (ref_ns.clone(), r.name.clone());
         let found = match r.kind.as_str() {
             "Broker" => self.brokers.contains_key(&key),
+            "KafkaSink" => self.kafka_sinks.contains_key(&key),
+            "NatsSink" => self.nats_sinks.contains_key(&key),
             _ => self.sinks.contains_key(&key),
         };
         if found {

@@ -6,8 +6,11 @@
 //!   format; [`store`]: the exact binary form the broker stores.
 //! - [`resources`] and [`config`]: Knative-shaped Broker, Trigger and Sink resources, loaded from
 //!   YAML or JSON and validated with errors that name file, resource and field; [`sources`]:
-//!   the WebhookSource, PingSource and S3Source kinds, and [`schedule`]: their cron schedules.
+//!   the WebhookSource, PingSource and S3Source kinds, and [`schedule`]: their cron schedules;
+//!   [`streams`]: the Kafka, NATS and MQTT sources and the Kafka and NATS sinks; [`bindings`]:
+//!   the Kafka, NATS and MQTT protocol bindings.
 
+pub mod bindings;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -17,6 +20,7 @@ pub mod resources;
 pub mod schedule;
 pub mod sources;
 pub mod store;
+pub mod streams;
 pub mod validate;
 
 pub use error::EventError;

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::sources::{
     KNATIVE_SOURCES_V1, PingSource, S3Source, SWITCHYARD_SOURCES_V1, WebhookSource,
 };
+use crate::streams::{
+    KNATIVE_EVENTING_V1ALPHA1, KNATIVE_SOURCES_V1BETA1, KafkaSink, KafkaSource, MqttSource,
+    NatsSink, NatsSource,
+};
 
 /// `apiVersion` of Knative's Broker and Trigger, which load unchanged.
 pub const KNATIVE_EVENTING_V1: &str = "eventing.knative.dev/v1";
@@ -186,7 +190,7 @@ pub struct KReference {
     /// `apiVersion` of the referenced resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    /// `kind` of the referenced resource: `Sink` or `Broker`.
+    /// `kind` of the referenced resource: `Sink`, `Broker`, `KafkaSink` or `NatsSink`.
     pub kind: String,
     /// Its name.
     pub name: String,
@@ -199,7 +203,8 @@ pub struct KReference {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Destination {
-    /// Reference to a `Sink` (or a `Broker`) defined in the configuration.
+    /// Reference to a `Sink`, `KafkaSink`, `NatsSink` (or a `Broker`) defined in the
+    /// configuration.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<KReference>,
     /// An absolute `http` or `https` URL.
@@ -258,10 +263,16 @@ impl Destination {
             (None, None) => Err(FieldError::new(field, "give `ref` or `uri`")),
             (None, Some(uri)) => validate_http_url(&format!("{field}.uri"), uri),
             (Some(r), None) => {
-                if !matches!(r.kind.as_str(), "Sink" | "Broker") {
+                if !matches!(
+                    r.kind.as_str(),
+                    "Sink" | "Broker" | "KafkaSink" | "NatsSink"
+                ) {
                     return Err(FieldError::new(
                         format!("{field}.ref.kind"),
-                        format!("`{}` cannot be referenced: use `Sink` or `Broker`", r.kind),
+                        format!(
+                            "`{}` cannot be referenced: use `Sink`, `Broker`, `KafkaSink` or `NatsSink`",
+                            r.kind
+                        ),
                     ));
                 }
                 dns_label(&format!("{field}.ref.name"), &r.name)
@@ -792,6 +803,16 @@ pub enum Resource {
     PingSource(PingSource),
     /// `sources.switchyard.dev/v1` S3Source.
     S3Source(S3Source),
+    /// `sources.knative.dev/v1beta1` KafkaSource.
+    KafkaSource(KafkaSource),
+    /// `sources.switchyard.dev/v1` NatsSource.
+    NatsSource(NatsSource),
+    /// `sources.switchyard.dev/v1` MqttSource.
+    MqttSource(MqttSource),
+    /// `eventing.knative.dev/v1alpha1` KafkaSink.
+    KafkaSink(KafkaSink),
+    /// `switchyard.dev/v1` NatsSink.
+    NatsSink(NatsSink),
 }
 
 impl Resource {
@@ -805,6 +826,11 @@ impl Resource {
             Resource::WebhookSource(_) => "WebhookSource",
             Resource::PingSource(_) => "PingSource",
             Resource::S3Source(_) => "S3Source",
+            Resource::KafkaSource(_) => "KafkaSource",
+            Resource::NatsSource(_) => "NatsSource",
+            Resource::MqttSource(_) => "MqttSource",
+            Resource::KafkaSink(_) => "KafkaSink",
+            Resource::NatsSink(_) => "NatsSink",
         }
     }
 
@@ -818,6 +844,11 @@ impl Resource {
             Resource::WebhookSource(r) => &r.metadata,
             Resource::PingSource(r) => &r.metadata,
             Resource::S3Source(r) => &r.metadata,
+            Resource::KafkaSource(r) => &r.metadata,
+            Resource::NatsSource(r) => &r.metadata,
+            Resource::MqttSource(r) => &r.metadata,
+            Resource::KafkaSink(r) => &r.metadata,
+            Resource::NatsSink(r) => &r.metadata,
         }
     }
 
@@ -831,6 +862,11 @@ impl Resource {
             Resource::WebhookSource(r) => r.validate(),
             Resource::PingSource(r) => r.validate(),
             Resource::S3Source(r) => r.validate(),
+            Resource::KafkaSource(r) => r.validate(),
+            Resource::NatsSource(r) => r.validate(),
+            Resource::MqttSource(r) => r.validate(),
+            Resource::KafkaSink(r) => r.validate(),
+            Resource::NatsSink(r) => r.validate(),
         }
     }
 
@@ -843,6 +879,11 @@ impl Resource {
         (SWITCHYARD_SOURCES_V1, "WebhookSource"),
         (KNATIVE_SOURCES_V1, "PingSource"),
         (SWITCHYARD_SOURCES_V1, "S3Source"),
+        (KNATIVE_SOURCES_V1BETA1, "KafkaSource"),
+        (SWITCHYARD_SOURCES_V1, "NatsSource"),
+        (SWITCHYARD_SOURCES_V1, "MqttSource"),
+        (KNATIVE_EVENTING_V1ALPHA1, "KafkaSink"),
+        (SWITCHYARD_V1, "NatsSink"),
     ];
 }
 

@@ -192,7 +192,10 @@ impl WebhookSource {
 }
 
 /// Checks what every source's `sink` and `ceOverrides` share.
-fn validate_common(sink: &Destination, overrides: Option<&CeOverrides>) -> Result<(), FieldError> {
+pub(crate) fn validate_common(
+    sink: &Destination,
+    overrides: Option<&CeOverrides>,
+) -> Result<(), FieldError> {
     sink.validate("spec.sink")?;
     match (&sink.reference, &sink.uri) {
         (Some(r), None) if r.kind == "Broker" => {}

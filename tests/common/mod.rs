@@ -157,6 +157,18 @@ impl Switchyard {
         format!("{}{}", self.base, path)
     }
 
+    /// SIGSTOP: the process freezes with its sockets open (what it was sent stays unread).
+    pub fn freeze(&self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-STOP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     /// SIGKILL, no chance to clean up.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -296,4 +308,40 @@ pub async fn metrics(sy: &Switchyard) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// The NATS server (with JetStream) the stream tests use.
+pub fn nats_url() -> String {
+    std::env::var("SWITCHYARD_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// The MQTT broker the stream tests use, as `host:port`.
+pub fn mqtt_addr() -> (String, u16) {
+    let addr =
+        std::env::var("SWITCHYARD_TEST_MQTT").unwrap_or_else(|_| "127.0.0.1:1883".to_owned());
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    (host.to_owned(), port.parse().unwrap())
+}
+
+/// The Kafka-protocol broker `scripts/test` starts, as `host:port`.
+pub fn kafka_bootstrap() -> String {
+    std::env::var("SWITCHYARD_TEST_KAFKA").unwrap_or_else(|_| {
+        panic!("SWITCHYARD_TEST_KAFKA is not set: run scripts/test, which starts a Kafka broker")
+    })
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, failing the test after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,4 +1,4 @@
-//! One delivery attempt over HTTP, what its answer means (the table in `spec/delivery.md`), and
+//! One delivery attempt, over HTTP or to a stream sink ([`Deliverer`]), what an HTTP answer means (the table in `spec/delivery.md`), and
 //! the backoff formula. Pure functions where possible, so the rules are tested as tables.
 
 use std::time::{Duration, SystemTime};
@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use switchyard_core::resources::{BackoffPolicy, DeliveryFormat, DeliverySpec};
 use switchyard_core::{CloudEvent, EventError};
+
+use crate::streams::{StreamSink, StreamSinks};
 
 /// The delivery settings of one trigger, resolved from its `delivery` (or its broker's) and
 /// the defaults.
@@ -159,6 +161,81 @@ pub fn replies_of(
 /// replies.
 pub const TTL_EXTENSION: &str = "knativebrokerttl";
 const TTL_HEADER: &str = "ce-knativebrokerttl";
+
+/// Sends events to subscribers: HTTP endpoints through one client (its own connection pool),
+/// stream sinks through their writers.
+#[derive(Debug, Clone)]
+pub struct Deliverer {
+    http: reqwest::Client,
+    streams: StreamSinks,
+}
+
+impl Deliverer {
+    /// A deliverer with a new HTTP client (see [`client`]) and these stream sinks.
+    pub fn new(streams: StreamSinks) -> Self {
+        Deliverer {
+            http: client(),
+            streams,
+        }
+    }
+
+    /// One attempt to deliver `event` to `destination`: a stream sink's address, or a URL.
+    /// `extra` attributes are added (for dead-letter sinks).
+    pub async fn attempt(
+        &self,
+        destination: &str,
+        event: &CloudEvent,
+        settings: &DeliverySettings,
+        extra: &[(&str, String)],
+    ) -> AttemptResult {
+        match self.streams.get(destination) {
+            Some(sink) => attempt_stream(sink.as_ref(), event, settings, extra).await,
+            None => attempt(&self.http, destination, event, settings, extra).await,
+        }
+    }
+}
+
+/// Writes `event` to a stream sink once, bounded by the delivery timeout.
+async fn attempt_stream(
+    sink: &dyn StreamSink,
+    event: &CloudEvent,
+    settings: &DeliverySettings,
+    extra: &[(&str, String)],
+) -> AttemptResult {
+    let started = SystemTime::now();
+    let clock = std::time::Instant::now();
+    let mut outgoing = event.clone();
+    outgoing.extensions.remove(TTL_EXTENSION);
+    for (name, value) in extra {
+        outgoing.extensions.insert(
+            (*name).to_owned(),
+            switchyard_core::ExtValue::String(value.clone()),
+        );
+    }
+    let (verdict, error) = match tokio::time::timeout(settings.timeout, sink.send(&outgoing)).await
+    {
+        Ok(Ok(())) => (Verdict::Delivered, None),
+        Ok(Err(e)) if e.retryable => (Verdict::Retry, Some(e.message)),
+        Ok(Err(e)) => (Verdict::DeadLetter, Some(e.message)),
+        Err(_) => (
+            Verdict::Retry,
+            Some(format!(
+                "timeout: the stream did not take the event within {} ms",
+                settings.timeout.as_millis()
+            )),
+        ),
+    };
+    AttemptResult {
+        started,
+        status: None,
+        error,
+        latency: clock.elapsed(),
+        body: Bytes::new(),
+        retry_after: None,
+        replies: Vec::new(),
+        verdict,
+    }
+}
 
 /// Sends `event` to `url` once. Never follows redirects (the client is built without them).
 pub async fn attempt(

@@ -18,9 +18,10 @@ use switchyard_core::{CloudEvent, ExtValue};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::delivery::{self, AttemptResult, DeliverySettings, TTL_EXTENSION, Verdict};
+use crate::delivery::{AttemptResult, Deliverer, DeliverySettings, TTL_EXTENSION, Verdict};
 use crate::filter::{Filter, FilterError, FilterIndex};
 use crate::records::{self, Attempt, DeadLetter, RetryEntry};
+use crate::streams::StreamSinks;
 
 /// Queue entries beyond this many keep only the offset; the event is read again from the log
 /// when its turn comes. This is what bounds memory per queued event.
@@ -79,7 +80,7 @@ pub struct TriggerRuntime {
     settings: DeliverySettings,
     ordered: bool,
     rate_limit: Option<f64>,
-    client: reqwest::Client,
+    deliverer: Deliverer,
     state: Mutex<TriggerState>,
     wake: Notify,
     retry_wake: Notify,
@@ -114,6 +115,9 @@ fn resolve(dest: &Destination, ns: &str, config: &Config, ingress: &str) -> Stri
     let ref_ns = r.namespace.clone().unwrap_or_else(|| ns.to_owned());
     match r.kind.as_str() {
         "Broker" => format!("{ingress}/{ref_ns}/{}", r.name),
+        kind if crate::streams::is_stream_kind(kind) => {
+            crate::streams::address(kind, &ref_ns, &r.name)
+        }
         _ => config
             .sinks
             .get(&(ref_ns, r.name.clone()))
@@ -473,7 +477,10 @@ impl TriggerRuntime {
             if k > 0 {
                 tokio::time::sleep(self.settings.backoff(k, None, unit_random())).await;
             }
-            let r = delivery::attempt(&self.client, dls, &event, &self.settings, &extra).await;
+            let r = self
+                .deliverer
+                .attempt(dls, &event, &self.settings, &extra)
+                .await;
             if r.verdict == Verdict::Delivered {
                 let done = WriteOp::Delete {
                     table: Table::DeadLetters,
@@ -505,8 +512,10 @@ impl TriggerRuntime {
         event: Arc<CloudEvent>,
         _permit: OwnedSemaphorePermit,
     ) {
-        let r =
-            delivery::attempt(&self.client, &self.subscriber, &event, &self.settings, &[]).await;
+        let r = self
+            .deliverer
+            .attempt(&self.subscriber, &event, &self.settings, &[])
+            .await;
         self.count_attempt(&r);
         match self
             .settle_durably(offset, &event, Vec::new(), r, None, None)
@@ -524,7 +533,9 @@ impl TriggerRuntime {
         let mut attempts = Vec::new();
         let mut k = 0u32;
         loop {
-            let r = delivery::attempt(&self.client, &self.subscriber, &event, &self.settings, &[])
+            let r = self
+                .deliverer
+                .attempt(&self.subscriber, &event, &self.settings, &[])
                 .await;
             self.count_attempt(&r);
             if r.verdict == Verdict::Retry && k < self.settings.retry {
@@ -587,7 +598,10 @@ impl TriggerRuntime {
             }
         }
         let url = entry.uri.clone().unwrap_or_else(|| self.subscriber.clone());
-        let r = delivery::attempt(&self.client, &url, &event, &self.settings, &[]).await;
+        let r = self
+            .deliverer
+            .attempt(&url, &event, &self.settings, &[])
+            .await;
         self.count_attempt(&r);
         if let Err(e) = self
             .settle_durably(
@@ -690,11 +704,13 @@ impl std::fmt::Debug for Dispatcher {
 
 impl Dispatcher {
     /// Starts routing and delivery for every trigger in `config`. `ingress` is the base URL of
-    /// this server (`http://host:port`), for subscribers that refer to a Broker.
+    /// this server (`http://host:port`), for subscribers that refer to a Broker; `streams`
+    /// writes to the KafkaSinks and NatsSinks subscribers refer to.
     pub async fn start(
         config: &Config,
         log: Arc<dyn EventLog>,
         ingress: &str,
+        streams: StreamSinks,
     ) -> Result<Dispatcher, DispatchError> {
         check_filters(config)?;
         let (stop, stop_rx) = watch::channel(false);
@@ -746,7 +762,7 @@ impl Dispatcher {
                 settings,
                 ordered: t.spec.ordering == Some(TriggerOrdering::Ordered),
                 rate_limit: t.spec.rate_limit,
-                client: delivery::client(),
+                deliverer: Deliverer::new(Arc::clone(&streams)),
                 state: Mutex::new(TriggerState {
                     queue: VecDeque::new(),
                     inflight: BTreeSet::new(),

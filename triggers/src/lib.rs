@@ -1,6 +1,6 @@
 //! Triggers: the filter engine ([`filter`], with [`cesql`] expressions) and the dispatcher
 //! ([`dispatcher`]) that routes each stored event once to the matching triggers and delivers
-//! it over HTTP ([`delivery`]) with retries kept in the store and dead letters ([`records`]),
+//! it over HTTP or to a stream sink ([`delivery`], [`streams`]) with retries kept in the store and dead letters ([`records`]),
 //! which the management API ([`api`]) lists, redrives and purges; [`tail`] streams a broker's
 //! events as they are stored (`switchyard tail`).
 
@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod dispatcher;
 pub mod filter;
 pub mod records;
+pub mod streams;
 pub mod tail;
 
 pub use dispatcher::{DispatchError, Dispatcher};

@@ -1,0 +1,571 @@
+//! Kafka: the KafkaSource, a consumer group reading topics into a broker, and the KafkaSink a
+//! trigger delivers to (librdkafka through rdkafka).
+//!
+//! Records that are CloudEvents (the Kafka binding: `ce_` headers, or a
+//! `content-type: application/cloudevents+json` value) pass through unchanged; other records
+//! are wrapped as Knative's KafkaSource wraps them (see [`wrap_record`]). Auto-commit is off:
+//! a batch's offsets are committed only after its events are stored, so a crash or a
+//! rebalance redelivers records, never skips them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use switchyard_broker::log::EventLog;
+use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
+use switchyard_core::config::Config;
+use switchyard_core::streams::{ContentMode, InitialOffset, KafkaKeyType, KafkaNet, KafkaSink};
+use switchyard_core::{CloudEvent, Data, EventError, ExtValue};
+use switchyard_triggers::streams::{StreamSink, StreamSinkError};
+
+use crate::target::Target;
+use crate::{BackgroundTasks, SourceError};
+
+/// Records stored in one transaction at most.
+const MAX_BATCH: usize = 500;
+
+/// The librdkafka settings for `net` (SASL and TLS).
+fn security(config: &mut ClientConfig, net: Option<&KafkaNet>) -> Result<(), String> {
+    let Some(net) = net else { return Ok(()) };
+    let sasl = net.sasl.as_ref().filter(|s| s.enable);
+    let tls = net.tls.as_ref().filter(|t| t.enable);
+    let protocol = match (sasl.is_some(), tls.is_some()) {
+        (false, false) => return Ok(()),
+        (true, false) => "SASL_PLAINTEXT",
+        (false, true) => "SSL",
+        (true, true) => "SASL_SSL",
+    };
+    config.set("security.protocol", protocol);
+    if let Some(s) = sasl {
+        let secret = |v: &Option<switchyard_core::sources::SecretValue>, field: &str| {
+            v.as_ref()
+                .map(|v| v.resolve().map_err(|e| format!("net.sasl.{field}: {e}")))
+                .transpose()
+        };
+        config.set(
+            "sasl.mechanisms",
+            secret(&s.mechanism, "type")?.unwrap_or_else(|| "PLAIN".to_owned()),
+        );
+        config.set(
+            "sasl.username",
+            secret(&s.user, "user")?.unwrap_or_default(),
+        );
+        config.set(
+            "sasl.password",
+            secret(&s.password, "password")?.unwrap_or_default(),
+        );
+    }
+    if let Some(t) = tls {
+        for (key, value, field) in [
+            ("ssl.ca.pem", &t.ca_cert, "caCert"),
+            ("ssl.certificate.pem", &t.cert, "cert"),
+            ("ssl.key.pem", &t.key, "key"),
+        ] {
+            if let Some(v) = value {
+                config.set(
+                    key,
+                    v.resolve().map_err(|e| format!("net.tls.{field}: {e}"))?,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `key` extension of a wrapped record, read as the key-type label says. A key that does
+/// not have the declared shape (not UTF-8, not 4 or 8 bytes) is kept as bytes.
+fn key_value(key: &[u8], key_type: KafkaKeyType) -> ExtValue {
+    let bytes = || ExtValue::Binary(key.to_vec());
+    match key_type {
+        KafkaKeyType::String => {
+            std::str::from_utf8(key).map_or_else(|_| bytes(), |s| ExtValue::String(s.to_owned()))
+        }
+        KafkaKeyType::Int => match key.len() {
+            4 => ExtValue::Integer(i32::from_be_bytes([key[0], key[1], key[2], key[3]])),
+            8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(key);
+                let v = i64::from_be_bytes(b);
+                i32::try_from(v).map_or_else(|_| ExtValue::String(v.to_string()), ExtValue::Integer)
+            }
+            _ => bytes(),
+        },
+        KafkaKeyType::Float => match key.len() {
+            4 => ExtValue::String(f32::from_be_bytes([key[0], key[1], key[2], key[3]]).to_string()),
+            8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(key);
+                ExtValue::String(f64::from_be_bytes(b).to_string())
+            }
+            _ => bytes(),
+        },
+        KafkaKeyType::ByteArray => bytes(),
+    }
+}
+
+/// `kafkaheader` + the header name in lowercase with everything but `a-z0-9` removed; `None`
+/// when that is not an extension name (empty, or longer than 20 characters).
+fn header_extension(name: &str) -> Option<String> {
+    let ext: String = std::iter::once("kafkaheader".to_owned())
+        .chain(
+            name.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_lowercase().to_string()),
+        )
+        .collect();
+    (ext.len() > "kafkaheader".len() && switchyard_core::validate::extension_name(&ext).is_ok())
+        .then_some(ext)
+}
+
+/// One consumed record, borrowed from the consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp in milliseconds since the epoch, when it has one.
+    pub timestamp_ms: Option<i64>,
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+    /// Its headers.
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
+    /// Its value.
+    pub value: Option<&'a [u8]>,
+}
+
+/// The event of a record: the CloudEvent it carries, or Knative's wrapping:
+/// `type=dev.knative.kafka.event`, `source=/apis/v1/namespaces/{ns}/kafkasources/{name}#{topic}`,
+/// `subject=partition:{p}#{offset}`, `id=partition:{p}/offset:{offset}`, `time` the record's
+/// timestamp, the key in `key` and `partitionkey`, headers in `kafkaheader{name}`, and
+/// `content-type` as `datacontenttype`.
+pub fn wrap_record(
+    ns: &str,
+    name: &str,
+    key_type: KafkaKeyType,
+    r: &Record<'_>,
+) -> Result<CloudEvent, EventError> {
+    if let Some(e) = switchyard_core::bindings::decode_kafka(r.headers, r.value)? {
+        return Ok(e);
+    }
+    let mut event = CloudEvent::new(
+        format!("partition:{}/offset:{}", r.partition, r.offset),
+        format!("/apis/v1/namespaces/{ns}/kafkasources/{name}#{}", r.topic),
+        "dev.knative.kafka.event",
+    )?;
+    event.subject = Some(format!("partition:{}#{}", r.partition, r.offset));
+    event.time = r
+        .timestamp_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    if let Some(k) = r.key {
+        let key = key_value(k, key_type);
+        event.extensions.insert(
+            "partitionkey".to_owned(),
+            ExtValue::String(key.to_canonical_string()),
+        );
+        event.extensions.insert("key".to_owned(), key);
+    }
+    let mut headers: BTreeMap<String, ExtValue> = BTreeMap::new();
+    for (h, v) in r.headers {
+        let value = v.unwrap_or_default();
+        if h.eq_ignore_ascii_case("content-type") {
+            event.datacontenttype = std::str::from_utf8(value).ok().map(str::to_owned);
+        }
+        match header_extension(h) {
+            Some(ext) => {
+                let v = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|s| switchyard_core::validate::string_value(&ext, s).is_ok())
+                    .map_or_else(
+                        || ExtValue::Binary(value.to_vec()),
+                        |s| ExtValue::String(s.to_owned()),
+                    );
+                headers.insert(ext, v);
+            }
+            None => tracing::debug!(
+                header = h,
+                "a Kafka header name does not make an extension name of at most 20 characters; left out"
+            ),
+        }
+    }
+    event.extensions.extend(headers);
+    if let Some(v) = r.value.filter(|v| !v.is_empty()) {
+        event.data = Data::Binary(bytes::Bytes::copy_from_slice(v));
+    }
+    event.validate()?;
+    Ok(event)
+}
+
+struct Consumer {
+    id: String,
+    ns: String,
+    name: String,
+    key_type: KafkaKeyType,
+    target: Target,
+    log: Arc<dyn EventLog>,
+}
+
+impl Consumer {
+    async fn run(self, consumer: StreamConsumer, index: u32) {
+        tracing::info!(source = %self.id, consumer = index, "consuming Kafka");
+        loop {
+            let first = match consumer.recv().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(source = %self.id, error = %e, "Kafka consumer error");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match futures_util::FutureExt::now_or_never(consumer.recv()) {
+                    Some(Ok(m)) => batch.push(m),
+                    _ => break,
+                }
+            }
+            let mut events = Vec::with_capacity(batch.len());
+            // The next offset to commit per (topic, partition): the last record's + 1.
+            let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            for m in &batch {
+                let headers: Vec<(&str, Option<&[u8]>)> = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+                    .unwrap_or_default();
+                let record = Record {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                    key: m.key(),
+                    headers: &headers,
+                    value: m.payload(),
+                };
+                match wrap_record(&self.ns, &self.name, self.key_type, &record) {
+                    Ok(e) => events.push(e),
+                    Err(e) => {
+                        // Kafka has no dead-letter queue of its own: the record stays in the
+                        // topic, and is passed over.
+                        tracing::error!(source = %self.id, topic = record.topic, partition = record.partition, offset = record.offset, error = %e, "a Kafka record is not a valid CloudEvent; skipped");
+                        metrics::counter!(SOURCE_MALFORMED, "kind" => "KafkaSource", "source" => self.id.clone(), "action" => "skipped").increment(1);
+                    }
+                }
+                next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            }
+            if !events.is_empty() {
+                let n = events.len();
+                let encoded = match self.target.prepare(&mut events) {
+                    Ok(e) => e,
+                    Err(p) => {
+                        tracing::error!(source = %self.id, problem = ?p, "cannot stamp events");
+                        continue;
+                    }
+                };
+                if self
+                    .target
+                    .append_until_stored(&self.log, &self.id, encoded, Vec::new())
+                    .await
+                    .is_err()
+                {
+                    // Shutting down: nothing is committed; the group redelivers after a restart.
+                    return;
+                }
+                metrics::counter!(SOURCE_EVENTS, "kind" => "KafkaSource", "source" => self.id.clone())
+                    .increment(n as u64);
+            }
+            drop(batch);
+            let mut offsets = TopicPartitionList::new();
+            for ((topic, partition), offset) in &next {
+                if let Err(e) =
+                    offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                {
+                    tracing::warn!(source = %self.id, error = %e, "cannot build the offsets to commit");
+                }
+            }
+            // A commit lost (a crash, a rebalance) means a redelivery: duplicates, never a gap.
+            if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+                tracing::warn!(source = %self.id, error = %e, "offset commit failed; the records will be delivered again");
+            }
+        }
+    }
+}
+
+/// Starts every KafkaSource of `config`: `consumers` group members each.
+pub(crate) fn start_sources(
+    config: &Config,
+    log: &Arc<dyn EventLog>,
+    tasks: &mut BackgroundTasks,
+) -> Result<(), SourceError> {
+    for ((ns, name), s) in &config.kafka_sources {
+        let id = format!("{ns}/{name}");
+        let err = |m: String| SourceError(format!("KafkaSource {id}: {m}"));
+        let key_type = s.key_type().map_err(|e| err(e.message))?;
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", s.spec.bootstrap_servers.join(","))
+            .set("group.id", s.consumer_group())
+            .set("client.id", format!("switchyard-{ns}-{name}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set(
+                "auto.offset.reset",
+                match s.spec.initial_offset.unwrap_or_default() {
+                    InitialOffset::Earliest => "earliest",
+                    InitialOffset::Latest => "latest",
+                },
+            );
+        security(&mut cc, s.spec.net.as_ref()).map_err(err)?;
+        let topics: Vec<&str> = s.spec.topics.iter().map(String::as_str).collect();
+        for index in 0..s.spec.consumers.unwrap_or(1) {
+            let consumer: StreamConsumer = cc.create().map_err(|e| err(e.to_string()))?;
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| err(e.to_string()))?;
+            let c = Consumer {
+                id: id.clone(),
+                ns: ns.clone(),
+                name: name.clone(),
+                key_type,
+                target: Target::resolve(
+                    config,
+                    "KafkaSource",
+                    ns,
+                    name,
+                    &s.spec.sink,
+                    s.spec.ce_overrides.as_ref(),
+                ),
+                log: Arc::clone(log),
+            };
+            tasks.spawn(c.run(consumer, index));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a trigger's events to a Kafka topic.
+struct KafkaProducer {
+    producer: FutureProducer,
+    topic: String,
+    structured: bool,
+}
+
+impl std::fmt::Debug for KafkaProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaProducer")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamSink for KafkaProducer {
+    fn send<'a>(&'a self, event: &'a CloudEvent) -> BoxFuture<'a, Result<(), StreamSinkError>> {
+        Box::pin(async move {
+            let record = switchyard_core::bindings::encode_kafka(event, self.structured);
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut out: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+                FutureRecord::to(&self.topic).headers(headers);
+            if let Some(k) = &record.key {
+                out = out.key(k);
+            }
+            if let Some(v) = &record.value {
+                out = out.payload(v);
+            }
+            match self.producer.send(out, Duration::from_secs(5)).await {
+                Ok(_) => Ok(()),
+                Err((e, _)) => Err(StreamSinkError {
+                    retryable: !matches!(
+                        e,
+                        KafkaError::MessageProduction(
+                            RDKafkaErrorCode::MessageSizeTooLarge
+                                | RDKafkaErrorCode::InvalidMessage
+                                | RDKafkaErrorCode::InvalidMessageSize
+                                | RDKafkaErrorCode::InvalidRecord
+                        )
+                    ),
+                    message: format!("Kafka produce to `{}`: {e}", self.topic),
+                }),
+            }
+        })
+    }
+}
+
+/// The writer of a KafkaSink; creates its topic in the background when `numPartitions` says
+/// to (an existing topic is left as it is).
+pub(crate) fn sink(
+    ns: &str,
+    name: &str,
+    s: &KafkaSink,
+    tasks: &mut BackgroundTasks,
+) -> Result<Arc<dyn StreamSink>, SourceError> {
+    let err = |m: String| SourceError(format!("KafkaSink {ns}/{name}: {m}"));
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", s.spec.bootstrap_servers.join(","))
+        .set("client.id", format!("switchyard-sink-{ns}-{name}"))
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000");
+    security(&mut cc, s.spec.net.as_ref()).map_err(err)?;
+    let producer: FutureProducer = cc.create().map_err(|e| err(e.to_string()))?;
+    if let Some(partitions) = s.spec.num_partitions {
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            cc.create().map_err(|e| err(e.to_string()))?;
+        let topic = s.spec.topic.clone();
+        let replication = s.spec.replication_factor.unwrap_or(1);
+        let id = format!("{ns}/{name}");
+        tasks.spawn(async move {
+            let mut pause = Duration::from_millis(500);
+            loop {
+                let new = rdkafka::admin::NewTopic::new(
+                    &topic,
+                    partitions,
+                    rdkafka::admin::TopicReplication::Fixed(replication),
+                );
+                let options = rdkafka::admin::AdminOptions::new()
+                    .request_timeout(Some(Duration::from_secs(10)));
+                match admin.create_topics([&new], &options).await {
+                    Ok(results) => {
+                        for r in results {
+                            match r {
+                                Ok(t) => tracing::info!(sink = %id, topic = t, "created the topic"),
+                                Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                                    tracing::debug!(sink = %id, topic = t, "the topic exists");
+                                }
+                                Err((t, code)) => {
+                                    tracing::error!(sink = %id, topic = t, error = %code, "cannot create the topic");
+                                }
+                            }
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(sink = %id, error = %e, "cannot reach Kafka to create the topic; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+    }
+    Ok(Arc::new(KafkaProducer {
+        producer,
+        topic: s.spec.topic.clone(),
+        structured: s.spec.content_mode == Some(ContentMode::Structured),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(headers: &'a [(&'a str, Option<&'a [u8]>)], key: Option<&'a [u8]>) -> Record<'a> {
+        Record {
+            topic: "orders",
+            partition: 2,
+            offset: 17,
+            timestamp_ms: Some(1_795_000_000_123),
+            key,
+            headers,
+            value: Some(br#"{"total":42}"#),
+        }
+    }
+
+    #[test]
+    fn raw_records_are_wrapped_as_knative_does() {
+        let headers = [
+            ("content-type", Some(b"application/json".as_slice())),
+            ("X-Trace", Some(b"abc".as_slice())),
+            ("a-very-long-header-name", Some(b"left out".as_slice())),
+        ];
+        let e = wrap_record(
+            "default",
+            "orders",
+            KafkaKeyType::String,
+            &record(&headers, Some(b"cust-1")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.id, "partition:2/offset:17");
+        assert_eq!(
+            e.source,
+            "/apis/v1/namespaces/default/kafkasources/orders#orders"
+        );
+        assert_eq!(e.ty, "dev.knative.kafka.event");
+        assert_eq!(e.subject.as_deref(), Some("partition:2#17"));
+        assert_eq!(e.time.as_deref(), Some("2026-11-18T11:06:40.123Z"));
+        assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+        assert_eq!(e.attribute("key").as_deref(), Some("cust-1"));
+        assert_eq!(e.attribute("partitionkey").as_deref(), Some("cust-1"));
+        assert_eq!(e.attribute("kafkaheaderxtrace").as_deref(), Some("abc"));
+        assert_eq!(
+            e.attribute("kafkaheadercontenttype"),
+            None,
+            "22 characters: too long"
+        );
+        assert_eq!(e.extensions.len(), 3);
+    }
+
+    #[test]
+    fn key_types() {
+        assert_eq!(
+            key_value(&7i32.to_be_bytes(), KafkaKeyType::Int),
+            ExtValue::Integer(7)
+        );
+        assert_eq!(
+            key_value(&(1i64 << 40).to_be_bytes(), KafkaKeyType::Int),
+            ExtValue::String("1099511627776".into())
+        );
+        assert_eq!(
+            key_value(&21.5f64.to_be_bytes(), KafkaKeyType::Float),
+            ExtValue::String("21.5".into())
+        );
+        assert_eq!(
+            key_value(b"abc", KafkaKeyType::Int),
+            ExtValue::Binary(b"abc".to_vec())
+        );
+        assert_eq!(
+            key_value(&[0xff], KafkaKeyType::String),
+            ExtValue::Binary(vec![0xff])
+        );
+        assert_eq!(
+            key_value(b"k", KafkaKeyType::ByteArray),
+            ExtValue::Binary(b"k".to_vec())
+        );
+    }
+
+    #[test]
+    fn cloudevent_records_pass_through() {
+        let headers = [
+            ("ce_specversion", Some(b"1.0".as_slice())),
+            ("ce_id", Some(b"o-1".as_slice())),
+            ("ce_source", Some(b"/shop".as_slice())),
+            ("ce_type", Some(b"com.example.order.created".as_slice())),
+        ];
+        let e = wrap_record(
+            "default",
+            "orders",
+            KafkaKeyType::String,
+            &record(&headers, Some(b"k")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (e.id.as_str(), e.ty.as_str()),
+            ("o-1", "com.example.order.created")
+        );
+        assert!(e.extensions.is_empty(), "unchanged: no key extension added");
+    }
+}

@@ -1,0 +1,376 @@
+//! MQTT: the MqttSource, subscribing to topic filters on an MQTT 3.1.1 or 5 broker.
+//!
+//! Messages follow the CloudEvents MQTT binding: MQTT 5 messages are structured when their
+//! Content Type is a CloudEvents format and binary when their user properties carry
+//! `specversion`; MQTT 3.1.1 messages are structured when the payload is a JSON event. Any
+//! other payload is wrapped into an event of the source's `type`, with the topic as `subject`.
+//!
+//! QoS 1 messages are acked (PUBACK) only after their events are stored, and the session is
+//! persistent (a fixed client id, no clean start), so the broker redelivers what was not
+//! acked and keeps what arrives while Switchyard is down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
+use switchyard_broker::log::EventLog;
+use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
+use switchyard_core::config::Config;
+use switchyard_core::streams::{MqttSource, MqttVersion};
+use switchyard_core::{CloudEvent, Data, EventError};
+use tokio::sync::mpsc;
+
+use crate::target::{Target, new_id};
+use crate::{BackgroundTasks, SourceError};
+
+/// How long a persistent MQTT 5 session outlives its connection on the broker: a week of
+/// downtime loses nothing (the broker may cap it lower).
+const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
+/// Messages stored in one transaction at most.
+const MAX_BATCH: usize = 256;
+
+/// One received message, with the way to acknowledge it.
+struct Incoming {
+    topic: String,
+    payload: Bytes,
+    /// MQTT 5 only.
+    content_type: Option<String>,
+    /// MQTT 5 only.
+    user_properties: Vec<(String, String)>,
+    ack: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>,
+}
+
+/// The event an MQTT message carries, or wraps.
+fn message_event(
+    version: MqttVersion,
+    ty: &str,
+    source: &str,
+    m: &Incoming,
+) -> Result<CloudEvent, EventError> {
+    let carried = match version {
+        MqttVersion::V5 => switchyard_core::bindings::decode_mqtt5(
+            m.content_type.as_deref(),
+            &m.user_properties,
+            &m.payload,
+        )?,
+        MqttVersion::V311 => switchyard_core::bindings::decode_mqtt311(&m.payload)?,
+    };
+    if let Some(e) = carried {
+        return Ok(e);
+    }
+    let mut event = CloudEvent::new(new_id(), source, ty)?;
+    event.subject = Some(m.topic.clone());
+    event.time = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    event.datacontenttype = m.content_type.clone();
+    if !m.payload.is_empty() {
+        event.data = Data::Binary(m.payload.clone());
+    }
+    event.validate()?;
+    Ok(event)
+}
+
+struct Worker {
+    id: String,
+    version: MqttVersion,
+    ty: String,
+    source: String,
+    target: Target,
+    log: Arc<dyn EventLog>,
+}
+
+impl Worker {
+    /// Stores what the connection hands over, in arrival order, and acks each message after
+    /// its batch is stored.
+    async fn run(self, mut rx: mpsc::Receiver<Incoming>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut events = Vec::with_capacity(batch.len());
+            let mut acks = Vec::with_capacity(batch.len());
+            for m in batch {
+                match message_event(self.version, &self.ty, &self.source, &m) {
+                    Ok(e) => events.push(e),
+                    Err(e) => {
+                        tracing::error!(source = %self.id, topic = m.topic, error = %e, "an MQTT message is not a valid CloudEvent; acked and dropped");
+                        metrics::counter!(SOURCE_MALFORMED, "kind" => "MqttSource", "source" => self.id.clone(), "action" => "dropped").increment(1);
+                    }
+                }
+                acks.push(m.ack);
+            }
+            if !events.is_empty() {
+                let n = events.len();
+                let encoded = match self.target.prepare(&mut events) {
+                    Ok(e) => e,
+                    Err(p) => {
+                        tracing::error!(source = %self.id, problem = ?p, "cannot stamp events");
+                        continue;
+                    }
+                };
+                if self
+                    .target
+                    .append_until_stored(&self.log, &self.id, encoded, Vec::new())
+                    .await
+                    .is_err()
+                {
+                    // Shutting down: nothing is acked, the broker redelivers after a restart.
+                    return;
+                }
+                metrics::counter!(SOURCE_EVENTS, "kind" => "MqttSource", "source" => self.id.clone())
+                    .increment(n as u64);
+            }
+            for ack in acks {
+                ack().await;
+            }
+        }
+    }
+}
+
+fn qos4(q: u8) -> rumqttc::QoS {
+    if q == 0 {
+        rumqttc::QoS::AtMostOnce
+    } else {
+        rumqttc::QoS::AtLeastOnce
+    }
+}
+
+fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+    if q == 0 {
+        rumqttc::v5::mqttbytes::QoS::AtMostOnce
+    } else {
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+    }
+}
+
+/// Drives an MQTT 3.1.1 connection: (re)subscribes on every connect and hands messages over.
+async fn run_v311(
+    id: String,
+    options: rumqttc::MqttOptions,
+    topics: Vec<String>,
+    qos: u8,
+    tx: mpsc::Sender<Incoming>,
+) {
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
+                tracing::info!(source = %id, session_present = ack.session_present, "connected to the MQTT broker");
+                for t in &topics {
+                    if let Err(e) = client.subscribe(t.clone(), qos4(qos)).await {
+                        tracing::warn!(source = %id, topic = t, error = %e, "cannot subscribe");
+                    }
+                }
+            }
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                let c = client.clone();
+                let message = Incoming {
+                    topic: p.topic.clone(),
+                    payload: p.payload.clone(),
+                    content_type: None,
+                    user_properties: Vec::new(),
+                    ack: Box::new(move || {
+                        Box::pin(async move {
+                            let _ = c.ack(&p).await;
+                        })
+                    }),
+                };
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(source = %id, error = %e, "MQTT connection failed; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Drives an MQTT 5 connection, as [`run_v311`].
+async fn run_v5(
+    id: String,
+    options: rumqttc::v5::MqttOptions,
+    topics: Vec<String>,
+    qos: u8,
+    tx: mpsc::Sender<Incoming>,
+) {
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::v5::Event::Incoming(Packet5::ConnAck(ack))) => {
+                tracing::info!(source = %id, session_present = ack.session_present, "connected to the MQTT broker");
+                for t in &topics {
+                    if let Err(e) = client.subscribe(t.clone(), qos5(qos)).await {
+                        tracing::warn!(source = %id, topic = t, error = %e, "cannot subscribe");
+                    }
+                }
+            }
+            Ok(rumqttc::v5::Event::Incoming(Packet5::Publish(p))) => {
+                let c = client.clone();
+                let (content_type, user_properties) = p
+                    .properties
+                    .as_ref()
+                    .map(|pr| (pr.content_type.clone(), pr.user_properties.clone()))
+                    .unwrap_or_default();
+                let message = Incoming {
+                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                    payload: p.payload.clone(),
+                    content_type,
+                    user_properties,
+                    ack: Box::new(move || {
+                        Box::pin(async move {
+                            let _ = c.ack(&p).await;
+                        })
+                    }),
+                };
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(source = %id, error = %e, "MQTT connection failed; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Starts every MqttSource of `config`.
+pub(crate) fn start_sources(
+    config: &Config,
+    log: &Arc<dyn EventLog>,
+    tasks: &mut BackgroundTasks,
+) -> Result<(), SourceError> {
+    for ((ns, name), s) in &config.mqtt_sources {
+        let id = format!("{ns}/{name}");
+        let err = |m: String| SourceError(format!("MqttSource {id}: {m}"));
+        let (host, port) = s.host_port().map_err(|e| err(e.message))?;
+        let credentials = s
+            .spec
+            .auth
+            .as_ref()
+            .map(|a| {
+                Ok::<_, String>((
+                    a.username
+                        .resolve()
+                        .map_err(|e| format!("auth.username: {e}"))?,
+                    a.password
+                        .as_ref()
+                        .map(|p| p.resolve().map_err(|e| format!("auth.password: {e}")))
+                        .transpose()?
+                        .unwrap_or_default(),
+                ))
+            })
+            .transpose()
+            .map_err(err)?;
+        let version = s.spec.protocol_version.unwrap_or_default();
+        let qos = s.spec.qos.unwrap_or(1);
+        let clean = s.spec.clean_session.unwrap_or(false);
+        let worker = Worker {
+            id: id.clone(),
+            version,
+            ty: s
+                .spec
+                .ty
+                .clone()
+                .unwrap_or_else(|| MqttSource::DEFAULT_TYPE.to_owned()),
+            source: format!("/apis/v1/namespaces/{ns}/mqttsources/{name}"),
+            target: Target::resolve(
+                config,
+                "MqttSource",
+                ns,
+                name,
+                &s.spec.sink,
+                s.spec.ce_overrides.as_ref(),
+            ),
+            log: Arc::clone(log),
+        };
+        let (tx, rx) = mpsc::channel(1024);
+        tasks.spawn(worker.run(rx));
+        let topics = s.spec.topics.clone();
+        match version {
+            MqttVersion::V311 => {
+                let mut o = rumqttc::MqttOptions::new(s.client_id(), host, port);
+                o.set_clean_session(clean)
+                    .set_manual_acks(true)
+                    .set_keep_alive(Duration::from_secs(30));
+                if let Some((u, p)) = credentials {
+                    o.set_credentials(u, p);
+                }
+                tasks.spawn(run_v311(id, o, topics, qos, tx));
+            }
+            MqttVersion::V5 => {
+                let mut o = rumqttc::v5::MqttOptions::new(s.client_id(), host, port);
+                o.set_clean_start(clean)
+                    .set_manual_acks(true)
+                    .set_keep_alive(Duration::from_secs(30));
+                if !clean {
+                    o.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
+                }
+                if let Some((u, p)) = credentials {
+                    o.set_credentials(u, p);
+                }
+                tasks.spawn(run_v5(id, o, topics, qos, tx));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(payload: &'static [u8], ct: Option<&str>, props: &[(&str, &str)]) -> Incoming {
+        Incoming {
+            topic: "building/1/room/2/temperature".into(),
+            payload: Bytes::from_static(payload),
+            content_type: ct.map(str::to_owned),
+            user_properties: props
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
+            ack: Box::new(|| Box::pin(async {})),
+        }
+    }
+
+    #[test]
+    fn raw_payloads_are_wrapped_with_the_topic_as_subject() {
+        for version in [MqttVersion::V311, MqttVersion::V5] {
+            let e = message_event(version, "t", "/s", &incoming(b"21.5", None, &[]))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(e.subject.as_deref(), Some("building/1/room/2/temperature"));
+            assert_eq!(e.ty, "t");
+            assert_eq!(e.data, Data::Binary(Bytes::from_static(b"21.5")));
+        }
+    }
+
+    #[test]
+    fn binary_mode_only_in_mqtt5() {
+        let props = [
+            ("specversion", "1.0"),
+            ("id", "r-1"),
+            ("source", "/lorawan/gw-1"),
+            ("type", "com.example.reading"),
+        ];
+        let m = incoming(br#"{"t":21.5}"#, Some("application/json"), &props);
+        let e = message_event(MqttVersion::V5, "t", "/s", &m).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (e.id.as_str(), e.ty.as_str()),
+            ("r-1", "com.example.reading")
+        );
+        assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+        // 3.1.1 has no properties: the same payload is raw.
+        let m = incoming(br#"{"t":21.5}"#, None, &[]);
+        let e = message_event(MqttVersion::V311, "t", "/s", &m).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.ty, "t");
+    }
+}

@@ -1,0 +1,328 @@
+//! Black-box tests of the MQTT source (spec/streams.md) against the machine's real Mosquitto:
+//! MQTT 5 messages in all three shapes (raw, binary with user properties, structured),
+//! MQTT 3.1.1 messages (raw and structured), and QoS 1 messages in flight when Switchyard
+//! freezes and dies, which the broker redelivers to the restarted source.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::sink::Sink;
+use common::{Switchyard, eventually, moto::unique, mqtt_addr};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// An MQTT 5 publisher; the counter is the PUBACKs it got from the broker.
+fn publisher5(id: &str) -> (rumqttc::v5::AsyncClient, Arc<AtomicUsize>) {
+    let (host, port) = mqtt_addr();
+    let mut o = rumqttc::v5::MqttOptions::new(id, host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 100);
+    let acks = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&acks);
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_))) => {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    (client, acks)
+}
+
+/// An MQTT 3.1.1 publisher.
+fn publisher311(id: &str) -> rumqttc::AsyncClient {
+    let (host, port) = mqtt_addr();
+    let (client, mut eventloop) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new(id, host, port), 100);
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    client
+}
+
+fn source(name: &str, version: &str, topic: &str, extra: &str) -> String {
+    let (host, port) = mqtt_addr();
+    format!(
+        r#"
+---
+apiVersion: sources.switchyard.dev/v1
+kind: MqttSource
+metadata: {{name: {name}}}
+spec:
+  broker: mqtt://{host}:{port}
+  topics: ['{topic}']
+  protocolVersion: '{version}'
+  {extra}
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#
+    )
+}
+
+/// Publishes `probe` payloads until the sink has one: the source subscribes in the background.
+async fn wait_subscribed(sink: &Sink, publish: impl Fn() -> tokio::task::JoinHandle<()>) {
+    eventually("the source subscribed", WAIT, || {
+        let sent = publish();
+        async move {
+            sent.await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (!sink.received().is_empty()).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mqtt5_and_mqtt311_messages_arrive_in_every_mode() {
+    let sink = Sink::ok().await;
+    let u = unique();
+    let config = format!(
+        "{}{}{}",
+        common::broker_and_trigger("sensors", "filter: {}", &sink.url),
+        source(
+            "rooms",
+            "5",
+            &format!("sy{u}/+/temperature"),
+            "type: com.example.room.reading"
+        ),
+        source("legacy", "3.1.1", &format!("sy{u}/legacy/#"), ""),
+    );
+    let sy = Switchyard::start(&config);
+    let (p5, _) = publisher5(&format!("pub5-{u}"));
+    let p3 = publisher311(&format!("pub3-{u}"));
+    let probe5 = format!("sy{u}/probe/temperature");
+    wait_subscribed(&sink, || {
+        let (c, t) = (p5.clone(), probe5.clone());
+        tokio::spawn(async move {
+            c.publish(t, QoS::AtLeastOnce, false, "probe")
+                .await
+                .unwrap()
+        })
+    })
+    .await;
+    let probe3 = format!("sy{u}/legacy/probe");
+    let seen = sink.received().len();
+    eventually("the 3.1.1 source subscribed", WAIT, || {
+        let (c, t) = (p3.clone(), probe3.clone());
+        let sink = &sink;
+        async move {
+            c.publish(t, rumqttc::QoS::AtLeastOnce, false, "probe")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            sink.received()[seen..]
+                .iter()
+                .any(|r| {
+                    r.event
+                        .as_ref()
+                        .unwrap()
+                        .source
+                        .ends_with("/mqttsources/legacy")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let before = sink.received().len();
+
+    // MQTT 5, raw.
+    let props = PublishProperties {
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    p5.publish_with_properties(
+        format!("sy{u}/room1/temperature"),
+        QoS::AtLeastOnce,
+        false,
+        "21.5",
+        props,
+    )
+    .await
+    .unwrap();
+    // MQTT 5, binary mode: attributes in user properties, datacontenttype as Content Type.
+    let props = PublishProperties {
+        content_type: Some("application/json".into()),
+        user_properties: [
+            ("specversion", "1.0"),
+            ("id", "lora-1"),
+            ("source", "/lorawan/gw-7"),
+            ("type", "com.example.lorawan.uplink"),
+            ("devaddr", "26011b2c"),
+        ]
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect(),
+        ..Default::default()
+    };
+    p5.publish_with_properties(
+        format!("sy{u}/room2/temperature"),
+        QoS::AtLeastOnce,
+        false,
+        r#"{"t":19.0}"#,
+        props,
+    )
+    .await
+    .unwrap();
+    // MQTT 5, structured mode.
+    let props = PublishProperties {
+        content_type: Some("application/cloudevents+json".into()),
+        ..Default::default()
+    };
+    p5.publish_with_properties(
+        format!("sy{u}/room3/temperature"),
+        QoS::AtLeastOnce,
+        false,
+        r#"{"specversion":"1.0","id":"st-5","source":"/gw","type":"com.example.structured5","data":{"t":3}}"#,
+        props,
+    )
+    .await
+    .unwrap();
+    // MQTT 3.1.1: structured JSON, and a raw payload.
+    p3.publish(
+        format!("sy{u}/legacy/room4"),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        r#"{"specversion":"1.0","id":"st-3","source":"/gw","type":"com.example.structured311","data":{"t":4}}"#,
+    )
+    .await
+    .unwrap();
+    p3.publish(
+        format!("sy{u}/legacy/room5"),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        r#"{"t":5}"#,
+    )
+    .await
+    .unwrap();
+
+    let got = sink.wait_for(before + 5, WAIT).await;
+    let events: Vec<_> = got[before..]
+        .iter()
+        .map(|r| (r.event.clone().unwrap(), r.body.clone()))
+        .collect();
+    let find = |pred: &dyn Fn(&switchyard_core::CloudEvent) -> bool| {
+        events
+            .iter()
+            .find(|(e, _)| pred(e))
+            .unwrap_or_else(|| panic!("missing in {events:?}"))
+            .clone()
+    };
+    let (raw, body) = find(&|e| {
+        e.ty == "com.example.room.reading"
+            && e.subject.as_deref() == Some(&format!("sy{u}/room1/temperature"))
+    });
+    assert_eq!(raw.source, "/apis/v1/namespaces/default/mqttsources/rooms");
+    assert_eq!(raw.datacontenttype.as_deref(), Some("text/plain"));
+    assert_eq!(&body[..], b"21.5");
+    let (bin, body) = find(&|e| e.id == "lora-1");
+    assert_eq!(bin.ty, "com.example.lorawan.uplink");
+    assert_eq!(bin.source, "/lorawan/gw-7");
+    assert_eq!(bin.datacontenttype.as_deref(), Some("application/json"));
+    assert_eq!(bin.attribute("devaddr").as_deref(), Some("26011b2c"));
+    assert_eq!(&body[..], br#"{"t":19.0}"#);
+    let (st5, body) = find(&|e| e.id == "st-5");
+    assert_eq!(st5.ty, "com.example.structured5");
+    assert_eq!(&body[..], br#"{"t":3}"#);
+    let (st3, _) = find(&|e| e.id == "st-3");
+    assert_eq!(st3.ty, "com.example.structured311");
+    let (raw3, body) = find(&|e| e.subject.as_deref() == Some(&format!("sy{u}/legacy/room5")));
+    assert_eq!(raw3.ty, "dev.switchyard.mqtt.message");
+    assert_eq!(
+        raw3.source,
+        "/apis/v1/namespaces/default/mqttsources/legacy"
+    );
+    assert_eq!(&body[..], br#"{"t":5}"#);
+    drop(sy);
+}
+
+fn payloads(stored: &[(u64, switchyard_core::CloudEvent)]) -> BTreeSet<String> {
+    stored
+        .iter()
+        .filter_map(|(_, e)| e.data_bytes())
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        .filter(|p| p.starts_with("reading "))
+        .collect()
+}
+
+#[tokio::test]
+async fn qos1_messages_in_flight_at_a_crash_are_redelivered_and_stored() {
+    let sink = Sink::ok().await;
+    let u = unique();
+    let topic = format!("sy{u}/crash/temperature");
+    let config = format!(
+        "{}{}",
+        common::broker_and_trigger("sensors", "filter: {}", &sink.url),
+        source("crashy", "5", &format!("sy{u}/crash/#"), "qos: 1"),
+    );
+    let mut sy = Switchyard::start(&config);
+    let (p, acks) = publisher5(&format!("pub-{u}"));
+    wait_subscribed(&sink, || {
+        let (c, t) = (p.clone(), topic.clone());
+        tokio::spawn(async move {
+            c.publish(t, QoS::AtLeastOnce, false, "probe")
+                .await
+                .unwrap()
+        })
+    })
+    .await;
+    let acked_before = acks.load(Ordering::SeqCst);
+
+    // Frozen, the source can neither store nor acknowledge: the broker keeps the messages in
+    // flight (or queued) for the session.
+    sy.freeze();
+    for i in 0..50 {
+        p.publish(
+            topic.clone(),
+            QoS::AtLeastOnce,
+            false,
+            format!("reading {i}"),
+        )
+        .await
+        .unwrap();
+    }
+    eventually("the broker took all 50", WAIT, || {
+        let n = acks.load(Ordering::SeqCst);
+        async move { (n >= acked_before + 50).then_some(()) }
+    })
+    .await;
+    sy.kill9();
+    let lost_so_far = 50 - payloads(&sy.stored("default/default")).len();
+    assert!(
+        lost_so_far > 0,
+        "the frozen source stored messages it could not have read"
+    );
+
+    // The same client id and a persistent session: the broker hands everything over again.
+    sy.restart();
+    eventually("every reading delivered", WAIT, || {
+        let n = sink
+            .received()
+            .iter()
+            .filter(|r| r.body.starts_with(b"reading "))
+            .map(|r| r.body.clone())
+            .collect::<BTreeSet<_>>()
+            .len();
+        async move { (n == 50).then_some(()) }
+    })
+    .await;
+    let stored = payloads(&sy.stored("default/default"));
+    assert_eq!(
+        stored,
+        (0..50).map(|i| format!("reading {i}")).collect(),
+        "a reading was lost"
+    );
+}

@@ -1,0 +1,315 @@
+//! Black-box tests of the NATS source and sink (spec/streams.md) against the machine's real
+//! nats-server with JetStream: core subjects in a queue group, a JetStream durable consumer
+//! across a crash (redelivery of what was fetched but never stored, and an ack floor that
+//! never passes what the store holds), and a trigger publishing to a subject a plain
+//! subscriber reads back.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::sink::Sink;
+use common::{Switchyard, eventually, moto::unique, nats_url};
+use futures_util::StreamExt as _;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn nats() -> async_nats::Client {
+    async_nats::connect(nats_url()).await.unwrap()
+}
+
+fn trigger_on(filter: &str, sink: &str) -> String {
+    common::broker_and_trigger("from-nats", filter, sink)
+}
+
+#[tokio::test]
+async fn core_messages_raw_binary_and_structured_reach_the_trigger() {
+    let sink = Sink::ok().await;
+    let u = unique().replace('-', "");
+    let config = format!(
+        r#"{}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: NatsSource
+metadata: {{name: sensors}}
+spec:
+  servers: ['{}']
+  subject: 'core{u}.sensors.>'
+  queueGroup: switchyard
+  type: com.example.sensor.reading
+  ceOverrides: {{extensions: {{site: lab}}}}
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#,
+        trigger_on("filter: {}", &sink.url),
+        nats_url()
+    );
+    let sy = Switchyard::start(&config);
+    let client = nats().await;
+    // The subscription is made in the background: publish until the first one lands.
+    let probe = format!("core{u}.sensors.probe");
+    eventually("the source subscribed", WAIT, || {
+        let client = client.clone();
+        let probe = probe.clone();
+        let sink = &sink;
+        async move {
+            client.publish(probe, "probe".into()).await.unwrap();
+            client.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (!sink.received().is_empty()).then_some(())
+        }
+    })
+    .await;
+    let before = sink.received().len();
+
+    let mut raw = async_nats::HeaderMap::new();
+    raw.insert("Content-Type", "text/plain");
+    client
+        .publish_with_headers(format!("core{u}.sensors.room1"), raw, "21.5".into())
+        .await
+        .unwrap();
+    let mut binary = async_nats::HeaderMap::new();
+    for (k, v) in [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "b-1"),
+        ("ce-source", "/gateway/1"),
+        ("ce-type", "com.example.binary"),
+        ("ce-subject", "caf%C3%A9"),
+        ("Content-Type", "application/json"),
+    ] {
+        binary.insert(k, v);
+    }
+    client
+        .publish_with_headers(
+            format!("core{u}.sensors.room2"),
+            binary,
+            r#"{"t":1}"#.into(),
+        )
+        .await
+        .unwrap();
+    let mut structured = async_nats::HeaderMap::new();
+    structured.insert("Content-Type", "application/cloudevents+json");
+    client
+        .publish_with_headers(
+            format!("core{u}.sensors.room3"),
+            structured,
+            r#"{"specversion":"1.0","id":"s-1","source":"/gateway/2","type":"com.example.structured","data":{"t":2}}"#.into(),
+        )
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
+    let got = sink.wait_for(before + 3, WAIT).await;
+    let events: Vec<_> = got[before..]
+        .iter()
+        .map(|r| (r.event.clone().unwrap(), r.body.clone()))
+        .collect();
+    let (raw, body) = events
+        .iter()
+        .find(|(e, _)| e.ty == "com.example.sensor.reading")
+        .unwrap();
+    assert_eq!(
+        raw.source,
+        "/apis/v1/namespaces/default/natssources/sensors"
+    );
+    assert_eq!(
+        raw.subject.as_deref(),
+        Some(format!("core{u}.sensors.room1").as_str())
+    );
+    assert_eq!(raw.datacontenttype.as_deref(), Some("text/plain"));
+    assert_eq!(raw.attribute("site").as_deref(), Some("lab"));
+    assert!(raw.time.is_some());
+    assert_eq!(&body[..], b"21.5");
+    let (bin, body) = events.iter().find(|(e, _)| e.id == "b-1").unwrap();
+    assert_eq!(
+        (bin.ty.as_str(), bin.subject.as_deref()),
+        ("com.example.binary", Some("café"))
+    );
+    assert_eq!(&body[..], br#"{"t":1}"#);
+    let (st, body) = events.iter().find(|(e, _)| e.id == "s-1").unwrap();
+    assert_eq!(st.ty, "com.example.structured");
+    assert_eq!(&body[..], br#"{"t":2}"#);
+    drop(sy);
+}
+
+async fn stream_sequences(sy: &mut Switchyard, stream: &str) -> BTreeSet<u64> {
+    sy.stored("default/default")
+        .into_iter()
+        .filter_map(|(_, e)| {
+            e.id.strip_prefix(&format!("{stream}-"))
+                .map(|s| s.parse::<u64>().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn jetstream_redelivers_what_was_not_stored_and_acks_nothing_early() {
+    let sink = Sink::ok().await;
+    let u = unique().replace('-', "");
+    let stream = format!("SY{u}");
+    let subject = format!("js{u}.orders");
+    let js = jetstream::new(nats().await);
+    js.create_stream(jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("js{u}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Published before Switchyard runs: the new durable consumer starts at the first.
+    for i in 1..=3 {
+        js.publish(subject.clone(), format!("order {i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let config = format!(
+        r#"{}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: NatsSource
+metadata: {{name: orders}}
+spec:
+  servers: ['{}']
+  subject: '{subject}'
+  jetstream: {{stream: {stream}, consumer: switchyard-orders, ackWait: PT1S}}
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#,
+        trigger_on("filter: {}", &sink.url),
+        nats_url()
+    );
+    let mut sy = Switchyard::start(&config);
+    let got = sink.wait_for(3, WAIT).await;
+    // The stream sequence is the id, so a redelivered message is the same event.
+    let first = got
+        .iter()
+        .find(|r| r.event.as_ref().unwrap().id == format!("{stream}-1"))
+        .unwrap();
+    let e = first.event.as_ref().unwrap();
+    assert_eq!(e.ty, "dev.switchyard.nats.message");
+    assert_eq!(e.subject.as_deref(), Some(subject.as_str()));
+    assert_eq!(&first.body[..], b"order 1");
+
+    // Frozen, the source holds a pending pull: the server hands it the next messages, which
+    // it can neither store nor ack. Then it dies.
+    sy.freeze();
+    for i in 4..=40 {
+        js.publish(subject.clone(), format!("order {i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .get_consumer("switchyard-orders")
+        .await
+        .unwrap();
+    let consumer = &consumer;
+    eventually(
+        "the server delivered to the frozen source",
+        WAIT,
+        || async move {
+            let info = consumer.get_info().await.unwrap();
+            (info.num_ack_pending > 0).then_some(())
+        },
+    )
+    .await;
+    sy.kill9();
+    // Nothing acked beyond what the store holds.
+    let ack_floor = consumer.get_info().await.unwrap().ack_floor.stream_sequence;
+    let stored = stream_sequences(&mut sy, &stream).await;
+    assert!(
+        (1..=ack_floor).all(|s| stored.contains(&s)),
+        "ack floor {ack_floor} passes the stored sequences {stored:?}"
+    );
+
+    sy.restart();
+    eventually("every message stored and acked", WAIT, || async move {
+        let info = consumer.get_info().await.unwrap();
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    let info = consumer.get_info().await.unwrap();
+    // Each delivery, first or again, takes a consumer sequence: more of them than messages
+    // means the server redelivered what the frozen source never acked.
+    assert!(
+        info.delivered.consumer_sequence > info.delivered.stream_sequence,
+        "nothing was redelivered: {info:?}"
+    );
+    let stored = stream_sequences(&mut sy, &stream).await;
+    assert_eq!(stored, (1..=40).collect(), "a message was lost");
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_trigger_publishes_to_a_subject_a_plain_subscriber_reads_back() {
+    let u = unique().replace('-', "");
+    let subject = format!("out{u}.events");
+    let client = nats().await;
+    let mut sub = client.subscribe(subject.clone()).await.unwrap();
+    client.flush().await.unwrap();
+    let config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: switchyard.dev/v1
+kind: NatsSink
+metadata: {{name: audit}}
+spec:
+  servers: ['{}']
+  subject: '{subject}'
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: to-nats}}
+spec:
+  broker: default
+  subscriber: {{ref: {{apiVersion: switchyard.dev/v1, kind: NatsSink, name: audit}}}}
+"#,
+        nats_url()
+    );
+    let sy = Switchyard::start(&config);
+    let resp = common::client()
+        .post(sy.url("/default/default"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "n-1")
+        .header("ce-source", "/shop")
+        .header("ce-type", "com.example.order.created")
+        .header("ce-subject", "caf%C3%A9 42")
+        .header("ce-tenant", "acme")
+        .header("content-type", "application/json")
+        .body(r#"{"total":42}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let m = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let h = m.headers.unwrap();
+    let get = |n: &str| h.get(n).map(|v| v.as_str().to_owned());
+    assert_eq!(get("ce-specversion").as_deref(), Some("1.0"));
+    assert_eq!(get("ce-id").as_deref(), Some("n-1"));
+    assert_eq!(get("ce-source").as_deref(), Some("/shop"));
+    assert_eq!(get("ce-type").as_deref(), Some("com.example.order.created"));
+    // Percent-encoded as the binding says; decoded, the same subject.
+    assert_eq!(get("ce-subject").as_deref(), Some("caf%C3%A9%2042"));
+    assert_eq!(get("ce-tenant").as_deref(), Some("acme"));
+    assert_eq!(get("Content-Type").as_deref(), Some("application/json"));
+    assert_eq!(
+        get("ce-knativebrokerttl"),
+        None,
+        "the broker's loop guard stays inside"
+    );
+    assert_eq!(&m.payload[..], br#"{"total":42}"#);
+    drop(sy);
+}

@@ -1,0 +1,45 @@
+//! Subscribers that are streams, not HTTP endpoints: a Trigger whose `subscriber.ref` (or
+//! `deadLetterSink.ref`) names a KafkaSink or a NatsSink delivers through a [`StreamSink`].
+//!
+//! The dispatcher knows such a subscriber by its address, `kafkasink:{ns}/{name}` or
+//! `natssink:{ns}/{name}` (see [`address`]), and looks it up in the [`StreamSinks`] the server
+//! started with; the writers themselves live in the adapters crate, with their client
+//! libraries. Retries, dead-lettering and ordering are the trigger's, as for HTTP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use switchyard_core::CloudEvent;
+
+/// Why a stream did not take an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StreamSinkError {
+    /// Whether trying again may work (a broker down, a timeout), or never will (a record too
+    /// large, a topic that does not exist and is not created): then the event is
+    /// dead-lettered at once.
+    pub retryable: bool,
+    /// What went wrong, as the stream's client said it.
+    pub message: String,
+}
+
+/// A stream a trigger delivers to.
+pub trait StreamSink: Send + Sync + std::fmt::Debug {
+    /// Writes one event; `Ok` once the stream holds it (as far as the sink's kind promises:
+    /// acknowledged by Kafka with `acks=all`, by JetStream, or flushed to a NATS server).
+    fn send<'a>(&'a self, event: &'a CloudEvent) -> BoxFuture<'a, Result<(), StreamSinkError>>;
+}
+
+/// The stream sinks of a configuration, by [`address`].
+pub type StreamSinks = Arc<HashMap<String, Arc<dyn StreamSink>>>;
+
+/// The address by which triggers know the stream sink `kind` `ns/name`.
+pub fn address(kind: &str, ns: &str, name: &str) -> String {
+    format!("{}:{ns}/{name}", kind.to_ascii_lowercase())
+}
+
+/// Whether a `ref` kind is a stream sink's.
+pub fn is_stream_kind(kind: &str) -> bool {
+    matches!(kind, "KafkaSink" | "NatsSink")
+}
