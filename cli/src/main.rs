@@ -189,6 +189,51 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 out.push_str(&format!("S3Source {ns}/{name}: {how}\n"));
             }
+            for ((ns, name), s) in &config.kafka_sources {
+                out.push_str(&format!(
+                    "KafkaSource {ns}/{name}: topics {} from {} as group {}\n",
+                    s.spec.topics.join(","),
+                    s.spec.bootstrap_servers.join(","),
+                    s.consumer_group()
+                ));
+            }
+            for ((ns, name), s) in &config.nats_sources {
+                let how = match &s.spec.jetstream {
+                    Some(js) => format!(
+                        "JetStream stream {} (consumer {})",
+                        js.stream,
+                        s.consumer_name().unwrap_or_default()
+                    ),
+                    None => "core NATS".to_owned(),
+                };
+                out.push_str(&format!(
+                    "NatsSource {ns}/{name}: `{}` from {}, {how}\n",
+                    s.spec.subject,
+                    s.spec.servers.join(",")
+                ));
+            }
+            for ((ns, name), s) in &config.mqtt_sources {
+                out.push_str(&format!(
+                    "MqttSource {ns}/{name}: {} from {} as {}\n",
+                    s.spec.topics.join(","),
+                    s.spec.broker,
+                    s.client_id()
+                ));
+            }
+            for ((ns, name), s) in &config.kafka_sinks {
+                out.push_str(&format!(
+                    "KafkaSink {ns}/{name} -> topic {} at {}\n",
+                    s.spec.topic,
+                    s.spec.bootstrap_servers.join(",")
+                ));
+            }
+            for ((ns, name), s) in &config.nats_sinks {
+                out.push_str(&format!(
+                    "NatsSink {ns}/{name} -> subject {} at {}\n",
+                    s.spec.subject,
+                    s.spec.servers.join(",")
+                ));
+            }
             for ((ns, name), et) in &config.event_types {
                 let broker = et.broker().map_or_else(
                     || "no broker".to_owned(),

@@ -410,7 +410,8 @@ pub enum NatsDeliverPolicy {
 pub struct NatsJetStream {
     /// The stream (it must exist; create it with `nats stream add` or your own tooling).
     pub stream: String,
-    /// The durable consumer's name (default `switchyard-{name}`); created when missing.
+    /// The durable consumer's name (default `switchyard-{namespace}-{name}`); created when
+    /// missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
     /// Where a new consumer starts (default `all`).
@@ -534,15 +535,19 @@ impl NatsSource {
     /// The durable consumer's name in JetStream mode.
     pub fn consumer_name(&self) -> Option<String> {
         self.spec.jetstream.as_ref().map(|js| {
-            js.consumer
-                .clone()
-                .unwrap_or_else(|| format!("switchyard-{}", self.metadata.name))
+            js.consumer.clone().unwrap_or_else(|| {
+                format!(
+                    "switchyard-{}-{}",
+                    self.metadata.namespace, self.metadata.name
+                )
+            })
         })
     }
 }
 
-/// The MQTT protocol version a source speaks to its broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// The MQTT protocol version a source speaks to its broker: `"3.1.1"` or `5` (YAML's bare
+/// `5` is a number; both forms load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 pub enum MqttVersion {
     /// MQTT 3.1.1: events arrive in structured mode or as raw payloads.
     #[serde(rename = "3.1.1")]
@@ -609,6 +614,25 @@ pub struct MqttSource {
     pub spec: MqttSourceSpec,
 }
 
+impl<'de> Deserialize<'de> for MqttVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Text(String),
+            Number(u64),
+        }
+        match Given::deserialize(d)? {
+            Given::Text(t) if t == "3.1.1" => Ok(MqttVersion::V311),
+            Given::Text(t) if t == "5" || t == "5.0" => Ok(MqttVersion::V5),
+            Given::Number(5) => Ok(MqttVersion::V5),
+            _ => Err(serde::de::Error::custom(
+                "the MQTT protocol version is `3.1.1` or `5`",
+            )),
+        }
+    }
+}
+
 impl MqttSource {
     /// The default `type` of wrapped payloads.
     pub const DEFAULT_TYPE: &'static str = "dev.switchyard.mqtt.message";
@@ -634,16 +658,31 @@ impl MqttSource {
         if rest.is_empty() || rest.contains(['/', '@', ' ']) {
             return Err(err());
         }
-        match rest.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() => Ok((
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                port.parse().map_err(|_| err())?,
-            )),
-            Some(_) => Err(err()),
-            None => Ok((rest.to_owned(), 1883)),
+        // `[v6 address]:port`, `[v6 address]`, `host:port` or `host`.
+        let (host, port) = match rest.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']').ok_or_else(err)?;
+                match after {
+                    "" => (host, None),
+                    after => (host, Some(after.strip_prefix(':').ok_or_else(err)?)),
+                }
+            }
+            None => match rest.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(err());
         }
+        let port = match port {
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse().map_err(|_| err())?
+            }
+            Some(_) => return Err(err()),
+            None => 1883,
+        };
+        Ok((host.to_owned(), port))
     }
 
     /// The client id in force.
@@ -837,6 +876,37 @@ mod tests {
             assert!(nats_subject("f", bad, true).is_err(), "{bad}");
         }
         assert!(nats_subject("f", "a.*", false).is_err());
+    }
+
+    #[test]
+    fn mqtt_addresses_and_versions() {
+        let source = |broker: &str| {
+            let yaml = format!(
+                "metadata: {{name: m}}\nspec:\n  broker: '{broker}'\n  topics: [a]\n  sink: {{uri: 'http://x.example/'}}\n"
+            );
+            serde_norway::from_str::<MqttSource>(&yaml).map_err(|e| e.to_string())
+        };
+        let hp = |b: &str| source(b).and_then(|s| s.host_port().map_err(|e| e.message));
+        assert_eq!(hp("mqtt://h:1884"), Ok(("h".into(), 1884)));
+        assert_eq!(hp("mqtt://h"), Ok(("h".into(), 1883)));
+        assert_eq!(hp("tcp://[::1]:1884"), Ok(("::1".into(), 1884)));
+        assert_eq!(hp("mqtt://[::1]"), Ok(("::1".into(), 1883)));
+        for bad in [
+            "mqtt://",
+            "mqtt://h:+1",
+            "mqtt://h:x",
+            "http://h",
+            "mqtt://[::1",
+            "mqtt://:1",
+        ] {
+            assert!(hp(bad).is_err(), "{bad}");
+        }
+        let version = |v: &str| serde_norway::from_str::<MqttVersion>(v).map_err(|e| e.to_string());
+        assert_eq!(version("5"), Ok(MqttVersion::V5));
+        assert_eq!(version("'5'"), Ok(MqttVersion::V5));
+        assert_eq!(version("'3.1.1'"), Ok(MqttVersion::V311));
+        assert!(version("3").is_err());
+        assert!(version("3.1").is_err());
     }
 
     #[test]

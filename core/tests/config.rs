@@ -693,3 +693,114 @@ fn a_uri_sink_adds_a_broker_and_a_trigger_of_the_sources_own() {
     let err = load_text(&twice, "c.yaml").unwrap_err();
     assert!(err.message.contains("defined twice"), "{err}");
 }
+
+#[test]
+fn stream_kinds_load_and_bad_fields_are_named() {
+    let ok = format!(
+        "{BROKER_HEAD}---\napiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata:\n  name: k\n  labels: {{kafkasources.sources.knative.dev/key-type: int}}\nspec:\n  bootstrapServers: ['127.0.0.1:9092']\n  topics: [orders]\n  sink: {{ref: {{kind: Broker, name: b}}}}\n---\napiVersion: eventing.knative.dev/v1alpha1\nkind: KafkaSink\nmetadata: {{name: out}}\nspec:\n  topic: audit\n  bootstrapServers: ['127.0.0.1:9092']\n---\n{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber: {{ref: {{kind: KafkaSink, name: out}}}}\n  delivery: {{deadLetterSink: {{ref: {{kind: NatsSink, name: dead}}}}}}\n---\napiVersion: switchyard.dev/v1\nkind: NatsSink\nmetadata: {{name: dead}}\nspec:\n  servers: ['nats://127.0.0.1:4222']\n  subject: dead.letters\n"
+    );
+    let config = load_text(&ok, "streams.yaml").unwrap();
+    let k = &config.kafka_sources[&key("default", "k")];
+    assert_eq!(k.consumer_group(), "switchyard.default.k");
+    assert_eq!(
+        k.key_type().unwrap(),
+        switchyard_core::streams::KafkaKeyType::Int
+    );
+    assert_eq!(config.kafka_sinks.len(), 1);
+    assert_eq!(config.nats_sinks.len(), 1);
+
+    let cases: &[(String, &str, Option<&str>, &str)] = &[
+        (
+            "apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata: {name: k}\nspec:\n  bootstrapServers: ['kafka:9092,other:9092']\n  topics: [t]\n  sink: {uri: 'http://x.example/'}\n".into(),
+            "KafkaSource default/k",
+            Some("spec.bootstrapServers"),
+            "not a `host:port` Kafka broker address",
+        ),
+        (
+            "apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata:\n  name: k\n  labels: {kafkasources.sources.knative.dev/key-type: uuid}\nspec:\n  bootstrapServers: ['k:9092']\n  topics: [t]\n  sink: {uri: 'http://x.example/'}\n".into(),
+            "KafkaSource default/k",
+            Some("metadata.labels.kafkasources.sources.knative.dev/key-type"),
+            "`uuid` is not a key type",
+        ),
+        (
+            "apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata: {name: k}\nspec:\n  bootstrapServers: ['k:9092']\n  topics: ['a topic']\n  sink: {uri: 'http://x.example/'}\n".into(),
+            "KafkaSource default/k",
+            Some("spec.topics"),
+            "not a Kafka topic name",
+        ),
+        (
+            "apiVersion: sources.switchyard.dev/v1\nkind: NatsSource\nmetadata: {name: n}\nspec:\n  servers: ['nats://127.0.0.1:4222']\n  subject: 'a.>.b'\n  sink: {uri: 'http://x.example/'}\n".into(),
+            "NatsSource default/n",
+            Some("spec.subject"),
+            "`>` only last",
+        ),
+        (
+            "apiVersion: sources.switchyard.dev/v1\nkind: NatsSource\nmetadata: {name: n}\nspec:\n  servers: ['nats://127.0.0.1:4222']\n  subject: a\n  queueGroup: q\n  jetstream: {stream: S}\n  sink: {uri: 'http://x.example/'}\n".into(),
+            "NatsSource default/n",
+            Some("spec.queueGroup"),
+            "is for core NATS",
+        ),
+        (
+            "apiVersion: sources.switchyard.dev/v1\nkind: MqttSource\nmetadata: {name: m}\nspec:\n  broker: mqtt://127.0.0.1:1883\n  topics: ['a/#/b']\n  sink: {uri: 'http://x.example/'}\n".into(),
+            "MqttSource default/m",
+            Some("spec.topics"),
+            "`#` only as the last level",
+        ),
+        (
+            "apiVersion: sources.switchyard.dev/v1\nkind: MqttSource\nmetadata: {name: m}\nspec:\n  broker: mqtt://127.0.0.1:1883\n  topics: [a]\n  qos: 2\n  sink: {uri: 'http://x.example/'}\n".into(),
+            "MqttSource default/m",
+            Some("spec.qos"),
+            "QoS 2 is not supported",
+        ),
+        (
+            "apiVersion: sources.switchyard.dev/v1\nkind: MqttSource\nmetadata: {name: m}\nspec:\n  broker: http://127.0.0.1:1883\n  topics: [a]\n  sink: {uri: 'http://x.example/'}\n".into(),
+            "MqttSource default/m",
+            Some("spec.broker"),
+            "not an MQTT broker address",
+        ),
+        (
+            "apiVersion: switchyard.dev/v1\nkind: NatsSink\nmetadata: {name: s}\nspec:\n  servers: ['nats://127.0.0.1:4222']\n  subject: 'out.*'\n".into(),
+            "NatsSink default/s",
+            Some("spec.subject"),
+            "without wildcards",
+        ),
+        (
+            "apiVersion: eventing.knative.dev/v1alpha1\nkind: KafkaSink\nmetadata: {name: s}\nspec:\n  topic: t\n  bootstrapServers: ['k:9092']\n  replicationFactor: 3\n".into(),
+            "KafkaSink default/s",
+            Some("spec.replicationFactor"),
+            "give `numPartitions` too",
+        ),
+        (
+            "apiVersion: eventing.knative.dev/v1alpha1\nkind: KafkaSink\nmetadata: {name: s}\nspec:\n  topic: t\n  bootstrapServers: ['k:9092']\n  net: {sasl: {enable: true, user: {value: u}}}\n".into(),
+            "KafkaSink default/s",
+            Some("spec.net.sasl"),
+            "needs `user` and `password`",
+        ),
+    ];
+    for (text, resource, field, message) in cases {
+        let err = parse_text(text, "bad.yaml").unwrap_err();
+        assert_error(&err, "bad.yaml", resource, *field, message);
+    }
+
+    // A ref to a stream sink that does not exist; a Sink and a KafkaSink may not share a name.
+    let missing = format!(
+        "{BROKER_HEAD}---\n{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber: {{ref: {{kind: NatsSink, name: gone}}}}\n"
+    );
+    let err = load_text(&missing, "refs.yaml").unwrap_err();
+    assert_error(
+        &err,
+        "refs.yaml",
+        "Trigger default/t",
+        Some("spec.subscriber.ref"),
+        "no NatsSink `gone` in namespace `default`",
+    );
+    let clash = "apiVersion: switchyard.dev/v1\nkind: Sink\nmetadata: {name: out}\nspec: {uri: 'http://x.example/'}\n---\napiVersion: eventing.knative.dev/v1alpha1\nkind: KafkaSink\nmetadata: {name: out}\nspec:\n  topic: t\n  bootstrapServers: ['k:9092']\n";
+    let err = load_text(clash, "clash.yaml").unwrap_err();
+    assert_error(
+        &err,
+        "clash.yaml",
+        "KafkaSink default/out",
+        Some("metadata.name"),
+        "defined twice (first in clash.yaml)",
+    );
+}
