@@ -1,0 +1,146 @@
+//! The edge example (examples/edge) on real parts: its `switchyard.yaml` (addresses
+//! substituted) in the real binary, the machine's Mosquitto, the example's Python function.
+//! LoRaWAN-style uplinks published over MQTT 3.1.1 reach the function through the trigger's
+//! prefix + CESQL filter; a warm reading becomes an alert routed back through the broker.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::sink::Sink;
+use common::{Switchyard, eventually, moto::unique, mqtt_addr};
+
+const WAIT: Duration = Duration::from_secs(30);
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/edge");
+
+struct Function(Child);
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts comfort.py on a free port; its URL.
+fn start_function() -> (Function, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let python = std::env::var("SWITCHYARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = Command::new(python)
+        .arg(format!("{EXAMPLE}/comfort.py"))
+        .env("PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("comfort function listening"), "{line}");
+    (Function(child), format!("http://127.0.0.1:{port}/"))
+}
+
+fn uplink(device: &str, celsius: f64) -> String {
+    format!(
+        r#"{{"deviceInfo":{{"deviceName":"{device}"}},"object":{{"temperature":{celsius},"humidity":41}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn warm_rooms_raise_alerts_and_other_applications_are_filtered_out() {
+    let alerts = Sink::ok().await;
+    let (_function, function_url) = start_function();
+    let (host, port) = mqtt_addr();
+    let u = unique();
+    // The shipped config, pointed at this test's parts. A unique topic root and client id
+    // keep runs sharing the broker apart.
+    let config = std::fs::read_to_string(format!("{EXAMPLE}/switchyard.yaml"))
+        .unwrap()
+        .replace("http://127.0.0.1:8090/alerts", &alerts.url)
+        .replace("http://127.0.0.1:8090/", &function_url)
+        .replace("mqtt://127.0.0.1:1883", &format!("mqtt://{host}:{port}"))
+        .replace("application/", &format!("t{u}/application/"))
+        .replace("  qos: 1\n", &format!("  qos: 1\n  clientId: edge-{u}\n"));
+    let sy = Switchyard::start(&config);
+
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(
+        rumqttc::MqttOptions::new(format!("gw-{u}"), host, port),
+        100,
+    );
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let publish = |app: &str, device: &str, celsius: f64| {
+        let client = client.clone();
+        let topic = format!("t{u}/application/{app}/device/0004a30b{device}/event/up");
+        let body = uplink(device, celsius);
+        async move {
+            client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, body)
+                .await
+                .unwrap();
+        }
+    };
+    // The source subscribes in the background: a warm probe until its alert comes back.
+    eventually("the source subscribed", WAIT, || {
+        let sent = publish("rooms", "probe", 40.0);
+        async {
+            sent.await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (!alerts.received().is_empty()).then_some(())
+        }
+    })
+    .await;
+    let before = alerts.received().len();
+
+    publish("greenhouse", "gh-1", 35.0).await; // another application: not for `comfort`
+    publish("rooms", "room-102", 21.0).await; // comfortable: no alert
+    publish("rooms", "room-101", 27.4).await; // too warm
+    let got = alerts.wait_for(before + 1, WAIT).await;
+    let alert = got[before].event.clone().unwrap();
+    assert_eq!(alert.ty, "com.example.room.too-warm");
+    assert_eq!(alert.source, "/functions/comfort");
+    assert_eq!(alert.subject.as_deref(), Some("room-101"));
+    assert!(alert.id.ends_with(".too-warm"));
+    let data: serde_json::Value = serde_json::from_slice(&got[before].body).unwrap();
+    assert_eq!(data["temperature"], 27.4);
+    // Routing goes in offset order: the earlier uplinks were decided before this alert.
+    assert!(
+        alerts.received()[before..]
+            .iter()
+            .all(|r| r.event.as_ref().unwrap().subject.as_deref() == Some("room-101")),
+        "only room-101 was too warm for `comfort`"
+    );
+
+    // All uplinks are stored, with the topic as subject and the site from ceOverrides.
+    let mut sy = sy;
+    let stored = sy.stored("default/sensors");
+    let uplinks: Vec<_> = stored
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| {
+            e.ty == "com.example.lorawan.uplink" && !e.subject.as_deref().unwrap().contains("probe")
+        })
+        .collect();
+    assert_eq!(uplinks.len(), 3);
+    assert!(
+        uplinks
+            .iter()
+            .all(|e| e.attribute("site").as_deref() == Some("hq"))
+    );
+    assert!(uplinks.iter().any(|e| e.subject.as_deref()
+        == Some(&format!(
+            "t{u}/application/greenhouse/device/0004a30bgh-1/event/up"
+        ))));
+}

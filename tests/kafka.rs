@@ -1,0 +1,340 @@
+//! Black-box tests of the Kafka source and sink (spec/streams.md) against a real
+//! Kafka-protocol broker (tansu, started by `scripts/test`): records in all three shapes,
+//! a crash in the middle of a backlog (nothing lost, no offset committed before its event was
+//! stored), and a trigger writing to a topic a plain consumer reads back.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::sink::Sink;
+use common::{Switchyard, eventually, kafka_bootstrap, moto::unique};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn client_config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", kafka_bootstrap());
+    c
+}
+
+async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
+    let results = admin
+        .create_topics(
+            [&NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+fn producer() -> FutureProducer {
+    client_config().set("acks", "all").create().unwrap()
+}
+
+async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    value: &str,
+) {
+    let mut h = OwnedHeaders::new();
+    for (k, v) in headers {
+        h = h.insert(Header {
+            key: k,
+            value: Some(*v),
+        });
+    }
+    let mut r: FutureRecord<'_, str, str> = FutureRecord::to(topic).payload(value).headers(h);
+    if let Some(k) = key {
+        r = r.key(k);
+    }
+    if let Some(part) = partition {
+        r = r.partition(part);
+    }
+    p.send(r, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+fn kafka_source(name: &str, topic: &str, extra: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: sources.knative.dev/v1beta1
+kind: KafkaSource
+metadata: {{name: {name}}}
+spec:
+  bootstrapServers: ['{}']
+  topics: ['{topic}']
+  initialOffset: earliest
+  {extra}
+  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
+"#,
+        kafka_bootstrap()
+    )
+}
+
+#[tokio::test]
+async fn raw_binary_and_structured_records_reach_the_trigger() {
+    let sink = Sink::ok().await;
+    let topic = format!("orders-{}", unique());
+    create_topic(&topic, 1).await;
+    let p = producer();
+    produce(
+        &p,
+        &topic,
+        None,
+        Some("cust-1"),
+        &[("content-type", "application/json"), ("X-Trace", "abc")],
+        r#"{"total":42}"#,
+    )
+    .await;
+    produce(
+        &p,
+        &topic,
+        None,
+        Some("cust-2"),
+        &[
+            ("ce_specversion", "1.0"),
+            ("ce_id", "bin-1"),
+            ("ce_source", "/shop"),
+            ("ce_type", "com.example.order.created"),
+            ("ce_subject", "café 1"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"total":7}"#,
+    )
+    .await;
+    produce(
+        &p,
+        &topic,
+        None,
+        None,
+        &[("content-type", "application/cloudevents+json; charset=utf-8")],
+        r#"{"specversion":"1.0","id":"st-1","source":"/shop","type":"com.example.order.paid","data":{"total":9}}"#,
+    )
+    .await;
+    let config = format!(
+        "{}{}",
+        common::broker_and_trigger("orders", "filter: {}", &sink.url),
+        kafka_source("orders", &topic, &format!("consumerGroup: sy-{topic}")),
+    );
+    let sy = Switchyard::start(&config);
+    let got = sink.wait_for(3, WAIT).await;
+    let by_id: BTreeMap<String, _> = got
+        .iter()
+        .map(|r| (r.event.as_ref().unwrap().id.clone(), r))
+        .collect();
+    let raw = by_id["partition:0/offset:0"];
+    let e = raw.event.as_ref().unwrap();
+    assert_eq!(e.ty, "dev.knative.kafka.event");
+    assert_eq!(
+        e.source,
+        format!("/apis/v1/namespaces/default/kafkasources/orders#{topic}")
+    );
+    assert_eq!(e.subject.as_deref(), Some("partition:0#0"));
+    assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+    assert_eq!(e.attribute("key").as_deref(), Some("cust-1"));
+    assert_eq!(e.attribute("partitionkey").as_deref(), Some("cust-1"));
+    assert_eq!(e.attribute("kafkaheaderxtrace").as_deref(), Some("abc"));
+    assert!(e.time.is_some(), "the record's timestamp");
+    assert_eq!(&raw.body[..], br#"{"total":42}"#);
+    let bin = by_id["bin-1"];
+    let e = bin.event.as_ref().unwrap();
+    assert_eq!(
+        (e.ty.as_str(), e.subject.as_deref()),
+        ("com.example.order.created", Some("café 1"))
+    );
+    assert_eq!(
+        e.attribute("key"),
+        None,
+        "a CloudEvent passes through unchanged"
+    );
+    assert_eq!(&bin.body[..], br#"{"total":7}"#);
+    let st = by_id["st-1"];
+    assert_eq!(st.event.as_ref().unwrap().ty, "com.example.order.paid");
+    assert_eq!(&st.body[..], br#"{"total":9}"#);
+    drop(sy);
+}
+
+/// (partition, offset) of every wrapped record stored.
+fn stored_positions(sy: &mut Switchyard) -> BTreeSet<(i32, i64)> {
+    sy.stored("default/default")
+        .into_iter()
+        .filter_map(|(_, e)| {
+            let rest = e.id.strip_prefix("partition:")?;
+            let (p, o) = rest.split_once("/offset:")?;
+            Some((p.parse().unwrap(), o.parse().unwrap()))
+        })
+        .collect()
+}
+
+fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let c: StreamConsumer = client_config().set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    c.committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| {
+            let o = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            (e.partition(), o)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_crash_loses_nothing_and_commits_nothing_early() {
+    let sink = Sink::ok().await;
+    let topic = format!("readings-{}", unique());
+    let group = format!("sy-{topic}");
+    create_topic(&topic, 2).await;
+    let p = producer();
+    for i in 0..400 {
+        produce(&p, &topic, Some(i % 2), None, &[], &format!("reading {i}")).await;
+    }
+    let config = format!(
+        "{}{}",
+        common::broker_and_trigger("readings", "filter: {}", &sink.url),
+        kafka_source("readings", &topic, &format!("consumerGroup: {group}")),
+    );
+    let mut sy = Switchyard::start(&config);
+    sink.wait_for(1, WAIT).await;
+    sy.kill9();
+    let stored = stored_positions(&mut sy);
+    // Every offset below a committed one is in the store.
+    for (partition, next) in committed(&group, &topic, 2) {
+        for offset in 0..next {
+            assert!(
+                stored.contains(&(partition, offset)),
+                "offset {offset} of partition {partition} committed but not stored"
+            );
+        }
+    }
+
+    sy.restart();
+    let all: BTreeMap<i32, i64> = [(0, 200), (1, 200)].into();
+    eventually("every offset committed", WAIT, || {
+        let now = committed(&group, &topic, 2);
+        let all = &all;
+        async move { (now == *all).then_some(()) }
+    })
+    .await;
+    let stored = stored_positions(&mut sy);
+    let expected: BTreeSet<(i32, i64)> =
+        (0..2).flat_map(|p| (0..200).map(move |o| (p, o))).collect();
+    assert_eq!(stored, expected, "a record was lost");
+}
+
+#[tokio::test]
+async fn a_trigger_writes_to_a_topic_a_plain_consumer_reads_back() {
+    let topic = format!("audit-{}", unique());
+    let config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: KafkaSink
+metadata: {{name: audit}}
+spec:
+  topic: {topic}
+  bootstrapServers: ['{}']
+  numPartitions: 1
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: to-kafka}}
+spec:
+  broker: default
+  subscriber: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: audit}}}}
+"#,
+        kafka_bootstrap()
+    );
+    let sy = Switchyard::start(&config);
+    let resp = common::client()
+        .post(sy.url("/default/default"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "k-1")
+        .header("ce-source", "/shop")
+        .header("ce-type", "com.example.order.created")
+        .header("ce-subject", "caf%C3%A9")
+        .header("ce-partitionkey", "cust-9")
+        .header("content-type", "application/json")
+        .body(r#"{"total":42}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+
+    let reader: StreamConsumer = client_config()
+        .set("group.id", format!("reader-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    // The sink creates the topic in the background; subscribe once it exists.
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let m = eventually("the record arrived", WAIT, || {
+        let reader = &reader;
+        async move {
+            match tokio::time::timeout(Duration::from_secs(1), reader.recv()).await {
+                Ok(Ok(m)) => Some(m.detach()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    let headers: BTreeMap<String, String> = m
+        .headers()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h.key.to_owned(),
+                String::from_utf8(h.value.unwrap().to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(headers["ce_specversion"], "1.0");
+    assert_eq!(headers["ce_id"], "k-1");
+    assert_eq!(headers["ce_source"], "/shop");
+    assert_eq!(headers["ce_type"], "com.example.order.created");
+    // Kafka headers are UTF-8: not percent-encoded.
+    assert_eq!(headers["ce_subject"], "café");
+    assert_eq!(headers["ce_partitionkey"], "cust-9");
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(!headers.contains_key("ce_knativebrokerttl"));
+    assert_eq!(
+        m.key(),
+        Some(b"cust-9".as_slice()),
+        "partitionkey is the record key"
+    );
+    assert_eq!(m.payload(), Some(br#"{"total":42}"#.as_slice()));
+    drop(sy);
+}
