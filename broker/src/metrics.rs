@@ -38,9 +38,10 @@ pub const REPLIES_DROPPED: &str = "switchyard_replies_dropped_total";
 
 /// Events sources stored in their broker, by source `kind` and `source` (`namespace/name`).
 pub const SOURCE_EVENTS: &str = "switchyard_source_events_total";
-/// Notifications a source could not read (malformed), by `kind`, `source` and what was done
-/// with them (`action`: `rejected` for a 4xx answer, `moved` to a dead-letter queue, `kept`
-/// in the queue for its redrive policy).
+/// Notifications or messages a source could not read (malformed), by `kind`, `source` and
+/// what was done with them (`action`: `rejected` for a 4xx answer, `moved` to a dead-letter
+/// queue, `kept` in the queue for its redrive policy, `skipped` past in a Kafka topic,
+/// `terminated` in JetStream, `dropped` for core NATS and MQTT).
 pub const SOURCE_MALFORMED: &str = "switchyard_source_malformed_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
