@@ -218,7 +218,12 @@ async fn a_crash_loses_nothing_and_commits_nothing_early() {
     let config = format!(
         "{}{}",
         common::broker_and_trigger("readings", "filter: {}", &sink.url),
-        kafka_source("readings", &topic, &format!("consumerGroup: {group}")),
+        // Two group members share the two partitions: the restart is also a rebalance.
+        kafka_source(
+            "readings",
+            &topic,
+            &format!("consumerGroup: {group}\n  consumers: 2"),
+        ),
     );
     let mut sy = Switchyard::start(&config);
     sink.wait_for(1, WAIT).await;

@@ -69,8 +69,8 @@ pub struct SourceError(pub String);
 pub struct Sources {
     /// Routes of the HTTP sources (and `/debug/clock` for a manual clock).
     pub routes: Router,
-    _ping: ping::PingSources,
-    _sqs: s3::SqsPollers,
+    _ping: BackgroundTasks,
+    _sqs: BackgroundTasks,
     _streams: BackgroundTasks,
 }
 

@@ -15,8 +15,8 @@ use switchyard_core::config::Config;
 use switchyard_core::schedule::Schedule;
 use switchyard_core::sources::{CatchUp, CatchUpPolicy, MAX_CATCH_UP_SLOTS};
 use switchyard_core::{CloudEvent, Data};
-use tokio::task::JoinHandle;
 
+use crate::BackgroundTasks;
 use crate::clock::Clock;
 use crate::target::Target;
 
@@ -48,26 +48,12 @@ struct Runner {
     clock: Clock,
 }
 
-/// The running PingSources; dropping it stops them.
-#[derive(Debug, Default)]
-pub struct PingSources {
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for PingSources {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
 /// Starts every PingSource of `config`.
 pub async fn start(
     config: &Config,
     log: Arc<dyn EventLog>,
     clock: Clock,
-) -> Result<PingSources, PingError> {
+) -> Result<BackgroundTasks, PingError> {
     let mut runners = Vec::new();
     for ((ns, name), p) in &config.ping_sources {
         let err = |message: String| PingError {
@@ -97,15 +83,15 @@ pub async fn start(
             clock: clock.clone(),
         });
     }
-    let mut tasks = Vec::new();
+    let mut tasks = BackgroundTasks::default();
     for r in runners {
         let last = r.last_fired().map_err(|e| PingError {
             source_id: r.id.clone(),
             message: format!("cannot read its state: {e}"),
         })?;
-        tasks.push(tokio::spawn(r.run(last)));
+        tasks.spawn(r.run(last));
     }
-    Ok(PingSources { tasks })
+    Ok(tasks)
 }
 
 fn state_key(ns: &str, name: &str) -> Vec<u8> {

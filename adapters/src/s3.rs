@@ -17,8 +17,8 @@ use switchyard_broker::problem::Problem;
 use switchyard_core::config::Config;
 use switchyard_core::sources::S3Source;
 use switchyard_core::{CloudEvent, Data};
-use tokio::task::JoinHandle;
 
+use crate::BackgroundTasks;
 use crate::aws::{Credentials, Queue};
 use crate::target::Target;
 use crate::webhook::{Auth, check_auth};
@@ -398,20 +398,6 @@ impl HttpSource {
     }
 }
 
-/// The running SQS pollers; dropping it stops them.
-#[derive(Debug, Default)]
-pub struct SqsPollers {
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for SqsPollers {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
 struct Poller {
     id: String,
     queue: Queue,
@@ -462,7 +448,7 @@ pub fn start_pollers(
     config: &Config,
     log: &Arc<dyn EventLog>,
     client: &reqwest::Client,
-) -> Result<SqsPollers, String> {
+) -> Result<BackgroundTasks, String> {
     let mut pollers = Vec::new();
     for ((ns, name), s) in &config.s3_sources {
         let Some(sqs) = &s.spec.sqs else { continue };
@@ -508,9 +494,11 @@ pub fn start_pollers(
             wait_s: sqs.wait_time_seconds.unwrap_or(20),
         });
     }
-    Ok(SqsPollers {
-        tasks: pollers.into_iter().map(|p| tokio::spawn(p.run())).collect(),
-    })
+    let mut tasks = BackgroundTasks::default();
+    for p in pollers {
+        tasks.spawn(p.run());
+    }
+    Ok(tasks)
 }
 
 /// The S3 notification inside an SQS message body: SNS-in-SQS is unwrapped.
