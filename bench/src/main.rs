@@ -3,9 +3,11 @@
 //! `switchyard-bench run` measures, in one invocation on one machine, a load generator and a
 //! sink in this process against DIRECT (generator → sink) and SWITCHYARD (generator → the
 //! real `switchyard` binary → sink) with 0, 1 and 10 triggers, and writes JSON and Markdown
-//! with the ratios. `switchyard-bench sink` is the measuring sink on its own, for runs driven
-//! by other load generators (wrk).
+//! with the ratios, and the NATS peers ([`nats`]): NATS-BRIDGE (`switchyard-bench
+//! nats-bridge`, an HTTP → JetStream → HTTP bridge) and NATS-RAW. `switchyard-bench sink` is
+//! the measuring sink on its own, for runs driven by other load generators (wrk).
 
+mod nats;
 mod run;
 
 use std::net::SocketAddr;
@@ -35,8 +37,10 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
     },
-    /// Run the workloads against DIRECT and SWITCHYARD and report.
+    /// Run the workloads against DIRECT, SWITCHYARD and the NATS peers and report.
     Run(run::RunArgs),
+    /// The NATS-BRIDGE peer: HTTP → JetStream (202 after the stream's ack) → HTTP.
+    NatsBridge(nats::BridgeArgs),
 }
 
 #[derive(Default)]
@@ -110,6 +114,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Run(args) => run::run(args).await,
+            Command::NatsBridge(args) => nats::bridge(args).await,
         }
     })
 }

@@ -39,6 +39,12 @@ pub struct RunArgs {
     /// Short steps (3 s) for a smoke run.
     #[arg(long)]
     quick: bool,
+    /// The NATS server (with JetStream) of the NATS-BRIDGE and NATS-RAW peers.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Leave out the NATS peers.
+    #[arg(long)]
+    no_nats: bool,
 }
 
 /// The `p` quantile of sorted values (0 when empty).
@@ -50,7 +56,7 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i]
 }
 
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -226,6 +232,7 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A system under test running as its own process, killed (and its data removed) on drop.
 struct Broker {
     child: Child,
     base: String,
@@ -271,6 +278,30 @@ fn start_switchyard(bin: &PathBuf, triggers: usize, sink: &str, fsync: bool) -> 
     std::io::BufReader::new(stdout).read_line(&mut line)?;
     let Some(base) = line.trim().strip_prefix("switchyard listening on ") else {
         bail!("unexpected first line from switchyard: {line:?}");
+    };
+    Ok(Broker {
+        child,
+        base: base.to_owned(),
+        dir,
+    })
+}
+
+/// Starts the NATS-BRIDGE peer (this binary's `nats-bridge`) delivering to `sink`.
+fn start_nats_bridge(nats: &str, sink: &str) -> Result<Broker> {
+    use std::io::BufRead as _;
+    let dir = tempfile_dir()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["nats-bridge", "--nats", nats, "--sink", sink])
+        .arg("--stream")
+        .arg(format!("BENCHBRIDGE{}", std::process::id()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the NATS bridge")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let Some(base) = line.trim().strip_prefix("nats-bridge listening on ") else {
+        bail!("the NATS bridge did not start: {line:?}");
     };
     Ok(Broker {
         child,
@@ -401,12 +432,65 @@ pub async fn run(args: RunArgs) -> Result<()> {
         drop(broker);
     }
 
-    let rate = |i: usize, key: &str| results[i][key].as_f64().unwrap_or(0.0);
-    let direct_rate = rate(0, "accepted_per_s");
+    if !args.no_nats {
+        let bridge = start_nats_bridge(&args.nats, &format!("{sink_url}bridge"))?;
+        let step = Step {
+            system: "NATS-BRIDGE".into(),
+            workload: "saturation, 1 consumer".into(),
+            triggers: 1,
+        };
+        results.push(
+            measure(
+                &step,
+                &format!("{}/", bridge.base),
+                &sink,
+                Some(bridge.child.id()),
+                &args,
+                seconds,
+            )
+            .await,
+        );
+        drop(bridge);
+        let payload = Bytes::from(vec![b'x'; args.payload_bytes]);
+        let stream = format!("BENCHRAW{}", std::process::id());
+        let r = crate::nats::raw(&args.nats, &stream, args.connections, seconds, &payload).await?;
+        results.push(json!({
+            "system": "NATS-RAW",
+            "workload": "publish + pull, no HTTP",
+            "triggers": 1,
+            "seconds": r.seconds,
+            "accepted_per_s": r.accepted as f64 / r.seconds,
+            "delivered_per_s": r.delivered as f64 / r.seconds,
+            "failed": 0,
+            "ack_us": {"p50": percentile(&r.acks, 0.5), "p90": percentile(&r.acks, 0.9), "p99": percentile(&r.acks, 0.99), "p999": percentile(&r.acks, 0.999)},
+            "e2e_us": {"p50": percentile(&r.e2e, 0.5), "p90": percentile(&r.e2e, 0.9), "p99": percentile(&r.e2e, 0.99), "p999": percentile(&r.e2e, 0.999)},
+            "lost": r.accepted.saturating_sub(r.delivered),
+            "duplicates": 0,
+            "cpu_us_per_accepted_event": 0.0,
+            "rss_bytes": 0,
+        }));
+    }
+
+    let rate = |system: &str, workload: &str, key: &str| {
+        results
+            .iter()
+            .find(|r| {
+                r["system"] == system
+                    && r["workload"]
+                        .as_str()
+                        .is_some_and(|w| w.starts_with(workload))
+            })
+            .and_then(|r| r[key].as_f64())
+            .unwrap_or(0.0)
+    };
+    let direct_rate = rate("DIRECT", "saturation", "accepted_per_s");
+    let one = rate("SWITCHYARD", "saturation, 1 trigger", "delivered_per_s");
+    let bridge = rate("NATS-BRIDGE", "saturation", "delivered_per_s");
     let ratios = json!({
-        "ingest_vs_direct": rate(1, "accepted_per_s") / direct_rate,
-        "one_trigger_e2e_vs_direct": rate(3, "delivered_per_s") / direct_rate,
-        "fanout10_vs_fanout1_deliveries": rate(4, "delivered_per_s") / rate(3, "delivered_per_s"),
+        "ingest_vs_direct": rate("SWITCHYARD", "saturation ingest", "accepted_per_s") / direct_rate,
+        "one_trigger_e2e_vs_direct": one / direct_rate,
+        "one_trigger_e2e_vs_nats_bridge": if bridge > 0.0 { one / bridge } else { 0.0 },
+        "fanout10_vs_fanout1_deliveries": rate("SWITCHYARD", "saturation, 10 trigger", "delivered_per_s") / one,
     });
     let report = json!({
         "machine": {"cores": std::thread::available_parallelism().map_or(0, std::num::NonZero::get)},
@@ -438,9 +522,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ));
     }
     md.push_str(&format!(
-        "\nRatios: ingest / DIRECT = {:.2} (bar 0.6); 1-trigger end-to-end / DIRECT = {:.2} (bar 0.35); fan-out 10 / fan-out 1 deliveries = {:.2} (bar 0.8)\n",
+        "\nRatios: ingest / DIRECT = {:.2} (bar 0.6); 1-trigger end-to-end / DIRECT = {:.2} (bar 0.35); 1-trigger end-to-end / NATS-BRIDGE = {:.2} (bar 1.25); fan-out 10 / fan-out 1 deliveries = {:.2} (bar 0.8)\n\nNATS-BRIDGE and NATS-RAW: JetStream file storage acknowledges a publish once written and flushes to disk on an interval, not per message; SWITCHYARD's 202 comes after an fsync.\n",
         ratios["ingest_vs_direct"].as_f64().unwrap_or(0.0),
         ratios["one_trigger_e2e_vs_direct"].as_f64().unwrap_or(0.0),
+        ratios["one_trigger_e2e_vs_nats_bridge"].as_f64().unwrap_or(0.0),
         ratios["fanout10_vs_fanout1_deliveries"].as_f64().unwrap_or(0.0),
     ));
     std::fs::create_dir_all(&args.out_dir)?;
