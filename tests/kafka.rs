@@ -212,9 +212,15 @@ async fn a_crash_loses_nothing_and_commits_nothing_early() {
     let group = format!("sy-{topic}");
     create_topic(&topic, 2).await;
     let p = producer();
-    for i in 0..400 {
-        produce(&p, &topic, Some(i % 2), None, &[], &format!("reading {i}")).await;
-    }
+    // Produced concurrently: a backlog of several batches (at most 500 records each).
+    let values: Vec<String> = (0..2000).map(|i| format!("reading {i}")).collect();
+    futures_util::future::join_all(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| produce(&p, &topic, Some(i32::from(i % 2 == 1)), None, &[], v)),
+    )
+    .await;
     let config = format!(
         "{}{}",
         common::broker_and_trigger("readings", "filter: {}", &sink.url),
@@ -240,7 +246,7 @@ async fn a_crash_loses_nothing_and_commits_nothing_early() {
     }
 
     sy.restart();
-    let all: BTreeMap<i32, i64> = [(0, 200), (1, 200)].into();
+    let all: BTreeMap<i32, i64> = [(0, 1000), (1, 1000)].into();
     eventually("every offset committed", WAIT, || {
         let now = committed(&group, &topic, 2);
         let all = &all;
@@ -248,8 +254,9 @@ async fn a_crash_loses_nothing_and_commits_nothing_early() {
     })
     .await;
     let stored = stored_positions(&mut sy);
-    let expected: BTreeSet<(i32, i64)> =
-        (0..2).flat_map(|p| (0..200).map(move |o| (p, o))).collect();
+    let expected: BTreeSet<(i32, i64)> = (0..2)
+        .flat_map(|p| (0..1000).map(move |o| (p, o)))
+        .collect();
     assert_eq!(stored, expected, "a record was lost");
 }
 

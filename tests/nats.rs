@@ -62,7 +62,6 @@ spec:
         }
     })
     .await;
-    let before = sink.received().len();
 
     let mut raw = async_nats::HeaderMap::new();
     raw.insert("Content-Type", "text/plain");
@@ -77,7 +76,8 @@ spec:
         ("ce-source", "/gateway/1"),
         ("ce-type", "com.example.binary"),
         ("ce-subject", "caf%C3%A9"),
-        ("Content-Type", "application/json"),
+        // The NATS binding carries datacontenttype as a `ce-` header like the rest.
+        ("ce-datacontenttype", "application/json"),
     ] {
         binary.insert(k, v);
     }
@@ -87,6 +87,22 @@ spec:
             binary,
             r#"{"t":1}"#.into(),
         )
+        .await
+        .unwrap();
+    // A CloudEvent that has been through too many brokers (TTL 0): not storable, counted,
+    // and it does not take the messages it arrived with down with it.
+    let mut exhausted = async_nats::HeaderMap::new();
+    for (k, v) in [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "ttl-0"),
+        ("ce-source", "/loop"),
+        ("ce-type", "com.example.loop"),
+        ("ce-knativebrokerttl", "0"),
+    ] {
+        exhausted.insert(k, v);
+    }
+    client
+        .publish_with_headers(format!("core{u}.sensors.room9"), exhausted, "".into())
         .await
         .unwrap();
     let mut structured = async_nats::HeaderMap::new();
@@ -101,8 +117,19 @@ spec:
         .unwrap();
     client.flush().await.unwrap();
 
-    let got = sink.wait_for(before + 3, WAIT).await;
-    let events: Vec<_> = got[before..]
+    // Probes (subject `….probe`) may still arrive; they are not what is checked.
+    let got = sink
+        .wait_for_where(3, WAIT, |r| {
+            !r.event
+                .as_ref()
+                .unwrap()
+                .subject
+                .as_deref()
+                .unwrap_or("")
+                .ends_with(".probe")
+        })
+        .await;
+    let events: Vec<_> = got
         .iter()
         .map(|r| (r.event.clone().unwrap(), r.body.clone()))
         .collect();
@@ -127,10 +154,21 @@ spec:
         (bin.ty.as_str(), bin.subject.as_deref()),
         ("com.example.binary", Some("café"))
     );
+    assert_eq!(bin.datacontenttype.as_deref(), Some("application/json"));
     assert_eq!(&body[..], br#"{"t":1}"#);
+    assert!(events.iter().all(|(e, _)| e.id != "ttl-0"));
     let (st, body) = events.iter().find(|(e, _)| e.id == "s-1").unwrap();
     assert_eq!(st.ty, "com.example.structured");
     assert_eq!(&body[..], br#"{"t":2}"#);
+    let m = common::metrics(&sy).await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("switchyard_source_malformed_total")
+                && l.contains("kind=\"NatsSource\"")
+                && l.contains("action=\"dropped\"")
+                && l.ends_with(" 1")),
+        "{m}"
+    );
     drop(sy);
 }
 
@@ -304,6 +342,10 @@ spec:
     // Percent-encoded as the binding says; decoded, the same subject.
     assert_eq!(get("ce-subject").as_deref(), Some("caf%C3%A9%2042"));
     assert_eq!(get("ce-tenant").as_deref(), Some("acme"));
+    assert_eq!(
+        get("ce-datacontenttype").as_deref(),
+        Some("application/json")
+    );
     assert_eq!(get("Content-Type").as_deref(), Some("application/json"));
     assert_eq!(
         get("ce-knativebrokerttl"),

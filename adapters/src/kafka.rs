@@ -3,9 +3,9 @@
 //!
 //! Records that are CloudEvents (the Kafka binding: `ce_` headers, or a
 //! `content-type: application/cloudevents+json` value) pass through unchanged; other records
-//! are wrapped as Knative's KafkaSource wraps them (see [`wrap_record`]). Auto-commit is off:
-//! a batch's offsets are committed only after its events are stored, so a crash or a
-//! rebalance redelivers records, never skips them.
+//! are wrapped as Knative's KafkaSource wraps them (see [`wrap_record`]). A batch's offsets
+//! are stored for librdkafka's commits only after its events are stored (automatic offset
+//! storing is off), so a crash or a rebalance redelivers records, never skips them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -179,7 +179,7 @@ pub fn wrap_record(
     for (h, v) in r.headers {
         let value = v.unwrap_or_default();
         if h.eq_ignore_ascii_case("content-type") {
-            event.datacontenttype = std::str::from_utf8(value).ok().map(str::to_owned);
+            event.datacontenttype = crate::target::content_type(std::str::from_utf8(value).ok());
         }
         match header_extension(h) {
             Some(ext) => {
@@ -234,14 +234,23 @@ impl Consumer {
                     _ => break,
                 }
             }
-            let mut events = Vec::with_capacity(batch.len());
+            let mut encoded = Vec::with_capacity(batch.len());
             // The next offset to commit per (topic, partition): the last record's + 1.
             let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
             for m in &batch {
-                let headers: Vec<(&str, Option<&[u8]>)> = m
-                    .headers()
-                    .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-                    .unwrap_or_default();
+                // rdkafka panics on a header name that is not UTF-8 (it unwraps the
+                // conversion): such a record is skipped like a malformed one.
+                let headers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    m.headers()
+                        .map(|h| h.iter().map(|h| (h.key, h.value)).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                }));
+                let Ok(headers) = headers else {
+                    tracing::error!(source = %self.id, topic = m.topic(), partition = m.partition(), offset = m.offset(), "a Kafka record has a header name that is not UTF-8; skipped");
+                    metrics::counter!(SOURCE_MALFORMED, "kind" => "KafkaSource", "source" => self.id.clone(), "action" => "skipped").increment(1);
+                    next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+                    continue;
+                };
                 let record = Record {
                     topic: m.topic(),
                     partition: m.partition(),
@@ -251,26 +260,22 @@ impl Consumer {
                     headers: &headers,
                     value: m.payload(),
                 };
-                match wrap_record(&self.ns, &self.name, self.key_type, &record) {
-                    Ok(e) => events.push(e),
+                let built = wrap_record(&self.ns, &self.name, self.key_type, &record)
+                    .map_err(|e| e.to_string())
+                    .and_then(|e| self.target.encode_one(e));
+                match built {
+                    Ok(e) => encoded.push(e),
                     Err(e) => {
                         // Kafka has no dead-letter queue of its own: the record stays in the
                         // topic, and is passed over.
-                        tracing::error!(source = %self.id, topic = record.topic, partition = record.partition, offset = record.offset, error = %e, "a Kafka record is not a valid CloudEvent; skipped");
+                        tracing::error!(source = %self.id, topic = record.topic, partition = record.partition, offset = record.offset, error = %e, "a Kafka record cannot be stored as a CloudEvent; skipped");
                         metrics::counter!(SOURCE_MALFORMED, "kind" => "KafkaSource", "source" => self.id.clone(), "action" => "skipped").increment(1);
                     }
                 }
                 next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
             }
-            if !events.is_empty() {
-                let n = events.len();
-                let encoded = match self.target.prepare(&mut events) {
-                    Ok(e) => e,
-                    Err(p) => {
-                        tracing::error!(source = %self.id, problem = ?p, "cannot stamp events");
-                        continue;
-                    }
-                };
+            if !encoded.is_empty() {
+                let n = encoded.len();
                 if self
                     .target
                     .append_until_stored(&self.log, &self.id, encoded, Vec::new())
@@ -292,9 +297,10 @@ impl Consumer {
                     tracing::warn!(source = %self.id, error = %e, "cannot build the offsets to commit");
                 }
             }
-            // A commit lost (a crash, a rebalance) means a redelivery: duplicates, never a gap.
-            if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
-                tracing::warn!(source = %self.id, error = %e, "offset commit failed; the records will be delivered again");
+            // Stored for the next commit. A partition this member no longer owns refuses
+            // them; its new owner gets the records again: duplicates, never a gap.
+            if let Err(e) = consumer.store_offsets(&offsets) {
+                tracing::warn!(source = %self.id, error = %e, "cannot store offsets for commit; the records will be delivered again");
             }
         }
     }
@@ -314,7 +320,11 @@ pub(crate) fn start_sources(
         cc.set("bootstrap.servers", s.spec.bootstrap_servers.join(","))
             .set("group.id", s.consumer_group())
             .set("client.id", format!("switchyard-{ns}-{name}"))
-            .set("enable.auto.commit", "false")
+            // librdkafka commits (every second, at a rebalance and at close) only the offsets
+            // this source stores after the store committed, and retries a failed commit: the
+            // at-least-once pattern of librdkafka's documentation.
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             // A member that died (kill -9) holds its partitions until this passes: 10 s

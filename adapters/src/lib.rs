@@ -38,16 +38,25 @@ pub mod webhook;
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Tasks running in the background, aborted when this is dropped (the sources' pollers and
-/// consumers: each stores before it acknowledges, so an abort loses nothing).
+/// consumers: each stores before it acknowledges, so an abort loses nothing). A task that
+/// panics is logged at error level: its source has stopped.
 #[derive(Debug, Default)]
 pub struct BackgroundTasks {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl BackgroundTasks {
     /// Runs `task` until it ends or this is dropped.
     pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tasks.push(tokio::spawn(task));
+        let handle = tokio::spawn(task);
+        self.tasks.push(handle.abort_handle());
+        tokio::spawn(async move {
+            if let Err(e) = handle.await
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "a source's task panicked; that source has stopped (a bug: please report it)");
+            }
+        });
     }
 }
 

@@ -30,6 +30,12 @@ use crate::{BackgroundTasks, SourceError};
 const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 /// Messages stored in one transaction at most.
 const MAX_BATCH: usize = 256;
+/// MQTT's own limit on a packet (256 MiB - 1): the client takes whatever the broker sends, so
+/// an oversized message never breaks the connection (and, with a persistent session, every
+/// reconnect after it); the worker refuses payloads over [`crate::MAX_BODY_BYTES`] itself.
+const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
+/// Requests (acks, subscriptions) the client may queue for its event loop.
+const CLIENT_QUEUE: usize = 1024;
 
 /// One received message, with the way to acknowledge it.
 struct Incoming {
@@ -49,6 +55,16 @@ fn message_event(
     source: &str,
     m: &Incoming,
 ) -> Result<CloudEvent, EventError> {
+    if m.payload.len() > crate::MAX_BODY_BYTES {
+        return Err(EventError::invalid(
+            "data",
+            format!(
+                "the payload is {} bytes, more than the {} an event may have",
+                m.payload.len(),
+                crate::MAX_BODY_BYTES
+            ),
+        ));
+    }
     let carried = match version {
         MqttVersion::V5 => switchyard_core::bindings::decode_mqtt5(
             m.content_type.as_deref(),
@@ -63,7 +79,7 @@ fn message_event(
     let mut event = CloudEvent::new(new_id(), source, ty)?;
     event.subject = Some(m.topic.clone());
     event.time = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-    event.datacontenttype = m.content_type.clone();
+    event.datacontenttype = crate::target::content_type(m.content_type.as_deref());
     if !m.payload.is_empty() {
         event.data = Data::Binary(m.payload.clone());
     }
@@ -92,27 +108,23 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let mut events = Vec::with_capacity(batch.len());
+            let mut encoded = Vec::with_capacity(batch.len());
             let mut acks = Vec::with_capacity(batch.len());
             for m in batch {
-                match message_event(self.version, &self.ty, &self.source, &m) {
-                    Ok(e) => events.push(e),
+                let built = message_event(self.version, &self.ty, &self.source, &m)
+                    .map_err(|e| e.to_string())
+                    .and_then(|e| self.target.encode_one(e));
+                match built {
+                    Ok(e) => encoded.push(e),
                     Err(e) => {
-                        tracing::error!(source = %self.id, topic = m.topic, error = %e, "an MQTT message is not a valid CloudEvent; acked and dropped");
+                        tracing::error!(source = %self.id, topic = m.topic, error = %e, "an MQTT message cannot be stored as a CloudEvent; acked and dropped");
                         metrics::counter!(SOURCE_MALFORMED, "kind" => "MqttSource", "source" => self.id.clone(), "action" => "dropped").increment(1);
                     }
                 }
                 acks.push(m.ack);
             }
-            if !events.is_empty() {
-                let n = events.len();
-                let encoded = match self.target.prepare(&mut events) {
-                    Ok(e) => e,
-                    Err(p) => {
-                        tracing::error!(source = %self.id, problem = ?p, "cannot stamp events");
-                        continue;
-                    }
-                };
+            if !encoded.is_empty() {
+                let n = encoded.len();
                 if self
                     .target
                     .append_until_stored(&self.log, &self.id, encoded, Vec::new())
@@ -156,16 +168,20 @@ async fn run_v311(
     qos: u8,
     tx: mpsc::Sender<Incoming>,
 ) {
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, CLIENT_QUEUE);
     loop {
         match eventloop.poll().await {
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
                 tracing::info!(source = %id, session_present = ack.session_present, "connected to the MQTT broker");
-                for t in &topics {
-                    if let Err(e) = client.subscribe(t.clone(), qos4(qos)).await {
-                        tracing::warn!(source = %id, topic = t, error = %e, "cannot subscribe");
+                // From another task: the request queue is drained only by this loop.
+                let (c, topics, id) = (client.clone(), topics.clone(), id.clone());
+                tokio::spawn(async move {
+                    for t in topics {
+                        if let Err(e) = c.subscribe(t.clone(), qos4(qos)).await {
+                            tracing::warn!(source = %id, topic = t, error = %e, "cannot subscribe");
+                        }
                     }
-                }
+                });
             }
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                 let c = client.clone();
@@ -201,16 +217,20 @@ async fn run_v5(
     qos: u8,
     tx: mpsc::Sender<Incoming>,
 ) {
-    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, CLIENT_QUEUE);
     loop {
         match eventloop.poll().await {
             Ok(rumqttc::v5::Event::Incoming(Packet5::ConnAck(ack))) => {
                 tracing::info!(source = %id, session_present = ack.session_present, "connected to the MQTT broker");
-                for t in &topics {
-                    if let Err(e) = client.subscribe(t.clone(), qos5(qos)).await {
-                        tracing::warn!(source = %id, topic = t, error = %e, "cannot subscribe");
+                // From another task: the request queue is drained only by this loop.
+                let (c, topics, id) = (client.clone(), topics.clone(), id.clone());
+                tokio::spawn(async move {
+                    for t in topics {
+                        if let Err(e) = c.subscribe(t.clone(), qos5(qos)).await {
+                            tracing::warn!(source = %id, topic = t, error = %e, "cannot subscribe");
+                        }
                     }
-                }
+                });
             }
             Ok(rumqttc::v5::Event::Incoming(Packet5::Publish(p))) => {
                 let c = client.clone();
@@ -301,7 +321,8 @@ pub(crate) fn start_sources(
                 let mut o = rumqttc::MqttOptions::new(s.client_id(), host, port);
                 o.set_clean_session(clean)
                     .set_manual_acks(true)
-                    .set_keep_alive(Duration::from_secs(30));
+                    .set_keep_alive(Duration::from_secs(30))
+                    .set_max_packet_size(MQTT_MAX_PACKET_BYTES, 64 * 1024);
                 if let Some((u, p)) = credentials {
                     o.set_credentials(u, p);
                 }
@@ -311,7 +332,8 @@ pub(crate) fn start_sources(
                 let mut o = rumqttc::v5::MqttOptions::new(s.client_id(), host, port);
                 o.set_clean_start(clean)
                     .set_manual_acks(true)
-                    .set_keep_alive(Duration::from_secs(30));
+                    .set_keep_alive(Duration::from_secs(30))
+                    .set_max_packet_size(u32::try_from(MQTT_MAX_PACKET_BYTES).ok());
                 if !clean {
                     o.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
                 }

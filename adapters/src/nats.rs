@@ -99,7 +99,7 @@ fn message_event(
             .into_iter()
             .flat_map(|h| h.iter())
             .flat_map(|(name, values)| values.iter().map(move |v| (name.as_ref(), v.as_str()))),
-    );
+    )?;
     match switchyard_core::http::decode(&http_headers, payload.clone()) {
         Ok((_, mut events)) if events.len() == 1 => return Ok(events.remove(0)),
         Ok(_) => {
@@ -117,10 +117,11 @@ fn message_event(
     event.time = position
         .and_then(|p| rfc3339_from_unix_ns(p.published_unix_ns))
         .or_else(|| Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
-    event.datacontenttype = http_headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    event.datacontenttype = crate::target::content_type(
+        http_headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
     if !payload.is_empty() {
         event.data = Data::Binary(payload);
     }
@@ -136,8 +137,8 @@ struct Consumer {
 }
 
 impl Consumer {
-    fn malformed(&self, subject: &str, error: &EventError, action: &'static str) {
-        tracing::error!(source = %self.id, subject, error = %error, action, "a NATS message is not a valid CloudEvent");
+    fn malformed(&self, subject: &str, error: &str, action: &'static str) {
+        tracing::error!(source = %self.id, subject, error, action, "a NATS message cannot be stored as a CloudEvent");
         metrics::counter!(SOURCE_MALFORMED, "kind" => "NatsSource", "source" => self.id.clone(), "action" => action).increment(1);
     }
 
@@ -171,30 +172,26 @@ impl Consumer {
                         _ => break,
                     }
                 }
-                let mut events = Vec::with_capacity(batch.len());
+                let mut encoded = Vec::with_capacity(batch.len());
                 for m in batch {
-                    match message_event(
+                    let built = message_event(
                         &self.wrapping,
                         m.subject.as_str(),
                         m.headers.as_ref(),
                         m.payload,
                         None,
-                    ) {
-                        Ok(e) => events.push(e),
+                    )
+                    .map_err(|e| e.to_string())
+                    .and_then(|e| self.target.encode_one(e));
+                    match built {
+                        Ok(e) => encoded.push(e),
                         Err(e) => self.malformed(m.subject.as_str(), &e, "dropped"),
                     }
                 }
-                if events.is_empty() {
+                if encoded.is_empty() {
                     continue;
                 }
-                let n = events.len();
-                let encoded = match self.target.prepare(&mut events) {
-                    Ok(e) => e,
-                    Err(p) => {
-                        tracing::error!(source = %self.id, problem = ?p, "cannot stamp events");
-                        continue;
-                    }
-                };
+                let n = encoded.len();
                 match self
                     .target
                     .append_until_stored(&self.log, &self.id, encoded, Vec::new())
@@ -277,7 +274,7 @@ impl Consumer {
 
     /// Stores one fetched batch and acks it; `false` when the store shut down.
     async fn store_jetstream(&self, taken: Vec<jetstream::Message>, nak_delay: Duration) -> bool {
-        let mut events = Vec::with_capacity(taken.len());
+        let mut encoded = Vec::with_capacity(taken.len());
         let mut stored = Vec::with_capacity(taken.len());
         for m in taken {
             let built = match m.info() {
@@ -296,10 +293,12 @@ impl Consumer {
                     "id",
                     format!("not a JetStream message: {e}"),
                 )),
-            };
+            }
+            .map_err(|e| e.to_string())
+            .and_then(|e| self.target.encode_one(e));
             match built {
                 Ok(e) => {
-                    events.push(e);
+                    encoded.push(e);
                     stored.push(m);
                 }
                 Err(e) => {
@@ -312,17 +311,10 @@ impl Consumer {
                 }
             }
         }
-        if events.is_empty() {
+        if encoded.is_empty() {
             return true;
         }
-        let n = events.len();
-        let encoded = match self.target.prepare(&mut events) {
-            Ok(e) => e,
-            Err(p) => {
-                tracing::error!(source = %self.id, problem = ?p, "cannot stamp events");
-                return true;
-            }
-        };
+        let n = encoded.len();
         match self.log.append(&self.target.broker, encoded).await {
             Ok(_) => {
                 self.count(n);
@@ -444,6 +436,16 @@ impl NatsPublisher {
             if let Ok(v) = value.to_str() {
                 out.append(canonical_header_name(name.as_str()), v);
             }
+        }
+        // The NATS binding maps datacontenttype to `ce-datacontenttype` like any attribute;
+        // `Content-Type` stays as well, for consumers that read it.
+        if !self.structured
+            && let Some(ct) = &event.datacontenttype
+        {
+            out.insert(
+                "ce-datacontenttype",
+                switchyard_core::http::percent_encode(ct).as_str(),
+            );
         }
         (out, body)
     }
@@ -572,5 +574,11 @@ mod tests {
         assert_eq!(e.id, "s1");
         h.insert("content-type", "application/cloudevents+json");
         assert!(message_event(&wrapping(), "s", Some(&h), Bytes::from_static(b"{"), None).is_err());
+        // A content type that is not a media type: still wrapped, without one.
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Content-Type", "json");
+        let e = message_event(&wrapping(), "s", Some(&h), Bytes::from_static(b"1"), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.datacontenttype, None);
     }
 }

@@ -66,6 +66,21 @@ impl Target {
         Ok(events.iter().map(switchyard_core::store::encode).collect())
     }
 
+    /// Adds the overrides and the broker's stamps to one event and encodes it for the log; the
+    /// reason when the event cannot be stored (a `knativebrokerttl` of 0 or not an integer).
+    /// Stream sources stamp event by event, so one such event is handled as malformed
+    /// instead of failing the batch it arrived with.
+    pub fn encode_one(&self, mut event: CloudEvent) -> Result<Vec<u8>, String> {
+        let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        for (k, v) in &self.extensions {
+            event
+                .set_extension(k, ExtValue::String(v.clone()))
+                .map_err(|e| e.to_string())?;
+        }
+        stamp(&mut event, self.ttl, &arrival).map_err(|p| p.detail)?;
+        Ok(switchyard_core::store::encode(&event))
+    }
+
     /// Appends for an HTTP source: the problem to answer when the store refuses.
     pub async fn append(
         &self,
@@ -133,4 +148,13 @@ pub(crate) fn new_id() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A content type a wrapped message declares, if it can be the event's `datacontenttype`: a
+/// message whose header holds something else (`json`, an empty string) is still wrapped,
+/// without one.
+pub(crate) fn content_type(value: Option<&str>) -> Option<String> {
+    value
+        .filter(|v| switchyard_core::validate::media_type("datacontenttype", v).is_ok())
+        .map(str::to_owned)
 }

@@ -271,24 +271,23 @@ pub fn decode_mqtt5(
 /// Decodes an MQTT 3.1.1 payload: structured mode is the only mode, so a payload is a
 /// CloudEvent when it is a JSON object with `specversion`; `Ok(None)` for anything else.
 pub fn decode_mqtt311(payload: &[u8]) -> Result<Option<CloudEvent>, EventError> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        specversion: Option<serde_json::Value>,
-    }
-    match serde_json::from_slice::<Probe>(payload) {
-        Ok(Probe {
-            specversion: Some(_),
-        }) => crate::json::decode_event(payload).map(Some),
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(payload) {
+        Ok(object) if object.contains_key("specversion") => {
+            crate::json::decode_event(payload).map(Some)
+        }
         _ => Ok(None),
     }
 }
 
-/// NATS headers as HTTP headers, so [`crate::http::decode`] reads the NATS binding (same
-/// `ce-` names, case-insensitive, same percent-encoding, `Content-Type` for the mode).
-/// Headers whose names or values HTTP cannot carry are left out.
+/// NATS headers as HTTP headers, so [`crate::http::decode`] reads the NATS binding: the same
+/// `ce-` names (case-insensitive) and percent-encoding, and `Content-Type` deciding the mode.
+/// One difference: the NATS binding maps `datacontenttype` to `ce-datacontenttype` like every
+/// attribute, where HTTP uses `Content-Type`; it is moved there (and must agree with a
+/// `Content-Type` the message also has). Headers whose names or values HTTP cannot carry are
+/// left out.
 pub fn nats_headers_to_http<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> http::HeaderMap {
+) -> Result<http::HeaderMap, EventError> {
     let mut out = http::HeaderMap::new();
     for (name, value) in headers {
         if let (Ok(n), Ok(v)) = (
@@ -298,7 +297,46 @@ pub fn nats_headers_to_http<'a>(
             out.append(n, v);
         }
     }
-    out
+    let dct = http::HeaderName::from_static("ce-datacontenttype");
+    let given: Vec<http::HeaderValue> = out.get_all(&dct).iter().cloned().collect();
+    out.remove(&dct);
+    let structured = is_structured(
+        out.get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    match given.as_slice() {
+        [] => {}
+        // In structured mode the attributes are in the payload; headers are not read.
+        _ if structured => {}
+        [one] => {
+            let value = crate::http::decode_header_value(one.as_bytes()).map_err(|rule| {
+                EventError::InvalidHeader {
+                    header: dct.as_str().to_owned(),
+                    rule,
+                }
+            })?;
+            match out.get(http::header::CONTENT_TYPE) {
+                Some(ct) if ct.as_bytes() != value.as_bytes() => {
+                    return Err(EventError::invalid(
+                        "datacontenttype",
+                        format!(
+                            "ce-datacontenttype `{value}` disagrees with Content-Type `{}`",
+                            String::from_utf8_lossy(ct.as_bytes())
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    let v = http::HeaderValue::from_str(&value).map_err(|_| {
+                        EventError::invalid("datacontenttype", "is not a valid media type")
+                    })?;
+                    out.insert(http::header::CONTENT_TYPE, v);
+                }
+            }
+        }
+        _ => return Err(EventError::DuplicateAttribute("datacontenttype".into())),
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -412,6 +450,52 @@ mod tests {
         assert_eq!(decode_mqtt311(br#"{"t":21.5}"#), Ok(None));
         assert_eq!(decode_mqtt311(b"not json"), Ok(None));
         assert!(decode_mqtt311(br#"{"specversion":"1.0"}"#).is_err());
+    }
+
+    #[test]
+    fn nats_datacontenttype_header() {
+        let h =
+            |pairs: &[(&'static str, &'static str)]| nats_headers_to_http(pairs.iter().copied());
+        let m = h(&[
+            ("ce-specversion", "1.0"),
+            ("ce-datacontenttype", "text/plain%3B charset=utf-8"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            m.get("content-type").map(|v| v.as_bytes()),
+            Some(b"text/plain; charset=utf-8".as_slice())
+        );
+        assert!(m.get("ce-datacontenttype").is_none());
+        assert!(
+            h(&[
+                ("ce-datacontenttype", "text/plain"),
+                ("Content-Type", "text/plain")
+            ])
+            .is_ok()
+        );
+        assert!(
+            h(&[
+                ("ce-datacontenttype", "text/plain"),
+                ("Content-Type", "application/json")
+            ])
+            .is_err()
+        );
+        assert!(h(&[("ce-datacontenttype", "a/b"), ("ce-datacontenttype", "a/b")]).is_err());
+        // Structured mode: the header is not an attribute.
+        assert!(
+            h(&[
+                ("ce-datacontenttype", "a/b"),
+                ("Content-Type", "application/cloudevents+json")
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn mqtt311_json_that_is_not_an_event_object() {
+        assert_eq!(decode_mqtt311(b"[21.5]"), Ok(None));
+        assert_eq!(decode_mqtt311(br#"["on"]"#), Ok(None));
+        assert_eq!(decode_mqtt311(b"21.5"), Ok(None));
     }
 
     #[test]

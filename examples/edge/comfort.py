@@ -41,7 +41,8 @@ class Comfort(BaseHTTPRequestHandler):
             json.dumps(alert).encode(),
             {
                 "ce-specversion": "1.0",
-                # Derived from the reading's id: a redelivered reading makes the same alert.
+                # Derived from the reading's id: a delivery retried by the trigger makes the
+                # same alert (MQTT gives a reading no id of its own, so the MqttSource makes one).
                 "ce-id": f"{self.headers.get('ce-id')}.too-warm",
                 "ce-source": "/functions/comfort",
                 "ce-type": "com.example.room.too-warm",

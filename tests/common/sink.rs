@@ -211,6 +211,33 @@ impl Sink {
         }
     }
 
+    /// Waits until at least `n` received requests satisfy `pred` (others, such as probes, are
+    /// passed over) and returns those, failing the test after `within`.
+    pub async fn wait_for_where(
+        &self,
+        n: usize,
+        within: Duration,
+        pred: impl Fn(&Received) -> bool,
+    ) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.shared.arrived.notified();
+            let got: Vec<Received> = self.received().into_iter().filter(|r| pred(r)).collect();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let got: Vec<Received> = self.received().into_iter().filter(|r| pred(r)).collect();
+                assert!(
+                    got.len() >= n,
+                    "sink got {} matching requests, expected {n} within {within:?}",
+                    got.len()
+                );
+                return got;
+            }
+        }
+    }
+
     /// Asserts no more than `n` requests arrive in `window` (for "exactly n" checks after
     /// the n-th arrived).
     pub async fn assert_stays_at(&self, n: usize, window: Duration) {
