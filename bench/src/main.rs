@@ -2,10 +2,11 @@
 //!
 //! `switchyard-bench run` measures, in one invocation on one machine, a load generator and a
 //! sink in this process against DIRECT (generator → sink) and SWITCHYARD (generator → the
-//! real `switchyard` binary → sink) with 0, 1 and 10 triggers, and writes JSON and Markdown
-//! with the ratios, and the NATS peers ([`nats`]): NATS-BRIDGE (`switchyard-bench
-//! nats-bridge`, an HTTP → JetStream → HTTP bridge) and NATS-RAW. `switchyard-bench sink` is
-//! the measuring sink on its own, for runs driven by other load generators (wrk).
+//! real `switchyard` binary → sink) and the NATS peers ([`nats`]: NATS-BRIDGE, an HTTP →
+//! JetStream → HTTP bridge run as `switchyard-bench nats-bridge`, and NATS-RAW) in the
+//! workloads of `docs/benchmarks.md`, and writes JSON and Markdown with the ratios and the
+//! targets. `switchyard-bench sink` is the measuring sink on its own, for runs driven by other
+//! load generators (wrk).
 
 mod nats;
 mod run;
