@@ -19,7 +19,6 @@ use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use switchyard_broker::log::EventLog;
-use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
 use switchyard_core::config::Config;
 use switchyard_core::streams::{ContentMode, InitialOffset, KafkaKeyType, KafkaNet, KafkaSink};
 use switchyard_core::{CloudEvent, Data, EventError, ExtValue};
@@ -247,7 +246,7 @@ impl Consumer {
                 }));
                 let Ok(headers) = headers else {
                     tracing::error!(source = %self.id, topic = m.topic(), partition = m.partition(), offset = m.offset(), "a Kafka record has a header name that is not UTF-8; skipped");
-                    metrics::counter!(SOURCE_MALFORMED, "kind" => "KafkaSource", "source" => self.id.clone(), "action" => "skipped").increment(1);
+                    self.target.malformed("skipped");
                     next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
                     continue;
                 };
@@ -269,24 +268,20 @@ impl Consumer {
                         // Kafka has no dead-letter queue of its own: the record stays in the
                         // topic, and is passed over.
                         tracing::error!(source = %self.id, topic = record.topic, partition = record.partition, offset = record.offset, error = %e, "a Kafka record cannot be stored as a CloudEvent; skipped");
-                        metrics::counter!(SOURCE_MALFORMED, "kind" => "KafkaSource", "source" => self.id.clone(), "action" => "skipped").increment(1);
+                        self.target.malformed("skipped");
                     }
                 }
                 next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
             }
-            if !encoded.is_empty() {
-                let n = encoded.len();
-                if self
+            if !encoded.is_empty()
+                && self
                     .target
-                    .append_until_stored(&self.log, &self.id, encoded, Vec::new())
+                    .append_until_stored(&self.log, encoded, Vec::new())
                     .await
                     .is_err()
-                {
-                    // Shutting down: nothing is committed; the group redelivers after a restart.
-                    return;
-                }
-                metrics::counter!(SOURCE_EVENTS, "kind" => "KafkaSource", "source" => self.id.clone())
-                    .increment(n as u64);
+            {
+                // Shutting down: nothing is committed; the group redelivers after a restart.
+                return;
             }
             drop(batch);
             let mut offsets = TopicPartitionList::new();

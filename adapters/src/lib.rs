@@ -169,7 +169,7 @@ async fn receive(
     let answer = async {
         let body = read_body(body, MAX_BODY_BYTES).await?;
         if let Some(w) = sources.webhooks.get(&key) {
-            webhook::handle(w, &sources.log, &key, &headers, body).await
+            webhook::handle(w, &sources.log, &headers, body).await
         } else if let Some(s) = sources.s3.get(&key) {
             s.handle(&sources.log, &headers, body).await
         } else {

@@ -16,7 +16,6 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
 use switchyard_broker::log::EventLog;
-use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
 use switchyard_core::config::Config;
 use switchyard_core::streams::{MqttSource, MqttVersion};
 use switchyard_core::{CloudEvent, Data, EventError};
@@ -118,24 +117,20 @@ impl Worker {
                     Ok(e) => encoded.push(e),
                     Err(e) => {
                         tracing::error!(source = %self.id, topic = m.topic, error = %e, "an MQTT message cannot be stored as a CloudEvent; acked and dropped");
-                        metrics::counter!(SOURCE_MALFORMED, "kind" => "MqttSource", "source" => self.id.clone(), "action" => "dropped").increment(1);
+                        self.target.malformed("dropped");
                     }
                 }
                 acks.push(m.ack);
             }
-            if !encoded.is_empty() {
-                let n = encoded.len();
-                if self
+            if !encoded.is_empty()
+                && self
                     .target
-                    .append_until_stored(&self.log, &self.id, encoded, Vec::new())
+                    .append_until_stored(&self.log, encoded, Vec::new())
                     .await
                     .is_err()
-                {
-                    // Shutting down: nothing is acked, the broker redelivers after a restart.
-                    return;
-                }
-                metrics::counter!(SOURCE_EVENTS, "kind" => "MqttSource", "source" => self.id.clone())
-                    .increment(n as u64);
+            {
+                // Shutting down: nothing is acked, the broker redelivers after a restart.
+                return;
             }
             for ack in acks {
                 ack().await;

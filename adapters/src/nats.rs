@@ -18,7 +18,6 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use switchyard_broker::log::{EventLog, LogError};
-use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
 use switchyard_core::config::Config;
 use switchyard_core::streams::{
     ContentMode, NatsAuth, NatsDeliverPolicy, NatsJetStream, NatsSink, NatsSource,
@@ -139,12 +138,7 @@ struct Consumer {
 impl Consumer {
     fn malformed(&self, subject: &str, error: &str, action: &'static str) {
         tracing::error!(source = %self.id, subject, error, action, "a NATS message cannot be stored as a CloudEvent");
-        metrics::counter!(SOURCE_MALFORMED, "kind" => "NatsSource", "source" => self.id.clone(), "action" => action).increment(1);
-    }
-
-    fn count(&self, n: usize) {
-        metrics::counter!(SOURCE_EVENTS, "kind" => "NatsSource", "source" => self.id.clone())
-            .increment(n as u64);
+        self.target.malformed(action);
     }
 
     /// Core NATS: subscribe and store each message (retrying while the broker pushes back).
@@ -191,14 +185,13 @@ impl Consumer {
                 if encoded.is_empty() {
                     continue;
                 }
-                let n = encoded.len();
-                match self
+                if self
                     .target
-                    .append_until_stored(&self.log, &self.id, encoded, Vec::new())
+                    .append_until_stored(&self.log, encoded, Vec::new())
                     .await
+                    .is_err()
                 {
-                    Ok(()) => self.count(n),
-                    Err(_) => return,
+                    return;
                 }
             }
             tracing::warn!(source = %self.id, "the NATS subscription ended; subscribing again");
@@ -317,7 +310,7 @@ impl Consumer {
         let n = encoded.len();
         match self.log.append(&self.target.broker, encoded).await {
             Ok(_) => {
-                self.count(n);
+                self.target.stored(n);
                 for m in stored {
                     // A lost ack means a redelivery: a duplicate, never a loss.
                     if let Err(e) = m.double_ack().await {

@@ -216,10 +216,9 @@ impl Runner {
                 .into_bytes(),
         }];
         self.target
-            .append_until_stored(&self.log, &self.id, encoded, ops)
+            .append_until_stored(&self.log, encoded, ops)
             .await?;
         tracing::debug!(source = %self.id, %slot, "fired");
-        metrics::counter!(switchyard_broker::metrics::SOURCE_EVENTS, "kind" => "PingSource", "source" => self.id.clone()).increment(1);
         Ok(())
     }
 }

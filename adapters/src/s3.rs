@@ -12,7 +12,6 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
 use switchyard_broker::log::{EventLog, LogError};
-use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
 use switchyard_broker::problem::Problem;
 use switchyard_core::config::Config;
 use switchyard_core::sources::S3Source;
@@ -296,7 +295,7 @@ impl HttpSource {
 
     fn malformed(&self, m: &Malformed) -> Problem {
         tracing::warn!(source = %self.id, error = %m, "refused a malformed notification");
-        metrics::counter!(SOURCE_MALFORMED, "kind" => "S3Source", "source" => self.id.clone(), "action" => "rejected").increment(1);
+        self.target.malformed("rejected");
         malformed_problem(m)
     }
 
@@ -334,11 +333,8 @@ impl HttpSource {
             tracing::info!(source = %self.id, "acknowledged a test event");
             return Ok(StatusCode::OK.into_response());
         }
-        let count = events.len() as u64;
         let encoded = self.target.prepare(&mut events)?;
-        self.target.append(log, &self.id, encoded).await?;
-        metrics::counter!(SOURCE_EVENTS, "kind" => "S3Source", "source" => self.id.clone())
-            .increment(count);
+        self.target.append(log, encoded).await?;
         Ok(StatusCode::ACCEPTED.into_response())
     }
 
@@ -541,8 +537,7 @@ impl Poller {
     async fn take(&self, m: &crate::aws::Message) -> Result<(), LogError> {
         match unwrap_sqs_body(&m.body) {
             Ok(mut events) => {
-                let count = events.len() as u64;
-                if count > 0 {
+                if !events.is_empty() {
                     let encoded = match self.target.prepare(&mut events) {
                         Ok(e) => e,
                         Err(p) => {
@@ -551,10 +546,8 @@ impl Poller {
                         }
                     };
                     self.target
-                        .append_until_stored(&self.log, &self.id, encoded, Vec::new())
+                        .append_until_stored(&self.log, encoded, Vec::new())
                         .await?;
-                    metrics::counter!(SOURCE_EVENTS, "kind" => "S3Source", "source" => self.id.clone())
-                        .increment(count);
                 }
                 // The events are stored; a failed delete only means SQS delivers the message
                 // again, and the same ids make the duplicate recognisable.
@@ -596,7 +589,7 @@ impl Poller {
                 "kept"
             }
         };
-        metrics::counter!(SOURCE_MALFORMED, "kind" => "S3Source", "source" => self.id.clone(), "action" => action).increment(1);
+        self.target.malformed(action);
     }
 }
 

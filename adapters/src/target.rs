@@ -1,5 +1,7 @@
-//! What every source shares: the broker its events go to, the `ceOverrides` extensions, and
-//! the durable append (with the answers HTTP sources give when it fails).
+//! What every source shares: the broker its events go to, the `ceOverrides` extensions, the
+//! durable append (with the answers HTTP sources give when it fails), and the source metrics
+//! (`switchyard_source_events_total` counted here after each append, malformed input through
+//! [`Target::malformed`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +10,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use switchyard_broker::ingress::{invalid_event, overloaded, stamp};
 use switchyard_broker::log::{EventLog, LogError, WriteOp};
+use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
 use switchyard_broker::problem::Problem;
 use switchyard_core::config::Config;
 use switchyard_core::resources::DEFAULT_BROKER_TTL;
@@ -19,6 +22,10 @@ use switchyard_core::{CloudEvent, ExtValue};
 pub(crate) struct Target {
     /// `namespace/name` of the broker.
     pub broker: String,
+    /// The source's kind (`WebhookSource`, …), for metrics.
+    kind: &'static str,
+    /// `namespace/name` of the source, for metrics and logs.
+    source: String,
     ttl: i32,
     extensions: Vec<(String, String)>,
 }
@@ -27,7 +34,7 @@ impl Target {
     /// The target of source `kind` `ns/name` with this sink and overrides.
     pub fn resolve(
         config: &Config,
-        kind: &str,
+        kind: &'static str,
         ns: &str,
         name: &str,
         sink: &switchyard_core::resources::Destination,
@@ -40,6 +47,8 @@ impl Target {
             .map_or(DEFAULT_BROKER_TTL, switchyard_core::resources::Broker::ttl);
         Target {
             broker: format!("{bns}/{bname}"),
+            kind,
+            source: format!("{ns}/{name}"),
             ttl,
             extensions: overrides
                 .map(|o| {
@@ -81,18 +90,35 @@ impl Target {
         Ok(switchyard_core::store::encode(&event))
     }
 
+    /// Counts `n` events stored.
+    pub fn stored(&self, n: usize) {
+        metrics::counter!(SOURCE_EVENTS, "kind" => self.kind, "source" => self.source.clone())
+            .increment(n as u64);
+    }
+
+    /// Counts one notification or message that could not be stored, and what became of it
+    /// (`action`, see `spec/metrics.md`).
+    pub fn malformed(&self, action: &'static str) {
+        metrics::counter!(SOURCE_MALFORMED, "kind" => self.kind, "source" => self.source.clone(), "action" => action)
+            .increment(1);
+    }
+
     /// Appends for an HTTP source: the problem to answer when the store refuses.
     pub async fn append(
         &self,
         log: &Arc<dyn EventLog>,
-        source: &str,
         encoded: Vec<Vec<u8>>,
     ) -> Result<(), Problem> {
         if encoded.is_empty() {
             return Ok(());
         }
+        let n = encoded.len();
+        let source = self.source.as_str();
         match log.append(&self.broker, encoded).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.stored(n);
+                Ok(())
+            }
             Err(LogError::Overloaded | LogError::ShuttingDown) => Err(overloaded(
                 "the broker cannot take events right now; retry after the given delay",
             )),
@@ -114,17 +140,20 @@ impl Target {
     pub async fn append_until_stored(
         &self,
         log: &Arc<dyn EventLog>,
-        source: &str,
         encoded: Vec<Vec<u8>>,
         ops: Vec<WriteOp>,
     ) -> Result<(), LogError> {
         let mut pause = Duration::from_millis(50);
+        let source = self.source.as_str();
         loop {
             match log
                 .append_with(&self.broker, encoded.clone(), ops.clone())
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.stored(encoded.len());
+                    return Ok(());
+                }
                 Err(LogError::ShuttingDown) => return Err(LogError::ShuttingDown),
                 Err(e) => {
                     tracing::warn!(source, error = %e, retry_in_ms = pause.as_millis() as u64, "the broker did not take the source's events; retrying");

@@ -233,11 +233,10 @@ fn build_event(s: &Resolved, headers: &HeaderMap, body: Bytes) -> Result<CloudEv
     Ok(event)
 }
 
-/// Handles one request to WebhookSource `key`: 202 once its events are stored.
+/// Handles one request to a WebhookSource: 202 once its events are stored.
 pub(crate) async fn handle(
     s: &Resolved,
     log: &Arc<dyn EventLog>,
-    key: &str,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
@@ -250,9 +249,7 @@ pub(crate) async fn handle(
         vec![build_event(s, headers, body).map_err(|e| invalid_event(&e))?]
     };
     let encoded = s.target.prepare(&mut events)?;
-    s.target.append(log, key, encoded).await?;
-    metrics::counter!(switchyard_broker::metrics::SOURCE_EVENTS, "kind" => "WebhookSource", "source" => key.to_owned())
-        .increment(events.len() as u64);
+    s.target.append(log, encoded).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
