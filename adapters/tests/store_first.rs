@@ -182,6 +182,30 @@ async fn stored_payloads(log: &Refusing, at_least: usize) -> Vec<String> {
     }
 }
 
+/// A new JetStream stream taking `{prefix}.>` (named `prefix` in capitals), holding one
+/// message, `payload`.
+async fn stream_with(
+    nats_url: &str,
+    prefix: &str,
+    payload: &'static str,
+) -> (async_nats::jetstream::Context, String) {
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    let stream = prefix.to_ascii_uppercase();
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{prefix}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    js.publish(format!("{prefix}.x"), payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    (js, stream)
+}
+
 const BROKER: &str =
     "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n";
 
@@ -199,21 +223,7 @@ async fn jetstream_naks_what_the_broker_refused_and_stores_it_when_redelivered()
     let nats_url =
         std::env::var("SWITCHYARD_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let u = unique();
-    let client = async_nats::connect(&nats_url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let stream = format!("PB{u}");
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: stream.clone(),
-        subjects: vec![format!("pb{u}.>")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    js.publish(format!("pb{u}.x"), "refused at first".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let (js, stream) = stream_with(&nats_url, &format!("pb{u}"), "refused at first").await;
 
     let dir = tempfile::tempdir().unwrap();
     let log = refusing(dir.path(), 2);
@@ -376,20 +386,7 @@ async fn jetstream_acks_nothing_the_store_has_not_committed() {
     let nats_url =
         std::env::var("SWITCHYARD_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let u = unique();
-    let js = async_nats::jetstream::new(async_nats::connect(&nats_url).await.unwrap());
-    let stream = format!("HANG{u}");
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: stream.clone(),
-        subjects: vec![format!("hang{u}.>")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    js.publish(format!("hang{u}.x"), "the one".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let (js, stream) = stream_with(&nats_url, &format!("hang{u}"), "the one").await;
     let cfg = config(&format!(
         "apiVersion: sources.switchyard.dev/v1\nkind: NatsSource\nmetadata: {{name: n}}\nspec:\n  servers: ['{nats_url}']\n  subject: 'hang{u}.>'\n  jetstream: {{stream: {stream}, ackWait: PT1S}}\n  sink: {{ref: {{kind: Broker, name: default}}}}\n"
     ));

@@ -195,6 +195,20 @@ impl Deliverer {
     }
 }
 
+/// The event as it leaves the broker: without the broker's loop guard, with `extra`
+/// attributes (for dead-letter sinks).
+fn outgoing(event: &CloudEvent, extra: &[(&str, String)]) -> CloudEvent {
+    let mut outgoing = event.clone();
+    outgoing.extensions.remove(TTL_EXTENSION);
+    for (name, value) in extra {
+        outgoing.extensions.insert(
+            (*name).to_owned(),
+            switchyard_core::ExtValue::String(value.clone()),
+        );
+    }
+    outgoing
+}
+
 /// Writes `event` to a stream sink once, bounded by the delivery timeout.
 async fn attempt_stream(
     sink: &dyn StreamSink,
@@ -204,14 +218,7 @@ async fn attempt_stream(
 ) -> AttemptResult {
     let started = SystemTime::now();
     let clock = std::time::Instant::now();
-    let mut outgoing = event.clone();
-    outgoing.extensions.remove(TTL_EXTENSION);
-    for (name, value) in extra {
-        outgoing.extensions.insert(
-            (*name).to_owned(),
-            switchyard_core::ExtValue::String(value.clone()),
-        );
-    }
+    let outgoing = outgoing(event, extra);
     let (verdict, error) = match tokio::time::timeout(settings.timeout, sink.send(&outgoing)).await
     {
         Ok(Ok(())) => (Verdict::Delivered, None),
@@ -254,14 +261,7 @@ pub async fn attempt(
         h.remove(TTL_HEADER);
         (h, b)
     } else {
-        let mut outgoing = event.clone();
-        outgoing.extensions.remove(TTL_EXTENSION);
-        for (name, value) in extra {
-            outgoing.extensions.insert(
-                (*name).to_owned(),
-                switchyard_core::ExtValue::String(value.clone()),
-            );
-        }
+        let outgoing = outgoing(event, extra);
         match settings.format {
             DeliveryFormat::Binary => switchyard_core::http::encode_binary(&outgoing),
             DeliveryFormat::Json => switchyard_core::http::encode_structured(&outgoing),
