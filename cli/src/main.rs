@@ -12,6 +12,12 @@ use switchyard_broker::{RedbLog, RedbOptions, Server, ServerOptions};
 use switchyard_core::config::Config;
 use switchyard_triggers::Dispatcher;
 
+/// mimalloc instead of glibc's malloc: the delivery path allocates per event (HTTP requests,
+/// headers, decoded events), and glibc's allocator took a fifth of the server's CPU in a
+/// profile of one-trigger delivery (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod dlq;
 mod get;
