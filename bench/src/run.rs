@@ -127,21 +127,57 @@ async fn start_sink() -> Result<(String, SinkShared)> {
     Ok((url, state))
 }
 
+/// What the generator sends: the payload and the attributes that go with it.
+#[derive(Debug, Clone)]
+struct Shape {
+    payload: Bytes,
+    ty: &'static str,
+    source: &'static str,
+    content_type: &'static str,
+}
+
+impl Shape {
+    /// `n` bytes of opaque data, type `com.example.bench`.
+    fn opaque(n: usize) -> Shape {
+        Shape {
+            payload: Bytes::from(vec![b'x'; n]),
+            ty: "com.example.bench",
+            source: "/bench",
+            content_type: "application/octet-stream",
+        }
+    }
+
+    /// The 1 KiB order of `bench/fixtures/order.json`, valid against its EventType.
+    fn order() -> Shape {
+        Shape {
+            payload: Bytes::from_static(ORDER.trim_ascii_end().as_bytes()),
+            ty: "com.example.order.created",
+            source: "/orders/eu",
+            content_type: "application/json",
+        }
+    }
+}
+
+/// The order workload's broker (`shop/orders`, enforcing) and EventTypes.
+const ORDERS: &str = include_str!("../fixtures/orders.yaml");
+/// A 1 KiB order event's data.
+const ORDER: &str = include_str!("../fixtures/order.json");
+
 /// Closed-loop load: `connections` senders back to back for `seconds`. Returns accepted
 /// count, the ack latencies (µs) and non-2xx count.
 async fn closed_loop(
     url: &str,
     connections: usize,
     seconds: u64,
-    payload: &Bytes,
+    shape: &Shape,
     next_id: &Arc<AtomicU64>,
 ) -> (u64, Vec<u64>, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (url, payload, next_id, stop) = (
+        let (url, shape, next_id, stop) = (
             url.to_owned(),
-            payload.clone(),
+            shape.clone(),
             Arc::clone(next_id),
             Arc::clone(&stop),
         );
@@ -160,11 +196,11 @@ async fn closed_loop(
                     .post(&url)
                     .header("ce-specversion", "1.0")
                     .header("ce-id", id.to_string())
-                    .header("ce-source", "/bench")
-                    .header("ce-type", "com.example.bench")
+                    .header("ce-source", shape.source)
+                    .header("ce-type", shape.ty)
                     .header("ce-benchsent", sent.to_string())
-                    .header("content-type", "application/octet-stream")
-                    .body(payload.clone())
+                    .header("content-type", shape.content_type)
+                    .body(shape.payload.clone())
                     .send()
                     .await;
                 match r {
@@ -372,8 +408,8 @@ struct Step {
     triggers: usize,
     /// How the generator sends.
     load: Load,
-    /// Payload size.
-    payload_bytes: usize,
+    /// What each event is.
+    shape: Shape,
 }
 
 /// How the generator sends.
@@ -393,7 +429,7 @@ async fn open_loop(
     url: &str,
     rate: f64,
     seconds: u64,
-    payload: &Bytes,
+    shape: &Shape,
     next_id: &Arc<AtomicU64>,
 ) -> (u64, Vec<u64>, u64) {
     let client = reqwest::Client::builder()
@@ -415,10 +451,10 @@ async fn open_loop(
                 break;
             };
             let intended = start_us + (i as f64 * 1e6 / rate) as u64;
-            let (client, url, payload, results) = (
+            let (client, url, shape, results) = (
                 client.clone(),
                 url.to_owned(),
-                payload.clone(),
+                shape.clone(),
                 Arc::clone(&results),
             );
             let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -427,11 +463,11 @@ async fn open_loop(
                     .post(&url)
                     .header("ce-specversion", "1.0")
                     .header("ce-id", id.to_string())
-                    .header("ce-source", "/bench")
-                    .header("ce-type", "com.example.bench")
+                    .header("ce-source", shape.source)
+                    .header("ce-type", shape.ty)
                     .header("ce-benchsent", intended.to_string())
-                    .header("content-type", "application/octet-stream")
-                    .body(payload)
+                    .header("content-type", shape.content_type)
+                    .body(shape.payload)
                     .send()
                     .await;
                 let mut res = results
@@ -468,17 +504,17 @@ async fn measure(
     args: &RunArgs,
     seconds: u64,
 ) -> Value {
-    let (load, payload_bytes) = (step.load, step.payload_bytes);
+    let (load, shape) = (step.load, &step.shape);
+    let payload_bytes = shape.payload.len();
     *sink
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = SinkState::default();
-    let payload = Bytes::from(vec![b'x'; payload_bytes]);
     let next_id = Arc::new(AtomicU64::new(0));
     let cpu_before = usage_of(pids).0;
     let started = Instant::now();
     let (accepted, acks, failed) = match load {
-        Load::Closed => closed_loop(target, args.connections, seconds, &payload, &next_id).await,
-        Load::Open(rate) => open_loop(target, rate, seconds, &payload, &next_id).await,
+        Load::Closed => closed_loop(target, args.connections, seconds, shape, &next_id).await,
+        Load::Open(rate) => open_loop(target, rate, seconds, shape, &next_id).await,
     };
     let elapsed = started.elapsed().as_secs_f64();
     let expected = accepted * step.triggers.max(1) as u64;
@@ -718,14 +754,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let (p256_50, p256_99) = fsync_probe(256 * 1024, 100)?;
     let (sink_url, sink) = start_sink().await?;
     let mut results: Vec<Value> = Vec::new();
-    let step =
-        |system: &str, workload: String, triggers: usize, load: Load, payload_bytes: usize| Step {
-            system: system.into(),
-            workload,
-            triggers,
-            load,
-            payload_bytes,
-        };
+    let step = |system: &str, workload: String, triggers: usize, load: Load, shape: Shape| Step {
+        system: system.into(),
+        workload,
+        triggers,
+        load,
+        shape,
+    };
     let log = |r: &Value| {
         tracing_line(r);
     };
@@ -737,7 +772,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 format!("saturation, {bytes} B"),
                 0,
                 Load::Closed,
-                bytes,
+                Shape::opaque(bytes),
             ),
             &sink_url,
             &sink,
@@ -763,12 +798,42 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 format!("saturation ingest, {bytes} B"),
                 0,
                 Load::Closed,
-                bytes,
+                Shape::opaque(bytes),
             ),
             &sink,
             seconds,
         )
         .await?;
+        log(&r);
+        results.push(r);
+    }
+    // Schema enforcement's cost: 1 KiB orders into a broker with their EventType, validated
+    // (`eventTypes: enforce`) or not (`off`).
+    for mode in ["off", "enforce"] {
+        let config = ORDERS.replace(
+            "spec: {eventTypes: enforce}",
+            &format!("spec: {{eventTypes: {mode}}}"),
+        );
+        let broker = start_switchyard(&args.switchyard, &config, true)?;
+        let r = measure(
+            &step(
+                "SWITCHYARD",
+                format!("saturation ingest, 1 KiB orders, eventTypes {mode}"),
+                0,
+                Load::Closed,
+                Shape::order(),
+            ),
+            &format!("{}/shop/orders", broker.base),
+            &sink,
+            &[broker.child.id()],
+            &args,
+            seconds,
+        )
+        .await;
+        drop(broker);
+        if r["failed"].as_u64() != Some(0) {
+            bail!("orders were refused with eventTypes {mode}: {r}");
+        }
         log(&r);
         results.push(r);
     }
@@ -782,7 +847,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 format!("saturation, {triggers} trigger(s)"),
                 triggers,
                 Load::Closed,
-                kib,
+                Shape::opaque(kib),
             ),
             &sink,
             seconds,
@@ -810,7 +875,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             "saturation, 1,000 non-matching + 1 trigger".into(),
             1,
             Load::Closed,
-            kib,
+            Shape::opaque(kib),
         ),
         &sink,
         seconds,
@@ -838,7 +903,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             "saturation, 1 trigger + 1 slow failing".into(),
             1,
             Load::Closed,
-            kib,
+            Shape::opaque(kib),
         ),
         &sink,
         seconds,
@@ -867,7 +932,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 format!("open loop {rate:.0}/s, 1 trigger"),
                 1,
                 Load::Open(rate),
-                kib,
+                Shape::opaque(kib),
             ),
             &sink,
             seconds,
@@ -888,7 +953,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             format!("open loop {half:.0}/s (half the knee)"),
             0,
             Load::Open(half),
-            kib,
+            Shape::opaque(kib),
         ),
         &sink_url,
         &sink,
@@ -907,7 +972,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             format!("open loop {half:.0}/s (half the knee), 1 trigger"),
             1,
             Load::Open(half),
-            kib,
+            Shape::opaque(kib),
         ),
         &sink,
         seconds,
@@ -929,7 +994,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 "saturation, 1 consumer".into(),
                 1,
                 Load::Closed,
-                kib,
+                Shape::opaque(kib),
             ),
             &format!("{}/", bridge.base),
             &sink,
@@ -975,6 +1040,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         "fanout10_vs_fanout1_deliveries": rate_of(&results, "SWITCHYARD", "saturation, 10 trigger", "delivered_per_s") / one,
         "fanout100_vs_fanout1_deliveries": rate_of(&results, "SWITCHYARD", "saturation, 100 trigger", "delivered_per_s") / one,
         "filter_1000_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1,000 non-matching", "delivered_per_s") / one,
+        "enforce_vs_off_ingest": rate_of(&results, "SWITCHYARD", "saturation ingest, 1 KiB orders, eventTypes enforce", "accepted_per_s") / rate_of(&results, "SWITCHYARD", "saturation ingest, 1 KiB orders, eventTypes off", "accepted_per_s"),
         "isolation_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1 trigger + 1 slow", "delivered_per_s") / one,
         "knee_per_s": knee,
         "p99_at_half_knee_us": p99(&sy_half),
@@ -1100,6 +1166,11 @@ fn markdown(report: &Value, seconds: u64) -> String {
             f(&r["p99_at_half_knee_us"]),
             f(&r["p99_bar_us"]),
             check(f(&r["p99_at_half_knee_us"]) <= f(&r["p99_bar_us"]))
+        ),
+        format!(
+            "ingest with eventTypes enforce / off (1 KiB orders) = {:.2} (bar ≥ 0.9, the event types issue): {}",
+            f(&r["enforce_vs_off_ingest"]),
+            check(f(&r["enforce_vs_off_ingest"]) >= 0.9)
         ),
         format!(
             "fan-out 10 / fan-out 1 deliveries = {:.2} (bar ≥ 0.8): {}",
