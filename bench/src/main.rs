@@ -8,6 +8,11 @@
 //! targets. `switchyard-bench sink` is the measuring sink on its own, for runs driven by other
 //! load generators (wrk).
 
+/// The allocator Switchyard uses, so NATS-BRIDGE (this binary) has the same HTTP stack as
+/// SWITCHYARD down to it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod nats;
 mod run;
 

@@ -70,6 +70,10 @@ struct SinkState {
     seen: std::collections::HashMap<String, Vec<u8>>,
     duplicates: u64,
     count: u64,
+    /// When the last delivery arrived (µs since the epoch): the delivered rate is taken over
+    /// the time until then, not over the generator's window (deliveries go on while the
+    /// broker drains its backlog).
+    last_us: u64,
 }
 
 type SinkShared = Arc<Mutex<SinkState>>;
@@ -97,6 +101,7 @@ async fn sink_handler(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     s.count += 1;
+    s.last_us = now;
     if let Some(sent) = sent {
         s.e2e_us.push(now.saturating_sub(sent));
     }
@@ -512,6 +517,7 @@ async fn measure(
     let next_id = Arc::new(AtomicU64::new(0));
     let cpu_before = usage_of(pids).0;
     let started = Instant::now();
+    let started_us = now_us();
     let (accepted, acks, failed) = match load {
         Load::Closed => closed_loop(target, args.connections, seconds, shape, &next_id).await,
         Load::Open(rate) => open_loop(target, rate, seconds, shape, &next_id).await,
@@ -546,7 +552,11 @@ async fn measure(
         "offered_per_s": offered,
         "seconds": elapsed,
         "accepted_per_s": accepted as f64 / elapsed,
-        "delivered_per_s": delivered as f64 / elapsed,
+        "delivered_per_s": if delivered > 0 {
+            delivered as f64 / (s.last_us.saturating_sub(started_us) as f64 / 1e6).max(elapsed)
+        } else {
+            0.0
+        },
         "failed": failed,
         "ack_us": {"p50": percentile(&acks, 0.5), "p90": percentile(&acks, 0.9), "p99": percentile(&acks, 0.99), "p999": percentile(&acks, 0.999)},
         "e2e_us": {"p50": percentile(&s.e2e_us, 0.5), "p90": percentile(&s.e2e_us, 0.9), "p99": percentile(&s.e2e_us, 0.99), "p999": percentile(&s.e2e_us, 0.999)},
@@ -596,7 +606,7 @@ async fn fill_batches(client: &reqwest::Client, url: &str, body: &Bytes, batches
         );
         senders.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < batches {
-                loop {
+                for _ in 0..1000 {
                     let r = client
                         .post(&url)
                         .header("content-type", "application/cloudevents-batch+json")
@@ -616,7 +626,7 @@ async fn fill_batches(client: &reqwest::Client, url: &str, body: &Bytes, batches
 
 /// Waits (up to 120 s) until the trigger owes about `events` (within 10: the held trigger
 /// may deliver one now and then); `switchyard_trigger_lag_events` updates every second.
-async fn wait_lag(client: &reqwest::Client, metrics_url: &str, events: f64) {
+async fn wait_lag(client: &reqwest::Client, metrics_url: &str, events: f64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let lag = async {
@@ -634,8 +644,11 @@ async fn wait_lag(client: &reqwest::Client, metrics_url: &str, events: f64) {
                 .and_then(|v| v.parse::<f64>().ok())
         }
         .await;
-        if lag.unwrap_or(0.0) >= events - 10.0 || Instant::now() > deadline {
-            return;
+        if lag.unwrap_or(0.0) >= events - 10.0 {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -670,13 +683,13 @@ async fn restart_with_backlog(args: &RunArgs, sink_url: &str, n: u64) -> Result<
     // redb's page cache (bounded, 64 MiB by default) has filled.
     let fill_started = Instant::now();
     fill_batches(&client, &url, &body, batches / 2).await;
-    wait_lag(&client, &lag_url, (batches / 2 * per_batch) as f64).await;
+    let mut complete = wait_lag(&client, &lag_url, (batches / 2 * per_batch) as f64).await;
     let rss_half = proc_usage(pid).1;
     fill_batches(&client, &url, &body, batches - batches / 2).await;
     let fill_s = fill_started.elapsed().as_secs_f64();
     // The trigger may deliver one event a while (rateLimit 0.001/s): "all" is within 10.
     let all = queued as f64;
-    wait_lag(&client, &lag_url, all).await;
+    complete &= wait_lag(&client, &lag_url, all).await;
     let rss_full = proc_usage(pid).1;
     let mut broker = broker;
     let _ = broker.child.kill();
@@ -707,7 +720,7 @@ async fn restart_with_backlog(args: &RunArgs, sink_url: &str, n: u64) -> Result<
     }
     let accepting_ms = restart_started.elapsed().as_secs_f64() * 1e3;
     let lag_url = format!("{}/metrics", broker.base);
-    wait_lag(&client, &lag_url, all).await;
+    complete &= wait_lag(&client, &lag_url, all).await;
     let requeued_ms = restart_started.elapsed().as_secs_f64() * 1e3;
     let rss_restarted = proc_usage(broker.child.id()).1;
     drop(broker);
@@ -720,7 +733,8 @@ async fn restart_with_backlog(args: &RunArgs, sink_url: &str, n: u64) -> Result<
         "rss_idle_bytes": rss_idle,
         "rss_half_bytes": rss_half,
         "rss_full_bytes": rss_full,
-        "rss_bytes_per_queued_event_marginal": (rss_full.saturating_sub(rss_half)) as f64 / (queued - queued / 2) as f64,
+        "rss_bytes_per_queued_event_marginal": (rss_full.saturating_sub(rss_half)) as f64 / ((batches - batches / 2) * per_batch) as f64,
+        "complete": complete,
         "rss_restarted_bytes": rss_restarted,
         "rss_bytes_per_queued_event": (rss_full.saturating_sub(rss_idle)) as f64 / queued as f64,
         "rss_bytes_per_queued_event_after_restart": (rss_restarted.saturating_sub(rss_idle)) as f64 / queued as f64,
@@ -831,9 +845,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         )
         .await;
         drop(broker);
-        if r["failed"].as_u64() != Some(0) {
-            bail!("orders were refused with eventTypes {mode}: {r}");
-        }
         log(&r);
         results.push(r);
     }
@@ -916,7 +927,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let saturation = rate_of(
         &results,
         "SWITCHYARD",
-        "saturation, 1 trigger",
+        "saturation, 1 trigger(s)",
         "delivered_per_s",
     );
     let mut knee = 0.0;
@@ -940,10 +951,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .await?;
         log(&r);
         let lightest = *lightest_p99_us.get_or_insert(r["e2e_us"]["p99"].as_u64().unwrap_or(0));
-        if sustained(&r, lightest) {
-            knee = rate;
-        }
+        let kept_up = sustained(&r, lightest);
         results.push(r);
+        if !kept_up {
+            break;
+        }
+        knee = rate;
     }
     // Latency at half the knee, against DIRECT at the same rate.
     let half = (knee / 2.0).max(100.0);
@@ -1027,23 +1040,29 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let one = rate_of(
         &results,
         "SWITCHYARD",
-        "saturation, 1 trigger",
+        "saturation, 1 trigger(s)",
         "delivered_per_s",
     );
-    let bridge = rate_of(&results, "NATS-BRIDGE", "saturation", "delivered_per_s");
+    let bridge = rate_of(
+        &results,
+        "NATS-BRIDGE",
+        "saturation, 1 consumer",
+        "delivered_per_s",
+    );
     let p99 = |r: &Value| r["e2e_us"]["p99"].as_f64().unwrap_or(0.0);
     let ratios = json!({
         "ingest_vs_direct": rate_of(&results, "SWITCHYARD", &format!("saturation ingest, {kib} B"), "accepted_per_s") / direct_rate,
         "ingest_128B_vs_direct_128B": rate_of(&results, "SWITCHYARD", "saturation ingest, 128 B", "accepted_per_s") / rate_of(&results, "DIRECT", "saturation, 128 B", "accepted_per_s"),
         "one_trigger_e2e_vs_direct": one / direct_rate,
         "one_trigger_e2e_vs_nats_bridge": if bridge > 0.0 { one / bridge } else { 0.0 },
-        "fanout10_vs_fanout1_deliveries": rate_of(&results, "SWITCHYARD", "saturation, 10 trigger", "delivered_per_s") / one,
-        "fanout100_vs_fanout1_deliveries": rate_of(&results, "SWITCHYARD", "saturation, 100 trigger", "delivered_per_s") / one,
-        "filter_1000_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1,000 non-matching", "delivered_per_s") / one,
+        "fanout10_vs_fanout1_deliveries": rate_of(&results, "SWITCHYARD", "saturation, 10 trigger(s)", "delivered_per_s") / one,
+        "fanout100_vs_fanout1_deliveries": rate_of(&results, "SWITCHYARD", "saturation, 100 trigger(s)", "delivered_per_s") / one,
+        "filter_1000_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1,000 non-matching + 1 trigger", "delivered_per_s") / one,
         "enforce_vs_off_ingest": rate_of(&results, "SWITCHYARD", "saturation ingest, 1 KiB orders, eventTypes enforce", "accepted_per_s") / rate_of(&results, "SWITCHYARD", "saturation ingest, 1 KiB orders, eventTypes off", "accepted_per_s"),
-        "isolation_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1 trigger + 1 slow", "delivered_per_s") / one,
+        "isolation_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1 trigger + 1 slow failing", "delivered_per_s") / one,
         "knee_per_s": knee,
         "p99_at_half_knee_us": p99(&sy_half),
+        "half_knee_per_s": half,
         "p99_bar_us": 2.0 * p99(&direct_half) + p4_99 as f64,
     });
     let lost: u64 = results
@@ -1091,16 +1110,11 @@ fn tracing_line(r: &Value) {
     }
 }
 
-/// A result's `key` by system and the start of its workload (0 when absent).
+/// A result's `key` by system and workload, both exact (0 when absent).
 fn rate_of(results: &[Value], system: &str, workload: &str, key: &str) -> f64 {
     results
         .iter()
-        .find(|r| {
-            r["system"] == system
-                && r["workload"]
-                    .as_str()
-                    .is_some_and(|w| w.starts_with(workload))
-        })
+        .find(|r| r["system"] == system && r["workload"].as_str().is_some_and(|w| w == workload))
         .and_then(|r| r[key].as_f64())
         .unwrap_or(0.0)
 }
@@ -1110,7 +1124,7 @@ fn markdown(report: &Value, seconds: u64) -> String {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let fs = &report["fsync_us"];
     let mut md = format!(
-        "fsync p50/p99: 4 KiB {}/{} µs, 256 KiB {}/{} µs; {} B events unless the workload says, {} connections (closed loop), {seconds} s per step\n\n| system | workload | offered/s | accepted/s | delivered/s | ack p50/p99 (µs) | e2e p50/p90/p99/p99.9 (µs) | lost | dup | CPU µs/accepted event | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "fsync p50/p99: 4 KiB {}/{} µs, 256 KiB {}/{} µs; {} B events unless the workload says, {} connections (closed loop), {seconds} s per step\n\n| system | workload | offered/s | accepted/s | refused | delivered/s | ack p50/p99 (µs) | e2e p50/p90/p99/p99.9 (µs) | lost | dup | CPU µs/accepted event | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         fs["4KiB"]["p50"],
         fs["4KiB"]["p99"],
         fs["256KiB"]["p50"],
@@ -1123,10 +1137,11 @@ fn markdown(report: &Value, seconds: u64) -> String {
             .as_f64()
             .map_or_else(|| "closed".to_owned(), |o| format!("{o:.0}"));
         md.push_str(&format!(
-            "| {} | {} | {offered} | {:.0} | {:.0} | {}/{} | {}/{}/{}/{} | {} | {} | {:.1} | {:.1} |\n",
+            "| {} | {} | {offered} | {:.0} | {} | {:.0} | {}/{} | {}/{}/{}/{} | {} | {} | {:.1} | {:.1} |\n",
             r["system"].as_str().unwrap_or(""),
             r["workload"].as_str().unwrap_or(""),
             f(&r["accepted_per_s"]),
+            r["failed"],
             f(&r["delivered_per_s"]),
             r["ack_us"]["p50"], r["ack_us"]["p99"],
             r["e2e_us"]["p50"], r["e2e_us"]["p90"], r["e2e_us"]["p99"], r["e2e_us"]["p999"],
@@ -1137,18 +1152,20 @@ fn markdown(report: &Value, seconds: u64) -> String {
     }
     let rs = &report["restart"];
     md.push_str(&format!(
-        "\nRestart after `kill -9` with {} events queued (filled in {:.1} s): listening after {:.0} ms, taking events after {:.0} ms, all re-queued after {:.0} ms. RSS idle {:.1} MiB, with half the backlog {:.1} MiB, with all of it {:.1} MiB ({:.1} B per queued event in all, {:.1} B per event of the second half), after the restart {:.1} MiB ({:.1} B per queued event).\n",
+        "\nRestart after `kill -9` with {} events queued (filled in {:.1} s): listening after {:.0} ms, taking events after {:.0} ms, all re-queued after {:.0} ms. RSS idle {:.1} MiB, with half the backlog {:.1} MiB, with all of it {:.1} MiB ({:.1} B per queued event in all, {:.1} B per event of the second half), after the restart {:.1} MiB ({:.1} B per queued event).{}\n",
         rs["queued"], f(&rs["fill_s"]), f(&rs["restart_listening_ms"]), f(&rs["restart_accepting_ms"]), f(&rs["restart_requeued_ms"]),
         f(&rs["rss_idle_bytes"]) / 1_048_576.0, f(&rs["rss_half_bytes"]) / 1_048_576.0, f(&rs["rss_full_bytes"]) / 1_048_576.0, f(&rs["rss_bytes_per_queued_event"]), f(&rs["rss_bytes_per_queued_event_marginal"]),
         f(&rs["rss_restarted_bytes"]) / 1_048_576.0, f(&rs["rss_bytes_per_queued_event_after_restart"]),
+        if rs["complete"] == true { "" } else { " INCOMPLETE: the trigger never reported the whole backlog queued within 120 s; these figures are not comparable." },
     ));
     let r = &report["ratios"];
     let check = |ok: bool| if ok { "met" } else { "NOT met" };
     let lines = [
         format!(
-            "durable ingest / DIRECT = {:.2} (bar ≥ 0.6): {}",
+            "durable ingest / DIRECT = {:.2} (bar ≥ 0.6): {}; with 128 B events {:.2}",
             f(&r["ingest_vs_direct"]),
-            check(f(&r["ingest_vs_direct"]) >= 0.6)
+            check(f(&r["ingest_vs_direct"]) >= 0.6),
+            f(&r["ingest_128B_vs_direct_128B"])
         ),
         format!(
             "1-trigger end-to-end / DIRECT = {:.2} (bar ≥ 0.35): {}",
@@ -1161,8 +1178,14 @@ fn markdown(report: &Value, seconds: u64) -> String {
             check(f(&r["one_trigger_e2e_vs_nats_bridge"]) >= 1.25)
         ),
         format!(
-            "e2e p99 at half the knee ({:.0}/s) = {:.0} µs (bar ≤ 2 × DIRECT p99 + fsync p99 = {:.0} µs): {}",
-            f(&r["knee_per_s"]) / 2.0,
+            "e2e p99 at half the knee ({:.0}/s; knee {:.0}/s{}) = {:.0} µs (bar ≤ 2 × DIRECT p99 + fsync p99 = {:.0} µs): {}",
+            f(&r["half_knee_per_s"]),
+            f(&r["knee_per_s"]),
+            if f(&r["knee_per_s"]) == 0.0 {
+                ": no rung kept up, so 100/s was used"
+            } else {
+                ""
+            },
             f(&r["p99_at_half_knee_us"]),
             f(&r["p99_bar_us"]),
             check(f(&r["p99_at_half_knee_us"]) <= f(&r["p99_bar_us"]))
@@ -1202,12 +1225,12 @@ fn markdown(report: &Value, seconds: u64) -> String {
             check(f(&rs["rss_bytes_per_queued_event_marginal"]) <= 32.0)
         ),
         format!(
-            "loss across all steps = {} (bar 0): {}",
+            "loss in the steps that deliver (by count of delivered ids; ingest-only steps are not checked) = {} (bar 0): {}",
             report["lost_total"],
             check(report["lost_total"].as_u64() == Some(0))
         ),
     ];
-    md.push_str("\nTargets (DESIGN.md's quality bars):\n\n");
+    md.push_str("\nTargets (the design brief's quality bars):\n\n");
     for l in lines {
         md.push_str(&format!("- {l}\n"));
     }
