@@ -161,6 +161,18 @@ spec:
     assert_eq!(st.ty, "com.example.structured");
     assert_eq!(&body[..], br#"{"t":2}"#);
     let m = common::metrics(&sy).await;
+    // Three events and the probes, counted after they were stored.
+    let stored: f64 = m
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_source_events_total")
+                && l.contains("kind=\"NatsSource\"")
+                && l.contains("source=\"default/sensors\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no source events counted: {m}"));
+    assert!(stored >= 4.0, "{m}");
     assert!(
         m.lines()
             .any(|l| l.starts_with("switchyard_source_malformed_total")
