@@ -162,6 +162,8 @@ pub struct RawResult {
     pub acks: Vec<u64>,
     /// Messages consumed (and acked).
     pub delivered: u64,
+    /// Seconds from the start until the last message was consumed (at least `seconds`).
+    pub delivered_seconds: f64,
     /// Publish-to-consume latencies, µs, sorted.
     pub e2e: Vec<u64>,
     /// Seconds the publishers ran.
@@ -185,9 +187,14 @@ pub async fn raw(
     let consumer = pull_consumer(&stream).await?;
     let subject = format!("{stream_name}.events");
     let delivered = Arc::new(AtomicU64::new(0));
+    let last_us = Arc::new(AtomicU64::new(0));
     let e2e = Arc::new(std::sync::Mutex::new(Vec::new()));
     let consuming = {
-        let (delivered, e2e) = (Arc::clone(&delivered), Arc::clone(&e2e));
+        let (delivered, e2e, last_us) = (
+            Arc::clone(&delivered),
+            Arc::clone(&e2e),
+            Arc::clone(&last_us),
+        );
         tokio::spawn(async move {
             let Ok(mut messages) = consumer.messages().await else {
                 return;
@@ -200,6 +207,7 @@ pub async fn raw(
                     .and_then(|v| v.as_str().parse::<u64>().ok());
                 let _ = m.ack().await;
                 delivered.fetch_add(1, Ordering::Relaxed);
+                last_us.store(crate::run::now_us(), Ordering::Relaxed);
                 if let (Some(sent), Ok(mut e)) = (sent, e2e.lock()) {
                     e.push(crate::run::now_us().saturating_sub(sent));
                 }
@@ -208,6 +216,7 @@ pub async fn raw(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let started_us = crate::run::now_us();
     let mut tasks = Vec::new();
     for _ in 0..publishers {
         let (js, subject, payload, stop) = (
@@ -271,6 +280,9 @@ pub async fn raw(
         accepted,
         acks,
         delivered: delivered.load(Ordering::Relaxed),
+        delivered_seconds: (last_us.load(Ordering::Relaxed).saturating_sub(started_us) as f64
+            / 1e6)
+            .max(elapsed),
         e2e,
         seconds: elapsed,
     })
