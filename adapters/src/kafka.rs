@@ -24,7 +24,7 @@ use switchyard_core::streams::{ContentMode, InitialOffset, KafkaKeyType, KafkaNe
 use switchyard_core::{CloudEvent, Data, EventError, ExtValue};
 use switchyard_triggers::streams::{StreamSink, StreamSinkError};
 
-use crate::target::Target;
+use crate::target::{Target, arrival_now};
 use crate::{BackgroundTasks, SourceError};
 
 /// Records stored in one transaction at most.
@@ -234,6 +234,7 @@ impl Consumer {
                 }
             }
             let mut encoded = Vec::with_capacity(batch.len());
+            let arrival = arrival_now();
             // The next offset to commit per (topic, partition): the last record's + 1.
             let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
             for m in &batch {
@@ -261,7 +262,7 @@ impl Consumer {
                 };
                 let built = wrap_record(&self.ns, &self.name, self.key_type, &record)
                     .map_err(|e| e.to_string())
-                    .and_then(|e| self.target.encode_one(e));
+                    .and_then(|e| self.target.encode_one(e, &arrival));
                 match built {
                     Ok(e) => encoded.push(e),
                     Err(e) => {

@@ -21,7 +21,7 @@ use switchyard_core::streams::{MqttSource, MqttVersion};
 use switchyard_core::{CloudEvent, Data, EventError};
 use tokio::sync::mpsc;
 
-use crate::target::{Target, new_id};
+use crate::target::{Target, arrival_now, new_id};
 use crate::{BackgroundTasks, SourceError};
 
 /// How long a persistent MQTT 5 session outlives its connection on the broker: a week of
@@ -108,11 +108,12 @@ impl Worker {
                 }
             }
             let mut encoded = Vec::with_capacity(batch.len());
+            let arrival = arrival_now();
             let mut acks = Vec::with_capacity(batch.len());
             for m in batch {
                 let built = message_event(self.version, &self.ty, &self.source, &m)
                     .map_err(|e| e.to_string())
-                    .and_then(|e| self.target.encode_one(e));
+                    .and_then(|e| self.target.encode_one(e, &arrival));
                 match built {
                     Ok(e) => encoded.push(e),
                     Err(e) => {

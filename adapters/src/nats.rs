@@ -25,7 +25,7 @@ use switchyard_core::streams::{
 use switchyard_core::{CloudEvent, Data, EventError};
 use switchyard_triggers::streams::{StreamSink, StreamSinkError};
 
-use crate::target::{Target, new_id};
+use crate::target::{Target, arrival_now, new_id};
 use crate::{BackgroundTasks, SourceError};
 
 /// Connects to NATS; the connection is made (and remade) in the background, so a server that
@@ -167,6 +167,7 @@ impl Consumer {
                     }
                 }
                 let mut encoded = Vec::with_capacity(batch.len());
+                let arrival = arrival_now();
                 for m in batch {
                     let built = message_event(
                         &self.wrapping,
@@ -176,7 +177,7 @@ impl Consumer {
                         None,
                     )
                     .map_err(|e| e.to_string())
-                    .and_then(|e| self.target.encode_one(e));
+                    .and_then(|e| self.target.encode_one(e, &arrival));
                     match built {
                         Ok(e) => encoded.push(e),
                         Err(e) => self.malformed(m.subject.as_str(), &e, "dropped"),
@@ -268,6 +269,7 @@ impl Consumer {
     /// Stores one fetched batch and acks it; `false` when the store shut down.
     async fn store_jetstream(&self, taken: Vec<jetstream::Message>, nak_delay: Duration) -> bool {
         let mut encoded = Vec::with_capacity(taken.len());
+        let arrival = arrival_now();
         let mut stored = Vec::with_capacity(taken.len());
         for m in taken {
             let built = match m.info() {
@@ -288,7 +290,7 @@ impl Consumer {
                 )),
             }
             .map_err(|e| e.to_string())
-            .and_then(|e| self.target.encode_one(e));
+            .and_then(|e| self.target.encode_one(e, &arrival));
             match built {
                 Ok(e) => {
                     encoded.push(e);

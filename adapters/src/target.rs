@@ -63,14 +63,9 @@ impl Target {
 
     /// Adds the overrides and the broker's stamps, and encodes the events for the log.
     pub fn prepare(&self, events: &mut [CloudEvent]) -> Result<Vec<Vec<u8>>, Problem> {
-        let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let arrival = arrival_now();
         for event in events.iter_mut() {
-            for (k, v) in &self.extensions {
-                event
-                    .set_extension(k, ExtValue::String(v.clone()))
-                    .map_err(|e| invalid_event(&e))?;
-            }
-            stamp(event, self.ttl, &arrival)?;
+            self.stamp(event, &arrival)?;
         }
         Ok(events.iter().map(switchyard_core::store::encode).collect())
     }
@@ -78,16 +73,21 @@ impl Target {
     /// Adds the overrides and the broker's stamps to one event and encodes it for the log; the
     /// reason when the event cannot be stored (a `knativebrokerttl` of 0 or not an integer).
     /// Stream sources stamp event by event, so one such event is handled as malformed
-    /// instead of failing the batch it arrived with.
-    pub fn encode_one(&self, mut event: CloudEvent) -> Result<Vec<u8>, String> {
-        let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    /// instead of failing the batch it arrived with. `arrival` is [`arrival_now`], taken once
+    /// per batch.
+    pub fn encode_one(&self, mut event: CloudEvent, arrival: &str) -> Result<Vec<u8>, String> {
+        self.stamp(&mut event, arrival).map_err(|p| p.detail)?;
+        Ok(switchyard_core::store::encode(&event))
+    }
+
+    /// The `ceOverrides` extensions and the broker's stamps, as ingress adds them.
+    fn stamp(&self, event: &mut CloudEvent, arrival: &str) -> Result<(), Problem> {
         for (k, v) in &self.extensions {
             event
                 .set_extension(k, ExtValue::String(v.clone()))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| invalid_event(&e))?;
         }
-        stamp(&mut event, self.ttl, &arrival).map_err(|p| p.detail)?;
-        Ok(switchyard_core::store::encode(&event))
+        stamp(event, self.ttl, arrival)
     }
 
     /// Counts `n` events stored.
@@ -163,6 +163,11 @@ impl Target {
             }
         }
     }
+}
+
+/// The `knativearrivaltime` of events arriving now.
+pub(crate) fn arrival_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// A new event id, unique across restarts and processes: for events built from input that
