@@ -287,19 +287,23 @@ spec:
         kafka_bootstrap()
     );
     let sy = Switchyard::start(&config);
-    let resp = common::client()
-        .post(sy.url("/default/default"))
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "k-1")
-        .header("ce-source", "/shop")
-        .header("ce-type", "com.example.order.created")
-        .header("ce-subject", "caf%C3%A9")
-        .header("ce-partitionkey", "cust-9")
-        .header("content-type", "application/json")
-        .body(r#"{"total":42}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = common::binary(
+        &common::client(),
+        &sy.url("/default/default"),
+        &[
+            ("specversion", "1.0"),
+            ("id", "k-1"),
+            ("source", "/shop"),
+            ("type", "com.example.order.created"),
+            ("subject", "caf%C3%A9"),
+            ("partitionkey", "cust-9"),
+        ],
+    )
+    .header("content-type", "application/json")
+    .body(r#"{"total":42}"#)
+    .send()
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 202);
 
     let reader: StreamConsumer = client_config()

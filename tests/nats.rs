@@ -327,19 +327,23 @@ spec:
         nats_url()
     );
     let sy = Switchyard::start(&config);
-    let resp = common::client()
-        .post(sy.url("/default/default"))
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "n-1")
-        .header("ce-source", "/shop")
-        .header("ce-type", "com.example.order.created")
-        .header("ce-subject", "caf%C3%A9 42")
-        .header("ce-tenant", "acme")
-        .header("content-type", "application/json")
-        .body(r#"{"total":42}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = common::binary(
+        &common::client(),
+        &sy.url("/default/default"),
+        &[
+            ("specversion", "1.0"),
+            ("id", "n-1"),
+            ("source", "/shop"),
+            ("type", "com.example.order.created"),
+            ("subject", "caf%C3%A9 42"),
+            ("tenant", "acme"),
+        ],
+    )
+    .header("content-type", "application/json")
+    .body(r#"{"total":42}"#)
+    .send()
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 202);
     let m = tokio::time::timeout(WAIT, sub.next())
         .await

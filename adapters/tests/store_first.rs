@@ -182,6 +182,26 @@ async fn stored_payloads(log: &Refusing, at_least: usize) -> Vec<String> {
     }
 }
 
+/// The NATS server `scripts/test` found or started.
+fn nats_url() -> String {
+    std::env::var("SWITCHYARD_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// The MQTT broker `scripts/test` found or started, `host:port`.
+fn mqtt_addr() -> String {
+    std::env::var("SWITCHYARD_TEST_MQTT").unwrap_or_else(|_| "127.0.0.1:1883".into())
+}
+
+/// An MQTT 5 client publishing to the broker at `host`:`port`, its event loop driven.
+fn publisher(id: &str, host: &str, port: &str) -> rumqttc::v5::AsyncClient {
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(
+        rumqttc::v5::MqttOptions::new(id, host, port.parse().unwrap()),
+        10,
+    );
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    client
+}
+
 /// A new JetStream stream taking `{prefix}.>` (named `prefix` in capitals), holding one
 /// message, `payload`.
 async fn stream_with(
@@ -220,8 +240,7 @@ fn config(source: &str) -> switchyard_core::config::Config {
 
 #[tokio::test]
 async fn jetstream_naks_what_the_broker_refused_and_stores_it_when_redelivered() {
-    let nats_url =
-        std::env::var("SWITCHYARD_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let nats_url = nats_url();
     let u = unique();
     let (js, stream) = stream_with(&nats_url, &format!("pb{u}"), "refused at first").await;
 
@@ -230,13 +249,7 @@ async fn jetstream_naks_what_the_broker_refused_and_stores_it_when_redelivered()
     let cfg = config(&format!(
         "apiVersion: sources.switchyard.dev/v1\nkind: NatsSource\nmetadata: {{name: n}}\nspec:\n  servers: ['{nats_url}']\n  subject: 'pb{u}.>'\n  jetstream: {{stream: {stream}, nakDelay: PT0.1S}}\n  sink: {{ref: {{kind: Broker, name: default}}}}\n"
     ));
-    let sources = switchyard_adapters::start(
-        &cfg,
-        Arc::clone(&log) as Arc<dyn EventLog>,
-        switchyard_adapters::clock::Clock::System,
-    )
-    .await
-    .unwrap();
+    let sources = start(&cfg, &log).await;
     let stored = stored_payloads(&log, 1).await;
     assert_eq!(stored, ["refused at first"]);
     assert_eq!(log.refused.load(Ordering::SeqCst), 2);
@@ -258,7 +271,7 @@ async fn jetstream_naks_what_the_broker_refused_and_stores_it_when_redelivered()
 
 #[tokio::test]
 async fn mqtt_retries_in_place_without_acking_and_stores() {
-    let addr = std::env::var("SWITCHYARD_TEST_MQTT").unwrap_or_else(|_| "127.0.0.1:1883".into());
+    let addr = mqtt_addr();
     let (host, port) = addr.rsplit_once(':').unwrap();
     let u = unique();
     let dir = tempfile::tempdir().unwrap();
@@ -266,18 +279,8 @@ async fn mqtt_retries_in_place_without_acking_and_stores() {
     let cfg = config(&format!(
         "apiVersion: sources.switchyard.dev/v1\nkind: MqttSource\nmetadata: {{name: m}}\nspec:\n  broker: mqtt://{addr}\n  topics: ['pb{u}/#']\n  clientId: pb-{u}\n  sink: {{ref: {{kind: Broker, name: default}}}}\n"
     ));
-    let sources = switchyard_adapters::start(
-        &cfg,
-        Arc::clone(&log) as Arc<dyn EventLog>,
-        switchyard_adapters::clock::Clock::System,
-    )
-    .await
-    .unwrap();
-    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(
-        rumqttc::v5::MqttOptions::new(format!("pub-{u}"), host, port.parse().unwrap()),
-        10,
-    );
-    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let sources = start(&cfg, &log).await;
+    let client = publisher(&format!("pub-{u}"), host, port);
     // Publish until the source is subscribed and something is stored (the first appends are
     // refused and retried in place, the messages kept in order).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -333,7 +336,7 @@ async fn wait_attempted(log: &Refusing) -> Vec<String> {
 
 #[tokio::test]
 async fn mqtt_acks_nothing_the_store_has_not_committed() {
-    let addr = std::env::var("SWITCHYARD_TEST_MQTT").unwrap_or_else(|_| "127.0.0.1:1883".into());
+    let addr = mqtt_addr();
     let (host, port) = addr.rsplit_once(':').unwrap();
     let u = unique();
     let cfg = config(&format!(
@@ -342,11 +345,7 @@ async fn mqtt_acks_nothing_the_store_has_not_committed() {
     let dir = tempfile::tempdir().unwrap();
     let stuck = hanging(&dir.path().join("stuck"));
     let sources = start(&cfg, &stuck).await;
-    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(
-        rumqttc::v5::MqttOptions::new(format!("pub-{u}"), host, port.parse().unwrap()),
-        10,
-    );
-    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let client = publisher(&format!("pub-{u}"), host, port);
     // Publish until the source has received something and tried to store it.
     let mut sent = 0;
     let received = loop {
@@ -383,8 +382,7 @@ async fn mqtt_acks_nothing_the_store_has_not_committed() {
 
 #[tokio::test]
 async fn jetstream_acks_nothing_the_store_has_not_committed() {
-    let nats_url =
-        std::env::var("SWITCHYARD_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let nats_url = nats_url();
     let u = unique();
     let (js, stream) = stream_with(&nats_url, &format!("hang{u}"), "the one").await;
     let cfg = config(&format!(
