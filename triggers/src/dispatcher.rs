@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use switchyard_broker::log::{Committed, EventLog, LogError, Table, WriteOp};
+use switchyard_broker::log::{Committed, EventLog, LogError, LogRecord, Table, WriteOp};
 use switchyard_broker::metrics as m;
 use switchyard_core::config::Config;
 use switchyard_core::resources::{Destination, Ordering as TriggerOrdering};
@@ -20,12 +20,16 @@ use tokio::task::JoinSet;
 
 use crate::delivery::{AttemptResult, Deliverer, DeliverySettings, TTL_EXTENSION, Verdict};
 use crate::filter::{Filter, FilterError, FilterIndex};
+use crate::queue::OffsetQueue;
 use crate::records::{self, Attempt, DeadLetter, RetryEntry};
 use crate::streams::StreamSinks;
 
-/// Queue entries beyond this many keep only the offset; the event is read again from the log
-/// when its turn comes. This is what bounds memory per queued event.
+/// Queue entries beyond this many keep only the offset, and consecutive offsets share one
+/// entry (`queue::OffsetQueue`); the event is read again from the log when its turn comes.
+/// This is what bounds memory per queued event.
 const HOT_QUEUE: usize = 1024;
+/// Records a trigger reads from the log at a time for the cold part of its queue.
+const READ_AHEAD: usize = 64;
 /// Records the router reads from the log at a time when it catches up.
 const READ_BATCH: usize = 512;
 /// Default bound on deliveries in flight per trigger.
@@ -61,7 +65,7 @@ pub fn check_filters(config: &Config) -> Result<(), DispatchError> {
 }
 
 struct TriggerState {
-    queue: VecDeque<(u64, Option<Arc<CloudEvent>>)>,
+    queue: OffsetQueue,
     inflight: BTreeSet<u64>,
     /// Every offset below this has been routed (matched into the queue, or skipped).
     routed_to: u64,
@@ -177,8 +181,8 @@ impl TriggerRuntime {
         if let Some(&o) = s.inflight.first() {
             c = c.min(o);
         }
-        if let Some((o, _)) = s.queue.front() {
-            c = c.min(*o);
+        if let Some(o) = s.queue.front() {
+            c = c.min(o);
         }
         c
     }
@@ -192,11 +196,7 @@ impl TriggerRuntime {
     }
 
     fn enqueue(&self, offset: u64, event: &Arc<CloudEvent>) {
-        {
-            let mut s = lock(&self.state);
-            let hot = (s.queue.len() < HOT_QUEUE).then(|| Arc::clone(event));
-            s.queue.push_back((offset, hot));
-        }
+        lock(&self.state).queue.push_back(offset, event);
         self.wake.notify_one();
     }
 
@@ -226,14 +226,29 @@ impl TriggerRuntime {
     }
 
     /// Reads a queued event back from the log: `Ok(None)` only when a successful read shows it
-    /// is gone.
-    async fn load_event(&self, offset: u64) -> Result<Option<CloudEvent>, LogError> {
-        let log = Arc::clone(&self.log);
-        let broker = Arc::clone(&self.broker);
-        let records = tokio::task::spawn_blocking(move || log.read(&broker, offset, 1))
-            .await
-            .map_err(|e| LogError::Storage(format!("read task failed: {e}")))??;
-        let Some(record) = records.into_iter().next().filter(|r| r.offset == offset) else {
+    /// is gone. A queue past its hot part holds runs of offsets, so the read takes the
+    /// [`READ_AHEAD`] records from `offset` on into `read_ahead`, where the next ones are found
+    /// without another trip to the store (records this trigger's filter skipped are dropped
+    /// as the offsets pass them).
+    async fn load_event(
+        &self,
+        offset: u64,
+        read_ahead: &mut VecDeque<LogRecord>,
+    ) -> Result<Option<CloudEvent>, LogError> {
+        while read_ahead.front().is_some_and(|r| r.offset < offset) {
+            read_ahead.pop_front();
+        }
+        if read_ahead.front().is_none_or(|r| r.offset != offset) {
+            let log = Arc::clone(&self.log);
+            let broker = Arc::clone(&self.broker);
+            let records =
+                tokio::task::spawn_blocking(move || log.read(&broker, offset, READ_AHEAD))
+                    .await
+                    .map_err(|e| LogError::Storage(format!("read task failed: {e}")))??;
+            *read_ahead = records.into();
+        }
+        let Some(record) = read_ahead.pop_front().filter(|r| r.offset == offset) else {
+            read_ahead.clear();
             return Ok(None);
         };
         switchyard_core::store::decode(&record.event)
@@ -245,7 +260,7 @@ impl TriggerRuntime {
     fn requeue(&self, offset: u64) {
         let mut s = lock(&self.state);
         s.inflight.remove(&offset);
-        s.queue.push_front((offset, None));
+        s.queue.push_front(offset);
     }
 
     fn count_attempt(&self, r: &AttemptResult) {
@@ -764,7 +779,7 @@ impl Dispatcher {
                 rate_limit: t.spec.rate_limit,
                 deliverer: Deliverer::new(Arc::clone(&streams)),
                 state: Mutex::new(TriggerState {
-                    queue: VecDeque::new(),
+                    queue: OffsetQueue::new(HOT_QUEUE),
                     inflight: BTreeSet::new(),
                     routed_to: start,
                 }),
@@ -1056,6 +1071,8 @@ async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Receiver<bool>) 
     // Ordered triggers: the key being delivered, and events waiting behind it.
     let mut busy: HashMap<String, VecDeque<(u64, Arc<CloudEvent>)>> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    // Records read past a cold queue entry, for the entries after it.
+    let mut read_ahead: VecDeque<LogRecord> = VecDeque::new();
     loop {
         while deliveries.try_join_next().is_some() {}
         // Ordered triggers park events behind busy keys; past HOT_QUEUE of them, stop taking
@@ -1087,7 +1104,7 @@ async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Receiver<bool>) 
         };
         let event = match hot {
             Some(e) => e,
-            None => match t.load_event(offset).await {
+            None => match t.load_event(offset, &mut read_ahead).await {
                 Ok(Some(e)) => Arc::new(e),
                 Ok(None) => {
                     tracing::error!(trigger = %t.name, offset, "event no longer in the log; skipped");

@@ -9,6 +9,7 @@ pub mod cesql;
 pub mod delivery;
 pub mod dispatcher;
 pub mod filter;
+mod queue;
 pub mod records;
 pub mod streams;
 pub mod tail;
