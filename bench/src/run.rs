@@ -578,9 +578,116 @@ async fn switchyard_step(
 ) -> Result<Value> {
     let broker = start_switchyard(&args.switchyard, config, fsync)?;
     let target = format!("{}/default/default", broker.base);
-    let r = measure(&step, &target, sink, &[broker.child.id()], args, seconds).await;
+    let mut r = measure(&step, &target, sink, &[broker.child.id()], args, seconds).await;
+    r["store"] = store_commits(&broker.base).await;
     drop(broker);
     Ok(r)
+}
+
+/// The store's group commits during a step, from the broker's own histograms: how many, how
+/// many events each held on average, and how many took longer than 100 ms (a stall that shows
+/// in the step's tail latency comes from the store when they are there, from elsewhere when not).
+async fn store_commits(base: &str) -> Value {
+    let text = match reqwest::get(format!("{base}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    };
+    let commits = sample("switchyard_store_commit_seconds_count ");
+    let within = sample("switchyard_store_commit_seconds_bucket{le=\"0.1\"} ");
+    let events = sample("switchyard_store_commit_batch_events_sum ");
+    let batches = sample("switchyard_store_commit_batch_events_count ");
+    json!({
+        "commits": commits,
+        "commits_over_100ms": commits - within,
+        "events_per_commit": if batches > 0.0 { events / batches } else { 0.0 },
+        "mean_commit_us": if commits > 0.0 { sample("switchyard_store_commit_seconds_sum ") * 1e6 / commits } else { 0.0 },
+    })
+}
+
+/// Rounds of the schema-enforcement comparison; each runs both modes.
+const ENFORCE_ROUNDS: u32 = 3;
+
+/// The workload name of one enforcement step.
+fn enforce_workload(mode: &str, round: u32) -> String {
+    format!("saturation ingest, 1 KiB orders, eventTypes {mode}, round {round}")
+}
+
+/// One enforcement step: 1 KiB orders into a fresh broker with `eventTypes: {mode}`, then an
+/// order with a quantity of 0 (it breaks the schema) as proof that validation ran, or did not.
+async fn enforce_step(
+    args: &RunArgs,
+    mode: &str,
+    round: u32,
+    sink: &SinkShared,
+    seconds: u64,
+) -> Result<Value> {
+    let config = ORDERS.replace(
+        "spec: {eventTypes: enforce}",
+        &format!("spec: {{eventTypes: {mode}}}"),
+    );
+    let broker = start_switchyard(&args.switchyard, &config, true)?;
+    let step = Step {
+        system: "SWITCHYARD".into(),
+        workload: enforce_workload(mode, round),
+        triggers: 0,
+        load: Load::Closed,
+        shape: Shape::order(),
+    };
+    let url = format!("{}/shop/orders", broker.base);
+    let mut r = measure(&step, &url, sink, &[broker.child.id()], args, seconds).await;
+    r["store"] = store_commits(&broker.base).await;
+    let invalid = ORDER.replacen("\"qty\":1,", "\"qty\":0,", 1);
+    let status = reqwest::Client::new()
+        .post(&url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "invalid-order")
+        .header("ce-source", "/orders/eu")
+        .header("ce-type", "com.example.order.created")
+        .header("content-type", "application/json")
+        .body(invalid)
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16());
+    drop(broker);
+    r["invalid_order_status"] = json!(status);
+    Ok(r)
+}
+
+/// Enforce / off over every round: accepted events, and CPU per event (enforce minus off).
+fn enforce_vs_off(results: &[Value]) -> (f64, f64) {
+    let sum = |mode: &str, key: &str| -> f64 {
+        (1..=ENFORCE_ROUNDS)
+            .map(|round| rate_of(results, "SWITCHYARD", &enforce_workload(mode, round), key))
+            .sum()
+    };
+    let off = sum("off", "accepted_per_s");
+    let ratio = if off > 0.0 {
+        sum("enforce", "accepted_per_s") / off
+    } else {
+        0.0
+    };
+    let rounds = f64::from(ENFORCE_ROUNDS);
+    let cpu = (sum("enforce", "cpu_us_per_accepted_event")
+        - sum("off", "cpu_us_per_accepted_event"))
+        / rounds;
+    (ratio, cpu)
+}
+
+/// The statuses the invalid order got in every round of `mode`, if they were all the same.
+fn invalid_order_status(results: &[Value], mode: &str) -> u64 {
+    let statuses: Vec<u64> = (1..=ENFORCE_ROUNDS)
+        .map(|round| status_of(results, &enforce_workload(mode, round)))
+        .collect();
+    if statuses.windows(2).all(|w| w[0] == w[1]) {
+        statuses.first().copied().unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// Whether an open-loop step kept up: at least 97% of the offered rate delivered, and an
@@ -822,46 +929,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
         results.push(r);
     }
     // Schema enforcement's cost: 1 KiB orders into a broker with their EventType, validated
-    // (`eventTypes: enforce`) or not (`off`).
-    for mode in ["off", "enforce"] {
-        let config = ORDERS.replace(
-            "spec: {eventTypes: enforce}",
-            &format!("spec: {{eventTypes: {mode}}}"),
-        );
-        let broker = start_switchyard(&args.switchyard, &config, true)?;
-        let r = measure(
-            &step(
-                "SWITCHYARD",
-                format!("saturation ingest, 1 KiB orders, eventTypes {mode}"),
-                0,
-                Load::Closed,
-                Shape::order(),
-            ),
-            &format!("{}/shop/orders", broker.base),
-            &sink,
-            &[broker.child.id()],
-            &args,
-            seconds,
-        )
-        .await;
-        // Proof that validation ran: an order with a quantity of 0 breaks the schema.
-        let invalid = ORDER.replacen("\"qty\":1,", "\"qty\":0,", 1);
-        let status = reqwest::Client::new()
-            .post(format!("{}/shop/orders", broker.base))
-            .header("ce-specversion", "1.0")
-            .header("ce-id", "invalid-order")
-            .header("ce-source", "/orders/eu")
-            .header("ce-type", "com.example.order.created")
-            .header("content-type", "application/json")
-            .body(invalid)
-            .send()
-            .await
-            .map_or(0, |r| r.status().as_u16());
-        drop(broker);
-        let mut r = r;
-        r["invalid_order_status"] = json!(status);
-        log(&r);
-        results.push(r);
+    // (`eventTypes: enforce`) or not (`off`). The two differ by a few per cent while steps of
+    // one run drift by ten, so the modes alternate (off, enforce, enforce, off, …) in shorter
+    // steps and the ratio is taken over all of them.
+    let enforce_seconds = (seconds / 2).max(2);
+    for round in 1..=ENFORCE_ROUNDS {
+        let modes = if round % 2 == 1 {
+            ["off", "enforce"]
+        } else {
+            ["enforce", "off"]
+        };
+        for mode in modes {
+            let r = enforce_step(&args, mode, round, &sink, enforce_seconds).await?;
+            log(&r);
+            results.push(r);
+        }
     }
     for triggers in [1, 10, 100] {
         let r = switchyard_step(
@@ -1073,9 +1155,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         "fanout10_vs_fanout1_deliveries": rate_of(&results, "SWITCHYARD", "saturation, 10 trigger(s)", "delivered_per_s") / one,
         "fanout100_vs_fanout1_deliveries": rate_of(&results, "SWITCHYARD", "saturation, 100 trigger(s)", "delivered_per_s") / one,
         "filter_1000_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1,000 non-matching + 1 trigger", "delivered_per_s") / one,
-        "invalid_order_status_enforce": status_of(&results, "saturation ingest, 1 KiB orders, eventTypes enforce"),
-        "invalid_order_status_off": status_of(&results, "saturation ingest, 1 KiB orders, eventTypes off"),
-        "enforce_vs_off_ingest": rate_of(&results, "SWITCHYARD", "saturation ingest, 1 KiB orders, eventTypes enforce", "accepted_per_s") / rate_of(&results, "SWITCHYARD", "saturation ingest, 1 KiB orders, eventTypes off", "accepted_per_s"),
+        "invalid_order_status_enforce": invalid_order_status(&results, "enforce"),
+        "invalid_order_status_off": invalid_order_status(&results, "off"),
+        "enforce_vs_off_ingest": enforce_vs_off(&results).0,
+        "enforce_cpu_us_per_event_extra": enforce_vs_off(&results).1,
         "isolation_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1 trigger + 1 slow failing", "delivered_per_s") / one,
         "knee_per_s": knee,
         "p99_at_half_knee_us": p99(&sy_half),
@@ -1176,6 +1259,27 @@ fn markdown(report: &Value, seconds: u64) -> String {
             f(&r["rss_bytes"]) / 1_048_576.0,
         ));
     }
+    let slow: Vec<String> = report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| f(&r["store"]["commits_over_100ms"]) > 0.0)
+        .map(|r| {
+            format!(
+                "{} ({})",
+                r["workload"].as_str().unwrap_or(""),
+                r["store"]["commits_over_100ms"]
+            )
+        })
+        .collect();
+    md.push_str(&format!(
+        "\nGroup commits slower than 100 ms (steps with any): {}.\n",
+        if slow.is_empty() {
+            "none".to_owned()
+        } else {
+            slow.join(", ")
+        }
+    ));
     let rs = &report["restart"];
     md.push_str(&format!(
         "\nRestart after `kill -9` with {} events queued (filled in {:.1} s): listening after {:.0} ms, taking events after {:.0} ms, all re-queued after {:.0} ms. RSS idle {:.1} MiB, with half the backlog {:.1} MiB, with all of it {:.1} MiB ({:.1} B per queued event in all, {:.1} B per event of the second half), after the restart {:.1} MiB ({:.1} B per queued event).{}\n",
@@ -1217,7 +1321,7 @@ fn markdown(report: &Value, seconds: u64) -> String {
             check(f(&r["p99_at_half_knee_us"]) <= f(&r["p99_bar_us"]))
         ),
         format!(
-            "ingest with eventTypes enforce / off (1 KiB orders) = {:.2} (bar ≥ 0.9, the event types issue): {} (an invalid order got {} with enforce, {} with off)",
+            "ingest with eventTypes enforce / off (1 KiB orders, {ENFORCE_ROUNDS} alternating rounds) = {:.2} (bar ≥ 0.9, the event types issue): {} (an invalid order got {} with enforce, {} with off; enforce costs {:.1} µs of CPU per event more)",
             f(&r["enforce_vs_off_ingest"]),
             if r["invalid_order_status_enforce"] == 400 {
                 check(f(&r["enforce_vs_off_ingest"]) >= 0.9)
@@ -1225,7 +1329,8 @@ fn markdown(report: &Value, seconds: u64) -> String {
                 "not comparable: validation did not reject an invalid order"
             },
             r["invalid_order_status_enforce"],
-            r["invalid_order_status_off"]
+            r["invalid_order_status_off"],
+            f(&r["enforce_cpu_us_per_event_extra"])
         ),
         format!(
             "fan-out 10 / fan-out 1 deliveries = {:.2} (bar ≥ 0.8): {}",

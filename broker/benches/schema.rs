@@ -52,6 +52,11 @@ fn bench(c: &mut Criterion) {
     group.bench_function("validate_1KiB_order_valid", |b| {
         b.iter(|| black_box(registry.check("shop/orders", black_box(&event))).is_valid())
     });
+    // The share of the check that is parsing the data into a `serde_json::Value`.
+    let data = ORDER.trim_end();
+    group.bench_function("parse_1KiB_order", |b| {
+        b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(data)).unwrap())
+    });
     group.bench_function("validate_1KiB_order_invalid", |b| {
         b.iter(|| black_box(registry.check("shop/orders", black_box(&invalid))).is_valid())
     });
