@@ -28,8 +28,10 @@ use crate::streams::StreamSinks;
 /// entry (`queue::OffsetQueue`); the event is read again from the log when its turn comes.
 /// This is what bounds memory per queued event.
 const HOT_QUEUE: usize = 1024;
-/// Records a trigger reads from the log at a time for the cold part of its queue.
+/// Records a trigger reads from the log at a time for a run in the cold part of its queue.
 const READ_AHEAD: usize = 64;
+/// Bytes of stored events a trigger keeps read ahead (beyond the one it asked for).
+const READ_AHEAD_BYTES: usize = 1024 * 1024;
 /// Records the router reads from the log at a time when it catches up.
 const READ_BATCH: usize = 512;
 /// Default bound on deliveries in flight per trigger.
@@ -205,11 +207,13 @@ impl TriggerRuntime {
         s.routed_to = s.routed_to.max(position);
     }
 
-    fn pop(&self) -> Option<(u64, Option<Arc<CloudEvent>>)> {
+    /// The next queued offset, its event when the queue kept it, and how many offsets of the
+    /// same run follow it.
+    fn pop(&self) -> Option<(u64, Option<Arc<CloudEvent>>, usize)> {
         let mut s = lock(&self.state);
-        let entry = s.queue.pop_front()?;
-        s.inflight.insert(entry.0);
-        Some(entry)
+        let (offset, hot) = s.queue.pop_front()?;
+        s.inflight.insert(offset);
+        Some((offset, hot, s.queue.run_ahead()))
     }
 
     fn done(&self, offset: u64) {
@@ -226,26 +230,34 @@ impl TriggerRuntime {
     }
 
     /// Reads a queued event back from the log: `Ok(None)` only when a successful read shows it
-    /// is gone. A queue past its hot part holds runs of offsets, so the read takes the
-    /// [`READ_AHEAD`] records from `offset` on into `read_ahead`, where the next ones are found
-    /// without another trip to the store (records this trigger's filter skipped are dropped
-    /// as the offsets pass them).
+    /// is gone. Past its hot part a queue holds runs of offsets, so when `ahead` more offsets
+    /// of the same run follow, the read takes them too (up to [`READ_AHEAD`] records and
+    /// [`READ_AHEAD_BYTES`]) into `read_ahead`, where the next pops find them without another
+    /// trip to the store.
     async fn load_event(
         &self,
         offset: u64,
+        ahead: usize,
         read_ahead: &mut VecDeque<LogRecord>,
     ) -> Result<Option<CloudEvent>, LogError> {
         while read_ahead.front().is_some_and(|r| r.offset < offset) {
             read_ahead.pop_front();
         }
         if read_ahead.front().is_none_or(|r| r.offset != offset) {
-            let log = Arc::clone(&self.log);
-            let broker = Arc::clone(&self.broker);
-            let records =
-                tokio::task::spawn_blocking(move || log.read(&broker, offset, READ_AHEAD))
-                    .await
-                    .map_err(|e| LogError::Storage(format!("read task failed: {e}")))??;
-            *read_ahead = records.into();
+            let want = ahead.saturating_add(1).min(READ_AHEAD);
+            let records = match self.read_records(offset, want).await {
+                // One unreadable record must not hold up its neighbours: read this one alone.
+                Err(_) if want > 1 => self.read_records(offset, 1).await?,
+                other => other?,
+            };
+            let mut bytes = 0usize;
+            *read_ahead = records
+                .into_iter()
+                .take_while(|r| {
+                    bytes += r.event.len();
+                    r.offset == offset || bytes <= READ_AHEAD_BYTES
+                })
+                .collect();
         }
         let Some(record) = read_ahead.pop_front().filter(|r| r.offset == offset) else {
             read_ahead.clear();
@@ -254,6 +266,15 @@ impl TriggerRuntime {
         switchyard_core::store::decode(&record.event)
             .map(Some)
             .map_err(|e| LogError::Storage(e.to_string()))
+    }
+
+    /// Up to `max` records of this trigger's broker from `offset` on.
+    async fn read_records(&self, offset: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        let log = Arc::clone(&self.log);
+        let broker = Arc::clone(&self.broker);
+        tokio::task::spawn_blocking(move || log.read(&broker, offset, max))
+            .await
+            .map_err(|e| LogError::Storage(format!("read task failed: {e}")))?
     }
 
     /// Puts a popped entry back at the head of the queue (its read failed; try again later).
@@ -1089,7 +1110,8 @@ async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Receiver<bool>) 
             }
             continue;
         }
-        let Some((offset, hot)) = t.pop() else {
+        let Some((offset, hot, ahead)) = t.pop() else {
+            read_ahead.clear();
             tokio::select! {
                 _ = t.wake.notified() => continue,
                 Some(key) = done_rx.recv() => {
@@ -1104,7 +1126,7 @@ async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Receiver<bool>) 
         };
         let event = match hot {
             Some(e) => e,
-            None => match t.load_event(offset, &mut read_ahead).await {
+            None => match t.load_event(offset, ahead, &mut read_ahead).await {
                 Ok(Some(e)) => Arc::new(e),
                 Ok(None) => {
                     tracing::error!(trigger = %t.name, offset, "event no longer in the log; skipped");

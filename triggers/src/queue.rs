@@ -101,6 +101,16 @@ impl OffsetQueue {
         Some(popped)
     }
 
+    /// How many offsets directly follow the front one in its run (0 when the front entry
+    /// keeps its event): after a cold offset is popped, how many of the next records in the
+    /// log this queue will ask for next.
+    pub(crate) fn run_ahead(&self) -> usize {
+        match self.entries.front() {
+            Some(Entry::Cold(r)) => usize::try_from(r.end - r.start).unwrap_or(usize::MAX),
+            _ => 0,
+        }
+    }
+
     /// Offsets held with their event.
     #[cfg(test)]
     fn hot(&self) -> usize {
@@ -160,6 +170,11 @@ mod tests {
             q.push_back(o, &e);
         }
         assert_eq!(q.entries(), 3);
+        assert_eq!(q.run_ahead(), 3);
+        q.pop_front();
+        // 2 and 3 follow in the run; 7 does not.
+        assert_eq!(q.run_ahead(), 2);
+        q.push_front(1);
         assert_eq!(
             drain(&mut q),
             vec![
