@@ -591,24 +591,29 @@ async fn switchyard_step(
 /// in the step's tail latency comes from the store when they are there, from elsewhere when not).
 async fn store_commits(base: &str) -> Value {
     let text = match reqwest::get(format!("{base}/metrics")).await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
+        Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+        _ => String::new(),
     };
-    let sample = |name: &str| -> f64 {
+    let sample = |name: &str| -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
     };
-    let commits = sample("switchyard_store_commit_seconds_count ");
-    let within = sample("switchyard_store_commit_seconds_bucket{le=\"0.1\"} ");
-    let events = sample("switchyard_store_commit_batch_events_sum ");
-    let batches = sample("switchyard_store_commit_batch_events_count ");
+    // Without the histograms (the scrape failed) there is nothing to report, and no loss
+    // can be judged from them.
+    let (Some(commits), Some(events)) = (
+        sample("switchyard_store_commit_seconds_count "),
+        sample("switchyard_store_commit_batch_events_sum "),
+    ) else {
+        return Value::Null;
+    };
+    let within = sample("switchyard_store_commit_seconds_bucket{le=\"0.1\"} ").unwrap_or(commits);
+    let seconds = sample("switchyard_store_commit_seconds_sum ").unwrap_or(0.0);
     json!({
         "events": events,
         "commits": commits,
         "commits_over_100ms": commits - within,
-        "events_per_commit": if batches > 0.0 { events / batches } else { 0.0 },
-        "mean_commit_us": if commits > 0.0 { sample("switchyard_store_commit_seconds_sum ") * 1e6 / commits } else { 0.0 },
+        "events_per_commit": if commits > 0.0 { events / commits } else { 0.0 },
+        "mean_commit_us": if commits > 0.0 { seconds * 1e6 / commits } else { 0.0 },
     })
 }
 
@@ -619,9 +624,12 @@ fn check_stored(r: &mut Value) {
     if r["triggers"].as_u64() != Some(0) {
         return;
     }
+    let Some(stored) = r["store"]["events"].as_f64() else {
+        return;
+    };
     let accepted = r["accepted"].as_u64().unwrap_or(0);
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let stored = r["store"]["events"].as_f64().unwrap_or(0.0) as u64;
+    let stored = stored as u64;
     r["lost"] = json!(accepted.saturating_sub(stored));
 }
 
@@ -1283,9 +1291,10 @@ fn markdown(report: &Value, seconds: u64) -> String {
         .filter(|r| f(&r["store"]["commits_over_100ms"]) > 0.0)
         .map(|r| {
             format!(
-                "{} ({})",
+                "{} {} ({:.0})",
+                r["system"].as_str().unwrap_or(""),
                 r["workload"].as_str().unwrap_or(""),
-                r["store"]["commits_over_100ms"]
+                f(&r["store"]["commits_over_100ms"])
             )
         })
         .collect();
