@@ -644,8 +644,24 @@ fn check_stored(r: &mut Value) {
     r["lost"] = json!(accepted.saturating_sub(stored));
 }
 
-/// Rounds of the schema-enforcement comparison; each runs both modes.
-const ENFORCE_ROUNDS: u32 = 3;
+/// Rounds of the schema-enforcement comparison (each runs both modes): five in a full run,
+/// three with `--quick`.
+fn enforce_rounds(quick: bool) -> u32 {
+    if quick { 3 } else { 5 }
+}
+
+/// How many enforcement rounds a run's results hold.
+fn rounds_in(results: &[Value]) -> u32 {
+    (1..)
+        .take_while(|&round| {
+            results
+                .iter()
+                .any(|r| r["workload"].as_str() == Some(enforce_workload("off", round).as_str()))
+        })
+        .count()
+        .try_into()
+        .unwrap_or(0)
+}
 
 /// The workload name of one enforcement step.
 fn enforce_workload(mode: &str, round: u32) -> String {
@@ -697,7 +713,7 @@ async fn enforce_step(
 /// Enforce / off over every round: accepted events, and CPU per event (enforce minus off).
 fn enforce_vs_off(results: &[Value]) -> (f64, f64) {
     let sum = |mode: &str, key: &str| -> f64 {
-        (1..=ENFORCE_ROUNDS)
+        (1..=rounds_in(results))
             .map(|round| rate_of(results, "SWITCHYARD", &enforce_workload(mode, round), key))
             .sum()
     };
@@ -707,7 +723,7 @@ fn enforce_vs_off(results: &[Value]) -> (f64, f64) {
     } else {
         0.0
     };
-    let rounds = f64::from(ENFORCE_ROUNDS);
+    let rounds = f64::from(rounds_in(results).max(1));
     let cpu = (sum("enforce", "cpu_us_per_accepted_event")
         - sum("off", "cpu_us_per_accepted_event"))
         / rounds;
@@ -716,7 +732,7 @@ fn enforce_vs_off(results: &[Value]) -> (f64, f64) {
 
 /// The statuses the invalid order got in every round of `mode`, if they were all the same.
 fn invalid_order_status(results: &[Value], mode: &str) -> u64 {
-    let statuses: Vec<u64> = (1..=ENFORCE_ROUNDS)
+    let statuses: Vec<u64> = (1..=rounds_in(results))
         .map(|round| status_of(results, &enforce_workload(mode, round)))
         .collect();
     if statuses.windows(2).all(|w| w[0] == w[1]) {
@@ -969,7 +985,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // one run drift by ten, so the modes alternate (off, enforce, enforce, off, …) in shorter
     // steps and the ratio is taken over all of them.
     let enforce_seconds = (seconds / 2).max(2);
-    for round in 1..=ENFORCE_ROUNDS {
+    for round in 1..=enforce_rounds(args.quick) {
         let modes = if round % 2 == 1 {
             ["off", "enforce"]
         } else {
@@ -1195,6 +1211,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         "invalid_order_status_off": invalid_order_status(&results, "off"),
         "enforce_vs_off_ingest": enforce_vs_off(&results).0,
         "enforce_cpu_us_per_event_extra": enforce_vs_off(&results).1,
+        "enforce_rounds": rounds_in(&results),
         "isolation_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1 trigger + 1 slow failing", "delivered_per_s") / one,
         "knee_per_s": knee,
         "p99_at_half_knee_us": p99(&sy_half),
@@ -1355,7 +1372,8 @@ fn markdown(report: &Value, seconds: u64) -> String {
             check(f(&r["p99_at_half_knee_us"]) <= f(&r["p99_bar_us"]))
         ),
         format!(
-            "ingest with eventTypes enforce / off (1 KiB orders, {ENFORCE_ROUNDS} alternating rounds) = {:.2} (bar ≥ 0.9, the event types issue): {} (an invalid order got {} with enforce, {} with off; enforce costs {:.1} µs of CPU per event more)",
+            "ingest with eventTypes enforce / off (1 KiB orders, {} alternating rounds) = {:.2} (bar ≥ 0.9, the event types issue): {} (an invalid order got {} with enforce, {} with off; enforce costs {:.1} µs of CPU per event more)",
+            r["enforce_rounds"],
             f(&r["enforce_vs_off_ingest"]),
             if r["invalid_order_status_enforce"] == 400 {
                 check(f(&r["enforce_vs_off_ingest"]) >= 0.9)
