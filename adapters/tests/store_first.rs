@@ -141,7 +141,7 @@ fn log(dir: &std::path::Path, refuse: usize, hang: bool) -> Arc<Refusing> {
             fsync: false,
             ..Default::default()
         },
-        Box::new(|_, _| {}),
+        Box::new(|_| {}),
     )
     .unwrap();
     Arc::new(Refusing {

@@ -613,6 +613,8 @@ async fn store_commits(base: &str) -> Value {
         "commits": commits,
         "commit_p99_at_most_ms": p99_bound_ms(&text, "switchyard_store_commit_seconds_bucket{", ""),
         "ingress_202_p99_at_most_ms": p99_bound_ms(&text, "switchyard_ingress_latency_seconds_bucket{", "response_code=\"202\""),
+        "append_queue_p99_at_most_ms": p99_bound_ms(&text, "switchyard_store_append_queue_seconds_bucket{", ""),
+        "ingress_append_p99_at_most_ms": p99_bound_ms(&text, "switchyard_ingress_append_seconds_bucket{", ""),
         "commits_over_100ms": commits - within,
         "events_per_commit": if commits > 0.0 { events / commits } else { 0.0 },
         "mean_commit_us": if commits > 0.0 { seconds * 1e6 / commits } else { 0.0 },
@@ -1349,7 +1351,7 @@ fn markdown(report: &Value, seconds: u64) -> String {
             f(&r["rss_bytes"]) / 1_048_576.0,
         ));
     }
-    md.push_str("\nThe store's group commits in each Switchyard step, and the time the server itself took to answer 202 (from its `/metrics`: handler start to response, so without the sockets and the time before the request is read; each p99 is the histogram bucket that holds it):\n\n| system | workload | commits | events/commit | mean commit µs | commit p99 ≤ ms | over 100 ms | 202 in the server, p99 ≤ ms |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("\nThe store's group commits in each Switchyard step, and inside the server: how long appends waited for the writer, how long ingress waited for the store's answer (queue wait, commit and wake-up), and how long it took to answer 202 (handler start to response, without the sockets); from its `/metrics`, each p99 being the histogram bucket that holds it:\n\n| system | workload | commits | events/commit | mean commit µs | commit p99 ≤ ms | over 100 ms | queue wait p99 ≤ ms | append p99 ≤ ms | 202 in the server, p99 ≤ ms |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for r in report["results"].as_array().into_iter().flatten() {
         let st = &r["store"];
         if st.is_null() {
@@ -1360,7 +1362,7 @@ fn markdown(report: &Value, seconds: u64) -> String {
                 .map_or_else(|| "–".to_owned(), |v| format!("{v}"))
         };
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.1} | {:.0} | {} | {:.0} | {} |\n",
+            "| {} | {} | {:.0} | {:.1} | {:.0} | {} | {:.0} | {} | {} | {} |\n",
             r["system"].as_str().unwrap_or(""),
             r["workload"].as_str().unwrap_or(""),
             f(&st["commits"]),
@@ -1368,6 +1370,8 @@ fn markdown(report: &Value, seconds: u64) -> String {
             f(&st["mean_commit_us"]),
             bound(&st["commit_p99_at_most_ms"]),
             f(&st["commits_over_100ms"]),
+            bound(&st["append_queue_p99_at_most_ms"]),
+            bound(&st["ingress_append_p99_at_most_ms"]),
             bound(&st["ingress_202_p99_at_most_ms"]),
         ));
     }

@@ -373,8 +373,11 @@ async fn ingest(
         })?;
     }
     let encoded: Vec<Vec<u8>> = events.iter().map(switchyard_core::store::encode).collect();
+    let appending = Instant::now();
     match app.log.append(broker_id, encoded).await {
         Ok(_) => {
+            metrics::histogram!(m::INGRESS_APPEND_SECONDS)
+                .record(appending.elapsed().as_secs_f64());
             if broker.event_types == EventTypeMode::Record {
                 let ops = app.discovery.observe(
                     broker_id,

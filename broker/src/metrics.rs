@@ -15,6 +15,11 @@ pub const INGRESS_LATENCY: &str = "switchyard_ingress_latency_seconds";
 pub const COMMIT_BATCH_EVENTS: &str = "switchyard_store_commit_batch_events";
 /// Duration of each commit of the store (including its fsync).
 pub const COMMIT_SECONDS: &str = "switchyard_store_commit_seconds";
+/// Time each append request waited for the store's writer to start its commit.
+pub const APPEND_QUEUE_SECONDS: &str = "switchyard_store_append_queue_seconds";
+/// Time ingress waited for the store to answer an append: the queue wait, the commit, and
+/// the time until the request's task ran again.
+pub const INGRESS_APPEND_SECONDS: &str = "switchyard_ingress_append_seconds";
 /// Append requests waiting for the store's writer.
 pub const WRITER_QUEUE_DEPTH: &str = "switchyard_store_writer_queue_depth";
 

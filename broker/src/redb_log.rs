@@ -126,12 +126,28 @@ impl Default for RedbOptions {
 }
 
 struct AppendRequest {
+    /// When ingress handed it to the writer.
+    enqueued: Instant,
     broker: Arc<str>,
     events: Vec<Vec<u8>>,
     /// Side-table changes committed in the same transaction as the events.
     ops: Vec<WriteOp>,
     reply: oneshot::Sender<Result<Range<u64>, LogError>>,
 }
+
+/// What the writer reports after each commit that stored events (for metrics).
+#[derive(Debug)]
+pub struct CommitReport<'a> {
+    /// Events the commit stored.
+    pub events: usize,
+    /// How long the commit took, fsync included.
+    pub took: Duration,
+    /// For each append request in the commit, how long it waited for the writer to start it.
+    pub waited: &'a [Duration],
+}
+
+/// Called by the writer after each commit that stored events.
+pub type OnCommit = Box<dyn Fn(&CommitReport<'_>) + Send + Sync>;
 
 /// What the writer thread is asked to do.
 enum Command {
@@ -150,7 +166,7 @@ struct Shared {
     pending_cursors: Mutex<HashMap<String, u64>>,
     retention: Mutex<HashMap<Arc<str>, RetentionPolicy>>,
     /// Observer of each commit's size (events), for metrics.
-    on_commit: Box<dyn Fn(usize, Duration) + Send + Sync>,
+    on_commit: OnCommit,
     /// Where committed events are announced.
     observer: Mutex<Option<tokio::sync::mpsc::Sender<Committed>>>,
 }
@@ -174,7 +190,7 @@ impl RedbLog {
     pub fn open(
         dir: &Path,
         options: RedbOptions,
-        on_commit: Box<dyn Fn(usize, Duration) + Send + Sync>,
+        on_commit: OnCommit,
     ) -> Result<RedbLog, LogError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             LogError::Storage(format!(
@@ -268,6 +284,7 @@ impl EventLog for RedbLog {
     ) -> AppendFuture {
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
+            enqueued: Instant::now(),
             broker: Arc::from(broker),
             events,
             ops,
@@ -632,6 +649,10 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: &mut Vec<AppendRequest>, writes: &mut PendingWrites) {
         let started = Instant::now();
+        let waited: Vec<Duration> = batch
+            .iter()
+            .map(|r| started.saturating_duration_since(r.enqueued))
+            .collect();
         let result = self.begin().and_then(|txn| {
             let ranges = self.write_batch(&txn, batch).and_then(|r| {
                 let appended = batch.iter().flat_map(|req| &req.ops);
@@ -650,7 +671,11 @@ impl Writer {
         match result {
             Ok(ranges) => {
                 if events > 0 {
-                    (self.shared.on_commit)(events, started.elapsed());
+                    (self.shared.on_commit)(&CommitReport {
+                        events,
+                        took: started.elapsed(),
+                        waited: &waited,
+                    });
                 }
                 let observer = self.shared.observer.lock().ok().and_then(|o| o.clone());
                 for (req, range) in batch.drain(..).zip(ranges) {

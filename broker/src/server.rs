@@ -25,7 +25,7 @@ use crate::ingress::broker_endpoint;
 use crate::log::{EventLog, LogError, RetentionPolicy};
 use crate::metrics as m;
 use crate::problem::Problem;
-use crate::redb_log::{RedbLog, RedbOptions};
+use crate::redb_log::{CommitReport, OnCommit, RedbLog, RedbOptions};
 
 /// The smallest body limit that may be configured.
 pub const MIN_BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -176,9 +176,13 @@ impl Server {
             )));
         }
         let metrics = m::install();
-        let on_commit = Box::new(|events: usize, took: Duration| {
-            metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(events as f64);
-            metrics::histogram!(m::COMMIT_SECONDS).record(took.as_secs_f64());
+        let on_commit: OnCommit = Box::new(|c: &CommitReport<'_>| {
+            metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(c.events as f64);
+            metrics::histogram!(m::COMMIT_SECONDS).record(c.took.as_secs_f64());
+            let queue = metrics::histogram!(m::APPEND_QUEUE_SECONDS);
+            for w in c.waited {
+                queue.record(w.as_secs_f64());
+            }
         });
         let data_dir = options.data_dir.clone();
         let store = options.store.clone();

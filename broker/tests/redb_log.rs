@@ -20,7 +20,7 @@ fn open(dir: &std::path::Path, clock: &Arc<AtomicU64>) -> RedbLog {
         clock: Clock(Arc::new(move || clock.load(Ordering::SeqCst))),
         ..RedbOptions::default()
     };
-    RedbLog::open(dir, options, Box::new(|_, _| {})).unwrap()
+    RedbLog::open(dir, options, Box::new(|_| {})).unwrap()
 }
 
 fn events(n: usize, size: usize) -> Vec<Vec<u8>> {
@@ -179,7 +179,7 @@ async fn retention_deletes_in_bounded_chunks() {
         clock: Clock(Arc::new(move || c.load(Ordering::SeqCst))),
         ..RedbOptions::default()
     };
-    let log = RedbLog::open(dir.path(), options, Box::new(|_, _| {})).unwrap();
+    let log = RedbLog::open(dir.path(), options, Box::new(|_| {})).unwrap();
     log.append(B, events(7, 1)).await.unwrap();
     log.set_retention(
         B,

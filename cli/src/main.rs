@@ -416,7 +416,7 @@ fn dump_events(data_dir: &std::path::Path, broker: &str, from: u64, limit: u64) 
     if !data_dir.join("events.redb").exists() {
         bail!("no store in {}", data_dir.display());
     }
-    let log = RedbLog::open(data_dir, RedbOptions::default(), Box::new(|_, _| {}))
+    let log = RedbLog::open(data_dir, RedbOptions::default(), Box::new(|_| {}))
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let mut next = from;
     let mut left = limit;
