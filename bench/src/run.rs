@@ -587,8 +587,10 @@ async fn switchyard_step(
 }
 
 /// The store's group commits during a step, from the broker's own histograms: how many, how
-/// many events each held on average, and how many took longer than 100 ms (a stall that shows
-/// in the step's tail latency comes from the store when they are there, from elsewhere when not).
+/// many events each held on average, their mean and p99 bound, how many took longer than
+/// 100 ms, and the p99 bounds of an append's queue wait, of ingress's wait for the store and
+/// of the whole 202 (a stall in the step's tail is the store's when these show it, and
+/// elsewhere when not).
 async fn store_commits(base: &str) -> Value {
     let text = match reqwest::get(format!("{base}/metrics")).await {
         Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
@@ -634,9 +636,8 @@ fn p99_bound_ms(text: &str, prefix: &str, label: &str) -> Option<f64> {
             continue;
         };
         let Some(le) = labels
-            .split("le=\"")
-            .nth(1)
-            .and_then(|v| v.split('"').next())
+            .rsplit_once("le=\"")
+            .and_then(|(_, v)| v.split('"').next())
             .and_then(|v| v.parse::<f64>().ok())
         else {
             continue;
@@ -644,10 +645,7 @@ fn p99_bound_ms(text: &str, prefix: &str, label: &str) -> Option<f64> {
         let Ok(count) = count.trim().parse::<f64>() else {
             continue;
         };
-        match buckets
-            .iter_mut()
-            .find(|(b, _)| (*b - le).abs() < f64::EPSILON)
-        {
+        match buckets.iter_mut().find(|(b, _)| b.total_cmp(&le).is_eq()) {
             Some(entry) => entry.1 += count,
             None => buckets.push((le, count)),
         }

@@ -670,13 +670,7 @@ impl Writer {
         let events: usize = batch.iter().map(|r| r.events.len()).sum();
         match result {
             Ok(ranges) => {
-                if events > 0 {
-                    (self.shared.on_commit)(&CommitReport {
-                        events,
-                        took: started.elapsed(),
-                        waited: &waited,
-                    });
-                }
+                let took = started.elapsed();
                 let observer = self.shared.observer.lock().ok().and_then(|o| o.clone());
                 for (req, range) in batch.drain(..).zip(ranges) {
                     let _ = req.reply.send(Ok(range.clone()));
@@ -690,6 +684,14 @@ impl Writer {
                 }
                 for (_, reply) in writes.drain(..) {
                     let _ = reply.send(Ok(()));
+                }
+                // Reported after the answers went out, so metrics never delay them.
+                if events > 0 {
+                    (self.shared.on_commit)(&CommitReport {
+                        events,
+                        took,
+                        waited: &waited,
+                    });
                 }
             }
             Err(e) => {
