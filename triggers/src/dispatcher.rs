@@ -132,6 +132,19 @@ fn resolve(dest: &Destination, ns: &str, config: &Config, ingress: &str) -> Stri
     }
 }
 
+/// Up to `max` records of `broker`'s log from `from` on, read off the async workers.
+async fn read_log(
+    log: &Arc<dyn EventLog>,
+    broker: &Arc<str>,
+    from: u64,
+    max: usize,
+) -> Result<Vec<LogRecord>, LogError> {
+    let (log, broker) = (Arc::clone(log), Arc::clone(broker));
+    tokio::task::spawn_blocking(move || log.read(&broker, from, max))
+        .await
+        .map_err(|e| LogError::Storage(format!("read task failed: {e}")))?
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -245,9 +258,9 @@ impl TriggerRuntime {
         }
         if read_ahead.front().is_none_or(|r| r.offset != offset) {
             let want = ahead.saturating_add(1).min(READ_AHEAD);
-            let records = match self.read_records(offset, want).await {
+            let records = match read_log(&self.log, &self.broker, offset, want).await {
                 // One unreadable record must not hold up its neighbours: read this one alone.
-                Err(_) if want > 1 => self.read_records(offset, 1).await?,
+                Err(_) if want > 1 => read_log(&self.log, &self.broker, offset, 1).await?,
                 other => other?,
             };
             let mut bytes = 0usize;
@@ -266,15 +279,6 @@ impl TriggerRuntime {
         switchyard_core::store::decode(&record.event)
             .map(Some)
             .map_err(|e| LogError::Storage(e.to_string()))
-    }
-
-    /// Up to `max` records of this trigger's broker from `offset` on.
-    async fn read_records(&self, offset: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        let log = Arc::clone(&self.log);
-        let broker = Arc::clone(&self.broker);
-        tokio::task::spawn_blocking(move || log.read(&broker, offset, max))
-            .await
-            .map_err(|e| LogError::Storage(format!("read task failed: {e}")))?
     }
 
     /// Puts a popped entry back at the head of the queue (its read failed; try again later).
@@ -701,16 +705,13 @@ impl BrokerRoute {
 
     async fn catch_up(&mut self, log: &Arc<dyn EventLog>, until: u64) {
         while self.position < until {
-            let (l, id, from) = (Arc::clone(log), Arc::clone(&self.id), self.position);
-            let records =
-                match tokio::task::spawn_blocking(move || l.read(&id, from, READ_BATCH)).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => {
-                        tracing::error!(broker = %self.id, error = %e, "cannot read the log");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let records = match read_log(log, &self.id, self.position, READ_BATCH).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(broker = %self.id, error = %e, "cannot read the log");
+                    return;
+                }
+            };
             let n = records.len();
             for r in records.into_iter().filter(|r| r.offset < until) {
                 self.route(r.offset, &r.event);
