@@ -464,14 +464,18 @@ async fn health_readiness_and_metrics() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    let text = c
-        .get(sy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The writer records a commit after it has answered the appends in it, so a scrape
+    // right after the 202 may not show the commit yet: wait for it.
+    let text = common::eventually(
+        "commit metrics",
+        std::time::Duration::from_secs(10),
+        || async {
+            let text = common::metrics(&sy).await;
+            text.contains("switchyard_store_commit_batch_events_count 1")
+                .then_some(text)
+        },
+    )
+    .await;
     for needle in [
         r#"switchyard_event_count_total{namespace_name="default",broker_name="default",event_type="com.example.test",response_code="202"} 1"#,
         r#"response_code="400"} 1"#,
