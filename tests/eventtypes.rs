@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::{Switchyard, bin, client, problem};
 use serde_json::{Value, json};
@@ -451,5 +452,232 @@ fn an_invalid_schema_is_refused_at_load_with_the_reason() {
     assert!(
         err.contains("spec.reference: no Broker `missing` in namespace `shop`"),
         "{err}"
+    );
+}
+
+/// The metric line's value, 0 when the series does not exist yet.
+fn counted(metrics: &str, prefix: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sources store into brokers too, and are held to the same EventTypes: a WebhookSource
+/// into an `enforce` broker answers an invalid order with the same 400 as ingress, and one
+/// into a `record` broker registers its type.
+#[tokio::test]
+async fn sources_are_held_to_their_brokers_event_types() {
+    let config = format!(
+        r#"{}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: WebhookSource
+metadata: {{name: web-orders, namespace: shop}}
+spec:
+  sink: {{ref: {{kind: Broker, name: enforced}}}}
+  type: com.example.order.created
+  source: /orders/web
+---
+apiVersion: sources.switchyard.dev/v1
+kind: WebhookSource
+metadata: {{name: web-stock, namespace: shop}}
+spec:
+  sink: {{ref: {{kind: Broker, name: recorded}}}}
+  type: com.example.stock.counted
+  source: /stock/web
+"#,
+        config()
+    );
+    let mut sy = Switchyard::start(&config);
+    let hook = |name: &str, body: Value| {
+        client()
+            .post(sy.url(&format!("/sources/shop/{name}")))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(
+        hook("web-orders", valid_data()).await.unwrap().status(),
+        202
+    );
+    let mut invalid = valid_data();
+    invalid["total"] = json!(-1);
+    let resp = hook("web-orders", invalid).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body = problem(resp).await;
+    assert_eq!(body["type"], "urn:switchyard:problem:schema-violation");
+    assert_eq!(
+        pointers(&body),
+        [("/total".to_owned(), "minimum".to_owned())]
+    );
+
+    assert_eq!(
+        hook("web-stock", json!({"sku": "A-1", "count": 3}))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let listed: Value = client()
+        .get(sy.url("/api/v1/namespaces/shop/brokers/recorded/eventtypes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stock: Vec<&Value> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "com.example.stock.counted")
+        .collect();
+    assert_eq!(stock.len(), 1, "{listed}");
+    assert_eq!(stock[0]["source"], "/stock/web");
+    assert_eq!(stock[0]["origin"], "discovered");
+    assert_eq!(stock[0]["count"], 1);
+
+    let stored = sy.stored("shop/enforced");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].1.source, "/orders/web");
+}
+
+/// A stream source takes messages one by one: one whose data breaks its schema in an
+/// `enforce` broker is counted as malformed and dropped, and the messages around it are
+/// stored.
+#[tokio::test]
+async fn a_stream_source_drops_what_its_enforcing_broker_refuses() {
+    let u = common::moto::unique().replace('-', "");
+    let config = format!(
+        r#"{}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: NatsSource
+metadata: {{name: nats-orders, namespace: shop}}
+spec:
+  servers: ['{}']
+  subject: 'et{u}.orders'
+  sink: {{ref: {{kind: Broker, name: enforced}}}}
+"#,
+        config(),
+        common::nats_url()
+    );
+    let mut sy = Switchyard::start(&config);
+    let nats = async_nats::connect(common::nats_url()).await.unwrap();
+    let subject = format!("et{u}.orders");
+    let publish = |id: &str, data: Value| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("content-type", "application/cloudevents+json");
+        let body = order(id, data).to_string();
+        let nats = nats.clone();
+        let subject = subject.clone();
+        async move {
+            nats.publish_with_headers(subject, headers, body.into())
+                .await
+                .unwrap();
+            nats.flush().await.unwrap();
+        }
+    };
+    let stored = |m: &str| {
+        counted(
+            m,
+            "switchyard_source_events_total",
+            &["kind=\"NatsSource\"", "source=\"shop/nats-orders\""],
+        )
+    };
+    // The subscription is made in the background (core NATS drops what is published before
+    // it): publish valid orders until one is stored.
+    let mut probes = 0;
+    let baseline = common::eventually("the source subscribed", Duration::from_secs(30), || {
+        probes += 1;
+        let sent = publish(&format!("probe-{probes}"), valid_data());
+        let sy = &sy;
+        async move {
+            sent.await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let n = stored(&common::metrics(sy).await);
+            (n >= 1.0).then_some(n)
+        }
+    })
+    .await;
+
+    publish("bad", json!({"orderId": "o-2", "total": "a lot"})).await;
+    publish("after", valid_data()).await;
+    let m = common::eventually("the message after", Duration::from_secs(30), || async {
+        let m = common::metrics(&sy).await;
+        let malformed = counted(
+            &m,
+            "switchyard_source_malformed_total",
+            &["kind=\"NatsSource\"", "action=\"dropped\""],
+        );
+        (malformed >= 1.0 && stored(&m) > baseline).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        counted(
+            &m,
+            "switchyard_source_malformed_total",
+            &["kind=\"NatsSource\"", "action=\"dropped\""],
+        ),
+        1.0,
+        "{m}"
+    );
+    let ids: Vec<String> = sy
+        .stored("shop/enforced")
+        .into_iter()
+        .map(|(_, e)| e.id)
+        .collect();
+    assert!(ids.contains(&"after".to_owned()), "{ids:?}");
+    assert!(!ids.contains(&"bad".to_owned()), "{ids:?}");
+}
+
+/// A PingSource's event is the same at every slot: data its enforcing broker would refuse is
+/// refused at load, by `validate` and `serve`, not found at the first slot.
+#[test]
+fn a_ping_source_the_broker_would_refuse_is_refused_at_load() {
+    let config = format!(
+        r#"{}
+---
+apiVersion: eventing.knative.dev/v1beta2
+kind: EventType
+metadata: {{name: tick, namespace: shop}}
+spec:
+  type: dev.knative.sources.ping
+  reference: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: enforced}}
+  schemaData: {{type: object, required: [tick]}}
+---
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata: {{name: heartbeat, namespace: shop}}
+spec:
+  schedule: "*/5 * * * *"
+  contentType: application/json
+  data: '{{"beat": 1}}'
+  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: enforced}}}}
+"#,
+        config()
+    );
+    let err = load_error(&config);
+    assert!(
+        err.contains("PingSource shop/heartbeat: broker shop/enforced would refuse its events"),
+        "{err}"
+    );
+    assert!(err.contains("EventType shop/tick"), "{err}");
+    // The same data with the field the schema requires loads.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config.replace(r#"{"beat": 1}"#, r#"{"tick": 1}"#)).unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -18,13 +18,14 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::EventLog;
 use switchyard_core::config::Config;
 use switchyard_core::streams::{ContentMode, InitialOffset, KafkaKeyType, KafkaNet, KafkaSink};
 use switchyard_core::{CloudEvent, Data, EventError, ExtValue};
 use switchyard_triggers::streams::{StreamSink, StreamSinkError};
 
-use crate::target::{Target, arrival_now};
+use crate::target::Target;
 use crate::{BackgroundTasks, SourceError};
 
 /// Records stored in one transaction at most.
@@ -233,8 +234,7 @@ impl Consumer {
                     _ => break,
                 }
             }
-            let mut encoded = Vec::with_capacity(batch.len());
-            let arrival = arrival_now();
+            let mut encoded = self.target.batch(batch.len());
             // The next offset to commit per (topic, partition): the last record's + 1.
             let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
             for m in &batch {
@@ -262,9 +262,9 @@ impl Consumer {
                 };
                 let built = wrap_record(&self.ns, &self.name, self.key_type, &record)
                     .map_err(|e| e.to_string())
-                    .and_then(|e| self.target.encode_one(e, &arrival));
+                    .and_then(|e| self.target.add(&mut encoded, e));
                 match built {
-                    Ok(e) => encoded.push(e),
+                    Ok(()) => {}
                     Err(e) => {
                         // Kafka has no dead-letter queue of its own: the record stays in the
                         // topic, and is passed over.
@@ -305,6 +305,7 @@ impl Consumer {
 /// Starts every KafkaSource of `config`: `consumers` group members each.
 pub(crate) fn start_sources(
     config: &Config,
+    event_types: &Arc<EventTypePolicy>,
     log: &Arc<dyn EventLog>,
     tasks: &mut BackgroundTasks,
 ) -> Result<(), SourceError> {
@@ -347,6 +348,7 @@ pub(crate) fn start_sources(
                 key_type,
                 target: Target::resolve(
                     config,
+                    event_types,
                     "KafkaSource",
                     ns,
                     name,

@@ -18,6 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::ingress::read_body;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::problem::Problem;
@@ -93,28 +94,29 @@ struct HttpSources {
 /// pollers, and returns the routes of the HTTP ones.
 pub async fn start(
     config: &Config,
+    event_types: &Arc<EventTypePolicy>,
     log: Arc<dyn EventLog>,
     clock: clock::Clock,
 ) -> Result<Sources, SourceError> {
     let client = reqwest::Client::builder()
         .build()
         .map_err(|e| SourceError(format!("cannot build the HTTP client: {e}")))?;
-    let webhooks = webhook::resolve_all(config)
+    let webhooks = webhook::resolve_all(config, event_types)
         .map_err(|e| SourceError(e.to_string()))?
         .into_iter()
         .collect();
-    let s3 = s3::HttpSource::resolve_all(config, &client)
+    let s3 = s3::HttpSource::resolve_all(config, event_types, &client)
         .map_err(SourceError)?
         .into_iter()
         .collect();
-    let sqs = s3::start_pollers(config, &log, &client).map_err(SourceError)?;
-    let ping = ping::start(config, Arc::clone(&log), clock.clone())
+    let sqs = s3::start_pollers(config, event_types, &log, &client).map_err(SourceError)?;
+    let ping = ping::start(config, event_types, Arc::clone(&log), clock.clone())
         .await
         .map_err(|e| SourceError(e.to_string()))?;
     let mut streams = BackgroundTasks::default();
-    kafka::start_sources(config, &log, &mut streams)?;
-    nats::start_sources(config, &log, &mut streams).await?;
-    mqtt::start_sources(config, &log, &mut streams)?;
+    kafka::start_sources(config, event_types, &log, &mut streams)?;
+    nats::start_sources(config, event_types, &log, &mut streams).await?;
+    mqtt::start_sources(config, event_types, &log, &mut streams)?;
     let state = Arc::new(HttpSources { log, webhooks, s3 });
     let routes = Router::new()
         .route("/sources/{namespace}/{name}", post(receive))

@@ -15,13 +15,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
+use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::EventLog;
 use switchyard_core::config::Config;
 use switchyard_core::streams::{MqttSource, MqttVersion};
 use switchyard_core::{CloudEvent, Data, EventError};
 use tokio::sync::mpsc;
 
-use crate::target::{Target, arrival_now, new_id};
+use crate::target::{Target, new_id};
 use crate::{BackgroundTasks, SourceError};
 
 /// How long a persistent MQTT 5 session outlives its connection on the broker: a week of
@@ -107,15 +108,14 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let mut encoded = Vec::with_capacity(batch.len());
-            let arrival = arrival_now();
+            let mut encoded = self.target.batch(batch.len());
             let mut acks = Vec::with_capacity(batch.len());
             for m in batch {
                 let built = message_event(self.version, &self.ty, &self.source, &m)
                     .map_err(|e| e.to_string())
-                    .and_then(|e| self.target.encode_one(e, &arrival));
+                    .and_then(|e| self.target.add(&mut encoded, e));
                 match built {
-                    Ok(e) => encoded.push(e),
+                    Ok(()) => {}
                     Err(e) => {
                         tracing::error!(source = %self.id, topic = m.topic, error = %e, "an MQTT message cannot be stored as a CloudEvent; acked and dropped");
                         self.target.malformed("dropped");
@@ -262,6 +262,7 @@ async fn run_v5(
 /// Starts every MqttSource of `config`.
 pub(crate) fn start_sources(
     config: &Config,
+    event_types: &Arc<EventTypePolicy>,
     log: &Arc<dyn EventLog>,
     tasks: &mut BackgroundTasks,
 ) -> Result<(), SourceError> {
@@ -301,6 +302,7 @@ pub(crate) fn start_sources(
             source: format!("/apis/v1/namespaces/{ns}/mqttsources/{name}"),
             target: Target::resolve(
                 config,
+                event_types,
                 "MqttSource",
                 ns,
                 name,

@@ -17,6 +17,7 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
+use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError};
 use switchyard_core::config::Config;
 use switchyard_core::streams::{
@@ -25,7 +26,7 @@ use switchyard_core::streams::{
 use switchyard_core::{CloudEvent, Data, EventError};
 use switchyard_triggers::streams::{StreamSink, StreamSinkError};
 
-use crate::target::{Target, arrival_now, new_id};
+use crate::target::{Target, new_id};
 use crate::{BackgroundTasks, SourceError};
 
 /// Connects to NATS; the connection is made (and remade) in the background, so a server that
@@ -166,8 +167,7 @@ impl Consumer {
                         _ => break,
                     }
                 }
-                let mut encoded = Vec::with_capacity(batch.len());
-                let arrival = arrival_now();
+                let mut encoded = self.target.batch(batch.len());
                 for m in batch {
                     let built = message_event(
                         &self.wrapping,
@@ -177,9 +177,9 @@ impl Consumer {
                         None,
                     )
                     .map_err(|e| e.to_string())
-                    .and_then(|e| self.target.encode_one(e, &arrival));
+                    .and_then(|e| self.target.add(&mut encoded, e));
                     match built {
-                        Ok(e) => encoded.push(e),
+                        Ok(()) => {}
                         Err(e) => self.malformed(m.subject.as_str(), &e, "dropped"),
                     }
                 }
@@ -268,8 +268,7 @@ impl Consumer {
 
     /// Stores one fetched batch and acks it; `false` when the store shut down.
     async fn store_jetstream(&self, taken: Vec<jetstream::Message>, nak_delay: Duration) -> bool {
-        let mut encoded = Vec::with_capacity(taken.len());
-        let arrival = arrival_now();
+        let mut encoded = self.target.batch(taken.len());
         let mut stored = Vec::with_capacity(taken.len());
         for m in taken {
             let built = match m.info() {
@@ -290,12 +289,9 @@ impl Consumer {
                 )),
             }
             .map_err(|e| e.to_string())
-            .and_then(|e| self.target.encode_one(e, &arrival));
+            .and_then(|e| self.target.add(&mut encoded, e));
             match built {
-                Ok(e) => {
-                    encoded.push(e);
-                    stored.push(m);
-                }
+                Ok(()) => stored.push(m),
                 Err(e) => {
                     // Redelivering it would never help: terminate it (JetStream emits an
                     // advisory, and it stays in the stream for inspection).
@@ -309,10 +305,8 @@ impl Consumer {
         if encoded.is_empty() {
             return true;
         }
-        let n = encoded.len();
-        match self.log.append(&self.target.broker, encoded).await {
-            Ok(_) => {
-                self.target.stored(n);
+        match self.target.append_once(&self.log, encoded).await {
+            Ok(()) => {
                 for m in stored {
                     // A lost ack means a redelivery: a duplicate, never a loss.
                     if let Err(e) = m.double_ack().await {
@@ -367,6 +361,7 @@ async fn get_consumer(
 /// Starts every NatsSource of `config`.
 pub(crate) async fn start_sources(
     config: &Config,
+    event_types: &Arc<EventTypePolicy>,
     log: &Arc<dyn EventLog>,
     tasks: &mut BackgroundTasks,
 ) -> Result<(), SourceError> {
@@ -383,6 +378,7 @@ pub(crate) async fn start_sources(
             id: id.clone(),
             target: Target::resolve(
                 config,
+                event_types,
                 "NatsSource",
                 ns,
                 name,

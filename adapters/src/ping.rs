@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError, Table, WriteOp};
 use switchyard_core::config::Config;
 use switchyard_core::schedule::Schedule;
@@ -33,28 +34,34 @@ pub struct PingError {
     pub message: String,
 }
 
-/// One PingSource, ready to run.
-struct Runner {
+/// What one PingSource sends: the event of each slot, and where it goes.
+struct Ping {
     id: String,
     name: String,
     source: String,
-    state_key: Vec<u8>,
-    schedule: Schedule,
     content_type: Option<String>,
     data: Option<Bytes>,
-    catch_up: CatchUp,
     target: Target,
+}
+
+/// One PingSource, ready to run.
+struct Runner {
+    ping: Ping,
+    state_key: Vec<u8>,
+    schedule: Schedule,
+    catch_up: CatchUp,
     log: Arc<dyn EventLog>,
     clock: Clock,
 }
 
-/// Starts every PingSource of `config`.
-pub async fn start(
+/// The PingSources of `config`, each with its schedule and catch-up policy, checked: a bad
+/// schedule or zone, or data the broker would refuse, is an error.
+fn resolve_all(
     config: &Config,
-    log: Arc<dyn EventLog>,
-    clock: Clock,
-) -> Result<BackgroundTasks, PingError> {
-    let mut runners = Vec::new();
+    event_types: &Arc<EventTypePolicy>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Ping, Schedule, CatchUp)>, PingError> {
+    let mut out = Vec::new();
     for ((ns, name), p) in &config.ping_sources {
         let err = |message: String| PingError {
             source_id: format!("{ns}/{name}"),
@@ -62,31 +69,54 @@ pub async fn start(
         };
         let schedule = p.schedule().map_err(|e| err(e.to_string()))?;
         let data = p.data_bytes().map_err(|e| err(e.to_string()))?;
-        runners.push(Runner {
+        let ping = Ping {
             id: format!("{ns}/{name}"),
             name: name.clone(),
             source: format!("/apis/v1/namespaces/{ns}/pingsources/{name}"),
-            state_key: state_key(ns, name),
-            schedule,
             content_type: p.spec.content_type.clone(),
             data: data.map(Bytes::from),
-            catch_up: p.spec.catch_up.unwrap_or_default(),
             target: Target::resolve(
                 config,
+                event_types,
                 "PingSource",
                 ns,
                 name,
                 &p.spec.sink,
                 p.spec.ce_overrides.as_ref(),
             ),
+        };
+        ping.check(now)?;
+        out.push((ping, schedule, p.spec.catch_up.unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// Checks every PingSource of `config` as [`start`] does, without starting any (for
+/// `switchyard validate`).
+pub fn check(config: &Config, event_types: &Arc<EventTypePolicy>) -> Result<(), PingError> {
+    resolve_all(config, event_types, Utc::now()).map(|_| ())
+}
+
+/// Starts every PingSource of `config`.
+pub async fn start(
+    config: &Config,
+    event_types: &Arc<EventTypePolicy>,
+    log: Arc<dyn EventLog>,
+    clock: Clock,
+) -> Result<BackgroundTasks, PingError> {
+    let mut tasks = BackgroundTasks::default();
+    for (ping, schedule, catch_up) in resolve_all(config, event_types, clock.now())? {
+        let (ns, name) = ping.id.split_once('/').unwrap_or_default();
+        let r = Runner {
+            state_key: state_key(ns, name),
+            ping,
+            schedule,
+            catch_up,
             log: Arc::clone(&log),
             clock: clock.clone(),
-        });
-    }
-    let mut tasks = BackgroundTasks::default();
-    for r in runners {
+        };
         let last = r.last_fired().map_err(|e| PingError {
-            source_id: r.id.clone(),
+            source_id: r.ping.id.clone(),
             message: format!("cannot read its state: {e}"),
         })?;
         tasks.spawn(r.run(last));
@@ -140,6 +170,36 @@ pub fn slot_id(name: &str, slot: DateTime<Utc>) -> String {
     format!("{name}-{}", slot.format("%Y%m%dT%H%M%SZ"))
 }
 
+impl Ping {
+    /// Every slot's event is the same but for its id and time: one the broker would refuse
+    /// (its data breaks the schema of an EventType the broker enforces) is refused at load,
+    /// instead of at every slot.
+    fn check(&self, now: DateTime<Utc>) -> Result<(), PingError> {
+        let err = |message: String| PingError {
+            source_id: self.id.clone(),
+            message,
+        };
+        let sample = self.event(now).map_err(|e| err(e.to_string()))?;
+        self.target.prepare(&mut [sample]).map_err(|p| {
+            err(format!(
+                "broker {} would refuse its events: {}",
+                self.target.broker, p.detail
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn event(&self, slot: DateTime<Utc>) -> Result<CloudEvent, switchyard_core::EventError> {
+        let mut event = CloudEvent::new(slot_id(&self.name, slot), self.source.clone(), PING_TYPE)?;
+        event.time = Some(slot.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+        event.datacontenttype.clone_from(&self.content_type);
+        if let Some(d) = &self.data {
+            event.data = Data::Binary(d.clone());
+        }
+        Ok(event)
+    }
+}
+
 impl Runner {
     fn last_fired(&self) -> Result<Option<DateTime<Utc>>, LogError> {
         let mut hi = self.state_key.clone();
@@ -158,7 +218,7 @@ impl Runner {
             Some(last) => {
                 let missed = missed_slots(&self.schedule, last, now, &self.catch_up);
                 if !missed.is_empty() {
-                    tracing::info!(source = %self.id, slots = missed.len(), policy = ?self.catch_up.policy, "catching up missed slots");
+                    tracing::info!(source = %self.ping.id, slots = missed.len(), policy = ?self.catch_up.policy, "catching up missed slots");
                 }
                 for slot in missed {
                     if self.fire(slot).await.is_err() {
@@ -171,7 +231,7 @@ impl Runner {
         };
         loop {
             let Some(next) = self.schedule.next_after(cursor) else {
-                tracing::info!(source = %self.id, "the schedule has no further slot");
+                tracing::info!(source = %self.ping.id, "the schedule has no further slot");
                 return;
             };
             self.clock.sleep_until(next).await;
@@ -182,30 +242,20 @@ impl Runner {
         }
     }
 
-    fn event(&self, slot: DateTime<Utc>) -> Result<CloudEvent, switchyard_core::EventError> {
-        let mut event = CloudEvent::new(slot_id(&self.name, slot), self.source.clone(), PING_TYPE)?;
-        event.time = Some(slot.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
-        event.datacontenttype.clone_from(&self.content_type);
-        if let Some(d) = &self.data {
-            event.data = Data::Binary(d.clone());
-        }
-        Ok(event)
-    }
-
     /// Stores the slot's event and the "last fired" record together.
     async fn fire(&self, slot: DateTime<Utc>) -> Result<(), LogError> {
-        let mut events = match self.event(slot) {
+        let mut events = match self.ping.event(slot) {
             Ok(e) => vec![e],
             Err(e) => {
-                tracing::error!(source = %self.id, error = %e, "cannot build the event");
+                tracing::error!(source = %self.ping.id, error = %e, "cannot build the event");
                 return Err(LogError::Storage(e.to_string()));
             }
         };
-        let encoded = match self.target.prepare(&mut events) {
+        let encoded = match self.ping.target.prepare(&mut events) {
             Ok(e) => e,
             Err(p) => {
-                tracing::error!(source = %self.id, problem = ?p, "cannot stamp the event");
-                return Err(LogError::Storage("cannot stamp the event".into()));
+                tracing::error!(source = %self.ping.id, problem = %p.detail, "the broker refuses the event; the source stops");
+                return Err(LogError::Storage(p.detail));
             }
         };
         let ops = vec![WriteOp::Put {
@@ -215,10 +265,11 @@ impl Runner {
                 .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
                 .into_bytes(),
         }];
-        self.target
+        self.ping
+            .target
             .append_until_stored(&self.log, encoded, ops)
             .await?;
-        tracing::debug!(source = %self.id, %slot, "fired");
+        tracing::debug!(source = %self.ping.id, %slot, "fired");
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
+use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError};
 use switchyard_broker::problem::Problem;
 use switchyard_core::config::Config;
@@ -250,6 +251,7 @@ impl HttpSource {
     /// The S3Sources of `config` in an HTTP mode, by `namespace/name`.
     pub fn resolve_all(
         config: &Config,
+        event_types: &Arc<EventTypePolicy>,
         client: &reqwest::Client,
     ) -> Result<Vec<(String, HttpSource)>, String> {
         let mut out = Vec::new();
@@ -278,6 +280,7 @@ impl HttpSource {
                     id,
                     target: Target::resolve(
                         config,
+                        event_types,
                         "S3Source",
                         ns,
                         name,
@@ -442,6 +445,7 @@ fn credentials(s: &S3Source) -> Result<Credentials, String> {
 /// Starts a poller for every S3Source in SQS mode.
 pub fn start_pollers(
     config: &Config,
+    event_types: &Arc<EventTypePolicy>,
     log: &Arc<dyn EventLog>,
     client: &reqwest::Client,
 ) -> Result<BackgroundTasks, String> {
@@ -479,6 +483,7 @@ pub fn start_pollers(
             dead_letters,
             target: Target::resolve(
                 config,
+                event_types,
                 "S3Source",
                 ns,
                 name,
@@ -541,7 +546,7 @@ impl Poller {
                     let encoded = match self.target.prepare(&mut events) {
                         Ok(e) => e,
                         Err(p) => {
-                            self.set_aside(m, &format!("{p:?}")).await;
+                            self.set_aside(m, &p.detail).await;
                             return Ok(());
                         }
                     };

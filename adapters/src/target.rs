@@ -1,21 +1,45 @@
 //! What every source shares: the broker its events go to, the `ceOverrides` extensions, the
-//! durable append (with the answers HTTP sources give when it fails), and the source metrics
-//! (`switchyard_source_events_total` counted here after each append, malformed input through
-//! [`Target::malformed`]).
+//! broker's `eventTypes` setting (checked before the append, recorded after it, as broker
+//! ingress does), the durable append (with the answers HTTP sources give when it fails), and
+//! the source metrics (`switchyard_source_events_total` counted here after each append,
+//! malformed input through [`Target::malformed`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::ingress::{invalid_event, overloaded, stamp};
 use switchyard_broker::log::{EventLog, LogError, WriteOp};
 use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
 use switchyard_broker::problem::Problem;
 use switchyard_core::config::Config;
-use switchyard_core::resources::DEFAULT_BROKER_TTL;
+use switchyard_core::resources::{DEFAULT_BROKER_TTL, EventTypeMode};
 use switchyard_core::sources::CeOverrides;
 use switchyard_core::{CloudEvent, ExtValue};
+
+/// Events ready for one append: encoded for the log, with the (type, source) pairs a broker
+/// in `record` mode counts once they are stored.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    encoded: Vec<Vec<u8>>,
+    pairs: Vec<(String, String)>,
+    /// The events' `knativearrivaltime`, taken once per batch.
+    arrival: String,
+}
+
+impl Batch {
+    /// How many events it holds.
+    pub fn len(&self) -> usize {
+        self.encoded.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.encoded.is_empty()
+    }
+}
 
 /// Where one source's events go.
 #[derive(Debug, Clone)]
@@ -28,12 +52,17 @@ pub(crate) struct Target {
     source: String,
     ttl: i32,
     extensions: Vec<(String, String)>,
+    /// The brokers' `eventTypes` settings.
+    event_types: Arc<EventTypePolicy>,
+    /// Whether the broker counts the pairs it stores (`record`).
+    record: bool,
 }
 
 impl Target {
     /// The target of source `kind` `ns/name` with this sink and overrides.
     pub fn resolve(
         config: &Config,
+        event_types: &Arc<EventTypePolicy>,
         kind: &'static str,
         ns: &str,
         name: &str,
@@ -45,8 +74,11 @@ impl Target {
             .brokers
             .get(&(bns.clone(), bname.clone()))
             .map_or(DEFAULT_BROKER_TTL, switchyard_core::resources::Broker::ttl);
+        let broker = format!("{bns}/{bname}");
         Target {
-            broker: format!("{bns}/{bname}"),
+            record: event_types.mode(&broker).mode == EventTypeMode::Record,
+            event_types: Arc::clone(event_types),
+            broker,
             kind,
             source: format!("{ns}/{name}"),
             ttl,
@@ -61,23 +93,46 @@ impl Target {
         }
     }
 
-    /// Adds the overrides and the broker's stamps, and encodes the events for the log.
-    pub fn prepare(&self, events: &mut [CloudEvent]) -> Result<Vec<Vec<u8>>, Problem> {
-        let arrival = arrival_now();
-        for event in events.iter_mut() {
-            self.stamp(event, &arrival)?;
+    /// An empty batch of events arriving now.
+    pub fn batch(&self, capacity: usize) -> Batch {
+        Batch {
+            encoded: Vec::with_capacity(capacity),
+            pairs: Vec::new(),
+            arrival: arrival_now(),
         }
-        Ok(events.iter().map(switchyard_core::store::encode).collect())
     }
 
-    /// Adds the overrides and the broker's stamps to one event and encodes it for the log; the
-    /// reason when the event cannot be stored (a `knativebrokerttl` of 0 or not an integer).
-    /// Stream sources stamp event by event, so one such event is handled as malformed
-    /// instead of failing the batch it arrived with. `arrival` is [`arrival_now`], taken once
-    /// per batch.
-    pub fn encode_one(&self, mut event: CloudEvent, arrival: &str) -> Result<Vec<u8>, String> {
-        self.stamp(&mut event, arrival).map_err(|p| p.detail)?;
-        Ok(switchyard_core::store::encode(&event))
+    /// Checks the events against the broker's EventTypes, adds the overrides and the broker's
+    /// stamps, and encodes them for the log: the problem to answer when one of them cannot be
+    /// stored (its data breaks its schema in `enforce` mode, a `knativebrokerttl` of 0).
+    pub fn prepare(&self, events: &mut [CloudEvent]) -> Result<Batch, Problem> {
+        self.event_types.check(&self.broker, events)?;
+        let mut batch = self.batch(events.len());
+        for event in events.iter_mut() {
+            self.stamp(event, &batch.arrival)?;
+            self.push(&mut batch, event);
+        }
+        Ok(batch)
+    }
+
+    /// [`prepare`](Self::prepare) for one event of a stream, added to `batch`; the reason
+    /// when it cannot be stored. Stream sources take events one by one, so one such event is
+    /// handled as malformed instead of failing the batch it arrived with.
+    pub fn add(&self, batch: &mut Batch, mut event: CloudEvent) -> Result<(), String> {
+        self.event_types
+            .check(&self.broker, std::slice::from_ref(&event))
+            .map_err(|p| p.detail)?;
+        self.stamp(&mut event, &batch.arrival)
+            .map_err(|p| p.detail)?;
+        self.push(batch, &event);
+        Ok(())
+    }
+
+    fn push(&self, batch: &mut Batch, event: &CloudEvent) {
+        batch.encoded.push(switchyard_core::store::encode(event));
+        if self.record {
+            batch.pairs.push((event.ty.clone(), event.source.clone()));
+        }
     }
 
     /// The `ceOverrides` extensions and the broker's stamps, as ingress adds them.
@@ -90,10 +145,22 @@ impl Target {
         stamp(event, self.ttl, arrival)
     }
 
-    /// Counts `n` events stored.
-    pub fn stored(&self, n: usize) {
+    /// After `n` events were stored: counts them, and in `record` mode their `pairs`.
+    async fn stored(
+        &self,
+        log: &Arc<dyn EventLog>,
+        n: usize,
+        pairs: &[(String, String)],
+        arrival: &str,
+    ) {
         metrics::counter!(SOURCE_EVENTS, "kind" => self.kind, "source" => self.source.clone())
             .increment(n as u64);
+        if self.record {
+            let pairs = pairs.iter().map(|(t, s)| (t.as_str(), s.as_str()));
+            self.event_types
+                .record(log.as_ref(), &self.broker, pairs, arrival)
+                .await;
+        }
     }
 
     /// Counts one notification or message that could not be stored, and what became of it
@@ -103,22 +170,27 @@ impl Target {
             .increment(1);
     }
 
-    /// Appends for an HTTP source: the problem to answer when the store refuses.
-    pub async fn append(
-        &self,
-        log: &Arc<dyn EventLog>,
-        encoded: Vec<Vec<u8>>,
-    ) -> Result<(), Problem> {
+    /// Appends once: Ok once the events are stored (and counted).
+    pub async fn append_once(&self, log: &Arc<dyn EventLog>, batch: Batch) -> Result<(), LogError> {
+        let Batch {
+            encoded,
+            pairs,
+            arrival,
+        } = batch;
         if encoded.is_empty() {
             return Ok(());
         }
         let n = encoded.len();
+        log.append(&self.broker, encoded).await?;
+        self.stored(log, n, &pairs, &arrival).await;
+        Ok(())
+    }
+
+    /// Appends for an HTTP source: the problem to answer when the store refuses.
+    pub async fn append(&self, log: &Arc<dyn EventLog>, batch: Batch) -> Result<(), Problem> {
         let source = self.source.as_str();
-        match log.append(&self.broker, encoded).await {
-            Ok(_) => {
-                self.stored(n);
-                Ok(())
-            }
+        match self.append_once(log, batch).await {
+            Ok(()) => Ok(()),
             Err(LogError::Overloaded | LogError::ShuttingDown) => Err(overloaded(
                 "the broker cannot take events right now; retry after the given delay",
             )),
@@ -140,18 +212,19 @@ impl Target {
     pub async fn append_until_stored(
         &self,
         log: &Arc<dyn EventLog>,
-        encoded: Vec<Vec<u8>>,
+        batch: Batch,
         ops: Vec<WriteOp>,
     ) -> Result<(), LogError> {
         let mut pause = Duration::from_millis(50);
         let source = self.source.as_str();
         loop {
             match log
-                .append_with(&self.broker, encoded.clone(), ops.clone())
+                .append_with(&self.broker, batch.encoded.clone(), ops.clone())
                 .await
             {
                 Ok(_) => {
-                    self.stored(encoded.len());
+                    self.stored(log, batch.len(), &batch.pairs, &batch.arrival)
+                        .await;
                     return Ok(());
                 }
                 Err(LogError::ShuttingDown) => return Err(LogError::ShuttingDown),

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hmac::{KeyInit as _, Mac as _};
+use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::ingress::invalid_event;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::problem::Problem;
@@ -87,7 +88,10 @@ pub(crate) struct Resolved {
 }
 
 /// The WebhookSources of `config`, by `namespace/name`, with their secrets read.
-pub(crate) fn resolve_all(config: &Config) -> Result<Vec<(String, Resolved)>, WebhookError> {
+pub(crate) fn resolve_all(
+    config: &Config,
+    event_types: &Arc<EventTypePolicy>,
+) -> Result<Vec<(String, Resolved)>, WebhookError> {
     let mut by_key = Vec::new();
     for ((ns, name), w) in &config.webhook_sources {
         let id = format!("{ns}/{name}");
@@ -102,6 +106,7 @@ pub(crate) fn resolve_all(config: &Config) -> Result<Vec<(String, Resolved)>, We
             Resolved {
                 target: Target::resolve(
                     config,
+                    event_types,
                     "WebhookSource",
                     ns,
                     name,

@@ -312,8 +312,11 @@ async fn start(
     cfg: &switchyard_core::config::Config,
     log: &Arc<Refusing>,
 ) -> switchyard_adapters::Sources {
+    let event_types =
+        switchyard_broker::eventtypes::EventTypePolicy::new(cfg, Arc::default()).unwrap();
     switchyard_adapters::start(
         cfg,
+        &Arc::new(event_types),
         Arc::clone(log) as Arc<dyn EventLog>,
         switchyard_adapters::clock::Clock::System,
     )

@@ -1,17 +1,22 @@
 //! EventTypes at run time: their schemas compiled once (JSON Schema drafts 7 and 2020-12, no
-//! network), matching an event to its type, and the types discovered at ingress in `record`
-//! mode. The contract is `spec/eventtypes.md`.
+//! network), matching an event to its type, the types discovered in `record` mode, and
+//! [`EventTypePolicy`], the brokers' `eventTypes` settings as broker ingress and every source
+//! apply them before storing. The contract is `spec/eventtypes.md`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use axum::http::StatusCode;
 use jsonschema::{Draft, Retrieve, Uri, Validator};
 use serde::Serialize;
 use serde_json::Value;
 use switchyard_core::config::{Config, ConfigError};
+use switchyard_core::resources::EventTypeMode;
 use switchyard_core::{CloudEvent, Data};
 
 use crate::log::{EventLog, LogError, Table, WriteOp};
+use crate::metrics as m;
+use crate::problem::Problem;
 
 /// The most violations listed for one event.
 pub const MAX_VIOLATIONS: usize = 20;
@@ -317,6 +322,193 @@ impl Registry {
             Check::Failed(target, violations)
         }
     }
+}
+
+/// A broker's `eventTypes` setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerMode {
+    /// What is done with event types (`spec.eventTypes`).
+    pub mode: EventTypeMode,
+    /// With `enforce`: refuse types no EventType registers (`spec.eventTypesStrict`).
+    pub strict: bool,
+}
+
+/// The brokers' `eventTypes` settings, applied alike by broker ingress and by every source
+/// before events are stored: [`check`](Self::check) before the append (`warn`, `enforce`),
+/// [`record`](Self::record) after it (`record`).
+#[derive(Debug, Default)]
+pub struct EventTypePolicy {
+    registry: Registry,
+    modes: HashMap<String, BrokerMode>,
+    discovery: Arc<Discovery>,
+}
+
+impl EventTypePolicy {
+    /// Compiles the EventTypes of `config` and takes each broker's mode; discovered types go
+    /// to `discovery`.
+    pub fn new(config: &Config, discovery: Arc<Discovery>) -> Result<Self, ConfigError> {
+        let modes = config
+            .brokers
+            .iter()
+            .map(|((ns, name), b)| {
+                let mode = BrokerMode {
+                    mode: b.event_type_mode(),
+                    strict: b.event_types_strict(),
+                };
+                (format!("{ns}/{name}"), mode)
+            })
+            .collect();
+        Ok(EventTypePolicy {
+            registry: Registry::compile(config)?,
+            modes,
+            discovery,
+        })
+    }
+
+    /// The configured EventTypes.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The types seen by brokers in `record` mode.
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    /// The setting of broker `namespace/name` (`off` for one that does not exist).
+    pub fn mode(&self, broker: &str) -> BrokerMode {
+        self.modes.get(broker).copied().unwrap_or_default()
+    }
+
+    /// Checks events bound for `broker` against their EventTypes (modes `warn` and
+    /// `enforce`; the others pass everything untouched). In `enforce` the first failing event
+    /// refuses them all: the problem (400) says which one of several and lists each
+    /// violation. In `warn` failures are counted and logged. Counts
+    /// `switchyard_schema_validations_total`.
+    pub fn check(&self, broker: &str, events: &[CloudEvent]) -> Result<(), Problem> {
+        let BrokerMode { mode, strict } = self.mode(broker);
+        if !matches!(mode, EventTypeMode::Warn | EventTypeMode::Enforce) {
+            return Ok(());
+        }
+        let enforce = mode == EventTypeMode::Enforce;
+        let in_batch = |index: usize, mut p: Problem| {
+            if events.len() > 1 {
+                p.index = u32::try_from(index).ok();
+                p.detail = format!("event {index} of the batch: {}", p.detail);
+            }
+            p
+        };
+        let (namespace, name) = broker.split_once('/').unwrap_or((broker, ""));
+        let count = |ty: &str, result: &'static str| {
+            metrics::counter!(
+                m::SCHEMA_VALIDATIONS,
+                "namespace_name" => namespace.to_owned(),
+                "broker_name" => name.to_owned(),
+                "event_type" => ty.to_owned(),
+                "result" => result
+            )
+            .increment(1);
+        };
+        for (index, event) in events.iter().enumerate() {
+            match self.registry.check(broker, event) {
+                Check::NotRegistered => {
+                    if enforce && strict {
+                        return Err(in_batch(index, unregistered(event, broker)));
+                    }
+                }
+                Check::Unchecked => {}
+                Check::Passed(_) => count(&event.ty, "passed"),
+                Check::Failed(registered, violations) => {
+                    count(&event.ty, "failed");
+                    if enforce {
+                        return Err(in_batch(
+                            index,
+                            schema_violation(event, registered, violations),
+                        ));
+                    }
+                    tracing::warn!(
+                        broker,
+                        event_type = %event.ty,
+                        event_id = %event.id,
+                        event_type_resource = %registered.id(),
+                        violations = violations.len(),
+                        first = %violations.first().map(|v| format!("{}: {}", v.pointer, v.message)).unwrap_or_default(),
+                        "event data does not match its schema (stored anyway: eventTypes is warn)"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After events of `broker` were stored (mode `record`; nothing otherwise): counts their
+    /// (type, source) pairs, persisting a pair seen for the first time at once. `now` is
+    /// their arrival time (RFC 3339). A failed write is logged: the pair is written again at
+    /// the next flush of the counts.
+    pub async fn record<'a>(
+        &self,
+        log: &dyn EventLog,
+        broker: &str,
+        pairs: impl Iterator<Item = (&'a str, &'a str)>,
+        now: &str,
+    ) {
+        if self.mode(broker).mode != EventTypeMode::Record {
+            return;
+        }
+        let ops = self.discovery.observe(broker, pairs, now);
+        if !ops.is_empty()
+            && let Err(e) = log.write(ops).await
+        {
+            tracing::warn!(error = %e, broker, "cannot persist a discovered event type");
+        }
+    }
+}
+
+fn schema_violation(
+    event: &CloudEvent,
+    registered: &Registered,
+    violations: Vec<Violation>,
+) -> Problem {
+    let first = violations
+        .first()
+        .map(|v| {
+            let at = if v.pointer.is_empty() {
+                "the data".to_owned()
+            } else {
+                format!("`{}`", v.pointer)
+            };
+            format!("{at}: {}", v.message)
+        })
+        .unwrap_or_default();
+    let mut p = Problem::new(
+        StatusCode::BAD_REQUEST,
+        "urn:switchyard:problem:schema-violation",
+        "event data violates its schema",
+        format!(
+            "the data of event `{}` (type `{}`) does not match the schema of EventType {}: {} violation(s), first {first}",
+            event.id,
+            event.ty,
+            registered.id(),
+            violations.len()
+        ),
+    );
+    p.attribute = Some("data".into());
+    p.errors = Some(Box::new(violations));
+    p
+}
+
+fn unregistered(event: &CloudEvent, broker: &str) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::BAD_REQUEST,
+        "urn:switchyard:problem:unregistered-event-type",
+        "unregistered event type",
+        format!(
+            "no EventType of broker {broker} registers type `{}` from source `{}`, and the broker refuses unregistered types (eventTypesStrict)",
+            event.ty, event.source
+        ),
+    );
+    p.attribute = Some("type".into());
+    p
 }
 
 /// The event's data as the instance a schema sees: the JSON value for JSON data, `null` when

@@ -11,10 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
-use switchyard_core::resources::EventTypeMode;
 use switchyard_core::{CloudEvent, EventError, ExtValue};
-
-use crate::eventtypes::{Check, Violation};
 
 use crate::log::LogError;
 use crate::metrics as m;
@@ -203,113 +200,6 @@ fn count_events(namespace: &str, name: &str, types: &[String], status: StatusCod
     }
 }
 
-fn schema_violation(
-    event: &CloudEvent,
-    registered: &crate::eventtypes::Registered,
-    violations: Vec<Violation>,
-) -> Problem {
-    let first = violations
-        .first()
-        .map(|v| {
-            let at = if v.pointer.is_empty() {
-                "the data".to_owned()
-            } else {
-                format!("`{}`", v.pointer)
-            };
-            format!("{at}: {}", v.message)
-        })
-        .unwrap_or_default();
-    let mut p = Problem::new(
-        StatusCode::BAD_REQUEST,
-        "urn:switchyard:problem:schema-violation",
-        "event data violates its schema",
-        format!(
-            "the data of event `{}` (type `{}`) does not match the schema of EventType {}: {} violation(s), first {first}",
-            event.id,
-            event.ty,
-            registered.id(),
-            violations.len()
-        ),
-    );
-    p.attribute = Some("data".into());
-    p.errors = Some(Box::new(violations));
-    p
-}
-
-fn unregistered(event: &CloudEvent, broker: &str) -> Problem {
-    let mut p = Problem::new(
-        StatusCode::BAD_REQUEST,
-        "urn:switchyard:problem:unregistered-event-type",
-        "unregistered event type",
-        format!(
-            "no EventType of broker {broker} registers type `{}` from source `{}`, and the broker refuses unregistered types (eventTypesStrict)",
-            event.ty, event.source
-        ),
-    );
-    p.attribute = Some("type".into());
-    p
-}
-
-/// Checks each event against its EventType (modes `warn` and `enforce`). In `enforce` the
-/// first failing event refuses the request; in `warn` failures are counted and logged.
-fn check_event_types(
-    app: &App,
-    broker: &BrokerState,
-    namespace: &str,
-    name: &str,
-    events: &[CloudEvent],
-) -> Result<(), Problem> {
-    let in_batch = |index: usize, mut p: Problem| {
-        if events.len() > 1 {
-            p.index = u32::try_from(index).ok();
-            p.detail = format!("event {index} of the batch: {}", p.detail);
-        }
-        p
-    };
-    let enforce = broker.event_types == EventTypeMode::Enforce;
-    let registry = app.event_types();
-    let count = |ty: &str, result: &'static str| {
-        metrics::counter!(
-            m::SCHEMA_VALIDATIONS,
-            "namespace_name" => namespace.to_owned(),
-            "broker_name" => name.to_owned(),
-            "event_type" => ty.to_owned(),
-            "result" => result
-        )
-        .increment(1);
-    };
-    for (index, event) in events.iter().enumerate() {
-        match registry.check(&broker.id, event) {
-            Check::NotRegistered => {
-                if enforce && broker.event_types_strict {
-                    return Err(in_batch(index, unregistered(event, &broker.id)));
-                }
-            }
-            Check::Unchecked => {}
-            Check::Passed(_) => count(&event.ty, "passed"),
-            Check::Failed(registered, violations) => {
-                count(&event.ty, "failed");
-                if enforce {
-                    return Err(in_batch(
-                        index,
-                        schema_violation(event, registered, violations),
-                    ));
-                }
-                tracing::warn!(
-                    broker = %broker.id,
-                    event_type = %event.ty,
-                    event_id = %event.id,
-                    event_type_resource = %registered.id(),
-                    violations = violations.len(),
-                    first = %violations.first().map(|v| format!("{}: {}", v.pointer, v.message)).unwrap_or_default(),
-                    "event data does not match its schema (stored anyway: eventTypes is warn)"
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 async fn ingest(
     app: &App,
     broker: &BrokerState,
@@ -354,12 +244,10 @@ async fn ingest(
     if events.is_empty() {
         return Ok(StatusCode::ACCEPTED.into_response());
     }
-    if matches!(
-        broker.event_types,
-        EventTypeMode::Warn | EventTypeMode::Enforce
-    ) {
-        check_event_types(app, broker, namespace, name, &events).map_err(|p| reject(p, &types))?;
-    }
+    let event_types = app.event_types();
+    event_types
+        .check(&broker.id, &events)
+        .map_err(|p| reject(p, &types))?;
     let broker_id = broker.id.as_str();
     let default_ttl = broker.ttl;
     let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -378,18 +266,14 @@ async fn ingest(
         Ok(_) => {
             metrics::histogram!(m::INGRESS_APPEND_SECONDS)
                 .record(appending.elapsed().as_secs_f64());
-            if broker.event_types == EventTypeMode::Record {
-                let ops = app.discovery.observe(
+            event_types
+                .record(
+                    app.log.as_ref(),
                     broker_id,
                     events.iter().map(|e| (e.ty.as_str(), e.source.as_str())),
                     &arrival,
-                );
-                if !ops.is_empty()
-                    && let Err(e) = app.log.write(ops).await
-                {
-                    tracing::warn!(error = %e, broker = broker_id, "cannot persist a discovered event type");
-                }
-            }
+                )
+                .await;
             count_events(namespace, name, &types, StatusCode::ACCEPTED);
             Ok(StatusCode::ACCEPTED.into_response())
         }

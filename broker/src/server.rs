@@ -17,9 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchyard_core::config::{Config, ConfigError};
-use switchyard_core::resources::EventTypeMode;
 
-use crate::eventtypes::{Discovery, Registry};
+use crate::eventtypes::{Discovery, EventTypePolicy};
 
 use crate::ingress::broker_endpoint;
 use crate::log::{EventLog, LogError, RetentionPolicy};
@@ -79,18 +78,14 @@ pub struct BrokerState {
     pub id: String,
     /// TTL given to events without one.
     pub ttl: i32,
-    /// What ingress does with event types.
-    pub event_types: EventTypeMode,
-    /// With `enforce`: refuse types no EventType registers.
-    pub event_types_strict: bool,
 }
 
 /// What every handler shares.
 pub struct App {
     brokers: RwLock<HashMap<String, Arc<BrokerState>>>,
-    event_types: RwLock<Arc<Registry>>,
-    /// Event types seen at ingress by brokers in `record` mode.
-    pub discovery: Discovery,
+    event_types: RwLock<Arc<EventTypePolicy>>,
+    /// Event types seen by brokers in `record` mode.
+    discovery: Arc<Discovery>,
     /// The event log.
     pub log: Arc<dyn EventLog>,
     /// Largest request body taken, in bytes.
@@ -112,8 +107,8 @@ impl App {
         self.brokers.read().ok()?.get(&key).cloned()
     }
 
-    /// The configured EventTypes, schemas compiled.
-    pub fn event_types(&self) -> Arc<Registry> {
+    /// The configured EventTypes, schemas compiled, and each broker's `eventTypes` mode.
+    pub fn event_types(&self) -> Arc<EventTypePolicy> {
         self.event_types
             .read()
             .map(|r| Arc::clone(&r))
@@ -121,7 +116,7 @@ impl App {
     }
 
     fn apply(&self, config: &Config) -> Result<(), ServeError> {
-        let registry = Arc::new(Registry::compile(config)?);
+        let policy = Arc::new(EventTypePolicy::new(config, Arc::clone(&self.discovery))?);
         let mut brokers = HashMap::new();
         for ((ns, name), broker) in &config.brokers {
             let id = format!("{ns}/{name}");
@@ -138,8 +133,6 @@ impl App {
                 Arc::new(BrokerState {
                     id,
                     ttl: broker.ttl(),
-                    event_types: broker.event_type_mode(),
-                    event_types_strict: broker.event_types_strict(),
                 }),
             );
         }
@@ -147,7 +140,7 @@ impl App {
             *b = brokers;
         }
         if let Ok(mut r) = self.event_types.write() {
-            *r = registry;
+            *r = policy;
         }
         Ok(())
     }
@@ -193,8 +186,8 @@ impl Server {
         let discovery = Discovery::load(log.as_ref())?;
         let app = Arc::new(App {
             brokers: RwLock::new(HashMap::new()),
-            event_types: RwLock::new(Arc::new(Registry::default())),
-            discovery,
+            event_types: RwLock::new(Arc::default()),
+            discovery: Arc::new(discovery),
             log: Arc::clone(&log) as Arc<dyn EventLog>,
             max_body_bytes: options.max_body_bytes,
             metrics,
@@ -213,6 +206,11 @@ impl Server {
     /// The event log, for the components that run beside ingress (the dispatcher).
     pub fn log(&self) -> Arc<dyn EventLog> {
         Arc::clone(&self.log) as Arc<dyn EventLog>
+    }
+
+    /// The brokers' `eventTypes` settings, for the sources, which apply them as ingress does.
+    pub fn event_types(&self) -> Arc<EventTypePolicy> {
+        self.app.event_types()
     }
 
     /// The address actually bound (useful with port 0).
@@ -304,7 +302,7 @@ async fn namespace_event_types(
     Path(namespace): Path<String>,
 ) -> Response {
     json_items(crate::eventtypes::list(
-        &app.event_types(),
+        app.event_types().registry(),
         &app.discovery,
         &namespace,
         None,
@@ -320,7 +318,7 @@ async fn broker_event_types(
             .into_response();
     };
     json_items(crate::eventtypes::list(
-        &app.event_types(),
+        app.event_types().registry(),
         &app.discovery,
         &namespace,
         Some(&state.id),

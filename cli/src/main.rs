@@ -160,7 +160,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Validate { config } => {
             let config = Config::load(&config)?;
             switchyard_triggers::dispatcher::check_filters(&config)?;
-            switchyard_broker::eventtypes::Registry::compile(&config)?;
+            let event_types = std::sync::Arc::new(
+                switchyard_broker::eventtypes::EventTypePolicy::new(&config, Default::default())?,
+            );
+            switchyard_adapters::ping::check(&config, &event_types)?;
             let mut out = String::new();
             for (ns, name) in config.brokers.keys() {
                 out.push_str(&format!("Broker {ns}/{name}\n"));
@@ -356,7 +359,8 @@ async fn serve(config: Config, options: ServerOptions) -> Result<()> {
     )
     .await?;
     let clock = switchyard_adapters::clock::Clock::from_env().map_err(anyhow::Error::msg)?;
-    let sources = switchyard_adapters::start(&config, server.log(), clock).await?;
+    let sources =
+        switchyard_adapters::start(&config, &server.event_types(), server.log(), clock).await?;
     let api = switchyard_triggers::api::routes(server.log(), dispatcher.triggers())
         .merge(sources.routes.clone())
         .merge(switchyard_triggers::tail::routes(
