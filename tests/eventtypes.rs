@@ -1,5 +1,7 @@
 //! Black-box tests of EventTypes (spec/eventtypes.md): schema enforcement at ingress in each
-//! broker mode, discovery over the API and `switchyard get eventtypes`, load-time refusals.
+//! broker mode, discovery over the API and `switchyard get eventtypes`, load-time refusals, and
+//! the same rules for events from sources (a WebhookSource, a NatsSource against the machine's
+//! nats-server from `SWITCHYARD_TEST_NATS`, a PingSource refused at load).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -7,6 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::sink::{Answer, Sink};
 use common::{Switchyard, bin, client, problem};
 use serde_json::{Value, json};
 
@@ -547,9 +550,10 @@ spec:
 
 /// A stream source takes messages one by one: one whose data breaks its schema in an
 /// `enforce` broker is counted as malformed and dropped, and the messages around it are
-/// stored.
+/// stored and delivered.
 #[tokio::test]
 async fn a_stream_source_drops_what_its_enforcing_broker_refuses() {
+    let sink = Sink::ok().await;
     let u = common::moto::unique().replace('-', "");
     let config = format!(
         r#"{}
@@ -561,9 +565,17 @@ spec:
   servers: ['{}']
   subject: 'et{u}.orders'
   sink: {{ref: {{kind: Broker, name: enforced}}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: orders, namespace: shop}}
+spec:
+  broker: enforced
+  subscriber: {{uri: '{}'}}
 "#,
         config(),
-        common::nats_url()
+        common::nats_url(),
+        sink.url
     );
     let mut sy = Switchyard::start(&config);
     let nats = async_nats::connect(common::nats_url()).await.unwrap();
@@ -581,41 +593,30 @@ spec:
             nats.flush().await.unwrap();
         }
     };
-    let stored = |m: &str| {
-        counted(
-            m,
-            "switchyard_source_events_total",
-            &["kind=\"NatsSource\"", "source=\"shop/nats-orders\""],
-        )
-    };
     // The subscription is made in the background (core NATS drops what is published before
-    // it): publish valid orders until one is stored.
+    // it): publish valid orders until one is delivered.
     let mut probes = 0;
-    let baseline = common::eventually("the source subscribed", Duration::from_secs(30), || {
+    common::eventually("the source subscribed", Duration::from_secs(30), || {
         probes += 1;
         let sent = publish(&format!("probe-{probes}"), valid_data());
-        let sy = &sy;
+        let sink = &sink;
         async move {
             sent.await;
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let n = stored(&common::metrics(sy).await);
-            (n >= 1.0).then_some(n)
+            (!sink.received().is_empty()).then_some(())
         }
     })
     .await;
 
     publish("bad", json!({"orderId": "o-2", "total": "a lot"})).await;
     publish("after", valid_data()).await;
-    let m = common::eventually("the message after", Duration::from_secs(30), || async {
-        let m = common::metrics(&sy).await;
-        let malformed = counted(
-            &m,
-            "switchyard_source_malformed_total",
-            &["kind=\"NatsSource\"", "action=\"dropped\""],
-        );
-        (malformed >= 1.0 && stored(&m) > baseline).then_some(m)
+    // The subscription hands messages over in order: once "after" is delivered, "bad" was
+    // judged.
+    sink.wait_for_where(1, Duration::from_secs(30), |r| {
+        r.event.as_ref().is_some_and(|e| e.id == "after")
     })
     .await;
+    let m = common::metrics(&sy).await;
     assert_eq!(
         counted(
             &m,
@@ -625,6 +626,7 @@ spec:
         1.0,
         "{m}"
     );
+    assert!(!sink.ids().contains(&"bad".to_owned()), "{:?}", sink.ids());
     let ids: Vec<String> = sy
         .stored("shop/enforced")
         .into_iter()
@@ -680,4 +682,96 @@ spec:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Replies are stored in the trigger's broker, so they are held to its EventTypes too: a
+/// reply an `enforce` broker refuses fails the attempt like a malformed reply (retried, then
+/// dead-lettered with the reason); a valid reply is stored.
+#[tokio::test]
+async fn a_reply_the_enforcing_broker_refuses_fails_the_delivery() {
+    let sink = Sink::start(|_, e| {
+        let data = if e.id == "o-valid" {
+            valid_data()
+        } else {
+            json!({"orderId": "o-9", "total": -5, "customer": {"email": "x@example.com"}})
+        };
+        Answer::status(200)
+            .header("ce-specversion", "1.0")
+            .header("ce-id", &format!("priced-{}", e.id))
+            .header("ce-source", "/orders/priced")
+            .header("ce-type", "com.example.order.created")
+            .header("content-type", "application/json")
+            .body(data.to_string())
+    })
+    .await;
+    let config = format!(
+        r#"{}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: pricing, namespace: shop}}
+spec:
+  broker: enforced
+  filter: {{attributes: {{source: /orders/eu}}}}
+  subscriber: {{uri: '{}'}}
+  delivery: {{retry: 1, backoffDelay: PT0.01S}}
+"#,
+        config(),
+        sink.url
+    );
+    let mut sy = Switchyard::start(&config);
+    for id in ["o-valid", "o-invalid"] {
+        assert_eq!(
+            post(&sy, "enforced", &order(id, valid_data()))
+                .await
+                .status(),
+            202
+        );
+    }
+    let api = sy.url("/api/v1/namespaces/shop/brokers/enforced/deadletters");
+    let letters = common::eventually("the dead letter", Duration::from_secs(30), || async {
+        let v: Value = common::get_json(&api).await;
+        let items = v["items"].as_array().unwrap().clone();
+        (!items.is_empty()).then_some(items)
+    })
+    .await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["eventId"], "o-invalid", "{letters:?}");
+    assert_eq!(letters[0]["reason"], "retries exhausted");
+    assert_eq!(letters[0]["attempts"], 2);
+    let letter: Value =
+        common::get_json(&format!("{api}/{}", letters[0]["id"].as_str().unwrap())).await;
+    let attempts = letter["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    for a in attempts {
+        let error = a["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("reply refused by the broker: the data of event `priced-o-invalid`"),
+            "{error}"
+        );
+    }
+    // The valid reply is stored before its delivery counts as done; wait for it.
+    let events = sy.url(
+        "/api/v1/namespaces/shop/brokers/enforced/events?from=start&source=/orders/priced&limit=1",
+    );
+    let line = tokio::time::timeout(Duration::from_secs(30), async {
+        client()
+            .get(events)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("the valid reply was not stored within 30 s");
+    assert!(line.contains("priced-o-valid"), "{line}");
+    let mut ids: Vec<String> = sy
+        .stored("shop/enforced")
+        .into_iter()
+        .map(|(_, e)| e.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["o-invalid", "o-valid", "priced-o-valid"]);
 }

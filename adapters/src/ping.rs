@@ -54,13 +54,21 @@ struct Runner {
     clock: Clock,
 }
 
-/// The PingSources of `config`, each with its schedule and catch-up policy, checked: a bad
-/// schedule or zone, or data the broker would refuse, is an error.
+/// A PingSource checked and ready to run, but for the store and the clock.
+struct Planned {
+    ping: Ping,
+    state_key: Vec<u8>,
+    schedule: Schedule,
+    catch_up: CatchUp,
+}
+
+/// The PingSources of `config`, checked: a bad schedule or zone, or data the broker would
+/// refuse, is an error.
 fn resolve_all(
     config: &Config,
     event_types: &Arc<EventTypePolicy>,
     now: DateTime<Utc>,
-) -> Result<Vec<(Ping, Schedule, CatchUp)>, PingError> {
+) -> Result<Vec<Planned>, PingError> {
     let mut out = Vec::new();
     for ((ns, name), p) in &config.ping_sources {
         let err = |message: String| PingError {
@@ -86,7 +94,12 @@ fn resolve_all(
             ),
         };
         ping.check(now)?;
-        out.push((ping, schedule, p.spec.catch_up.unwrap_or_default()));
+        out.push(Planned {
+            ping,
+            state_key: state_key(ns, name),
+            schedule,
+            catch_up: p.spec.catch_up.unwrap_or_default(),
+        });
     }
     Ok(out)
 }
@@ -105,13 +118,12 @@ pub async fn start(
     clock: Clock,
 ) -> Result<BackgroundTasks, PingError> {
     let mut tasks = BackgroundTasks::default();
-    for (ping, schedule, catch_up) in resolve_all(config, event_types, clock.now())? {
-        let (ns, name) = ping.id.split_once('/').unwrap_or_default();
+    for p in resolve_all(config, event_types, clock.now())? {
         let r = Runner {
-            state_key: state_key(ns, name),
-            ping,
-            schedule,
-            catch_up,
+            ping: p.ping,
+            state_key: p.state_key,
+            schedule: p.schedule,
+            catch_up: p.catch_up,
             log: Arc::clone(&log),
             clock: clock.clone(),
         };
@@ -180,7 +192,7 @@ impl Ping {
             message,
         };
         let sample = self.event(now).map_err(|e| err(e.to_string()))?;
-        self.target.prepare(&mut [sample]).map_err(|p| {
+        self.target.refusal(&[sample]).map_err(|p| {
             err(format!(
                 "broker {} would refuse its events: {}",
                 self.target.broker, p.detail

@@ -104,7 +104,8 @@ impl Target {
 
     /// Checks the events against the broker's EventTypes, adds the overrides and the broker's
     /// stamps, and encodes them for the log: the problem to answer when one of them cannot be
-    /// stored (its data breaks its schema in `enforce` mode, a `knativebrokerttl` of 0).
+    /// stored (in `enforce` mode its data breaks its schema, or with `eventTypesStrict` no
+    /// EventType registers its type; a `knativebrokerttl` of 0).
     pub fn prepare(&self, events: &mut [CloudEvent]) -> Result<Batch, Problem> {
         self.event_types.check(&self.broker, events)?;
         let mut batch = self.batch(events.len());
@@ -113,6 +114,12 @@ impl Target {
             self.push(&mut batch, event);
         }
         Ok(batch)
+    }
+
+    /// Whether the broker's EventTypes would refuse these events (`enforce`), without
+    /// counting or logging: for a PingSource's check at load.
+    pub fn refusal(&self, events: &[CloudEvent]) -> Result<(), Problem> {
+        self.event_types.refusal(&self.broker, events)
     }
 
     /// [`prepare`](Self::prepare) for one event of a stream, added to `batch`; the reason
@@ -239,7 +246,7 @@ impl Target {
 }
 
 /// The `knativearrivaltime` of events arriving now.
-pub(crate) fn arrival_now() -> String {
+fn arrival_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 

@@ -370,11 +370,6 @@ impl EventTypePolicy {
         &self.registry
     }
 
-    /// The types seen by brokers in `record` mode.
-    pub fn discovery(&self) -> &Discovery {
-        &self.discovery
-    }
-
     /// The setting of broker `namespace/name` (`off` for one that does not exist).
     pub fn mode(&self, broker: &str) -> BrokerMode {
         self.modes.get(broker).copied().unwrap_or_default()
@@ -386,6 +381,16 @@ impl EventTypePolicy {
     /// violation. In `warn` failures are counted and logged. Counts
     /// `switchyard_schema_validations_total`.
     pub fn check(&self, broker: &str, events: &[CloudEvent]) -> Result<(), Problem> {
+        self.judge(broker, events, true)
+    }
+
+    /// What [`check`](Self::check) would answer, without counting or logging anything: for
+    /// checks at load time of events that are not being stored.
+    pub fn refusal(&self, broker: &str, events: &[CloudEvent]) -> Result<(), Problem> {
+        self.judge(broker, events, false)
+    }
+
+    fn judge(&self, broker: &str, events: &[CloudEvent], report: bool) -> Result<(), Problem> {
         let BrokerMode { mode, strict } = self.mode(broker);
         if !matches!(mode, EventTypeMode::Warn | EventTypeMode::Enforce) {
             return Ok(());
@@ -400,6 +405,9 @@ impl EventTypePolicy {
         };
         let (namespace, name) = broker.split_once('/').unwrap_or((broker, ""));
         let count = |ty: &str, result: &'static str| {
+            if !report {
+                return;
+            }
             metrics::counter!(
                 m::SCHEMA_VALIDATIONS,
                 "namespace_name" => namespace.to_owned(),
@@ -425,6 +433,9 @@ impl EventTypePolicy {
                             index,
                             schema_violation(event, registered, violations),
                         ));
+                    }
+                    if !report {
+                        continue;
                     }
                     tracing::warn!(
                         broker,
@@ -530,7 +541,7 @@ pub fn data_value(event: &CloudEvent) -> Value {
     }
 }
 
-/// Counts of one (type, source) seen at a broker's ingress.
+/// Counts of one (type, source) a broker stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Seen {
@@ -547,7 +558,7 @@ pub struct Seen {
 /// (broker id, type, source).
 type SeenKey = (String, String, String);
 
-/// The (type, source) pairs seen at ingress by brokers in `record` mode, kept in memory and
+/// The (type, source) pairs stored by brokers in `record` mode (from ingress and sources), kept in memory and
 /// persisted in the store's `EventTypes` table: a new pair at once, counts every few seconds
 /// and at shutdown.
 #[derive(Debug, Default)]

@@ -354,6 +354,7 @@ async fn serve(config: Config, options: ServerOptions) -> Result<()> {
     let dispatcher = Dispatcher::start(
         &config,
         server.log(),
+        server.event_types(),
         &format!("http://{addr}"),
         std::sync::Arc::clone(&stream_sinks.sinks),
     )

@@ -404,14 +404,15 @@ pub struct BrokerSpec {
     pub event_types_strict: Option<bool>,
 }
 
-/// What a broker's ingress does with event types (`spec.eventTypes`).
+/// What a broker does with event types (`spec.eventTypes`), for events from ingress and from
+/// sources alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EventTypeMode {
     /// Nothing: EventTypes are only listed.
     #[default]
     Off,
-    /// Register every new (type, source) seen at ingress, with first/last seen and counts.
+    /// Register every new (type, source) stored, with first/last seen and counts.
     Record,
     /// Validate event data against its type's schema; store failures anyway, count and log them.
     Warn,

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{Committed, EventLog, LogError, LogRecord, Table, WriteOp};
 use switchyard_broker::metrics as m;
 use switchyard_core::config::Config;
@@ -96,6 +97,8 @@ pub struct TriggerRuntime {
     skip: Mutex<HashSet<u64>>,
     start: u64,
     log: Arc<dyn EventLog>,
+    /// The brokers' `eventTypes` settings, which replies are held to.
+    event_types: Arc<EventTypePolicy>,
     committed: AtomicU64,
     /// Metric handles, looked up once (labels are fixed per trigger).
     latency: metrics::Histogram,
@@ -288,6 +291,26 @@ impl TriggerRuntime {
         s.queue.push_front(offset);
     }
 
+    /// One attempt to the subscriber at `url`, counted. Replies are held to the broker's
+    /// `eventTypes` as ingress holds events: a reply the broker refuses (`enforce`) makes the
+    /// attempt fail like a malformed reply, so it is retried and then dead-lettered.
+    async fn attempt(&self, url: &str, event: &CloudEvent) -> AttemptResult {
+        let mut r = self
+            .deliverer
+            .attempt(url, event, &self.settings, &[])
+            .await;
+        if r.verdict == Verdict::Delivered
+            && !r.replies.is_empty()
+            && let Err(p) = self.event_types.check(&self.broker, &r.replies)
+        {
+            r.error = Some(format!("reply refused by the broker: {}", p.detail));
+            r.verdict = Verdict::Retry;
+            r.replies.clear();
+        }
+        self.count_attempt(&r);
+        r
+    }
+
     fn count_attempt(&self, r: &AttemptResult) {
         let code = match (r.status, &r.error) {
             (Some(s), _) => s.to_string(),
@@ -326,9 +349,10 @@ impl TriggerRuntime {
             return Ok(());
         }
         let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut replies = replies;
         let encoded: Vec<Vec<u8>> = replies
-            .into_iter()
-            .map(|mut r| {
+            .iter_mut()
+            .map(|r| {
                 r.extensions.insert(
                     TTL_EXTENSION.to_owned(),
                     ExtValue::Integer(i32::try_from(ttl).unwrap_or(i32::MAX)),
@@ -337,12 +361,18 @@ impl TriggerRuntime {
                     ARRIVAL_EXTENSION.to_owned(),
                     ExtValue::Timestamp(arrival.clone()),
                 );
-                switchyard_core::store::encode(&r)
+                switchyard_core::store::encode(r)
             })
             .collect();
         loop {
             match self.log.append(&self.broker, encoded.clone()).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    let pairs = replies.iter().map(|r| (r.ty.as_str(), r.source.as_str()));
+                    self.event_types
+                        .record(self.log.as_ref(), &self.broker, pairs, &arrival)
+                        .await;
+                    return Ok(());
+                }
                 Err(LogError::Overloaded) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(e) => return Err(e),
             }
@@ -552,11 +582,7 @@ impl TriggerRuntime {
         event: Arc<CloudEvent>,
         _permit: OwnedSemaphorePermit,
     ) {
-        let r = self
-            .deliverer
-            .attempt(&self.subscriber, &event, &self.settings, &[])
-            .await;
-        self.count_attempt(&r);
+        let r = self.attempt(&self.subscriber, &event).await;
         match self
             .settle_durably(offset, &event, Vec::new(), r, None, None)
             .await
@@ -573,11 +599,7 @@ impl TriggerRuntime {
         let mut attempts = Vec::new();
         let mut k = 0u32;
         loop {
-            let r = self
-                .deliverer
-                .attempt(&self.subscriber, &event, &self.settings, &[])
-                .await;
-            self.count_attempt(&r);
+            let r = self.attempt(&self.subscriber, &event).await;
             if r.verdict == Verdict::Retry && k < self.settings.retry {
                 attempts.push(Attempt::of(&r));
                 k += 1;
@@ -638,11 +660,7 @@ impl TriggerRuntime {
             }
         }
         let url = entry.uri.clone().unwrap_or_else(|| self.subscriber.clone());
-        let r = self
-            .deliverer
-            .attempt(&url, &event, &self.settings, &[])
-            .await;
-        self.count_attempt(&r);
+        let r = self.attempt(&url, &event).await;
         if let Err(e) = self
             .settle_durably(
                 entry.offset,
@@ -746,6 +764,7 @@ impl Dispatcher {
     pub async fn start(
         config: &Config,
         log: Arc<dyn EventLog>,
+        event_types: Arc<EventTypePolicy>,
         ingress: &str,
         streams: StreamSinks,
     ) -> Result<Dispatcher, DispatchError> {
@@ -815,6 +834,7 @@ impl Dispatcher {
                 skip: Mutex::new(skip),
                 start,
                 log: Arc::clone(&log),
+                event_types: Arc::clone(&event_types),
                 committed: AtomicU64::new(start),
                 latency: metrics::histogram!(
                     m::DELIVERY_LATENCY,
