@@ -1,7 +1,7 @@
 //! Black-box tests of EventTypes (spec/eventtypes.md): schema enforcement at ingress in each
 //! broker mode, discovery over the API and `switchyard get eventtypes`, load-time refusals, and
 //! the same rules for events from sources (a WebhookSource, a NatsSource against the machine's
-//! nats-server from `SWITCHYARD_TEST_NATS`, a PingSource refused at load).
+//! nats-server from `SWITCHYARD_TEST_NATS`, a PingSource refused at load) and for replies.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -304,14 +304,7 @@ async fn record_lists_a_new_type_after_the_first_event_and_keeps_it() {
     let list = |sy: &Switchyard| {
         let url = sy.url(api);
         async move {
-            let v: Value = client()
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = common::get_json(&url).await;
             v["items"].as_array().unwrap().clone()
         }
     };
@@ -349,14 +342,7 @@ async fn record_lists_a_new_type_after_the_first_event_and_keeps_it() {
     );
 
     // The namespace listing holds every EventType of the namespace and the discovered type.
-    let v: Value = client()
-        .get(sy.url("/api/v1/namespaces/shop/eventtypes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = common::get_json(&sy.url("/api/v1/namespaces/shop/eventtypes")).await;
     assert_eq!(v["items"].as_array().unwrap().len(), 6, "{v}");
 
     let (ok, out, err) = get_eventtypes(&sy, &["--broker", "shop/recorded", "--output", "json"]);
@@ -524,14 +510,8 @@ spec:
             .status(),
         202
     );
-    let listed: Value = client()
-        .get(sy.url("/api/v1/namespaces/shop/brokers/recorded/eventtypes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value =
+        common::get_json(&sy.url("/api/v1/namespaces/shop/brokers/recorded/eventtypes")).await;
     let stock: Vec<&Value> = listed["items"]
         .as_array()
         .unwrap()
@@ -774,4 +754,47 @@ spec:
         .collect();
     ids.sort();
     assert_eq!(ids, ["o-invalid", "o-valid", "priced-o-valid"]);
+}
+
+/// In `record` mode a reply's type is discovered like an event posted to ingress.
+#[tokio::test]
+async fn a_reply_type_is_discovered_in_record_mode() {
+    let sink = Sink::start(|_, e| {
+        Answer::reply("com.example.stock.priced", &format!("priced-{}", e.id))
+            .header("ce-source", "/stock/priced")
+    })
+    .await;
+    let config = format!(
+        r#"{}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: stock, namespace: shop}}
+spec:
+  broker: recorded
+  filter: {{attributes: {{source: /stock}}}}
+  subscriber: {{uri: '{}'}}
+"#,
+        config(),
+        sink.url
+    );
+    let sy = Switchyard::start(&config);
+    let mut reserved = order("s-1", json!({"sku": "A-1"}));
+    reserved["type"] = json!("com.example.stock.reserved");
+    reserved["source"] = json!("/stock");
+    assert_eq!(post(&sy, "recorded", &reserved).await.status(), 202);
+    let api = sy.url("/api/v1/namespaces/shop/brokers/recorded/eventtypes");
+    let priced = common::eventually("the reply's type", Duration::from_secs(30), || async {
+        let v: Value = common::get_json(&api).await;
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["type"] == "com.example.stock.priced")
+            .cloned()
+    })
+    .await;
+    assert_eq!(priced["origin"], "discovered");
+    assert_eq!(priced["source"], "/stock/priced");
+    assert_eq!(priced["count"], 1);
 }

@@ -1,7 +1,7 @@
 //! EventTypes at run time: their schemas compiled once (JSON Schema drafts 7 and 2020-12, no
 //! network), matching an event to its type, the types discovered in `record` mode, and
-//! [`EventTypePolicy`], the brokers' `eventTypes` settings as broker ingress and every source
-//! apply them before storing. The contract is `spec/eventtypes.md`.
+//! [`EventTypePolicy`], the brokers' `eventTypes` settings as broker ingress, every source and
+//! the dispatcher (for replies) apply them before storing. The contract is `spec/eventtypes.md`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -333,8 +333,8 @@ pub struct BrokerMode {
     pub strict: bool,
 }
 
-/// The brokers' `eventTypes` settings, applied alike by broker ingress and by every source
-/// before events are stored: [`check`](Self::check) before the append (`warn`, `enforce`),
+/// The brokers' `eventTypes` settings, applied alike by broker ingress, every source and the
+/// dispatcher (for replies) before events are stored: [`check`](Self::check) before the append (`warn`, `enforce`),
 /// [`record`](Self::record) after it (`record`).
 #[derive(Debug, Default)]
 pub struct EventTypePolicy {
@@ -558,7 +558,7 @@ pub struct Seen {
 /// (broker id, type, source).
 type SeenKey = (String, String, String);
 
-/// The (type, source) pairs stored by brokers in `record` mode (from ingress and sources), kept in memory and
+/// The (type, source) pairs stored by brokers in `record` mode (from ingress, sources and replies), kept in memory and
 /// persisted in the store's `EventTypes` table: a new pair at once, counts every few seconds
 /// and at shutdown.
 #[derive(Debug, Default)]

@@ -83,7 +83,7 @@ pub enum Table {
     Retries,
     /// The dead-letter store.
     DeadLetters,
-    /// Event types discovered at ingress (`record` mode), with their counts.
+    /// Event types discovered in `record` mode, with their counts.
     EventTypes,
     /// What sources remember across restarts (a PingSource's last fired slot).
     SourceState,

@@ -394,7 +394,8 @@ pub struct BrokerSpec {
     /// `knativebrokerttl` given to events that arrive without one (default 255).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<i32>,
-    /// What ingress does with the EventTypes that reference this broker: `off` (default),
+    /// What the broker does with the EventTypes that reference it, for events from ingress,
+    /// sources and replies: `off` (default),
     /// `record`, `warn` or `enforce` (see `spec/eventtypes.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_types: Option<EventTypeMode>,
@@ -404,8 +405,8 @@ pub struct BrokerSpec {
     pub event_types_strict: Option<bool>,
 }
 
-/// What a broker does with event types (`spec.eventTypes`), for events from ingress and from
-/// sources alike.
+/// What a broker does with event types (`spec.eventTypes`), for events from ingress, sources
+/// and replies alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EventTypeMode {
@@ -462,7 +463,7 @@ impl Broker {
         self.spec.ttl.unwrap_or(DEFAULT_BROKER_TTL)
     }
 
-    /// What ingress does with event types (`off` when unset).
+    /// What the broker does with event types (`off` when unset).
     pub fn event_type_mode(&self) -> EventTypeMode {
         self.spec.event_types.unwrap_or_default()
     }

@@ -135,6 +135,20 @@ fn resolve(dest: &Destination, ns: &str, config: &Config, ingress: &str) -> Stri
     }
 }
 
+/// The longest reply refusal kept in an attempt's `error`, in bytes.
+const MAX_REFUSAL_BYTES: usize = 1024;
+
+/// The TTL a reply to `original` gets: one less than the original's. A reply whose TTL would
+/// be 0 or less is dropped (that is how reply loops die).
+fn reply_ttl(original: &CloudEvent) -> i64 {
+    original
+        .extensions
+        .get(TTL_EXTENSION)
+        .and_then(ExtValue::as_i64)
+        .unwrap_or(i64::from(switchyard_core::resources::DEFAULT_BROKER_TTL))
+        - 1
+}
+
 /// Up to `max` records of `broker`'s log from `from` on, read off the async workers.
 async fn read_log(
     log: &Arc<dyn EventLog>,
@@ -299,11 +313,24 @@ impl TriggerRuntime {
             .deliverer
             .attempt(url, event, &self.settings, &[])
             .await;
+        // Replies that will be dropped for their TTL are not judged: nothing is stored.
         if r.verdict == Verdict::Delivered
             && !r.replies.is_empty()
+            && reply_ttl(event) > 0
             && let Err(p) = self.event_types.check(&self.broker, &r.replies)
         {
-            r.error = Some(format!("reply refused by the broker: {}", p.detail));
+            // The detail can quote the reply's data: keep what each attempt record holds
+            // bounded.
+            let mut error = format!("reply refused by the broker: {}", p.detail);
+            if error.len() > MAX_REFUSAL_BYTES {
+                let mut end = MAX_REFUSAL_BYTES;
+                while !error.is_char_boundary(end) {
+                    end -= 1;
+                }
+                error.truncate(end);
+                error.push('…');
+            }
+            r.error = Some(error);
             r.verdict = Verdict::Retry;
             r.replies.clear();
         }
@@ -337,12 +364,7 @@ impl TriggerRuntime {
         original: &CloudEvent,
         replies: Vec<CloudEvent>,
     ) -> Result<(), LogError> {
-        let ttl = original
-            .extensions
-            .get(TTL_EXTENSION)
-            .and_then(ExtValue::as_i64)
-            .unwrap_or(i64::from(switchyard_core::resources::DEFAULT_BROKER_TTL))
-            - 1;
+        let ttl = reply_ttl(original);
         if ttl <= 0 {
             tracing::warn!(trigger = %self.name, event = %original.id, "reply dropped: TTL exhausted (a reply loop?)");
             metrics::counter!(m::REPLIES_DROPPED, self.labels()).increment(replies.len() as u64);
