@@ -69,6 +69,15 @@ spec:
     yaml
 }
 
+/// [`config`] plus a Trigger `name` of broker `broker` in `shop`, `spec` its other fields
+/// (one YAML line each, indented by two), delivering to `sink`.
+fn with_trigger(name: &str, broker: &str, spec: &str, sink: &str) -> String {
+    format!(
+        "{}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  broker: {broker}\n  subscriber: {{uri: '{sink}'}}\n{spec}",
+        config()
+    )
+}
+
 const ORDER_SCHEMA: &str = r#"{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","required":["orderId","total","customer"],"properties":{"orderId":{"type":"string"},"total":{"type":"number","minimum":0},"customer":{"type":"object","required":["email"],"properties":{"email":{"type":"string"}}},"shipTo":{"$ref":"https://schemas.example.com/address.json"},"items":{"type":"array"}}}"#;
 
 fn order(id: &str, data: Value) -> Value {
@@ -545,17 +554,9 @@ spec:
   servers: ['{}']
   subject: 'et{u}.orders'
   sink: {{ref: {{kind: Broker, name: enforced}}}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: orders, namespace: shop}}
-spec:
-  broker: enforced
-  subscriber: {{uri: '{}'}}
 "#,
-        config(),
+        with_trigger("orders", "enforced", "", &sink.url),
         common::nats_url(),
-        sink.url
     );
     let mut sy = Switchyard::start(&config);
     let nats = async_nats::connect(common::nats_url()).await.unwrap();
@@ -675,29 +676,17 @@ async fn a_reply_the_enforcing_broker_refuses_fails_the_delivery() {
         } else {
             json!({"orderId": "o-9", "total": -5, "customer": {"email": "x@example.com"}})
         };
-        Answer::status(200)
-            .header("ce-specversion", "1.0")
-            .header("ce-id", &format!("priced-{}", e.id))
+        Answer::reply("com.example.order.created", &format!("priced-{}", e.id))
             .header("ce-source", "/orders/priced")
-            .header("ce-type", "com.example.order.created")
             .header("content-type", "application/json")
             .body(data.to_string())
     })
     .await;
-    let config = format!(
-        r#"{}
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: pricing, namespace: shop}}
-spec:
-  broker: enforced
-  filter: {{attributes: {{source: /orders/eu}}}}
-  subscriber: {{uri: '{}'}}
-  delivery: {{retry: 1, backoffDelay: PT0.01S}}
-"#,
-        config(),
-        sink.url
+    let config = with_trigger(
+        "pricing",
+        "enforced",
+        "  filter: {attributes: {source: /orders/eu}}\n  delivery: {retry: 1, backoffDelay: PT0.01S}\n",
+        &sink.url,
     );
     let mut sy = Switchyard::start(&config);
     for id in ["o-valid", "o-invalid"] {
@@ -764,19 +753,11 @@ async fn a_reply_type_is_discovered_in_record_mode() {
             .header("ce-source", "/stock/priced")
     })
     .await;
-    let config = format!(
-        r#"{}
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: stock, namespace: shop}}
-spec:
-  broker: recorded
-  filter: {{attributes: {{source: /stock}}}}
-  subscriber: {{uri: '{}'}}
-"#,
-        config(),
-        sink.url
+    let config = with_trigger(
+        "stock",
+        "recorded",
+        "  filter: {attributes: {source: /stock}}\n",
+        &sink.url,
     );
     let sy = Switchyard::start(&config);
     let mut reserved = order("s-1", json!({"sku": "A-1"}));

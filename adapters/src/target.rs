@@ -56,6 +56,9 @@ pub(crate) struct Target {
     event_types: Arc<EventTypePolicy>,
     /// Whether the broker counts the pairs it stores (`record`).
     record: bool,
+    /// Whether the broker validates what it stores (`warn`, `enforce`): the stream sources
+    /// check event by event, so the others skip the policy altogether.
+    validates: bool,
 }
 
 impl Target {
@@ -75,8 +78,10 @@ impl Target {
             .get(&(bns.clone(), bname.clone()))
             .map_or(DEFAULT_BROKER_TTL, switchyard_core::resources::Broker::ttl);
         let broker = format!("{bns}/{bname}");
+        let mode = event_types.mode(&broker).mode;
         Target {
-            record: event_types.mode(&broker).mode == EventTypeMode::Record,
+            record: mode == EventTypeMode::Record,
+            validates: matches!(mode, EventTypeMode::Warn | EventTypeMode::Enforce),
             event_types: Arc::clone(event_types),
             broker,
             kind,
@@ -126,9 +131,11 @@ impl Target {
     /// when it cannot be stored. Stream sources take events one by one, so one such event is
     /// handled as malformed instead of failing the batch it arrived with.
     pub fn add(&self, batch: &mut Batch, mut event: CloudEvent) -> Result<(), String> {
-        self.event_types
-            .check(&self.broker, std::slice::from_ref(&event))
-            .map_err(|p| p.detail)?;
+        if self.validates {
+            self.event_types
+                .check(&self.broker, std::slice::from_ref(&event))
+                .map_err(|p| p.detail)?;
+        }
         self.stamp(&mut event, &batch.arrival)
             .map_err(|p| p.detail)?;
         self.push(batch, &event);
