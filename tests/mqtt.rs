@@ -55,8 +55,11 @@ fn publisher311(id: &str) -> rumqttc::AsyncClient {
     client
 }
 
+/// An MqttSource with a client id of its own: a persistent session left on the broker by an
+/// earlier run (same default id) would otherwise hand this run that run's queued messages.
 fn source(name: &str, version: &str, topic: &str, extra: &str) -> String {
     let (host, port) = mqtt_addr();
+    let client_id = format!("{name}-{}", unique());
     format!(
         r#"
 ---
@@ -67,6 +70,7 @@ spec:
   broker: mqtt://{host}:{port}
   topics: ['{topic}']
   protocolVersion: '{version}'
+  clientId: {client_id}
   {extra}
   sink: {{ref: {{kind: Broker, name: default}}}}
 "#
