@@ -369,5 +369,11 @@ spec:
         "the broker's loop guard stays inside"
     );
     assert_eq!(&m.payload[..], br#"{"total":42}"#);
+    // The attempt is counted as a stream's acceptance, not as a failed connection.
+    let counted = r#"switchyard_delivery_count_total{namespace_name="default",broker_name="default",trigger_name="to-nats",response_code="stream_accepted"} 1"#;
+    common::eventually("the delivery counted", WAIT, || async {
+        common::metrics(&sy).await.contains(counted).then_some(())
+    })
+    .await;
     drop(sy);
 }

@@ -159,7 +159,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Validate { config } => {
             let config = Config::load(&config)?;
-            switchyard_triggers::dispatcher::check_filters(&config)?;
+            switchyard_triggers::dispatch::check_filters(&config)?;
             let event_types = std::sync::Arc::new(
                 switchyard_broker::eventtypes::EventTypePolicy::new(&config, Default::default())?,
             );
@@ -347,7 +347,7 @@ fn print_out(text: &str) {
 }
 
 async fn serve(config: Config, options: ServerOptions) -> Result<()> {
-    switchyard_triggers::dispatcher::check_filters(&config)?;
+    switchyard_triggers::dispatch::check_filters(&config)?;
     let server = Server::bind(&config, options).await?;
     let addr = server.local_addr()?;
     let stream_sinks = switchyard_adapters::start_sinks(&config).await?;

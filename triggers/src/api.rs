@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_broker::log::{EventLog, Table, WriteOp};
 use switchyard_broker::problem::Problem;
 
-use crate::dispatcher::TriggerRuntime;
+use crate::dispatch::TriggerRuntime;
 use crate::records::{self, DeadLetter, RetryEntry};
 
 /// The most records one page holds.
@@ -224,7 +224,7 @@ fn summary(d: &DeadLetter) -> Summary<'_> {
         source: &d.source,
         event_id: &d.event_id,
         status: d.status,
-        reason: &d.reason,
+        reason: d.reason.as_str(),
         destination: &d.destination,
         time: &d.time,
         attempts: d.attempts.len(),

@@ -1,6 +1,7 @@
 //! One delivery attempt, over HTTP or to a stream sink ([`Deliverer`]), what an HTTP answer means (the table in `spec/delivery.md`), and
 //! the backoff formula. Pure functions where possible, so the rules are tested as tables.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -109,6 +110,72 @@ pub fn verdict_for_status(status: u16) -> Verdict {
     }
 }
 
+/// Why an attempt got no usable answer. The text (`Display`) is what attempt records keep;
+/// the class ([`AttemptError::class`]) is what metrics count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttemptError {
+    /// No answer (or no whole answer) within the attempt's timeout.
+    #[error("timeout{}", suffix(.0))]
+    Timeout(String),
+    /// The connection could not be established.
+    #[error("connection failed{}", suffix(.0))]
+    Connect(String),
+    /// The request or the response failed otherwise (reset, protocol error).
+    #[error("request failed{}", suffix(.0))]
+    Request(String),
+    /// The response body is larger than the broker reads.
+    #[error("the response body is larger than {limit_bytes} bytes")]
+    BodyTooLarge {
+        /// The read limit.
+        limit_bytes: usize,
+    },
+    /// A 2xx answer that claims to be a CloudEvent and is not a valid one.
+    #[error("malformed reply: {0}")]
+    MalformedReply(String),
+    /// A reply the broker's `eventTypes` refuses (at most [`MAX_REFUSAL_BYTES`] of detail).
+    #[error("reply refused by the broker: {0}")]
+    ReplyRefused(String),
+    /// A stream sink did not take the event.
+    #[error("{0}")]
+    Stream(String),
+}
+
+/// The longest reply refusal an attempt keeps, in bytes.
+pub const MAX_REFUSAL_BYTES: usize = 1024;
+
+fn suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+impl AttemptError {
+    /// A refusal of the attempt's replies, its detail cut to about [`MAX_REFUSAL_BYTES`] (the
+    /// detail can quote the reply's data, and every attempt record keeps it).
+    pub fn reply_refused(detail: &str) -> AttemptError {
+        let budget = MAX_REFUSAL_BYTES.saturating_sub("reply refused by the broker: ".len());
+        if detail.len() <= budget {
+            return AttemptError::ReplyRefused(detail.to_owned());
+        }
+        let mut end = budget;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        AttemptError::ReplyRefused(format!("{}…", &detail[..end]))
+    }
+
+    /// The `response_code` label an attempt without an HTTP status is counted under.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AttemptError::Timeout(_) => "timeout",
+            AttemptError::Stream(_) => "stream_error",
+            _ => "connection_error",
+        }
+    }
+}
+
 /// The result of one attempt.
 #[derive(Debug, Clone)]
 pub struct AttemptResult {
@@ -117,7 +184,7 @@ pub struct AttemptResult {
     /// The status, when an answer came.
     pub status: Option<u16>,
     /// Why there was no usable answer (connection refused, timeout, malformed reply, …).
-    pub error: Option<String>,
+    pub error: Option<AttemptError>,
     /// How long it took.
     pub latency: Duration,
     /// The response body (up to the read limit).
@@ -128,6 +195,27 @@ pub struct AttemptResult {
     pub replies: Vec<CloudEvent>,
     /// What to do next.
     pub verdict: Verdict,
+}
+
+impl AttemptResult {
+    /// The `response_code` label of `switchyard_delivery_count_total` this attempt is counted
+    /// under: the HTTP status; `timeout` or `connection_error` when no answer came; for a
+    /// stream sink, `stream_accepted` or `stream_error`.
+    pub fn response_code(&self) -> std::borrow::Cow<'static, str> {
+        match (self.status, &self.error) {
+            (Some(s), _) => std::borrow::Cow::Owned(s.to_string()),
+            (None, Some(e)) => std::borrow::Cow::Borrowed(e.class()),
+            (None, None) => std::borrow::Cow::Borrowed("stream_accepted"),
+        }
+    }
+
+    /// Fails a delivered attempt (its replies are malformed or refused): it is retried like
+    /// any failed attempt, and its replies are not stored.
+    pub fn fail(&mut self, error: AttemptError) {
+        self.error = Some(error);
+        self.verdict = Verdict::Retry;
+        self.replies.clear();
+    }
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP date.
@@ -162,35 +250,77 @@ pub fn replies_of(
 pub const TTL_EXTENSION: &str = "knativebrokerttl";
 const TTL_HEADER: &str = "ce-knativebrokerttl";
 
+/// Where a trigger sends events (its subscriber, or its dead-letter sink), resolved when the
+/// dispatcher starts: a reference to a stream sink that has no writer is an error then, not
+/// an HTTP request to nowhere later.
+#[derive(Debug, Clone)]
+pub enum Subscriber {
+    /// An HTTP endpoint, by URL.
+    Http(String),
+    /// A KafkaSink or NatsSink.
+    Stream {
+        /// How it is named in dead letters and logs: `kafkasink:{ns}/{name}`, `natssink:…`.
+        address: String,
+        /// Its writer.
+        sink: Arc<dyn StreamSink>,
+    },
+}
+
+impl Subscriber {
+    /// The URL, or the stream sink's address.
+    pub fn address(&self) -> &str {
+        match self {
+            Subscriber::Http(url) => url,
+            Subscriber::Stream { address, .. } => address,
+        }
+    }
+
+    /// Resolves a destination's address (a URL, or a stream sink's [`address`]) against the
+    /// stream sinks the server started; `None` for a stream address without a writer.
+    ///
+    /// [`address`]: crate::streams::address
+    pub fn resolve(address: String, streams: &StreamSinks) -> Option<Subscriber> {
+        if !crate::streams::is_stream_address(&address) {
+            return Some(Subscriber::Http(address));
+        }
+        let sink = Arc::clone(streams.get(&address)?);
+        Some(Subscriber::Stream { address, sink })
+    }
+}
+
 /// Sends events to subscribers: HTTP endpoints through one client (its own connection pool),
 /// stream sinks through their writers.
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     http: reqwest::Client,
-    streams: StreamSinks,
+}
+
+impl Default for Deliverer {
+    fn default() -> Self {
+        Deliverer::new()
+    }
 }
 
 impl Deliverer {
-    /// A deliverer with a new HTTP client (see [`client`]) and these stream sinks.
-    pub fn new(streams: StreamSinks) -> Self {
-        Deliverer {
-            http: client(),
-            streams,
-        }
+    /// A deliverer with a new HTTP client (see [`client`]).
+    pub fn new() -> Self {
+        Deliverer { http: client() }
     }
 
-    /// One attempt to deliver `event` to `destination`: a stream sink's address, or a URL.
-    /// `extra` attributes are added (for dead-letter sinks).
+    /// One attempt to deliver `event` to `to`. `extra` attributes are added (for dead-letter
+    /// sinks).
     pub async fn attempt(
         &self,
-        destination: &str,
+        to: &Subscriber,
         event: &CloudEvent,
         settings: &DeliverySettings,
         extra: &[(&str, String)],
     ) -> AttemptResult {
-        match self.streams.get(destination) {
-            Some(sink) => attempt_stream(sink.as_ref(), event, settings, extra).await,
-            None => attempt(&self.http, destination, event, settings, extra).await,
+        match to {
+            Subscriber::Stream { sink, .. } => {
+                attempt_stream(sink.as_ref(), event, settings, extra).await
+            }
+            Subscriber::Http(url) => attempt(&self.http, url, event, settings, extra).await,
         }
     }
 }
@@ -222,14 +352,14 @@ async fn attempt_stream(
     let (verdict, error) = match tokio::time::timeout(settings.timeout, sink.send(&outgoing)).await
     {
         Ok(Ok(())) => (Verdict::Delivered, None),
-        Ok(Err(e)) if e.retryable => (Verdict::Retry, Some(e.message)),
-        Ok(Err(e)) => (Verdict::DeadLetter, Some(e.message)),
+        Ok(Err(e)) if e.retryable => (Verdict::Retry, Some(AttemptError::Stream(e.message))),
+        Ok(Err(e)) => (Verdict::DeadLetter, Some(AttemptError::Stream(e.message))),
         Err(_) => (
             Verdict::Retry,
-            Some(format!(
-                "timeout: the stream did not take the event within {} ms",
+            Some(AttemptError::Timeout(format!(
+                "the stream did not take the event within {} ms",
                 settings.timeout.as_millis()
-            )),
+            ))),
         ),
     };
     AttemptResult {
@@ -308,10 +438,9 @@ pub async fn attempt(
                 match response.chunk().await {
                     Ok(Some(chunk)) => {
                         if body.len() + chunk.len() > defaults::MAX_RESPONSE_BYTES {
-                            result.error = Some(format!(
-                                "the response body is larger than {} bytes",
-                                defaults::MAX_RESPONSE_BYTES
-                            ));
+                            result.error = Some(AttemptError::BodyTooLarge {
+                                limit_bytes: defaults::MAX_RESPONSE_BYTES,
+                            });
                             if result.verdict == Verdict::Delivered {
                                 result.verdict = Verdict::Retry;
                             }
@@ -333,10 +462,7 @@ pub async fn attempt(
             if result.verdict == Verdict::Delivered && result.error.is_none() {
                 match replies_of(status, &headers, result.body.clone()) {
                     Ok(replies) => result.replies = replies,
-                    Err(e) => {
-                        result.error = Some(format!("malformed reply: {e}"));
-                        result.verdict = Verdict::Retry;
-                    }
+                    Err(e) => result.fail(AttemptError::MalformedReply(e.to_string())),
                 }
             }
         }
@@ -345,23 +471,22 @@ pub async fn attempt(
     result
 }
 
-fn describe(e: &reqwest::Error) -> String {
+fn describe(e: &reqwest::Error) -> AttemptError {
     use std::error::Error as _;
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut msg = kind.to_owned();
+    let mut chain = Vec::new();
     let mut source = e.source();
     while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        chain.push(s.to_string());
         source = s.source();
     }
-    msg
+    let detail = chain.join(": ");
+    if e.is_timeout() {
+        AttemptError::Timeout(detail)
+    } else if e.is_connect() {
+        AttemptError::Connect(detail)
+    } else {
+        AttemptError::Request(detail)
+    }
 }
 
 /// The HTTP client of one subscriber: its own connection pool, no redirects, no proxies, a

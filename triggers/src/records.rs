@@ -55,7 +55,7 @@ impl Attempt {
         Attempt {
             time: rfc3339(r.started),
             status: r.status,
-            error: r.error.clone(),
+            error: r.error.as_ref().map(ToString::to_string),
             latency_ms: u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
             body,
         }
@@ -106,8 +106,8 @@ pub struct DeadLetter {
     pub time: String,
     /// Milliseconds since the epoch.
     pub time_ms: u64,
-    /// Why: `retries exhausted` or `not retryable`.
-    pub reason: String,
+    /// Why it was dead-lettered.
+    pub reason: DeadLetterReason,
     /// The subscriber it was for.
     pub destination: String,
     /// The last status, if any answer came.
@@ -130,12 +130,107 @@ pub struct DeadLetter {
     pub error_data: Option<String>,
 }
 
+/// Why an event was dead-lettered; stored and shown as its text (`retries exhausted`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeadLetterReason {
+    /// Every retry failed.
+    #[serde(rename = "retries exhausted")]
+    RetriesExhausted,
+    /// The subscriber's answer is not retryable (a 400, a 410, a redirect, …).
+    #[serde(rename = "not retryable")]
+    NotRetryable,
+    /// The trigger was removed from the configuration while a retry was scheduled.
+    #[serde(rename = "trigger removed")]
+    TriggerRemoved,
+}
+
+impl DeadLetterReason {
+    /// The reason as stored, shown and counted (the `reason` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::RetriesExhausted => "retries exhausted",
+            DeadLetterReason::NotRetryable => "not retryable",
+            DeadLetterReason::TriggerRemoved => "trigger removed",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a dead letter came from: the event, whose subscriber it was for, and which trigger
+/// gave up on it.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    /// The broker, `namespace/name`.
+    pub broker: &'a str,
+    /// The trigger's name.
+    pub trigger: &'a str,
+    /// The event's offset in the broker's log.
+    pub offset: u64,
+    /// The event, storage encoding, base64 (as [`encode_event`] makes it).
+    pub event: String,
+    /// The subscriber it was for.
+    pub destination: String,
+}
+
 impl DeadLetter {
+    /// A new dead letter (a fresh id, the time now) for an event `origin` names.
+    pub fn new(
+        origin: Origin<'_>,
+        reason: DeadLetterReason,
+        attempts: Vec<Attempt>,
+        error_data: Option<String>,
+    ) -> DeadLetter {
+        let event = B64
+            .decode(&origin.event)
+            .ok()
+            .and_then(|b| switchyard_core::store::decode(&b).ok());
+        let (ty, source, event_id) = event.map(|e| (e.ty, e.source, e.id)).unwrap_or_default();
+        DeadLetter {
+            id: new_id(),
+            broker: origin.broker.to_owned(),
+            trigger: origin.trigger.to_owned(),
+            offset: origin.offset,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            time_ms: now_ms(),
+            reason,
+            destination: origin.destination,
+            status: attempts.last().and_then(|a| a.status),
+            ty,
+            source,
+            event_id,
+            event: origin.event,
+            attempts,
+            error_data,
+        }
+    }
+
     /// The event.
     pub fn event(&self) -> Option<CloudEvent> {
         let bytes = B64.decode(&self.event).ok()?;
         switchyard_core::store::decode(&bytes).ok()
     }
+}
+
+/// `knativeerrordata` for a failed attempt's response body: base64, at most 1024 characters.
+pub fn error_data(body: &[u8]) -> Option<String> {
+    (!body.is_empty()).then(|| {
+        let mut data = B64.encode(body);
+        data.truncate(1024);
+        data
+    })
+}
+
+/// A record as the store keeps it (JSON). The records are plain data, so this cannot fail in
+/// practice; should it, the write fails rather than storing an empty value.
+pub fn to_value(record: &impl Serialize) -> Result<Vec<u8>, switchyard_broker::log::LogError> {
+    serde_json::to_vec(record).map_err(|e| {
+        switchyard_broker::log::LogError::Storage(format!("cannot encode a record: {e}"))
+    })
 }
 
 /// Ids that sort by time and are unique within the process (ms << 16 | counter).
@@ -165,6 +260,21 @@ pub fn retry_key(prefix: &[u8], due_ms: u64, id: u64) -> Vec<u8> {
     k.extend_from_slice(&due_ms.to_be_bytes());
     k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+/// The range of keys of every trigger's retries in `broker`.
+pub fn retries_of_broker(broker: &str) -> (Vec<u8>, Vec<u8>) {
+    (
+        format!("{broker}#").into_bytes(),
+        format!("{broker}$").into_bytes(),
+    )
+}
+
+/// The trigger name of a key of `broker`'s retries.
+pub fn retry_trigger<'k>(broker: &str, key: &'k [u8]) -> Option<&'k str> {
+    let rest = key.get(broker.len() + 1..)?;
+    let end = rest.iter().position(|b| *b == 0)?;
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// Due time of a retry key.

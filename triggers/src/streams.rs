@@ -1,9 +1,9 @@
 //! Subscribers that are streams, not HTTP endpoints: a Trigger whose `subscriber.ref` (or
 //! `deadLetterSink.ref`) names a KafkaSink or a NatsSink delivers through a [`StreamSink`].
 //!
-//! The dispatcher knows such a subscriber by its address, `kafkasink:{ns}/{name}` or
-//! `natssink:{ns}/{name}` (see [`address`]), and looks it up in the [`StreamSinks`] the server
-//! started with; the writers themselves live in the adapters crate, with their client
+//! The dispatcher resolves such a subscriber, named by its address `kafkasink:{ns}/{name}`
+//! or `natssink:{ns}/{name}` (see [`address`]), to its writer in the [`StreamSinks`] the
+//! server started with, once at start (`delivery::Subscriber`); the writers themselves live in the adapters crate, with their client
 //! libraries. Retries, dead-lettering and ordering are the trigger's, as for HTTP.
 
 use std::collections::HashMap;
@@ -37,6 +37,11 @@ pub type StreamSinks = Arc<HashMap<String, Arc<dyn StreamSink>>>;
 /// The address by which triggers know the stream sink `kind` `ns/name`.
 pub fn address(kind: &str, ns: &str, name: &str) -> String {
     format!("{}:{ns}/{name}", kind.to_ascii_lowercase())
+}
+
+/// Whether a destination's address is a stream sink's (made by [`address`]), not a URL.
+pub fn is_stream_address(address: &str) -> bool {
+    address.starts_with("kafkasink:") || address.starts_with("natssink:")
 }
 
 /// Whether a `ref` kind is a stream sink's.

@@ -1,0 +1,114 @@
+//! Dead letters beyond the store: sending them to a trigger's `deadLetterSink` with the
+//! `knativeerror*` attributes (again after a restart, until the sink answers), and turning
+//! the retries of removed triggers into dead letters.
+
+use std::collections::HashSet;
+
+use switchyard_broker::log::{EventLog, LogError, Table, WriteOp};
+
+use super::trigger::TriggerRuntime;
+use super::unit_random;
+use crate::delivery::Verdict;
+use crate::records::{self, DeadLetter, DeadLetterReason, Origin, RetryEntry};
+
+impl TriggerRuntime {
+    /// Sends a dead-lettered event to the `deadLetterSink` with the `knativeerror*`
+    /// attributes, retrying as the trigger would. The dead-letter store keeps it either way.
+    pub(super) async fn send_to_dead_letter_sink(&self, letter: &DeadLetter) {
+        let (Some(dls), Some(event)) = (self.config.dead_letter_sink.as_ref(), letter.event())
+        else {
+            return;
+        };
+        let mut extra = vec![("knativeerrordest", letter.destination.clone())];
+        if let Some(status) = letter.status {
+            extra.push(("knativeerrorcode", status.to_string()));
+        }
+        if let Some(data) = &letter.error_data {
+            extra.push(("knativeerrordata", data.clone()));
+        }
+        let settings = &self.config.settings;
+        for k in 0..=settings.retry {
+            if k > 0 {
+                tokio::time::sleep(settings.backoff(k, None, unit_random())).await;
+            }
+            let r = self.deliverer.attempt(dls, &event, settings, &extra).await;
+            let marker = WriteOp::Delete {
+                table: Table::DeadLetters,
+                key: records::dls_pending_key(&self.broker, letter.id),
+            };
+            match r.verdict {
+                Verdict::Delivered => {
+                    if let Err(e) = self.log.write(vec![marker]).await {
+                        tracing::warn!(trigger = %self.name, error = %e, "cannot clear a dead-letter-sink marker; the sink may get the event again after a restart");
+                    }
+                    return;
+                }
+                Verdict::DeadLetter => {
+                    // The sink refuses it for good: stop owing it (the store still has it).
+                    let _ = self.log.write(vec![marker]).await;
+                    tracing::error!(trigger = %self.name, event = %event.id, sink = dls.address(), status = ?r.status, "the dead-letter sink refused the event; it stays in the dead-letter store");
+                    return;
+                }
+                Verdict::Retry => {}
+            }
+        }
+        tracing::error!(trigger = %self.name, event = %event.id, sink = dls.address(), "the dead-letter sink did not take the event; it stays in the dead-letter store and is sent again after a restart");
+    }
+}
+
+/// Retries still scheduled for triggers that are no longer configured become dead letters
+/// (reason `trigger removed`), so removing a trigger drops nothing silently and the records
+/// stay inspectable and redrivable once the trigger is back.
+pub(super) async fn orphaned_retries_to_dead_letters(
+    log: &dyn EventLog,
+    broker: &str,
+    known: &HashSet<&str>,
+) -> Result<(), LogError> {
+    const CHUNK: usize = 500;
+    let (mut cursor, to) = records::retries_of_broker(broker);
+    loop {
+        let chunk = log.scan(Table::Retries, &cursor, &to, CHUNK)?;
+        let n = chunk.len();
+        let mut ops = Vec::new();
+        for (key, value) in chunk {
+            cursor = key.clone();
+            cursor.push(0);
+            let trigger = records::retry_trigger(broker, &key).unwrap_or_default();
+            if known.contains(trigger) {
+                continue;
+            }
+            let Ok(entry) = serde_json::from_slice::<RetryEntry>(&value) else {
+                continue;
+            };
+            let origin = Origin {
+                broker,
+                trigger,
+                offset: entry.offset,
+                event: entry.event,
+                destination: entry.uri.unwrap_or_default(),
+            };
+            let letter = DeadLetter::new(
+                origin,
+                DeadLetterReason::TriggerRemoved,
+                entry.attempts,
+                None,
+            );
+            tracing::warn!(broker, trigger, event = %letter.event_id, "a retry of a removed trigger was moved to the dead-letter store");
+            ops.push(WriteOp::Put {
+                table: Table::DeadLetters,
+                key: records::deadletter_key(broker, letter.id),
+                value: records::to_value(&letter)?,
+            });
+            ops.push(WriteOp::Delete {
+                table: Table::Retries,
+                key,
+            });
+        }
+        if !ops.is_empty() {
+            log.write(ops).await?;
+        }
+        if n < CHUNK {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! What the dispatcher does at start, before routing: it forgets the cursors of triggers that
+//! are gone (they would hold retention back), turns their retries into dead letters, finds
+//! the retries each trigger still has, and sends again the dead letters a dead-letter sink
+//! had not taken before the last stop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use switchyard_broker::log::{EventLog, LogError, Table, WriteOp};
+
+use super::dead_letter::orphaned_retries_to_dead_letters;
+use super::trigger::TriggerRuntime;
+use crate::records::{self, DeadLetter};
+
+/// How many retry records a trigger has, and the offsets at or past `start` they cover, read
+/// in chunks and parsing only the offsets (the records also carry event copies).
+pub(super) fn retry_offsets(
+    log: &dyn EventLog,
+    prefix: &[u8],
+    start: u64,
+) -> Result<(usize, HashSet<u64>), LogError> {
+    #[derive(serde::Deserialize)]
+    struct OffsetOnly {
+        offset: u64,
+    }
+    const CHUNK: usize = 1000;
+    let end = records::prefix_end(prefix);
+    let mut from = prefix.to_vec();
+    let (mut count, mut skip) = (0, HashSet::new());
+    loop {
+        let chunk = log.scan(Table::Retries, &from, &end, CHUNK)?;
+        let n = chunk.len();
+        count += n;
+        for (key, value) in chunk {
+            if let Ok(e) = serde_json::from_slice::<OffsetOnly>(&value)
+                && e.offset >= start
+            {
+                skip.insert(e.offset);
+            }
+            from = key;
+            from.push(0);
+        }
+        if n < CHUNK {
+            return Ok((count, skip));
+        }
+    }
+}
+
+/// Cleans up after triggers that were removed from the configuration of `broker`, whose
+/// configured triggers are `triggers`.
+pub(super) async fn forget_removed_triggers(
+    log: &dyn EventLog,
+    broker: &str,
+    triggers: &[Arc<TriggerRuntime>],
+) -> Result<(), LogError> {
+    let known: HashSet<&str> = triggers.iter().map(|t| t.consumer.as_str()).collect();
+    let stale: Vec<WriteOp> = log
+        .consumers(broker)?
+        .into_iter()
+        .filter(|(c, _)| c.starts_with("trigger/") && !known.contains(c.as_str()))
+        .map(|(consumer, _)| WriteOp::ForgetCursor {
+            broker: broker.to_owned(),
+            consumer,
+        })
+        .collect();
+    if !stale.is_empty() {
+        log.write(stale).await?;
+    }
+    let names: HashSet<&str> = triggers.iter().map(|t| t.name.as_str()).collect();
+    orphaned_retries_to_dead_letters(log, broker, &names).await
+}
+
+/// Sends again, in the background, the dead letters of `broker` that its triggers' dead-letter
+/// sinks had not taken before the last stop; markers of dead letters that are gone (redriven,
+/// purged) or whose trigger or sink is gone are removed.
+pub(super) async fn resend_to_dead_letter_sinks(
+    log: &dyn EventLog,
+    broker: &str,
+    triggers: &[Arc<TriggerRuntime>],
+) -> Result<(), LogError> {
+    let by_name: HashMap<&[u8], &Arc<TriggerRuntime>> = triggers
+        .iter()
+        .filter(|t| t.config.dead_letter_sink.is_some())
+        .map(|t| (t.name.as_bytes(), t))
+        .collect();
+    let prefix = records::dls_pending_prefix(broker);
+    let markers = log.scan(
+        Table::DeadLetters,
+        &prefix,
+        &records::prefix_end(&prefix),
+        usize::MAX,
+    )?;
+    for (marker, trigger) in markers {
+        let id = marker
+            .get(prefix.len()..)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes);
+        let key = records::deadletter_key(broker, id);
+        let mut end = key.clone();
+        end.push(0);
+        let letter = log
+            .scan(Table::DeadLetters, &key, &end, 1)?
+            .into_iter()
+            .next()
+            .and_then(|(_, v)| serde_json::from_slice::<DeadLetter>(&v).ok());
+        match (letter, by_name.get(trigger.as_slice())) {
+            (Some(letter), Some(t)) => {
+                let t = Arc::clone(t);
+                let me = Arc::clone(&t);
+                t.spawn_side_task(async move { me.send_to_dead_letter_sink(&letter).await });
+            }
+            // Redriven or purged meanwhile, or the trigger or its sink is gone.
+            _ => {
+                log.write(vec![WriteOp::Delete {
+                    table: Table::DeadLetters,
+                    key: marker,
+                }])
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! Applying an [`Outcome`] to the store, the one place that does: replies appended, a retry
+//! record written (or rewritten), or a dead letter written, each removing the retry record
+//! the attempt came from in the same write. Only once this returned is the event done for
+//! the trigger, so the cursor may pass it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_broker::log::{LogError, Table, WriteOp};
+use switchyard_broker::metrics as m;
+use switchyard_core::{CloudEvent, ExtValue};
+
+use super::outcome::Outcome;
+use super::trigger::TriggerRuntime;
+use crate::delivery::TTL_EXTENSION;
+use crate::records::{self, DeadLetter, Origin, RetryEntry};
+
+/// The extension that records when the broker received an event.
+const ARRIVAL_EXTENSION: &str = "knativearrivaltime";
+
+/// An event a trigger is working on, and where the attempt came from.
+#[derive(Debug, Clone)]
+pub(super) struct Job<'a> {
+    /// Its offset in the broker's log.
+    pub offset: u64,
+    /// The event.
+    pub event: &'a CloudEvent,
+    /// The retry record this attempt came from (removed when the outcome is written).
+    pub retry_key: Option<Vec<u8>>,
+    /// Deliver here instead of the trigger's subscriber (a redrive to another URI).
+    pub uri: Option<String>,
+}
+
+impl<'a> Job<'a> {
+    /// A routed event's first delivery.
+    pub fn first(offset: u64, event: &'a CloudEvent) -> Job<'a> {
+        Job {
+            offset,
+            event,
+            retry_key: None,
+            uri: None,
+        }
+    }
+}
+
+/// The TTL a reply to `original` gets: one less than the original's. A reply whose TTL would
+/// be 0 or less is dropped (that is how reply loops die).
+pub(super) fn reply_ttl(original: &CloudEvent) -> i64 {
+    original
+        .extensions
+        .get(TTL_EXTENSION)
+        .and_then(ExtValue::as_i64)
+        .unwrap_or(i64::from(switchyard_core::resources::DEFAULT_BROKER_TTL))
+        - 1
+}
+
+impl TriggerRuntime {
+    /// [`settle`](Self::settle), tried again while the store fails (a full disk, say), so an
+    /// outcome is never dropped and the cursor is not pinned until a restart. Gives up only
+    /// at shutdown.
+    pub(super) async fn settle_durably(
+        self: &Arc<Self>,
+        job: &Job<'_>,
+        outcome: Outcome,
+    ) -> Result<(), LogError> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.settle(job, outcome.clone()).await {
+                Err(LogError::Storage(e)) => {
+                    tracing::error!(trigger = %self.name, offset = job.offset, error = %e, "cannot record the delivery's outcome; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes `outcome` for `job`: done, a (re)scheduled retry, or a dead letter.
+    async fn settle(self: &Arc<Self>, job: &Job<'_>, outcome: Outcome) -> Result<(), LogError> {
+        let delete_old = job.retry_key.clone().map(|key| WriteOp::Delete {
+            table: Table::Retries,
+            key,
+        });
+        let had_old = delete_old.is_some();
+        match outcome {
+            Outcome::Delivered { replies } => {
+                if !replies.is_empty() {
+                    self.ingest_replies(job.event, replies).await?;
+                }
+                if let Some(op) = delete_old {
+                    self.log.write(vec![op]).await?;
+                    self.retries.removed();
+                }
+            }
+            Outcome::Retry { attempts, due_ms } => {
+                let entry = RetryEntry {
+                    offset: job.offset,
+                    event: records::encode_event(job.event),
+                    attempts,
+                    uri: job.uri.clone(),
+                };
+                let mut ops = vec![WriteOp::Put {
+                    table: Table::Retries,
+                    key: records::retry_key(&self.retries.prefix, due_ms, records::new_id()),
+                    value: records::to_value(&entry)?,
+                }];
+                ops.extend(delete_old);
+                self.log.write(ops).await?;
+                if had_old {
+                    self.retries.wake.notify_one();
+                } else {
+                    self.retries.added();
+                }
+                metrics::counter!(m::DELIVERY_RETRIES, self.labels()).increment(1);
+            }
+            Outcome::DeadLetter {
+                attempts,
+                reason,
+                error_data,
+            } => {
+                let origin = Origin {
+                    broker: &self.broker,
+                    trigger: &self.name,
+                    offset: job.offset,
+                    event: records::encode_event(job.event),
+                    destination: job
+                        .uri
+                        .clone()
+                        .unwrap_or_else(|| self.config.subscriber.address().to_owned()),
+                };
+                let letter = DeadLetter::new(origin, reason, attempts, error_data);
+                let mut ops = vec![WriteOp::Put {
+                    table: Table::DeadLetters,
+                    key: records::deadletter_key(&self.broker, letter.id),
+                    value: records::to_value(&letter)?,
+                }];
+                // The dead-letter sink is owed this event until it answers 2xx; the marker
+                // makes a restart send it again.
+                if self.config.dead_letter_sink.is_some() {
+                    ops.push(WriteOp::Put {
+                        table: Table::DeadLetters,
+                        key: records::dls_pending_key(&self.broker, letter.id),
+                        value: self.name.clone().into_bytes(),
+                    });
+                }
+                ops.extend(delete_old);
+                self.log.write(ops).await?;
+                if had_old {
+                    self.retries.removed();
+                }
+                let last = letter.attempts.last();
+                tracing::warn!(trigger = %self.name, event = %job.event.id, %reason, status = ?letter.status, error = ?last.and_then(|a| a.error.as_deref()), "dead-lettered");
+                let mut labels = self.labels();
+                labels.push(metrics::Label::new("reason", reason.as_str()));
+                metrics::counter!(m::DEAD_LETTERS, labels).increment(1);
+                if self.config.dead_letter_sink.is_some() {
+                    let me = Arc::clone(self);
+                    self.spawn_side_task(async move { me.send_to_dead_letter_sink(&letter).await });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores reply events in the trigger's broker with the TTL decremented; a reply whose TTL
+    /// runs out is dropped (that is how reply loops die) and counted.
+    async fn ingest_replies(
+        &self,
+        original: &CloudEvent,
+        mut replies: Vec<CloudEvent>,
+    ) -> Result<(), LogError> {
+        let ttl = reply_ttl(original);
+        if ttl <= 0 {
+            tracing::warn!(trigger = %self.name, event = %original.id, "reply dropped: TTL exhausted (a reply loop?)");
+            metrics::counter!(m::REPLIES_DROPPED, self.labels()).increment(replies.len() as u64);
+            return Ok(());
+        }
+        let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let encoded: Vec<Vec<u8>> = replies
+            .iter_mut()
+            .map(|r| {
+                r.extensions.insert(
+                    TTL_EXTENSION.to_owned(),
+                    ExtValue::Integer(i32::try_from(ttl).unwrap_or(i32::MAX)),
+                );
+                r.extensions.insert(
+                    ARRIVAL_EXTENSION.to_owned(),
+                    ExtValue::Timestamp(arrival.clone()),
+                );
+                switchyard_core::store::encode(r)
+            })
+            .collect();
+        loop {
+            match self.log.append(&self.broker, encoded.clone()).await {
+                Ok(_) => {
+                    let pairs = replies.iter().map(|r| (r.ty.as_str(), r.source.as_str()));
+                    self.event_types
+                        .record(self.log.as_ref(), &self.broker, pairs, &arrival)
+                        .await;
+                    return Ok(());
+                }
+                Err(LogError::Overloaded) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
