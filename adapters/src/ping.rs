@@ -192,10 +192,10 @@ impl Ping {
             message,
         };
         let sample = self.event(now).map_err(|e| err(e.to_string()))?;
-        self.target.refusal(&[sample]).map_err(|p| {
+        self.target.refusal(&[sample]).map_err(|detail| {
             err(format!(
-                "broker {} would refuse its events: {}",
-                self.target.broker, p.detail
+                "broker {} would refuse its events: {detail}",
+                self.target.broker
             ))
         })?;
         Ok(())
@@ -265,9 +265,9 @@ impl Runner {
         };
         let encoded = match self.ping.target.prepare(&mut events) {
             Ok(e) => e,
-            Err(p) => {
-                tracing::error!(source = %self.ping.id, problem = %p.detail, "the broker refuses the event; the source stops");
-                return Err(LogError::Storage(p.detail));
+            Err(refused) => {
+                tracing::error!(source = %self.ping.id, %refused, "the broker refuses the event; the source stops");
+                return Err(LogError::Storage(refused.to_string()));
             }
         };
         let ops = vec![WriteOp::Put {

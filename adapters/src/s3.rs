@@ -545,8 +545,8 @@ impl Poller {
                 if !events.is_empty() {
                     let encoded = match self.target.prepare(&mut events) {
                         Ok(e) => e,
-                        Err(p) => {
-                            self.set_aside(m, &p.detail).await;
+                        Err(refused) => {
+                            self.set_aside(m, &refused.to_string()).await;
                             return Ok(());
                         }
                     };

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hmac::{KeyInit as _, Mac as _};
 use switchyard_broker::eventtypes::EventTypePolicy;
-use switchyard_broker::ingress::invalid_event;
+
 use switchyard_broker::log::EventLog;
 use switchyard_broker::problem::Problem;
 use switchyard_core::config::Config;
@@ -248,10 +248,10 @@ pub(crate) async fn handle(
     check_auth(&s.auth, headers, &body)?;
     let mut events = if is_cloudevent(headers) {
         switchyard_core::http::decode(headers, body)
-            .map_err(|e| invalid_event(&e))?
+            .map_err(|e| Problem::invalid_event(&e))?
             .1
     } else {
-        vec![build_event(s, headers, body).map_err(|e| invalid_event(&e))?]
+        vec![build_event(s, headers, body).map_err(|e| Problem::invalid_event(&e))?]
     };
     let encoded = s.target.prepare(&mut events)?;
     s.target.append(log, encoded).await?;

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
 use jsonschema::{Draft, Retrieve, Uri, Validator};
 use serde::Serialize;
 use serde_json::Value;
@@ -16,7 +15,6 @@ use switchyard_core::{CloudEvent, Data};
 
 use crate::log::{EventLog, LogError, Table, WriteOp};
 use crate::metrics as m;
-use crate::problem::Problem;
 
 /// The most violations listed for one event.
 pub const MAX_VIOLATIONS: usize = 20;
@@ -380,29 +378,35 @@ impl EventTypePolicy {
     /// refuses them all: the problem (400) says which one of several and lists each
     /// violation. In `warn` failures are counted and logged. Counts
     /// `switchyard_schema_validations_total`.
-    pub fn check(&self, broker: &str, events: &[CloudEvent]) -> Result<(), Problem> {
+    pub fn check(
+        &self,
+        broker: &str,
+        events: &[CloudEvent],
+    ) -> Result<(), (usize, EventTypeRefusal)> {
         self.judge(broker, events, true)
     }
 
     /// What [`check`](Self::check) would answer, without counting or logging anything: for
     /// checks at load time of events that are not being stored.
-    pub fn refusal(&self, broker: &str, events: &[CloudEvent]) -> Result<(), Problem> {
+    pub fn refusal(
+        &self,
+        broker: &str,
+        events: &[CloudEvent],
+    ) -> Result<(), (usize, EventTypeRefusal)> {
         self.judge(broker, events, false)
     }
 
-    fn judge(&self, broker: &str, events: &[CloudEvent], report: bool) -> Result<(), Problem> {
+    fn judge(
+        &self,
+        broker: &str,
+        events: &[CloudEvent],
+        report: bool,
+    ) -> Result<(), (usize, EventTypeRefusal)> {
         let BrokerMode { mode, strict } = self.mode(broker);
         if !matches!(mode, EventTypeMode::Warn | EventTypeMode::Enforce) {
             return Ok(());
         }
         let enforce = mode == EventTypeMode::Enforce;
-        let in_batch = |index: usize, mut p: Problem| {
-            if events.len() > 1 {
-                p.index = u32::try_from(index).ok();
-                p.detail = format!("event {index} of the batch: {}", p.detail);
-            }
-            p
-        };
         let (namespace, name) = broker.split_once('/').unwrap_or((broker, ""));
         let count = |ty: &str, result: &'static str| {
             if !report {
@@ -421,7 +425,7 @@ impl EventTypePolicy {
             match self.registry.check(broker, event) {
                 Check::NotRegistered => {
                     if enforce && strict {
-                        return Err(in_batch(index, unregistered(event, broker)));
+                        return Err((index, unregistered(event, broker)));
                     }
                 }
                 Check::Unchecked => {}
@@ -429,10 +433,7 @@ impl EventTypePolicy {
                 Check::Failed(registered, violations) => {
                     count(&event.ty, "failed");
                     if enforce {
-                        return Err(in_batch(
-                            index,
-                            schema_violation(event, registered, violations),
-                        ));
+                        return Err((index, schema_violation(event, registered, violations)));
                     }
                     if !report {
                         continue;
@@ -475,11 +476,30 @@ impl EventTypePolicy {
     }
 }
 
+/// Why a broker's `eventTypes` refuse an event (`enforce`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EventTypeRefusal {
+    /// Its data breaks the schema of the EventType that registers it.
+    #[error("{detail}")]
+    SchemaViolation {
+        /// What is wrong, naming the event, the EventType and the first violation.
+        detail: String,
+        /// Every violation.
+        violations: Vec<Violation>,
+    },
+    /// No EventType registers it, and the broker refuses unregistered types (strict).
+    #[error("{detail}")]
+    Unregistered {
+        /// What is wrong, naming the type, the source and the broker.
+        detail: String,
+    },
+}
+
 fn schema_violation(
     event: &CloudEvent,
     registered: &Registered,
     violations: Vec<Violation>,
-) -> Problem {
+) -> EventTypeRefusal {
     let first = violations
         .first()
         .map(|v| {
@@ -491,35 +511,25 @@ fn schema_violation(
             format!("{at}: {}", v.message)
         })
         .unwrap_or_default();
-    let mut p = Problem::new(
-        StatusCode::BAD_REQUEST,
-        "urn:switchyard:problem:schema-violation",
-        "event data violates its schema",
-        format!(
+    EventTypeRefusal::SchemaViolation {
+        detail: format!(
             "the data of event `{}` (type `{}`) does not match the schema of EventType {}: {} violation(s), first {first}",
             event.id,
             event.ty,
             registered.id(),
             violations.len()
         ),
-    );
-    p.attribute = Some("data".into());
-    p.errors = Some(Box::new(violations));
-    p
+        violations,
+    }
 }
 
-fn unregistered(event: &CloudEvent, broker: &str) -> Problem {
-    let mut p = Problem::new(
-        StatusCode::BAD_REQUEST,
-        "urn:switchyard:problem:unregistered-event-type",
-        "unregistered event type",
-        format!(
+fn unregistered(event: &CloudEvent, broker: &str) -> EventTypeRefusal {
+    EventTypeRefusal::Unregistered {
+        detail: format!(
             "no EventType of broker {broker} registers type `{}` from source `{}`, and the broker refuses unregistered types (eventTypesStrict)",
             event.ty, event.source
         ),
-    );
-    p.attribute = Some("type".into());
-    p
+    }
 }
 
 /// The event's data as the instance a schema sees: the JSON value for JSON data, `null` when

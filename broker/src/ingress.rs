@@ -5,49 +5,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::append::{Appender, Ttl};
+use crate::log::LogError;
+use crate::metrics as m;
+use crate::problem::Problem;
+use crate::server::{App, BrokerState};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
-use switchyard_core::{CloudEvent, EventError, ExtValue};
 
-use crate::log::LogError;
-use crate::metrics as m;
-use crate::problem::Problem;
-use crate::server::{App, BrokerState};
-
-/// The extension that carries the broker's loop guard.
-pub const TTL_EXTENSION: &str = "knativebrokerttl";
-/// The extension that records when the broker received the event.
-pub const ARRIVAL_EXTENSION: &str = "knativearrivaltime";
 /// Methods a broker's ingress URL allows.
 const ALLOW: &str = "POST, OPTIONS";
 /// The longest `ce-` header value taken, in bytes; a longer one is refused with 431.
 pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
-
-pub fn invalid_event(e: &EventError) -> Problem {
-    let (status, kind, title) = if e.is_unsupported_media_type() {
-        (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "urn:switchyard:problem:unsupported-format",
-            "unsupported event format",
-        )
-    } else {
-        (
-            StatusCode::BAD_REQUEST,
-            "urn:switchyard:problem:invalid-event",
-            "invalid CloudEvent",
-        )
-    };
-    let mut p = Problem::new(status, kind, title, e.to_string());
-    p.attribute = e.attribute().map(str::to_owned);
-    if let EventError::InBatch { index, .. } = e {
-        p.index = u32::try_from(*index).ok();
-    }
-    p
-}
 
 fn count_rejected(reason: &'static str) {
     metrics::counter!(m::INGRESS_REJECTED, "reason" => reason).increment(1);
@@ -99,58 +72,6 @@ fn check_header_sizes(headers: &HeaderMap) -> Result<(), Problem> {
         }
     }
     Ok(())
-}
-
-/// Sets the broker's attributes on an accepted event: the TTL loop guard (kept when the event
-/// has one, refused when it is not above 0) and the arrival time.
-pub fn stamp(event: &mut CloudEvent, default_ttl: i32, arrival: &str) -> Result<(), Problem> {
-    let ttl = match event.extensions.get(TTL_EXTENSION) {
-        None => default_ttl,
-        Some(v) => match v.as_i64().and_then(|t| i32::try_from(t).ok()) {
-            Some(t) if t > 0 => t,
-            Some(_) => {
-                let mut p = Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "urn:switchyard:problem:ttl-exhausted",
-                    "event TTL exhausted",
-                    format!(
-                        "attribute `{TTL_EXTENSION}` is 0 or less: the event has been through too many brokers or replies (a loop?)"
-                    ),
-                );
-                p.attribute = Some(TTL_EXTENSION.into());
-                return Err(p);
-            }
-            None => {
-                let mut p = Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "urn:switchyard:problem:invalid-event",
-                    "invalid CloudEvent",
-                    format!("attribute `{TTL_EXTENSION}` must be an integer"),
-                );
-                p.attribute = Some(TTL_EXTENSION.into());
-                return Err(p);
-            }
-        },
-    };
-    event
-        .extensions
-        .insert(TTL_EXTENSION.to_owned(), ExtValue::Integer(ttl));
-    event.extensions.insert(
-        ARRIVAL_EXTENSION.to_owned(),
-        ExtValue::Timestamp(arrival.to_owned()),
-    );
-    Ok(())
-}
-
-pub fn overloaded(detail: &str) -> Problem {
-    let mut p = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "urn:switchyard:problem:overloaded",
-        "broker overloaded",
-        detail,
-    );
-    p.retry_after_secs = Some(1);
-    p
 }
 
 /// The handler of `/{namespace}/{broker}` for every method.
@@ -238,64 +159,37 @@ async fn ingest(
     let body = read_body(body, app.max_body_bytes)
         .await
         .map_err(|p| reject(p, &[]))?;
-    let (_, mut events) =
-        switchyard_core::http::decode(headers, body).map_err(|e| reject(invalid_event(&e), &[]))?;
+    let (_, mut events) = switchyard_core::http::decode(headers, body)
+        .map_err(|e| reject(Problem::invalid_event(&e), &[]))?;
     let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
     if events.is_empty() {
         return Ok(StatusCode::ACCEPTED.into_response());
     }
-    let event_types = app.event_types();
-    event_types
-        .check(&broker.id, &events)
-        .map_err(|p| reject(p, &types))?;
-    let broker_id = broker.id.as_str();
-    let default_ttl = broker.ttl;
-    let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    for (index, event) in events.iter_mut().enumerate() {
-        stamp(event, default_ttl, &arrival).map_err(|mut p| {
-            if types.len() > 1 {
-                p.index = u32::try_from(index).ok();
-                p.detail = format!("event {index} of the batch: {}", p.detail);
-            }
-            reject(p, &types)
-        })?;
-    }
-    let encoded: Vec<Vec<u8>> = events.iter().map(switchyard_core::store::encode).collect();
+    let appender = Appender::new(Arc::clone(&app.log), app.event_types());
+    let batch = appender
+        .prepare(&broker.id, Ttl::KeepOrDefault(broker.ttl), &mut events)
+        .map_err(|r| reject(r.into(), &types))?;
     let appending = Instant::now();
-    match app.log.append(broker_id, encoded).await {
+    match appender.append(batch).await {
         Ok(_) => {
             metrics::histogram!(m::INGRESS_APPEND_SECONDS)
                 .record(appending.elapsed().as_secs_f64());
-            event_types
-                .record(
-                    app.log.as_ref(),
-                    broker_id,
-                    events.iter().map(|e| (e.ty.as_str(), e.source.as_str())),
-                    &arrival,
-                )
-                .await;
             count_events(namespace, name, &types, StatusCode::ACCEPTED);
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Err(LogError::Overloaded) => Err(reject(
-            overloaded("the broker's write queue is full; retry after the given delay"),
+            Problem::overloaded("the broker's write queue is full; retry after the given delay"),
             &types,
         )),
         Err(LogError::ShuttingDown) => Err(reject(
-            overloaded("the broker is shutting down; retry against another instance or later"),
+            Problem::overloaded(
+                "the broker is shutting down; retry against another instance or later",
+            ),
             &types,
         )),
         Err(e @ LogError::Storage(_)) => {
-            tracing::error!(error = %e, broker = broker_id, "append failed");
-            Err(reject(
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "urn:switchyard:problem:storage",
-                    "storage failure",
-                    "the event could not be stored; it was not accepted",
-                ),
-                &types,
-            ))
+            tracing::error!(error = %e, broker = %broker.id, "append failed");
+            Err(reject(Problem::storage_failure(), &types))
         }
     }
 }

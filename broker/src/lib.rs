@@ -1,7 +1,8 @@
 //! The broker: the ingress service that takes CloudEvents over HTTP and answers 202 only once
-//! they are durably stored, the [`log::EventLog`] abstraction with its embedded redb backend
+//! they are durably stored, the [`append::Appender`] every way in shares, the [`log::EventLog`] abstraction with its embedded redb backend
 //! ([`redb_log`], group commit), problem bodies, metrics, and the server that ties them up.
 
+pub mod append;
 pub mod eventtypes;
 pub mod ingress;
 pub mod log;

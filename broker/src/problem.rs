@@ -3,6 +3,10 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use switchyard_core::EventError;
+
+use crate::append::{Refusal, Refused, TTL_EXTENSION};
+use crate::eventtypes::EventTypeRefusal;
 
 /// A problem: what went wrong, for a person and for a program.
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +85,112 @@ impl Problem {
     /// The status code.
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl Problem {
+    /// 400 (or 415 for an unsupported format) for a request that holds no valid CloudEvent.
+    pub fn invalid_event(e: &EventError) -> Problem {
+        let (status, kind, title) = if e.is_unsupported_media_type() {
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "urn:switchyard:problem:unsupported-format",
+                "unsupported event format",
+            )
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                "urn:switchyard:problem:invalid-event",
+                "invalid CloudEvent",
+            )
+        };
+        let mut p = Problem::new(status, kind, title, e.to_string());
+        p.attribute = e.attribute().map(str::to_owned);
+        if let EventError::InBatch { index, .. } = e {
+            p.index = u32::try_from(*index).ok();
+        }
+        p
+    }
+
+    /// 503 with `Retry-After: 1`: the store cannot take events right now.
+    pub fn overloaded(detail: &str) -> Problem {
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "urn:switchyard:problem:overloaded",
+            "broker overloaded",
+            detail,
+        );
+        p.retry_after_secs = Some(1);
+        p
+    }
+
+    /// 500: the store failed; nothing was accepted.
+    pub fn storage_failure() -> Problem {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "urn:switchyard:problem:storage",
+            "storage failure",
+            "the event could not be stored; it was not accepted",
+        )
+    }
+}
+
+/// The answer to events the broker refuses (the appender's [`Refused`]).
+impl From<Refused> for Problem {
+    fn from(refused: Refused) -> Problem {
+        let detail = refused.to_string();
+        let mut p = match refused.reason {
+            Refusal::TtlExhausted => {
+                let mut p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "urn:switchyard:problem:ttl-exhausted",
+                    "event TTL exhausted",
+                    detail,
+                );
+                p.attribute = Some(TTL_EXTENSION.into());
+                p
+            }
+            Refusal::TtlNotInteger => {
+                let mut p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "urn:switchyard:problem:invalid-event",
+                    "invalid CloudEvent",
+                    detail,
+                );
+                p.attribute = Some(TTL_EXTENSION.into());
+                p
+            }
+            Refusal::EventType(EventTypeRefusal::SchemaViolation { violations, .. }) => {
+                let mut p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "urn:switchyard:problem:schema-violation",
+                    "event data violates its schema",
+                    detail,
+                );
+                p.attribute = Some("data".into());
+                p.errors = Some(Box::new(violations));
+                p
+            }
+            Refusal::EventType(EventTypeRefusal::Unregistered { .. }) => {
+                let mut p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "urn:switchyard:problem:unregistered-event-type",
+                    "unregistered event type",
+                    detail,
+                );
+                p.attribute = Some("type".into());
+                p
+            }
+            Refusal::Invalid(e) => {
+                let mut p = Problem::invalid_event(&e);
+                p.detail = detail;
+                p
+            }
+        };
+        if let Some(i) = refused.index {
+            p.index = u32::try_from(i).ok();
+        }
+        p
     }
 }
 

@@ -25,6 +25,10 @@ pub const SWITCHYARD_V1: &str = "switchyard.dev/v1";
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The default `knativebrokerttl` given to events that arrive without one.
 pub const DEFAULT_BROKER_TTL: i32 = 255;
+/// The extension that carries a broker's loop guard (stamped by `switchyard_broker::append`).
+pub const TTL_EXTENSION: &str = "knativebrokerttl";
+/// The extension that records when a broker received an event (stamped likewise).
+pub const ARRIVAL_EXTENSION: &str = "knativearrivaltime";
 
 /// A validation failure inside one resource: the field path and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

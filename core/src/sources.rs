@@ -226,7 +226,11 @@ pub(crate) fn validate_common(
 }
 
 /// Extensions the broker stamps itself, which `ceOverrides` may not set either.
-const BROKER_STAMPS: &[&str] = &["knativearrivaltime", "knativebrokerttl"];
+const BROKER_STAMPS: &[&str] = &[
+    crate::resources::ARRIVAL_EXTENSION,
+    crate::resources::TTL_EXTENSION,
+];
+
 fn validate_auth(field: &str, auth: &WebhookAuth) -> Result<(), FieldError> {
     if let Some(t) = &auth.bearer_token {
         t.validate(&format!("{field}.bearerToken"))?;

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use switchyard_broker::append::TTL_EXTENSION;
 use switchyard_core::resources::{BackoffPolicy, DeliveryFormat, DeliverySpec};
 use switchyard_core::{CloudEvent, EventError};
 
@@ -245,9 +246,8 @@ pub fn replies_of(
     }
 }
 
-/// The attribute the broker uses as a loop guard; removed from deliveries, decremented on
-/// replies.
-pub const TTL_EXTENSION: &str = "knativebrokerttl";
+/// The broker's loop guard ([`TTL_EXTENSION`]) as a binary-mode header: removed from
+/// deliveries.
 const TTL_HEADER: &str = "ce-knativebrokerttl";
 
 /// Where a trigger sends events (its subscriber, or its dead-letter sink), resolved when the
@@ -504,6 +504,11 @@ pub fn client() -> reqwest::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loop_guard_header_is_the_extension_in_binary_mode() {
+        assert_eq!(TTL_HEADER, format!("ce-{TTL_EXTENSION}"));
+    }
 
     #[test]
     fn status_table() {

@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_broker::append::{self, reply_ttl};
 use switchyard_broker::log::{LogError, LogRecord};
 use switchyard_broker::metrics as m;
 use switchyard_core::{CloudEvent, ExtValue};
@@ -14,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::outcome::{Outcome, decide};
-use super::settle::{Job, reply_ttl};
+use super::settle::Job;
 use super::trigger::TriggerRuntime;
 use super::{HOT_QUEUE, READ_AHEAD, READ_AHEAD_BYTES, read_log, unit_random};
 use crate::delivery::{AttemptError, AttemptResult, Subscriber, Verdict};
@@ -72,9 +73,9 @@ impl TriggerRuntime {
         if r.verdict == Verdict::Delivered
             && !r.replies.is_empty()
             && reply_ttl(event) > 0
-            && let Err(p) = self.event_types.check(&self.broker, &r.replies)
+            && let Err(refused) = append::check(self.appender.policy(), &self.broker, &r.replies)
         {
-            r.fail(AttemptError::reply_refused(&p.detail));
+            r.fail(AttemptError::reply_refused(&refused.to_string()));
         }
         self.count_attempt(&r);
         r

@@ -6,17 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_broker::append::{Batch, Ttl, reply_ttl};
 use switchyard_broker::log::{LogError, Table, WriteOp};
 use switchyard_broker::metrics as m;
-use switchyard_core::{CloudEvent, ExtValue};
+use switchyard_core::CloudEvent;
 
 use super::outcome::Outcome;
 use super::trigger::TriggerRuntime;
-use crate::delivery::TTL_EXTENSION;
 use crate::records::{self, DeadLetter, Origin, RetryEntry};
-
-/// The extension that records when the broker received an event.
-const ARRIVAL_EXTENSION: &str = "knativearrivaltime";
 
 /// An event a trigger is working on, and where the attempt came from.
 #[derive(Debug, Clone)]
@@ -41,17 +38,6 @@ impl<'a> Job<'a> {
             uri: None,
         }
     }
-}
-
-/// The TTL a reply to `original` gets: one less than the original's. A reply whose TTL would
-/// be 0 or less is dropped (that is how reply loops die).
-pub(super) fn reply_ttl(original: &CloudEvent) -> i64 {
-    original
-        .extensions
-        .get(TTL_EXTENSION)
-        .and_then(ExtValue::as_i64)
-        .unwrap_or(i64::from(switchyard_core::resources::DEFAULT_BROKER_TTL))
-        - 1
 }
 
 impl TriggerRuntime {
@@ -176,30 +162,13 @@ impl TriggerRuntime {
             metrics::counter!(m::REPLIES_DROPPED, self.labels()).increment(replies.len() as u64);
             return Ok(());
         }
-        let arrival = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let encoded: Vec<Vec<u8>> = replies
-            .iter_mut()
-            .map(|r| {
-                r.extensions.insert(
-                    TTL_EXTENSION.to_owned(),
-                    ExtValue::Integer(i32::try_from(ttl).unwrap_or(i32::MAX)),
-                );
-                r.extensions.insert(
-                    ARRIVAL_EXTENSION.to_owned(),
-                    ExtValue::Timestamp(arrival.clone()),
-                );
-                switchyard_core::store::encode(r)
-            })
-            .collect();
+        let ttl = Ttl::Set(i32::try_from(ttl).unwrap_or(i32::MAX));
+        let policy = self.appender.policy();
+        let batch = Batch::stamped(policy, &self.broker, ttl, &mut replies)
+            .map_err(|e| LogError::Storage(format!("cannot stamp a reply: {e}")))?;
         loop {
-            match self.log.append(&self.broker, encoded.clone()).await {
-                Ok(_) => {
-                    let pairs = replies.iter().map(|r| (r.ty.as_str(), r.source.as_str()));
-                    self.event_types
-                        .record(self.log.as_ref(), &self.broker, pairs, &arrival)
-                        .await;
-                    return Ok(());
-                }
+            match self.appender.append(batch.clone()).await {
+                Ok(_) => return Ok(()),
                 Err(LogError::Overloaded) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(e) => return Err(e),
             }

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use switchyard_broker::append::Appender;
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::metrics as m;
@@ -100,8 +101,8 @@ pub struct TriggerRuntime {
     pub(super) slots: Arc<Semaphore>,
     pub(super) deliverer: Deliverer,
     pub(super) log: Arc<dyn EventLog>,
-    /// The brokers' `eventTypes` settings, which replies are held to.
-    pub(super) event_types: Arc<EventTypePolicy>,
+    /// Stores replies, held to the broker's `eventTypes`.
+    pub(super) appender: Appender,
     /// Sends to the dead-letter sink, which end at shutdown like every other task.
     pub(super) side_tasks: Mutex<JoinSet<()>>,
     metrics: TriggerMetrics,
@@ -236,7 +237,7 @@ impl TriggerRuntime {
             )),
             deliverer: Deliverer::new(),
             log: Arc::clone(log),
-            event_types: Arc::clone(cx.event_types),
+            appender: Appender::new(Arc::clone(log), Arc::clone(cx.event_types)),
             side_tasks: Mutex::new(JoinSet::new()),
             metrics: TriggerMetrics {
                 latency: metrics::histogram!(m::DELIVERY_LATENCY, labels.clone()),
