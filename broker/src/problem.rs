@@ -139,48 +139,40 @@ impl Problem {
 impl From<Refused> for Problem {
     fn from(refused: Refused) -> Problem {
         let detail = refused.to_string();
+        let bad_request = |kind, title, attribute: &str, detail| {
+            let mut p = Problem::new(StatusCode::BAD_REQUEST, kind, title, detail);
+            p.attribute = Some(attribute.to_owned());
+            p
+        };
         let mut p = match refused.reason {
-            Refusal::TtlExhausted => {
-                let mut p = Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "urn:switchyard:problem:ttl-exhausted",
-                    "event TTL exhausted",
-                    detail,
-                );
-                p.attribute = Some(TTL_EXTENSION.into());
-                p
-            }
-            Refusal::TtlNotInteger => {
-                let mut p = Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "urn:switchyard:problem:invalid-event",
-                    "invalid CloudEvent",
-                    detail,
-                );
-                p.attribute = Some(TTL_EXTENSION.into());
-                p
-            }
+            Refusal::TtlExhausted => bad_request(
+                "urn:switchyard:problem:ttl-exhausted",
+                "event TTL exhausted",
+                TTL_EXTENSION,
+                detail,
+            ),
+            Refusal::TtlNotInteger => bad_request(
+                "urn:switchyard:problem:invalid-event",
+                "invalid CloudEvent",
+                TTL_EXTENSION,
+                detail,
+            ),
             Refusal::EventType(EventTypeRefusal::SchemaViolation { violations, .. }) => {
-                let mut p = Problem::new(
-                    StatusCode::BAD_REQUEST,
+                let mut p = bad_request(
                     "urn:switchyard:problem:schema-violation",
                     "event data violates its schema",
+                    "data",
                     detail,
                 );
-                p.attribute = Some("data".into());
                 p.errors = Some(Box::new(violations));
                 p
             }
-            Refusal::EventType(EventTypeRefusal::Unregistered { .. }) => {
-                let mut p = Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "urn:switchyard:problem:unregistered-event-type",
-                    "unregistered event type",
-                    detail,
-                );
-                p.attribute = Some("type".into());
-                p
-            }
+            Refusal::EventType(EventTypeRefusal::Unregistered { .. }) => bad_request(
+                "urn:switchyard:problem:unregistered-event-type",
+                "unregistered event type",
+                "type",
+                detail,
+            ),
             Refusal::Invalid(e) => {
                 let mut p = Problem::invalid_event(&e);
                 p.detail = detail;
