@@ -20,6 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::EventLog;
+use switchyard_core::backoff::Backoff;
 use switchyard_core::config::Config;
 use switchyard_core::streams::{ContentMode, InitialOffset, KafkaKeyType, KafkaNet, KafkaSink};
 use switchyard_core::{CloudEvent, Data, EventError, ExtValue};
@@ -440,7 +441,7 @@ pub(crate) fn sink(
         let replication = s.spec.replication_factor.unwrap_or(1);
         let id = format!("{ns}/{name}");
         tasks.spawn(async move {
-            let mut pause = Duration::from_millis(500);
+            let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
             loop {
                 let new = rdkafka::admin::NewTopic::new(
                     &topic,
@@ -466,8 +467,7 @@ pub(crate) fn sink(
                     }
                     Err(e) => {
                         tracing::warn!(sink = %id, error = %e, "cannot reach Kafka to create the topic; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(30));
+                        tokio::time::sleep(backoff.next_pause()).await;
                     }
                 }
             }

@@ -19,6 +19,7 @@ use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError};
+use switchyard_core::backoff::Backoff;
 use switchyard_core::config::Config;
 use switchyard_core::streams::{
     ContentMode, NatsAuth, NatsDeliverPolicy, NatsJetStream, NatsSink, NatsSource,
@@ -28,6 +29,9 @@ use switchyard_triggers::streams::{StreamSink, StreamSinkError};
 
 use crate::target::{Target, new_id};
 use crate::{BackgroundTasks, SourceError};
+
+/// The pause after a JetStream pull that failed or ended, before pulling again.
+const PULL_PAUSE: Duration = Duration::from_millis(200);
 
 /// Connects to NATS; the connection is made (and remade) in the background, so a server that
 /// is down at start does not stop Switchyard.
@@ -213,18 +217,18 @@ impl Consumer {
             .nak_delay
             .map_or(NatsJetStream::DEFAULT_NAK_DELAY, |d| d.0);
         let batch = js.batch.unwrap_or(100) as usize;
-        let mut pause = Duration::from_millis(200);
+        let mut backoff = Backoff::new(PULL_PAUSE, Duration::from_secs(10));
         loop {
             let consumer = match get_consumer(&context, &js, &durable, &subject).await {
                 Ok(c) => c,
                 Err(e) => {
+                    let pause = backoff.next_pause();
                     tracing::warn!(source = %self.id, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot reach the JetStream consumer; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(10));
+                    tokio::time::sleep(PULL_PAUSE).await;
                     continue;
                 }
             };
-            pause = Duration::from_millis(200);
+            backoff.reset();
             tracing::info!(source = %self.id, stream = js.stream, consumer = durable, "consuming JetStream");
             let mut messages = match consumer
                 .stream()
@@ -235,7 +239,7 @@ impl Consumer {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(source = %self.id, error = %e, "cannot pull from JetStream; retrying");
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(PULL_PAUSE).await;
                     continue;
                 }
             };
@@ -256,13 +260,13 @@ impl Consumer {
                 }
                 if taken.is_empty() {
                     // Only errors (a missed heartbeat, a consumer deleted): do not spin.
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(PULL_PAUSE).await;
                 } else if !self.store_jetstream(taken, nak_delay).await {
                     return;
                 }
             }
             tracing::warn!(source = %self.id, "the JetStream pull ended; pulling again");
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(PULL_PAUSE).await;
         }
     }
 

@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError};
 use switchyard_broker::problem::Problem;
+use switchyard_core::backoff::Backoff;
 use switchyard_core::config::Config;
 use switchyard_core::sources::S3Source;
 use switchyard_core::{CloudEvent, Data};
@@ -516,12 +517,12 @@ fn unwrap_sqs_body(body: &str) -> Result<Vec<CloudEvent>, Malformed> {
 
 impl Poller {
     async fn run(self) {
-        let mut pause = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         tracing::info!(source = %self.id, queue = %self.queue.url, "polling SQS");
         loop {
             match self.queue.receive(self.max_messages, self.wait_s).await {
                 Ok(messages) => {
-                    pause = Duration::from_millis(200);
+                    backoff.reset();
                     for m in messages {
                         if self.take(&m).await.is_err() {
                             return;
@@ -529,9 +530,9 @@ impl Poller {
                     }
                 }
                 Err(e) => {
+                    let pause = backoff.next_pause();
                     tracing::warn!(source = %self.id, error = %e, retry_in_ms = pause.as_millis() as u64, "SQS receive failed");
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(30));
                 }
             }
         }

@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use switchyard_broker::append::{self, Appender, Batch, Refused, Ttl};
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError, WriteOp};
 use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
 use switchyard_broker::problem::Problem;
+use switchyard_core::backoff::Backoff;
 use switchyard_core::config::Config;
 use switchyard_core::resources::DEFAULT_BROKER_TTL;
 use switchyard_core::sources::CeOverrides;
@@ -173,7 +173,7 @@ impl Target {
         batch: Batch,
         ops: Vec<WriteOp>,
     ) -> Result<(), LogError> {
-        let mut pause = Duration::from_millis(50);
+        let mut backoff = Backoff::STORE;
         let source = self.source.as_str();
         let appender = self.appender(log);
         loop {
@@ -184,9 +184,9 @@ impl Target {
                 }
                 Err(LogError::ShuttingDown) => return Err(LogError::ShuttingDown),
                 Err(e) => {
+                    let pause = backoff.next_pause();
                     tracing::warn!(source, error = %e, retry_in_ms = pause.as_millis() as u64, "the broker did not take the source's events; retrying");
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -8,8 +8,10 @@
 //!   YAML or JSON and validated with errors that name file, resource and field; [`sources`]:
 //!   the WebhookSource, PingSource and S3Source kinds, and [`schedule`]: their cron schedules;
 //!   [`streams`]: the Kafka, NATS and MQTT sources and the Kafka and NATS sinks; [`bindings`]:
-//!   the Kafka, NATS and MQTT protocol bindings.
+//!   the Kafka, NATS and MQTT protocol bindings; [`backoff`]: the pauses of every loop that
+//!   waits for the store or a server to come back.
 
+pub mod backoff;
 pub mod bindings;
 pub mod config;
 pub mod error;

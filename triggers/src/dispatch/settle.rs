@@ -10,6 +10,7 @@ use switchyard_broker::append::{Batch, Ttl, reply_ttl};
 use switchyard_broker::log::{LogError, Table, WriteOp};
 use switchyard_broker::metrics as m;
 use switchyard_core::CloudEvent;
+use switchyard_core::backoff::Backoff;
 
 use super::outcome::Outcome;
 use super::trigger::TriggerRuntime;
@@ -49,13 +50,12 @@ impl TriggerRuntime {
         job: &Job<'_>,
         outcome: Outcome,
     ) -> Result<(), LogError> {
-        let mut pause = Duration::from_millis(100);
+        let mut backoff = Backoff::STORE;
         loop {
             match self.settle(job, outcome.clone()).await {
                 Err(LogError::Storage(e)) => {
                     tracing::error!(trigger = %self.name, offset = job.offset, error = %e, "cannot record the delivery's outcome; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(10));
+                    tokio::time::sleep(backoff.next_pause()).await;
                 }
                 other => return other,
             }
