@@ -1,6 +1,7 @@
-//! Black-box tests of the cron source (PingSource, spec/sources.md) under the test clock:
-//! the real binary with `SWITCHYARD_TEST_CLOCK`, the clock moved with `POST /debug/clock`,
-//! events read at a trigger's real HTTP sink.
+//! Tests of the cron source (PingSource, spec/sources.md) under a manual clock, events read at
+//! a trigger's real HTTP sink: in-process through `switchyard::run` with an injected clock,
+//! and, where the process is killed and restarted, the real (debug) binary with
+//! `SWITCHYARD_TEST_CLOCK`, the clock moved with `POST /debug/clock`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -176,7 +177,62 @@ spec:
     assert_eq!(ids_of(&sink, "none"), at("none", &["01", "06"]));
 }
 
-#[tokio::test]
+/// A server run in-process by the library, with a clock the test holds.
+struct InProcess {
+    clock: switchyard::Clock,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), switchyard::RunError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    async fn start(config: &str, now: &str) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, config).unwrap();
+        let config = switchyard::Config::load(&path).unwrap();
+        let options = switchyard::ServerOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            max_body_bytes: 1024 * 1024,
+            store: switchyard::RedbOptions::default(),
+        };
+        let start = chrono::DateTime::parse_from_rfc3339(now).unwrap();
+        let clock = switchyard::Clock::manual(start.with_timezone(&chrono::Utc));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(switchyard::run(
+            config,
+            options,
+            clock.clone(),
+            move |addr| {
+                let _ = ready_tx.send(addr);
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
+        InProcess {
+            clock,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    fn set_clock(&self, now: &str) {
+        let t = chrono::DateTime::parse_from_rfc3339(now).unwrap();
+        self.clock.set(t.with_timezone(&chrono::Utc)).unwrap();
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_time_skipped_by_daylight_saving_fires_once_after_the_gap() {
     let sink = Sink::ok().await;
     let config = format!(
@@ -193,16 +249,17 @@ spec:
         broker_and_trigger(&sink.url)
     );
     // Berlin skips 02:00–03:00 on 2026-03-29; 02:30 that night does not exist.
-    let sy = Switchyard::start_with_env(&config, &[(CLOCK, "2026-03-29T00:00:00Z")]);
-    set_clock(&sy, "2026-03-29T01:00:00Z").await; // 03:00 CEST
+    let sy = InProcess::start(&config, "2026-03-29T00:00:00Z").await;
+    sy.set_clock("2026-03-29T01:00:00Z"); // 03:00 CEST
     let got = sink.wait_for(1, WAIT).await;
     assert_eq!(
         got[0].event.as_ref().unwrap().time.as_deref(),
         Some("2026-03-29T01:00:00Z")
     );
-    set_clock(&sy, "2026-03-30T00:30:00Z").await; // 02:30 CEST the next night
+    sy.set_clock("2026-03-30T00:30:00Z"); // 02:30 CEST the next night
     sink.wait_for(2, WAIT).await;
     sink.assert_stays_at(2, Duration::from_millis(300)).await;
+    sy.stop().await;
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
-//! The wall clock sources schedule by, and a manual one tests set from outside.
+//! The wall clock sources schedule by, and a manual one tests move.
 //!
-//! `switchyard serve` uses the system clock unless `SWITCHYARD_TEST_CLOCK` holds an RFC 3339
-//! time: then the clock starts there, stands still, and moves only when a test posts a new
-//! time to `POST /debug/clock` (see `spec/sources.md`). That is how the black-box tests check
-//! cron schedules, restarts and catch-up without waiting.
+//! In-process tests give `switchyard::run` a [`Clock::manual`] and [`set`](Clock::set) it.
+//! Black-box tests that kill the process need the clock moved from outside: a debug build of
+//! `switchyard serve` (what `cargo test` runs) uses a manual clock when `SWITCHYARD_TEST_CLOCK`
+//! holds an RFC 3339 time, moved with `POST /debug/clock` (see `spec/sources.md`). A release
+//! build has neither: it always runs by the system clock.
 
 use axum::Router;
 use axum::extract::State;
@@ -32,14 +33,19 @@ impl Clock {
         Clock::Manual(watch::Sender::new(start))
     }
 
-    /// The clock `serve` uses: manual when [`TEST_CLOCK_ENV`] is set.
-    pub fn from_env() -> Result<Clock, String> {
-        match std::env::var(TEST_CLOCK_ENV) {
-            Err(_) => Ok(Clock::System),
-            Ok(text) => DateTime::parse_from_rfc3339(text.trim())
-                .map(|t| Clock::manual(t.with_timezone(&Utc)))
-                .map_err(|e| format!("{TEST_CLOCK_ENV}=`{text}` is not an RFC 3339 time: {e}")),
+    /// The clock `serve` uses: in a debug build, manual when [`TEST_CLOCK_ENV`] is set;
+    /// otherwise the system clock.
+    pub fn for_serve() -> Result<Clock, String> {
+        let Ok(text) = std::env::var(TEST_CLOCK_ENV) else {
+            return Ok(Clock::System);
+        };
+        if !cfg!(debug_assertions) {
+            tracing::warn!("{TEST_CLOCK_ENV} is ignored: a release build runs by the system clock");
+            return Ok(Clock::System);
         }
+        DateTime::parse_from_rfc3339(text.trim())
+            .map(|t| Clock::manual(t.with_timezone(&Utc)))
+            .map_err(|e| format!("{TEST_CLOCK_ENV}=`{text}` is not an RFC 3339 time: {e}"))
     }
 
     /// The current time.
@@ -85,9 +91,9 @@ impl Clock {
     }
 }
 
-/// `GET`/`POST /debug/clock`, mounted only for a manual clock.
+/// `GET`/`POST /debug/clock`, mounted only for a manual clock in a debug build.
 pub fn routes(clock: Clock) -> Router {
-    if matches!(clock, Clock::System) {
+    if matches!(clock, Clock::System) || !cfg!(debug_assertions) {
         return Router::new();
     }
     Router::new()

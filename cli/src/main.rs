@@ -1,4 +1,4 @@
-//! `switchyard`: the broker binary and the operator's commands.
+//! `switchyard`: the broker binary and the operator's commands; `serve` is [`switchyard::run`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,11 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use switchyard::{Clock, Config, RedbOptions, ServerOptions};
+use switchyard_broker::RedbLog;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::server::DEFAULT_BODY_LIMIT_BYTES;
-use switchyard_broker::{RedbLog, RedbOptions, Server, ServerOptions};
-use switchyard_core::config::Config;
-use switchyard_triggers::Dispatcher;
 
 /// mimalloc instead of glibc's malloc: the delivery path allocates per event (HTTP requests,
 /// headers, decoded events), and glibc's allocator took a fifth of the server's CPU in a
@@ -347,46 +346,15 @@ fn print_out(text: &str) {
 }
 
 async fn serve(config: Config, options: ServerOptions) -> Result<()> {
-    switchyard_triggers::dispatch::check_filters(&config)?;
-    let server = Server::bind(&config, options).await?;
-    let addr = server.local_addr()?;
-    let stream_sinks = switchyard_adapters::start_sinks(&config).await?;
-    let dispatcher = Dispatcher::start(
-        &config,
-        server.log(),
-        server.event_types(),
-        &format!("http://{addr}"),
-        std::sync::Arc::clone(&stream_sinks.sinks),
+    let clock = Clock::for_serve().map_err(anyhow::Error::msg)?;
+    switchyard::run(
+        config,
+        options,
+        clock,
+        |addr| print_out(&format!("switchyard listening on http://{addr}\n")),
+        shutdown_signal(),
     )
     .await?;
-    let clock = switchyard_adapters::clock::Clock::from_env().map_err(anyhow::Error::msg)?;
-    let sources =
-        switchyard_adapters::start(&config, &server.event_types(), server.log(), clock).await?;
-    let api = switchyard_triggers::api::routes(server.log(), dispatcher.triggers())
-        .merge(sources.routes.clone())
-        .merge(switchyard_triggers::tail::routes(
-            server.log(),
-            config
-                .brokers
-                .keys()
-                .map(|(ns, name)| format!("{ns}/{name}"))
-                .collect(),
-        ));
-    tracing::info!(
-        %addr,
-        brokers = config.brokers.len(),
-        triggers = config.triggers.len(),
-        "switchyard is serving"
-    );
-    print_out(&format!("switchyard listening on http://{addr}\n"));
-    server
-        .serve(api, async move {
-            shutdown_signal().await;
-            drop(sources);
-            dispatcher.shutdown().await;
-            drop(stream_sinks);
-        })
-        .await?;
     Ok(())
 }
 
