@@ -1,0 +1,245 @@
+//! The event types brokers in `record` mode discover: counts per (broker, type, source), the
+//! first sighting persisted at once (store table `eventtypes`), counts flushed periodically,
+//! and the listing the API serves.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::log::{EventLog, LogError, Table, WriteOp};
+
+use super::registry::Registry;
+
+/// Counts of one (type, source) a broker stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seen {
+    /// When it was first seen (RFC 3339).
+    pub first_seen: String,
+    /// When it was last seen (RFC 3339).
+    pub last_seen: String,
+    /// How many events of it were stored.
+    pub count: u64,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+/// (broker id, type, source).
+type SeenKey = (String, String, String);
+
+/// The (type, source) pairs stored by brokers in `record` mode (from ingress, sources and replies), kept in memory and
+/// persisted in the store's `EventTypes` table: a new pair at once, counts every few seconds
+/// and at shutdown.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    seen: Mutex<BTreeMap<SeenKey, Seen>>,
+}
+
+fn seen_key(key: &SeenKey) -> Vec<u8> {
+    format!("{}\0{}\0{}", key.0, key.1, key.2).into_bytes()
+}
+
+fn seen_put(key: &SeenKey, seen: &Seen) -> WriteOp {
+    WriteOp::Put {
+        table: Table::EventTypes,
+        key: seen_key(key),
+        value: serde_json::to_vec(seen).unwrap_or_default(),
+    }
+}
+
+impl Discovery {
+    /// Loads what earlier runs recorded.
+    pub fn load(log: &dyn EventLog) -> Result<Discovery, LogError> {
+        let mut seen = BTreeMap::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let batch = log.scan(Table::EventTypes, &from, &[0xff], 1000)?;
+            let Some((last, _)) = batch.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, v) in &batch {
+                let text = String::from_utf8_lossy(k);
+                let mut parts = text.splitn(3, '\0');
+                let (Some(b), Some(t), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
+                    continue;
+                };
+                match serde_json::from_slice::<Seen>(v) {
+                    Ok(record) => {
+                        seen.insert((b.to_owned(), t.to_owned(), s.to_owned()), record);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping an unreadable event type record")
+                    }
+                }
+            }
+        }
+        Ok(Discovery {
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// Counts the stored events of a request; returns the writes that persist pairs seen for
+    /// the first time.
+    pub fn observe<'a>(
+        &self,
+        broker: &str,
+        events: impl Iterator<Item = (&'a str, &'a str)>,
+        now: &str,
+    ) -> Vec<WriteOp> {
+        let mut ops = Vec::new();
+        let Ok(mut seen) = self.seen.lock() else {
+            return ops;
+        };
+        for (ty, source) in events {
+            let key = (broker.to_owned(), ty.to_owned(), source.to_owned());
+            match seen.get_mut(&key) {
+                Some(s) => {
+                    s.last_seen = now.to_owned();
+                    s.count += 1;
+                    s.dirty = true;
+                }
+                None => {
+                    let s = Seen {
+                        first_seen: now.to_owned(),
+                        last_seen: now.to_owned(),
+                        count: 1,
+                        dirty: false,
+                    };
+                    ops.push(seen_put(&key, &s));
+                    seen.insert(key, s);
+                }
+            }
+        }
+        ops
+    }
+
+    /// The writes that persist every count changed since the last flush.
+    pub fn flush(&self) -> Vec<WriteOp> {
+        let Ok(mut seen) = self.seen.lock() else {
+            return Vec::new();
+        };
+        seen.iter_mut()
+            .filter(|(_, s)| s.dirty)
+            .map(|(k, s)| {
+                s.dirty = false;
+                seen_put(k, s)
+            })
+            .collect()
+    }
+
+    /// Everything seen, as (broker, type, source, counts).
+    pub fn snapshot(&self) -> Vec<(SeenKey, Seen)> {
+        self.seen
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One entry of the discovery API.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listed {
+    /// The EventType's namespace (for a discovered one, its broker's).
+    pub namespace: String,
+    /// The EventType's name; `null` for a discovered type.
+    pub name: Option<String>,
+    /// The broker, `namespace/name`.
+    pub broker: Option<String>,
+    /// The CloudEvents `type`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The source (a configured one may be a prefix ending in `*`).
+    pub source: Option<String>,
+    /// The schema URI.
+    pub schema: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// `config` or `discovered`.
+    pub origin: &'static str,
+    /// First stored event of the type (record mode only).
+    pub first_seen: Option<String>,
+    /// Last stored event of the type (record mode only).
+    pub last_seen: Option<String>,
+    /// Stored events of the type (record mode only).
+    pub count: u64,
+}
+
+/// Lists the configured and discovered types of a namespace, or of one broker when `broker`
+/// (`namespace/name`) is given. A configured type shows the counts of the pairs it matches.
+pub fn list(
+    registry: &Registry,
+    discovery: &Discovery,
+    namespace: &str,
+    broker: Option<&str>,
+) -> Vec<Listed> {
+    let seen = discovery.snapshot();
+    let in_scope = |b: &str| match broker {
+        Some(id) => b == id,
+        None => b.split('/').next() == Some(namespace),
+    };
+    let mut out = Vec::new();
+    for r in registry.types() {
+        let wanted = match broker {
+            Some(id) => r.broker.as_deref() == Some(id),
+            None => r.namespace == namespace,
+        };
+        if !wanted {
+            continue;
+        }
+        let mut item = Listed {
+            namespace: r.namespace.clone(),
+            name: Some(r.name.clone()),
+            broker: r.broker.clone(),
+            ty: r.ty.clone(),
+            source: r.source.clone(),
+            schema: r.schema.clone(),
+            description: r.description.clone(),
+            origin: "config",
+            first_seen: None,
+            last_seen: None,
+            count: 0,
+        };
+        for ((b, t, s), counts) in &seen {
+            if r.broker.as_deref() == Some(b.as_str()) && r.matches(t, s) {
+                item.count += counts.count;
+                if item
+                    .first_seen
+                    .as_ref()
+                    .is_none_or(|f| counts.first_seen < *f)
+                {
+                    item.first_seen = Some(counts.first_seen.clone());
+                }
+                if item
+                    .last_seen
+                    .as_ref()
+                    .is_none_or(|l| counts.last_seen > *l)
+                {
+                    item.last_seen = Some(counts.last_seen.clone());
+                }
+            }
+        }
+        out.push(item);
+    }
+    for ((b, t, s), counts) in seen {
+        if !in_scope(&b) || registry.find(&b, &t, &s).is_some() {
+            continue;
+        }
+        out.push(Listed {
+            namespace: b.split('/').next().unwrap_or("").to_owned(),
+            name: None,
+            broker: Some(b),
+            ty: t,
+            source: Some(s),
+            schema: None,
+            description: None,
+            origin: "discovered",
+            first_seen: Some(counts.first_seen),
+            last_seen: Some(counts.last_seen),
+            count: counts.count,
+        });
+    }
+    out.sort_by(|a, b| (&a.broker, &a.ty, &a.source).cmp(&(&b.broker, &b.ty, &b.source)));
+    out
+}

@@ -1,0 +1,40 @@
+//! The store's layout: redb's tables and the keys in them. The only code that knows them
+//! (`spec/storage.md` describes them for people).
+
+use redb::TableDefinition;
+
+use crate::log::{BrokerId, Table};
+
+pub(super) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+pub(super) const CURSORS: TableDefinition<'_, &str, u64> = TableDefinition::new("cursors");
+pub(super) const RETRIES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("retries");
+pub(super) const DEADLETTERS: TableDefinition<'_, &[u8], &[u8]> =
+    TableDefinition::new("deadletters");
+pub(super) const EVENTTYPES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("eventtypes");
+pub(super) const SOURCESTATE: TableDefinition<'_, &[u8], &[u8]> =
+    TableDefinition::new("sourcestate");
+
+pub(super) fn side_table(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    match table {
+        Table::Retries => RETRIES,
+        Table::DeadLetters => DEADLETTERS,
+        Table::EventTypes => EVENTTYPES,
+        Table::SourceState => SOURCESTATE,
+    }
+}
+
+pub(super) fn events_table(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+pub(super) fn table_name(broker: &BrokerId) -> String {
+    format!("events/{broker}")
+}
+
+pub(super) fn bytes_key(broker: &BrokerId) -> String {
+    format!("bytes/{broker}")
+}
+
+pub(super) fn cursor_key(broker: &BrokerId, consumer: &str) -> String {
+    format!("{broker}#{consumer}")
+}

@@ -1,0 +1,365 @@
+//! The writer thread: the only code that opens write transactions. It gathers every queued
+//! append and side-table write into one transaction (group commit), commits, answers each
+//! request, announces the commit, persists cursors, and runs retention in bounded chunks.
+
+use super::*;
+
+fn apply_ops<'a>(
+    txn: &redb::WriteTransaction,
+    ops: impl Iterator<Item = &'a WriteOp>,
+) -> Result<(), LogError> {
+    for op in ops {
+        match op {
+            WriteOp::Put { table, key, value } => {
+                let mut t = txn.open_table(side_table(*table)).map_err(storage)?;
+                t.insert(key.as_slice(), value.as_slice())
+                    .map_err(storage)?;
+            }
+            WriteOp::Delete { table, key } => {
+                let mut t = txn.open_table(side_table(*table)).map_err(storage)?;
+                t.remove(key.as_slice()).map_err(storage)?;
+            }
+            WriteOp::ForgetCursor { broker, consumer } => {
+                let mut t = txn.open_table(CURSORS).map_err(storage)?;
+                t.remove(cursor_key(broker, consumer).as_str())
+                    .map_err(storage)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    options: RedbOptions,
+    /// Next offset per broker, loaded from the table on first use.
+    next: HashMap<Arc<str>, u64>,
+    /// Cursor commits written into the transaction being built.
+    cursors_in_txn: Vec<(String, u64)>,
+}
+
+impl Writer {
+    pub(super) fn new(shared: Arc<Shared>, options: RedbOptions) -> Self {
+        Writer {
+            shared,
+            options,
+            next: HashMap::new(),
+            cursors_in_txn: Vec::new(),
+        }
+    }
+
+    pub(super) fn run(mut self, rx: &Receiver<Command>) {
+        let mut last_retention = Instant::now();
+        let mut batch: Vec<AppendRequest> = Vec::new();
+        let mut retention_asked: Vec<oneshot::Sender<Result<u64, LogError>>> = Vec::new();
+        let mut writes: PendingWrites = Vec::new();
+        loop {
+            let wait = self
+                .options
+                .retention_interval
+                .saturating_sub(last_retention.elapsed());
+            let mut bytes = 0usize;
+            let mut take = |command: Command, bytes: &mut usize| match command {
+                Command::Append(req) => {
+                    *bytes += req.events.iter().map(Vec::len).sum::<usize>();
+                    batch.push(req);
+                }
+                Command::Retention(reply) => retention_asked.push(reply),
+                Command::Write(ops, reply) => writes.push((ops, reply)),
+            };
+            let disconnected = match rx.recv_timeout(wait) {
+                Ok(first) => {
+                    take(first, &mut bytes);
+                    while bytes < self.options.max_batch_bytes {
+                        match rx.try_recv() {
+                            Ok(more) => take(more, &mut bytes),
+                            Err(_) => break,
+                        }
+                    }
+                    false
+                }
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            if !batch.is_empty() || !writes.is_empty() {
+                self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+                self.commit_batch(&mut batch, &mut writes);
+            }
+            if !retention_asked.is_empty()
+                || last_retention.elapsed() >= self.options.retention_interval
+            {
+                let result = self.retention_pass();
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "retention pass failed");
+                }
+                for reply in retention_asked.drain(..) {
+                    let _ = reply.send(result.clone());
+                }
+                last_retention = Instant::now();
+            }
+            if disconnected {
+                if let Err(e) = self.flush_cursors() {
+                    tracing::warn!(error = %e, "could not persist cursors at shutdown");
+                }
+                return;
+            }
+        }
+    }
+
+    fn next_offset(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        broker: &Arc<str>,
+    ) -> Result<u64, LogError> {
+        if let Some(n) = self.next.get(broker) {
+            return Ok(*n);
+        }
+        let name = table_name(broker);
+        let table = txn.open_table(events_table(&name)).map_err(storage)?;
+        let stored = table.last().map_err(storage)?.map(|(k, _)| k.value() + 1);
+        let meta = txn.open_table(META).map_err(storage)?;
+        let recorded = meta
+            .get(format!("next/{broker}").as_str())
+            .map_err(storage)?
+            .map(|v| v.value());
+        let n = stored.max(recorded).unwrap_or(0);
+        self.next.insert(Arc::clone(broker), n);
+        Ok(n)
+    }
+
+    fn write_batch(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        batch: &[AppendRequest],
+    ) -> Result<Vec<Range<u64>>, LogError> {
+        let arrival = self.options.clock.now_ms().to_le_bytes();
+        let mut ranges = Vec::with_capacity(batch.len());
+        let mut added: HashMap<Arc<str>, (u64, u64)> = HashMap::new();
+        let mut value = Vec::new();
+        for req in batch {
+            let start = self.next_offset(txn, &req.broker)?;
+            let name = table_name(&req.broker);
+            let mut table = txn.open_table(events_table(&name)).map_err(storage)?;
+            let mut offset = start;
+            let mut bytes = 0u64;
+            for event in &req.events {
+                value.clear();
+                value.extend_from_slice(&arrival);
+                value.extend_from_slice(event);
+                table.insert(offset, value.as_slice()).map_err(storage)?;
+                bytes += event.len() as u64;
+                offset += 1;
+            }
+            self.next.insert(Arc::clone(&req.broker), offset);
+            let entry = added.entry(Arc::clone(&req.broker)).or_default();
+            entry.0 = offset;
+            entry.1 += bytes;
+            ranges.push(start..offset);
+        }
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        for (broker, (next, bytes)) in added {
+            let key = bytes_key(&broker);
+            let old = meta
+                .get(key.as_str())
+                .map_err(storage)?
+                .map_or(0, |v| v.value());
+            meta.insert(key.as_str(), old + bytes).map_err(storage)?;
+            meta.insert(format!("next/{broker}").as_str(), next)
+                .map_err(storage)?;
+        }
+        drop(meta);
+        self.write_cursors(txn)?;
+        Ok(ranges)
+    }
+
+    fn begin(&self) -> Result<redb::WriteTransaction, LogError> {
+        let mut txn = self.shared.db.begin_write().map_err(storage)?;
+        txn.set_quick_repair(true);
+        if !self.options.fsync {
+            txn.set_durability(Durability::None).map_err(storage)?;
+        }
+        Ok(txn)
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<AppendRequest>, writes: &mut PendingWrites) {
+        let started = Instant::now();
+        let waited: Vec<Duration> = batch
+            .iter()
+            .map(|r| started.saturating_duration_since(r.enqueued))
+            .collect();
+        let result = self.begin().and_then(|txn| {
+            let ranges = self.write_batch(&txn, batch).and_then(|r| {
+                let appended = batch.iter().flat_map(|req| &req.ops);
+                apply_ops(&txn, appended.chain(writes.iter().flat_map(|(ops, _)| ops))).map(|()| r)
+            });
+            match ranges {
+                Ok(r) => txn.commit().map_err(storage).map(|()| r),
+                Err(e) => {
+                    let _ = txn.abort();
+                    Err(e)
+                }
+            }
+        });
+        self.cursors_settled(result.is_ok());
+        let events: usize = batch.iter().map(|r| r.events.len()).sum();
+        match result {
+            Ok(ranges) => {
+                let took = started.elapsed();
+                let observer = self.shared.observer.lock().ok().and_then(|o| o.clone());
+                for (req, range) in batch.drain(..).zip(ranges) {
+                    let _ = req.reply.send(Ok(range.clone()));
+                    if let Some(o) = &observer {
+                        let _ = o.try_send(Committed {
+                            broker: req.broker,
+                            first: range.start,
+                            events: req.events.into_iter().map(Bytes::from).collect(),
+                        });
+                    }
+                }
+                for (_, reply) in writes.drain(..) {
+                    let _ = reply.send(Ok(()));
+                }
+                // Reported after the answers went out, so metrics never delay them.
+                if events > 0 {
+                    (self.shared.on_commit)(&CommitReport {
+                        events,
+                        took,
+                        waited: &waited,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events, "commit failed; the batch is refused");
+                // The in-memory offsets may have moved past what was committed.
+                self.next.clear();
+                for req in batch.drain(..) {
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+                for (_, reply) in writes.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes the pending cursor commits into `txn`. They stay pending until
+    /// [`Self::cursors_settled`] learns the transaction committed, so a failed commit loses none.
+    fn write_cursors(&mut self, txn: &redb::WriteTransaction) -> Result<(), LogError> {
+        self.cursors_in_txn.clear();
+        let pending: Vec<(String, u64)> = match self.shared.pending_cursors.lock() {
+            Ok(p) => p.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Err(_) => return Err(LogError::Storage("cursor map poisoned".into())),
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut table = txn.open_table(CURSORS).map_err(storage)?;
+        for (key, offset) in &pending {
+            table.insert(key.as_str(), *offset).map_err(storage)?;
+        }
+        self.cursors_in_txn = pending;
+        Ok(())
+    }
+
+    /// After a transaction: when it committed, drop the cursor commits it carried from the
+    /// pending map (unless a newer position arrived meanwhile); when it failed, keep them.
+    fn cursors_settled(&mut self, committed: bool) {
+        let written = std::mem::take(&mut self.cursors_in_txn);
+        if !committed || written.is_empty() {
+            return;
+        }
+        if let Ok(mut p) = self.shared.pending_cursors.lock() {
+            for (key, offset) in written {
+                if p.get(&key) == Some(&offset) {
+                    p.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn flush_cursors(&mut self) -> Result<(), LogError> {
+        let txn = self.begin()?;
+        self.write_cursors(&txn)?;
+        let result = txn.commit().map_err(storage);
+        self.cursors_settled(result.is_ok());
+        result
+    }
+
+    /// Deletes, per broker, up to `retention_chunk` of the oldest events that the policy lets
+    /// go and that every consumer has committed.
+    fn retention_pass(&mut self) -> Result<u64, LogError> {
+        let policies: Vec<(Arc<str>, RetentionPolicy)> = match self.shared.retention.lock() {
+            Ok(r) => r.iter().map(|(k, v)| (Arc::clone(k), *v)).collect(),
+            Err(_) => return Err(LogError::Storage("retention map poisoned".into())),
+        };
+        let txn = self.begin()?;
+        self.write_cursors(&txn)?;
+        let now = self.options.clock.now_ms();
+        let mut total = 0u64;
+        for (broker, policy) in policies {
+            if policy.max_age.is_none() && policy.max_bytes.is_none() {
+                continue;
+            }
+            let min_cursor = {
+                let cursors = txn.open_table(CURSORS).map_err(storage)?;
+                let lo = format!("{broker}#");
+                let hi = format!("{broker}$");
+                let mut min: Option<u64> = None;
+                for item in cursors.range(lo.as_str()..hi.as_str()).map_err(storage)? {
+                    let (_, v) = item.map_err(storage)?;
+                    min = Some(min.map_or(v.value(), |m| m.min(v.value())));
+                }
+                min
+            };
+            let name = table_name(&broker);
+            let mut table = txn.open_table(events_table(&name)).map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let key = bytes_key(&broker);
+            let mut bytes = meta
+                .get(key.as_str())
+                .map_err(storage)?
+                .map_or(0, |v| v.value());
+            let cutoff = policy
+                .max_age
+                .map(|a| now.saturating_sub(u64::try_from(a.as_millis()).unwrap_or(u64::MAX)));
+            let mut deleted = 0usize;
+            while deleted < self.options.retention_chunk {
+                let Some((offset, arrival, len)) = table.first().map_err(storage)?.map(|(k, v)| {
+                    let value = v.value();
+                    let mut ms = [0u8; 8];
+                    if let Some(prefix) = value.get(..8) {
+                        ms.copy_from_slice(prefix);
+                    }
+                    (
+                        k.value(),
+                        u64::from_le_bytes(ms),
+                        value.len().saturating_sub(8) as u64,
+                    )
+                }) else {
+                    break;
+                };
+                if min_cursor.is_some_and(|c| offset >= c) {
+                    break;
+                }
+                let too_old = cutoff.is_some_and(|c| arrival < c);
+                let too_big = policy.max_bytes.is_some_and(|m| bytes > m);
+                if !too_old && !too_big {
+                    break;
+                }
+                table.remove(offset).map_err(storage)?;
+                bytes = bytes.saturating_sub(len);
+                deleted += 1;
+            }
+            if deleted > 0 {
+                total += deleted as u64;
+                meta.insert(key.as_str(), bytes).map_err(storage)?;
+                tracing::debug!(broker = %broker, deleted, "retention deleted events");
+            }
+        }
+        let committed = txn.commit().map_err(storage);
+        self.cursors_settled(committed.is_ok());
+        committed?;
+        Ok(total)
+    }
+}
