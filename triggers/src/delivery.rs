@@ -419,56 +419,56 @@ pub async fn attempt(
         Err(e) => {
             result.error = Some(describe(&e));
         }
-        Ok(mut response) => {
-            let status = response.status().as_u16();
-            result.status = Some(status);
-            result.verdict = verdict_for_status(status);
-            if status == StatusCode::TOO_MANY_REQUESTS.as_u16()
-                || status == StatusCode::SERVICE_UNAVAILABLE.as_u16()
-            {
-                result.retry_after = response
-                    .headers()
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            }
-            let headers = response.headers().clone();
-            let mut body = Vec::new();
-            loop {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => {
-                        if body.len() + chunk.len() > defaults::MAX_RESPONSE_BYTES {
-                            result.error = Some(AttemptError::BodyTooLarge {
-                                limit_bytes: defaults::MAX_RESPONSE_BYTES,
-                            });
-                            if result.verdict == Verdict::Delivered {
-                                result.verdict = Verdict::Retry;
-                            }
-                            break;
-                        }
-                        body.extend_from_slice(&chunk);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        result.error = Some(describe(&e));
-                        if result.verdict == Verdict::Delivered {
-                            result.verdict = Verdict::Retry;
-                        }
-                        break;
-                    }
-                }
-            }
-            result.body = Bytes::from(body);
-            if result.verdict == Verdict::Delivered && result.error.is_none() {
-                match replies_of(status, &headers, result.body.clone()) {
-                    Ok(replies) => result.replies = replies,
-                    Err(e) => result.fail(AttemptError::MalformedReply(e.to_string())),
-                }
-            }
-        }
+        Ok(response) => read_answer(response, &mut result).await,
     }
     result.latency = clock.elapsed();
     result
+}
+
+/// Reads a subscriber's answer into `result`: its status and verdict, `Retry-After`, the
+/// body (up to [`defaults::MAX_RESPONSE_BYTES`]), and the reply events of a 2xx. A body
+/// that is too large or breaks off fails a 2xx attempt.
+async fn read_answer(mut response: reqwest::Response, result: &mut AttemptResult) {
+    let status = response.status().as_u16();
+    result.status = Some(status);
+    result.verdict = verdict_for_status(status);
+    if status == StatusCode::TOO_MANY_REQUESTS.as_u16()
+        || status == StatusCode::SERVICE_UNAVAILABLE.as_u16()
+    {
+        result.retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    }
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    let broken = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > defaults::MAX_RESPONSE_BYTES => {
+                break Some(AttemptError::BodyTooLarge {
+                    limit_bytes: defaults::MAX_RESPONSE_BYTES,
+                });
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break None,
+            Err(e) => break Some(describe(&e)),
+        }
+    };
+    result.body = Bytes::from(body);
+    if let Some(error) = broken {
+        result.error = Some(error);
+        if result.verdict == Verdict::Delivered {
+            result.verdict = Verdict::Retry;
+        }
+        return;
+    }
+    if result.verdict == Verdict::Delivered {
+        match replies_of(status, &headers, result.body.clone()) {
+            Ok(replies) => result.replies = replies,
+            Err(e) => result.fail(AttemptError::MalformedReply(e.to_string())),
+        }
+    }
 }
 
 fn describe(e: &reqwest::Error) -> AttemptError {

@@ -138,6 +138,46 @@ impl TriggerRuntime {
     }
 }
 
+/// What reading a queued event back from the log gave.
+enum Read {
+    /// The event.
+    Event(Arc<CloudEvent>),
+    /// Nothing to deliver for this entry (gone from the log, or put back to try later).
+    Skip,
+    /// The dispatcher is stopping.
+    Stop,
+}
+
+impl TriggerRuntime {
+    /// Reads a cold queue entry's event (see [`load_event`](Self::load_event)): an event that
+    /// is gone is skipped (done), one that cannot be read is put back and tried again after a
+    /// pause.
+    async fn read_queued(
+        &self,
+        offset: u64,
+        ahead: usize,
+        read_ahead: &mut VecDeque<LogRecord>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Read {
+        match self.load_event(offset, ahead, read_ahead).await {
+            Ok(Some(e)) => Read::Event(Arc::new(e)),
+            Ok(None) => {
+                tracing::error!(trigger = %self.name, offset, "event no longer in the log; skipped");
+                self.done(offset);
+                Read::Skip
+            }
+            Err(e) => {
+                tracing::warn!(trigger = %self.name, offset, error = %e, "cannot read a queued event; trying again");
+                self.requeue(offset);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => Read::Skip,
+                    _ = stop.changed() => Read::Stop,
+                }
+            }
+        }
+    }
+}
+
 /// Ordered triggers: the keys being delivered, and the events waiting behind each.
 type Parked = HashMap<String, VecDeque<(u64, Arc<CloudEvent>)>>;
 
@@ -181,22 +221,13 @@ pub(super) async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Recei
         };
         let event = match hot {
             Some(e) => e,
-            None => match t.load_event(offset, ahead, &mut read_ahead).await {
-                Ok(Some(e)) => Arc::new(e),
-                Ok(None) => {
-                    tracing::error!(trigger = %t.name, offset, "event no longer in the log; skipped");
-                    t.done(offset);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(trigger = %t.name, offset, error = %e, "cannot read a queued event; trying again");
-                    t.requeue(offset);
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        _ = stop.changed() => return,
-                    }
-                    continue;
-                }
+            None => match t
+                .read_queued(offset, ahead, &mut read_ahead, &mut stop)
+                .await
+            {
+                Read::Event(e) => e,
+                Read::Skip => continue,
+                Read::Stop => return,
             },
         };
         if let Some(rate) = t.config.rate_limit {
@@ -205,20 +236,10 @@ pub(super) async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Recei
                 + Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::from_secs(3600));
         }
         if t.config.ordered {
-            let key = event
-                .extensions
-                .get("partitionkey")
-                .map(ExtValue::to_canonical_string)
-                .unwrap_or_default();
             while let Ok(k) = done_rx.try_recv() {
                 start_next_in_order(&t, &mut busy, k, &mut deliveries, &done_tx);
             }
-            if let Some(waiting) = busy.get_mut(&key) {
-                waiting.push_back((offset, event));
-            } else {
-                busy.insert(key.clone(), VecDeque::new());
-                spawn_in_order(&t, key, offset, event, &mut deliveries, &done_tx);
-            }
+            park_or_start(&t, &mut busy, offset, event, &mut deliveries, &done_tx);
             continue;
         }
         let permit = tokio::select! {
@@ -226,6 +247,29 @@ pub(super) async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Recei
             _ = stop.changed() => { deliveries.abort_all(); return; }
         };
         deliveries.spawn(Arc::clone(&t).deliver(offset, event, permit));
+    }
+}
+
+/// An ordered trigger's event: started at once when no event of its `partitionkey` is in
+/// flight, parked behind it otherwise.
+fn park_or_start(
+    t: &Arc<TriggerRuntime>,
+    busy: &mut Parked,
+    offset: u64,
+    event: Arc<CloudEvent>,
+    deliveries: &mut JoinSet<()>,
+    done: &mpsc::UnboundedSender<String>,
+) {
+    let key = event
+        .extensions
+        .get("partitionkey")
+        .map(ExtValue::to_canonical_string)
+        .unwrap_or_default();
+    if let Some(waiting) = busy.get_mut(&key) {
+        waiting.push_back((offset, event));
+    } else {
+        busy.insert(key.clone(), VecDeque::new());
+        spawn_in_order(t, key, offset, event, deliveries, done);
     }
 }
 

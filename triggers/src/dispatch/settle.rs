@@ -14,7 +14,7 @@ use switchyard_core::backoff::Backoff;
 
 use super::outcome::Outcome;
 use super::trigger::TriggerRuntime;
-use crate::records::{self, DeadLetter, Origin, RetryEntry};
+use crate::records::{self, Attempt, DeadLetter, DeadLetterReason, Origin, RetryEntry};
 
 /// An event a trigger is working on, and where the attempt came from.
 #[derive(Debug, Clone)]
@@ -105,17 +105,7 @@ impl TriggerRuntime {
                 reason,
                 error_data,
             } => {
-                let origin = Origin {
-                    broker: &self.broker,
-                    trigger: &self.name,
-                    offset: job.offset,
-                    event: records::encode_event(job.event),
-                    destination: job
-                        .uri
-                        .clone()
-                        .unwrap_or_else(|| self.config.subscriber.address().to_owned()),
-                };
-                let letter = DeadLetter::new(origin, reason, attempts, error_data);
+                let letter = self.dead_letter(job, reason, attempts, error_data);
                 let mut ops = vec![WriteOp::Put {
                     table: Table::DeadLetters,
                     key: records::deadletter_key(&self.broker, letter.id),
@@ -135,18 +125,45 @@ impl TriggerRuntime {
                 if had_old {
                     self.retries.removed();
                 }
-                let last = letter.attempts.last();
-                tracing::warn!(trigger = %self.name, event = %job.event.id, %reason, status = ?letter.status, error = ?last.and_then(|a| a.error.as_deref()), "dead-lettered");
-                let mut labels = self.labels();
-                labels.push(metrics::Label::new("reason", reason.as_str()));
-                metrics::counter!(m::DEAD_LETTERS, labels).increment(1);
-                if self.config.dead_letter_sink.is_some() {
-                    let me = Arc::clone(self);
-                    self.spawn_side_task(async move { me.send_to_dead_letter_sink(&letter).await });
-                }
+                self.dead_lettered(job, letter);
             }
         }
         Ok(())
+    }
+
+    /// The dead letter of `job`.
+    fn dead_letter(
+        &self,
+        job: &Job<'_>,
+        reason: DeadLetterReason,
+        attempts: Vec<Attempt>,
+        error_data: Option<String>,
+    ) -> DeadLetter {
+        let origin = Origin {
+            broker: &self.broker,
+            trigger: &self.name,
+            offset: job.offset,
+            event: records::encode_event(job.event),
+            destination: job
+                .uri
+                .clone()
+                .unwrap_or_else(|| self.config.subscriber.address().to_owned()),
+        };
+        DeadLetter::new(origin, reason, attempts, error_data)
+    }
+
+    /// After `letter` was stored: logged, counted, and sent to the dead-letter sink.
+    fn dead_lettered(self: &Arc<Self>, job: &Job<'_>, letter: DeadLetter) {
+        let reason = letter.reason;
+        let last = letter.attempts.last();
+        tracing::warn!(trigger = %self.name, event = %job.event.id, %reason, status = ?letter.status, error = ?last.and_then(|a| a.error.as_deref()), "dead-lettered");
+        let mut labels = self.labels();
+        labels.push(metrics::Label::new("reason", reason.as_str()));
+        metrics::counter!(m::DEAD_LETTERS, labels).increment(1);
+        if self.config.dead_letter_sink.is_some() {
+            let me = Arc::clone(self);
+            self.spawn_side_task(async move { me.send_to_dead_letter_sink(&letter).await });
+        }
     }
 
     /// Stores reply events in the trigger's broker with the TTL decremented; a reply whose TTL
