@@ -22,6 +22,7 @@ use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::EventLog;
 use switchyard_core::backoff::Backoff;
 use switchyard_core::config::Config;
+use switchyard_core::id::SourceId;
 use switchyard_core::streams::{ContentMode, InitialOffset, KafkaKeyType, KafkaNet, KafkaSink};
 use switchyard_core::{CloudEvent, Data, EventError, ExtValue};
 use switchyard_triggers::streams::{StreamSink, StreamSinkError};
@@ -311,7 +312,7 @@ pub(crate) fn start_sources(
     tasks: &mut BackgroundTasks,
 ) -> Result<(), SourceError> {
     for ((ns, name), s) in &config.kafka_sources {
-        let id = format!("{ns}/{name}");
+        let id = SourceId::new(ns, name).to_string();
         let err = |m: String| SourceError(format!("KafkaSource {id}: {m}"));
         let key_type = s.key_type().map_err(|e| err(e.message))?;
         let mut cc = ClientConfig::new();
@@ -439,7 +440,7 @@ pub(crate) fn sink(
             cc.create().map_err(|e| err(e.to_string()))?;
         let topic = s.spec.topic.clone();
         let replication = s.spec.replication_factor.unwrap_or(1);
-        let id = format!("{ns}/{name}");
+        let id = SourceId::new(ns, name).to_string();
         tasks.spawn(async move {
             let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
             loop {

@@ -167,7 +167,7 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let key = format!("{namespace}/{name}");
+    let key = switchyard_core::id::join(&namespace, &name);
     let answer = async {
         let body = read_body(body, MAX_BODY_BYTES).await?;
         if let Some(w) = sources.webhooks.get(&key) {

@@ -18,6 +18,7 @@ use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::EventLog;
 use switchyard_core::config::Config;
+use switchyard_core::id::SourceId;
 use switchyard_core::streams::{MqttSource, MqttVersion};
 use switchyard_core::{CloudEvent, Data, EventError};
 use tokio::sync::mpsc;
@@ -267,7 +268,7 @@ pub(crate) fn start_sources(
     tasks: &mut BackgroundTasks,
 ) -> Result<(), SourceError> {
     for ((ns, name), s) in &config.mqtt_sources {
-        let id = format!("{ns}/{name}");
+        let id = SourceId::new(ns, name).to_string();
         let err = |m: String| SourceError(format!("MqttSource {id}: {m}"));
         let (host, port) = s.host_port().map_err(|e| err(e.message))?;
         let credentials = s

@@ -21,6 +21,7 @@ use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError};
 use switchyard_core::backoff::Backoff;
 use switchyard_core::config::Config;
+use switchyard_core::id::SourceId;
 use switchyard_core::streams::{
     ContentMode, NatsAuth, NatsDeliverPolicy, NatsJetStream, NatsSink, NatsSource,
 };
@@ -370,7 +371,7 @@ pub(crate) async fn start_sources(
     tasks: &mut BackgroundTasks,
 ) -> Result<(), SourceError> {
     for ((ns, name), s) in &config.nats_sources {
-        let id = format!("{ns}/{name}");
+        let id = SourceId::new(ns, name).to_string();
         let client = connect(
             &s.spec.servers,
             s.spec.auth.as_ref(),

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError, Table, WriteOp};
 use switchyard_core::config::Config;
+use switchyard_core::id::SourceId;
 use switchyard_core::schedule::Schedule;
 use switchyard_core::sources::{CatchUp, CatchUpPolicy, MAX_CATCH_UP_SLOTS};
 use switchyard_core::{CloudEvent, Data};
@@ -72,13 +73,13 @@ fn resolve_all(
     let mut out = Vec::new();
     for ((ns, name), p) in &config.ping_sources {
         let err = |message: String| PingError {
-            source_id: format!("{ns}/{name}"),
+            source_id: SourceId::new(ns, name).to_string(),
             message,
         };
         let schedule = p.schedule().map_err(|e| err(e.to_string()))?;
         let data = p.data_bytes().map_err(|e| err(e.to_string()))?;
         let ping = Ping {
-            id: format!("{ns}/{name}"),
+            id: SourceId::new(ns, name).to_string(),
             name: name.clone(),
             source: format!("/apis/v1/namespaces/{ns}/pingsources/{name}"),
             content_type: p.spec.content_type.clone(),

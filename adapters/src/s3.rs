@@ -16,6 +16,7 @@ use switchyard_broker::log::{EventLog, LogError};
 use switchyard_broker::problem::Problem;
 use switchyard_core::backoff::Backoff;
 use switchyard_core::config::Config;
+use switchyard_core::id::SourceId;
 use switchyard_core::sources::S3Source;
 use switchyard_core::{CloudEvent, Data};
 
@@ -257,7 +258,7 @@ impl HttpSource {
     ) -> Result<Vec<(String, HttpSource)>, String> {
         let mut out = Vec::new();
         for ((ns, name), s) in &config.s3_sources {
-            let id = format!("{ns}/{name}");
+            let id = SourceId::new(ns, name).to_string();
             let spec = &s.spec;
             let (auth, sns) = match (&spec.webhook, &spec.sns) {
                 (Some(w), _) => (
@@ -453,7 +454,7 @@ pub fn start_pollers(
     let mut pollers = Vec::new();
     for ((ns, name), s) in &config.s3_sources {
         let Some(sqs) = &s.spec.sqs else { continue };
-        let id = format!("{ns}/{name}");
+        let id = SourceId::new(ns, name).to_string();
         let err = |m: String| format!("S3Source {id}: {m}");
         let creds = credentials(s).map_err(err)?;
         let queue = Queue::new(

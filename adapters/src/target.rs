@@ -14,6 +14,7 @@ use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
 use switchyard_broker::problem::Problem;
 use switchyard_core::backoff::Backoff;
 use switchyard_core::config::Config;
+use switchyard_core::id::SourceId;
 use switchyard_core::resources::DEFAULT_BROKER_TTL;
 use switchyard_core::sources::CeOverrides;
 use switchyard_core::{CloudEvent, ExtValue};
@@ -51,9 +52,9 @@ impl Target {
             .map_or(DEFAULT_BROKER_TTL, switchyard_core::resources::Broker::ttl);
         Target {
             event_types: Arc::clone(event_types),
-            broker: format!("{bns}/{bname}"),
+            broker: switchyard_core::id::join(&bns, &bname),
             kind,
-            source: format!("{ns}/{name}"),
+            source: SourceId::new(ns, name).to_string(),
             ttl,
             extensions: overrides
                 .map(|o| {

@@ -16,6 +16,7 @@ use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::problem::Problem;
 use switchyard_core::config::Config;
+use switchyard_core::id::SourceId;
 use switchyard_core::sources::{SubjectFrom, WebhookAuth};
 use switchyard_core::{CloudEvent, Data, EventError};
 
@@ -94,7 +95,7 @@ pub(crate) fn resolve_all(
 ) -> Result<Vec<(String, Resolved)>, WebhookError> {
     let mut by_key = Vec::new();
     for ((ns, name), w) in &config.webhook_sources {
-        let id = format!("{ns}/{name}");
+        let id = SourceId::new(ns, name).to_string();
         let err = |message: String| WebhookError {
             source_id: id.clone(),
             message,

@@ -103,7 +103,7 @@ impl std::fmt::Debug for App {
 impl App {
     /// The broker `namespace/name`, if it exists.
     pub fn broker(&self, namespace: &str, name: &str) -> Option<Arc<BrokerState>> {
-        let key = format!("{namespace}/{name}");
+        let key = switchyard_core::id::join(namespace, name);
         self.brokers.read().ok()?.get(&key).cloned()
     }
 
@@ -119,7 +119,7 @@ impl App {
         let policy = Arc::new(EventTypePolicy::new(config, Arc::clone(&self.discovery))?);
         let mut brokers = HashMap::new();
         for ((ns, name), broker) in &config.brokers {
-            let id = format!("{ns}/{name}");
+            let id = switchyard_core::id::join(ns, name);
             let retention = broker.spec.retention.clone().unwrap_or_default();
             self.log.set_retention(
                 &id,

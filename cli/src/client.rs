@@ -3,6 +3,13 @@
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
+use switchyard_core::id::BrokerId;
+
+/// The broker a `--broker namespace/name` option names.
+pub fn broker_arg(text: &str) -> Result<BrokerId> {
+    BrokerId::parse(text)
+        .map_err(|_| anyhow::anyhow!("--broker must be namespace/name, not `{text}`"))
+}
 
 /// How a command prints what the server answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

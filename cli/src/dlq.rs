@@ -1,6 +1,6 @@
 //! `switchyard dlq …`: the dead-letter store of a running server, over its management API.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::client::{Output, answer, cell, pretty, table};
@@ -132,12 +132,12 @@ const DEAD_LETTER_COLUMNS: &[(&str, &str)] = &[
 ];
 
 pub async fn run(args: DlqArgs) -> Result<String> {
-    let Some((ns, broker)) = args.broker.split_once('/') else {
-        bail!("--broker must be namespace/name, not `{}`", args.broker);
-    };
+    let broker = crate::client::broker_arg(&args.broker)?;
     let base = format!(
-        "{}/api/v1/namespaces/{ns}/brokers/{broker}/deadletters",
-        args.server.trim_end_matches('/')
+        "{}/api/v1/namespaces/{}/brokers/{}/deadletters",
+        args.server.trim_end_matches('/'),
+        broker.namespace(),
+        broker.name()
     );
     let client = reqwest::Client::new();
     let sent = |r: reqwest::Result<reqwest::Response>| {

@@ -1,6 +1,6 @@
 //! `switchyard get …`: list resources of a running server over its management API.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::client::{Output, answer, pretty, table};
@@ -47,10 +47,12 @@ pub async fn run(args: GetArgs) -> Result<String> {
     let server = args.server.trim_end_matches('/');
     let url = match (&args.command, &args.broker) {
         (GetCommand::Eventtypes, Some(broker)) => {
-            let Some((ns, name)) = broker.split_once('/') else {
-                bail!("--broker must be namespace/name, not `{broker}`");
-            };
-            format!("{server}/api/v1/namespaces/{ns}/brokers/{name}/eventtypes")
+            let broker = crate::client::broker_arg(broker)?;
+            format!(
+                "{server}/api/v1/namespaces/{}/brokers/{}/eventtypes",
+                broker.namespace(),
+                broker.name()
+            )
         }
         (GetCommand::Eventtypes, None) => {
             format!("{server}/api/v1/namespaces/{}/eventtypes", args.namespace)

@@ -60,7 +60,7 @@ pub async fn run(
             config
                 .brokers
                 .keys()
-                .map(|(ns, name)| format!("{ns}/{name}"))
+                .map(|(ns, name)| switchyard_core::id::join(ns, name))
                 .collect(),
         ));
     tracing::info!(

@@ -10,6 +10,8 @@ use switchyard::{Clock, Config, RedbOptions, ServerOptions};
 use switchyard_broker::RedbLog;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::server::DEFAULT_BODY_LIMIT_BYTES;
+use switchyard_core::id::TriggerId;
+use switchyard_core::resources::DEFAULT_NAMESPACE;
 
 /// mimalloc instead of glibc's malloc: the delivery path allocates per event (HTTP requests,
 /// headers, decoded events), and glibc's allocator took a fifth of the server's CPU in a
@@ -267,9 +269,9 @@ fn run(cli: Cli) -> Result<()> {
             event,
         } => {
             let config = Config::load(&config)?;
-            let (ns, name) = trigger
-                .split_once('/')
-                .unwrap_or(("default", trigger.as_str()));
+            let id = TriggerId::parse(&trigger)
+                .unwrap_or_else(|_| TriggerId::new(DEFAULT_NAMESPACE, trigger.as_str()));
+            let (ns, name) = (id.namespace(), id.name());
             let t = config
                 .triggers
                 .get(&(ns.to_owned(), name.to_owned()))
@@ -383,9 +385,8 @@ async fn shutdown_signal() {
 }
 
 fn dump_events(data_dir: &std::path::Path, broker: &str, from: u64, limit: u64) -> Result<()> {
-    if broker.split('/').count() != 2 {
-        bail!("--broker must be namespace/name, not `{broker}`");
-    }
+    let broker = client::broker_arg(broker)?.to_string();
+    let broker = broker.as_str();
     if !data_dir.join("events.redb").exists() {
         bail!("no store in {}", data_dir.display());
     }

@@ -3,6 +3,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use switchyard_core::id::BrokerId;
+use switchyard_core::resources::DEFAULT_NAMESPACE;
 
 /// How each event is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,16 +67,15 @@ fn line(json: &str) -> String {
 /// Streams until the server ends the stream (limit reached, `--no-follow`) or the user stops.
 pub async fn run(args: TailArgs) -> Result<()> {
     let broker = if args.broker.contains('/') {
-        args.broker.clone()
+        crate::client::broker_arg(&args.broker)?
     } else {
-        format!("default/{}", args.broker)
-    };
-    let Some((ns, name)) = broker.split_once('/') else {
-        bail!("--broker must be namespace/name");
+        BrokerId::new(DEFAULT_NAMESPACE, &args.broker)
     };
     let url = format!(
-        "{}/api/v1/namespaces/{ns}/brokers/{name}/events",
-        args.server.trim_end_matches('/')
+        "{}/api/v1/namespaces/{}/brokers/{}/events",
+        args.server.trim_end_matches('/'),
+        broker.namespace(),
+        broker.name()
     );
     let from = match (args.from_beginning, args.from) {
         (true, _) => "start".to_owned(),

@@ -9,7 +9,7 @@
 //!   the WebhookSource, PingSource and S3Source kinds, and [`schedule`]: their cron schedules;
 //!   [`streams`]: the Kafka, NATS and MQTT sources and the Kafka and NATS sinks; [`bindings`]:
 //!   the Kafka, NATS and MQTT protocol bindings; [`backoff`]: the pauses of every loop that
-//!   waits for the store or a server to come back.
+//!   waits for the store or a server to come back; [`id`]: typed identities (`namespace/name`).
 
 pub mod backoff;
 pub mod bindings;
@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod id;
 pub mod json;
 pub mod resources;
 pub mod schedule;

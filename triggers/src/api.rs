@@ -35,7 +35,12 @@ pub fn routes(log: Arc<dyn EventLog>, triggers: &[Arc<TriggerRuntime>]) -> Route
         mutate: tokio::sync::Mutex::new(()),
         triggers: triggers
             .iter()
-            .map(|t| ((t.broker_id().to_owned(), t.name.clone()), Arc::clone(t)))
+            .map(|t| {
+                (
+                    (t.broker_id().to_owned(), t.id.name().to_owned()),
+                    Arc::clone(t),
+                )
+            })
             .collect(),
     });
     let base = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
@@ -196,7 +201,7 @@ fn removal(broker: &str, id: u64, key: Vec<u8>) -> Vec<WriteOp> {
 }
 
 fn broker_id(ns: &str, b: &str) -> String {
-    format!("{ns}/{b}")
+    switchyard_core::id::join(ns, b)
 }
 
 /// A dead letter as the list shows it.

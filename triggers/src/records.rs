@@ -247,6 +247,16 @@ pub fn new_id() -> u64 {
     }
 }
 
+/// The cursor a trigger keeps in its broker's log: `trigger/{name}`.
+pub fn trigger_consumer(trigger: &str) -> String {
+    format!("trigger/{trigger}")
+}
+
+/// Whether a cursor of a broker's log is a trigger's.
+pub fn is_trigger_consumer(consumer: &str) -> bool {
+    consumer.starts_with("trigger/")
+}
+
 /// Prefix of a trigger's retry keys: `{broker}#{trigger}` and a zero byte.
 pub fn retry_prefix(broker: &str, trigger: &str) -> Vec<u8> {
     let mut k = format!("{broker}#{trigger}").into_bytes();

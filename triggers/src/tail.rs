@@ -140,7 +140,7 @@ async fn tail(
     Path((ns, b)): Path<(String, String)>,
     Query(q): Query<TailQuery>,
 ) -> Result<Response, Problem> {
-    let broker = format!("{ns}/{b}");
+    let broker = switchyard_core::id::join(&ns, &b);
     if !state.brokers.contains(&broker) {
         return Err(Problem::not_found(format!(
             "no Broker `{b}` in namespace `{ns}`"

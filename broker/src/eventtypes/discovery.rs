@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
+use switchyard_core::id::BrokerId;
 
 use crate::log::{EventLog, LogError, Table, WriteOp};
 
@@ -177,7 +178,7 @@ pub fn list(
     let seen = discovery.snapshot();
     let in_scope = |b: &str| match broker {
         Some(id) => b == id,
-        None => b.split('/').next() == Some(namespace),
+        None => BrokerId::parse(b).is_ok_and(|id| id.namespace() == namespace),
     };
     let mut out = Vec::new();
     for r in registry.types() {
@@ -227,7 +228,9 @@ pub fn list(
             continue;
         }
         out.push(Listed {
-            namespace: b.split('/').next().unwrap_or("").to_owned(),
+            namespace: BrokerId::parse(&b)
+                .map(|id| id.namespace().to_owned())
+                .unwrap_or_default(),
             name: None,
             broker: Some(b),
             ty: t,

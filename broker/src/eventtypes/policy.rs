@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use switchyard_core::CloudEvent;
 use switchyard_core::config::{Config, ConfigError};
+use switchyard_core::id::BrokerId;
 use switchyard_core::resources::EventTypeMode;
 
 use crate::log::EventLog;
@@ -46,7 +47,7 @@ impl EventTypePolicy {
                     mode: b.event_type_mode(),
                     strict: b.event_types_strict(),
                 };
-                (format!("{ns}/{name}"), mode)
+                (switchyard_core::id::join(ns, name), mode)
             })
             .collect();
         Ok(EventTypePolicy {
@@ -100,7 +101,8 @@ impl EventTypePolicy {
             return Ok(());
         }
         let enforce = mode == EventTypeMode::Enforce;
-        let (namespace, name) = broker.split_once('/').unwrap_or((broker, ""));
+        let id = BrokerId::parse(broker).unwrap_or_else(|_| BrokerId::new(broker, ""));
+        let (namespace, name) = (id.namespace(), id.name());
         let count = |ty: &str, result: &'static str| {
             if !report {
                 return;

@@ -236,7 +236,9 @@ impl Registry {
                 source: et.spec.source.clone(),
                 schema: et.spec.schema.clone(),
                 description: et.spec.description.clone(),
-                broker: et.broker().map(|(ns, name)| format!("{ns}/{name}")),
+                broker: et
+                    .broker()
+                    .map(|(ns, name)| switchyard_core::id::join(&ns, &name)),
                 validator,
             });
             if let Some(broker) = &registered.broker {

@@ -39,20 +39,20 @@ impl TriggerRuntime {
             match r.verdict {
                 Verdict::Delivered => {
                     if let Err(e) = self.log.write(vec![marker]).await {
-                        tracing::warn!(trigger = %self.name, error = %e, "cannot clear a dead-letter-sink marker; the sink may get the event again after a restart");
+                        tracing::warn!(trigger = %self.id, error = %e, "cannot clear a dead-letter-sink marker; the sink may get the event again after a restart");
                     }
                     return;
                 }
                 Verdict::DeadLetter => {
                     // The sink refuses it for good: stop owing it (the store still has it).
                     let _ = self.log.write(vec![marker]).await;
-                    tracing::error!(trigger = %self.name, event = %event.id, sink = dls.address(), status = ?r.status, "the dead-letter sink refused the event; it stays in the dead-letter store");
+                    tracing::error!(trigger = %self.id, event = %event.id, sink = dls.address(), status = ?r.status, "the dead-letter sink refused the event; it stays in the dead-letter store");
                     return;
                 }
                 Verdict::Retry => {}
             }
         }
-        tracing::error!(trigger = %self.name, event = %event.id, sink = dls.address(), "the dead-letter sink did not take the event; it stays in the dead-letter store and is sent again after a restart");
+        tracing::error!(trigger = %self.id, event = %event.id, sink = dls.address(), "the dead-letter sink did not take the event; it stays in the dead-letter store and is sent again after a restart");
     }
 }
 

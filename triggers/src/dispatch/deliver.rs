@@ -102,7 +102,7 @@ impl TriggerRuntime {
         {
             Ok(()) => self.done(offset),
             Err(e) => {
-                tracing::warn!(trigger = %self.name, offset, error = %e, "outcome not recorded (shutting down); the event will be delivered again after a restart")
+                tracing::warn!(trigger = %self.id, offset, error = %e, "outcome not recorded (shutting down); the event will be delivered again after a restart")
             }
         }
     }
@@ -132,7 +132,7 @@ impl TriggerRuntime {
         {
             Ok(()) => self.done(offset),
             Err(e) => {
-                tracing::error!(trigger = %self.name, offset, error = %e, "cannot record the delivery's outcome")
+                tracing::error!(trigger = %self.id, offset, error = %e, "cannot record the delivery's outcome")
             }
         }
     }
@@ -162,12 +162,12 @@ impl TriggerRuntime {
         match self.load_event(offset, ahead, read_ahead).await {
             Ok(Some(e)) => Read::Event(Arc::new(e)),
             Ok(None) => {
-                tracing::error!(trigger = %self.name, offset, "event no longer in the log; skipped");
+                tracing::error!(trigger = %self.id, offset, "event no longer in the log; skipped");
                 self.done(offset);
                 Read::Skip
             }
             Err(e) => {
-                tracing::warn!(trigger = %self.name, offset, error = %e, "cannot read a queued event; trying again");
+                tracing::warn!(trigger = %self.id, offset, error = %e, "cannot read a queued event; trying again");
                 self.requeue(offset);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => Read::Skip,

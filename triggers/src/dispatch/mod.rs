@@ -33,6 +33,7 @@ use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError, LogRecord, SideRecord, Table};
 use switchyard_broker::metrics as m;
 use switchyard_core::config::Config;
+use switchyard_core::id::TriggerId;
 use switchyard_core::resources::Trigger;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -62,16 +63,16 @@ pub enum DispatchError {
     /// A trigger's filter does not compile.
     #[error("Trigger {trigger}: {source}")]
     Filter {
-        /// `namespace/name`.
-        trigger: String,
+        /// The trigger.
+        trigger: TriggerId,
         /// What is wrong.
         source: FilterError,
     },
     /// A trigger refers to a stream sink that has no writer.
     #[error("Trigger {trigger}: no writer for the stream sink `{address}`")]
     NoStreamSink {
-        /// `namespace/name`.
-        trigger: String,
+        /// The trigger.
+        trigger: TriggerId,
         /// The sink's address.
         address: String,
     },
@@ -90,7 +91,7 @@ pub fn check_filters(config: &Config) -> Result<(), DispatchError> {
 
 fn compile_filter(ns: &str, name: &str, t: &Trigger) -> Result<Filter, DispatchError> {
     Filter::compile(&t.spec).map_err(|source| DispatchError::Filter {
-        trigger: format!("{ns}/{name}"),
+        trigger: TriggerId::new(ns, name),
         source,
     })
 }
@@ -172,7 +173,7 @@ impl Dispatcher {
         check_filters(config)?;
         let mut routes = HashMap::new();
         for (ns, name) in config.brokers.keys() {
-            let id: Arc<str> = Arc::from(format!("{ns}/{name}"));
+            let id: Arc<str> = Arc::from(switchyard_core::id::join(ns, name));
             let position = log.stats(&id)?.next;
             let route = BrokerRoute {
                 id: Arc::clone(&id),

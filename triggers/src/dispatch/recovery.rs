@@ -57,7 +57,7 @@ pub(super) async fn forget_removed_triggers(
     let stale: Vec<WriteOp> = log
         .consumers(broker)?
         .into_iter()
-        .filter(|(c, _)| c.starts_with("trigger/") && !known.contains(c.as_str()))
+        .filter(|(c, _)| records::is_trigger_consumer(c) && !known.contains(c.as_str()))
         .map(|(consumer, _)| WriteOp::ForgetCursor {
             broker: broker.to_owned(),
             consumer,
@@ -66,7 +66,7 @@ pub(super) async fn forget_removed_triggers(
     if !stale.is_empty() {
         log.write(stale).await?;
     }
-    let names: HashSet<&str> = triggers.iter().map(|t| t.name.as_str()).collect();
+    let names: HashSet<&str> = triggers.iter().map(|t| t.id.name()).collect();
     orphaned_retries_to_dead_letters(log, broker, &names).await
 }
 
@@ -81,7 +81,7 @@ pub(super) async fn resend_to_dead_letter_sinks(
     let by_name: HashMap<&[u8], &Arc<TriggerRuntime>> = triggers
         .iter()
         .filter(|t| t.config.dead_letter_sink.is_some())
-        .map(|t| (t.name.as_bytes(), t))
+        .map(|t| (t.id.name().as_bytes(), t))
         .collect();
     let prefix = records::dls_pending_prefix(broker);
     let markers = log.scan(

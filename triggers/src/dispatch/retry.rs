@@ -39,7 +39,7 @@ impl TriggerRuntime {
     async fn retry_once(self: &Arc<Self>, key: &[u8], value: &[u8]) {
         let entry: Option<RetryEntry> = serde_json::from_slice(value).ok();
         let Some((entry, event)) = entry.and_then(|e| e.event().map(|ev| (e, ev))) else {
-            tracing::error!(trigger = %self.name, "unreadable retry record; removing it");
+            tracing::error!(trigger = %self.id, "unreadable retry record; removing it");
             let delete = WriteOp::Delete {
                 table: Table::Retries,
                 key: key.to_vec(),
@@ -57,7 +57,7 @@ impl TriggerRuntime {
             Ok(found) if found.is_empty() => return,
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(trigger = %self.name, error = %e, "cannot read a retry record; trying later");
+                tracing::warn!(trigger = %self.id, error = %e, "cannot read a retry record; trying later");
                 return;
             }
         }
@@ -80,7 +80,7 @@ impl TriggerRuntime {
             uri: entry.uri,
         };
         if let Err(e) = self.settle_durably(&job, outcome).await {
-            tracing::error!(trigger = %self.name, error = %e, "cannot record a retry's outcome; it will be retried");
+            tracing::error!(trigger = %self.id, error = %e, "cannot record a retry's outcome; it will be retried");
         }
     }
 }

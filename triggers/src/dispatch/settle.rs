@@ -54,7 +54,7 @@ impl TriggerRuntime {
         loop {
             match self.settle(job, outcome.clone()).await {
                 Err(LogError::Storage(e)) => {
-                    tracing::error!(trigger = %self.name, offset = job.offset, error = %e, "cannot record the delivery's outcome; trying again");
+                    tracing::error!(trigger = %self.id, offset = job.offset, error = %e, "cannot record the delivery's outcome; trying again");
                     tokio::time::sleep(backoff.next_pause()).await;
                 }
                 other => return other,
@@ -117,7 +117,7 @@ impl TriggerRuntime {
                     ops.push(WriteOp::Put {
                         table: Table::DeadLetters,
                         key: records::dls_pending_key(&self.broker, letter.id),
-                        value: self.name.clone().into_bytes(),
+                        value: self.id.name().as_bytes().to_vec(),
                     });
                 }
                 ops.extend(delete_old);
@@ -141,7 +141,7 @@ impl TriggerRuntime {
     ) -> DeadLetter {
         let origin = Origin {
             broker: &self.broker,
-            trigger: &self.name,
+            trigger: self.id.name(),
             offset: job.offset,
             event: records::encode_event(job.event),
             destination: job
@@ -156,7 +156,7 @@ impl TriggerRuntime {
     fn dead_lettered(self: &Arc<Self>, job: &Job<'_>, letter: DeadLetter) {
         let reason = letter.reason;
         let last = letter.attempts.last();
-        tracing::warn!(trigger = %self.name, event = %job.event.id, %reason, status = ?letter.status, error = ?last.and_then(|a| a.error.as_deref()), "dead-lettered");
+        tracing::warn!(trigger = %self.id, event = %job.event.id, %reason, status = ?letter.status, error = ?last.and_then(|a| a.error.as_deref()), "dead-lettered");
         let mut labels = self.labels();
         labels.push(metrics::Label::new("reason", reason.as_str()));
         metrics::counter!(m::DEAD_LETTERS, labels).increment(1);
@@ -175,7 +175,7 @@ impl TriggerRuntime {
     ) -> Result<(), LogError> {
         let ttl = reply_ttl(original);
         if ttl <= 0 {
-            tracing::warn!(trigger = %self.name, event = %original.id, "reply dropped: TTL exhausted (a reply loop?)");
+            tracing::warn!(trigger = %self.id, event = %original.id, "reply dropped: TTL exhausted (a reply loop?)");
             metrics::counter!(m::REPLIES_DROPPED, self.labels()).increment(replies.len() as u64);
             return Ok(());
         }

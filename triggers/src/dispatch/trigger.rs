@@ -12,6 +12,7 @@ use switchyard_broker::log::EventLog;
 use switchyard_broker::metrics as m;
 use switchyard_core::CloudEvent;
 use switchyard_core::config::Config;
+use switchyard_core::id::TriggerId;
 use switchyard_core::resources::{Destination, Ordering as TriggerOrdering, Trigger};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -79,10 +80,8 @@ struct TriggerMetrics {
 
 /// One trigger at run time.
 pub struct TriggerRuntime {
-    /// Namespace of the trigger and its broker.
-    pub namespace: String,
-    /// The trigger's name.
-    pub name: String,
+    /// The trigger (its broker is in the same namespace).
+    pub id: TriggerId,
     pub(super) broker: Arc<str>,
     /// The trigger's cursor in the broker's log.
     pub(super) consumer: String,
@@ -111,8 +110,7 @@ pub struct TriggerRuntime {
 impl std::fmt::Debug for TriggerRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TriggerRuntime")
-            .field("namespace", &self.namespace)
-            .field("name", &self.name)
+            .field("id", &self.id)
             .finish_non_exhaustive()
     }
 }
@@ -160,7 +158,7 @@ impl Context<'_> {
         let address = address(dest, ns, self.config, self.ingress);
         Subscriber::resolve(address.clone(), self.streams).ok_or_else(|| {
             DispatchError::NoStreamSink {
-                trigger: format!("{ns}/{name}"),
+                trigger: TriggerId::new(ns, name),
                 address,
             }
         })
@@ -179,8 +177,8 @@ impl TriggerRuntime {
         let log = cx.log;
         let broker_name = &trigger.spec.broker;
         let broker = &cx.config.brokers[&(ns.to_owned(), broker_name.clone())];
-        let id: Arc<str> = Arc::from(format!("{ns}/{broker_name}"));
-        let consumer = format!("trigger/{name}");
+        let id: Arc<str> = Arc::from(switchyard_core::id::join(ns, broker_name));
+        let consumer = records::trigger_consumer(name);
         let start = match log.committed(&id, &consumer)? {
             Some(c) => c,
             None => {
@@ -213,8 +211,7 @@ impl TriggerRuntime {
             metrics::Label::new("trigger_name", name.to_owned()),
         ];
         Ok(TriggerRuntime {
-            namespace: ns.to_owned(),
-            name: name.to_owned(),
+            id: TriggerId::new(ns, name),
             broker: id,
             consumer,
             config,
@@ -327,7 +324,7 @@ impl TriggerRuntime {
         if self.committed.swap(c, Ordering::Relaxed) != c
             && let Err(e) = self.log.commit(&self.broker, &self.consumer, c)
         {
-            tracing::warn!(trigger = %self.name, error = %e, "cannot commit cursor");
+            tracing::warn!(trigger = %self.id, error = %e, "cannot commit cursor");
         }
     }
 
