@@ -123,6 +123,18 @@ pub type SideRecord = (Vec<u8>, Vec<u8>);
 /// What [`EventLog::write`] returns: resolves once the changes are durable.
 pub type WriteFuture = Pin<Box<dyn Future<Output = Result<(), LogError>> + Send>>;
 
+/// Runs a store call (the log's calls block: they read files) on tokio's blocking pool, off
+/// the async workers, so a long scan never stalls requests or deliveries.
+pub async fn blocking<T: Send + 'static>(
+    log: &std::sync::Arc<dyn EventLog>,
+    call: impl FnOnce(&dyn EventLog) -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    let log = std::sync::Arc::clone(log);
+    tokio::task::spawn_blocking(move || call(log.as_ref()))
+        .await
+        .map_err(|e| LogError::Storage(format!("store task failed: {e}")))?
+}
+
 /// A durable, per-broker event log.
 pub trait EventLog: Send + Sync + 'static {
     /// Appends the events of one request, all or nothing, in order. Fails at once with

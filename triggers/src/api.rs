@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use switchyard_broker::log::{EventLog, Table, WriteOp};
+use switchyard_broker::log::{EventLog, Table, WriteOp, blocking};
 use switchyard_broker::problem::Problem;
 
 use crate::dispatch::TriggerRuntime;
@@ -147,7 +147,7 @@ fn parse_id(id: &str) -> Result<u64, Problem> {
 type Selection = (Vec<(Vec<u8>, DeadLetter)>, bool);
 
 /// Scans matching records from `after`, at most `limit`; also says whether more may follow.
-fn select(
+async fn select(
     state: &ApiState,
     broker: &str,
     filter: &Compiled,
@@ -162,10 +162,12 @@ fn select(
     };
     let mut out = Vec::new();
     loop {
-        let chunk = state
-            .log
-            .scan(Table::DeadLetters, &from, &end, 1000)
-            .map_err(storage)?;
+        let (lo, hi) = (from.clone(), end.clone());
+        let chunk = blocking(&state.log, move |log| {
+            log.scan(Table::DeadLetters, &lo, &hi, 1000)
+        })
+        .await
+        .map_err(storage)?;
         let exhausted = chunk.len() < 1000;
         for (key, value) in chunk {
             from = key.clone();
@@ -254,7 +256,7 @@ async fn list(
     let limit = sel.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let after = sel.after.as_deref().map(parse_id).transpose()?;
     let filter = Compiled::new(sel)?;
-    let (items, more) = select(&state, &broker_id(&ns, &b), &filter, after, limit)?;
+    let (items, more) = select(&state, &broker_id(&ns, &b), &filter, after, limit).await?;
     let next = more
         .then(|| items.last().map(|(_, d)| d.id.to_string()))
         .flatten();
@@ -265,18 +267,22 @@ async fn list(
     ))
 }
 
-fn find(state: &ApiState, broker: &str, id: u64) -> Result<DeadLetter, Problem> {
-    let key = records::deadletter_key(broker, id);
+/// The one record at `key` of the dead-letter table, if any, read off the async workers.
+async fn one_record(state: &ApiState, key: Vec<u8>) -> Result<Option<Vec<u8>>, Problem> {
     let mut end = key.clone();
     end.push(0);
-    let found = state
-        .log
-        .scan(Table::DeadLetters, &key, &end, 1)
-        .map_err(storage)?;
+    let found = blocking(&state.log, move |log| {
+        log.scan(Table::DeadLetters, &key, &end, 1)
+    })
+    .await
+    .map_err(storage)?;
+    Ok(found.into_iter().next().map(|(_, v)| v))
+}
+
+async fn find(state: &ApiState, broker: &str, id: u64) -> Result<DeadLetter, Problem> {
+    let found = one_record(state, records::deadletter_key(broker, id)).await?;
     found
-        .into_iter()
-        .next()
-        .and_then(|(_, v)| serde_json::from_slice(&v).ok())
+        .and_then(|v| serde_json::from_slice(&v).ok())
         .ok_or_else(|| Problem::not_found(format!("no dead letter {id} in broker {broker}")))
 }
 
@@ -284,21 +290,16 @@ async fn show(
     State(state): State<Arc<ApiState>>,
     Path((ns, b, id)): Path<(String, String, String)>,
 ) -> Result<Response, Problem> {
-    let d = find(&state, &broker_id(&ns, &b), parse_id(&id)?)?;
+    let d = find(&state, &broker_id(&ns, &b), parse_id(&id)?).await?;
     let event: serde_json::Value = d
         .event()
         .map(|e| {
             serde_json::from_slice(&switchyard_core::json::encode_event(&e)).unwrap_or_default()
         })
         .unwrap_or_default();
-    let marker = records::dls_pending_key(&d.broker, d.id);
-    let mut marker_end = marker.clone();
-    marker_end.push(0);
-    let pending = !state
-        .log
-        .scan(Table::DeadLetters, &marker, &marker_end, 1)
-        .map_err(storage)?
-        .is_empty();
+    let pending = one_record(&state, records::dls_pending_key(&d.broker, d.id))
+        .await?
+        .is_some();
     let mut v = serde_json::to_value(summary(&d)).unwrap_or_default();
     v["offset"] = d.offset.into();
     v["deadLetterSinkPending"] = pending.into();
@@ -314,7 +315,7 @@ async fn delete_one(
     let broker = broker_id(&ns, &b);
     let id = parse_id(&id)?;
     let _guard = state.mutate.lock().await;
-    find(&state, &broker, id)?;
+    find(&state, &broker, id).await?;
     state
         .log
         .write(removal(&broker, id, records::deadletter_key(&broker, id)))
@@ -337,7 +338,7 @@ async fn purge(
     }
     let broker = broker_id(&ns, &b);
     let _guard = state.mutate.lock().await;
-    let (items, _) = select(&state, &broker, &filter, None, usize::MAX)?;
+    let (items, _) = select(&state, &broker, &filter, None, usize::MAX).await?;
     let n = items.len();
     for chunk in items.chunks(1000) {
         let ops = chunk
@@ -396,7 +397,7 @@ async fn redrive(
         for id in ids {
             selected.push((
                 records::deadletter_key(&broker, id),
-                find(&state, &broker, id)?,
+                find(&state, &broker, id).await?,
             ));
         }
     } else {
@@ -406,7 +407,7 @@ async fn redrive(
                 "name the dead letters (`ids`), give a `filter`, or set `all: true`",
             ));
         }
-        selected = select(&state, &broker, &filter, None, usize::MAX)?.0;
+        selected = select(&state, &broker, &filter, None, usize::MAX).await?.0;
     }
     let mut redriven = 0usize;
     for (key, d) in selected {

@@ -14,7 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use switchyard_broker::log::EventLog;
+use switchyard_broker::log::{EventLog, blocking};
 use switchyard_broker::problem::Problem;
 use switchyard_core::CloudEvent;
 
@@ -98,7 +98,9 @@ impl Cursor {
             if self.left == 0 {
                 return None;
             }
-            let records = match self.log.read(&self.broker, self.next, 256) {
+            let (broker, next) = (self.broker.clone(), self.next);
+            let read = blocking(&self.log, move |log| log.read(&broker, next, 256)).await;
+            let records = match read {
                 Ok(r) => r,
                 Err(e) => return Some(Err(std::io::Error::other(e.to_string()))),
             };
@@ -107,7 +109,8 @@ impl Cursor {
                     return None;
                 }
                 // Retention may have deleted what we were about to read.
-                if let Ok(stats) = self.log.stats(&self.broker) {
+                let broker = self.broker.clone();
+                if let Ok(stats) = blocking(&self.log, move |log| log.stats(&broker)).await {
                     self.next = self.next.max(stats.first);
                 }
                 tokio::time::sleep(POLL_INTERVAL).await;
@@ -147,7 +150,12 @@ async fn tail(
         )));
     }
     let log = Arc::clone(&state.log);
-    let stats = log.stats(&broker).map_err(|e| bad(e.to_string()))?;
+    let stats = {
+        let broker = broker.clone();
+        blocking(&log, move |log| log.stats(&broker))
+            .await
+            .map_err(|e| bad(e.to_string()))?
+    };
     let next = match q.from.as_deref() {
         None | Some("end") => stats.next,
         Some("start") => stats.first,

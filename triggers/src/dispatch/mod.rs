@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchyard_broker::eventtypes::EventTypePolicy;
-use switchyard_broker::log::{EventLog, LogError, LogRecord, SideRecord, Table};
+use switchyard_broker::log::{EventLog, LogError, LogRecord, SideRecord, Table, blocking};
 use switchyard_broker::metrics as m;
 use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
@@ -109,17 +109,6 @@ fn unit_random() -> f64 {
     x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
     x ^= x >> 33;
     (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Runs a blocking store call on tokio's blocking pool, off the async workers.
-async fn blocking<T: Send + 'static>(
-    log: &Arc<dyn EventLog>,
-    call: impl FnOnce(&dyn EventLog) -> Result<T, LogError> + Send + 'static,
-) -> Result<T, LogError> {
-    let log = Arc::clone(log);
-    tokio::task::spawn_blocking(move || call(log.as_ref()))
-        .await
-        .map_err(|e| LogError::Storage(format!("store task failed: {e}")))?
 }
 
 /// Up to `max` records of `broker`'s log from `from` on.
