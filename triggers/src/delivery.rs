@@ -199,6 +199,20 @@ pub struct AttemptResult {
 }
 
 impl AttemptResult {
+    /// An attempt that started at `started`, with no answer (yet).
+    fn begun(started: SystemTime, verdict: Verdict, error: Option<AttemptError>) -> Self {
+        AttemptResult {
+            started,
+            status: None,
+            error,
+            latency: Duration::ZERO,
+            body: Bytes::new(),
+            retry_after: None,
+            replies: Vec::new(),
+            verdict,
+        }
+    }
+
     /// The `response_code` label of `switchyard_delivery_count_total` this attempt is counted
     /// under: the HTTP status; `timeout` or `connection_error` when no answer came; for a
     /// stream sink, `stream_accepted` or `stream_error`.
@@ -362,16 +376,9 @@ async fn attempt_stream(
             ))),
         ),
     };
-    AttemptResult {
-        started,
-        status: None,
-        error,
-        latency: clock.elapsed(),
-        body: Bytes::new(),
-        retry_after: None,
-        replies: Vec::new(),
-        verdict,
-    }
+    let mut result = AttemptResult::begun(started, verdict, error);
+    result.latency = clock.elapsed();
+    result
 }
 
 /// Sends `event` to `url` once. Never follows redirects (the client is built without them).
@@ -405,16 +412,7 @@ pub async fn attempt(
         .timeout(settings.timeout)
         .send()
         .await;
-    let mut result = AttemptResult {
-        started,
-        status: None,
-        error: None,
-        latency: Duration::ZERO,
-        body: Bytes::new(),
-        retry_after: None,
-        replies: Vec::new(),
-        verdict: Verdict::Retry,
-    };
+    let mut result = AttemptResult::begun(started, Verdict::Retry, None);
     match sent {
         Err(e) => {
             result.error = Some(describe(&e));
