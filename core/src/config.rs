@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::resources::{
-    Broker, Destination, EventType, ObjectMeta, Resource, Sink, Trigger, TriggerSpec,
-};
+pub use crate::kinds::Resource;
+use crate::resources::{Broker, Destination, EventType, ObjectMeta, Sink, Trigger, TriggerSpec};
 use crate::sources::{PingSource, S3Source, WebhookSource};
 use crate::streams::{KafkaSink, KafkaSource, MqttSource, NatsSink, NatsSource};
 
@@ -123,13 +122,6 @@ fn describe(value: &serde_json::Value, index: usize) -> String {
     }
 }
 
-fn typed<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        (path, e.into_inner().to_string())
-    })
-}
-
 /// Parses one resource from a generic value (a YAML/JSON document or an API body).
 pub fn parse_resource(
     value: serde_json::Value,
@@ -183,20 +175,7 @@ pub fn parse_resource(
         }
     }
     let body = serde_json::Value::Object(body);
-    let parsed = match kind {
-        "Broker" => typed::<Broker>(body).map(Resource::Broker),
-        "Trigger" => typed::<Trigger>(body).map(Resource::Trigger),
-        "EventType" => typed::<EventType>(body).map(Resource::EventType),
-        "WebhookSource" => typed::<WebhookSource>(body).map(Resource::WebhookSource),
-        "PingSource" => typed::<PingSource>(body).map(Resource::PingSource),
-        "S3Source" => typed::<S3Source>(body).map(Resource::S3Source),
-        "KafkaSource" => typed::<KafkaSource>(body).map(Resource::KafkaSource),
-        "NatsSource" => typed::<NatsSource>(body).map(Resource::NatsSource),
-        "MqttSource" => typed::<MqttSource>(body).map(Resource::MqttSource),
-        "KafkaSink" => typed::<KafkaSink>(body).map(Resource::KafkaSink),
-        "NatsSink" => typed::<NatsSink>(body).map(Resource::NatsSink),
-        _ => typed::<Sink>(body).map(Resource::Sink),
-    };
+    let parsed = Resource::parse(kind, body);
     let resource_value = parsed.map_err(|(path, message)| {
         err((!path.is_empty() && path != ".").then_some(path), message)
     })?;

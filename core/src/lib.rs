@@ -19,6 +19,7 @@ pub mod event;
 pub mod http;
 pub mod id;
 pub mod json;
+pub mod kinds;
 pub mod resources;
 pub mod schedule;
 pub mod sources;

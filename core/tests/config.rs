@@ -7,9 +7,8 @@ use std::path::Path;
 use std::time::Duration as StdDuration;
 
 use switchyard_core::config::{Config, ConfigError, parse_text};
-use switchyard_core::resources::{
-    BackoffPolicy, DeliveryFormat, Duration, Resource, SubscriptionsApiFilter,
-};
+use switchyard_core::kinds::Resource;
+use switchyard_core::resources::{BackoffPolicy, DeliveryFormat, Duration, SubscriptionsApiFilter};
 
 /// A Knative Broker and Trigger as `kubectl get -o yaml` shows them, status included, plus a
 /// Switchyard Sink the second trigger refers to.
