@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::app::{App, BrokerState};
 use crate::append::{Appender, Ttl};
 use crate::log::LogError;
 use crate::metrics as m;
 use crate::problem::Problem;
-use crate::server::{App, BrokerState};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};

@@ -2,6 +2,7 @@
 //! they are durably stored, the [`append::Appender`] every way in shares, the [`log::EventLog`] abstraction with its embedded redb backend
 //! ([`redb_log`], group commit), problem bodies, metrics, and the server that ties them up.
 
+pub mod app;
 pub mod append;
 pub mod eventtypes;
 pub mod ingress;

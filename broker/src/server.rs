@@ -15,9 +15,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use metrics_exporter_prometheus::PrometheusHandle;
 use switchyard_core::config::{Config, ConfigError};
 
+use crate::app::{App, BrokerState};
 use crate::eventtypes::{Discovery, EventTypePolicy};
 
 use crate::ingress::broker_endpoint;
@@ -71,79 +71,35 @@ pub struct ServerOptions {
     pub store: RedbOptions,
 }
 
-/// A broker as ingress sees it.
-#[derive(Debug)]
-pub struct BrokerState {
-    /// `namespace/name`, the broker's log id.
-    pub id: String,
-    /// TTL given to events without one.
-    pub ttl: i32,
-}
-
-/// What every handler shares.
-pub struct App {
-    brokers: RwLock<HashMap<String, Arc<BrokerState>>>,
-    event_types: RwLock<Arc<EventTypePolicy>>,
-    /// Event types seen by brokers in `record` mode.
-    discovery: Arc<Discovery>,
-    /// The event log.
-    pub log: Arc<dyn EventLog>,
-    /// Largest request body taken, in bytes.
-    pub max_body_bytes: usize,
-    metrics: PrometheusHandle,
-    ready: AtomicBool,
-}
-
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").finish_non_exhaustive()
+/// Takes `config`'s brokers and EventTypes into `app`, whole.
+fn apply(app: &App, config: &Config) -> Result<(), ServeError> {
+    let policy = Arc::new(EventTypePolicy::new(config, Arc::clone(&app.discovery))?);
+    let mut brokers = HashMap::new();
+    for ((ns, name), broker) in &config.brokers {
+        let id = switchyard_core::id::join(ns, name);
+        let retention = broker.spec.retention.clone().unwrap_or_default();
+        app.log.set_retention(
+            &id,
+            RetentionPolicy {
+                max_age: Some(retention.max_age.map_or(DEFAULT_RETENTION_MAX_AGE, |d| d.0)),
+                max_bytes: retention.max_bytes,
+            },
+        )?;
+        brokers.insert(
+            id.clone(),
+            Arc::new(BrokerState {
+                id,
+                ttl: broker.ttl(),
+            }),
+        );
     }
-}
-
-impl App {
-    /// The broker `namespace/name`, if it exists.
-    pub fn broker(&self, namespace: &str, name: &str) -> Option<Arc<BrokerState>> {
-        let key = switchyard_core::id::join(namespace, name);
-        self.brokers.read().ok()?.get(&key).cloned()
+    if let Ok(mut b) = app.brokers.write() {
+        *b = brokers;
     }
-
-    /// The configured EventTypes, schemas compiled, and each broker's `eventTypes` mode.
-    pub fn event_types(&self) -> Arc<EventTypePolicy> {
-        self.event_types
-            .read()
-            .map(|r| Arc::clone(&r))
-            .unwrap_or_default()
+    if let Ok(mut r) = app.event_types.write() {
+        *r = policy;
     }
-
-    fn apply(&self, config: &Config) -> Result<(), ServeError> {
-        let policy = Arc::new(EventTypePolicy::new(config, Arc::clone(&self.discovery))?);
-        let mut brokers = HashMap::new();
-        for ((ns, name), broker) in &config.brokers {
-            let id = switchyard_core::id::join(ns, name);
-            let retention = broker.spec.retention.clone().unwrap_or_default();
-            self.log.set_retention(
-                &id,
-                RetentionPolicy {
-                    max_age: Some(retention.max_age.map_or(DEFAULT_RETENTION_MAX_AGE, |d| d.0)),
-                    max_bytes: retention.max_bytes,
-                },
-            )?;
-            brokers.insert(
-                id.clone(),
-                Arc::new(BrokerState {
-                    id,
-                    ttl: broker.ttl(),
-                }),
-            );
-        }
-        if let Ok(mut b) = self.brokers.write() {
-            *b = brokers;
-        }
-        if let Ok(mut r) = self.event_types.write() {
-            *r = policy;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// A server that has bound its listener and opened its store, ready to serve.
@@ -193,7 +149,7 @@ impl Server {
             metrics,
             ready: AtomicBool::new(false),
         });
-        app.apply(config)?;
+        apply(&app, config)?;
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .map_err(|source| ServeError::Bind {
