@@ -1,0 +1,192 @@
+//! The S3Source's HTTP ways in: webhook (a sender posting S3's JSON) and SNS (subscription
+//! confirmation with the SubscribeURL allow-list, then notifications).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use switchyard_broker::eventtypes::EventTypePolicy;
+use switchyard_broker::log::EventLog;
+use switchyard_broker::problem::Problem;
+use switchyard_core::config::Config;
+use switchyard_core::id::SourceId;
+
+use crate::target::Target;
+use crate::webhook::{Auth, check_auth};
+
+use super::*;
+
+/// One S3Source taking HTTP requests (webhook or SNS mode).
+pub(crate) struct HttpSource {
+    id: String,
+    target: Target,
+    auth: Auth,
+    sns: Option<SnsSettings>,
+    client: reqwest::Client,
+}
+
+struct SnsSettings {
+    allowed_hosts: Vec<String>,
+    topic_arns: Vec<String>,
+}
+
+fn malformed_problem(m: &Malformed) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "urn:switchyard:problem:malformed-notification",
+        "malformed notification",
+        m.to_string(),
+    )
+}
+
+impl HttpSource {
+    /// The S3Sources of `config` in an HTTP mode, by `namespace/name`.
+    pub fn resolve_all(
+        config: &Config,
+        event_types: &Arc<EventTypePolicy>,
+        client: &reqwest::Client,
+    ) -> Result<Vec<(String, HttpSource)>, String> {
+        let mut out = Vec::new();
+        for ((ns, name), s) in &config.s3_sources {
+            let id = SourceId::new(ns, name).to_string();
+            let spec = &s.spec;
+            let (auth, sns) = match (&spec.webhook, &spec.sns) {
+                (Some(w), _) => (
+                    Auth::resolve(w.auth.as_ref(), "spec.webhook.auth")
+                        .map_err(|m| format!("S3Source {id}: {m}"))?,
+                    None,
+                ),
+                (None, Some(sns)) => (
+                    Auth::resolve(sns.auth.as_ref(), "spec.sns.auth")
+                        .map_err(|m| format!("S3Source {id}: {m}"))?,
+                    Some(SnsSettings {
+                        allowed_hosts: sns.allowed_hosts(),
+                        topic_arns: sns.topic_arns.clone(),
+                    }),
+                ),
+                (None, None) => continue,
+            };
+            out.push((
+                id.clone(),
+                HttpSource {
+                    id,
+                    target: Target::resolve(
+                        config,
+                        event_types,
+                        "S3Source",
+                        ns,
+                        name,
+                        &spec.sink,
+                        spec.ce_overrides.as_ref(),
+                    ),
+                    auth,
+                    sns,
+                    client: client.clone(),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    fn malformed(&self, m: &Malformed) -> Problem {
+        tracing::warn!(source = %self.id, error = %m, "refused a malformed notification");
+        self.target.malformed("rejected");
+        malformed_problem(m)
+    }
+
+    /// Handles one request: 202 once its events are stored, 200 for a test event or a
+    /// confirmed subscription, 400 for a malformed notification.
+    pub async fn handle(
+        &self,
+        log: &Arc<dyn EventLog>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, Problem> {
+        check_auth(&self.auth, headers, &body)?;
+        let notification = match &self.sns {
+            None => body,
+            Some(sns) => match parse_sns(&body).map_err(|m| self.malformed(&m))? {
+                SnsMessage::Confirm { topic_arn, url } => {
+                    return self.confirm(sns, &topic_arn, &url).await;
+                }
+                SnsMessage::Unsubscribed => return Ok(StatusCode::OK.into_response()),
+                SnsMessage::Notification { topic_arn, message } => {
+                    if !sns.topic_arns.is_empty() && !sns.topic_arns.contains(&topic_arn) {
+                        return Err(Problem::new(
+                            StatusCode::FORBIDDEN,
+                            "urn:switchyard:problem:forbidden",
+                            "topic not allowed",
+                            format!("topic `{topic_arn}` is not in spec.sns.topicArns"),
+                        ));
+                    }
+                    Bytes::from(message)
+                }
+            },
+        };
+        let mut events = map_notification(&notification).map_err(|m| self.malformed(&m))?;
+        if events.is_empty() {
+            tracing::info!(source = %self.id, "acknowledged a test event");
+            return Ok(StatusCode::OK.into_response());
+        }
+        let encoded = self.target.prepare(&mut events)?;
+        self.target.append(log, encoded).await?;
+        Ok(StatusCode::ACCEPTED.into_response())
+    }
+
+    async fn confirm(
+        &self,
+        sns: &SnsSettings,
+        topic_arn: &str,
+        url: &str,
+    ) -> Result<Response, Problem> {
+        let forbidden = |detail: String| {
+            tracing::warn!(source = %self.id, %detail, "refused an SNS subscription");
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "urn:switchyard:problem:forbidden",
+                "subscription refused",
+                detail,
+            )
+        };
+        if !sns.topic_arns.is_empty() && !sns.topic_arns.iter().any(|t| t == topic_arn) {
+            return Err(forbidden(format!(
+                "topic `{topic_arn}` is not in spec.sns.topicArns"
+            )));
+        }
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| self.malformed(&Malformed(format!("SubscribeURL `{url}`: {e}"))))?;
+        let host = parsed.host_str().unwrap_or("");
+        if !host_allowed(host, &sns.allowed_hosts) {
+            return Err(forbidden(format!(
+                "SubscribeURL host `{host}` is not in spec.sns.allowedHosts ({})",
+                sns.allowed_hosts.join(", ")
+            )));
+        }
+        match self
+            .client
+            .get(parsed)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(source = %self.id, topic = %topic_arn, "confirmed the SNS subscription");
+                Ok(StatusCode::OK.into_response())
+            }
+            Ok(r) => Err(Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "urn:switchyard:problem:confirmation-failed",
+                "subscription confirmation failed",
+                format!("SubscribeURL answered {}", r.status()),
+            )),
+            Err(e) => Err(Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "urn:switchyard:problem:confirmation-failed",
+                "subscription confirmation failed",
+                format!("SubscribeURL could not be fetched: {e}"),
+            )),
+        }
+    }
+}
