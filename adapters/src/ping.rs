@@ -18,9 +18,9 @@ use switchyard_core::schedule::Schedule;
 use switchyard_core::sources::{CatchUp, CatchUpPolicy, MAX_CATCH_UP_SLOTS};
 use switchyard_core::{CloudEvent, Data};
 
-use crate::BackgroundTasks;
 use crate::clock::Clock;
 use crate::target::Target;
+use switchyard_broker::tasks::Tasks;
 
 /// `type` of every PingSource event (Knative's).
 pub const PING_TYPE: &str = "dev.knative.sources.ping";
@@ -117,9 +117,12 @@ pub async fn start(
     event_types: &Arc<EventTypePolicy>,
     log: Arc<dyn EventLog>,
     clock: Clock,
-) -> Result<BackgroundTasks, PingError> {
-    let mut tasks = BackgroundTasks::default();
-    for p in resolve_all(config, event_types, clock.now())? {
+) -> Result<Tasks, PingError> {
+    let mut tasks = Tasks::new("PingSources");
+    // Every runner counts from this moment, not from whenever its task first runs: a clock
+    // moved right after `serve` started must not skip a slot.
+    let now = clock.now();
+    for p in resolve_all(config, event_types, now)? {
         let r = Runner {
             ping: p.ping,
             state_key: p.state_key,
@@ -132,7 +135,7 @@ pub async fn start(
             source_id: r.ping.id.clone(),
             message: format!("cannot read its state: {e}"),
         })?;
-        tasks.spawn(r.run(last));
+        tasks.spawn(r.run(last, now));
     }
     Ok(tasks)
 }
@@ -225,8 +228,9 @@ impl Runner {
             .map(|t| t.with_timezone(&Utc)))
     }
 
-    async fn run(self, last: Option<DateTime<Utc>>) {
-        let now = self.clock.now();
+    /// Fires the slots after `last` (catching up those missed before `now`, by the policy),
+    /// then every slot as the clock reaches it. `now` is when the source started.
+    async fn run(self, last: Option<DateTime<Utc>>, now: DateTime<Utc>) {
         let mut cursor = match last {
             Some(last) => {
                 let missed = missed_slots(&self.schedule, last, now, &self.catch_up);
