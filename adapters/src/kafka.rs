@@ -27,8 +27,9 @@ use switchyard_core::streams::{ContentMode, InitialOffset, KafkaKeyType, KafkaNe
 use switchyard_core::{CloudEvent, Data, EventError, ExtValue};
 use switchyard_triggers::streams::{StreamSink, StreamSinkError};
 
+use crate::SourceError;
 use crate::target::Target;
-use crate::{BackgroundTasks, SourceError};
+use switchyard_broker::tasks::Tasks;
 
 /// Records stored in one transaction at most.
 const MAX_BATCH: usize = 500;
@@ -309,7 +310,7 @@ pub(crate) fn start_sources(
     config: &Config,
     event_types: &Arc<EventTypePolicy>,
     log: &Arc<dyn EventLog>,
-    tasks: &mut BackgroundTasks,
+    tasks: &mut Tasks,
 ) -> Result<(), SourceError> {
     for ((ns, name), s) in &config.kafka_sources {
         let id = SourceId::new(ns, name).to_string();
@@ -424,7 +425,7 @@ pub(crate) fn sink(
     ns: &str,
     name: &str,
     s: &KafkaSink,
-    tasks: &mut BackgroundTasks,
+    tasks: &mut Tasks,
 ) -> Result<Arc<dyn StreamSink>, SourceError> {
     let err = |m: String| SourceError(format!("KafkaSink {ns}/{name}: {m}"));
     let mut cc = ClientConfig::new();

@@ -22,6 +22,7 @@ use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::ingress::read_body;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::problem::Problem;
+use switchyard_broker::tasks::Tasks;
 use switchyard_core::config::Config;
 use switchyard_triggers::streams::{StreamSink, StreamSinks, address};
 
@@ -38,50 +39,29 @@ pub mod webhook;
 /// Largest request body an HTTP source takes.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// Tasks running in the background, aborted when this is dropped (the sources' pollers and
-/// consumers: each stores before it acknowledges, so an abort loses nothing). A task that
-/// panics is logged at error level: its source has stopped.
-#[derive(Debug, Default)]
-pub struct BackgroundTasks {
-    tasks: Vec<tokio::task::AbortHandle>,
-}
-
-impl BackgroundTasks {
-    /// Runs `task` until it ends or this is dropped.
-    pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        let handle = tokio::spawn(task);
-        self.tasks.push(handle.abort_handle());
-        tokio::spawn(async move {
-            if let Err(e) = handle.await
-                && e.is_panic()
-            {
-                tracing::error!(error = %e, "a source's task panicked; that source has stopped (a bug: please report it)");
-            }
-        });
-    }
-}
-
-impl Drop for BackgroundTasks {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
 /// Why the sources could not start: a one-line reason naming the source.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct SourceError(pub String);
 
-/// The running sources; dropping it stops the background ones.
+/// The running sources; [`shutdown`](Sources::shutdown) (or dropping it) stops the background
+/// ones. Each stores before it acknowledges, so stopping one at any point loses nothing.
 #[derive(Debug)]
 pub struct Sources {
     /// Routes of the HTTP sources (and `/debug/clock` for a manual clock).
     pub routes: Router,
-    _ping: BackgroundTasks,
-    _sqs: BackgroundTasks,
-    _streams: BackgroundTasks,
+    ping: Tasks,
+    sqs: Tasks,
+    streams: Tasks,
+}
+
+impl Sources {
+    /// Stops every background source and waits until each has ended.
+    pub async fn shutdown(self) {
+        self.ping.shutdown().await;
+        self.sqs.shutdown().await;
+        self.streams.shutdown().await;
+    }
 }
 
 struct HttpSources {
@@ -113,7 +93,7 @@ pub async fn start(
     let ping = ping::start(config, event_types, Arc::clone(&log), clock.clone())
         .await
         .map_err(|e| SourceError(e.to_string()))?;
-    let mut streams = BackgroundTasks::default();
+    let mut streams = Tasks::new("stream sources");
     kafka::start_sources(config, event_types, &log, &mut streams)?;
     nats::start_sources(config, event_types, &log, &mut streams).await?;
     mqtt::start_sources(config, event_types, &log, &mut streams)?;
@@ -124,9 +104,9 @@ pub async fn start(
         .merge(clock::routes(clock));
     Ok(Sources {
         routes,
-        _ping: ping,
-        _sqs: sqs,
-        _streams: streams,
+        ping,
+        sqs,
+        streams,
     })
 }
 
@@ -135,13 +115,20 @@ pub async fn start(
 pub struct StreamSinkWriters {
     /// The writers by address, for the dispatcher.
     pub sinks: StreamSinks,
-    _tasks: BackgroundTasks,
+    tasks: Tasks,
+}
+
+impl StreamSinkWriters {
+    /// Stops the writers' background tasks and waits until each has ended.
+    pub async fn shutdown(self) {
+        self.tasks.shutdown().await;
+    }
 }
 
 /// Makes a writer for every KafkaSink and NatsSink of `config`. Connections are made in the
 /// background: a stream that is down at start only delays deliveries (they are retried).
 pub async fn start_sinks(config: &Config) -> Result<StreamSinkWriters, SourceError> {
-    let mut tasks = BackgroundTasks::default();
+    let mut tasks = Tasks::new("stream sinks");
     let mut sinks: HashMap<String, Arc<dyn StreamSink>> = HashMap::new();
     for ((ns, name), s) in &config.kafka_sinks {
         sinks.insert(
@@ -157,7 +144,7 @@ pub async fn start_sinks(config: &Config) -> Result<StreamSinkWriters, SourceErr
     }
     Ok(StreamSinkWriters {
         sinks: Arc::new(sinks),
-        _tasks: tasks,
+        tasks,
     })
 }
 

@@ -23,8 +23,9 @@ use switchyard_core::streams::{MqttSource, MqttVersion};
 use switchyard_core::{CloudEvent, Data, EventError};
 use tokio::sync::mpsc;
 
+use crate::SourceError;
 use crate::target::{Target, new_id};
-use crate::{BackgroundTasks, SourceError};
+use switchyard_broker::tasks::Tasks;
 
 /// How long a persistent MQTT 5 session outlives its connection on the broker: a week of
 /// downtime loses nothing (the broker may cap it lower).
@@ -166,13 +167,15 @@ async fn run_v311(
     tx: mpsc::Sender<Incoming>,
 ) {
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, CLIENT_QUEUE);
+    // Subscriptions made after each ConnAck; they end with this loop.
+    let mut subscribing = Tasks::new("MQTT subscriptions");
     loop {
         match eventloop.poll().await {
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
                 tracing::info!(source = %id, session_present = ack.session_present, "connected to the MQTT broker");
                 // From another task: the request queue is drained only by this loop.
                 let (c, topics, id) = (client.clone(), topics.clone(), id.clone());
-                tokio::spawn(async move {
+                subscribing.spawn(async move {
                     for t in topics {
                         if let Err(e) = c.subscribe(t.clone(), qos4(qos)).await {
                             tracing::warn!(source = %id, topic = t, error = %e, "cannot subscribe");
@@ -215,13 +218,15 @@ async fn run_v5(
     tx: mpsc::Sender<Incoming>,
 ) {
     let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, CLIENT_QUEUE);
+    // Subscriptions made after each ConnAck; they end with this loop.
+    let mut subscribing = Tasks::new("MQTT subscriptions");
     loop {
         match eventloop.poll().await {
             Ok(rumqttc::v5::Event::Incoming(Packet5::ConnAck(ack))) => {
                 tracing::info!(source = %id, session_present = ack.session_present, "connected to the MQTT broker");
                 // From another task: the request queue is drained only by this loop.
                 let (c, topics, id) = (client.clone(), topics.clone(), id.clone());
-                tokio::spawn(async move {
+                subscribing.spawn(async move {
                     for t in topics {
                         if let Err(e) = c.subscribe(t.clone(), qos5(qos)).await {
                             tracing::warn!(source = %id, topic = t, error = %e, "cannot subscribe");
@@ -265,7 +270,7 @@ pub(crate) fn start_sources(
     config: &Config,
     event_types: &Arc<EventTypePolicy>,
     log: &Arc<dyn EventLog>,
-    tasks: &mut BackgroundTasks,
+    tasks: &mut Tasks,
 ) -> Result<(), SourceError> {
     for ((ns, name), s) in &config.mqtt_sources {
         let id = SourceId::new(ns, name).to_string();

@@ -28,8 +28,9 @@ use switchyard_core::streams::{
 use switchyard_core::{CloudEvent, Data, EventError};
 use switchyard_triggers::streams::{StreamSink, StreamSinkError};
 
+use crate::SourceError;
 use crate::target::{Target, new_id};
-use crate::{BackgroundTasks, SourceError};
+use switchyard_broker::tasks::Tasks;
 
 /// The pause after a JetStream pull that failed or ended, before pulling again.
 const PULL_PAUSE: Duration = Duration::from_millis(200);
@@ -368,7 +369,7 @@ pub(crate) async fn start_sources(
     config: &Config,
     event_types: &Arc<EventTypePolicy>,
     log: &Arc<dyn EventLog>,
-    tasks: &mut BackgroundTasks,
+    tasks: &mut Tasks,
 ) -> Result<(), SourceError> {
     for ((ns, name), s) in &config.nats_sources {
         let id = SourceId::new(ns, name).to_string();

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod problem;
 pub mod redb_log;
 pub mod server;
+pub mod tasks;
 
 pub use log::{EventLog, LogError, LogRecord};
 pub use redb_log::{RedbLog, RedbOptions};

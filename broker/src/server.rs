@@ -25,6 +25,7 @@ use crate::log::{EventLog, LogError, RetentionPolicy};
 use crate::metrics as m;
 use crate::problem::Problem;
 use crate::redb_log::{CommitReport, OnCommit, RedbLog, RedbOptions};
+use crate::tasks::Tasks;
 
 /// The smallest body limit that may be configured.
 pub const MIN_BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -186,16 +187,17 @@ impl Server {
         app.ready.store(true, Ordering::SeqCst);
         let router = extra.merge(router(Arc::clone(&app)));
         let ready_app = Arc::clone(&app);
-        let flusher = {
+        let mut housekeeping = Tasks::new("server");
+        {
             let app = Arc::clone(&app);
-            tokio::spawn(async move {
+            housekeeping.spawn(async move {
                 let mut tick = tokio::time::interval(DISCOVERY_FLUSH_INTERVAL);
                 loop {
                     tick.tick().await;
                     flush_discovery(&app).await;
                 }
-            })
-        };
+            });
+        }
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -203,7 +205,7 @@ impl Server {
                 tracing::info!("shutting down: finishing requests in flight");
             })
             .await;
-        flusher.abort();
+        housekeeping.shutdown().await;
         flush_discovery(&app).await;
         tokio::task::spawn_blocking(move || log.shutdown())
             .await

@@ -73,9 +73,9 @@ pub async fn run(
     server
         .serve(api, async move {
             shutdown.await;
-            drop(sources);
+            sources.shutdown().await;
             dispatcher.shutdown().await;
-            drop(stream_sinks);
+            stream_sinks.shutdown().await;
         })
         .await?;
     Ok(())

@@ -12,9 +12,9 @@ use switchyard_core::config::Config;
 use switchyard_core::id::SourceId;
 use switchyard_core::sources::S3Source;
 
-use crate::BackgroundTasks;
 use crate::aws::{Credentials, Queue};
 use crate::target::Target;
+use switchyard_broker::tasks::Tasks;
 
 use super::*;
 
@@ -69,7 +69,7 @@ pub fn start_pollers(
     event_types: &Arc<EventTypePolicy>,
     log: &Arc<dyn EventLog>,
     client: &reqwest::Client,
-) -> Result<BackgroundTasks, String> {
+) -> Result<Tasks, String> {
     let mut pollers = Vec::new();
     for ((ns, name), s) in &config.s3_sources {
         let Some(sqs) = &s.spec.sqs else { continue };
@@ -116,7 +116,7 @@ pub fn start_pollers(
             wait_s: sqs.wait_time_seconds.unwrap_or(20),
         });
     }
-    let mut tasks = BackgroundTasks::default();
+    let mut tasks = Tasks::new("SQS pollers");
     for p in pollers {
         tasks.spawn(p.run());
     }

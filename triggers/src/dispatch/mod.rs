@@ -32,11 +32,11 @@ use std::time::Duration;
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError, LogRecord, SideRecord, Table, blocking};
 use switchyard_broker::metrics as m;
+use switchyard_broker::tasks::Tasks;
 use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
 use switchyard_core::resources::Trigger;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 
 pub use outcome::{Outcome, decide};
 pub use trigger::TriggerRuntime;
@@ -136,7 +136,7 @@ async fn scan(
 /// The running dispatcher of every trigger of a configuration.
 pub struct Dispatcher {
     stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    tasks: Tasks,
     triggers: Vec<Arc<TriggerRuntime>>,
 }
 
@@ -203,7 +203,7 @@ impl Dispatcher {
             recovery::resend_to_dead_letter_sinks(log.as_ref(), &route.id, &route.triggers).await?;
         }
         let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
+        let mut tasks = Tasks::new("dispatcher");
         let (commits_tx, commits_rx) = mpsc::channel(4096);
         log.observe_commits(commits_tx);
         tasks.spawn(router::router(
@@ -232,14 +232,13 @@ impl Dispatcher {
     /// Stops routing and delivery. Deliveries in flight are abandoned: their events were not
     /// acknowledged, so they are delivered again after a restart (at-least-once). Cursors are
     /// committed; the store persists them when it shuts down.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.shutdown().await;
         for t in &self.triggers {
-            let mut side = std::mem::take(&mut *lock(&t.side_tasks));
-            side.abort_all();
-            while side.join_next().await.is_some() {}
+            let side =
+                std::mem::replace(&mut *lock(&t.side_tasks), Tasks::new("dead-letter sinks"));
+            side.shutdown().await;
             t.commit_cursor();
         }
     }

@@ -10,12 +10,12 @@ use switchyard_broker::append::Appender;
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::metrics as m;
+use switchyard_broker::tasks::Tasks;
 use switchyard_core::CloudEvent;
 use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
 use switchyard_core::resources::{Destination, Ordering as TriggerOrdering, Trigger};
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
 
 use super::DispatchError;
 use super::{DEFAULT_MAX_IN_FLIGHT, HOT_QUEUE, lock};
@@ -103,7 +103,7 @@ pub struct TriggerRuntime {
     /// Stores replies, held to the broker's `eventTypes`.
     pub(super) appender: Appender,
     /// Sends to the dead-letter sink, which end at shutdown like every other task.
-    pub(super) side_tasks: Mutex<JoinSet<()>>,
+    pub(super) side_tasks: Mutex<Tasks>,
     metrics: TriggerMetrics,
 }
 
@@ -235,7 +235,7 @@ impl TriggerRuntime {
             deliverer: Deliverer::new(),
             log: Arc::clone(log),
             appender: Appender::new(Arc::clone(log), Arc::clone(cx.event_types)),
-            side_tasks: Mutex::new(JoinSet::new()),
+            side_tasks: Mutex::new(Tasks::new("dead-letter sinks")),
             metrics: TriggerMetrics {
                 latency: metrics::histogram!(m::DELIVERY_LATENCY, labels.clone()),
                 labels,
@@ -349,8 +349,6 @@ impl TriggerRuntime {
         &self,
         task: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        let mut tasks = lock(&self.side_tasks);
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(task);
+        lock(&self.side_tasks).spawn(task);
     }
 }
