@@ -11,7 +11,7 @@ use switchyard_broker::append::{self, reply_ttl};
 use switchyard_broker::log::{LogError, LogRecord};
 use switchyard_broker::metrics as m;
 use switchyard_core::{CloudEvent, ExtValue};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 
 use super::outcome::{Outcome, decide};
@@ -144,8 +144,6 @@ enum Read {
     Event(Arc<CloudEvent>),
     /// Nothing to deliver for this entry (gone from the log, or put back to try later).
     Skip,
-    /// The dispatcher is stopping.
-    Stop,
 }
 
 impl TriggerRuntime {
@@ -157,7 +155,6 @@ impl TriggerRuntime {
         offset: u64,
         ahead: usize,
         read_ahead: &mut VecDeque<LogRecord>,
-        stop: &mut watch::Receiver<bool>,
     ) -> Read {
         match self.load_event(offset, ahead, read_ahead).await {
             Ok(Some(e)) => Read::Event(Arc::new(e)),
@@ -169,10 +166,8 @@ impl TriggerRuntime {
             Err(e) => {
                 tracing::warn!(trigger = %self.id, offset, error = %e, "cannot read a queued event; trying again");
                 self.requeue(offset);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => Read::Skip,
-                    _ = stop.changed() => Read::Stop,
-                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Read::Skip
             }
         }
     }
@@ -181,8 +176,9 @@ impl TriggerRuntime {
 /// Ordered triggers: the keys being delivered, and the events waiting behind each.
 type Parked = HashMap<String, VecDeque<(u64, Arc<CloudEvent>)>>;
 
-/// Takes the trigger's queued events and starts their first attempts, until `stop`.
-pub(super) async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Receiver<bool>) {
+/// Takes the trigger's queued events and starts their first attempts, until the dispatcher's
+/// `Tasks` stop it (its deliveries in flight end with it).
+pub(super) async fn dispatch_loop(t: Arc<TriggerRuntime>) {
     let mut deliveries = JoinSet::new();
     let mut next_start = tokio::time::Instant::now();
     let mut busy: Parked = HashMap::new();
@@ -194,14 +190,9 @@ pub(super) async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Recei
         // Ordered triggers park events behind busy keys; past HOT_QUEUE of them, stop taking
         // more from the queue (which holds offsets only) until a key frees up.
         if t.config.ordered && busy.values().map(VecDeque::len).sum::<usize>() >= HOT_QUEUE {
-            tokio::select! {
-                Some(key) = done_rx.recv() => {
-                    start_next_in_order(&t, &mut busy, key, &mut deliveries, &done_tx);
-                }
-                _ = stop.changed() => {
-                    deliveries.abort_all();
-                    return;
-                }
+            // `done_tx` lives in this loop, so the channel never closes.
+            if let Some(key) = done_rx.recv().await {
+                start_next_in_order(&t, &mut busy, key, &mut deliveries, &done_tx);
             }
             continue;
         }
@@ -213,21 +204,13 @@ pub(super) async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Recei
                     start_next_in_order(&t, &mut busy, key, &mut deliveries, &done_tx);
                     continue;
                 }
-                _ = stop.changed() => {
-                    deliveries.abort_all();
-                    return;
-                }
             }
         };
         let event = match hot {
             Some(e) => e,
-            None => match t
-                .read_queued(offset, ahead, &mut read_ahead, &mut stop)
-                .await
-            {
+            None => match t.read_queued(offset, ahead, &mut read_ahead).await {
                 Read::Event(e) => e,
                 Read::Skip => continue,
-                Read::Stop => return,
             },
         };
         if let Some(rate) = t.config.rate_limit {
@@ -242,9 +225,8 @@ pub(super) async fn dispatch_loop(t: Arc<TriggerRuntime>, mut stop: watch::Recei
             park_or_start(&t, &mut busy, offset, event, &mut deliveries, &done_tx);
             continue;
         }
-        let permit = tokio::select! {
-            p = Arc::clone(&t.slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.changed() => { deliveries.abort_all(); return; }
+        let Ok(permit) = Arc::clone(&t.slots).acquire_owned().await else {
+            return;
         };
         deliveries.spawn(Arc::clone(&t).deliver(offset, event, permit));
     }

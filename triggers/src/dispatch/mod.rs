@@ -36,7 +36,7 @@ use switchyard_broker::tasks::Tasks;
 use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
 use switchyard_core::resources::Trigger;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 pub use outcome::{Outcome, decide};
 pub use trigger::TriggerRuntime;
@@ -135,7 +135,6 @@ async fn scan(
 
 /// The running dispatcher of every trigger of a configuration.
 pub struct Dispatcher {
-    stop: watch::Sender<bool>,
     tasks: Tasks,
     triggers: Vec<Arc<TriggerRuntime>>,
 }
@@ -202,23 +201,16 @@ impl Dispatcher {
             recovery::forget_removed_triggers(log.as_ref(), &route.id, &route.triggers).await?;
             recovery::resend_to_dead_letter_sinks(log.as_ref(), &route.id, &route.triggers).await?;
         }
-        let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Tasks::new("dispatcher");
         let (commits_tx, commits_rx) = mpsc::channel(4096);
         log.observe_commits(commits_tx);
-        tasks.spawn(router::router(
-            routes,
-            Arc::clone(&log),
-            commits_rx,
-            stop_rx.clone(),
-        ));
+        tasks.spawn(router::router(routes, Arc::clone(&log), commits_rx));
         for t in &all {
-            tasks.spawn(deliver::dispatch_loop(Arc::clone(t), stop_rx.clone()));
-            tasks.spawn(retry::retry_loop(Arc::clone(t), stop_rx.clone()));
+            tasks.spawn(deliver::dispatch_loop(Arc::clone(t)));
+            tasks.spawn(retry::retry_loop(Arc::clone(t)));
         }
-        tasks.spawn(housekeeping(all.clone(), stop_rx));
+        tasks.spawn(housekeeping(all.clone()));
         Ok(Dispatcher {
-            stop,
             tasks,
             triggers: all,
         })
@@ -233,7 +225,6 @@ impl Dispatcher {
     /// acknowledged, so they are delivered again after a restart (at-least-once). Cursors are
     /// committed; the store persists them when it shuts down.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
         self.tasks.shutdown().await;
         for t in &self.triggers {
             let side =
@@ -245,14 +236,11 @@ impl Dispatcher {
 }
 
 /// Every 100 ms, hands each trigger's cursor to the log; every second, sets its lag gauge.
-async fn housekeeping(triggers: Vec<Arc<TriggerRuntime>>, mut stop: watch::Receiver<bool>) {
+async fn housekeeping(triggers: Vec<Arc<TriggerRuntime>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut n = 0u64;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
+        tick.tick().await;
         n += 1;
         for t in &triggers {
             t.commit_cursor();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchyard_broker::log::{Table, WriteOp};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use super::outcome::decide;
@@ -85,9 +85,9 @@ impl TriggerRuntime {
     }
 }
 
-/// Attempts the trigger's retries as they come due, until `stop`. Ordered triggers retry in
-/// place; their retry records come only from redrives.
-pub(super) async fn retry_loop(t: Arc<TriggerRuntime>, mut stop: watch::Receiver<bool>) {
+/// Attempts the trigger's retries as they come due, until the dispatcher's `Tasks` stop it. Ordered
+/// triggers retry in place; their retry records come only from redrives.
+pub(super) async fn retry_loop(t: Arc<TriggerRuntime>) {
     let in_progress: InProgress = Arc::default();
     let mut retries = JoinSet::new();
     let prefix = t.retries.prefix.clone();
@@ -110,9 +110,8 @@ pub(super) async fn retry_loop(t: Arc<TriggerRuntime>, mut stop: watch::Receiver
             if !lock(&in_progress).insert(key.clone()) {
                 continue;
             }
-            let permit = tokio::select! {
-                p = Arc::clone(&t.slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = stop.changed() => { retries.abort_all(); return; }
+            let Ok(permit) = Arc::clone(&t.slots).acquire_owned().await else {
+                return;
             };
             started += 1;
             retries.spawn(Arc::clone(&t).retry(key, value, Arc::clone(&in_progress), permit));
@@ -133,7 +132,6 @@ pub(super) async fn retry_loop(t: Arc<TriggerRuntime>, mut stop: watch::Receiver
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = t.retries.wake.notified() => {}
-            _ = stop.changed() => { retries.abort_all(); return; }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_broker::log::{Committed, EventLog};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::trigger::TriggerRuntime;
 use super::{lock, read_log};
@@ -83,13 +83,12 @@ impl BrokerRoute {
     }
 }
 
-/// Routes every broker's new events until `stop`: first what the triggers have not seen yet,
-/// then each announced commit, reading the log where announcements were missed.
+/// Routes every broker's new events until the dispatcher's `Tasks` stop it: first what the triggers
+/// have not seen yet, then each announced commit, reading the log where announcements were missed.
 pub(super) async fn router(
     mut routes: HashMap<Arc<str>, BrokerRoute>,
     log: Arc<dyn EventLog>,
     mut commits: mpsc::Receiver<Committed>,
-    mut stop: watch::Receiver<bool>,
 ) {
     for route in routes.values_mut() {
         route.catch_up(&log, u64::MAX).await;
@@ -118,7 +117,6 @@ pub(super) async fn router(
                     route.catch_up(&log, u64::MAX).await;
                 }
             }
-            _ = stop.changed() => return,
         }
     }
 }
