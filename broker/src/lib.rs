@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod append;
+pub mod clock;
 pub mod eventtypes;
 pub mod ingress;
 pub mod log;

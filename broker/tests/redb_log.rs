@@ -3,21 +3,29 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use switchyard_broker::clock::Clock;
 use switchyard_broker::log::{EventLog, LogError, RetentionPolicy};
-use switchyard_broker::redb_log::{Clock, RedbLog, RedbOptions};
+use switchyard_broker::redb_log::{RedbLog, RedbOptions};
 
 const B: &str = "default/default";
 const T0: u64 = 1_800_000_000_000;
 
-fn open(dir: &std::path::Path, clock: &Arc<AtomicU64>) -> RedbLog {
-    let clock = Arc::clone(clock);
+/// A manual clock standing at `ms` since the epoch.
+fn clock_at(ms: u64) -> Clock {
+    Clock::manual(at(ms))
+}
+
+fn at(ms: u64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap()).unwrap()
+}
+
+fn open(dir: &std::path::Path, clock: &Clock) -> RedbLog {
     let options = RedbOptions {
         // Retention runs only when a test asks for it.
         retention_interval: Duration::from_secs(3600),
-        clock: Clock(Arc::new(move || clock.load(Ordering::SeqCst))),
+        clock: clock.clone(),
         ..RedbOptions::default()
     };
     RedbLog::open(dir, options, Box::new(|_| {})).unwrap()
@@ -32,7 +40,7 @@ fn events(n: usize, size: usize) -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn appends_read_back_in_order_and_offsets_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(AtomicU64::new(T0));
+    let clock = clock_at(T0);
     {
         let log = open(dir.path(), &clock);
         assert_eq!(log.append(B, events(3, 10)).await.unwrap(), 0..3);
@@ -62,7 +70,7 @@ async fn appends_read_back_in_order_and_offsets_survive_reopening() {
 #[tokio::test]
 async fn concurrent_appends_get_distinct_contiguous_offsets() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(AtomicU64::new(T0));
+    let clock = clock_at(T0);
     let log = Arc::new(open(dir.path(), &clock));
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -89,10 +97,10 @@ async fn concurrent_appends_get_distinct_contiguous_offsets() {
 #[tokio::test]
 async fn retention_by_age_deletes_old_events_and_offsets_do_not_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(AtomicU64::new(T0));
+    let clock = clock_at(T0);
     let log = open(dir.path(), &clock);
     log.append(B, events(5, 10)).await.unwrap();
-    clock.store(T0 + 30 * 60_000, Ordering::SeqCst);
+    clock.set(at(T0 + 30 * 60_000)).unwrap();
     log.append(B, events(5, 10)).await.unwrap();
     log.set_retention(
         B,
@@ -103,15 +111,15 @@ async fn retention_by_age_deletes_old_events_and_offsets_do_not_restart() {
     )
     .unwrap();
     // 45 minutes after T0: nothing is an hour old.
-    clock.store(T0 + 45 * 60_000, Ordering::SeqCst);
+    clock.set(at(T0 + 45 * 60_000)).unwrap();
     assert_eq!(log.run_retention().await.unwrap(), 0);
     // 70 minutes after T0: the first five are.
-    clock.store(T0 + 70 * 60_000, Ordering::SeqCst);
+    clock.set(at(T0 + 70 * 60_000)).unwrap();
     assert_eq!(log.run_retention().await.unwrap(), 5);
     let stats = log.stats(B).unwrap();
     assert_eq!((stats.first, stats.next, stats.bytes), (5, 10, 50));
     // Three hours later: all gone, and the next append continues the numbering.
-    clock.store(T0 + 3 * 3_600_000, Ordering::SeqCst);
+    clock.set(at(T0 + 3 * 3_600_000)).unwrap();
     assert_eq!(log.run_retention().await.unwrap(), 5);
     assert_eq!(log.append(B, events(1, 10)).await.unwrap(), 10..11);
     log.shutdown();
@@ -123,7 +131,7 @@ async fn retention_by_age_deletes_old_events_and_offsets_do_not_restart() {
 #[tokio::test]
 async fn retention_by_size_keeps_the_newest() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(AtomicU64::new(T0));
+    let clock = clock_at(T0);
     let log = open(dir.path(), &clock);
     log.append(B, events(10, 100)).await.unwrap();
     log.set_retention(
@@ -142,7 +150,7 @@ async fn retention_by_size_keeps_the_newest() {
 #[tokio::test]
 async fn retention_never_deletes_what_a_consumer_has_not_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(AtomicU64::new(T0));
+    let clock = clock_at(T0);
     let log = open(dir.path(), &clock);
     log.append(B, events(10, 10)).await.unwrap();
     log.commit(B, "slow", 4).unwrap();
@@ -155,7 +163,7 @@ async fn retention_never_deletes_what_a_consumer_has_not_committed() {
         },
     )
     .unwrap();
-    clock.store(T0 + 86_400_000, Ordering::SeqCst);
+    clock.set(at(T0 + 86_400_000)).unwrap();
     assert_eq!(log.run_retention().await.unwrap(), 4);
     assert_eq!(log.stats(B).unwrap().first, 4);
     assert_eq!(
@@ -171,12 +179,11 @@ async fn retention_never_deletes_what_a_consumer_has_not_committed() {
 #[tokio::test]
 async fn retention_deletes_in_bounded_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(AtomicU64::new(T0));
-    let c = Arc::clone(&clock);
+    let clock = clock_at(T0);
     let options = RedbOptions {
         retention_interval: Duration::from_secs(3600),
         retention_chunk: 3,
-        clock: Clock(Arc::new(move || c.load(Ordering::SeqCst))),
+        clock: clock.clone(),
         ..RedbOptions::default()
     };
     let log = RedbLog::open(dir.path(), options, Box::new(|_| {})).unwrap();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
@@ -25,6 +25,7 @@ mod writer;
 use layout::*;
 use writer::Writer;
 
+use crate::clock::Clock;
 use crate::log::{
     AppendFuture, BrokerId, Committed, EventLog, LogError, LogRecord, LogStats, RetentionPolicy,
     SideRecord, Table, WriteFuture, WriteOp,
@@ -35,34 +36,6 @@ type PendingWrites = Vec<(Vec<WriteOp>, oneshot::Sender<Result<(), LogError>>)>;
 
 fn storage<E: std::fmt::Display>(e: E) -> LogError {
     LogError::Storage(e.to_string())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The wall clock the log stamps arrival times with and judges retention by, in milliseconds
-/// since the Unix epoch. Tests inject their own.
-#[derive(Clone)]
-pub struct Clock(pub Arc<dyn Fn() -> u64 + Send + Sync>);
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Self {
-        Clock(Arc::new(now_ms))
-    }
-
-    fn now_ms(&self) -> u64 {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Clock")
-    }
 }
 
 /// Settings of the embedded log.
@@ -94,7 +67,7 @@ impl Default for RedbOptions {
             max_batch_bytes: 4 * 1024 * 1024,
             retention_interval: Duration::from_secs(5),
             retention_chunk: 10_000,
-            clock: Clock::system(),
+            clock: Clock::System,
         }
     }
 }
