@@ -128,34 +128,39 @@ pub fn decode_header_value(raw: &[u8]) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "is not valid UTF-8 after percent-decoding".to_owned())
 }
 
-/// Decodes a binary-mode message: attributes from `ce-` headers, `datacontenttype` from
-/// `Content-Type`, data from the body.
-pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, EventError> {
-    let single = |name: &HeaderName| -> Result<Option<&HeaderValue>, EventError> {
-        let mut values = headers.get_all(name).iter();
-        let Some(first) = values.next() else {
-            return Ok(None);
-        };
-        if values.next().is_some() {
-            let attr = name.as_str().strip_prefix("ce-").unwrap_or(name.as_str());
-            return Err(EventError::DuplicateAttribute(attr.to_owned()));
-        }
-        Ok(Some(first))
+/// The one value of header `name`, if present; a header given twice is refused.
+fn single_header<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h HeaderValue>, EventError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
     };
-    let header_text = |name: &HeaderName| -> Result<Option<String>, EventError> {
-        let Some(value) = single(name)? else {
-            return Ok(None);
-        };
-        decode_header_value(value.as_bytes())
-            .map(Some)
-            .map_err(|rule| EventError::InvalidHeader {
-                header: name.as_str().to_owned(),
-                rule,
-            })
+    if values.next().is_some() {
+        let attr = name.as_str().strip_prefix("ce-").unwrap_or(name.as_str());
+        return Err(EventError::DuplicateAttribute(attr.to_owned()));
+    }
+    Ok(Some(first))
+}
+
+/// The percent-decoded text of `ce-` header `name`, if present.
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, EventError> {
+    let Some(value) = single_header(headers, name)? else {
+        return Ok(None);
     };
-    // Content-Type is an HTTP header with its own syntax (RFC 7231), not one of the `ce-`
-    // metadata headers that are percent-encoded: it is taken as it is.
-    let content_type = single(&CONTENT_TYPE)?
+    decode_header_value(value.as_bytes())
+        .map(Some)
+        .map_err(|rule| EventError::InvalidHeader {
+            header: name.as_str().to_owned(),
+            rule,
+        })
+}
+
+/// Content-Type is an HTTP header with its own syntax (RFC 7231), not one of the `ce-`
+/// metadata headers that are percent-encoded: it is taken as it is.
+fn content_type_header(headers: &HeaderMap) -> Result<Option<String>, EventError> {
+    single_header(headers, &CONTENT_TYPE)?
         .map(|v| {
             std::str::from_utf8(v.as_bytes())
                 .map(str::to_owned)
@@ -164,9 +169,15 @@ pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, Eve
                     rule: "is not valid UTF-8".to_owned(),
                 })
         })
-        .transpose()?;
+        .transpose()
+}
+
+/// Decodes a binary-mode message: attributes from `ce-` headers, `datacontenttype` from
+/// `Content-Type`, data from the body.
+pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, EventError> {
+    let content_type = content_type_header(headers)?;
     let spec_name = HeaderName::from_static("ce-specversion");
-    let Some(spec) = header_text(&spec_name)? else {
+    let Some(spec) = header_text(headers, &spec_name)? else {
         return Err(EventError::NotACloudEvent);
     };
     let specversion = SpecVersion::parse(&spec)?;
@@ -192,7 +203,7 @@ pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, Eve
         let Some(attr) = name.as_str().strip_prefix("ce-") else {
             continue;
         };
-        let value = header_text(name)?;
+        let value = header_text(headers, name)?;
         match attr {
             "specversion" => {}
             "id" => id = value,
