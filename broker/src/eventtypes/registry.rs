@@ -153,81 +153,13 @@ impl Registry {
     /// unsupported draft, or `$ref`s anything but another registered schema is an error
     /// naming the file, the EventType and the field.
     pub fn compile(config: &Config) -> Result<Registry, ConfigError> {
-        let err = |key: &(String, String), field: &str, message: String| ConfigError {
-            file: config
-                .event_type_files
-                .get(key)
-                .cloned()
-                .unwrap_or_else(|| "<config>".into()),
-            resource: Some(format!("EventType {}/{}", key.0, key.1)),
-            field: Some(field.to_owned()),
-            message: one_line(&message),
-        };
-        // First every inline schema by its URIs, so `$ref`s between them resolve in any order.
-        let mut documents: HashMap<String, Value> = HashMap::new();
-        let mut owner: HashMap<String, (String, String)> = HashMap::new();
-        let mut values = BTreeMap::new();
-        for (key, et) in &config.event_types {
-            let Some(value) = et
-                .schema_value()
-                .map_err(|m| err(key, "spec.schemaData", m))?
-            else {
-                continue;
-            };
-            let mut uris: Vec<String> = Vec::new();
-            if let Some(uri) = &et.spec.schema {
-                uris.push(strip_fragment(uri).to_owned());
-            }
-            if let Some(id) = value.get("$id").and_then(Value::as_str) {
-                uris.push(strip_fragment(id).to_owned());
-            }
-            for uri in uris {
-                if let Some(first) = owner.get(&uri)
-                    && documents.get(&uri) != Some(&value)
-                {
-                    return Err(err(
-                        key,
-                        "spec.schema",
-                        format!(
-                            "`{uri}` is also the schema of EventType {}/{} with a different schemaData",
-                            first.0, first.1
-                        ),
-                    ));
-                }
-                owner.insert(uri.clone(), key.clone());
-                documents.insert(uri, value.clone());
-            }
-            values.insert(key.clone(), value);
-        }
+        let (documents, values) = schema_documents(config)?;
         let documents = Arc::new(documents);
         let mut registry = Registry::default();
         for (key, et) in &config.event_types {
             let validator = match values.get(key) {
                 None => None,
-                Some(value) => {
-                    let draft =
-                        draft_of(value).map_err(|m| err(key, "spec.schemaData.$schema", m))?;
-                    let mut options = jsonschema::options()
-                        .with_draft(draft)
-                        .with_retriever(LocalSchemas(Arc::clone(&documents)));
-                    if let Some(uri) = &et.spec.schema {
-                        options = options.with_base_uri(strip_fragment(uri).to_owned());
-                    }
-                    let validator = options.build(value).map_err(|e| {
-                        let at = e.instance_path().to_string();
-                        let place = if at.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" at {at}")
-                        };
-                        err(
-                            key,
-                            "spec.schemaData",
-                            format!("invalid JSON Schema{place}: {e}"),
-                        )
-                    })?;
-                    Some(Arc::new(validator))
-                }
+                Some(value) => Some(Arc::new(validator(config, key, value, &documents)?)),
             };
             let registered = Arc::new(Registered {
                 namespace: key.0.clone(),
@@ -241,24 +173,127 @@ impl Registry {
                     .map(|(ns, name)| switchyard_core::id::join(&ns, &name)),
                 validator,
             });
-            if let Some(broker) = &registered.broker {
-                registry
-                    .by_broker_type
-                    .entry((broker.clone(), registered.ty.clone()))
-                    .or_default()
-                    .push(Arc::clone(&registered));
-            }
-            if let (Some(uri), Some(_)) = (&registered.schema, &registered.validator) {
-                registry
-                    .by_schema
-                    .entry(uri.clone())
-                    .or_insert_with(|| Arc::clone(&registered));
-            }
-            registry.types.push(registered);
+            registry.add(registered);
         }
         Ok(registry)
     }
 
+    fn add(&mut self, registered: Arc<Registered>) {
+        if let Some(broker) = &registered.broker {
+            self.by_broker_type
+                .entry((broker.clone(), registered.ty.clone()))
+                .or_default()
+                .push(Arc::clone(&registered));
+        }
+        if let (Some(uri), Some(_)) = (&registered.schema, &registered.validator) {
+            self.by_schema
+                .entry(uri.clone())
+                .or_insert_with(|| Arc::clone(&registered));
+        }
+        self.types.push(registered);
+    }
+}
+
+/// A load error about EventType `key`'s `field`, naming its file.
+fn config_error(
+    config: &Config,
+    key: &(String, String),
+    field: &str,
+    message: String,
+) -> ConfigError {
+    ConfigError {
+        file: config
+            .event_type_files
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| "<config>".into()),
+        resource: Some(format!("EventType {}/{}", key.0, key.1)),
+        field: Some(field.to_owned()),
+        message: one_line(&message),
+    }
+}
+
+/// Every inline schema by its URIs (`spec.schema` and `$id`), so `$ref`s between them
+/// resolve in any order; and each EventType's schema.
+#[allow(clippy::type_complexity)]
+fn schema_documents(
+    config: &Config,
+) -> Result<(HashMap<String, Value>, BTreeMap<(String, String), Value>), ConfigError> {
+    let err = |key: &(String, String), field: &str, message: String| {
+        config_error(config, key, field, message)
+    };
+    let mut documents: HashMap<String, Value> = HashMap::new();
+    let mut owner: HashMap<String, (String, String)> = HashMap::new();
+    let mut values = BTreeMap::new();
+    for (key, et) in &config.event_types {
+        let Some(value) = et
+            .schema_value()
+            .map_err(|m| err(key, "spec.schemaData", m))?
+        else {
+            continue;
+        };
+        let mut uris: Vec<String> = Vec::new();
+        if let Some(uri) = &et.spec.schema {
+            uris.push(strip_fragment(uri).to_owned());
+        }
+        if let Some(id) = value.get("$id").and_then(Value::as_str) {
+            uris.push(strip_fragment(id).to_owned());
+        }
+        for uri in uris {
+            if let Some(first) = owner.get(&uri)
+                && documents.get(&uri) != Some(&value)
+            {
+                return Err(err(
+                    key,
+                    "spec.schema",
+                    format!(
+                        "`{uri}` is also the schema of EventType {}/{} with a different schemaData",
+                        first.0, first.1
+                    ),
+                ));
+            }
+            owner.insert(uri.clone(), key.clone());
+            documents.insert(uri, value.clone());
+        }
+        values.insert(key.clone(), value);
+    }
+    Ok((documents, values))
+}
+
+/// The compiled schema `value` of EventType `key`, its `$ref`s resolved among `documents`.
+fn validator(
+    config: &Config,
+    key: &(String, String),
+    value: &Value,
+    documents: &Arc<HashMap<String, Value>>,
+) -> Result<Validator, ConfigError> {
+    let err = |field: &str, message: String| config_error(config, key, field, message);
+    let draft = draft_of(value).map_err(|m| err("spec.schemaData.$schema", m))?;
+    let mut options = jsonschema::options()
+        .with_draft(draft)
+        .with_retriever(LocalSchemas(Arc::clone(documents)));
+    if let Some(uri) = config
+        .event_types
+        .get(key)
+        .and_then(|et| et.spec.schema.as_ref())
+    {
+        options = options.with_base_uri(strip_fragment(uri).to_owned());
+    }
+    options.build(value).map_err(|e| {
+        let at = e.instance_path().to_string();
+        let place = if at.is_empty() {
+            String::new()
+        } else {
+            format!(" at {at}")
+        };
+        err(
+            "spec.schemaData",
+            format!("invalid JSON Schema{place}: {e}"),
+        )
+    })
+}
+
+impl Registry {
     /// Every configured EventType.
     pub fn types(&self) -> &[Arc<Registered>] {
         &self.types
