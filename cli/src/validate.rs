@@ -1,0 +1,149 @@
+//! `switchyard validate` (load a configuration as `serve` would and list what it holds) and
+//! `switchyard explain` (why a Trigger takes an event or not), offline.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use switchyard_core::config::Config;
+use switchyard_core::id::TriggerId;
+use switchyard_core::resources::DEFAULT_NAMESPACE;
+
+/// Loads and checks the configuration at `config`; one line per resource.
+pub fn run(config: &Path) -> Result<String> {
+    let config = Config::load(config)?;
+    switchyard_triggers::dispatch::check_filters(&config)?;
+    let event_types = std::sync::Arc::new(switchyard_broker::eventtypes::EventTypePolicy::new(
+        &config,
+        Default::default(),
+    )?);
+    switchyard_adapters::ping::check(&config, &event_types)?;
+    let mut out = String::new();
+    for (ns, name) in config.brokers.keys() {
+        out.push_str(&format!("Broker {ns}/{name}\n"));
+    }
+    for ((ns, name), t) in &config.triggers {
+        out.push_str(&format!(
+            "Trigger {ns}/{name} -> broker {}\n",
+            t.spec.broker
+        ));
+    }
+    for ((ns, name), s) in &config.sinks {
+        out.push_str(&format!("Sink {ns}/{name} -> {}\n", s.spec.uri));
+    }
+    for (ns, name) in config.webhook_sources.keys() {
+        out.push_str(&format!(
+            "WebhookSource {ns}/{name} at POST /sources/{ns}/{name}\n"
+        ));
+    }
+    for ((ns, name), p) in &config.ping_sources {
+        let tz = p.spec.timezone.as_deref().unwrap_or("UTC");
+        out.push_str(&format!(
+            "PingSource {ns}/{name} on `{}` ({tz})\n",
+            p.spec.schedule
+        ));
+    }
+    for ((ns, name), s) in &config.s3_sources {
+        let how = match (&s.spec.webhook, &s.spec.sns, &s.spec.sqs) {
+            (Some(_), _, _) => format!("webhook at POST /sources/{ns}/{name}"),
+            (_, Some(_), _) => format!("SNS at POST /sources/{ns}/{name}"),
+            (_, _, Some(q)) => format!("polling SQS {}", q.queue_url),
+            _ => String::new(),
+        };
+        out.push_str(&format!("S3Source {ns}/{name}: {how}\n"));
+    }
+    for ((ns, name), s) in &config.kafka_sources {
+        out.push_str(&format!(
+            "KafkaSource {ns}/{name}: topics {} from {} as group {}\n",
+            s.spec.topics.join(","),
+            s.spec.bootstrap_servers.join(","),
+            s.consumer_group()
+        ));
+    }
+    for ((ns, name), s) in &config.nats_sources {
+        let how = match &s.spec.jetstream {
+            Some(js) => format!(
+                "JetStream stream {} (consumer {})",
+                js.stream,
+                s.consumer_name().unwrap_or_default()
+            ),
+            None => "core NATS".to_owned(),
+        };
+        out.push_str(&format!(
+            "NatsSource {ns}/{name}: `{}` from {}, {how}\n",
+            s.spec.subject,
+            s.spec.servers.join(",")
+        ));
+    }
+    for ((ns, name), s) in &config.mqtt_sources {
+        out.push_str(&format!(
+            "MqttSource {ns}/{name}: {} from {} as {}\n",
+            s.spec.topics.join(","),
+            s.spec.broker,
+            s.client_id()
+        ));
+    }
+    for ((ns, name), s) in &config.kafka_sinks {
+        out.push_str(&format!(
+            "KafkaSink {ns}/{name} -> topic {} at {}\n",
+            s.spec.topic,
+            s.spec.bootstrap_servers.join(",")
+        ));
+    }
+    for ((ns, name), s) in &config.nats_sinks {
+        out.push_str(&format!(
+            "NatsSink {ns}/{name} -> subject {} at {}\n",
+            s.spec.subject,
+            s.spec.servers.join(",")
+        ));
+    }
+    for ((ns, name), et) in &config.event_types {
+        let broker = et.broker().map_or_else(
+            || "no broker".to_owned(),
+            |(b_ns, b)| format!("broker {b_ns}/{b}"),
+        );
+        out.push_str(&format!(
+            "EventType {ns}/{name} -> {} ({broker})\n",
+            et.spec.ty
+        ));
+    }
+    Ok(out)
+}
+
+/// Why Trigger `trigger` (`namespace/name`, or a name in `default`) takes the JSON event in
+/// `event` (a file, or `-` for standard input), or not.
+pub fn explain(config: &Path, trigger: &str, event: &Path) -> Result<String> {
+    let config = Config::load(config)?;
+    let id =
+        TriggerId::parse(trigger).unwrap_or_else(|_| TriggerId::new(DEFAULT_NAMESPACE, trigger));
+    let (ns, name) = (id.namespace(), id.name());
+    let t = config
+        .triggers
+        .get(&(ns.to_owned(), name.to_owned()))
+        .with_context(|| format!("no Trigger {ns}/{name} in the configuration"))?;
+    let filter = switchyard_triggers::filter::Filter::compile(&t.spec)
+        .with_context(|| format!("Trigger {ns}/{name}"))?;
+    let bytes = if event.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        buf
+    } else {
+        std::fs::read(event).with_context(|| format!("cannot read {}", event.display()))?
+    };
+    let event = switchyard_core::json::decode_event(&bytes)
+        .with_context(|| format!("{} is not a valid JSON event", event.display()))?;
+    let why = filter.explain(&event);
+    if why.is_empty() {
+        return Ok(format!(
+            "match: Trigger {ns}/{name} takes event {}\n",
+            event.id
+        ));
+    }
+    let mut out = format!(
+        "no match: Trigger {ns}/{name} does not take event {}\n",
+        event.id
+    );
+    for line in why {
+        out.push_str(&format!("  {line}\n"));
+    }
+    Ok(out)
+}
