@@ -226,7 +226,7 @@ impl Consumer {
                 Err(e) => {
                     let pause = backoff.next_pause();
                     tracing::warn!(source = %self.id, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot reach the JetStream consumer; retrying");
-                    tokio::time::sleep(PULL_PAUSE).await;
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             };
