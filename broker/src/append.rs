@@ -202,6 +202,16 @@ impl Batch {
     }
 }
 
+/// A batch the log holds, whose (type, source) pairs `record` mode has yet to count.
+#[derive(Debug)]
+#[must_use = "pass it to Appender::recorded"]
+pub struct Stored {
+    offsets: Range<u64>,
+    broker: String,
+    pairs: Vec<(String, String)>,
+    arrival: String,
+}
+
 /// Appends events to brokers' logs under the brokers' `eventTypes` settings.
 #[derive(Clone)]
 pub struct Appender {
@@ -245,9 +255,13 @@ impl Appender {
     /// Appends the batch in one transaction; once it is durable, `record` mode counts its
     /// pairs. Resolves to the offsets the events got.
     pub async fn append(&self, batch: Batch) -> Result<Range<u64>, LogError> {
-        if batch.encoded.is_empty() {
-            return Ok(0..0);
-        }
+        let stored = self.store(batch).await?;
+        Ok(self.recorded(stored).await)
+    }
+
+    /// [`append`](Self::append) in two steps, for a caller that times the store alone
+    /// (ingress): the append, then [`recorded`](Self::recorded), which must follow.
+    pub async fn store(&self, batch: Batch) -> Result<Stored, LogError> {
         let Batch {
             broker,
             encoded,
@@ -256,11 +270,26 @@ impl Appender {
             record,
             ..
         } = batch;
-        let offsets = self.log.append(&broker, encoded).await?;
-        if record {
-            self.record(&broker, &pairs, &arrival).await;
+        let offsets = if encoded.is_empty() {
+            0..0
+        } else {
+            self.log.append(&broker, encoded).await?
+        };
+        Ok(Stored {
+            offsets,
+            broker,
+            pairs: if record { pairs } else { Vec::new() },
+            arrival,
+        })
+    }
+
+    /// After [`store`](Self::store): `record` mode counts the stored pairs. The offsets.
+    pub async fn recorded(&self, stored: Stored) -> Range<u64> {
+        if !stored.pairs.is_empty() {
+            self.record(&stored.broker, &stored.pairs, &stored.arrival)
+                .await;
         }
-        Ok(offsets)
+        stored.offsets
     }
 
     /// Appends the batch and `ops` (side-table writes) in one transaction; the batch is kept,

@@ -170,10 +170,11 @@ async fn ingest(
         .prepare(&broker.id, Ttl::KeepOrDefault(broker.ttl), &mut events)
         .map_err(|r| reject(r.into(), &types))?;
     let appending = Instant::now();
-    match appender.append(batch).await {
-        Ok(_) => {
+    match appender.store(batch).await {
+        Ok(stored) => {
             metrics::histogram!(m::INGRESS_APPEND_SECONDS)
                 .record(appending.elapsed().as_secs_f64());
+            appender.recorded(stored).await;
             count_events(namespace, name, &types, StatusCode::ACCEPTED);
             Ok(StatusCode::ACCEPTED.into_response())
         }
