@@ -44,12 +44,14 @@ impl Tasks {
         let mut stop = self.stop.subscribe();
         self.set.spawn(async move {
             let mut task = AbortOnDrop(tokio::spawn(task));
+            // Stopping wins over a task that has not started yet: it then never runs.
             let ended = tokio::select! {
-                ended = &mut task.0 => ended,
+                biased;
                 () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
                     task.0.abort();
                     (&mut task.0).await
                 }
+                ended = &mut task.0 => ended,
             };
             if let Err(e) = ended
                 && e.is_panic()

@@ -3,22 +3,58 @@
 //! the retries of removed triggers into dead letters.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use switchyard_broker::log::{EventLog, LogError, Table, WriteOp};
 
 use super::trigger::TriggerRuntime;
 use super::unit_random;
-use crate::delivery::Verdict;
+use switchyard_core::id::TriggerId;
+
+use crate::delivery::{Deliverer, DeliverySettings, Subscriber, Verdict};
 use crate::records::{self, DeadLetter, DeadLetterReason, Origin, RetryEntry};
 
+/// What sending a dead letter to a trigger's `deadLetterSink` needs, taken from the trigger so
+/// the send (a side task) holds no reference to the trigger itself: dropping the trigger
+/// drops its side tasks, which stops them.
+pub(super) struct DeadLetterSender {
+    trigger: TriggerId,
+    broker: Arc<str>,
+    sink: Subscriber,
+    settings: DeliverySettings,
+    deliverer: Deliverer,
+    log: Arc<dyn EventLog>,
+}
+
 impl TriggerRuntime {
+    /// The sender to this trigger's `deadLetterSink`, if it has one.
+    pub(super) fn dead_letter_sender(&self) -> Option<DeadLetterSender> {
+        Some(DeadLetterSender {
+            trigger: self.id.clone(),
+            broker: Arc::clone(&self.broker),
+            sink: self.config.dead_letter_sink.clone()?,
+            settings: self.config.settings.clone(),
+            deliverer: self.deliverer.clone(),
+            log: Arc::clone(&self.log),
+        })
+    }
+
+    /// Sends `letter` to the `deadLetterSink` in a side task (see [`DeadLetterSender::send`]).
+    pub(super) fn send_to_dead_letter_sink(&self, letter: DeadLetter) {
+        if let Some(sender) = self.dead_letter_sender() {
+            self.spawn_side_task(async move { sender.send(&letter).await });
+        }
+    }
+}
+
+impl DeadLetterSender {
     /// Sends a dead-lettered event to the `deadLetterSink` with the `knativeerror*`
     /// attributes, retrying as the trigger would. The dead-letter store keeps it either way.
-    pub(super) async fn send_to_dead_letter_sink(&self, letter: &DeadLetter) {
-        let (Some(dls), Some(event)) = (self.config.dead_letter_sink.as_ref(), letter.event())
-        else {
+    async fn send(&self, letter: &DeadLetter) {
+        let Some(event) = letter.event() else {
             return;
         };
+        let dls = &self.sink;
         let mut extra = vec![("knativeerrordest", letter.destination.clone())];
         if let Some(status) = letter.status {
             extra.push(("knativeerrorcode", status.to_string()));
@@ -26,7 +62,7 @@ impl TriggerRuntime {
         if let Some(data) = &letter.error_data {
             extra.push(("knativeerrordata", data.clone()));
         }
-        let settings = &self.config.settings;
+        let settings = &self.settings;
         for k in 0..=settings.retry {
             if k > 0 {
                 tokio::time::sleep(settings.backoff(k, None, unit_random())).await;
@@ -39,20 +75,20 @@ impl TriggerRuntime {
             match r.verdict {
                 Verdict::Delivered => {
                     if let Err(e) = self.log.write(vec![marker]).await {
-                        tracing::warn!(trigger = %self.id, error = %e, "cannot clear a dead-letter-sink marker; the sink may get the event again after a restart");
+                        tracing::warn!(trigger = %self.trigger, error = %e, "cannot clear a dead-letter-sink marker; the sink may get the event again after a restart");
                     }
                     return;
                 }
                 Verdict::DeadLetter => {
                     // The sink refuses it for good: stop owing it (the store still has it).
                     let _ = self.log.write(vec![marker]).await;
-                    tracing::error!(trigger = %self.id, event = %event.id, sink = dls.address(), status = ?r.status, "the dead-letter sink refused the event; it stays in the dead-letter store");
+                    tracing::error!(trigger = %self.trigger, event = %event.id, sink = dls.address(), status = ?r.status, "the dead-letter sink refused the event; it stays in the dead-letter store");
                     return;
                 }
                 Verdict::Retry => {}
             }
         }
-        tracing::error!(trigger = %self.id, event = %event.id, sink = dls.address(), "the dead-letter sink did not take the event; it stays in the dead-letter store and is sent again after a restart");
+        tracing::error!(trigger = %self.trigger, event = %event.id, sink = dls.address(), "the dead-letter sink did not take the event; it stays in the dead-letter store and is sent again after a restart");
     }
 }
 

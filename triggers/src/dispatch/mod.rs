@@ -227,9 +227,10 @@ impl Dispatcher {
     pub async fn shutdown(self) {
         self.tasks.shutdown().await;
         for t in &self.triggers {
-            let side =
-                std::mem::replace(&mut *lock(&t.side_tasks), Tasks::new("dead-letter sinks"));
-            side.shutdown().await;
+            let side = lock(&t.side_tasks).take();
+            if let Some(side) = side {
+                side.shutdown().await;
+            }
             t.commit_cursor();
         }
     }

@@ -105,9 +105,7 @@ pub(super) async fn resend_to_dead_letter_sinks(
             .and_then(|(_, v)| serde_json::from_slice::<DeadLetter>(&v).ok());
         match (letter, by_name.get(trigger.as_slice())) {
             (Some(letter), Some(t)) => {
-                let t = Arc::clone(t);
-                let me = Arc::clone(&t);
-                t.spawn_side_task(async move { me.send_to_dead_letter_sink(&letter).await });
+                t.send_to_dead_letter_sink(letter);
             }
             // Redriven or purged meanwhile, or the trigger or its sink is gone.
             _ => {

@@ -160,10 +160,7 @@ impl TriggerRuntime {
         let mut labels = self.labels();
         labels.push(metrics::Label::new("reason", reason.as_str()));
         metrics::counter!(m::DEAD_LETTERS, labels).increment(1);
-        if self.config.dead_letter_sink.is_some() {
-            let me = Arc::clone(self);
-            self.spawn_side_task(async move { me.send_to_dead_letter_sink(&letter).await });
-        }
+        self.send_to_dead_letter_sink(letter);
     }
 
     /// Stores reply events in the trigger's broker with the TTL decremented; a reply whose TTL

@@ -103,7 +103,9 @@ pub struct TriggerRuntime {
     /// Stores replies, held to the broker's `eventTypes`.
     pub(super) appender: Appender,
     /// Sends to the dead-letter sink, which end at shutdown like every other task.
-    pub(super) side_tasks: Mutex<Tasks>,
+    /// `None` once the dispatcher shut them down: a send that comes later is not started
+    /// (its dead letter's marker makes the next start send it).
+    pub(super) side_tasks: Mutex<Option<Tasks>>,
     metrics: TriggerMetrics,
 }
 
@@ -235,7 +237,7 @@ impl TriggerRuntime {
             deliverer: Deliverer::new(),
             log: Arc::clone(log),
             appender: Appender::new(Arc::clone(log), Arc::clone(cx.event_types)),
-            side_tasks: Mutex::new(Tasks::new("dead-letter sinks")),
+            side_tasks: Mutex::new(Some(Tasks::new("dead-letter sinks"))),
             metrics: TriggerMetrics {
                 latency: metrics::histogram!(m::DELIVERY_LATENCY, labels.clone()),
                 labels,
@@ -349,6 +351,11 @@ impl TriggerRuntime {
         &self,
         task: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        lock(&self.side_tasks).spawn(task);
+        match lock(&self.side_tasks).as_mut() {
+            Some(tasks) => tasks.spawn(task),
+            None => {
+                tracing::info!(trigger = %self.id, "shutting down: a dead letter goes to the dead-letter sink after the restart")
+            }
+        }
     }
 }
