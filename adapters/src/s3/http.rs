@@ -72,15 +72,7 @@ impl HttpSource {
                 id.clone(),
                 HttpSource {
                     id,
-                    target: Target::resolve(
-                        config,
-                        event_types,
-                        "S3Source",
-                        ns,
-                        name,
-                        &spec.sink,
-                        spec.ce_overrides.as_ref(),
-                    ),
+                    target: target(config, event_types, ns, name, spec),
                     auth,
                     sns,
                     client: client.clone(),

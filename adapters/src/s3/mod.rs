@@ -17,6 +17,26 @@ mod sqs;
 pub(crate) use http::HttpSource;
 pub use sqs::start_pollers;
 
+/// Where S3Source `ns/name`'s events go, whichever way they come in.
+fn target(
+    config: &switchyard_core::config::Config,
+    event_types: &std::sync::Arc<switchyard_broker::eventtypes::EventTypePolicy>,
+    ns: &str,
+    name: &str,
+    spec: &switchyard_core::sources::S3SourceSpec,
+) -> crate::target::Target {
+    let overrides = spec.ce_overrides.as_ref();
+    crate::target::Target::resolve(
+        config,
+        event_types,
+        "S3Source",
+        ns,
+        name,
+        &spec.sink,
+        overrides,
+    )
+}
+
 /// Prefix of every S3 event type (the adapter's).
 pub const TYPE_PREFIX: &str = "com.amazonaws.s3.";
 
