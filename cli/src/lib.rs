@@ -53,7 +53,7 @@ pub async fn run(
     .await?;
     let sources =
         switchyard_adapters::start(&config, &server.event_types(), server.log(), clock).await?;
-    let api = switchyard_triggers::api::routes(server.log(), dispatcher.triggers())
+    let api = switchyard_triggers::api::routes(server.log(), dispatcher.sources())
         .merge(sources.routes.clone())
         .merge(switchyard_triggers::tail::routes(
             server.log(),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_broker::log::{EventLog, Table, WriteOp, blocking};
 use switchyard_broker::problem::Problem;
 
-use crate::dispatch::TriggerRuntime;
+use crate::dispatch::EmbeddedSource;
 use crate::records::{self, DeadLetter, RetryEntry};
 
 /// The most records one page holds.
@@ -25,11 +25,11 @@ struct ApiState {
     /// cannot both schedule it.
     mutate: tokio::sync::Mutex<()>,
     /// Triggers by (broker id, trigger name).
-    triggers: HashMap<(String, String), Arc<TriggerRuntime>>,
+    triggers: HashMap<(String, String), Arc<EmbeddedSource>>,
 }
 
 /// The routes, to merge into the server's router.
-pub fn routes(log: Arc<dyn EventLog>, triggers: &[Arc<TriggerRuntime>]) -> Router {
+pub fn routes(log: Arc<dyn EventLog>, triggers: &[Arc<EmbeddedSource>]) -> Router {
     let state = Arc::new(ApiState {
         log,
         mutate: tokio::sync::Mutex::new(()),
@@ -37,7 +37,7 @@ pub fn routes(log: Arc<dyn EventLog>, triggers: &[Arc<TriggerRuntime>]) -> Route
             .iter()
             .map(|t| {
                 (
-                    (t.broker_id().to_owned(), t.id.name().to_owned()),
+                    (t.broker_id().to_owned(), t.id().name().to_owned()),
                     Arc::clone(t),
                 )
             })

@@ -1,59 +1,47 @@
-//! The dispatcher: everything between the log and the subscribers. One router reads each new
-//! event once and hands it to the queues of the triggers whose filters match; each trigger
-//! delivers from its queue with bounded concurrency, schedules retries in the store,
-//! dead-letters what cannot be delivered, and ingests replies. The rules are in
+//! The dispatcher: everything between the log and the subscribers, in two halves joined by
+//! one seam (`source.rs`). The delivery core (`deliver.rs`, `outcome.rs`, `trigger.rs`) takes
+//! a trigger's work from a [`DeliverySource`], attempts it within the trigger's bounds and
+//! decides the outcome; the source (`embedded/`: the router, the trigger's queue and cursor,
+//! its retry records) hands out the work and settles the outcomes. The rules are in
 //! `spec/delivery.md`; the map in ARCHITECTURE.md.
 //!
 //! | module | holds |
 //! |---|---|
-//! | `router` | the router: commits → filter index → trigger queues |
-//! | `trigger` | a trigger at run time: resolved config, queue and cursor, retries, metrics |
-//! | `deliver` | the dispatch loop: first attempts, ordered keys, cold reads |
+//! | `source` | the seam: [`Work`] and [`DeliverySource`] |
+//! | `trigger` | a trigger at run time, as the core sees it: resolved config, bounds, metrics |
+//! | `deliver` | the delivery core: attempts, the reply check, ordered keys, rate |
 //! | `outcome` | what follows an attempt: a pure function, tested as a table |
-//! | `settle` | the one place that writes an outcome to the store (and stores replies) |
-//! | `retry` | the retry loop: due retry records → attempts |
-//! | `dead_letter` | dead-letter sinks, retries of removed triggers |
-//! | `recovery` | what runs at start, before routing |
+//! | `embedded` | the delivery source over the embedded log (router, queues, retries, settle) |
 
-mod dead_letter;
 mod deliver;
+mod embedded;
 mod outcome;
-mod recovery;
-mod retry;
-mod router;
-mod settle;
+mod source;
 mod trigger;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError, LogRecord, SideRecord, Table, blocking};
-use switchyard_broker::metrics as m;
 use switchyard_broker::tasks::Tasks;
 use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
 use switchyard_core::resources::Trigger;
-use tokio::sync::mpsc;
 
+pub use embedded::EmbeddedSource;
 pub use outcome::{Outcome, decide};
+pub use source::{DeliverySource, Work};
 pub use trigger::TriggerRuntime;
 
-use crate::filter::{Filter, FilterError, FilterIndex};
+use crate::filter::{Filter, FilterError};
 use crate::records;
 use crate::streams::StreamSinks;
-use router::BrokerRoute;
 
 /// Queue entries beyond this many keep only the offset, and consecutive offsets share one
 /// entry (`queue::OffsetQueue`); the event is read again from the log when its turn comes.
 /// This is what bounds memory per queued event.
 const HOT_QUEUE: usize = 1024;
-/// Records a trigger reads from the log at a time for a run in the cold part of its queue.
-const READ_AHEAD: usize = 64;
-/// Bytes of stored events a trigger keeps read ahead (beyond the one it asked for).
-const READ_AHEAD_BYTES: usize = 1024 * 1024;
 /// Default bound on deliveries in flight per trigger.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
 
@@ -136,13 +124,13 @@ async fn scan(
 /// The running dispatcher of every trigger of a configuration.
 pub struct Dispatcher {
     tasks: Tasks,
-    triggers: Vec<Arc<TriggerRuntime>>,
+    sources: Vec<Arc<EmbeddedSource>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher")
-            .field("triggers", &self.triggers.len())
+            .field("triggers", &self.sources.len())
             .finish_non_exhaustive()
     }
 }
@@ -159,66 +147,31 @@ impl Dispatcher {
         streams: StreamSinks,
     ) -> Result<Dispatcher, DispatchError> {
         check_filters(config)?;
-        let mut routes = HashMap::new();
-        for (ns, name) in config.brokers.keys() {
-            let id: Arc<str> = Arc::from(switchyard_core::id::join(ns, name));
-            let position = log.stats(&id)?.next;
-            let route = BrokerRoute {
-                id: Arc::clone(&id),
-                position,
-                index: FilterIndex::default(),
-                triggers: Vec::new(),
-            };
-            routes.insert(id, (route, Vec::new()));
-        }
         let cx = trigger::Context {
             config,
-            log: &log,
             event_types: &event_types,
             ingress,
             streams: &streams,
         };
-        let mut all = Vec::new();
-        for ((ns, name), t) in &config.triggers {
-            let runtime = Arc::new(TriggerRuntime::build(&cx, ns, name, t)?);
-            let (route, route_filters) = routes
-                .get_mut(runtime.broker_id())
-                .ok_or_else(|| LogError::Storage(format!("no broker {}", runtime.broker_id())))?;
-            route.position = route.position.min(runtime.start);
-            route.triggers.push(Arc::clone(&runtime));
-            // The index reports matches by position: filter i is trigger i's.
-            route_filters.push(compile_filter(ns, name, t)?);
-            all.push(runtime);
-        }
-        let routes: HashMap<Arc<str>, BrokerRoute> = routes
-            .into_iter()
-            .map(|(id, (mut route, route_filters))| {
-                route.index = FilterIndex::new(route_filters);
-                (id, route)
-            })
-            .collect();
-        for route in routes.values() {
-            recovery::forget_removed_triggers(log.as_ref(), &route.id, &route.triggers).await?;
-            recovery::resend_to_dead_letter_sinks(log.as_ref(), &route.id, &route.triggers).await?;
-        }
+        let triggers = config
+            .triggers
+            .iter()
+            .map(|((ns, name), t)| TriggerRuntime::build(&cx, ns, name, t).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tasks = Tasks::new("dispatcher");
-        let (commits_tx, commits_rx) = mpsc::channel(4096);
-        log.observe_commits(commits_tx);
-        tasks.spawn(router::router(routes, Arc::clone(&log), commits_rx));
-        for t in &all {
-            tasks.spawn(deliver::dispatch_loop(Arc::clone(t)));
-            tasks.spawn(retry::retry_loop(Arc::clone(t)));
+        let sources = embedded::start(config, &log, &event_types, &triggers, &mut tasks).await?;
+        for s in &sources {
+            tasks.spawn(deliver::dispatch_loop(
+                Arc::clone(s.trigger()),
+                Arc::clone(s),
+            ));
         }
-        tasks.spawn(housekeeping(all.clone()));
-        Ok(Dispatcher {
-            tasks,
-            triggers: all,
-        })
+        Ok(Dispatcher { tasks, sources })
     }
 
-    /// The triggers, for inspection.
-    pub fn triggers(&self) -> &[Arc<TriggerRuntime>] {
-        &self.triggers
+    /// Each trigger's delivery source, for the management API (redrives schedule retries).
+    pub fn sources(&self) -> &[Arc<EmbeddedSource>] {
+        &self.sources
     }
 
     /// Stops routing and delivery. Deliveries in flight are abandoned: their events were not
@@ -226,28 +179,8 @@ impl Dispatcher {
     /// committed; the store persists them when it shuts down.
     pub async fn shutdown(self) {
         self.tasks.shutdown().await;
-        for t in &self.triggers {
-            let side = lock(&t.side_tasks).take();
-            if let Some(side) = side {
-                side.shutdown().await;
-            }
-            t.commit_cursor();
-        }
-    }
-}
-
-/// Every 100 ms, hands each trigger's cursor to the log; every second, sets its lag gauge.
-async fn housekeeping(triggers: Vec<Arc<TriggerRuntime>>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut n = 0u64;
-    loop {
-        tick.tick().await;
-        n += 1;
-        for t in &triggers {
-            t.commit_cursor();
-            if n.is_multiple_of(10) {
-                metrics::gauge!(m::TRIGGER_LAG, t.labels()).set(t.lag() as f64);
-            }
+        for s in &self.sources {
+            s.shutdown().await;
         }
     }
 }

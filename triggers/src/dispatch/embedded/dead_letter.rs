@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use switchyard_broker::log::{EventLog, LogError, Table, WriteOp};
 
-use super::trigger::TriggerRuntime;
-use super::unit_random;
+use super::EmbeddedSource;
+use crate::dispatch::{scan, unit_random};
 use switchyard_core::id::TriggerId;
 
 use crate::delivery::{Deliverer, DeliverySettings, Subscriber, Verdict};
@@ -26,15 +26,15 @@ pub(super) struct DeadLetterSender {
     log: Arc<dyn EventLog>,
 }
 
-impl TriggerRuntime {
+impl EmbeddedSource {
     /// The sender to this trigger's `deadLetterSink`, if it has one.
     pub(super) fn dead_letter_sender(&self) -> Option<DeadLetterSender> {
         Some(DeadLetterSender {
-            trigger: self.id.clone(),
-            broker: Arc::clone(&self.broker),
-            sink: self.config.dead_letter_sink.clone()?,
-            settings: self.config.settings.clone(),
-            deliverer: self.deliverer.clone(),
+            trigger: self.trigger.id.clone(),
+            broker: Arc::clone(&self.trigger.broker),
+            sink: self.trigger.config.dead_letter_sink.clone()?,
+            settings: self.trigger.config.settings.clone(),
+            deliverer: self.trigger.deliverer.clone(),
             log: Arc::clone(&self.log),
         })
     }
@@ -96,14 +96,14 @@ impl DeadLetterSender {
 /// (reason `trigger removed`), so removing a trigger drops nothing silently and the records
 /// stay inspectable and redrivable once the trigger is back.
 pub(super) async fn orphaned_retries_to_dead_letters(
-    log: &dyn EventLog,
+    log: &Arc<dyn EventLog>,
     broker: &str,
     known: &HashSet<&str>,
 ) -> Result<(), LogError> {
     const CHUNK: usize = 500;
     let (mut cursor, to) = records::retries_of_broker(broker);
     loop {
-        let chunk = log.scan(Table::Retries, &cursor, &to, CHUNK)?;
+        let chunk = scan(log, Table::Retries, cursor.clone(), to.clone(), CHUNK).await?;
         let n = chunk.len();
         let mut ops = Vec::new();
         for (key, value) in chunk {

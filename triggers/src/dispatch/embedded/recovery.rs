@@ -6,10 +6,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use switchyard_broker::log::{EventLog, LogError, Table, WriteOp};
+use switchyard_broker::log::{EventLog, LogError, Table, WriteOp, blocking};
 
+use crate::dispatch::scan;
+
+use super::EmbeddedSource;
 use super::dead_letter::orphaned_retries_to_dead_letters;
-use super::trigger::TriggerRuntime;
 use crate::records::{self, DeadLetter};
 
 /// How many retry records a trigger has, and the offsets at or past `start` they cover, read
@@ -49,13 +51,14 @@ pub(super) fn retry_offsets(
 /// Cleans up after triggers that were removed from the configuration of `broker`, whose
 /// configured triggers are `triggers`.
 pub(super) async fn forget_removed_triggers(
-    log: &dyn EventLog,
+    log: &Arc<dyn EventLog>,
     broker: &str,
-    triggers: &[Arc<TriggerRuntime>],
+    triggers: &[Arc<EmbeddedSource>],
 ) -> Result<(), LogError> {
     let known: HashSet<&str> = triggers.iter().map(|t| t.consumer.as_str()).collect();
-    let stale: Vec<WriteOp> = log
-        .consumers(broker)?
+    let id = broker.to_owned();
+    let stale: Vec<WriteOp> = blocking(log, move |log| log.consumers(&id))
+        .await?
         .into_iter()
         .filter(|(c, _)| records::is_trigger_consumer(c) && !known.contains(c.as_str()))
         .map(|(consumer, _)| WriteOp::ForgetCursor {
@@ -66,7 +69,7 @@ pub(super) async fn forget_removed_triggers(
     if !stale.is_empty() {
         log.write(stale).await?;
     }
-    let names: HashSet<&str> = triggers.iter().map(|t| t.id.name()).collect();
+    let names: HashSet<&str> = triggers.iter().map(|t| t.trigger.id.name()).collect();
     orphaned_retries_to_dead_letters(log, broker, &names).await
 }
 
@@ -74,22 +77,18 @@ pub(super) async fn forget_removed_triggers(
 /// sinks had not taken before the last stop; markers of dead letters that are gone (redriven,
 /// purged) or whose trigger or sink is gone are removed.
 pub(super) async fn resend_to_dead_letter_sinks(
-    log: &dyn EventLog,
+    log: &Arc<dyn EventLog>,
     broker: &str,
-    triggers: &[Arc<TriggerRuntime>],
+    triggers: &[Arc<EmbeddedSource>],
 ) -> Result<(), LogError> {
-    let by_name: HashMap<&[u8], &Arc<TriggerRuntime>> = triggers
+    let by_name: HashMap<&[u8], &Arc<EmbeddedSource>> = triggers
         .iter()
-        .filter(|t| t.config.dead_letter_sink.is_some())
-        .map(|t| (t.id.name().as_bytes(), t))
+        .filter(|t| t.trigger.config.dead_letter_sink.is_some())
+        .map(|t| (t.trigger.id.name().as_bytes(), t))
         .collect();
     let prefix = records::dls_pending_prefix(broker);
-    let markers = log.scan(
-        Table::DeadLetters,
-        &prefix,
-        &records::prefix_end(&prefix),
-        usize::MAX,
-    )?;
+    let end = records::prefix_end(&prefix);
+    let markers = scan(log, Table::DeadLetters, prefix.clone(), end, usize::MAX).await?;
     for (marker, trigger) in markers {
         let id = marker
             .get(prefix.len()..)
@@ -98,8 +97,8 @@ pub(super) async fn resend_to_dead_letter_sinks(
         let key = records::deadletter_key(broker, id);
         let mut end = key.clone();
         end.push(0);
-        let letter = log
-            .scan(Table::DeadLetters, &key, &end, 1)?
+        let letter = scan(log, Table::DeadLetters, key, end, 1)
+            .await?
             .into_iter()
             .next()
             .and_then(|(_, v)| serde_json::from_slice::<DeadLetter>(&v).ok());

@@ -3,7 +3,6 @@
 //! the attempt came from in the same write. Only once this returned is the event done for
 //! the trigger, so the cursor may pass it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_broker::append::{Batch, Ttl, reply_ttl};
@@ -12,8 +11,8 @@ use switchyard_broker::metrics as m;
 use switchyard_core::CloudEvent;
 use switchyard_core::backoff::Backoff;
 
-use super::outcome::Outcome;
-use super::trigger::TriggerRuntime;
+use super::EmbeddedSource;
+use crate::dispatch::Outcome;
 use crate::records::{self, Attempt, DeadLetter, DeadLetterReason, Origin, RetryEntry};
 
 /// An event a trigger is working on, and where the attempt came from.
@@ -29,24 +28,12 @@ pub(super) struct Job<'a> {
     pub uri: Option<String>,
 }
 
-impl<'a> Job<'a> {
-    /// A routed event's first delivery.
-    pub fn first(offset: u64, event: &'a CloudEvent) -> Job<'a> {
-        Job {
-            offset,
-            event,
-            retry_key: None,
-            uri: None,
-        }
-    }
-}
-
-impl TriggerRuntime {
+impl EmbeddedSource {
     /// [`settle`](Self::settle), tried again while the store fails (a full disk, say), so an
     /// outcome is never dropped and the cursor is not pinned until a restart. Gives up only
     /// at shutdown.
     pub(super) async fn settle_durably(
-        self: &Arc<Self>,
+        &self,
         job: &Job<'_>,
         outcome: Outcome,
     ) -> Result<(), LogError> {
@@ -54,7 +41,7 @@ impl TriggerRuntime {
         loop {
             match self.settle(job, outcome.clone()).await {
                 Err(LogError::Storage(e)) => {
-                    tracing::error!(trigger = %self.id, offset = job.offset, error = %e, "cannot record the delivery's outcome; trying again");
+                    tracing::error!(trigger = %self.trigger.id, offset = job.offset, error = %e, "cannot record the delivery's outcome; trying again");
                     tokio::time::sleep(backoff.next_pause()).await;
                 }
                 other => return other,
@@ -63,7 +50,7 @@ impl TriggerRuntime {
     }
 
     /// Writes `outcome` for `job`: done, a (re)scheduled retry, or a dead letter.
-    async fn settle(self: &Arc<Self>, job: &Job<'_>, outcome: Outcome) -> Result<(), LogError> {
+    async fn settle(&self, job: &Job<'_>, outcome: Outcome) -> Result<(), LogError> {
         let delete_old = job.retry_key.clone().map(|key| WriteOp::Delete {
             table: Table::Retries,
             key,
@@ -98,7 +85,7 @@ impl TriggerRuntime {
                 } else {
                     self.retries.added();
                 }
-                metrics::counter!(m::DELIVERY_RETRIES, self.labels()).increment(1);
+                metrics::counter!(m::DELIVERY_RETRIES, self.trigger.labels()).increment(1);
             }
             Outcome::DeadLetter {
                 attempts,
@@ -108,16 +95,16 @@ impl TriggerRuntime {
                 let letter = self.dead_letter(job, reason, attempts, error_data);
                 let mut ops = vec![WriteOp::Put {
                     table: Table::DeadLetters,
-                    key: records::deadletter_key(&self.broker, letter.id),
+                    key: records::deadletter_key(&self.trigger.broker, letter.id),
                     value: records::to_value(&letter)?,
                 }];
                 // The dead-letter sink is owed this event until it answers 2xx; the marker
                 // makes a restart send it again.
-                if self.config.dead_letter_sink.is_some() {
+                if self.trigger.config.dead_letter_sink.is_some() {
                     ops.push(WriteOp::Put {
                         table: Table::DeadLetters,
-                        key: records::dls_pending_key(&self.broker, letter.id),
-                        value: self.id.name().as_bytes().to_vec(),
+                        key: records::dls_pending_key(&self.trigger.broker, letter.id),
+                        value: self.trigger.id.name().as_bytes().to_vec(),
                     });
                 }
                 ops.extend(delete_old);
@@ -140,24 +127,24 @@ impl TriggerRuntime {
         error_data: Option<String>,
     ) -> DeadLetter {
         let origin = Origin {
-            broker: &self.broker,
-            trigger: self.id.name(),
+            broker: &self.trigger.broker,
+            trigger: self.trigger.id.name(),
             offset: job.offset,
             event: records::encode_event(job.event),
             destination: job
                 .uri
                 .clone()
-                .unwrap_or_else(|| self.config.subscriber.address().to_owned()),
+                .unwrap_or_else(|| self.trigger.config.subscriber.address().to_owned()),
         };
         DeadLetter::new(origin, reason, attempts, error_data)
     }
 
     /// After `letter` was stored: logged, counted, and sent to the dead-letter sink.
-    fn dead_lettered(self: &Arc<Self>, job: &Job<'_>, letter: DeadLetter) {
+    fn dead_lettered(&self, job: &Job<'_>, letter: DeadLetter) {
         let reason = letter.reason;
         let last = letter.attempts.last();
-        tracing::warn!(trigger = %self.id, event = %job.event.id, %reason, status = ?letter.status, error = ?last.and_then(|a| a.error.as_deref()), "dead-lettered");
-        let mut labels = self.labels();
+        tracing::warn!(trigger = %self.trigger.id, event = %job.event.id, %reason, status = ?letter.status, error = ?last.and_then(|a| a.error.as_deref()), "dead-lettered");
+        let mut labels = self.trigger.labels();
         labels.push(metrics::Label::new("reason", reason.as_str()));
         metrics::counter!(m::DEAD_LETTERS, labels).increment(1);
         self.send_to_dead_letter_sink(letter);
@@ -172,13 +159,14 @@ impl TriggerRuntime {
     ) -> Result<(), LogError> {
         let ttl = reply_ttl(original);
         if ttl <= 0 {
-            tracing::warn!(trigger = %self.id, event = %original.id, "reply dropped: TTL exhausted (a reply loop?)");
-            metrics::counter!(m::REPLIES_DROPPED, self.labels()).increment(replies.len() as u64);
+            tracing::warn!(trigger = %self.trigger.id, event = %original.id, "reply dropped: TTL exhausted (a reply loop?)");
+            metrics::counter!(m::REPLIES_DROPPED, self.trigger.labels())
+                .increment(replies.len() as u64);
             return Ok(());
         }
         let ttl = Ttl::Set(i32::try_from(ttl).unwrap_or(i32::MAX));
         let policy = self.appender.policy();
-        let batch = Batch::stamped(policy, &self.broker, ttl, &mut replies)
+        let batch = Batch::stamped(policy, &self.trigger.broker, ttl, &mut replies)
             .map_err(|e| LogError::Storage(format!("cannot stamp a reply: {e}")))?;
         loop {
             match self.appender.append(batch.clone()).await {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use switchyard_broker::log::{Committed, EventLog};
 use tokio::sync::mpsc;
 
-use super::trigger::TriggerRuntime;
-use super::{lock, read_log};
+use super::EmbeddedSource;
+use crate::dispatch::{lock, read_log};
 use crate::filter::FilterIndex;
 
 /// Records the router reads from the log at a time when it catches up.
@@ -24,10 +24,20 @@ pub(super) struct BrokerRoute {
     pub position: u64,
     pub index: FilterIndex,
     /// The broker's triggers, in the order of the index's filters.
-    pub triggers: Vec<Arc<TriggerRuntime>>,
+    pub triggers: Vec<Arc<EmbeddedSource>>,
 }
 
 impl BrokerRoute {
+    /// The route of broker `id`, from `position` on, with no triggers yet.
+    pub fn new(id: Arc<str>, position: u64) -> BrokerRoute {
+        BrokerRoute {
+            id,
+            position,
+            index: FilterIndex::default(),
+            triggers: Vec::new(),
+        }
+    }
+
     fn route(&mut self, offset: u64, bytes: &[u8]) {
         if offset < self.position {
             return;
