@@ -55,18 +55,6 @@ pub const SERVER_METADATA: &[&str] = &[
     "generateName",
 ];
 
-/// The kinds of sources, which share one name space per namespace.
-const SOURCE_KINDS: &[&str] = &[
-    "WebhookSource",
-    "PingSource",
-    "S3Source",
-    "KafkaSource",
-    "NatsSource",
-    "MqttSource",
-];
-/// The kinds of sinks, which share one name space per namespace.
-const SINK_KINDS: &[&str] = &["Sink", "KafkaSink", "NatsSink"];
-
 /// The file each resource came from, by (kind, namespace, name).
 type Origins = BTreeMap<(&'static str, String, String), String>;
 
@@ -269,81 +257,23 @@ impl Config {
             let meta = r.metadata();
             let key = (meta.namespace.clone(), meta.name.clone());
             let label = format!("{} {}/{}", r.kind(), key.0, key.1);
-            let duplicate = match &r {
-                Resource::Broker(_) => config.brokers.contains_key(&key),
-                Resource::Trigger(_) => config.triggers.contains_key(&key),
-                Resource::EventType(_) => config.event_types.contains_key(&key),
-                // Sinks of all kinds share one name space, so a `ref` reads unambiguously.
-                Resource::Sink(_) | Resource::KafkaSink(_) | Resource::NatsSink(_) => {
-                    config.sinks.contains_key(&key)
-                        || config.kafka_sinks.contains_key(&key)
-                        || config.nats_sinks.contains_key(&key)
-                }
-                // Sources share the path `/sources/{namespace}/{name}` (and metric labels).
-                _ => config
-                    .sources()
-                    .iter()
-                    .any(|(_, ns, name, _)| (*ns, *name) == (key.0.as_str(), key.1.as_str())),
-            };
-            if duplicate {
+            if r.taken(&config, &key) {
+                let group = r.group();
+                let first = Resource::kinds_of(group)
+                    .find_map(|k| origin.get(&(k, key.0.clone(), key.1.clone())))
+                    .map_or("?", |s| s);
                 return Err(ConfigError {
                     file,
                     resource: Some(label.clone()),
                     field: Some("metadata.name".into()),
-                    message: format!(
-                        "defined twice (first in {})",
-                        [SOURCE_KINDS, SINK_KINDS]
-                            .into_iter()
-                            .find(|kinds| kinds.contains(&r.kind()))
-                            .unwrap_or(&[r.kind()])
-                            .iter()
-                            .find_map(|k| origin.get(&(*k, key.0.clone(), key.1.clone())))
-                            .map_or("?", |s| s)
-                    ),
+                    message: format!("defined twice (first in {first})"),
                 });
             }
-            origin.insert((r.kind(), key.0.clone(), key.1.clone()), file);
-            match r {
-                Resource::Broker(b) => {
-                    config.brokers.insert(key, b);
-                }
-                Resource::Trigger(t) => {
-                    config.triggers.insert(key, t);
-                }
-                Resource::Sink(s) => {
-                    config.sinks.insert(key, s);
-                }
-                Resource::EventType(e) => {
-                    if let Some(file) = origin.get(&("EventType", key.0.clone(), key.1.clone())) {
-                        config.event_type_files.insert(key.clone(), file.clone());
-                    }
-                    config.event_types.insert(key, e);
-                }
-                Resource::WebhookSource(w) => {
-                    config.webhook_sources.insert(key, w);
-                }
-                Resource::PingSource(p) => {
-                    config.ping_sources.insert(key, p);
-                }
-                Resource::S3Source(s) => {
-                    config.s3_sources.insert(key, s);
-                }
-                Resource::KafkaSource(s) => {
-                    config.kafka_sources.insert(key, s);
-                }
-                Resource::NatsSource(s) => {
-                    config.nats_sources.insert(key, s);
-                }
-                Resource::MqttSource(s) => {
-                    config.mqtt_sources.insert(key, s);
-                }
-                Resource::KafkaSink(s) => {
-                    config.kafka_sinks.insert(key, s);
-                }
-                Resource::NatsSink(s) => {
-                    config.nats_sinks.insert(key, s);
-                }
+            if matches!(r, Resource::EventType(_)) {
+                config.event_type_files.insert(key.clone(), file.clone());
             }
+            origin.insert((r.kind(), key.0.clone(), key.1.clone()), file);
+            r.insert_into(&mut config, key);
         }
         config.add_uri_sinks(&mut origin)?;
         config.check_references(&origin)?;
