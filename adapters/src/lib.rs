@@ -6,8 +6,9 @@
 //! SQS). The stream sinks (KafkaSink, NatsSink) that triggers deliver to live here too, next to
 //! their client libraries.
 //!
-//! [`start`] runs the sources: the HTTP ones share `POST /sources/{namespace}/{name}`;
-//! [`start_sinks`] makes the stream sinks' writers.
+//! Every source kind is registered once, in [`KINDS`] (`kind.rs`); [`start`] runs them all
+//! (the HTTP ones share `POST /sources/{namespace}/{name}`), [`describe`] and [`check`] serve
+//! `switchyard validate`; [`start_sinks`] makes the stream sinks' writers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,9 +27,13 @@ use switchyard_broker::tasks::Tasks;
 use switchyard_core::config::Config;
 use switchyard_triggers::streams::{StreamSink, StreamSinks, address};
 
+use kind::{HttpSource, Setup};
+pub use kind::{KINDS, Kind, check, describe};
+
 pub mod aws;
 pub mod clock;
 pub mod kafka;
+mod kind;
 pub mod mqtt;
 pub mod nats;
 pub mod ping;
@@ -50,28 +55,27 @@ pub struct SourceError(pub String);
 pub struct Sources {
     /// Routes of the HTTP sources (and `/debug/clock` for a manual clock).
     pub routes: Router,
-    ping: Tasks,
-    sqs: Tasks,
-    streams: Tasks,
+    /// Each kind's background sources.
+    tasks: Vec<Tasks>,
 }
 
 impl Sources {
     /// Stops every background source and waits until each has ended.
     pub async fn shutdown(self) {
-        self.ping.shutdown().await;
-        self.sqs.shutdown().await;
-        self.streams.shutdown().await;
+        for tasks in self.tasks {
+            tasks.shutdown().await;
+        }
     }
 }
 
 struct HttpSources {
     log: Arc<dyn EventLog>,
-    webhooks: HashMap<String, webhook::Resolved>,
-    s3: HashMap<String, s3::HttpSource>,
+    /// By `namespace/name`.
+    by_key: HashMap<String, HttpSource>,
 }
 
-/// Starts every source of `config`: resolves secrets, starts the PingSources and the SQS
-/// pollers, and returns the routes of the HTTP ones.
+/// Starts every source of `config`, kind by kind ([`KINDS`]): resolves secrets, starts the
+/// background ones, and returns the routes of the HTTP ones.
 pub async fn start(
     config: &Config,
     event_types: &Arc<EventTypePolicy>,
@@ -81,33 +85,25 @@ pub async fn start(
     let client = reqwest::Client::builder()
         .build()
         .map_err(|e| SourceError(format!("cannot build the HTTP client: {e}")))?;
-    let webhooks = webhook::resolve_all(config, event_types)
-        .map_err(|e| SourceError(e.to_string()))?
-        .into_iter()
-        .collect();
-    let s3 = s3::HttpSource::resolve_all(config, event_types, &client)
-        .map_err(SourceError)?
-        .into_iter()
-        .collect();
-    let sqs = s3::start_pollers(config, event_types, &log, &client).map_err(SourceError)?;
-    let ping = ping::start(config, event_types, Arc::clone(&log), clock.clone())
-        .await
-        .map_err(|e| SourceError(e.to_string()))?;
-    let mut streams = Tasks::new("stream sources");
-    kafka::start_sources(config, event_types, &log, &mut streams)?;
-    nats::start_sources(config, event_types, &log, &mut streams).await?;
-    mqtt::start_sources(config, event_types, &log, &mut streams)?;
-    let state = Arc::new(HttpSources { log, webhooks, s3 });
+    let setup = Setup {
+        config,
+        event_types,
+        log: &log,
+        clock: &clock,
+        client: &client,
+    };
+    let (mut tasks, mut by_key) = (Vec::new(), HashMap::new());
+    for kind in KINDS {
+        let started = (kind.start)(&setup).await?;
+        tasks.extend(started.tasks);
+        by_key.extend(started.http);
+    }
+    let state = Arc::new(HttpSources { log, by_key });
     let routes = Router::new()
         .route("/sources/{namespace}/{name}", post(receive))
         .with_state(state)
         .merge(clock::routes(clock));
-    Ok(Sources {
-        routes,
-        ping,
-        sqs,
-        streams,
-    })
+    Ok(Sources { routes, tasks })
 }
 
 /// The writers of the stream sinks (KafkaSinks, NatsSinks) triggers deliver to.
@@ -157,9 +153,7 @@ async fn receive(
     let key = switchyard_core::id::join(&namespace, &name);
     let answer = async {
         let body = read_body(body, MAX_BODY_BYTES).await?;
-        if let Some(w) = sources.webhooks.get(&key) {
-            webhook::handle(w, &sources.log, &headers, body).await
-        } else if let Some(s) = sources.s3.get(&key) {
+        if let Some(s) = sources.by_key.get(&key) {
             s.handle(&sources.log, &headers, body).await
         } else {
             Err(Problem::not_found(format!(

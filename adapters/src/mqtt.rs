@@ -24,6 +24,7 @@ use switchyard_core::{CloudEvent, Data, EventError};
 use tokio::sync::mpsc;
 
 use crate::SourceError;
+use crate::kind::{Kind, Setup, StartFuture, Started};
 use crate::target::{Target, new_id};
 use switchyard_broker::tasks::Tasks;
 
@@ -265,6 +266,24 @@ async fn run_v5(
     }
 }
 
+/// The user name and password of `s`'s `auth`, read from where they are kept.
+fn credentials(s: &MqttSource) -> Result<Option<(String, String)>, String> {
+    let Some(a) = s.spec.auth.as_ref() else {
+        return Ok(None);
+    };
+    let user = a
+        .username
+        .resolve()
+        .map_err(|e| format!("auth.username: {e}"))?;
+    let password = a
+        .password
+        .as_ref()
+        .map(|p| p.resolve().map_err(|e| format!("auth.password: {e}")))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(Some((user, password)))
+}
+
 /// Starts every MqttSource of `config`.
 pub(crate) fn start_sources(
     config: &Config,
@@ -276,24 +295,7 @@ pub(crate) fn start_sources(
         let id = SourceId::new(ns, name).to_string();
         let err = |m: String| SourceError(format!("MqttSource {id}: {m}"));
         let (host, port) = s.host_port().map_err(|e| err(e.message))?;
-        let credentials = s
-            .spec
-            .auth
-            .as_ref()
-            .map(|a| {
-                Ok::<_, String>((
-                    a.username
-                        .resolve()
-                        .map_err(|e| format!("auth.username: {e}"))?,
-                    a.password
-                        .as_ref()
-                        .map(|p| p.resolve().map_err(|e| format!("auth.password: {e}")))
-                        .transpose()?
-                        .unwrap_or_default(),
-                ))
-            })
-            .transpose()
-            .map_err(err)?;
+        let credentials = credentials(s).map_err(err)?;
         let version = s.spec.protocol_version.unwrap_or_default();
         let qos = s.spec.qos.unwrap_or(1);
         let clean = s.spec.clean_session.unwrap_or(false);
@@ -349,6 +351,35 @@ pub(crate) fn start_sources(
         }
     }
     Ok(())
+}
+
+/// The MqttSource kind.
+pub(crate) const KIND: Kind = Kind {
+    name: "MqttSource",
+    describe: |config| {
+        config
+            .mqtt_sources
+            .iter()
+            .map(|((ns, name), s)| {
+                format!(
+                    "MqttSource {ns}/{name}: {} from {} as {}",
+                    s.spec.topics.join(","),
+                    s.spec.broker,
+                    s.client_id()
+                )
+            })
+            .collect()
+    },
+    check: None,
+    start: start_kind,
+};
+
+fn start_kind<'a>(s: &'a Setup<'a>) -> StartFuture<'a> {
+    Box::pin(async move {
+        let mut tasks = Tasks::new("MqttSources");
+        start_sources(s.config, s.event_types, s.log, &mut tasks)?;
+        Ok(Started::background(tasks))
+    })
 }
 
 #[cfg(test)]

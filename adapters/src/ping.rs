@@ -11,14 +11,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use switchyard_broker::eventtypes::EventTypePolicy;
-use switchyard_broker::log::{EventLog, LogError, Table, WriteOp};
+use switchyard_broker::log::{EventLog, LogError, Table, WriteOp, blocking};
 use switchyard_core::config::Config;
 use switchyard_core::id::SourceId;
 use switchyard_core::schedule::Schedule;
 use switchyard_core::sources::{CatchUp, CatchUpPolicy, MAX_CATCH_UP_SLOTS};
 use switchyard_core::{CloudEvent, Data};
 
+use crate::SourceError;
 use crate::clock::Clock;
+use crate::kind::{Kind, Setup, StartFuture, Started};
 use crate::target::Target;
 use switchyard_broker::tasks::Tasks;
 
@@ -131,7 +133,7 @@ pub async fn start(
             log: Arc::clone(&log),
             clock: clock.clone(),
         };
-        let last = r.last_fired().map_err(|e| PingError {
+        let last = r.last_fired().await.map_err(|e| PingError {
             source_id: r.ping.id.clone(),
             message: format!("cannot read its state: {e}"),
         })?;
@@ -217,10 +219,14 @@ impl Ping {
 }
 
 impl Runner {
-    fn last_fired(&self) -> Result<Option<DateTime<Utc>>, LogError> {
-        let mut hi = self.state_key.clone();
+    async fn last_fired(&self) -> Result<Option<DateTime<Utc>>, LogError> {
+        let lo = self.state_key.clone();
+        let mut hi = lo.clone();
         hi.push(0);
-        let found = self.log.scan(Table::SourceState, &self.state_key, &hi, 1)?;
+        let found = blocking(&self.log, move |log| {
+            log.scan(Table::SourceState, &lo, &hi, 1)
+        })
+        .await?;
         Ok(found
             .first()
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
@@ -289,6 +295,34 @@ impl Runner {
         tracing::debug!(source = %self.ping.id, %slot, "fired");
         Ok(())
     }
+}
+
+/// The PingSource kind.
+pub(crate) const KIND: Kind = Kind {
+    name: "PingSource",
+    describe: |config| {
+        config
+            .ping_sources
+            .iter()
+            .map(|((ns, name), p)| {
+                let tz = p.spec.timezone.as_deref().unwrap_or("UTC");
+                format!("PingSource {ns}/{name} on `{}` ({tz})", p.spec.schedule)
+            })
+            .collect()
+    },
+    check: Some(|config, event_types| {
+        check(config, event_types).map_err(|e| SourceError(e.to_string()))
+    }),
+    start: start_kind,
+};
+
+fn start_kind<'a>(s: &'a Setup<'a>) -> StartFuture<'a> {
+    Box::pin(async move {
+        let tasks = start(s.config, s.event_types, Arc::clone(s.log), s.clock.clone())
+            .await
+            .map_err(|e| SourceError(e.to_string()))?;
+        Ok(Started::background(tasks))
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use switchyard_core::id::SourceId;
 use switchyard_core::sources::{SubjectFrom, WebhookAuth};
 use switchyard_core::{CloudEvent, Data, EventError};
 
+use crate::SourceError;
+use crate::kind::{HttpSource, Kind, Setup, StartFuture, Started};
 use crate::target::{Target, new_id};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -257,6 +259,31 @@ pub(crate) async fn handle(
     let encoded = s.target.prepare(&mut events)?;
     s.target.append(log, encoded).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// The WebhookSource kind.
+pub(crate) const KIND: Kind = Kind {
+    name: "WebhookSource",
+    describe: |config| {
+        config
+            .webhook_sources
+            .keys()
+            .map(|(ns, name)| format!("WebhookSource {ns}/{name} at POST /sources/{ns}/{name}"))
+            .collect()
+    },
+    check: None,
+    start: start_kind,
+};
+
+fn start_kind<'a>(s: &'a Setup<'a>) -> StartFuture<'a> {
+    Box::pin(async move {
+        let http = resolve_all(s.config, s.event_types)
+            .map_err(|e| SourceError(e.to_string()))?
+            .into_iter()
+            .map(|(key, w)| (key, HttpSource::Webhook(w)))
+            .collect();
+        Ok(Started { tasks: None, http })
+    })
 }
 
 #[cfg(test)]

@@ -140,7 +140,12 @@ impl Server {
             .await
             .map_err(|e| ServeError::Setting(format!("store task failed: {e}")))??;
         let log = Arc::new(log);
-        let discovery = Discovery::load(log.as_ref())?;
+        let discovery = {
+            let log = Arc::clone(&log);
+            tokio::task::spawn_blocking(move || Discovery::load(log.as_ref()))
+                .await
+                .map_err(|e| ServeError::Setting(format!("store task failed: {e}")))??
+        };
         let app = Arc::new(App {
             brokers: RwLock::new(HashMap::new()),
             event_types: RwLock::new(Arc::default()),

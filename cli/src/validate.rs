@@ -16,7 +16,7 @@ pub fn run(config: &Path) -> Result<String> {
         &config,
         Default::default(),
     )?);
-    switchyard_adapters::ping::check(&config, &event_types)?;
+    switchyard_adapters::check(&config, &event_types)?;
     let mut out = String::new();
     for (ns, name) in config.brokers.keys() {
         out.push_str(&format!("Broker {ns}/{name}\n"));
@@ -30,57 +30,9 @@ pub fn run(config: &Path) -> Result<String> {
     for ((ns, name), s) in &config.sinks {
         out.push_str(&format!("Sink {ns}/{name} -> {}\n", s.spec.uri));
     }
-    for (ns, name) in config.webhook_sources.keys() {
-        out.push_str(&format!(
-            "WebhookSource {ns}/{name} at POST /sources/{ns}/{name}\n"
-        ));
-    }
-    for ((ns, name), p) in &config.ping_sources {
-        let tz = p.spec.timezone.as_deref().unwrap_or("UTC");
-        out.push_str(&format!(
-            "PingSource {ns}/{name} on `{}` ({tz})\n",
-            p.spec.schedule
-        ));
-    }
-    for ((ns, name), s) in &config.s3_sources {
-        let how = match (&s.spec.webhook, &s.spec.sns, &s.spec.sqs) {
-            (Some(_), _, _) => format!("webhook at POST /sources/{ns}/{name}"),
-            (_, Some(_), _) => format!("SNS at POST /sources/{ns}/{name}"),
-            (_, _, Some(q)) => format!("polling SQS {}", q.queue_url),
-            _ => String::new(),
-        };
-        out.push_str(&format!("S3Source {ns}/{name}: {how}\n"));
-    }
-    for ((ns, name), s) in &config.kafka_sources {
-        out.push_str(&format!(
-            "KafkaSource {ns}/{name}: topics {} from {} as group {}\n",
-            s.spec.topics.join(","),
-            s.spec.bootstrap_servers.join(","),
-            s.consumer_group()
-        ));
-    }
-    for ((ns, name), s) in &config.nats_sources {
-        let how = match &s.spec.jetstream {
-            Some(js) => format!(
-                "JetStream stream {} (consumer {})",
-                js.stream,
-                s.consumer_name().unwrap_or_default()
-            ),
-            None => "core NATS".to_owned(),
-        };
-        out.push_str(&format!(
-            "NatsSource {ns}/{name}: `{}` from {}, {how}\n",
-            s.spec.subject,
-            s.spec.servers.join(",")
-        ));
-    }
-    for ((ns, name), s) in &config.mqtt_sources {
-        out.push_str(&format!(
-            "MqttSource {ns}/{name}: {} from {} as {}\n",
-            s.spec.topics.join(","),
-            s.spec.broker,
-            s.client_id()
-        ));
+    for line in switchyard_adapters::describe(&config) {
+        out.push_str(&line);
+        out.push('\n');
     }
     for ((ns, name), s) in &config.kafka_sinks {
         out.push_str(&format!(

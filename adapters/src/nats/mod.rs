@@ -10,25 +10,26 @@
 //! server after `ackWait`. Core NATS has no redelivery: a message in flight when Switchyard
 //! stops is lost, which is why JetStream is the mode to use for events that matter.
 
+mod sink;
+
+pub(crate) use sink::sink;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use futures_util::future::BoxFuture;
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError};
 use switchyard_core::backoff::Backoff;
 use switchyard_core::config::Config;
 use switchyard_core::id::SourceId;
-use switchyard_core::streams::{
-    ContentMode, NatsAuth, NatsDeliverPolicy, NatsJetStream, NatsSink, NatsSource,
-};
+use switchyard_core::streams::{NatsAuth, NatsDeliverPolicy, NatsJetStream, NatsSource};
 use switchyard_core::{CloudEvent, Data, EventError};
-use switchyard_triggers::streams::{StreamSink, StreamSinkError};
 
 use crate::SourceError;
+use crate::kind::{Kind, Setup, StartFuture, Started};
 use crate::target::{Target, new_id};
 use switchyard_broker::tasks::Tasks;
 
@@ -412,109 +413,40 @@ pub(crate) async fn start_sources(
     Ok(())
 }
 
-/// Publishes a trigger's events to a NATS subject.
-#[derive(Debug)]
-struct NatsPublisher {
-    client: async_nats::Client,
-    jetstream: Option<jetstream::Context>,
-    subject: String,
-    structured: bool,
-}
+/// The NatsSource kind.
+pub(crate) const KIND: Kind = Kind {
+    name: "NatsSource",
+    describe: |config| {
+        config
+            .nats_sources
+            .iter()
+            .map(|((ns, name), s)| {
+                let how = match &s.spec.jetstream {
+                    Some(js) => format!(
+                        "JetStream stream {} (consumer {})",
+                        js.stream,
+                        s.consumer_name().unwrap_or_default()
+                    ),
+                    None => "core NATS".to_owned(),
+                };
+                format!(
+                    "NatsSource {ns}/{name}: `{}` from {}, {how}",
+                    s.spec.subject,
+                    s.spec.servers.join(",")
+                )
+            })
+            .collect()
+    },
+    check: None,
+    start: start_kind,
+};
 
-impl NatsPublisher {
-    fn message(&self, event: &CloudEvent) -> (async_nats::HeaderMap, Bytes) {
-        let (headers, body) = if self.structured {
-            switchyard_core::http::encode_structured(event)
-        } else {
-            switchyard_core::http::encode_binary(event)
-        };
-        let mut out = async_nats::HeaderMap::new();
-        for (name, value) in &headers {
-            if let Ok(v) = value.to_str() {
-                out.append(canonical_header_name(name.as_str()), v);
-            }
-        }
-        // The NATS binding maps datacontenttype to `ce-datacontenttype` like any attribute;
-        // `Content-Type` stays as well, for consumers that read it.
-        if !self.structured
-            && let Some(ct) = &event.datacontenttype
-        {
-            out.insert(
-                "ce-datacontenttype",
-                switchyard_core::http::percent_encode(ct).as_str(),
-            );
-        }
-        (out, body)
-    }
-}
-
-/// `ce-specversion` → `ce-specversion`, `content-type` → `Content-Type`: NATS header names are
-/// case-insensitive by the binding, but clients compare them exactly, so the well-known one is
-/// written as the binding writes it.
-fn canonical_header_name(name: &str) -> String {
-    if name == "content-type" {
-        "Content-Type".to_owned()
-    } else {
-        name.to_owned()
-    }
-}
-
-impl StreamSink for NatsPublisher {
-    fn send<'a>(&'a self, event: &'a CloudEvent) -> BoxFuture<'a, Result<(), StreamSinkError>> {
-        Box::pin(async move {
-            let (headers, body) = self.message(event);
-            let retry = |message: String| StreamSinkError {
-                retryable: true,
-                message,
-            };
-            match &self.jetstream {
-                Some(js) => {
-                    let ack = js
-                        .publish_with_headers(self.subject.clone(), headers, body)
-                        .await
-                        .map_err(|e| retry(format!("JetStream publish: {e}")))?;
-                    ack.await
-                        .map(|_| ())
-                        .map_err(|e| retry(format!("JetStream did not acknowledge: {e}")))
-                }
-                None => {
-                    self.client
-                        .publish_with_headers(self.subject.clone(), headers, body)
-                        .await
-                        .map_err(|e| retry(format!("NATS publish: {e}")))?;
-                    self.client
-                        .flush()
-                        .await
-                        .map_err(|e| retry(format!("NATS flush: {e}")))
-                }
-            }
-        })
-    }
-}
-
-/// The writer of a NatsSink.
-pub(crate) async fn sink(
-    ns: &str,
-    name: &str,
-    s: &NatsSink,
-) -> Result<Arc<dyn StreamSink>, SourceError> {
-    let client = connect(
-        &s.spec.servers,
-        s.spec.auth.as_ref(),
-        &format!("switchyard sink {ns}/{name}"),
-    )
-    .await
-    .map_err(|e| SourceError(format!("NatsSink {ns}/{name}: {e}")))?;
-    Ok(Arc::new(NatsPublisher {
-        jetstream: s
-            .spec
-            .jetstream
-            .unwrap_or(false)
-            .then(|| jetstream::new(client.clone())),
-        client,
-        subject: s.spec.subject.clone(),
-        structured: s.spec.content_mode == Some(ContentMode::Structured),
-    }))
+fn start_kind<'a>(s: &'a Setup<'a>) -> StartFuture<'a> {
+    Box::pin(async move {
+        let mut tasks = Tasks::new("NatsSources");
+        start_sources(s.config, s.event_types, s.log, &mut tasks).await?;
+        Ok(Started::background(tasks))
+    })
 }
 
 #[cfg(test)]

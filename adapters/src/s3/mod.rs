@@ -11,6 +11,9 @@ use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
 use switchyard_core::{CloudEvent, Data};
 
+use crate::SourceError;
+use crate::kind::{Kind, Setup, StartFuture, Started};
+
 mod http;
 mod sqs;
 
@@ -235,6 +238,44 @@ pub fn host_allowed(host: &str, patterns: &[String]) -> bool {
         } else {
             host == p
         }
+    })
+}
+
+/// The S3Source kind: HTTP sources in `webhook` and `sns` mode, pollers in `sqs` mode.
+pub(crate) const KIND: Kind = Kind {
+    name: "S3Source",
+    describe: |config| {
+        config
+            .s3_sources
+            .iter()
+            .map(|((ns, name), s)| {
+                let how = match (&s.spec.webhook, &s.spec.sns, &s.spec.sqs) {
+                    (Some(_), _, _) => format!("webhook at POST /sources/{ns}/{name}"),
+                    (_, Some(_), _) => format!("SNS at POST /sources/{ns}/{name}"),
+                    (_, _, Some(q)) => format!("polling SQS {}", q.queue_url),
+                    _ => String::new(),
+                };
+                format!("S3Source {ns}/{name}: {how}")
+            })
+            .collect()
+    },
+    check: None,
+    start: start_kind,
+};
+
+fn start_kind<'a>(s: &'a Setup<'a>) -> StartFuture<'a> {
+    Box::pin(async move {
+        let http = HttpSource::resolve_all(s.config, s.event_types, s.client)
+            .map_err(SourceError)?
+            .into_iter()
+            .map(|(key, h)| (key, crate::kind::HttpSource::S3(h)))
+            .collect();
+        let pollers =
+            start_pollers(s.config, s.event_types, s.log, s.client).map_err(SourceError)?;
+        Ok(Started {
+            tasks: Some(pollers),
+            http,
+        })
     })
 }
 
