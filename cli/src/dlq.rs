@@ -131,6 +131,22 @@ const DEAD_LETTER_COLUMNS: &[(&str, &str)] = &[
     ("REASON", "reason"),
 ];
 
+/// A page of dead letters as `output` says: the JSON, or a table and how to get the next page.
+fn list_output(output: Output, v: &serde_json::Value) -> String {
+    match output {
+        Output::Json => pretty(v),
+        Output::Table => {
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            let mut out = table(DEAD_LETTER_COLUMNS, &items);
+            if let Some(next) = v["next"].as_str() {
+                out.push_str(&format!("(more: --after {next})\n"));
+            }
+            out
+        }
+    }
+}
+
+/// Runs `switchyard dlq`: one call to the management API, its answer as `args.output` says.
 pub async fn run(args: DlqArgs) -> Result<String> {
     let broker = crate::client::broker_arg(&args.broker)?;
     let base = format!(
@@ -155,17 +171,7 @@ pub async fn run(args: DlqArgs) -> Result<String> {
                 q.push(("after", a));
             }
             let v = answer(sent(client.get(&base).query(&q).send().await)?).await?;
-            Ok(match args.output {
-                Output::Json => pretty(&v),
-                Output::Table => {
-                    let items = v["items"].as_array().cloned().unwrap_or_default();
-                    let mut out = table(DEAD_LETTER_COLUMNS, &items);
-                    if let Some(next) = v["next"].as_str() {
-                        out.push_str(&format!("(more: --after {next})\n"));
-                    }
-                    out
-                }
-            })
+            Ok(list_output(args.output, &v))
         }
         DlqCommand::Show { id } => {
             let v = answer(sent(client.get(format!("{base}/{id}")).send().await)?).await?;

@@ -153,8 +153,9 @@ fn extension_member(name: &str, raw: &RawValue) -> Result<Option<ExtValue>, Even
     }
 }
 
-fn event_from_members(members: Members<'_>) -> Result<CloudEvent, EventError> {
-    let members = members.0;
+/// The event's `specversion`, once no attribute is given twice.
+fn specversion_of(members: &Members<'_>) -> Result<SpecVersion, EventError> {
+    let members = &members.0;
     let mut seen = std::collections::HashSet::with_capacity(members.len());
     if let Some((dup, _)) = members.iter().find(|(k, _)| !seen.insert(k.as_ref())) {
         return Err(EventError::DuplicateAttribute(dup.to_string()));
@@ -164,10 +165,15 @@ fn event_from_members(members: Members<'_>) -> Result<CloudEvent, EventError> {
         .find(|(k, _)| k == "specversion")
         .map(|(_, v)| *v)
         .ok_or(EventError::MissingAttribute("specversion"))?;
-    let specversion = SpecVersion::parse(
+    SpecVersion::parse(
         &string_member("specversion", spec_raw)?
             .ok_or(EventError::MissingAttribute("specversion"))?,
-    )?;
+    )
+}
+
+fn event_from_members(members: Members<'_>) -> Result<CloudEvent, EventError> {
+    let specversion = specversion_of(&members)?;
+    let members = members.0;
     let mut id = None;
     let mut source = None;
     let mut ty = None;

@@ -98,46 +98,9 @@ impl LikePattern {
         if segments[last].is_empty() {
             segments.pop();
         }
-        let matcher = match segments.as_slice() {
-            [] if open_start || open_end => Matcher::Contains("".into()),
-            [] => Matcher::Exact("".into()),
-            [only] if only.iter().all(|i| matches!(i, Item::Literal(_))) => {
-                let text: String = only
-                    .iter()
-                    .map(|i| match i {
-                        Item::Literal(s) => &**s,
-                        Item::One => "",
-                    })
-                    .collect();
-                let text: Box<str> = text.into();
-                match (open_start, open_end) {
-                    (false, false) => Matcher::Exact(text),
-                    (false, true) => Matcher::Prefix(text),
-                    (true, false) => Matcher::Suffix(text),
-                    (true, true) => Matcher::Contains(text),
-                }
-            }
-            _ => Matcher::General {
-                open_start,
-                open_end,
-                segments: segments
-                    .into_iter()
-                    .map(|items| Segment {
-                        chars: items
-                            .iter()
-                            .map(|i| match i {
-                                Item::Literal(s) => s.chars().count(),
-                                Item::One => 1,
-                            })
-                            .sum(),
-                        items,
-                    })
-                    .collect(),
-            },
-        };
         LikePattern {
             source: pattern.into(),
-            matcher,
+            matcher: Matcher::of(segments, open_start, open_end),
         }
     }
 
@@ -255,6 +218,50 @@ impl fmt::Debug for LikePattern {
             .field("source", &self.source)
             .field("matcher", &self.matcher)
             .finish()
+    }
+}
+
+impl Matcher {
+    /// The fastest matcher for `segments` (the pattern split at `%`), open at the start or
+    /// the end when the pattern begins or ends with `%`.
+    fn of(segments: Vec<Vec<Item>>, open_start: bool, open_end: bool) -> Matcher {
+        match segments.as_slice() {
+            [] if open_start || open_end => Matcher::Contains("".into()),
+            [] => Matcher::Exact("".into()),
+            [only] if only.iter().all(|i| matches!(i, Item::Literal(_))) => {
+                let text: String = only
+                    .iter()
+                    .map(|i| match i {
+                        Item::Literal(s) => &**s,
+                        Item::One => "",
+                    })
+                    .collect();
+                let text: Box<str> = text.into();
+                match (open_start, open_end) {
+                    (false, false) => Matcher::Exact(text),
+                    (false, true) => Matcher::Prefix(text),
+                    (true, false) => Matcher::Suffix(text),
+                    (true, true) => Matcher::Contains(text),
+                }
+            }
+            _ => Matcher::General {
+                open_start,
+                open_end,
+                segments: segments
+                    .into_iter()
+                    .map(|items| Segment {
+                        chars: items
+                            .iter()
+                            .map(|i| match i {
+                                Item::Literal(s) => s.chars().count(),
+                                Item::One => 1,
+                            })
+                            .sum(),
+                        items,
+                    })
+                    .collect(),
+            },
+        }
     }
 }
 
