@@ -13,6 +13,8 @@
 //! | `outcome` | what follows an attempt: a pure function, tested as a table |
 //! | `embedded` | the delivery source over the embedded log (router, queues, retries, settle) |
 
+#[cfg(test)]
+mod core_tests;
 mod deliver;
 mod embedded;
 mod outcome;
