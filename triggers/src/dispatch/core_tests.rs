@@ -114,9 +114,8 @@ fn trigger(url: &str, spec: &str) -> Arc<TriggerRuntime> {
          spec: {{broker: default, subscriber: {{uri: '{url}'}}, {spec}}}\n"
     );
     let resources = parse_text(&text, "test.yaml").expect("a valid config");
-    let config =
-        Config::from_resources(resources.into_iter().map(|r| ("test.yaml".to_owned(), r)))
-            .expect("a valid config");
+    let config = Config::from_resources(resources.into_iter().map(|r| ("test.yaml".to_owned(), r)))
+        .expect("a valid config");
     let event_types =
         Arc::new(EventTypePolicy::new(&config, Arc::default()).expect("a valid policy"));
     let cx = Context {
@@ -218,7 +217,10 @@ async fn an_ordered_trigger_retries_in_place_and_holds_only_its_key() {
         source.push(w);
     }
     let got = source.settled(3).await;
-    assert!(got.iter().all(|(_, o)| matches!(o, Outcome::Delivered { .. })));
+    assert!(
+        got.iter()
+            .all(|(_, o)| matches!(o, Outcome::Delivered { .. }))
+    );
     // Key b is not held up by key a's retry; a's second event waits for its first.
     let order: Vec<u64> = got.iter().map(|(p, _)| *p).collect();
     assert_eq!(order, [3, 1, 2], "settled in this order");
