@@ -170,6 +170,73 @@ pub struct RawResult {
     pub seconds: f64,
 }
 
+/// Acks every message of `consumer`, counting them and their end-to-end latency.
+async fn consume(
+    consumer: jetstream::consumer::PullConsumer,
+    delivered: Arc<AtomicU64>,
+    last_us: Arc<AtomicU64>,
+    e2e: Arc<std::sync::Mutex<Vec<u64>>>,
+) {
+    let Ok(mut messages) = consumer.messages().await else {
+        return;
+    };
+    while let Some(Ok(m)) = messages.next().await {
+        let sent = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("ce-benchsent"))
+            .and_then(|v| v.as_str().parse::<u64>().ok());
+        let _ = m.ack().await;
+        delivered.fetch_add(1, Ordering::Relaxed);
+        last_us.store(crate::run::now_us(), Ordering::Relaxed);
+        if let (Some(sent), Ok(mut e)) = (sent, e2e.lock()) {
+            e.push(crate::run::now_us().saturating_sub(sent));
+        }
+    }
+}
+
+/// Publishes `payload` to `subject` one message at a time until `stop`; the µs each
+/// acknowledgement took.
+async fn publish(
+    js: jetstream::Context,
+    subject: String,
+    payload: Bytes,
+    stop: Arc<AtomicBool>,
+) -> Vec<u64> {
+    let mut acks = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let sent = crate::run::now_us();
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("ce-benchsent", sent.to_string().as_str());
+        let Ok(ack) = js
+            .publish_with_headers(subject.clone(), h, payload.clone())
+            .await
+        else {
+            continue;
+        };
+        if ack.await.is_ok() {
+            acks.push(crate::run::now_us().saturating_sub(sent));
+        }
+    }
+    acks
+}
+
+/// Waits until `delivered` reaches `accepted`, or stalls for 2 s.
+async fn catch_up(delivered: &AtomicU64, accepted: u64) {
+    let mut last = 0;
+    let mut idle = Instant::now();
+    while delivered.load(Ordering::Relaxed) < accepted {
+        let now = delivered.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            idle = Instant::now();
+        } else if idle.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// NATS-RAW: `publishers` closed-loop publishers (each waits for its ack) and one pull
 /// consumer, for `seconds`.
 pub async fn raw(
@@ -195,24 +262,7 @@ pub async fn raw(
             Arc::clone(&e2e),
             Arc::clone(&last_us),
         );
-        tokio::spawn(async move {
-            let Ok(mut messages) = consumer.messages().await else {
-                return;
-            };
-            while let Some(Ok(m)) = messages.next().await {
-                let sent = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("ce-benchsent"))
-                    .and_then(|v| v.as_str().parse::<u64>().ok());
-                let _ = m.ack().await;
-                delivered.fetch_add(1, Ordering::Relaxed);
-                last_us.store(crate::run::now_us(), Ordering::Relaxed);
-                if let (Some(sent), Ok(mut e)) = (sent, e2e.lock()) {
-                    e.push(crate::run::now_us().saturating_sub(sent));
-                }
-            }
-        })
+        tokio::spawn(consume(consumer, delivered, last_us, e2e))
     };
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -225,24 +275,7 @@ pub async fn raw(
             payload.clone(),
             Arc::clone(&stop),
         );
-        tasks.push(tokio::spawn(async move {
-            let mut acks = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let sent = crate::run::now_us();
-                let mut h = async_nats::HeaderMap::new();
-                h.insert("ce-benchsent", sent.to_string().as_str());
-                let Ok(ack) = js
-                    .publish_with_headers(subject.clone(), h, payload.clone())
-                    .await
-                else {
-                    continue;
-                };
-                if ack.await.is_ok() {
-                    acks.push(crate::run::now_us().saturating_sub(sent));
-                }
-            }
-            acks
-        }));
+        tasks.push(tokio::spawn(publish(js, subject, payload, stop)));
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
@@ -255,18 +288,7 @@ pub async fn raw(
     }
     let accepted = acks.len() as u64;
     // Let the consumer catch up (or stall for 2 s).
-    let mut last = 0;
-    let mut idle = Instant::now();
-    while delivered.load(Ordering::Relaxed) < accepted {
-        let now = delivered.load(Ordering::Relaxed);
-        if now != last {
-            last = now;
-            idle = Instant::now();
-        } else if idle.elapsed() > Duration::from_secs(2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    catch_up(&delivered, accepted).await;
     consuming.abort();
     let _ = js.delete_stream(stream_name).await;
     acks.sort_unstable();

@@ -58,319 +58,217 @@ pub struct RunArgs {
     no_nats: bool,
 }
 
-pub async fn run(args: RunArgs) -> Result<()> {
-    let seconds = if args.quick { 3 } else { args.seconds };
-    let kib = args.payload_bytes;
-    let (p4_50, p4_99) = fsync_probe(4096, 200)?;
-    let (p256_50, p256_99) = fsync_probe(256 * 1024, 100)?;
-    let (sink_url, sink) = start_sink().await?;
-    let mut results: Vec<Value> = Vec::new();
-    let step = |system: &str, workload: String, triggers: usize, load: Load, shape: Shape| Step {
-        system: system.into(),
-        workload,
-        triggers,
-        load,
-        shape,
-    };
-    let log = |r: &Value| {
-        tracing_line(r);
-    };
+/// One run: its settings, the measuring sink, and every step's result so far.
+struct Run<'a> {
+    args: &'a RunArgs,
+    seconds: u64,
+    /// The payload size of most steps.
+    kib: usize,
+    sink_url: String,
+    sink: SinkShared,
+    results: Vec<Value>,
+}
 
-    for bytes in [kib, 128] {
+impl Run<'_> {
+    /// Keeps a step's result (and logs it).
+    fn keep(&mut self, r: Value) -> Value {
+        tracing_line(&r);
+        self.results.push(r.clone());
+        r
+    }
+
+    /// A step of `system`, closed or open loop, with `bytes`-byte payloads.
+    fn step(system: &str, workload: String, triggers: usize, load: Load, bytes: usize) -> Step {
+        Step {
+            system: system.into(),
+            workload,
+            triggers,
+            load,
+            shape: Shape::opaque(bytes),
+        }
+    }
+
+    /// DIRECT: the generator straight to the sink.
+    async fn direct(&mut self, workload: String, load: Load, bytes: usize) -> Value {
+        let step = Self::step("DIRECT", workload, 0, load, bytes);
         let r = measure(
-            &step(
-                "DIRECT",
-                format!("saturation, {bytes} B"),
-                0,
-                Load::Closed,
-                Shape::opaque(bytes),
-            ),
-            &sink_url,
-            &sink,
+            &step,
+            &self.sink_url,
+            &self.sink,
             &[],
-            &args,
-            seconds,
+            self.args,
+            self.seconds,
         )
         .await;
-        log(&r);
-        results.push(r);
+        self.keep(r)
     }
-    for (system, fsync, bytes) in [
-        ("SWITCHYARD", true, kib),
-        ("SWITCHYARD-nofsync", false, kib),
-        ("SWITCHYARD", true, 128),
-    ] {
-        let r = switchyard_step(
-            &args,
-            BROKER,
-            fsync,
-            step(
-                system,
-                format!("saturation ingest, {bytes} B"),
-                0,
-                Load::Closed,
-                Shape::opaque(bytes),
-            ),
-            &sink,
-            seconds,
-        )
-        .await?;
-        log(&r);
-        results.push(r);
+
+    /// A Switchyard process with `config`, measured with `step`.
+    async fn switchyard(&mut self, config: &str, fsync: bool, step: Step) -> Result<Value> {
+        let r = switchyard_step(self.args, config, fsync, step, &self.sink, self.seconds).await?;
+        Ok(self.keep(r))
     }
-    // Schema enforcement's cost: 1 KiB orders into a broker with their EventType, validated
-    // (`eventTypes: enforce`) or not (`off`). The two differ by a few per cent while steps of
-    // one run drift by ten, so the modes alternate (off, enforce, enforce, off, …) in shorter
-    // steps and the ratio is taken over all of them.
-    let enforce_seconds = (seconds / 2).max(2);
-    for round in 1..=enforce_rounds(args.quick) {
-        let modes = if round % 2 == 1 {
-            ["off", "enforce"]
-        } else {
-            ["enforce", "off"]
-        };
-        for mode in modes {
-            let r = enforce_step(&args, mode, round, &sink, enforce_seconds).await?;
-            log(&r);
-            results.push(r);
+
+    /// Saturation ingest: DIRECT, Switchyard with and without fsync, 1 KiB and 128 B.
+    async fn ingest(&mut self) -> Result<()> {
+        let kib = self.kib;
+        for bytes in [kib, 128] {
+            self.direct(format!("saturation, {bytes} B"), Load::Closed, bytes)
+                .await;
         }
+        for (system, fsync, bytes) in [
+            ("SWITCHYARD", true, kib),
+            ("SWITCHYARD-nofsync", false, kib),
+            ("SWITCHYARD", true, 128),
+        ] {
+            let workload = format!("saturation ingest, {bytes} B");
+            let step = Self::step(system, workload, 0, Load::Closed, bytes);
+            self.switchyard(BROKER, fsync, step).await?;
+        }
+        Ok(())
     }
-    for triggers in [1, 10, 100] {
-        let r = switchyard_step(
-            &args,
-            &match_all(triggers, &sink_url),
-            true,
-            step(
-                "SWITCHYARD",
-                format!("saturation, {triggers} trigger(s)"),
-                triggers,
-                Load::Closed,
-                Shape::opaque(kib),
-            ),
-            &sink,
-            seconds,
-        )
-        .await?;
-        log(&r);
-        results.push(r);
+
+    /// Schema enforcement's cost: 1 KiB orders into a broker with their EventType, validated
+    /// (`eventTypes: enforce`) or not (`off`). The two differ by a few per cent while steps of
+    /// one run drift by ten, so the modes alternate (off, enforce, enforce, off, …) in shorter
+    /// steps and the ratio is taken over all of them.
+    async fn enforcement(&mut self) -> Result<()> {
+        let enforce_seconds = (self.seconds / 2).max(2);
+        for round in 1..=enforce_rounds(self.args.quick) {
+            let modes = if round % 2 == 1 {
+                ["off", "enforce"]
+            } else {
+                ["enforce", "off"]
+            };
+            for mode in modes {
+                let r = enforce_step(self.args, mode, round, &self.sink, enforce_seconds).await?;
+                self.keep(r);
+            }
+        }
+        Ok(())
     }
-    // Filter cost: 1,000 exact filters that never match, and one match-all.
-    let mut filtered = match_all(1, &sink_url);
-    for i in 0..1000 {
-        filtered.push_str(&trigger(
-            &format!("miss{i}"),
-            &format!("filter: {{attributes: {{type: com.example.other{i}}}}}, "),
-            &format!("{sink_url}miss"),
-            "",
-        ));
-    }
-    let r = switchyard_step(
-        &args,
-        &filtered,
-        true,
-        step(
-            "SWITCHYARD",
-            "saturation, 1,000 non-matching + 1 trigger".into(),
-            1,
-            Load::Closed,
-            Shape::opaque(kib),
-        ),
-        &sink,
-        seconds,
-    )
-    .await?;
-    log(&r);
-    results.push(r);
-    // Isolation: one healthy trigger next to one whose subscriber is slow and failing.
-    let isolated = format!(
-        "{}{}",
-        match_all(1, &sink_url),
-        trigger(
+
+    /// Fan-out to 1, 10 and 100 match-all triggers; 1,000 exact filters that never match
+    /// beside one match-all; one healthy trigger beside one whose subscriber is slow and
+    /// failing.
+    async fn triggers(&mut self) -> Result<()> {
+        let (kib, url) = (self.kib, self.sink_url.clone());
+        for triggers in [1, 10, 100] {
+            let workload = format!("saturation, {triggers} trigger(s)");
+            let step = Self::step("SWITCHYARD", workload, triggers, Load::Closed, kib);
+            self.switchyard(&match_all(triggers, &url), true, step)
+                .await?;
+        }
+        let mut filtered = match_all(1, &url);
+        for i in 0..1000 {
+            filtered.push_str(&trigger(
+                &format!("miss{i}"),
+                &format!("filter: {{attributes: {{type: com.example.other{i}}}}}, "),
+                &format!("{url}miss"),
+                "",
+            ));
+        }
+        let workload = "saturation, 1,000 non-matching + 1 trigger".to_owned();
+        let step = Self::step("SWITCHYARD", workload, 1, Load::Closed, kib);
+        self.switchyard(&filtered, true, step).await?;
+        let slow = trigger(
             "bad",
             "",
-            &format!("{sink_url}slow"),
-            "delivery: {retry: 2, backoffDelay: PT0.1S}, "
-        )
-    );
-    let r = switchyard_step(
-        &args,
-        &isolated,
-        true,
-        step(
-            "SWITCHYARD",
-            "saturation, 1 trigger + 1 slow failing".into(),
-            1,
-            Load::Closed,
-            Shape::opaque(kib),
-        ),
-        &sink,
-        seconds,
-    )
-    .await?;
-    log(&r);
-    results.push(r);
-
-    // Open-loop ladder with one trigger, as fractions of its closed-loop rate, to the knee.
-    let saturation = rate_of(
-        &results,
-        "SWITCHYARD",
-        "saturation, 1 trigger(s)",
-        "delivered_per_s",
-    );
-    let mut knee = 0.0;
-    let mut lightest_p99_us = None;
-    for fraction in [0.25, 0.5, 0.75, 0.9, 1.0, 1.1] {
-        let rate = (saturation * fraction).max(100.0);
-        let r = switchyard_step(
-            &args,
-            &match_all(1, &sink_url),
-            true,
-            step(
-                "SWITCHYARD",
-                format!("open loop {rate:.0}/s, 1 trigger"),
-                1,
-                Load::Open(rate),
-                Shape::opaque(kib),
-            ),
-            &sink,
-            seconds,
-        )
-        .await?;
-        log(&r);
-        let lightest = *lightest_p99_us.get_or_insert(r["e2e_us"]["p99"].as_u64().unwrap_or(0));
-        let kept_up = sustained(&r, lightest);
-        results.push(r);
-        if !kept_up {
-            break;
-        }
-        knee = rate;
+            &format!("{url}slow"),
+            "delivery: {retry: 2, backoffDelay: PT0.1S}, ",
+        );
+        let isolated = format!("{}{slow}", match_all(1, &url));
+        let workload = "saturation, 1 trigger + 1 slow failing".to_owned();
+        let step = Self::step("SWITCHYARD", workload, 1, Load::Closed, kib);
+        self.switchyard(&isolated, true, step).await?;
+        Ok(())
     }
-    // Latency at half the knee, against DIRECT at the same rate.
-    let half = (knee / 2.0).max(100.0);
-    let direct_half = measure(
-        &step(
-            "DIRECT",
-            format!("open loop {half:.0}/s (half the knee)"),
-            0,
-            Load::Open(half),
-            Shape::opaque(kib),
-        ),
-        &sink_url,
-        &sink,
-        &[],
-        &args,
-        seconds,
-    )
-    .await;
-    log(&direct_half);
-    let sy_half = switchyard_step(
-        &args,
-        &match_all(1, &sink_url),
-        true,
-        step(
-            "SWITCHYARD",
-            format!("open loop {half:.0}/s (half the knee), 1 trigger"),
-            1,
-            Load::Open(half),
-            Shape::opaque(kib),
-        ),
-        &sink,
-        seconds,
-    )
-    .await?;
-    log(&sy_half);
-    results.push(direct_half.clone());
-    results.push(sy_half.clone());
 
-    if !args.no_nats {
-        let bridge = start_nats_bridge(&args.nats, &format!("{sink_url}bridge"))?;
+    /// The open-loop ladder with one trigger, as fractions of its closed-loop rate, up to the
+    /// knee (the highest rate it kept up with); then latency at half the knee, against DIRECT
+    /// at the same rate. Returns the knee, half of it, and the two half-knee results.
+    async fn ladder(&mut self) -> Result<(f64, f64, Value, Value)> {
+        let (kib, one) = (self.kib, match_all(1, &self.sink_url));
+        let saturation = rate_of(
+            &self.results,
+            "SWITCHYARD",
+            "saturation, 1 trigger(s)",
+            "delivered_per_s",
+        );
+        let mut knee = 0.0;
+        let mut lightest_p99_us = None;
+        for fraction in [0.25, 0.5, 0.75, 0.9, 1.0, 1.1] {
+            let rate = (saturation * fraction).max(100.0);
+            let workload = format!("open loop {rate:.0}/s, 1 trigger");
+            let step = Self::step("SWITCHYARD", workload, 1, Load::Open(rate), kib);
+            let r = self.switchyard(&one, true, step).await?;
+            let lightest = *lightest_p99_us.get_or_insert(r["e2e_us"]["p99"].as_u64().unwrap_or(0));
+            if !sustained(&r, lightest) {
+                break;
+            }
+            knee = rate;
+        }
+        let half = (knee / 2.0).max(100.0);
+        let workload = format!("open loop {half:.0}/s (half the knee)");
+        let direct_half = self.direct(workload, Load::Open(half), kib).await;
+        let workload = format!("open loop {half:.0}/s (half the knee), 1 trigger");
+        let step = Self::step("SWITCHYARD", workload, 1, Load::Open(half), kib);
+        let sy_half = self.switchyard(&one, true, step).await?;
+        Ok((knee, half, direct_half, sy_half))
+    }
+
+    /// The NATS peers: NATS-BRIDGE (its own process, with nats-server's CPU counted) and
+    /// NATS-RAW.
+    async fn nats(&mut self) -> Result<()> {
+        let (args, kib) = (self.args, self.kib);
+        let bridge = start_nats_bridge(&args.nats, &format!("{}bridge", self.sink_url))?;
         let pids: Vec<u32> = [Some(bridge.child.id()), nats_server_pid()]
             .into_iter()
             .flatten()
             .collect();
-        let r = measure(
-            &step(
-                "NATS-BRIDGE",
-                "saturation, 1 consumer".into(),
-                1,
-                Load::Closed,
-                Shape::opaque(kib),
-            ),
-            &format!("{}/", bridge.base),
-            &sink,
-            // The bridge and the JetStream server both do its work.
-            &pids,
-            &args,
-            seconds,
-        )
-        .await;
-        log(&r);
-        results.push(r);
+        let workload = "saturation, 1 consumer".to_owned();
+        let step = Self::step("NATS-BRIDGE", workload, 1, Load::Closed, kib);
+        let target = format!("{}/", bridge.base);
+        let r = measure(&step, &target, &self.sink, &pids, args, self.seconds).await;
+        self.keep(r);
         drop(bridge);
         let payload = Bytes::from(vec![b'x'; kib]);
         let stream = format!("BENCHRAW{}", std::process::id());
-        let r = crate::nats::raw(&args.nats, &stream, args.connections, seconds, &payload).await?;
-        let r = raw_result(&r, kib);
-        log(&r);
-        results.push(r);
+        let r = crate::nats::raw(
+            &args.nats,
+            &stream,
+            args.connections,
+            self.seconds,
+            &payload,
+        )
+        .await?;
+        self.keep(raw_result(&r, kib));
+        Ok(())
     }
+}
 
+pub async fn run(args: RunArgs) -> Result<()> {
+    let seconds = if args.quick { 3 } else { args.seconds };
+    let fsync = [fsync_probe(4096, 200)?, fsync_probe(256 * 1024, 100)?];
+    let (sink_url, sink) = start_sink().await?;
+    let mut run = Run {
+        args: &args,
+        seconds,
+        kib: args.payload_bytes,
+        sink_url,
+        sink,
+        results: Vec::new(),
+    };
+    run.ingest().await?;
+    run.enforcement().await?;
+    run.triggers().await?;
+    let knee = run.ladder().await?;
+    if !args.no_nats {
+        run.nats().await?;
+    }
     let backlog = if args.quick { 100_000 } else { 1_000_000 };
-    let restart = restart_with_backlog(&args, &sink_url, backlog).await?;
-
-    let direct_rate = rate_of(
-        &results,
-        "DIRECT",
-        &format!("saturation, {kib} B"),
-        "accepted_per_s",
-    );
-    let one = rate_of(
-        &results,
-        "SWITCHYARD",
-        "saturation, 1 trigger(s)",
-        "delivered_per_s",
-    );
-    let bridge = rate_of(
-        &results,
-        "NATS-BRIDGE",
-        "saturation, 1 consumer",
-        "delivered_per_s",
-    );
-    let p99 = |r: &Value| r["e2e_us"]["p99"].as_f64().unwrap_or(0.0);
-    let ratios = json!({
-        "ingest_vs_direct": rate_of(&results, "SWITCHYARD", &format!("saturation ingest, {kib} B"), "accepted_per_s") / direct_rate,
-        "ingest_128B_vs_direct_128B": rate_of(&results, "SWITCHYARD", "saturation ingest, 128 B", "accepted_per_s") / rate_of(&results, "DIRECT", "saturation, 128 B", "accepted_per_s"),
-        "one_trigger_e2e_vs_direct": one / direct_rate,
-        "one_trigger_e2e_vs_nats_bridge": if bridge > 0.0 { one / bridge } else { 0.0 },
-        "fanout10_vs_fanout1_deliveries": rate_of(&results, "SWITCHYARD", "saturation, 10 trigger(s)", "delivered_per_s") / one,
-        "fanout100_vs_fanout1_deliveries": rate_of(&results, "SWITCHYARD", "saturation, 100 trigger(s)", "delivered_per_s") / one,
-        "filter_1000_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1,000 non-matching + 1 trigger", "delivered_per_s") / one,
-        "invalid_order_status_enforce": invalid_order_status(&results, "enforce"),
-        "invalid_order_status_off": invalid_order_status(&results, "off"),
-        "enforce_vs_off_ingest": enforce_vs_off(&results).0,
-        "enforce_cpu_us_per_event_extra": enforce_vs_off(&results).1,
-        "enforce_rounds": rounds_in(&results),
-        "isolation_vs_1_trigger": rate_of(&results, "SWITCHYARD", "saturation, 1 trigger + 1 slow failing", "delivered_per_s") / one,
-        "knee_per_s": knee,
-        "p99_at_half_knee_us": p99(&sy_half),
-        "half_knee_per_s": half,
-        "p99_bar_us": 2.0 * p99(&direct_half) + p4_99 as f64,
-    });
-    let lost: u64 = results
-        .iter()
-        .map(|r| r["lost"].as_u64().unwrap_or(0))
-        .sum();
-    let report = json!({
-        "machine": {"cores": std::thread::available_parallelism().map_or(0, std::num::NonZero::get)},
-        "fsync_us": {"4KiB": {"p50": p4_50, "p99": p4_99}, "256KiB": {"p50": p256_50, "p99": p256_99}},
-        "payload_bytes": kib,
-        "connections": args.connections,
-        "seconds_per_step": seconds,
-        "results": results,
-        "restart": restart,
-        "ratios": ratios,
-        "lost_total": lost,
-    });
+    let restart = restart_with_backlog(&args, &run.sink_url, backlog).await?;
+    let report = report(&args, seconds, fsync, run.results, restart, knee);
     let md = markdown(&report, seconds);
     std::fs::create_dir_all(&args.out_dir)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
@@ -384,4 +282,59 @@ pub async fn run(args: RunArgs) -> Result<()> {
         print!("{md}");
     }
     Ok(())
+}
+
+/// The report: the machine, the fsync probe, every step, the restart, and the ratios against
+/// DESIGN.md's bars. `fsync` is the (p50, p99) µs of 4 KiB and 256 KiB writes; `ladder` what
+/// [`Run::ladder`] returned.
+fn report(
+    args: &RunArgs,
+    seconds: u64,
+    fsync: [(u64, u64); 2],
+    results: Vec<Value>,
+    restart: Value,
+    ladder: (f64, f64, Value, Value),
+) -> Value {
+    let [(p4_50, p4_99), (p256_50, p256_99)] = fsync;
+    let (knee, half, direct_half, sy_half) = ladder;
+    let kib = args.payload_bytes;
+    let rate = |system: &str, workload: &str, key: &str| rate_of(&results, system, workload, key);
+    let direct_rate = rate("DIRECT", &format!("saturation, {kib} B"), "accepted_per_s");
+    let one = rate("SWITCHYARD", "saturation, 1 trigger(s)", "delivered_per_s");
+    let bridge = rate("NATS-BRIDGE", "saturation, 1 consumer", "delivered_per_s");
+    let p99 = |r: &Value| r["e2e_us"]["p99"].as_f64().unwrap_or(0.0);
+    let ratios = json!({
+        "ingest_vs_direct": rate("SWITCHYARD", &format!("saturation ingest, {kib} B"), "accepted_per_s") / direct_rate,
+        "ingest_128B_vs_direct_128B": rate("SWITCHYARD", "saturation ingest, 128 B", "accepted_per_s") / rate("DIRECT", "saturation, 128 B", "accepted_per_s"),
+        "one_trigger_e2e_vs_direct": one / direct_rate,
+        "one_trigger_e2e_vs_nats_bridge": if bridge > 0.0 { one / bridge } else { 0.0 },
+        "fanout10_vs_fanout1_deliveries": rate("SWITCHYARD", "saturation, 10 trigger(s)", "delivered_per_s") / one,
+        "fanout100_vs_fanout1_deliveries": rate("SWITCHYARD", "saturation, 100 trigger(s)", "delivered_per_s") / one,
+        "filter_1000_vs_1_trigger": rate("SWITCHYARD", "saturation, 1,000 non-matching + 1 trigger", "delivered_per_s") / one,
+        "invalid_order_status_enforce": invalid_order_status(&results, "enforce"),
+        "invalid_order_status_off": invalid_order_status(&results, "off"),
+        "enforce_vs_off_ingest": enforce_vs_off(&results).0,
+        "enforce_cpu_us_per_event_extra": enforce_vs_off(&results).1,
+        "enforce_rounds": rounds_in(&results),
+        "isolation_vs_1_trigger": rate("SWITCHYARD", "saturation, 1 trigger + 1 slow failing", "delivered_per_s") / one,
+        "knee_per_s": knee,
+        "p99_at_half_knee_us": p99(&sy_half),
+        "half_knee_per_s": half,
+        "p99_bar_us": 2.0 * p99(&direct_half) + p4_99 as f64,
+    });
+    let lost: u64 = results
+        .iter()
+        .map(|r| r["lost"].as_u64().unwrap_or(0))
+        .sum();
+    json!({
+        "machine": {"cores": std::thread::available_parallelism().map_or(0, std::num::NonZero::get)},
+        "fsync_us": {"4KiB": {"p50": p4_50, "p99": p4_99}, "256KiB": {"p50": p256_50, "p99": p256_99}},
+        "payload_bytes": kib,
+        "connections": args.connections,
+        "seconds_per_step": seconds,
+        "results": results,
+        "restart": restart,
+        "ratios": ratios,
+        "lost_total": lost,
+    })
 }

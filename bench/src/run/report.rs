@@ -59,6 +59,20 @@ pub(super) fn rate_of(results: &[Value], system: &str, workload: &str, key: &str
 
 /// The Markdown report: the table, the restart figures, and each target met or not.
 pub(super) fn markdown(report: &Value, seconds: u64) -> String {
+    let mut md = steps_table(report, seconds);
+    md.push_str(&store_table(report));
+    md.push_str(&restart_line(report));
+    let lines = [throughput_targets(report), restart_targets(report)].concat();
+    md.push_str("\nTargets (the design brief's quality bars):\n\n");
+    for l in lines {
+        md.push_str(&format!("- {l}\n"));
+    }
+    md.push_str("\nNATS-BRIDGE and NATS-RAW: JetStream file storage acknowledges a publish once written and flushes to disk on an interval, not per message; SWITCHYARD's 202 comes after an fsync. NATS-BRIDGE's CPU and RSS are the bridge's plus nats-server's; NATS-RAW runs in the harness's process (no CPU figure). Open-loop latencies count from each event's due time.\n");
+    md
+}
+
+/// The table of every step.
+fn steps_table(report: &Value, seconds: u64) -> String {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let fs = &report["fsync_us"];
     let mut md = format!(
@@ -88,6 +102,13 @@ pub(super) fn markdown(report: &Value, seconds: u64) -> String {
             f(&r["rss_bytes"]) / 1_048_576.0,
         ));
     }
+    md
+}
+
+/// The table of each Switchyard step's store and server histograms.
+fn store_table(report: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let mut md = String::new();
     md.push_str("\nThe store's group commits in each Switchyard step, and inside the server: how long appends waited for the writer, how long ingress waited for the store's answer (queue wait, commit and wake-up), and how long it took to answer 202 (handler start to response, without the sockets); from its `/metrics`, each p99 being the histogram bucket that holds it:\n\n| system | workload | commits | events/commit | mean commit µs | commit p99 ≤ ms | over 100 ms | queue wait p99 ≤ ms | append p99 ≤ ms | 202 in the server, p99 ≤ ms |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for r in report["results"].as_array().into_iter().flatten() {
         let st = &r["store"];
@@ -112,17 +133,41 @@ pub(super) fn markdown(report: &Value, seconds: u64) -> String {
             bound(&st["ingress_202_p99_at_most_ms"]),
         ));
     }
+    md
+}
+
+/// The restart step's figures.
+fn restart_line(report: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let rs = &report["restart"];
-    md.push_str(&format!(
+    format!(
         "\nRestart after `kill -9` with {} events queued (filled in {:.1} s): listening after {:.0} ms, taking events after {:.0} ms, all re-queued after {:.0} ms. RSS idle {:.1} MiB, with half the backlog {:.1} MiB, with all of it {:.1} MiB ({:.1} B per queued event in all, {:.1} B per event of the second half), after the restart {:.1} MiB ({:.1} B per queued event).{}\n",
-        rs["queued"], f(&rs["fill_s"]), f(&rs["restart_listening_ms"]), f(&rs["restart_accepting_ms"]), f(&rs["restart_requeued_ms"]),
-        f(&rs["rss_idle_bytes"]) / 1_048_576.0, f(&rs["rss_half_bytes"]) / 1_048_576.0, f(&rs["rss_full_bytes"]) / 1_048_576.0, f(&rs["rss_bytes_per_queued_event"]), f(&rs["rss_bytes_per_queued_event_marginal"]),
-        f(&rs["rss_restarted_bytes"]) / 1_048_576.0, f(&rs["rss_bytes_per_queued_event_after_restart"]),
-        if rs["complete"] == true { "" } else { " INCOMPLETE: the trigger never reported the whole backlog queued within 120 s; these figures are not comparable." },
-    ));
+        rs["queued"],
+        f(&rs["fill_s"]),
+        f(&rs["restart_listening_ms"]),
+        f(&rs["restart_accepting_ms"]),
+        f(&rs["restart_requeued_ms"]),
+        f(&rs["rss_idle_bytes"]) / 1_048_576.0,
+        f(&rs["rss_half_bytes"]) / 1_048_576.0,
+        f(&rs["rss_full_bytes"]) / 1_048_576.0,
+        f(&rs["rss_bytes_per_queued_event"]),
+        f(&rs["rss_bytes_per_queued_event_marginal"]),
+        f(&rs["rss_restarted_bytes"]) / 1_048_576.0,
+        f(&rs["rss_bytes_per_queued_event_after_restart"]),
+        if rs["complete"] == true {
+            ""
+        } else {
+            " INCOMPLETE: the trigger never reported the whole backlog queued within 120 s; these figures are not comparable."
+        },
+    )
+}
+
+/// The targets on throughput, latency, enforcement, fan-out, filtering and isolation.
+fn throughput_targets(report: &Value) -> Vec<String> {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let r = &report["ratios"];
     let check = |ok: bool| if ok { "met" } else { "NOT met" };
-    let lines = [
+    vec![
         format!(
             "durable ingest / DIRECT = {:.2} (bar ≥ 0.6): {}; with 128 B events {:.2}",
             f(&r["ingest_vs_direct"]),
@@ -182,6 +227,15 @@ pub(super) fn markdown(report: &Value, seconds: u64) -> String {
             "1 trigger next to a slow, failing one / 1 trigger alone = {:.2} (no bar; isolation)",
             f(&r["isolation_vs_1_trigger"])
         ),
+    ]
+}
+
+/// The targets on the restart, memory and loss.
+fn restart_targets(report: &Value) -> Vec<String> {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let rs = &report["restart"];
+    let check = |ok: bool| if ok { "met" } else { "NOT met" };
+    vec![
         format!(
             "restart with {} queued: taking events after {:.0} ms (bar ≤ 2000 ms): {}",
             rs["queued"],
@@ -207,11 +261,5 @@ pub(super) fn markdown(report: &Value, seconds: u64) -> String {
             report["lost_total"],
             check(report["lost_total"].as_u64() == Some(0))
         ),
-    ];
-    md.push_str("\nTargets (the design brief's quality bars):\n\n");
-    for l in lines {
-        md.push_str(&format!("- {l}\n"));
-    }
-    md.push_str("\nNATS-BRIDGE and NATS-RAW: JetStream file storage acknowledges a publish once written and flushes to disk on an interval, not per message; SWITCHYARD's 202 comes after an fsync. NATS-BRIDGE's CPU and RSS are the bridge's plus nats-server's; NATS-RAW runs in the harness's process (no CPU figure). Open-loop latencies count from each event's due time.\n");
-    md
+    ]
 }

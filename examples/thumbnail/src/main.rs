@@ -145,72 +145,110 @@ async fn handle(app: Arc<App>, event: Event) -> Response {
     if !event.ty().starts_with("com.amazonaws.s3.ObjectCreated:") {
         return StatusCode::OK.into_response();
     }
-    let record: serde_json::Value = match event.data() {
-        Some(Data::Json(v)) => v.clone(),
-        Some(Data::Binary(b)) => serde_json::from_slice(b).unwrap_or_default(),
-        Some(Data::String(s)) => serde_json::from_str(s).unwrap_or_default(),
-        None => serde_json::Value::Null,
-    };
-    let (Some(bucket), Some(key)) = (
-        record.pointer("/s3/bucket/name").and_then(|b| b.as_str()),
-        key_of(&record),
-    ) else {
-        return answer(
+    make_thumbnail(&app, &event)
+        .await
+        .unwrap_or_else(|refusal| refusal)
+}
+
+/// The steps of [`handle`]; an `Err` is the answer that ends it early.
+async fn make_thumbnail(app: &App, event: &Event) -> Result<Response, Response> {
+    let Some((bucket, key)) = object_of(event) else {
+        return Err(answer(
             StatusCode::UNPROCESSABLE_ENTITY,
             "the event's data is not an S3 record",
-        );
+        ));
     };
     let s = &app.settings;
-    let target_bucket = s.bucket.clone().unwrap_or_else(|| bucket.to_owned());
+    let target_bucket = s.bucket.clone().unwrap_or_else(|| bucket.clone());
     // Our own output (or anything in the thumbnail area): no thumbnail of a thumbnail.
     if target_bucket == bucket && key.starts_with(&s.prefix) {
-        return StatusCode::OK.into_response();
+        return Ok(StatusCode::OK.into_response());
     }
     // `Path::parse` keeps the key as it is (`Path::from` would percent-encode non-ASCII).
     let (in_path, out_key) = (Path::parse(&key), format!("{}{key}", s.prefix));
     let (Ok(in_path), Ok(out_path)) = (in_path, Path::parse(&out_key)) else {
-        return answer(
+        return Err(answer(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "s3://{bucket}/{key}: keys with empty segments or control characters are not supported"
             ),
-        );
+        ));
     };
-    let source = match app.store(bucket) {
-        Ok(st) => st,
-        Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
-    let bytes = match source.get(&in_path).await {
-        Ok(r) => match r.bytes().await {
-            Ok(b) => b,
-            Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        },
-        Err(object_store::Error::NotFound { .. }) => {
-            return answer(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("s3://{bucket}/{key} does not exist (deleted since?)"),
-            );
-        }
-        Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
+    let bytes = fetch(app, &bucket, &key, &in_path).await?;
     let max_edge = s.max_edge;
     // Decoding and resizing are CPU work: off the async runtime.
     let made = tokio::task::spawn_blocking(move || thumb::make(&bytes, max_edge)).await;
     let t = match made {
         Ok(Ok(t)) => t,
         Ok(Err(refusal)) => {
-            return answer(
+            return Err(answer(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("s3://{bucket}/{key}: {refusal}"),
-            );
+            ));
         }
-        Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return Err(answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
+    let data = serde_json::json!({
+        "bucket": target_bucket,
+        "key": out_key,
+        "width": t.size.0,
+        "height": t.size.1,
+        "bytes": t.bytes.len(),
+        "contentType": t.content_type,
+        "sourceBucket": bucket,
+        "sourceKey": key,
+        "sourceWidth": t.source_size.0,
+        "sourceHeight": t.source_size.1,
+    });
+    let (width, height) = t.size;
     // Same input, same output key: a redelivery overwrites the same thumbnail.
-    let target = match app.store(&target_bucket) {
-        Ok(st) => st,
-        Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    store(app, &target_bucket, &out_path, t).await?;
+    tracing::info!(%bucket, %key, %out_key, width, height, "thumbnail written");
+    let reply = EventBuilderV10::new()
+        .id(format!("{}.thumbnail", event.id()))
+        .source("/switchyard/examples/thumbnail")
+        .ty("com.example.thumbnail.created")
+        .subject(out_key.clone())
+        .time(chrono::Utc::now())
+        .data("application/json", data)
+        .build();
+    match reply {
+        Ok(e) => Ok((StatusCode::OK, e).into_response()),
+        Err(e) => Err(answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// The bucket and key of the S3 record the event carries.
+fn object_of(event: &Event) -> Option<(String, String)> {
+    let record: serde_json::Value = match event.data() {
+        Some(Data::Json(v)) => v.clone(),
+        Some(Data::Binary(b)) => serde_json::from_slice(b).unwrap_or_default(),
+        Some(Data::String(s)) => serde_json::from_str(s).unwrap_or_default(),
+        None => serde_json::Value::Null,
     };
+    let bucket = record.pointer("/s3/bucket/name")?.as_str()?;
+    Some((bucket.to_owned(), key_of(&record)?))
+}
+
+/// The object's bytes: a 422 when it is gone (it will not come back), a 503 when the store
+/// cannot be reached (the broker retries).
+async fn fetch(app: &App, bucket: &str, key: &str, path: &Path) -> Result<bytes::Bytes, Response> {
+    let unavailable = |e: String| answer(StatusCode::SERVICE_UNAVAILABLE, e);
+    let source = app.store(bucket).map_err(|e| unavailable(e.to_string()))?;
+    match source.get(path).await {
+        Ok(r) => r.bytes().await.map_err(|e| unavailable(e.to_string())),
+        Err(object_store::Error::NotFound { .. }) => Err(answer(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("s3://{bucket}/{key} does not exist (deleted since?)"),
+        )),
+        Err(e) => Err(unavailable(e.to_string())),
+    }
+}
+
+/// Writes the thumbnail with its content type; a 503 when the store cannot take it.
+async fn store(app: &App, bucket: &str, path: &Path, t: thumb::Thumbnail) -> Result<(), Response> {
+    let unavailable = |e: String| answer(StatusCode::SERVICE_UNAVAILABLE, e);
+    let target = app.store(bucket).map_err(|e| unavailable(e.to_string()))?;
     let attrs = object_store::Attributes::from_iter([(
         object_store::Attribute::ContentType,
         object_store::AttributeValue::from(t.content_type),
@@ -219,40 +257,11 @@ async fn handle(app: Arc<App>, event: Event) -> Response {
         attributes: attrs,
         ..Default::default()
     };
-    let size_bytes = t.bytes.len();
-    if let Err(e) = target
-        .put_opts(&out_path, PutPayload::from(t.bytes), opts)
+    target
+        .put_opts(path, PutPayload::from(t.bytes), opts)
         .await
-    {
-        return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-    }
-    tracing::info!(%bucket, %key, %out_key, width = t.size.0, height = t.size.1, "thumbnail written");
-    let reply = EventBuilderV10::new()
-        .id(format!("{}.thumbnail", event.id()))
-        .source("/switchyard/examples/thumbnail")
-        .ty("com.example.thumbnail.created")
-        .subject(out_key.clone())
-        .time(chrono::Utc::now())
-        .data(
-            "application/json",
-            serde_json::json!({
-                "bucket": target_bucket,
-                "key": out_key,
-                "width": t.size.0,
-                "height": t.size.1,
-                "bytes": size_bytes,
-                "contentType": t.content_type,
-                "sourceBucket": bucket,
-                "sourceKey": key,
-                "sourceWidth": t.source_size.0,
-                "sourceHeight": t.source_size.1,
-            }),
-        )
-        .build();
-    match reply {
-        Ok(e) => (StatusCode::OK, e).into_response(),
-        Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+        .map(|_| ())
+        .map_err(|e| unavailable(e.to_string()))
 }
 
 #[tokio::main]
