@@ -993,3 +993,48 @@ async fn retries_of_a_removed_trigger_become_dead_letters() {
     assert_eq!(items[0]["eventId"], "pending");
     assert_eq!(items[0]["status"], 503);
 }
+
+/// Where the system has no CA certificates (a slim container image), `serve` still starts and
+/// delivers to plain-HTTP subscribers; a trigger with an https subscriber is refused at start
+/// with a one-line reason instead (issue 25: the image could not start at all).
+#[tokio::test]
+async fn without_ca_certificates_http_delivers_and_https_is_refused_at_start() {
+    let no_roots = [
+        ("SSL_CERT_FILE", "/nonexistent"),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+    let sink = Sink::ok().await;
+    let sy = Switchyard::start_with_env(&(broker("") + &typed("a", "t", &sink.url, "")), &no_roots);
+    send(&sy, "1", "t", &[]).await;
+    sink.wait_for(1, WAIT).await;
+    assert_eq!(sink.ids(), ["1"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        broker("") + &typed("s", "t", "https://example.invalid/", ""),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env("RUST_LOG", "off")
+        .envs(no_roots)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Trigger default/s")
+            && stderr.contains("https://example.invalid/")
+            && stderr.contains("no CA certificates"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}

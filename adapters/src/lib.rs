@@ -82,8 +82,7 @@ pub async fn start(
     log: Arc<dyn EventLog>,
     clock: clock::Clock,
 ) -> Result<Sources, SourceError> {
-    let client = reqwest::Client::builder()
-        .build()
+    let client = switchyard_triggers::delivery::build_client(reqwest::Client::builder())
         .map_err(|e| SourceError(format!("cannot build the HTTP client: {e}")))?;
     let setup = Setup {
         config,

@@ -24,7 +24,7 @@ pub enum RunError {
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
     /// A source or a stream sink could not start.
-    #[error("{0}")]
+    #[error(transparent)]
     Source(#[from] SourceError),
 }
 

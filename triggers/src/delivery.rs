@@ -309,16 +309,10 @@ pub struct Deliverer {
     http: reqwest::Client,
 }
 
-impl Default for Deliverer {
-    fn default() -> Self {
-        Deliverer::new()
-    }
-}
-
 impl Deliverer {
     /// A deliverer with a new HTTP client (see [`client`]).
-    pub fn new() -> Self {
-        Deliverer { http: client() }
+    pub fn new() -> Result<Self, String> {
+        Ok(Deliverer { http: client()? })
     }
 
     /// One attempt to deliver `event` to `to`. `extra` attributes are added (for dead-letter
@@ -469,15 +463,20 @@ async fn read_answer(mut response: reqwest::Response, result: &mut AttemptResult
     }
 }
 
-fn describe(e: &reqwest::Error) -> AttemptError {
-    use std::error::Error as _;
+/// The texts of `e`'s sources, outermost first, joined by `: ` (reqwest's own text is only
+/// its kind, such as "error sending request").
+fn causes(e: &dyn std::error::Error) -> String {
     let mut chain = Vec::new();
     let mut source = e.source();
     while let Some(s) = source {
         chain.push(s.to_string());
         source = s.source();
     }
-    let detail = chain.join(": ");
+    chain.join(": ")
+}
+
+fn describe(e: &reqwest::Error) -> AttemptError {
+    let detail = causes(e);
     if e.is_timeout() {
         AttemptError::Timeout(detail)
     } else if e.is_connect() {
@@ -487,16 +486,55 @@ fn describe(e: &reqwest::Error) -> AttemptError {
     }
 }
 
+/// Whether this system's trust roots load (checked once per process), and why not. A slim
+/// container image without `ca-certificates` has none.
+pub fn system_trust_roots() -> Result<(), String> {
+    static ROOTS: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .build()
+                .map(|_| ())
+                .map_err(|e| format!("{e}: {}", causes(&e)))
+        })
+        .clone()
+}
+
+/// Builds `builder` trusting the system's roots, or, on a system that has none, trusting none:
+/// plain-HTTP destinations work either way. (Where an https destination needs the roots, the
+/// configuration is refused at start instead; see [`needs_trust_roots`].)
+pub fn build_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
+    let builder = match system_trust_roots() {
+        Ok(()) => builder,
+        Err(_) => builder.tls_certs_only([]),
+    };
+    builder.build().map_err(|e| format!("{e}: {}", causes(&e)))
+}
+
+/// `Err` with a one-line reason when `url` is https and this system has no trust roots to
+/// verify it with; `what` names the field or resource that gave it.
+pub fn needs_trust_roots(what: &str, url: &str) -> Result<(), String> {
+    if !url.to_ascii_lowercase().starts_with("https://") {
+        return Ok(());
+    }
+    system_trust_roots().map_err(|why| {
+        format!(
+            "{what} `{url}` is https, but this system has no CA certificates to verify it with \
+             (install ca-certificates, or mount a bundle and set SSL_CERT_FILE): {why}"
+        )
+    })
+}
+
 /// The HTTP client of one subscriber: its own connection pool, no redirects, no proxies, a
 /// short connect timeout.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(defaults::CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
+pub fn client() -> Result<reqwest::Client, String> {
+    build_client(
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(defaults::CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .no_proxy(),
+    )
 }
 
 #[cfg(test)]

@@ -241,6 +241,26 @@ pub fn host_allowed(host: &str, patterns: &[String]) -> bool {
     })
 }
 
+/// S3Sources that speak https to AWS (an SQS queue, an SNS subscription to confirm) need the
+/// system's CA certificates: refused at start, naming the source, where there are none.
+fn check_trust_roots(config: &switchyard_core::config::Config) -> Result<(), SourceError> {
+    use switchyard_triggers::delivery::needs_trust_roots;
+    for ((ns, name), s) in &config.s3_sources {
+        let id = switchyard_core::id::SourceId::new(ns, name);
+        if let Some(sqs) = &s.spec.sqs {
+            let url = sqs.endpoint.as_deref().unwrap_or(&sqs.queue_url);
+            needs_trust_roots(&format!("S3Source {id}: its SQS endpoint"), url)
+                .map_err(SourceError)?;
+        }
+        if s.spec.sns.is_some() {
+            let confirm = "https://sns.amazonaws.com/";
+            needs_trust_roots(&format!("S3Source {id}: SNS confirmation"), confirm)
+                .map_err(SourceError)?;
+        }
+    }
+    Ok(())
+}
+
 /// The S3Source kind: HTTP sources in `webhook` and `sns` mode, pollers in `sqs` mode.
 pub(crate) const KIND: Kind = Kind {
     name: "S3Source",
@@ -265,6 +285,7 @@ pub(crate) const KIND: Kind = Kind {
 
 fn start_kind<'a>(s: &'a Setup<'a>) -> StartFuture<'a> {
     Box::pin(async move {
+        check_trust_roots(s.config)?;
         let http = HttpSource::resolve_all(s.config, s.event_types, s.client)
             .map_err(SourceError)?
             .into_iter()

@@ -66,6 +66,14 @@ pub enum DispatchError {
         /// The sink's address.
         address: String,
     },
+    /// A trigger's HTTP client cannot be built, or cannot verify an https destination.
+    #[error("Trigger {trigger}: {message}")]
+    HttpClient {
+        /// The trigger.
+        trigger: TriggerId,
+        /// Why.
+        message: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Log(#[from] LogError),

@@ -102,6 +102,12 @@ impl Context<'_> {
         name: &str,
     ) -> Result<Subscriber, DispatchError> {
         let address = address(dest, ns, self.config, self.ingress);
+        crate::delivery::needs_trust_roots("the destination", &address).map_err(|message| {
+            DispatchError::HttpClient {
+                trigger: TriggerId::new(ns, name),
+                message,
+            }
+        })?;
         Subscriber::resolve(address.clone(), self.streams).ok_or_else(|| {
             DispatchError::NoStreamSink {
                 trigger: TriggerId::new(ns, name),
@@ -149,7 +155,10 @@ impl TriggerRuntime {
             slots: Arc::new(Semaphore::new(
                 trigger.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as usize,
             )),
-            deliverer: Deliverer::new(),
+            deliverer: Deliverer::new().map_err(|message| DispatchError::HttpClient {
+                trigger: TriggerId::new(ns, name),
+                message,
+            })?,
             event_types: Arc::clone(cx.event_types),
             metrics: TriggerMetrics {
                 latency: metrics::histogram!(m::DELIVERY_LATENCY, labels.clone()),
