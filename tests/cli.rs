@@ -387,3 +387,30 @@ async fn tail_streams_stored_and_new_events_with_filters() {
         "{err}"
     );
 }
+
+/// A CESQL filter that does not compile is a load error like the others: one line naming the
+/// file, the Trigger and the field, said once (issue 25 found it without the file and twice).
+#[test]
+fn a_bad_cesql_filter_is_one_load_error_line_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triggers.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n---\n\
+         apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\n\
+         spec: {broker: default, filters: [{cesql: 'type = '}], subscriber: {uri: 'http://127.0.0.1:1/'}}\n",
+    )
+    .unwrap();
+    let out = Command::new(common::bin())
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "switchyard: {}: Trigger default/t: spec.filters[0].cesql: line 1, column 8: expected an expression, found the end of the expression\n",
+        config.display()
+    );
+    assert_eq!(stderr, want);
+}

@@ -87,6 +87,8 @@ pub struct Config {
     pub nats_sinks: BTreeMap<(String, String), NatsSink>,
     /// The file each EventType came from, for errors found after loading (schema compilation).
     pub event_type_files: BTreeMap<(String, String), String>,
+    /// The file each Trigger came from, for errors found after loading (CESQL compilation).
+    pub trigger_files: BTreeMap<(String, String), String>,
 }
 
 fn describe(value: &serde_json::Value, index: usize) -> String {
@@ -277,6 +279,14 @@ impl Config {
         }
         config.add_uri_sinks(&mut origin)?;
         config.check_references(&origin)?;
+        config.trigger_files = config
+            .triggers
+            .keys()
+            .filter_map(|(ns, name)| {
+                let file = origin.get(&("Trigger", ns.clone(), name.clone()))?;
+                Some(((ns.clone(), name.clone()), file.clone()))
+            })
+            .collect();
         Ok(config)
     }
 

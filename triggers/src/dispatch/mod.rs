@@ -50,13 +50,16 @@ pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
 /// Why the dispatcher could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
-    /// A trigger's filter does not compile.
-    #[error("Trigger {trigger}: {source}")]
+    /// A trigger's filter does not compile: a load error, in the form of the others
+    /// (`FILE: Trigger namespace/name: field.path: message`).
+    #[error("{file}: Trigger {trigger}: {error}")]
     Filter {
+        /// The file the trigger came from.
+        file: String,
         /// The trigger.
         trigger: TriggerId,
-        /// What is wrong.
-        source: FilterError,
+        /// What is wrong (its text names the field).
+        error: FilterError,
     },
     /// A trigger refers to a stream sink that has no writer.
     #[error("Trigger {trigger}: no writer for the stream sink `{address}`")]
@@ -82,15 +85,25 @@ pub enum DispatchError {
 /// Compiles every trigger's filter, so a bad one stops `serve` and `validate` with its field.
 pub fn check_filters(config: &Config) -> Result<(), DispatchError> {
     for ((ns, name), t) in &config.triggers {
-        compile_filter(ns, name, t)?;
+        compile_filter(config, ns, name, t)?;
     }
     Ok(())
 }
 
-fn compile_filter(ns: &str, name: &str, t: &Trigger) -> Result<Filter, DispatchError> {
-    Filter::compile(&t.spec).map_err(|source| DispatchError::Filter {
+fn compile_filter(
+    config: &Config,
+    ns: &str,
+    name: &str,
+    t: &Trigger,
+) -> Result<Filter, DispatchError> {
+    Filter::compile(&t.spec).map_err(|error| DispatchError::Filter {
+        file: config
+            .trigger_files
+            .get(&(ns.to_owned(), name.to_owned()))
+            .cloned()
+            .unwrap_or_else(|| "<api>".to_owned()),
         trigger: TriggerId::new(ns, name),
-        source,
+        error,
     })
 }
 

@@ -368,7 +368,12 @@ pub(super) async fn start(
         route.triggers.push(Arc::clone(&source));
         // The index reports matches by position: filter i is trigger i's.
         let resource = &config.triggers[&(t.id.namespace().to_owned(), t.id.name().to_owned())];
-        route_filters.push(compile_filter(t.id.namespace(), t.id.name(), resource)?);
+        route_filters.push(compile_filter(
+            config,
+            t.id.namespace(),
+            t.id.name(),
+            resource,
+        )?);
         sources.push(source);
     }
     let mut by_broker = HashMap::new();
