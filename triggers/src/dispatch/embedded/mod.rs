@@ -21,7 +21,7 @@ mod router;
 mod settle;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -106,6 +106,8 @@ pub struct EmbeddedSource {
     retries: RetryBook,
     /// Records read past a cold queue entry, for the entries after it (`read.rs`).
     read_ahead: Mutex<VecDeque<LogRecord>>,
+    /// Whether `next` last handed out a due retry (then a routed event goes next).
+    retry_went_last: AtomicBool,
     log: Arc<dyn EventLog>,
     /// Stores replies, held to the broker's `eventTypes`.
     appender: Appender,
@@ -172,6 +174,7 @@ impl EmbeddedSource {
                 in_progress: Mutex::default(),
             },
             read_ahead: Mutex::default(),
+            retry_went_last: AtomicBool::new(false),
             log: Arc::clone(log),
             appender: Appender::new(Arc::clone(log), Arc::clone(event_types)),
             side_tasks: Mutex::new(Some(Tasks::new("dead-letter sinks"))),
@@ -290,28 +293,22 @@ impl EmbeddedSource {
 impl DeliverySource for EmbeddedSource {
     type Ticket = Ticket;
 
-    /// Due retries first, then the queue (reading cold entries back from the log).
+    /// A due retry or the next queued event (reading cold entries back from the log). When
+    /// both are waiting they take turns, so neither starves the other (as when both waited
+    /// for the trigger's slots in arrival order).
     async fn next(&self) -> Work<Ticket> {
         loop {
-            if let Some(work) = lock(&self.retries.due).pop_front() {
+            let retry_turn = !self.retry_went_last.load(Ordering::Relaxed);
+            if retry_turn && let Some(work) = self.take_due() {
                 return work;
             }
-            if let Some((offset, hot, ahead)) = self.pop() {
-                let event = match hot {
-                    Some(e) => e,
-                    None => match self.read_queued(offset, ahead).await {
-                        Some(e) => e,
-                        None => continue,
-                    },
-                };
-                return Work {
-                    position: offset,
-                    event,
-                    attempts: Vec::new(),
-                    redirect: None,
-                    first: true,
-                    ticket: Ticket::Routed,
-                };
+            match self.take_routed().await {
+                Routed::Work(work) => return work,
+                Routed::Skipped => continue,
+                Routed::Empty => {}
+            }
+            if let Some(work) = self.take_due() {
+                return work;
             }
             lock(&self.read_ahead).clear();
             self.wake.notified().await;
@@ -338,6 +335,48 @@ impl DeliverySource for EmbeddedSource {
             }
         }
         settled
+    }
+}
+
+/// What the trigger's queue gave.
+enum Routed {
+    /// The next routed event.
+    Work(Work<Ticket>),
+    /// An entry with nothing to deliver (gone from the log, or put back to read later).
+    Skipped,
+    /// The queue is empty.
+    Empty,
+}
+
+impl EmbeddedSource {
+    /// The next due retry the scanner handed out, if any.
+    fn take_due(&self) -> Option<Work<Ticket>> {
+        let work = lock(&self.retries.due).pop_front()?;
+        self.retry_went_last.store(true, Ordering::Relaxed);
+        Some(work)
+    }
+
+    /// The next queued event.
+    async fn take_routed(&self) -> Routed {
+        let Some((offset, hot, ahead)) = self.pop() else {
+            return Routed::Empty;
+        };
+        self.retry_went_last.store(false, Ordering::Relaxed);
+        let event = match hot {
+            Some(e) => e,
+            None => match self.read_queued(offset, ahead).await {
+                Some(e) => e,
+                None => return Routed::Skipped,
+            },
+        };
+        Routed::Work(Work {
+            position: offset,
+            event,
+            attempts: Vec::new(),
+            redirect: None,
+            first: true,
+            ticket: Ticket::Routed,
+        })
     }
 }
 
