@@ -21,6 +21,25 @@ pub(super) struct Shape {
 }
 
 impl Shape {
+    /// The binary-mode POST of event `id` to `url`, due at `sent_us` (`ce-benchsent`).
+    pub(super) fn request(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        id: u64,
+        sent_us: u64,
+    ) -> reqwest::RequestBuilder {
+        client
+            .post(url)
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id.to_string())
+            .header("ce-source", self.source)
+            .header("ce-type", self.ty)
+            .header("ce-benchsent", sent_us.to_string())
+            .header("content-type", self.content_type)
+            .body(self.payload.clone())
+    }
+
     /// `n` bytes of opaque data, type `com.example.bench`.
     pub(super) fn opaque(n: usize) -> Shape {
         Shape {
@@ -76,17 +95,7 @@ pub(super) async fn closed_loop(
             while !stop.load(Ordering::Relaxed) {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let sent = now_us();
-                let r = client
-                    .post(&url)
-                    .header("ce-specversion", "1.0")
-                    .header("ce-id", id.to_string())
-                    .header("ce-source", shape.source)
-                    .header("ce-type", shape.ty)
-                    .header("ce-benchsent", sent.to_string())
-                    .header("content-type", shape.content_type)
-                    .body(shape.payload.clone())
-                    .send()
-                    .await;
+                let r = shape.request(&client, &url, id, sent).send().await;
                 match r {
                     Ok(r) if r.status().is_success() => acks.push(now_us().saturating_sub(sent)),
                     _ => failed += 1,
@@ -167,17 +176,7 @@ pub(super) async fn open_loop(
             );
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             tasks.spawn(async move {
-                let r = client
-                    .post(&url)
-                    .header("ce-specversion", "1.0")
-                    .header("ce-id", id.to_string())
-                    .header("ce-source", shape.source)
-                    .header("ce-type", shape.ty)
-                    .header("ce-benchsent", intended.to_string())
-                    .header("content-type", shape.content_type)
-                    .body(shape.payload)
-                    .send()
-                    .await;
+                let r = shape.request(&client, &url, id, intended).send().await;
                 let mut res = results
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
