@@ -6,12 +6,16 @@
 #   - the thumbnail function on 127.0.0.1:9090 and the event display on 127.0.0.1:9091;
 #   - `switchyard serve` with examples/thumbnail/switchyard.yaml on 127.0.0.1:8080;
 # then uploads a sample image, shows the thumbnail and the events, and runs the dead-letter
-# demo (a corrupt .jpg, fixed and redriven). Everything keeps running until Ctrl-C, unless
-# --no-wait is given. Logs and the store are in target/quickstart/.
+# demo (a corrupt .jpg, fixed and redriven). Run from a terminal, everything keeps running
+# until Ctrl-C, unless --no-wait is given; otherwise (no terminal) it stops at the end. Logs
+# and the store are in target/quickstart/. SWITCHYARD_BIN_DIR names a folder with the
+# switchyard, thumbnail and event-display binaries already built, to run instead of building
+# (the docs' test runs it that way).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 wait_at_end=1
 [ "${1:-}" = "--no-wait" ] && wait_at_end=0
+[ -t 0 ] || wait_at_end=0
 
 step() { printf '\n== %s\n' "$*"; }
 work=target/quickstart
@@ -27,9 +31,12 @@ if ! "$py" -c 'import moto, flask, boto3' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
 fi
 
-step "build (release)"
-cargo build --release --locked -p switchyard -p switchyard-example-thumbnail
-bin=target/release
+bin=${SWITCHYARD_BIN_DIR:-}
+if [ -z "$bin" ]; then
+  step "build (release)"
+  cargo build --release --locked -p switchyard -p switchyard-example-thumbnail
+  bin=target/release
+fi
 
 rm -rf "$work" && mkdir -p "$work"
 pids=()
