@@ -1,28 +1,66 @@
-//! Docs that run: every YAML example in README.md, spec/, examples/ and deploy/ is loaded by
-//! the real binary (`switchyard validate`), so a doc cannot drift from what the binary
-//! accepts. The convention, in a fenced block's info string:
+//! Docs that run: every example in README.md, spec/, examples/ and deploy/README.md is run
+//! against the real binary, so a doc cannot drift from what the binary does. The convention
+//! is the fenced block's info string (GitHub shows only its first word):
 //!
-//! - ` ```yaml `: a configuration, loaded as it is. A block that does not define the Broker
-//!   `default/default` itself is loaded next to `examples/config` (which does), as the docs
-//!   say ("with a Broker `default` … (the one in examples/config)").
-//! - ` ```yaml file: DIR/NAME.yaml `: one file of a configuration directory that several
-//!   blocks of the same document write; the directory is loaded once, with all of them.
+//! - ` ```yaml `: a configuration, loaded as it is with `switchyard validate`. A block that
+//!   does not define the Broker `default/default` itself is loaded next to `examples/config`
+//!   (which does), as the docs say ("with a Broker `default` … (the one in examples/config)").
+//! - ` ```yaml file: PATH `: a file the document's command blocks use, written at `PATH` in
+//!   its working directory. `DIR/NAME.yaml`: one file of a configuration directory that
+//!   several blocks of the document write; the directory is loaded once, with all of them.
+//!   `NAME.yaml`: a configuration of its own, loaded alone.
 //! - ` ```yaml fragment `: part of a resource (a field or two), not loadable alone: skipped.
-//! - ` ```yaml skip: REASON `: loadable only with the outside world: skipped, with the reason.
+//! - ` ```sh `: commands, run by `bash` in the document's working directory (see below).
+//!   A full-line comment right after a command (no blank line between) is its stated output:
+//!   each such line must match a line the command printed, in order; `…` or `...` stands for
+//!   anything (ids, times), a trailing `<- note` is the reader's, and a line that starts `#  `
+//!   (more indented) continues the one above. Other comments are prose. A command must exit 0,
+//!   unless its trailing comment says `exits N`. What a block starts in the background (`&`)
+//!   is stopped when the block ends.
+//! - ` ```sh with: scripts/serve `: the same, with `scripts/serve` running ("With
+//!   `scripts/serve` running: …"); it keeps running for the next blocks that say so and is
+//!   stopped (Ctrl-C) before one that does not.
+//! - ` ```sh session: NAME `: consecutive blocks with the same session run in one shell, as in
+//!   one terminal: what the first starts in the background serves the next.
+//! - ` ```yaml skip: REASON `, ` ```sh skip: REASON `: needs the outside world (AWS, a MinIO
+//!   server): skipped, with the reason.
+//!
+//! Other blocks (`text`, `json`, none) are not run: outputs shown on their own, synopses,
+//! diagrams.
+//!
+//! The working directory of a document is a new directory that holds the repository's
+//! top-level entries (linked), with `target/release/` and `target/debug/` holding the binaries
+//! under test; `target/release` is on `PATH` (as after `cargo install --path cli`), and
+//! `SWITCHYARD_BIN_DIR` tells `scripts/serve` and the quickstart to use those binaries instead
+//! of building. The commands use the fixed ports the docs name (8080 and the examples' own),
+//! so they run one block at a time.
 //!
 //! The counts (run, skipped with reasons, failed) go to `target/docs-examples.txt`, which
 //! `scripts/test` prints at the end.
 
 mod common;
 
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one block (or session) may run.
+const BLOCK_TIMEOUT: Duration = Duration::from_secs(240);
+/// The port the docs' servers listen on.
+const DOCS_PORT: u16 = 8080;
 
 /// One fenced example.
 struct Example {
     /// `file:line` of its opening fence.
     place: String,
-    /// The info string after the language.
+    /// The language, the info string's first word.
+    lang: String,
+    /// The rest of the info string.
     info: String,
     text: String,
 }
@@ -41,7 +79,7 @@ fn documents() -> Vec<PathBuf> {
     for dir in ["spec", "examples"] {
         let mut stack = vec![root.join(dir)];
         while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).expect("a docs folder") {
+            for entry in fs::read_dir(&d).expect("a docs folder") {
                 let path = entry.expect("an entry").path();
                 if path.is_dir() {
                     stack.push(path);
@@ -55,40 +93,62 @@ fn documents() -> Vec<PathBuf> {
     files
 }
 
-/// The fenced YAML blocks of `file`.
-fn yaml_examples(file: &Path) -> Vec<Example> {
-    let text = std::fs::read_to_string(file).expect("a readable doc");
+/// The fenced blocks of `file` that have a language.
+fn examples(file: &Path) -> Vec<Example> {
+    let text = fs::read_to_string(file).expect("a readable doc");
     let rel = file
         .strip_prefix(repo())
         .unwrap_or(file)
         .display()
         .to_string();
     let mut out = Vec::new();
-    let mut open: Option<(usize, String, String)> = None;
+    let mut open: Option<(usize, String, String, String)> = None;
     for (i, line) in text.lines().enumerate() {
-        match &mut open {
-            None => {
-                if let Some(info) = line.trim_start().strip_prefix("```yaml") {
-                    open = Some((i + 1, info.trim().to_owned(), String::new()));
-                }
+        let fence = line.trim_start().strip_prefix("```");
+        match (&mut open, fence) {
+            (None, Some(info)) => {
+                let info = info.trim();
+                let (lang, rest) = info.split_once(' ').unwrap_or((info, ""));
+                open = Some((
+                    i + 1,
+                    lang.to_owned(),
+                    rest.trim().to_owned(),
+                    String::new(),
+                ));
             }
-            Some((start, info, body)) => {
-                if line.trim_start().starts_with("```") {
+            (Some((start, lang, info, body)), Some(_)) => {
+                if !lang.is_empty() {
                     out.push(Example {
                         place: format!("{rel}:{start}"),
+                        lang: std::mem::take(lang),
                         info: std::mem::take(info),
                         text: std::mem::take(body),
                     });
-                    open = None;
-                } else {
-                    body.push_str(line);
-                    body.push('\n');
                 }
+                open = None;
             }
+            (Some((_, _, _, body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
         }
     }
     out
 }
+
+/// What the examples came to.
+#[derive(Default)]
+struct Tally {
+    yaml_run: usize,
+    sh_run: usize,
+    commands: usize,
+    outputs: usize,
+    skipped: Vec<String>,
+    failed: Vec<String>,
+}
+
+// ---- YAML ----------------------------------------------------------------------------------
 
 /// Whether `text` defines the Broker `default` in namespace `default`.
 fn defines_default_broker(text: &str) -> bool {
@@ -106,12 +166,12 @@ fn defines_default_broker(text: &str) -> bool {
 fn validate(files: &[(String, String)]) -> Result<(), String> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     for (name, text) in files {
-        std::fs::write(dir.path().join(name), text).expect("written");
+        fs::write(dir.path().join(name), text).expect("written");
     }
     if !files.iter().any(|(_, text)| defines_default_broker(text)) {
-        let broker = std::fs::read_to_string(repo().join("examples/config/broker.yaml"))
+        let broker = fs::read_to_string(repo().join("examples/config/broker.yaml"))
             .expect("examples/config/broker.yaml");
-        std::fs::write(dir.path().join("examples-config-broker.yaml"), broker).expect("written");
+        fs::write(dir.path().join("examples-config-broker.yaml"), broker).expect("written");
     }
     let out = Command::new(common::bin())
         .args(["validate", "--config"])
@@ -125,61 +185,652 @@ fn validate(files: &[(String, String)]) -> Result<(), String> {
     }
 }
 
+// ---- Commands ------------------------------------------------------------------------------
+
+/// One command of a `sh` block: a line with its continuation lines and here-documents.
+#[derive(Debug, PartialEq)]
+struct Cmd {
+    text: String,
+    /// Started with a trailing `&`.
+    background: bool,
+    /// The exit status it must have (`# exits N`; 0 otherwise).
+    status: i32,
+    /// The stated output, a line each.
+    expected: Vec<String>,
+}
+
+/// Where the comment of a shell line starts: a `#` outside quotes, at the start or after
+/// white space.
+fn comment_start(line: &str) -> Option<usize> {
+    let (mut single, mut double, mut prev) = (false, false, ' ');
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev.is_whitespace() => return Some(i),
+            _ => {}
+        }
+        prev = c;
+    }
+    None
+}
+
+/// A line without its comment, and the comment.
+fn split_comment(line: &str) -> (&str, &str) {
+    match comment_start(line) {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, ""),
+    }
+}
+
+/// The word that ends a here-document that `code` opens (`<<'YAML'`, `<<EOF`, `<<-X`).
+fn heredoc_end(code: &str) -> Option<String> {
+    let at = code.find("<<")?;
+    let rest = code[at + 2..].strip_prefix('-').unwrap_or(&code[at + 2..]);
+    if rest.starts_with('<') {
+        return None; // a here-string
+    }
+    let word: String = rest
+        .trim_start()
+        .trim_start_matches(['\'', '"'])
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!word.is_empty()).then_some(word)
+}
+
+/// The exit status a trailing comment states (`… exits 1 …`).
+fn stated_status(comment: &str) -> Option<i32> {
+    let at = comment.find("exits ")?;
+    let digits: String = comment[at + 6..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The commands of a `sh` block.
+fn commands(text: &str) -> Vec<Cmd> {
+    let mut out: Vec<Cmd> = Vec::new();
+    let mut lines = text.lines();
+    // Whether a full-line comment here is the stated output of the last command.
+    let mut attached = false;
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() {
+            attached = false;
+            continue;
+        }
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            if let (true, Some(cmd)) = (attached, out.last_mut()) {
+                let content = comment.strip_prefix(' ').unwrap_or(comment);
+                match cmd.expected.last_mut() {
+                    Some(last) if content.starts_with(' ') => last.push_str(content.trim()),
+                    _ => cmd.expected.push(content.trim().to_owned()),
+                }
+            }
+            continue;
+        }
+        let mut text = line.to_owned();
+        let mut code_lines = vec![line];
+        let mut last = line;
+        loop {
+            let (code, _) = split_comment(last);
+            if let Some(end) = heredoc_end(code) {
+                for body in lines.by_ref() {
+                    text.push('\n');
+                    text.push_str(body);
+                    if body.trim() == end {
+                        break;
+                    }
+                }
+                break;
+            }
+            if !code.trim_end().ends_with('\\') {
+                break;
+            }
+            let Some(next) = lines.next() else { break };
+            text.push('\n');
+            text.push_str(next);
+            code_lines.push(next);
+            last = next;
+        }
+        let (last_code, _) = split_comment(last);
+        let last_code = last_code.trim_end();
+        let status = code_lines
+            .iter()
+            .find_map(|l| stated_status(split_comment(l).1))
+            .unwrap_or(0);
+        out.push(Cmd {
+            text,
+            background: last_code.ends_with('&') && !last_code.ends_with("&&"),
+            status,
+            expected: Vec::new(),
+        });
+        attached = true;
+    }
+    out
+}
+
+/// White space runs as one space, ends trimmed.
+fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether an actual output line matches a stated one: the stated line's pieces between
+/// wildcards (`…`, `...`) appear in it in order.
+fn line_matches(expected: &str, actual: &str) -> bool {
+    let expected = squeeze(expected);
+    let expected = match expected.find(" <- ") {
+        Some(i) => &expected[..i],
+        None => expected.as_str(),
+    };
+    let actual = squeeze(actual);
+    let mut at = 0;
+    for piece in expected.split(['…']).flat_map(|p| p.split("...")) {
+        let piece = piece.trim();
+        if piece.is_empty() {
+            continue;
+        }
+        match actual[at..].find(piece) {
+            Some(i) => at += i + piece.len(),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The first stated line that the output does not show, in order.
+fn first_unmatched<'a>(expected: &'a [String], output: &str) -> Option<&'a str> {
+    let mut lines = output.lines();
+    expected
+        .iter()
+        .find(|want| !lines.any(|line| line_matches(want, line)))
+        .map(String::as_str)
+}
+
+// ---- Processes -----------------------------------------------------------------------------
+
+fn signal_group(pgid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args([format!("-{signal}"), "--".to_owned(), format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Stops what is left of a process group: SIGTERM, then SIGKILL after a grace period.
+fn stop_group(pgid: u32) {
+    if !signal_group(pgid, "TERM") {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if !signal_group(pgid, "0") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal_group(pgid, "KILL");
+}
+
+/// Whether something answers on `port` of the loopback.
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Whether the server on `port` answers `GET /readyz` with 200.
+fn ready(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
+
+/// The last `n` lines of `text`, indented.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(n);
+    lines[from..]
+        .iter()
+        .map(|l| format!("    | {l}\n"))
+        .collect()
+}
+
+/// The shell script that runs `blocks`: each command's output goes to `OUT/N.out` and its
+/// exit status to `OUT/N.rc` (N counts from 1 across the blocks); the script stops at the
+/// first command whose status is not the stated one. Background commands run as written.
+fn script(blocks: &[Block], out: &Path) -> String {
+    let mut script = String::new();
+    let mut n = 0;
+    for (place, commands) in blocks {
+        for cmd in commands {
+            n += 1;
+            script.push_str(&format!("# {place}, command {n}\n"));
+            if cmd.background {
+                script.push_str(&cmd.text);
+                script.push('\n');
+                continue;
+            }
+            let file = out.join(n.to_string());
+            script.push_str(&format!(
+                "{{\n{}\n}} >'{f}.out' 2>&1 </dev/null\n\
+                 rc=$?; echo $rc >'{f}.rc'; [ $rc -eq {} ] || exit 90\n",
+                cmd.text,
+                cmd.status,
+                f = file.display()
+            ));
+        }
+    }
+    script
+}
+
+/// Checks what each command of `blocks` printed (in `out`, as [`script`] wrote it) against
+/// the doc, a failure per block.
+fn check(blocks: &[Block], out: &Path, timed_out: bool, shell_log: &str, tally: &mut Tally) {
+    let mut n = 0;
+    for (place, commands) in blocks {
+        tally.sh_run += 1;
+        let mut failure = None;
+        for cmd in commands {
+            n += 1;
+            tally.commands += 1;
+            if !cmd.expected.is_empty() {
+                tally.outputs += 1;
+            }
+            if cmd.background || failure.is_some() {
+                continue;
+            }
+            let file = out.join(n.to_string());
+            let output = fs::read_to_string(file.with_extension("out"))
+                .map(|s| s.replace('\r', ""))
+                .unwrap_or_default();
+            let status = fs::read_to_string(file.with_extension("rc"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            let what = match status {
+                None if timed_out => Some(format!(
+                    "did not finish within {} s",
+                    BLOCK_TIMEOUT.as_secs()
+                )),
+                None => Some("did not run".to_owned()),
+                Some(s) if s != cmd.status => {
+                    Some(format!("exited {s}, the doc says {}", cmd.status))
+                }
+                Some(_) => first_unmatched(&cmd.expected, &output)
+                    .map(|want| format!("printed no line like `{want}`")),
+            };
+            if let Some(what) = what {
+                let first_line = cmd.text.lines().next().unwrap_or_default();
+                failure = Some(format!(
+                    "{place}: `{first_line}` {what}; it printed:\n{}  the shell's own output:\n{}",
+                    tail(&output, 30),
+                    tail(shell_log, 20)
+                ));
+            }
+        }
+        tally.failed.extend(failure);
+    }
+}
+
+// ---- A document ----------------------------------------------------------------------------
+
 /// A configuration directory that several blocks of one document write: its path, the place
 /// of its first block, and its files (name, text).
 type Directory = (String, String, Vec<(String, String)>);
 
-#[test]
-fn every_yaml_example_in_the_docs_loads() {
-    let (mut run, mut skipped, mut failed) = (0usize, Vec::new(), Vec::new());
-    for file in documents() {
-        // Blocks that write files of one directory, by directory: loaded together.
-        let mut directories: Vec<Directory> = Vec::new();
-        for example in yaml_examples(&file) {
-            if example.info == "fragment" {
-                skipped.push(format!("{}: a fragment of a resource", example.place));
+/// A `sh` block to run: its place and its commands.
+type Block = (String, Vec<Cmd>);
+
+/// One document's examples, run in order in its working directory.
+struct Document {
+    work: tempfile::TempDir,
+    directories: Vec<Directory>,
+    /// `scripts/serve`, while blocks `with:` it run.
+    serve: Option<Child>,
+    /// Consecutive blocks of one session, not run yet: the session's name and its blocks.
+    session: Option<(String, Vec<Block>)>,
+}
+
+impl Document {
+    fn new() -> Document {
+        let work = tempfile::tempdir().expect("a temporary directory");
+        let root = repo();
+        for entry in fs::read_dir(&root).expect("the repository") {
+            let name = entry.expect("an entry").file_name();
+            if name.to_string_lossy().starts_with('.') || name == "target" {
                 continue;
             }
-            if let Some(reason) = example.info.strip_prefix("skip:") {
-                skipped.push(format!("{}: {}", example.place, reason.trim()));
-                continue;
-            }
-            if let Some(path) = example.info.strip_prefix("file:") {
-                let (dir, name) = path.trim().rsplit_once('/').unwrap_or(("", path.trim()));
-                let name = (name.to_owned(), example.text);
-                match directories.iter_mut().find(|(d, _, _)| d == dir) {
-                    Some((_, _, files)) => files.push(name),
-                    None => directories.push((dir.to_owned(), example.place, vec![name])),
+            symlink(root.join(&name), work.path().join(&name)).expect("linked");
+        }
+        let built = Path::new(common::bin())
+            .parent()
+            .expect("the binaries' folder");
+        for profile in ["release", "debug"] {
+            let dir = work.path().join("target").join(profile);
+            fs::create_dir_all(&dir).expect("created");
+            for name in ["switchyard", "thumbnail", "event-display"] {
+                if built.join(name).exists() {
+                    symlink(built.join(name), dir.join(name)).expect("linked");
                 }
-                continue;
-            }
-            run += 1;
-            if let Err(e) = validate(&[("example.yaml".to_owned(), example.text)]) {
-                failed.push(format!("{}: {e}", example.place));
             }
         }
-        for (dir, place, files) in directories {
-            run += 1;
+        if root.join("target/test-venv").exists() {
+            symlink(
+                root.join("target/test-venv"),
+                work.path().join("target/test-venv"),
+            )
+            .expect("linked");
+        }
+        Document {
+            work,
+            directories: Vec::new(),
+            serve: None,
+            session: None,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// A command for this document's working directory and environment.
+    fn command(&self, program: &str) -> Command {
+        let bins = self.dir().join("target/release");
+        let path = std::env::var("PATH").unwrap_or_default();
+        let mut command = Command::new(program);
+        command
+            .current_dir(self.dir())
+            .env("PATH", format!("{}:{path}", bins.display()))
+            .env("SWITCHYARD_BIN_DIR", &bins)
+            .stdin(Stdio::null())
+            .process_group(0);
+        command
+    }
+
+    fn yaml(&mut self, example: Example, tally: &mut Tally) {
+        if example.info == "fragment" {
+            tally
+                .skipped
+                .push(format!("{}: a fragment of a resource", example.place));
+            return;
+        }
+        if let Some(reason) = example.info.strip_prefix("skip:") {
+            tally
+                .skipped
+                .push(format!("{}: {}", example.place, reason.trim()));
+            return;
+        }
+        if let Some(path) = example.info.strip_prefix("file:") {
+            let path = path.trim();
+            let target = self.dir().join(path);
+            fs::create_dir_all(target.parent().expect("a folder")).expect("created");
+            fs::write(&target, &example.text).expect("written");
+            let Some((dir, name)) = path.rsplit_once('/') else {
+                // A file of its own, loaded alone.
+                tally.yaml_run += 1;
+                if let Err(e) = validate(&[(path.to_owned(), example.text)]) {
+                    tally.failed.push(format!("{}: {e}", example.place));
+                }
+                return;
+            };
+            let file = (name.to_owned(), example.text);
+            match self.directories.iter_mut().find(|(d, _, _)| d == dir) {
+                Some((_, _, files)) => files.push(file),
+                None => self
+                    .directories
+                    .push((dir.to_owned(), example.place, vec![file])),
+            }
+            return;
+        }
+        tally.yaml_run += 1;
+        if let Err(e) = validate(&[("example.yaml".to_owned(), example.text)]) {
+            tally.failed.push(format!("{}: {e}", example.place));
+        }
+    }
+
+    fn sh(&mut self, example: Example, tally: &mut Tally) {
+        let info = example.info.trim();
+        if let Some(reason) = info.strip_prefix("skip:") {
+            self.flush(tally);
+            tally
+                .skipped
+                .push(format!("{}: {}", example.place, reason.trim()));
+            return;
+        }
+        let commands = commands(&example.text);
+        if let Some(name) = info.strip_prefix("session:") {
+            self.stop_serve();
+            let name = name.trim().to_owned();
+            if self.session.as_ref().is_some_and(|(n, _)| *n != name) {
+                self.flush(tally);
+            }
+            let (_, blocks) = self.session.get_or_insert_with(|| (name, Vec::new()));
+            blocks.push((example.place, commands));
+            return;
+        }
+        self.flush(tally);
+        match info {
+            // Ctrl-C on `scripts/serve` before a block that does not run with it.
+            "" => self.stop_serve(),
+            "with: scripts/serve" => {
+                if let Err(e) = self.start_serve() {
+                    tally.failed.push(format!("{}: {e}", example.place));
+                    return;
+                }
+            }
+            other => {
+                tally
+                    .failed
+                    .push(format!("{}: unknown info string `{other}`", example.place));
+                return;
+            }
+        }
+        self.run(vec![(example.place, commands)], tally);
+    }
+
+    /// Runs the pending session, if any.
+    fn flush(&mut self, tally: &mut Tally) {
+        if let Some((_, blocks)) = self.session.take() {
+            self.run(blocks, tally);
+        }
+    }
+
+    fn start_serve(&mut self) -> Result<(), String> {
+        if self.serve.is_some() {
+            return Ok(());
+        }
+        if listening(DOCS_PORT) {
+            return Err(format!(
+                "port {DOCS_PORT} is in use; stop what listens there to run the docs"
+            ));
+        }
+        let log = File::create(self.dir().join("target/serve.log")).expect("a log");
+        let child = self
+            .command("bash")
+            .arg("scripts/serve")
+            .stdout(log.try_clone().expect("a log"))
+            .stderr(log)
+            .spawn()
+            .expect("bash runs");
+        self.serve = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if ready(DOCS_PORT) {
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.serve.as_mut().map(Child::try_wait) {
+                self.serve = None;
+                let log = fs::read_to_string(self.dir().join("target/serve.log"));
+                return Err(format!(
+                    "scripts/serve ended ({status}):\n{}",
+                    tail(&log.unwrap_or_default(), 20)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("scripts/serve was not ready within 60 s".to_owned())
+    }
+
+    /// Stops `scripts/serve` as Ctrl-C would, and waits for it.
+    fn stop_serve(&mut self) {
+        if let Some(mut child) = self.serve.take() {
+            signal_group(child.id(), "INT");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            stop_group(child.id());
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs blocks (one, or a session's) in one shell and checks each command.
+    fn run(&mut self, blocks: Vec<Block>, tally: &mut Tally) {
+        let out = tempfile::tempdir().expect("a temporary directory");
+        let script_path = out.path().join("script.sh");
+        fs::write(&script_path, script(&blocks, out.path())).expect("written");
+        let log_path = out.path().join("shell.log");
+        let log = File::create(&log_path).expect("a log");
+        let mut child = self
+            .command("bash")
+            .arg(&script_path)
+            .stdout(log.try_clone().expect("a log"))
+            .stderr(log)
+            .spawn()
+            .expect("bash runs");
+        let deadline = Instant::now() + BLOCK_TIMEOUT;
+        let timed_out = loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break false;
+            }
+            if Instant::now() > deadline {
+                break true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        stop_group(child.id());
+        let _ = child.wait();
+        let shell_log = fs::read_to_string(&log_path).unwrap_or_default();
+        check(&blocks, out.path(), timed_out, &shell_log, tally);
+    }
+
+    /// Loads the directories the document's `file:` blocks wrote, and stops what still runs.
+    fn finish(mut self, tally: &mut Tally) {
+        self.flush(tally);
+        self.stop_serve();
+        for (dir, place, files) in std::mem::take(&mut self.directories) {
+            tally.yaml_run += 1;
             if let Err(e) = validate(&files) {
-                failed.push(format!("{place} (the directory {dir}/): {e}"));
+                tally
+                    .failed
+                    .push(format!("{place} (the directory {dir}/): {e}"));
             }
         }
+    }
+}
+
+#[test]
+fn every_example_in_the_docs_runs() {
+    let mut tally = Tally::default();
+    for file in documents() {
+        let examples = examples(&file);
+        if !examples.iter().any(|e| e.lang == "yaml" || e.lang == "sh") {
+            continue;
+        }
+        let mut doc = Document::new();
+        for example in examples {
+            match example.lang.as_str() {
+                "yaml" => doc.yaml(example, &mut tally),
+                "sh" => doc.sh(example, &mut tally),
+                _ => {}
+            }
+        }
+        doc.finish(&mut tally);
     }
     let mut summary = format!(
-        "docs: {run} YAML examples loaded, {} skipped, {} failed\n",
-        skipped.len(),
-        failed.len()
+        "docs: {} YAML examples loaded; {} command blocks run ({} commands, {} stated outputs \
+         compared); {} skipped; {} failed\n",
+        tally.yaml_run,
+        tally.sh_run,
+        tally.commands,
+        tally.outputs,
+        tally.skipped.len(),
+        tally.failed.len()
     );
-    for s in &skipped {
+    for s in &tally.skipped {
         summary.push_str(&format!("  skipped {s}\n"));
     }
-    for f in &failed {
+    for f in &tally.failed {
         summary.push_str(&format!("  FAILED {f}\n"));
     }
     let target = repo().join("target");
-    let _ = std::fs::create_dir_all(&target);
-    let _ = std::fs::write(target.join("docs-examples.txt"), &summary);
+    let _ = fs::create_dir_all(&target);
+    let _ = fs::write(target.join("docs-examples.txt"), &summary);
     // A floor, so a change that stops this finding the examples cannot pass unnoticed.
-    assert!(run >= 15, "too few examples found: {summary}");
-    assert!(failed.is_empty(), "{summary}");
+    assert!(
+        tally.yaml_run >= 15 && tally.sh_run >= 10,
+        "too few examples found: {summary}"
+    );
+    assert!(tally.failed.is_empty(), "{summary}");
+}
+
+#[test]
+fn a_command_block_splits_into_commands_with_their_stated_output() {
+    let block = "\
+# prose before the first command
+mkdir -p d && cat > d/c.yaml <<'YAML'
+a: 1   # not a comment of the shell
+YAML
+server --flag &   # the server
+curl -i http://x/ \\
+  -d '{\"a\": \"#1\"}'
+# HTTP/1.1 202 Accepted   <- a note
+# {\"a\":1,
+#  \"b\":2}
+
+# prose after a blank line
+tool check   # exits 1
+";
+    let cmds = commands(block);
+    assert_eq!(cmds.len(), 4, "{cmds:?}");
+    assert!(cmds[0].text.ends_with("YAML") && cmds[0].expected.is_empty());
+    assert!(cmds[1].background);
+    assert_eq!(
+        cmds[2].expected,
+        ["HTTP/1.1 202 Accepted   <- a note", "{\"a\":1,\"b\":2}"]
+    );
+    assert!(!cmds[2].background && cmds[2].text.contains("#1"));
+    assert_eq!((cmds[3].status, cmds[3].expected.len()), (1, 0));
+}
+
+#[test]
+fn stated_output_tolerates_ids_times_and_spacing() {
+    let out = "HTTP/1.1 202 Accepted\n0  2026-11-28T21:40:09.07Z  com.example.a  id=18ec-0\n";
+    let want = |lines: &[&str]| lines.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        first_unmatched(&want(&["HTTP/1.1 202 Accepted  <- stored"]), out),
+        None
+    );
+    assert_eq!(
+        first_unmatched(&want(&["0 … com.example.a id=…"]), out),
+        None
+    );
+    assert_eq!(
+        first_unmatched(&want(&["HTTP/1.1 400 Bad Request"]), out),
+        Some("HTTP/1.1 400 Bad Request")
+    );
+    // In order: a line matched once cannot match the next stated line.
+    assert_eq!(
+        first_unmatched(&want(&["0 …", "HTTP/1.1 202 …"]), out),
+        Some("HTTP/1.1 202 …")
+    );
 }
