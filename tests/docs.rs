@@ -13,8 +13,9 @@
 //! - ` ```sh `: commands, run by `bash` in the document's working directory (see below).
 //!   A full-line comment right after a command (no blank line between) is its stated output:
 //!   each such line must match a line the command printed, in order; `…` or `...` stands for
-//!   anything (ids, times), a trailing `<- note` is the reader's, and a line that starts `#  `
-//!   (more indented) continues the one above. Other comments are prose. A command must exit 0,
+//!   anything (ids, times), a trailing `<- note` is the reader's, and a line that ends with
+//!   `,` continues on the next (a long JSON object split for reading). Other comments are
+//!   prose. A command must exit 0,
 //!   unless its trailing comment says `exits N`. What a block starts in the background (`&`)
 //!   is stopped when the block ends.
 //! - ` ```sh with: scripts/serve `: the same, with `scripts/serve` running ("With
@@ -263,10 +264,10 @@ fn commands(text: &str) -> Vec<Cmd> {
         }
         if let Some(comment) = trimmed.strip_prefix('#') {
             if let (true, Some(cmd)) = (attached, out.last_mut()) {
-                let content = comment.strip_prefix(' ').unwrap_or(comment);
+                let content = comment.trim();
                 match cmd.expected.last_mut() {
-                    Some(last) if content.starts_with(' ') => last.push_str(content.trim()),
-                    _ => cmd.expected.push(content.trim().to_owned()),
+                    Some(last) if last.ends_with(',') => last.push_str(content),
+                    _ => cmd.expected.push(content.to_owned()),
                 }
             }
             continue;
@@ -695,6 +696,14 @@ impl Document {
 
     /// Runs blocks (one, or a session's) in one shell and checks each command.
     fn run(&mut self, blocks: Vec<Block>, tally: &mut Tally) {
+        if self.serve.is_none() && listening(DOCS_PORT) {
+            // Something the last block started outlived it.
+            let place = &blocks[0].0;
+            tally.failed.push(format!(
+                "{place}: port {DOCS_PORT} is still in use when the block starts"
+            ));
+            return;
+        }
         let out = tempfile::tempdir().expect("a temporary directory");
         let script_path = out.path().join("script.sh");
         fs::write(&script_path, script(&blocks, out.path())).expect("written");
@@ -740,6 +749,10 @@ impl Document {
 
 #[test]
 fn every_example_in_the_docs_runs() {
+    assert!(
+        !listening(DOCS_PORT),
+        "port {DOCS_PORT} is in use; the docs' examples need it: stop what listens there"
+    );
     let mut tally = Tally::default();
     for file in documents() {
         let examples = examples(&file);
@@ -796,6 +809,7 @@ curl -i http://x/ \\
 # HTTP/1.1 202 Accepted   <- a note
 # {\"a\":1,
 #  \"b\":2}
+#   indented
 
 # prose after a blank line
 tool check   # exits 1
@@ -806,7 +820,11 @@ tool check   # exits 1
     assert!(cmds[1].background);
     assert_eq!(
         cmds[2].expected,
-        ["HTTP/1.1 202 Accepted   <- a note", "{\"a\":1,\"b\":2}"]
+        [
+            "HTTP/1.1 202 Accepted   <- a note",
+            "{\"a\":1,\"b\":2}",
+            "indented"
+        ]
     );
     assert!(!cmds[2].background && cmds[2].text.contains("#1"));
     assert_eq!((cmds[3].status, cmds[3].expected.len()), (1, 0));
