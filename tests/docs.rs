@@ -852,3 +852,27 @@ fn stated_output_tolerates_ids_times_and_spacing() {
         Some("HTTP/1.1 202 …")
     );
 }
+
+/// The number after `key` in `text` (`--uid 10001`, `fsGroup: 10001`).
+fn number_after(text: &str, key: &str) -> Option<u32> {
+    let at = text.find(key)? + key.len();
+    let digits: String = text[at..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn the_kubernetes_manifest_runs_as_the_image_user_and_gives_it_the_volume() {
+    let dockerfile = fs::read_to_string(repo().join("deploy/Dockerfile")).expect("the Dockerfile");
+    let manifest =
+        fs::read_to_string(repo().join("deploy/kubernetes/switchyard.yaml")).expect("the manifest");
+    let uid = number_after(&dockerfile, "--uid").expect("the image's user id");
+    let gid = number_after(&dockerfile, "--gid").expect("the image's group id");
+    assert_eq!(number_after(&manifest, "runAsUser:"), Some(uid));
+    assert_eq!(number_after(&manifest, "runAsGroup:"), Some(gid));
+    // Without fsGroup a fresh volume belongs to root and the non-root user cannot write it.
+    assert_eq!(number_after(&manifest, "fsGroup:"), Some(gid));
+}

@@ -352,5 +352,11 @@ spec:
         "partitionkey is the record key"
     );
     assert_eq!(m.payload(), Some(br#"{"total":42}"#.as_slice()));
+    // The attempt is counted as a stream's acceptance, not as a failed connection.
+    let counted = r#"switchyard_delivery_count_total{namespace_name="default",broker_name="default",trigger_name="to-kafka",response_code="stream_accepted"} 1"#;
+    eventually("the delivery counted", WAIT, || async {
+        common::metrics(&sy).await.contains(counted).then_some(())
+    })
+    .await;
     drop(sy);
 }
