@@ -864,8 +864,19 @@ fn number_after(text: &str, key: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// The file `name` of the ConfigMap in `manifest`: the block under `name: |`, unindented.
+fn config_map_file(manifest: &str, name: &str) -> Option<String> {
+    let mut lines = manifest
+        .lines()
+        .skip_while(|l| l.trim() != format!("{name}: |"));
+    lines.next()?;
+    let body: Vec<&str> = lines.take_while(|l| l.starts_with("    ")).collect();
+    let text: String = body.iter().map(|l| format!("{}\n", &l[4..])).collect();
+    (!text.is_empty()).then_some(text)
+}
+
 #[test]
-fn the_kubernetes_manifest_runs_as_the_image_user_and_gives_it_the_volume() {
+fn the_kubernetes_manifest_runs_as_the_image_user_gives_it_the_volume_and_loads() {
     let dockerfile = fs::read_to_string(repo().join("deploy/Dockerfile")).expect("the Dockerfile");
     let manifest =
         fs::read_to_string(repo().join("deploy/kubernetes/switchyard.yaml")).expect("the manifest");
@@ -875,4 +886,7 @@ fn the_kubernetes_manifest_runs_as_the_image_user_and_gives_it_the_volume() {
     assert_eq!(number_after(&manifest, "runAsGroup:"), Some(gid));
     // Without fsGroup a fresh volume belongs to root and the non-root user cannot write it.
     assert_eq!(number_after(&manifest, "fsGroup:"), Some(gid));
+    // The configuration the ConfigMap mounts at /config loads.
+    let config = config_map_file(&manifest, "broker.yaml").expect("the ConfigMap's broker.yaml");
+    validate(&[("broker.yaml".to_owned(), config)]).expect("the ConfigMap's config loads");
 }
