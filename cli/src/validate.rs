@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
-use switchyard_core::resources::DEFAULT_NAMESPACE;
+use switchyard_core::resources::{DEFAULT_NAMESPACE, Destination, Target};
 
 /// Loads and checks the configuration at `config`; one line per resource.
 pub fn run(config: &Path) -> Result<String> {
@@ -23,8 +23,21 @@ pub fn run(config: &Path) -> Result<String> {
     }
     for ((ns, name), t) in &config.triggers {
         out.push_str(&format!(
-            "Trigger {ns}/{name} -> broker {}\n",
-            t.spec.broker
+            "Trigger {ns}/{name} -> broker {}, subscriber {}\n",
+            t.spec.broker,
+            target(&config, ns, &t.spec.subscriber)
+        ));
+    }
+    for ((ns, name), table) in &config.address_tables {
+        let domain = table
+            .spec
+            .cluster_domain
+            .as_ref()
+            .map(|d| format!(", cluster domain {d}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "AddressTable {ns}/{name}: {} addresses{domain}\n",
+            table.spec.addresses.len()
         ));
     }
     for ((ns, name), s) in &config.sinks {
@@ -59,6 +72,20 @@ pub fn run(config: &Path) -> Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// Where a destination resolves to, as a reader would name it.
+fn target(config: &Config, ns: &str, dest: &Destination) -> String {
+    match config.resolve(ns, dest) {
+        Ok(Target::Broker { namespace, name }) => format!("Broker {namespace}/{name}"),
+        Ok(Target::Stream {
+            kind,
+            namespace,
+            name,
+        }) => format!("{kind} {namespace}/{name}"),
+        Ok(Target::Url(url)) => url,
+        Err(e) => e,
+    }
 }
 
 /// Why Trigger `trigger` (`namespace/name`, or a name in `default`) takes the JSON event in

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use crate::kinds::Resource;
-use crate::resources::{Broker, Destination, EventType, ObjectMeta, Sink, Trigger, TriggerSpec};
+use crate::resources::{
+    AddressTable, Broker, DEFAULT_CLUSTER_DOMAIN, Destination, EventType, ObjectMeta, Sink, Target,
+    Trigger, TriggerSpec,
+};
 use crate::sources::{PingSource, S3Source, WebhookSource};
 use crate::streams::{KafkaSink, KafkaSource, MqttSource, NatsSink, NatsSource};
 
@@ -85,6 +88,8 @@ pub struct Config {
     pub kafka_sinks: BTreeMap<(String, String), KafkaSink>,
     /// NatsSinks by (namespace, name).
     pub nats_sinks: BTreeMap<(String, String), NatsSink>,
+    /// AddressTables by (namespace, name).
+    pub address_tables: BTreeMap<(String, String), AddressTable>,
     /// The file each EventType came from, for errors found after loading (schema compilation).
     pub event_type_files: BTreeMap<(String, String), String>,
     /// The file each Trigger came from, for errors found after loading (CESQL compilation).
@@ -314,28 +319,32 @@ impl Config {
         out
     }
 
-    /// The broker a source's events are stored in, as (namespace, name): its `sink.ref`, or
-    /// for a `uri` sink the Broker `{kind}-{name}` (kind in lowercase) that
-    /// [`Config::from_resources`] added, with a Trigger of the same name delivering to the URI.
+    /// The broker a source's events are stored in, as (namespace, name): the Broker its
+    /// `sink.ref` names, or for any other sink (a `uri`, a ref to a Service, a Sink, …) the
+    /// Broker `{kind}-{name}` (kind in lowercase) that [`Config::from_resources`] added, with
+    /// a Trigger of the same name delivering to the sink.
     pub fn source_broker(kind: &str, ns: &str, name: &str, sink: &Destination) -> (String, String) {
         match &sink.reference {
-            Some(r) => (
+            Some(r) if r.kind == "Broker" => (
                 r.namespace.clone().unwrap_or_else(|| ns.to_owned()),
                 r.name.clone(),
             ),
-            None => (
+            _ => (
                 ns.to_owned(),
                 format!("{}-{name}", kind.to_ascii_lowercase()),
             ),
         }
     }
 
-    /// Adds a Broker and a Trigger for each source whose sink is a `uri`, so the source's
-    /// events are stored before they are accepted and reach the URI with a trigger's retries.
+    /// Adds a Broker and a Trigger for each source whose sink is not a Broker (a `uri`, or a
+    /// `ref` to anything else), so the source's events are stored before they are accepted
+    /// and reach the sink with a trigger's retries.
     fn add_uri_sinks(&mut self, origin: &mut Origins) -> Result<(), ConfigError> {
         let mut added = Vec::new();
         for (kind, ns, name, sink) in self.sources() {
-            let Some(uri) = &sink.uri else { continue };
+            if sink.reference.as_ref().is_some_and(|r| r.kind == "Broker") {
+                continue;
+            }
             let (bns, bname) = Config::source_broker(kind, ns, name, sink);
             let file = origin
                 .get(&(kind, ns.to_owned(), name.to_owned()))
@@ -344,7 +353,14 @@ impl Config {
             let err = |message: String| ConfigError {
                 file: file.clone(),
                 resource: Some(format!("{kind} {ns}/{name}")),
-                field: Some("spec.sink.uri".into()),
+                field: Some(
+                    if sink.reference.is_some() {
+                        "spec.sink.ref"
+                    } else {
+                        "spec.sink.uri"
+                    }
+                    .into(),
+                ),
                 message,
             };
             let meta = ObjectMeta {
@@ -358,14 +374,14 @@ impl Config {
             };
             meta.validate().map_err(|e| {
                 err(format!(
-                    "the name is too long for a uri sink, which needs a Broker and a Trigger named `{bname}` ({})",
+                    "the name is too long for a sink that is not a Broker, which needs a Broker and a Trigger named `{bname}` ({})",
                     e.message
                 ))
             })?;
             let key = (bns.clone(), bname.clone());
             if self.brokers.contains_key(&key) || self.triggers.contains_key(&key) {
                 return Err(err(format!(
-                    "a uri sink needs a Broker and a Trigger named `{bname}`, and one exists already; rename it or give the sink as a ref"
+                    "a sink that is not a Broker needs a Broker and a Trigger named `{bname}`, and one exists already; rename it or give the sink as a ref to a Broker"
                 )));
             }
             let trigger = Trigger {
@@ -375,12 +391,7 @@ impl Config {
                     broker_ref: None,
                     filter: None,
                     filters: Vec::new(),
-                    subscriber: Destination {
-                        reference: None,
-                        uri: Some(uri.clone()),
-                        ca_certs: None,
-                        audience: None,
-                    },
+                    subscriber: sink.clone(),
                     delivery: None,
                     ordering: None,
                     max_in_flight: None,
@@ -413,6 +424,23 @@ impl Config {
                 .cloned()
                 .unwrap_or_default()
         };
+        self.cluster_domain_checked()
+            .map_err(|(table, message)| ConfigError {
+                file: file_of("AddressTable", &table.0, &table.1),
+                resource: Some(format!("AddressTable {}/{}", table.0, table.1)),
+                field: Some("spec.clusterDomain".into()),
+                message,
+            })?;
+        // Sources first: a sink that is not a Broker is also the subscriber of the Trigger
+        // added for it, and the error should name the source.
+        for (kind, ns, name, sink) in self.sources() {
+            self.check_destination(ns, sink).map_err(|m| ConfigError {
+                file: file_of(kind, ns, name),
+                resource: Some(format!("{kind} {ns}/{name}")),
+                field: Some("spec.sink.ref".into()),
+                message: m,
+            })?;
+        }
         for ((ns, name), trigger) in &self.triggers {
             let err = |field: &str, message: String| ConfigError {
                 file: file_of("Trigger", ns, name),
@@ -440,14 +468,6 @@ impl Config {
                 self.check_destination(ns, dls)
                     .map_err(|m| err("spec.delivery.deadLetterSink.ref", m))?;
             }
-        }
-        for (kind, ns, name, sink) in self.sources() {
-            self.check_destination(ns, sink).map_err(|m| ConfigError {
-                file: file_of(kind, ns, name),
-                resource: Some(format!("{kind} {ns}/{name}")),
-                field: Some("spec.sink.ref".into()),
-                message: m,
-            })?;
         }
         for ((ns, name), et) in &self.event_types {
             if let Some((ref_ns, broker)) = et.broker()
@@ -480,24 +500,107 @@ impl Config {
     }
 
     fn check_destination(&self, ns: &str, dest: &Destination) -> Result<(), String> {
+        self.resolve(ns, dest).map(|_| ())
+    }
+
+    /// The cluster domain of Service addresses: the one an AddressTable sets, or
+    /// `cluster.local`.
+    pub fn cluster_domain(&self) -> &str {
+        self.address_tables
+            .values()
+            .find_map(|t| t.spec.cluster_domain.as_deref())
+            .unwrap_or(DEFAULT_CLUSTER_DOMAIN)
+    }
+
+    /// Checks that at most one AddressTable sets the cluster domain; else the second one
+    /// and why.
+    fn cluster_domain_checked(&self) -> Result<(), ((String, String), String)> {
+        let mut setting = self
+            .address_tables
+            .iter()
+            .filter(|(_, t)| t.spec.cluster_domain.is_some());
+        match (setting.next(), setting.next()) {
+            (Some((first, _)), Some((second, _))) => Err((
+                second.clone(),
+                format!(
+                    "AddressTable {}/{} sets the cluster domain already; set it once",
+                    first.0, first.1
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where `dest`, a destination of a resource in namespace `ns`, sends events: a Broker, a
+    /// KafkaSink or NatsSink, a Sink's URL, an AddressTable's URL, or for a Kubernetes or
+    /// Knative Service `http://{name}.{namespace}.svc.{clusterDomain}`; a `uri` next to the
+    /// `ref` is resolved against the ref's URL. The error says what is missing and what to
+    /// add.
+    pub fn resolve(&self, ns: &str, dest: &Destination) -> Result<Target, String> {
         let Some(r) = &dest.reference else {
-            return Ok(());
+            return Ok(Target::Url(dest.uri.clone().unwrap_or_default()));
         };
         let ref_ns = r.namespace.clone().unwrap_or_else(|| ns.to_owned());
         let key = (ref_ns.clone(), r.name.clone());
-        let found = match r.kind.as_str() {
-            "Broker" => self.brokers.contains_key(&key),
-            "KafkaSink" => self.kafka_sinks.contains_key(&key),
-            "NatsSink" => self.nats_sinks.contains_key(&key),
-            _ => self.sinks.contains_key(&key),
+        let missing = || format!("no {} `{}` in namespace `{ref_ns}`", r.kind, r.name);
+        let base = match r.kind.as_str() {
+            "Broker" => match self.brokers.contains_key(&key) {
+                true => Target::Broker {
+                    namespace: ref_ns.clone(),
+                    name: r.name.clone(),
+                },
+                false => return Err(missing()),
+            },
+            "KafkaSink" | "NatsSink" => {
+                let found = if r.kind == "KafkaSink" {
+                    self.kafka_sinks.contains_key(&key)
+                } else {
+                    self.nats_sinks.contains_key(&key)
+                };
+                if !found {
+                    return Err(missing());
+                }
+                Target::Stream {
+                    kind: r.kind.clone(),
+                    namespace: ref_ns.clone(),
+                    name: r.name.clone(),
+                }
+            }
+            "Sink" => match self.sinks.get(&key) {
+                Some(sink) => Target::Url(sink.spec.uri.clone()),
+                None => return Err(missing()),
+            },
+            _ => {
+                let listed = self.address_tables.iter().find_map(|((table_ns, _), t)| {
+                    t.spec
+                        .addresses
+                        .iter()
+                        .find(|a| a.matches(r, &ref_ns, table_ns))
+                });
+                match listed {
+                    Some(a) => Target::Url(a.url.clone()),
+                    None if crate::resources::is_service(r) => Target::Url(
+                        crate::resources::service_url(&r.name, &ref_ns, self.cluster_domain()),
+                    ),
+                    None => {
+                        return Err(format!(
+                            "nothing gives {} {ref_ns}/{} ({}) an address: Switchyard runs no {}; map it to a URL in an AddressTable (spec.addresses), or give a `uri`",
+                            r.kind,
+                            r.name,
+                            r.api_version.as_deref().unwrap_or("no apiVersion"),
+                            r.kind
+                        ));
+                    }
+                }
+            }
         };
-        if found {
-            Ok(())
-        } else {
-            Err(format!(
-                "no {} `{}` in namespace `{ref_ns}`",
-                r.kind, r.name
-            ))
+        match (&dest.uri, base) {
+            (None, base) => Ok(base),
+            (Some(uri), Target::Url(url)) => crate::resources::join(&url, uri).map(Target::Url),
+            (Some(_), _) => Err(format!(
+                "a `uri` next to a ref to a {} is not supported: give one or the other",
+                r.kind
+            )),
         }
     }
 }

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use crate::config::Config;
 
 use crate::resources::{
-    Broker, EventType, FieldError, KNATIVE_EVENTING_V1, KNATIVE_EVENTING_V1BETA2, ObjectMeta,
-    SWITCHYARD_V1, Sink, Trigger,
+    AddressTable, Broker, EventType, FieldError, KNATIVE_EVENTING_V1, KNATIVE_EVENTING_V1BETA2,
+    ObjectMeta, SWITCHYARD_V1, Sink, Trigger,
 };
 use crate::sources::{
     KNATIVE_SOURCES_V1, PingSource, S3Source, SWITCHYARD_SOURCES_V1, WebhookSource,
@@ -118,6 +118,8 @@ pub enum Group {
     /// Sources of every kind: they share the path `/sources/{namespace}/{name}` and metric
     /// labels.
     Source,
+    /// AddressTables.
+    AddressTable,
 }
 
 kinds! {
@@ -145,6 +147,8 @@ kinds! {
     KafkaSink, KNATIVE_EVENTING_V1ALPHA1, Sink, kafka_sinks;
     /// `switchyard.dev/v1` NatsSink.
     NatsSink, SWITCHYARD_V1, Sink, nats_sinks;
+    /// `switchyard.dev/v1` AddressTable.
+    AddressTable, SWITCHYARD_V1, AddressTable, address_tables;
 }
 
 fn typed<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, (String, String)> {

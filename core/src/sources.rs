@@ -197,15 +197,13 @@ pub(crate) fn validate_common(
     overrides: Option<&CeOverrides>,
 ) -> Result<(), FieldError> {
     sink.validate("spec.sink")?;
-    match (&sink.reference, &sink.uri) {
-        (Some(r), None) if r.kind == "Broker" => {}
-        (None, Some(_)) => {}
-        _ => {
-            return Err(FieldError::new(
-                "spec.sink",
-                "give a `ref` to a Broker (kind: Broker) of this configuration, or a `uri`",
-            ));
-        }
+    if let (Some(r), Some(_)) = (&sink.reference, &sink.uri)
+        && r.kind == "Broker"
+    {
+        return Err(FieldError::new(
+            "spec.sink.uri",
+            "a source stores its events in the Broker its ref names: give no `uri` with it",
+        ));
     }
     if let Some(o) = overrides {
         for name in o.extensions.keys() {

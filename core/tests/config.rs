@@ -8,7 +8,9 @@ use std::time::Duration as StdDuration;
 
 use switchyard_core::config::{Config, ConfigError, parse_text};
 use switchyard_core::kinds::Resource;
-use switchyard_core::resources::{BackoffPolicy, DeliveryFormat, Duration, SubscriptionsApiFilter};
+use switchyard_core::resources::{
+    BackoffPolicy, DeliveryFormat, Duration, SubscriptionsApiFilter, Target,
+};
 
 /// A Knative Broker and Trigger as `kubectl get -o yaml` shows them, status included, plus a
 /// Switchyard Sink the second trigger refers to.
@@ -342,8 +344,8 @@ fn invalid_resources_are_rejected_with_the_field() {
                 "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    uri: http://x.example/\n    ref:\n      kind: Sink\n      name: s\n"
             ),
             "Trigger default/t",
-            Some("spec.subscriber"),
-            "not both",
+            Some("spec.subscriber.uri"),
+            "with a `ref` the uri is relative",
         ),
         (
             "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: p}\nspec:\n  schedule: '* * * * *'\n  sink: {uri: 'http://x.example/'}\n  ceOverrides: {extensions: {type: x}}\n".into(),
@@ -370,10 +372,10 @@ fn invalid_resources_are_rejected_with_the_field() {
             "1 to 20",
         ),
         (
-            "apiVersion: sources.switchyard.dev/v1\nkind: S3Source\nmetadata: {name: s}\nspec:\n  sink: {ref: {kind: Sink, name: x}}\n  webhook: {}\n".into(),
+            "apiVersion: sources.switchyard.dev/v1\nkind: S3Source\nmetadata: {name: s}\nspec:\n  sink: {ref: {kind: Broker, name: x}, uri: /events}\n  webhook: {}\n".into(),
             "S3Source default/s",
-            Some("spec.sink"),
-            "a `ref` to a Broker",
+            Some("spec.sink.uri"),
+            "give no `uri` with it",
         ),
         (
             format!("{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber: {{}}\n"),
@@ -389,11 +391,11 @@ fn invalid_resources_are_rejected_with_the_field() {
         ),
         (
             format!(
-                "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    ref:\n      apiVersion: serving.knative.dev/v1\n      kind: Service\n      name: svc\n"
+                "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    ref:\n      apiVersion: serving.knative.dev/v1\n      kind: Service\n      name: svc\n    uri: http://svc.example/events\n"
             ),
             "Trigger default/t",
-            Some("spec.subscriber.ref.kind"),
-            "`Service` cannot be referenced",
+            Some("spec.subscriber.uri"),
+            "with a `ref` the uri is relative",
         ),
         (
             format!("{TRIGGER_HEAD}spec:\n  subscriber:\n    uri: http://x.example/\n"),
@@ -802,4 +804,113 @@ fn stream_kinds_load_and_bad_fields_are_named() {
         Some("metadata.name"),
         "defined twice (first in clash.yaml)",
     );
+}
+
+/// The subscriber of Trigger `default/t` in `text` (with a Broker `b`), resolved.
+fn subscriber_of(text: &str) -> Result<Target, String> {
+    let config =
+        load_text(&format!("{BROKER_HEAD}---\n{text}"), "r.yaml").map_err(|e| e.to_string())?;
+    let trigger = config
+        .triggers
+        .get(&key("default", "t"))
+        .expect("the trigger");
+    config.resolve("default", &trigger.spec.subscriber)
+}
+
+fn trigger_to(subscriber: &str) -> String {
+    format!("{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber: {subscriber}\n")
+}
+
+#[test]
+fn refs_resolve_as_knative_resolves_addressables() {
+    let url = |s: &str| Ok(Target::Url(s.to_owned()));
+    // A Kubernetes Service and a Knative Service: the cluster's DNS name.
+    assert_eq!(
+        subscriber_of(&trigger_to(
+            "{ref: {apiVersion: v1, kind: Service, name: display}}"
+        )),
+        url("http://display.default.svc.cluster.local")
+    );
+    assert_eq!(
+        subscriber_of(&trigger_to(
+            "{ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: fn, namespace: apps}, uri: /events}"
+        )),
+        url("http://fn.apps.svc.cluster.local/events"),
+        "a relative uri resolves against the ref's address"
+    );
+    // An AddressTable gives any ref a URL, and may set the cluster domain.
+    let table = "apiVersion: switchyard.dev/v1\nkind: AddressTable\nmetadata: {name: laptop}\nspec:\n  clusterDomain: corp.internal\n  addresses:\n    - ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: display}\n      url: http://127.0.0.1:9000/fn/\n    - ref: {apiVersion: flows.knative.dev/v1, kind: Sequence, name: steps}\n      url: http://127.0.0.1:9001/\n";
+    let with_table = |sub: &str| subscriber_of(&format!("{table}---\n{}", trigger_to(sub)));
+    assert_eq!(
+        with_table(
+            "{ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: display}, uri: hook}"
+        ),
+        url("http://127.0.0.1:9000/fn/hook")
+    );
+    assert_eq!(
+        with_table("{ref: {apiVersion: flows.knative.dev/v1, kind: Sequence, name: steps}}"),
+        url("http://127.0.0.1:9001/")
+    );
+    assert_eq!(
+        with_table("{ref: {apiVersion: v1, kind: Service, name: other}}"),
+        url("http://other.default.svc.corp.internal")
+    );
+    // A ref nothing resolves says what to add.
+    let err = subscriber_of(&trigger_to(
+        "{ref: {apiVersion: flows.knative.dev/v1, kind: Sequence, name: steps}}",
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("spec.subscriber.ref: nothing gives Sequence default/steps (flows.knative.dev/v1) an address")
+            && err.contains("AddressTable"),
+        "{err}"
+    );
+    // Two tables cannot both set the cluster domain.
+    let second = table
+        .replace("name: laptop", "name: other")
+        .replace("addresses:", "addresses: []\n  unused:");
+    let second = second
+        .split("\n  unused:")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+        + "\n";
+    let err = load_text(&format!("{table}---\n{second}"), "t.yaml").unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("spec.clusterDomain"), "{err}");
+}
+
+#[test]
+fn a_source_whose_sink_is_a_service_gets_a_broker_and_a_trigger_to_it() {
+    let ping = "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: beat}\nspec:\n  schedule: '* * * * *'\n  sink: {ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: display}}\n";
+    let config = load_text(ping, "p.yaml").unwrap();
+    assert!(
+        config
+            .brokers
+            .contains_key(&key("default", "pingsource-beat"))
+    );
+    let trigger = config
+        .triggers
+        .get(&key("default", "pingsource-beat"))
+        .unwrap();
+    assert_eq!(
+        config.resolve("default", &trigger.spec.subscriber),
+        Ok(Target::Url(
+            "http://display.default.svc.cluster.local".to_owned()
+        ))
+    );
+    // A sink nothing resolves is the source's error.
+    let err = load_text(
+        &ping.replace(
+            "serving.knative.dev/v1, kind: Service",
+            "example.com/v1, kind: Widget",
+        ),
+        "p.yaml",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.resource.as_deref(),
+        Some("PingSource default/beat"),
+        "{err}"
+    );
+    assert_eq!(err.field.as_deref(), Some("spec.sink.ref"), "{err}");
 }

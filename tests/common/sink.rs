@@ -16,6 +16,8 @@ use tokio::sync::Notify;
 pub struct Received {
     /// When it arrived.
     pub at: Instant,
+    /// The request's path (and query).
+    pub path: String,
     /// Its headers.
     pub headers: HeaderMap,
     /// Its body.
@@ -86,6 +88,7 @@ pub struct Sink {
 
 async fn handle(
     axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -96,6 +99,7 @@ async fn handle(
         let mut r = shared.received.lock().unwrap();
         r.push(Received {
             at: Instant::now(),
+            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
             headers: headers.clone(),
             body,
             event: event.clone(),

@@ -43,8 +43,3 @@ pub fn address(kind: &str, ns: &str, name: &str) -> String {
 pub fn is_stream_address(address: &str) -> bool {
     address.starts_with("kafkasink:") || address.starts_with("natssink:")
 }
-
-/// Whether a `ref` kind is a stream sink's.
-pub fn is_stream_kind(kind: &str) -> bool {
-    matches!(kind, "KafkaSink" | "NatsSink")
-}

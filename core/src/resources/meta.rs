@@ -69,6 +69,22 @@ pub(crate) fn dns_label(field: &str, value: &str) -> Result<(), FieldError> {
     }
 }
 
+/// Checks a DNS subdomain name (RFC 1123, as Kubernetes validates most object names): at
+/// most 253 characters, dot-separated labels of lowercase letters, digits and `-`.
+pub(crate) fn dns_subdomain(field: &str, value: &str) -> Result<(), FieldError> {
+    let ok = value.len() <= 253 && value.split('.').all(|label| dns_label("", label).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "`{value}` is not a valid name: use at most 253 lowercase letters, digits, `-` and `.`, each part between dots starting and ending with a letter or digit"
+            ),
+        ))
+    }
+}
+
 impl ObjectMeta {
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
         dns_label("metadata.name", &self.name)?;
@@ -173,7 +189,9 @@ pub struct KReference {
     /// `apiVersion` of the referenced resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    /// `kind` of the referenced resource: `Sink`, `Broker`, `KafkaSink` or `NatsSink`.
+    /// `kind` of the referenced resource: one of the configuration (`Broker`, `Sink`,
+    /// `KafkaSink`, `NatsSink`), a Kubernetes or Knative `Service`, or any kind an
+    /// AddressTable lists.
     pub kind: String,
     /// Its name.
     pub name: String,
@@ -186,11 +204,13 @@ pub struct KReference {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Destination {
-    /// Reference to a `Sink`, `KafkaSink`, `NatsSink` (or a `Broker`) defined in the
-    /// configuration.
+    /// Reference to what receives the events: a `Broker`, `Sink`, `KafkaSink` or `NatsSink`
+    /// of the configuration, a Kubernetes or Knative `Service`, or anything an AddressTable
+    /// lists ([`crate::config::Config::resolve`]).
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<KReference>,
-    /// An absolute `http` or `https` URL.
+    /// An absolute `http` or `https` URL; with a `ref`, a relative one, resolved against the
+    /// ref's URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     /// Knative's CA certificates for TLS to the destination: not supported yet.
@@ -239,26 +259,25 @@ impl Destination {
             return Err(unsupported(&format!("{field}.audience"), "OIDC audiences"));
         }
         match (&self.reference, &self.uri) {
-            (Some(_), Some(_)) => Err(FieldError::new(
-                field,
-                "give either `ref` or `uri`, not both",
-            )),
             (None, None) => Err(FieldError::new(field, "give `ref` or `uri`")),
             (None, Some(uri)) => validate_http_url(&format!("{field}.uri"), uri),
-            (Some(r), None) => {
-                if !matches!(
-                    r.kind.as_str(),
-                    "Sink" | "Broker" | "KafkaSink" | "NatsSink"
-                ) {
+            (Some(r), uri) => {
+                if r.kind.is_empty() {
                     return Err(FieldError::new(
                         format!("{field}.ref.kind"),
-                        format!(
-                            "`{}` cannot be referenced: use `Sink`, `Broker`, `KafkaSink` or `NatsSink`",
-                            r.kind
-                        ),
+                        "give the kind of the resource",
                     ));
                 }
-                dns_label(&format!("{field}.ref.name"), &r.name)
+                dns_subdomain(&format!("{field}.ref.name"), &r.name)?;
+                match uri {
+                    Some(uri) if validate_http_url("", uri).is_ok() => Err(FieldError::new(
+                        format!("{field}.uri"),
+                        format!(
+                            "`{uri}` is absolute; with a `ref` the uri is relative to the ref's address (Knative's rule): give one or the other"
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
             }
         }
     }

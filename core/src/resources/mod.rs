@@ -1,15 +1,18 @@
 //! Resource types (Knative-shaped: `apiVersion`, `kind`, `metadata`, `spec`) and their
-//! validation, a file a concern: [`meta`] (what every resource shares), [`delivery`],
+//! validation, a file a concern: [`meta`] (what every resource shares), [`address`] (where a
+//! `ref` points, and the AddressTable), [`delivery`],
 //! [`broker`], [`trigger`] (and the Sink), [`eventtype`]. The sources' kinds are in
 //! [`crate::sources`] and [`crate::streams`]; every kind is listed once in [`crate::kinds`];
 //! loading from files lives in [`crate::config`].
 
+pub mod address;
 pub mod broker;
 pub mod delivery;
 pub mod eventtype;
 pub mod meta;
 pub mod trigger;
 
+pub use address::*;
 pub use broker::*;
 pub use delivery::*;
 pub use eventtype::*;

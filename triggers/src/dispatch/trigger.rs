@@ -10,7 +10,7 @@ use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::metrics as m;
 use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
-use switchyard_core::resources::{Destination, Ordering as TriggerOrdering, Trigger};
+use switchyard_core::resources::{Destination, Ordering as TriggerOrdering, Target, Trigger};
 use tokio::sync::Semaphore;
 
 use super::{DEFAULT_MAX_IN_FLIGHT, DispatchError, lock};
@@ -70,26 +70,19 @@ pub(super) struct Context<'a> {
     pub streams: &'a StreamSinks,
 }
 
-/// The address a destination resolves to: its `uri`, a Broker's ingress URL, a stream sink's
-/// address, or a Sink's `uri`.
+/// The address a destination resolves to ([`Config::resolve`]): a Broker's ingress URL, a
+/// stream sink's address, or an HTTP URL. The configuration checked every destination when
+/// it loaded, so an unresolvable one here is empty and refused by [`Subscriber::resolve`].
 fn address(dest: &Destination, ns: &str, config: &Config, ingress: &str) -> String {
-    if let Some(uri) = &dest.uri {
-        return uri.clone();
-    }
-    let Some(r) = &dest.reference else {
-        return String::new();
-    };
-    let ref_ns = r.namespace.clone().unwrap_or_else(|| ns.to_owned());
-    match r.kind.as_str() {
-        "Broker" => format!("{ingress}/{ref_ns}/{}", r.name),
-        kind if crate::streams::is_stream_kind(kind) => {
-            crate::streams::address(kind, &ref_ns, &r.name)
-        }
-        _ => config
-            .sinks
-            .get(&(ref_ns, r.name.clone()))
-            .map(|s| s.spec.uri.clone())
-            .unwrap_or_default(),
+    match config.resolve(ns, dest) {
+        Ok(Target::Broker { namespace, name }) => format!("{ingress}/{namespace}/{name}"),
+        Ok(Target::Stream {
+            kind,
+            namespace,
+            name,
+        }) => crate::streams::address(&kind, &namespace, &name),
+        Ok(Target::Url(url)) => url,
+        Err(_) => String::new(),
     }
 }
 
