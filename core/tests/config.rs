@@ -914,3 +914,17 @@ fn a_source_whose_sink_is_a_service_gets_a_broker_and_a_trigger_to_it() {
     );
     assert_eq!(err.field.as_deref(), Some("spec.sink.ref"), "{err}");
 }
+
+#[test]
+fn event_type_names_may_have_dots_as_kubernetes_allows() {
+    let et = "apiVersion: eventing.knative.dev/v1beta2\nkind: EventType\nmetadata: {name: dev.knative.source.github.push}\nspec: {type: dev.knative.source.github.push}\n";
+    let config = load_text(et, "e.yaml").unwrap();
+    assert!(
+        config
+            .event_types
+            .contains_key(&key("default", "dev.knative.source.github.push"))
+    );
+    // Other kinds' names stay DNS labels: they become consumer and Broker names.
+    let err = load_text(&BROKER_HEAD.replace("name: b", "name: a.b"), "b.yaml").unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("metadata.name"), "{err}");
+}
