@@ -168,3 +168,166 @@ fn without_a_table_services_resolve_to_their_cluster_dns_names_and_other_kinds_a
         "{err}"
     );
 }
+
+/// The corpus of published manifests (tests/knative/ORIGINS.md says where each is from):
+/// (file name, whether Knative accepts it).
+fn corpus() -> Vec<(String, bool)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/knative");
+    let origins = std::fs::read_to_string(root.join("ORIGINS.md")).unwrap();
+    let mut out = Vec::new();
+    for line in origins.lines() {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let Some(file) = cells
+            .first()
+            .and_then(|c| c.strip_prefix("| `"))
+            .and_then(|c| c.strip_suffix('`'))
+        else {
+            continue;
+        };
+        let valid = cells.last().is_some_and(|c| c.starts_with("yes"));
+        out.push((file.to_owned(), valid));
+    }
+    out
+}
+
+/// The manifest files named in docs/knative-compatibility.md's corpus section.
+fn listed_in_the_compatibility_doc() -> std::collections::BTreeSet<String> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/knative-compatibility.md"),
+    )
+    .unwrap();
+    let section = doc
+        .split("<!-- corpus: refused -->")
+        .nth(1)
+        .and_then(|s| s.split("<!-- /corpus -->").next())
+        .unwrap_or_default();
+    section
+        .split('`')
+        .filter(|w| w.ends_with(".yaml") && w.len() > 4 && w.as_bytes()[0].is_ascii_digit())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A refusal's reason without the file, resource and names: what groups refusals.
+fn reason(stderr: &str) -> String {
+    let line = stderr.lines().next().unwrap_or_default();
+    let line = line.strip_prefix("switchyard: ").unwrap_or(line);
+    // FILE: Kind ns/name: field: message → field: message
+    let parts: Vec<&str> = line.splitn(3, ": ").collect();
+    let rest = parts.get(2).copied().unwrap_or(line);
+    let mut out = String::new();
+    for (i, piece) in rest.split('`').enumerate() {
+        out.push_str(if i % 2 == 1 { "…" } else { piece });
+    }
+    out.chars().take(110).collect()
+}
+
+#[test]
+fn published_knative_manifests_load_or_are_refused_for_a_listed_reason() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/knative/manifests");
+    let corpus = corpus();
+    assert!(
+        corpus.len() >= 50,
+        "the corpus lost its files: {}",
+        corpus.len()
+    );
+    let (mut clean, mut with_notes, mut refused_valid, mut loaded_invalid) =
+        (0, 0, Vec::new(), Vec::new());
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for (file, valid) in &corpus {
+        let out = Command::new(common::bin())
+            .args(["validate", "--config"])
+            .arg(dir.join(file))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            if !valid {
+                loaded_invalid.push(file.clone());
+            } else if stdout.contains(": ignored: ") || stdout.contains("not ready: ") {
+                with_notes += 1;
+            } else {
+                clean += 1;
+            }
+        } else {
+            *reasons.entry(reason(&stderr)).or_default() += 1;
+            if *valid {
+                refused_valid.push(file.clone());
+            }
+        }
+    }
+    let valid = corpus.iter().filter(|(_, v)| *v).count();
+    let mut summary = format!(
+        "knative corpus: {} published manifests, {valid} valid for Knative: {clean} load, {with_notes} load with ignored fields or not ready, {} refused; {} that Knative refuses load\n",
+        corpus.len(),
+        refused_valid.len(),
+        loaded_invalid.len()
+    );
+    for (r, n) in &reasons {
+        summary.push_str(&format!("  {n:>3} refused: {r}\n"));
+    }
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let _ = std::fs::create_dir_all(&target);
+    let _ = std::fs::write(target.join("knative-corpus.txt"), &summary);
+
+    // Every valid manifest that does not load is listed, with its reason, in
+    // docs/knative-compatibility.md; and nothing listed there loads now.
+    let listed = listed_in_the_compatibility_doc();
+    let refused: std::collections::BTreeSet<String> = refused_valid.iter().cloned().collect();
+    let unlisted: Vec<_> = refused.difference(&listed).collect();
+    let stale: Vec<_> = listed.difference(&refused).collect();
+    assert!(
+        unlisted.is_empty() && stale.is_empty(),
+        "docs/knative-compatibility.md is out of step: refused but not listed {unlisted:?}, listed but not refused {stale:?}\n{summary}"
+    );
+}
+
+#[tokio::test]
+async fn a_trigger_whose_broker_is_missing_loads_not_ready_and_the_rest_runs() {
+    let sink = Sink::ok().await;
+    let config = format!(
+        "{BROKER_AND_TRIGGER_TO}    uri: {url}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: early}}\nspec:\n  broker: later\n  subscriber: {{uri: {url}}}\n",
+        url = sink.url
+    );
+    let (ok, out, err) = validate(&config);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("not ready: ")
+            && out.contains("Trigger default/early: spec.broker: no Broker `later`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("3 resources loaded, 0 ignored, 1 not ready"),
+        "{out}"
+    );
+    // `serve` starts, and the Trigger on the Broker that exists delivers.
+    let sy = Switchyard::start(&config);
+    send(&sy, "e-1", "com.example.any").await;
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(got[0].event.as_ref().unwrap().id, "e-1");
+}
+
+#[test]
+fn strict_validation_refuses_what_would_be_ignored() {
+    let config = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\nspec:\n  config: {apiVersion: v1, kind: ConfigMap, name: config-br-defaults}\n";
+    let (ok, out, _) = validate(config);
+    assert!(ok);
+    assert!(
+        out.contains("Broker default/default: spec.config: ignored: "),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b.yaml"), config).unwrap();
+    let out = Command::new(common::bin())
+        .args(["validate", "--strict", "--config"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.config: ignored: ") && err.contains("--strict"),
+        "{err}"
+    );
+}

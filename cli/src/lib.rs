@@ -40,6 +40,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     dispatch::check_filters(&config)?;
+    for ignored in &config.ignored {
+        tracing::warn!("{ignored}");
+    }
+    for not_ready in &config.not_ready {
+        tracing::warn!("not ready: {not_ready}");
+    }
     let server = switchyard_broker::Server::bind(&config, options).await?;
     let addr = server.local_addr()?;
     let stream_sinks = switchyard_adapters::start_sinks(&config).await?;

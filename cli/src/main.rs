@@ -66,6 +66,9 @@ enum Command {
         /// A YAML/JSON file, or a directory of them.
         #[arg(long, short)]
         config: PathBuf,
+        /// Refuse what would load without effect (skipped documents, ignored fields).
+        #[arg(long)]
+        strict: bool,
     },
     /// Say whether an event passes a trigger's filter, and if not, which part fails and why.
     Explain {
@@ -157,8 +160,8 @@ fn run(cli: Cli) -> Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(serve(config, options))
         }
-        Command::Validate { config } => {
-            print_out(&validate::run(&config)?);
+        Command::Validate { config, strict } => {
+            print_out(&validate::run(&config, strict)?);
             Ok(())
         }
         Command::Events {

@@ -8,9 +8,17 @@ use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
 use switchyard_core::resources::{DEFAULT_NAMESPACE, Destination, Target};
 
-/// Loads and checks the configuration at `config`; one line per resource.
-pub fn run(config: &Path) -> Result<String> {
+/// Loads and checks the configuration at `config`; one line per resource, then what was
+/// ignored and what is not ready, and a summary line. With `strict`, anything ignored is an
+/// error.
+pub fn run(config: &Path, strict: bool) -> Result<String> {
     let config = Config::load(config)?;
+    if strict && let Some(first) = config.ignored.first() {
+        anyhow::bail!(
+            "{first} (--strict; {} ignored in all)",
+            config.ignored.len()
+        );
+    }
     switchyard_triggers::dispatch::check_filters(&config)?;
     let event_types = std::sync::Arc::new(switchyard_broker::eventtypes::EventTypePolicy::new(
         &config,
@@ -71,6 +79,18 @@ pub fn run(config: &Path) -> Result<String> {
             et.spec.ty
         ));
     }
+    for ignored in &config.ignored {
+        out.push_str(&format!("{ignored}\n"));
+    }
+    for not_ready in &config.not_ready {
+        out.push_str(&format!("not ready: {not_ready}\n"));
+    }
+    let resources = out.lines().count() - config.ignored.len() - config.not_ready.len();
+    out.push_str(&format!(
+        "{resources} resources loaded, {} ignored, {} not ready\n",
+        config.ignored.len(),
+        config.not_ready.len()
+    ));
     Ok(out)
 }
 

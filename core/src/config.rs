@@ -94,6 +94,11 @@ pub struct Config {
     pub event_type_files: BTreeMap<(String, String), String>,
     /// The file each Trigger came from, for errors found after loading (CESQL compilation).
     pub trigger_files: BTreeMap<(String, String), String>,
+    /// Documents and fields that loaded without effect ([`Config::load`] fills it).
+    pub ignored: Vec<Ignored>,
+    /// Resources that loaded but cannot work yet, and why (a Trigger whose Broker is not in
+    /// the configuration: Knative's `BrokerDoesNotExist`).
+    pub not_ready: Vec<ConfigError>,
 }
 
 fn describe(value: &serde_json::Value, index: usize) -> String {
@@ -122,7 +127,7 @@ pub fn parse_resource(
     value: serde_json::Value,
     file: &str,
     index: usize,
-) -> Result<Resource, ConfigError> {
+) -> Result<Parsed, ConfigError> {
     let resource = describe(&value, index);
     let err = |field: Option<String>, message: String| ConfigError {
         file: file.to_owned(),
@@ -141,6 +146,34 @@ pub fn parse_resource(
     if api.is_empty() || kind.is_empty() {
         return Err(err(None, "`apiVersion` and `kind` are required".into()));
     }
+    let mut body = obj.clone();
+    body.remove("apiVersion");
+    body.remove("kind");
+    let supported = Resource::KINDS
+        .iter()
+        .find(|(_, k)| *k == kind)
+        .map(|(a, _)| *a);
+    let ignore = |field: Option<String>, why: String| Ignored {
+        file: file.to_owned(),
+        resource: resource.clone(),
+        field,
+        why,
+    };
+    let (api, ignored) = match crate::compat::prepare(api, kind, supported, &mut body) {
+        crate::compat::Prepared::Keep {
+            api_version,
+            ignored,
+        } => (
+            api_version,
+            ignored
+                .into_iter()
+                .map(|(field, why)| ignore(Some(field), why))
+                .collect::<Vec<_>>(),
+        ),
+        crate::compat::Prepared::Skip(why) => return Ok(Parsed::Skipped(ignore(None, why))),
+        crate::compat::Prepared::Refuse(why) => return Err(err(Some("kind".into()), why)),
+        crate::compat::Prepared::Unknown => (api, Vec::new()),
+    };
     if !Resource::KINDS.contains(&(api, kind)) {
         let supported: Vec<String> = Resource::KINDS
             .iter()
@@ -158,9 +191,6 @@ pub fn parse_resource(
         };
         return Err(err(Some("kind".into()), message));
     }
-    let mut body = obj.clone();
-    body.remove("apiVersion");
-    body.remove("kind");
     // `status` and the server-populated metadata are written by a control plane; manifests
     // exported with `kubectl get -o yaml` carry them, and they mean nothing here.
     body.remove("status");
@@ -177,12 +207,58 @@ pub fn parse_resource(
     resource_value
         .validate()
         .map_err(|e| err(Some(e.field), e.message))?;
-    Ok(resource_value)
+    Ok(Parsed::Resource(resource_value, ignored))
+}
+
+/// What one document came to.
+// Like `Resource`: few and short-lived (config loading); boxing would only complicate matching.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// A resource, with the fields it ignored.
+    Resource(Resource, Vec<Ignored>),
+    /// A document Switchyard does not run (a Deployment, a Knative Service): skipped.
+    Skipped(Ignored),
+}
+
+/// A document or a field that loaded without effect, and why (docs/knative-compatibility.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    /// The file.
+    pub file: String,
+    /// `Kind namespace/name` (or `Kind (document N)`).
+    pub resource: String,
+    /// The field, when a field is ignored rather than the whole document.
+    pub field: Option<String>,
+    /// Why it means nothing here.
+    pub why: String,
+}
+
+impl fmt::Display for Ignored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file, self.resource)?;
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": ignored: {}", self.why)
+    }
+}
+
+/// Parses the documents of one file's text, leaving out what is ignored
+/// ([`parse_documents`] says what). `name` is used in errors.
+pub fn parse_text(text: &str, name: &str) -> Result<Vec<Resource>, ConfigError> {
+    Ok(parse_documents(text, name)?
+        .into_iter()
+        .filter_map(|p| match p {
+            Parsed::Resource(r, _) => Some(r),
+            Parsed::Skipped(_) => None,
+        })
+        .collect())
 }
 
 /// Parses the documents of one file's text. `name` is used in errors; a `.json` name is read
 /// as JSON (one resource, or an array of them), anything else as YAML.
-pub fn parse_text(text: &str, name: &str) -> Result<Vec<Resource>, ConfigError> {
+pub fn parse_documents(text: &str, name: &str) -> Result<Vec<Parsed>, ConfigError> {
     let file_err = |message: String| ConfigError {
         file: name.to_owned(),
         resource: None,
@@ -238,6 +314,7 @@ impl Config {
     /// Loads a file or a directory and validates the whole.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let mut resources = Vec::new();
+        let mut ignored = Vec::new();
         for file in config_files(path)? {
             let name = file.display().to_string();
             let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
@@ -246,11 +323,19 @@ impl Config {
                 field: None,
                 message: format!("cannot read: {e}"),
             })?;
-            for r in parse_text(&text, &name)? {
-                resources.push((name.clone(), r));
+            for parsed in parse_documents(&text, &name)? {
+                match parsed {
+                    Parsed::Resource(r, fields) => {
+                        resources.push((name.clone(), r));
+                        ignored.extend(fields);
+                    }
+                    Parsed::Skipped(document) => ignored.push(document),
+                }
             }
         }
-        Config::from_resources(resources)
+        let mut config = Config::from_resources(resources)?;
+        config.ignored = ignored;
+        Ok(config)
     }
 
     /// Builds a config from resources (each with the file it came from), rejecting
@@ -283,7 +368,7 @@ impl Config {
             r.insert_into(&mut config, key);
         }
         config.add_uri_sinks(&mut origin)?;
-        config.check_references(&origin)?;
+        config.not_ready = config.check_references(&origin)?;
         config.trigger_files = config
             .triggers
             .keys()
@@ -417,7 +502,9 @@ impl Config {
         Ok(())
     }
 
-    fn check_references(&self, origin: &Origins) -> Result<(), ConfigError> {
+    /// Checks every reference; what loads but cannot work yet (a Trigger without its Broker).
+    fn check_references(&self, origin: &Origins) -> Result<Vec<ConfigError>, ConfigError> {
+        let mut not_ready = Vec::new();
         let file_of = |kind: &'static str, ns: &str, name: &str| {
             origin
                 .get(&(kind, ns.to_owned(), name.to_owned()))
@@ -452,9 +539,12 @@ impl Config {
                 .brokers
                 .contains_key(&(ns.clone(), trigger.spec.broker.clone()))
             {
-                return Err(err(
+                not_ready.push(err(
                     "spec.broker",
-                    format!("no Broker `{}` in namespace `{ns}`", trigger.spec.broker),
+                    format!(
+                        "no Broker `{}` in namespace `{ns}` (BrokerDoesNotExist): the Trigger delivers once the Broker is in the configuration",
+                        trigger.spec.broker
+                    ),
                 ));
             }
             self.check_destination(ns, &trigger.spec.subscriber)
@@ -473,11 +563,13 @@ impl Config {
             if let Some((ref_ns, broker)) = et.broker()
                 && !self.brokers.contains_key(&(ref_ns.clone(), broker.clone()))
             {
-                return Err(ConfigError {
+                not_ready.push(ConfigError {
                     file: file_of("EventType", ns, name),
                     resource: Some(format!("EventType {ns}/{name}")),
                     field: Some("spec.reference".into()),
-                    message: format!("no Broker `{broker}` in namespace `{ref_ns}`"),
+                    message: format!(
+                        "no Broker `{broker}` in namespace `{ref_ns}` (BrokerDoesNotExist): the EventType is listed and applies once the Broker is in the configuration"
+                    ),
                 });
             }
         }
@@ -496,7 +588,7 @@ impl Config {
                 })?;
             }
         }
-        Ok(())
+        Ok(not_ready)
     }
 
     fn check_destination(&self, ns: &str, dest: &Destination) -> Result<(), String> {

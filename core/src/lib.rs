@@ -13,6 +13,7 @@
 
 pub mod backoff;
 pub mod bindings;
+pub mod compat;
 pub mod config;
 pub mod error;
 pub mod event;

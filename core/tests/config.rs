@@ -283,13 +283,6 @@ fn unsupported_knative_fields_say_so() {
     let cases: &[(String, &str, &str)] = &[
         (
             format!(
-                "{BROKER_HEAD}spec:\n  config:\n    apiVersion: v1\n    kind: ConfigMap\n    name: config-br-default-channel\n"
-            ),
-            "Broker default/b",
-            "spec.config",
-        ),
-        (
-            format!(
                 "{TRIGGER_HEAD}spec:\n  broker: b\n  brokerRef:\n    name: b\n    namespace: other\n  subscriber:\n    uri: http://x.example/\n"
             ),
             "Trigger default/t",
@@ -439,16 +432,16 @@ fn invalid_resources_are_rejected_with_the_field() {
 #[test]
 fn unknown_kinds_and_api_versions_are_rejected() {
     let err = parse_text(
-        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: svc\n",
-        "svc.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n",
+        "w.yaml",
     )
     .unwrap_err();
     assert_error(
         &err,
-        "svc.yaml",
-        "Service default/svc",
+        "w.yaml",
+        "Widget default/w",
         Some("kind"),
-        "kind `Service` (serving.knative.dev/v1) is not supported",
+        "kind `Widget` (example.com/v1) is not supported",
     );
     assert!(
         err.message.contains("eventing.knative.dev/v1 Broker"),
@@ -456,7 +449,7 @@ fn unknown_kinds_and_api_versions_are_rejected() {
     );
 
     let err = parse_text(
-        "apiVersion: eventing.knative.dev/v1beta1\nkind: Trigger\nmetadata:\n  name: t\n",
+        "apiVersion: eventing.knative.dev/v1alpha1\nkind: Trigger\nmetadata:\n  name: t\n",
         "t.yaml",
     )
     .unwrap_err();
@@ -496,21 +489,6 @@ fn unknown_kinds_and_api_versions_are_rejected() {
 fn references_to_missing_resources_are_rejected() {
     let broker = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n";
     let cases: &[(String, &str, &str, &str)] = &[
-        (
-            format!("{broker}---\n{TRIGGER_HEAD}spec:\n  broker: nope\n  subscriber:\n    uri: http://x.example/\n"),
-            "Trigger default/t",
-            "spec.broker",
-            "no Broker `nope` in namespace `default`",
-        ),
-        (
-            // The broker exists, in another namespace.
-            format!(
-                "{broker}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\n  namespace: other\nspec:\n  broker: b\n  subscriber:\n    uri: http://x.example/\n"
-            ),
-            "Trigger other/t",
-            "spec.broker",
-            "no Broker `b` in namespace `other`",
-        ),
         (
             format!(
                 "{broker}---\n{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    ref:\n      kind: Sink\n      name: missing\n"
@@ -927,4 +905,90 @@ fn event_type_names_may_have_dots_as_kubernetes_allows() {
     // Other kinds' names stay DNS labels: they become consumer and Broker names.
     let err = load_text(&BROKER_HEAD.replace("name: b", "name: a.b"), "b.yaml").unwrap_err();
     assert_eq!(err.field.as_deref(), Some("metadata.name"), "{err}");
+}
+
+#[test]
+fn what_kubernetes_would_accept_loads_or_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "knative.yaml",
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: default
+  annotations: {eventing.knative.dev/broker.class: MTChannelBasedBroker}
+spec:
+  config: {apiVersion: v1, kind: ConfigMap, name: config-br-default-channel}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: empty}
+spec: null
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: event-display}
+spec: {template: {spec: {containers: [{image: example/display}]}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: elsewhere}
+spec:
+  broker: not-here
+  subscriber: {ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: event-display}}
+---
+apiVersion: sources.knative.dev/v1
+kind: KafkaSource
+metadata: {name: orders}
+spec:
+  bootstrapServers: [my-cluster-kafka-bootstrap.kafka:9092]
+  topics: [orders]
+  sink: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
+---
+apiVersion: eventing.knative.dev/v1beta1
+kind: EventType
+metadata: {name: com.example.order}
+spec: {type: com.example.order, broker: default}
+"#,
+    );
+    let config = Config::load(dir.path()).unwrap();
+    assert!(
+        config.brokers.contains_key(&key("default", "empty")),
+        "spec: null is an empty spec"
+    );
+    assert!(
+        config.kafka_sources.contains_key(&key("default", "orders")),
+        "KafkaSource v1 loads"
+    );
+    let et = &config.event_types[&key("default", "com.example.order")];
+    assert_eq!(
+        et.broker(),
+        Some(("default".to_owned(), "default".to_owned())),
+        "v1beta1's spec.broker"
+    );
+    let ignored: Vec<String> = config.ignored.iter().map(ToString::to_string).collect();
+    assert_eq!(ignored.len(), 3, "{ignored:#?}");
+    assert!(
+        ignored[0]
+            .contains("Broker default/default: spec.config: ignored: broker-class configuration")
+    );
+    assert!(ignored[1].contains("metadata.annotations.eventing.knative.dev/broker.class: ignored"));
+    assert!(ignored[2].contains("Service default/event-display: ignored: Knative Serving"));
+    assert_eq!(config.not_ready.len(), 1);
+    assert_eq!(config.not_ready[0].field.as_deref(), Some("spec.broker"));
+    assert!(config.not_ready[0].message.contains("BrokerDoesNotExist"));
+
+    // Knative kinds Switchyard does not run are refused with the reason.
+    let err = load_text(
+        "apiVersion: sources.knative.dev/v1\nkind: ContainerSource\nmetadata: {name: c}\nspec: {}\n",
+        "c.yaml",
+    )
+    .unwrap_err();
+    assert!(
+        err.message
+            .contains("ContainerSource is not supported: it runs a container"),
+        "{err}"
+    );
 }

@@ -21,9 +21,6 @@ pub struct Retention {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BrokerSpec {
-    /// Knative's reference to a broker-class ConfigMap: not supported.
-    #[serde(default, skip_serializing)]
-    pub config: Option<serde_json::Value>,
     /// Delivery defaults for the broker's triggers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliverySpec>,
@@ -74,12 +71,6 @@ pub struct Broker {
 impl Broker {
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
         self.metadata.validate()?;
-        if self.spec.config.is_some() {
-            return Err(unsupported(
-                "spec.config",
-                "broker-class ConfigMaps; configure the broker in its spec",
-            ));
-        }
         if let Some(d) = &self.spec.delivery {
             d.validate("spec.delivery")?;
         }

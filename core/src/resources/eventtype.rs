@@ -63,13 +63,9 @@ impl EventType {
         self.schema_value()
             .map_err(|m| FieldError::new("spec.schemaData", m))?;
         if let Some(r) = &spec.reference {
-            if r.kind != "Broker" {
-                return Err(FieldError::new(
-                    "spec.reference.kind",
-                    format!("`{}` cannot be referenced: use `Broker`", r.kind),
-                ));
-            }
-            dns_label("spec.reference.name", &r.name)?;
+            // Knative's EventTypes reference whatever produces or consumes the type (a Broker,
+            // a Channel, a Knative Service); only a Broker's is enforced, the others listed.
+            dns_subdomain("spec.reference.name", &r.name)?;
             if let Some(ns) = &r.namespace {
                 dns_label("spec.reference.namespace", ns)?;
             }
@@ -93,16 +89,20 @@ impl EventType {
         }
     }
 
-    /// The referenced broker as (namespace, name), if any.
+    /// The referenced broker as (namespace, name), if the reference is to a Broker.
     pub fn broker(&self) -> Option<(String, String)> {
-        self.spec.reference.as_ref().map(|r| {
-            (
-                r.namespace
-                    .clone()
-                    .unwrap_or_else(|| self.metadata.namespace.clone()),
-                r.name.clone(),
-            )
-        })
+        self.spec
+            .reference
+            .as_ref()
+            .filter(|r| r.kind == "Broker")
+            .map(|r| {
+                (
+                    r.namespace
+                        .clone()
+                        .unwrap_or_else(|| self.metadata.namespace.clone()),
+                    r.name.clone(),
+                )
+            })
     }
 
     /// Whether an event `source` matches `spec.source`.

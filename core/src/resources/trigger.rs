@@ -103,7 +103,9 @@ pub enum Ordering {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TriggerSpec {
-    /// Name of the broker in the trigger's namespace.
+    /// Name of the broker in the trigger's namespace (required; defaulted only so that a
+    /// `brokerRef` in its place gets its own error).
+    #[serde(default)]
     pub broker: String,
     /// Knative's `brokerRef` (a broker in another namespace): not supported.
     #[serde(default, skip_serializing)]
@@ -149,6 +151,9 @@ impl Trigger {
                 "spec.brokerRef",
                 "brokers in other namespaces; use `spec.broker`",
             ));
+        }
+        if spec.broker.is_empty() {
+            return Err(FieldError::new("spec", "missing field `broker`"));
         }
         dns_label("spec.broker", &spec.broker)?;
         if let Some(filter) = &spec.filter {

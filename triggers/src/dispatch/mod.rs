@@ -176,9 +176,16 @@ impl Dispatcher {
             ingress,
             streams: &streams,
         };
+        // A Trigger whose Broker is not in the configuration loaded as not ready
+        // (`Config::not_ready`): nothing reaches it, so it runs nothing.
         let triggers = config
             .triggers
             .iter()
+            .filter(|((ns, _), t)| {
+                config
+                    .brokers
+                    .contains_key(&(ns.clone(), t.spec.broker.clone()))
+            })
             .map(|((ns, name), t)| TriggerRuntime::build(&cx, ns, name, t).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let mut tasks = Tasks::new("dispatcher");
