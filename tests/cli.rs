@@ -10,7 +10,7 @@ fn serve_with(config: &str, extra: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(common::bin())
+    let mut child = Command::new(common::bin())
         .arg("serve")
         .arg("--config")
         .arg(&path)
@@ -19,8 +19,21 @@ fn serve_with(config: &str, extra: &[&str]) -> (bool, String) {
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "off")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A config that should be refused but is not would serve forever: give up after 30 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (true, "still serving after 30 s".to_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -35,12 +48,12 @@ fn invalid_configs_are_refused_with_file_resource_and_field() {
             vec!["bad.yaml", "Broker default/b", "spec.delivery", "retries"],
         ),
         (
-            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\nspec: {config: {kind: ConfigMap, name: x}}\n",
-            vec!["Broker default/b", "spec.config", "not supported"],
+            "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec: {broker: b, brokerRef: {name: b, namespace: other}, subscriber: {uri: 'http://127.0.0.1:1/'}}\n",
+            vec!["Trigger default/t", "spec.brokerRef", "not supported"],
         ),
         (
-            "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec: {broker: missing, subscriber: {uri: 'http://127.0.0.1:1/'}}\n",
-            vec!["Trigger default/t", "spec.broker", "missing"],
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec: {broker: b, subscriber: {ref: {kind: Sink, name: missing}}}\n",
+            vec!["Trigger default/t", "spec.subscriber.ref", "no Sink `missing`"],
         ),
         (
             "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: Bad_Name}\n",
