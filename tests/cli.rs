@@ -53,7 +53,11 @@ fn invalid_configs_are_refused_with_file_resource_and_field() {
         ),
         (
             "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec: {broker: b, subscriber: {ref: {kind: Sink, name: missing}}}\n",
-            vec!["Trigger default/t", "spec.subscriber.ref", "no Sink `missing`"],
+            vec![
+                "Trigger default/t",
+                "spec.subscriber.ref",
+                "no Sink `missing`",
+            ],
         ),
         (
             "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: Bad_Name}\n",

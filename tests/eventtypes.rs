@@ -445,11 +445,22 @@ fn an_invalid_schema_is_refused_at_load_with_the_reason() {
     assert!(err.contains("spec.schemaData"), "{err}");
     assert!(err.contains("does not fetch schemas"), "{err}");
 
+    // A reference to a Broker that is not in the configuration loads not ready (Knative's
+    // BrokerDoesNotExist), and says so.
     let dangling = config().replace("name: enforced}", "name: missing}");
-    let err = load_error(&dangling);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), dangling).unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
-        err.contains("spec.reference: no Broker `missing` in namespace `shop`"),
-        "{err}"
+        listed.contains("not ready: ")
+            && listed.contains("spec.reference: no Broker `missing` in namespace `shop`"),
+        "{listed}"
     );
 }
 
