@@ -431,3 +431,59 @@ fn a_bad_cesql_filter_is_one_load_error_line_with_its_file() {
     );
     assert_eq!(stderr, want);
 }
+
+#[test]
+fn display_prints_each_event_it_receives_and_refuses_what_is_not_one() {
+    use std::io::{BufRead, BufReader};
+    let mut display = Command::new(common::bin())
+        .args(["display", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(display.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .strip_prefix("switchyard display listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let sent = Command::new(common::bin())
+        .args([
+            "send",
+            "--to",
+            &url,
+            "--type",
+            "com.example.hello",
+            "--source",
+            "/curl",
+        ])
+        .args(["--data", r#"{"hello":"world"}"#, "--ext", "team=core"])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let printed = lines.next().unwrap().unwrap();
+    assert!(
+        printed.starts_with("com.example.hello  /curl  subject=-  id=")
+            && printed.ends_with(r#"  {"hello":"world"}"#),
+        "{printed}"
+    );
+    let refused = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-d",
+            "plain",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "400");
+    let _ = display.kill();
+    let _ = display.wait();
+}

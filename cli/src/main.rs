@@ -18,6 +18,7 @@ use switchyard_broker::server::DEFAULT_BODY_LIMIT_BYTES;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
+mod display;
 mod dlq;
 mod get;
 mod send;
@@ -105,6 +106,13 @@ enum Command {
         #[arg(long, default_value_t = u64::MAX)]
         limit: u64,
     },
+    /// Run a subscriber that prints every CloudEvent it receives, one line each (like
+    /// Knative's event_display), to watch what a Trigger delivers.
+    Display {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -182,6 +190,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tail(args) => client_runtime()?.block_on(tail::run(args)),
         Command::Send(args) => print_out_of(send::run(args)),
         Command::Dlq(args) => print_out_of(dlq::run(args)),
+        Command::Display { listen } => client_runtime()?.block_on(display::run(listen)),
     }
 }
 
