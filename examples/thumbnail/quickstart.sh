@@ -34,7 +34,10 @@ fi
 bin=${SWITCHYARD_BIN_DIR:-}
 if [ -z "$bin" ]; then
   step "build (release)"
-  cargo build --release --locked -p switchyard -p switchyard-example-thumbnail
+  # Two builds, not one: built alone, switchyard's dependencies get the same features as in
+  # scripts/serve's build, so neither rebuilds what the other built.
+  cargo build --release --locked -p switchyard
+  cargo build --release --locked -p switchyard-example-thumbnail
   bin=target/release
 fi
 
@@ -90,7 +93,8 @@ step "dead-letter demo: a corrupt .jpg"
 printf 'this is not a JPEG' >"$work/broken.jpg"
 s3 put photos broken.jpg "$work/broken.jpg"
 for _ in $(seq 1 100); do
-  "$bin/switchyard" dlq list --output json | grep -q broken.jpg && break
+  # The function answers 422 for a corrupt image: the dead letter's status.
+  "$bin/switchyard" dlq list --output json | grep -q '"status": 422' && break
   sleep 0.2
 done
 "$bin/switchyard" dlq list
@@ -99,7 +103,10 @@ step "fix the file, then redrive the dead letter"
 s3 put photos broken.jpg examples/thumbnail/sample.jpg
 "$bin/switchyard" dlq redrive --trigger make-thumbnails
 s3 wait thumbnails thumbnails/broken.jpg
-sleep 1
+for _ in $(seq 1 50); do # the display prints the reply a moment after the thumbnail is written
+  grep -q 'thumbnails/broken.jpg' "$work/display.log" && break
+  sleep 0.1
+done
 grep -h 'thumbnails/broken.jpg' "$work/display.log" || true
 
 step "done"

@@ -23,13 +23,22 @@ async fn main() -> Result<()> {
                 }
                 None => String::new(),
             };
+            // cloudevents-sdk 0.9 leaves `ce-` headers percent-encoded, as the HTTP binding
+            // sends them (a space is `%20`); decode the subject for people to read.
+            let subject = event.subject().map_or_else(
+                || "-".to_owned(),
+                |s| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                },
+            );
             #[allow(clippy::print_stdout)]
             {
                 println!(
-                    "{} {} subject={} id={} {data}",
+                    "{} {} subject={subject} id={} {data}",
                     event.ty(),
                     event.source(),
-                    event.subject().unwrap_or("-"),
                     event.id()
                 );
             }
