@@ -331,3 +331,77 @@ fn strict_validation_refuses_what_would_be_ignored() {
         "{err}"
     );
 }
+
+const SIGNED_WEBHOOK: &str = r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: default}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: WebhookSource
+metadata: {name: github}
+spec:
+  sink: {ref: {kind: Broker, name: default}}
+  auth:
+    hmac:
+      secret: {secretKeyRef: {name: github-webhook, key: secret}}
+"#;
+
+/// GitHub's `X-Hub-Signature-256` of `body` with `secret`.
+fn signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit as _, Mac as _};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+#[tokio::test]
+async fn secret_key_refs_are_read_from_the_secrets_directory_as_kubernetes_mounts_them() {
+    // A Secret `github-webhook` with a key `secret`, as a Secret volume mounted at
+    // {dir}/github-webhook lays it out.
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::create_dir(secrets.path().join("github-webhook")).unwrap();
+    std::fs::write(secrets.path().join("github-webhook/secret"), "s3cr3t").unwrap();
+    let dir = secrets.path().to_str().unwrap();
+    let sy = Switchyard::start_with_env(SIGNED_WEBHOOK, &[("SWITCHYARD_SECRETS_DIR", dir)]);
+    let body = br#"{"repository":{"full_name":"octo/repo"}}"#;
+    let post = |sig: String| {
+        client()
+            .post(sy.url("/sources/default/github"))
+            .header("content-type", "application/json")
+            .header("X-Hub-Signature-256", sig)
+            .body(body.to_vec())
+            .send()
+    };
+    assert_eq!(post(signature("s3cr3t", body)).await.unwrap().status(), 202);
+    assert_eq!(post(signature("wrong", body)).await.unwrap().status(), 401);
+
+    // A key that is not there stops serve with one line that names the file.
+    let empty = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    std::fs::write(config_dir.path().join("c.yaml"), SIGNED_WEBHOOK).unwrap();
+    let out = Command::new(common::bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config_dir.path())
+        .arg("--data-dir")
+        .arg(config_dir.path().join("data"))
+        .env("SWITCHYARD_SECRETS_DIR", empty.path())
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("WebhookSource default/github")
+            && err.contains("key `secret` of Secret `github-webhook`")
+            && err.contains(&format!("{}/github-webhook/secret", empty.path().display())),
+        "{err}"
+    );
+}

@@ -18,7 +18,8 @@ pub const KNATIVE_SOURCES_V1: &str = "sources.knative.dev/v1";
 /// `apiVersion` of Switchyard's own source kinds (those Knative lacks).
 pub const SWITCHYARD_SOURCES_V1: &str = "sources.switchyard.dev/v1";
 
-/// A secret value: given inline, or (better) named by an environment variable.
+/// A secret value: given inline, named by an environment variable, or read from a secrets
+/// directory laid out as Kubernetes mounts Secrets (Knative's `secretKeyRef`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SecretValue {
@@ -28,27 +29,90 @@ pub struct SecretValue {
     /// The environment variable holding the value, read when the server starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_env: Option<String>,
+    /// A key of a Kubernetes Secret: the file `{secrets dir}/{name}/{key}`, read when the
+    /// server starts ([`secrets_dir`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// Knative's (Kubernetes') reference to one key of a Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name: a folder of the secrets directory.
+    pub name: String,
+    /// The key: a file in that folder.
+    pub key: String,
+    /// Kubernetes' `optional`: accepted; a missing secret is an error all the same.
+    #[serde(default, skip_serializing)]
+    pub optional: Option<bool>,
+}
+
+/// Where `secretKeyRef`s are read: `SWITCHYARD_SECRETS_DIR`, or this.
+pub const DEFAULT_SECRETS_DIR: &str = "/etc/switchyard/secrets";
+
+/// The secrets directory: one folder per Secret, one file per key, as a Kubernetes Secret
+/// volume mounted at `{dir}/{name}` lays them out. `SWITCHYARD_SECRETS_DIR`, or
+/// [`DEFAULT_SECRETS_DIR`].
+pub fn secrets_dir() -> std::path::PathBuf {
+    std::env::var_os("SWITCHYARD_SECRETS_DIR")
+        .map_or_else(|| DEFAULT_SECRETS_DIR.into(), std::path::PathBuf::from)
 }
 
 impl SecretValue {
     pub(crate) fn validate(&self, field: &str) -> Result<(), FieldError> {
-        match (&self.value, &self.from_env) {
-            (Some(v), None) if !v.is_empty() => Ok(()),
-            (None, Some(e)) if !e.is_empty() => Ok(()),
-            _ => Err(FieldError::new(
+        let given = [
+            self.value.is_some(),
+            self.from_env.is_some(),
+            self.secret_key_ref.is_some(),
+        ];
+        let empty = self.value.as_deref() == Some("") || self.from_env.as_deref() == Some("");
+        if given.iter().filter(|g| **g).count() != 1 || empty {
+            return Err(FieldError::new(
                 field,
-                "give exactly one of `value` or `fromEnv`, not empty",
-            )),
+                "give exactly one of `value`, `fromEnv` or `secretKeyRef`, not empty",
+            ));
         }
+        if let Some(r) = &self.secret_key_ref {
+            crate::resources::dns_subdomain(&format!("{field}.secretKeyRef.name"), &r.name)?;
+            let key_ok = !r.key.is_empty()
+                && r.key != "."
+                && r.key != ".."
+                && r.key.len() <= 253
+                && r.key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !key_ok {
+                return Err(FieldError::new(
+                    format!("{field}.secretKeyRef.key"),
+                    format!(
+                        "`{}` is not a Secret key: use letters, digits, `-`, `_` and `.`",
+                        r.key
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
-    /// The secret, reading the environment when it is named there.
+    /// The secret, reading the environment or the secrets directory when it is there.
     pub fn resolve(&self) -> Result<String, String> {
-        match (&self.value, &self.from_env) {
-            (Some(v), _) => Ok(v.clone()),
-            (None, Some(var)) => std::env::var(var)
+        match (&self.value, &self.from_env, &self.secret_key_ref) {
+            (Some(v), _, _) => Ok(v.clone()),
+            (None, Some(var), _) => std::env::var(var)
                 .map_err(|_| format!("the environment variable `{var}` is not set (or not UTF-8)")),
-            (None, None) => Err("no secret given".to_owned()),
+            (None, None, Some(r)) => {
+                let path = secrets_dir().join(&r.name).join(&r.key);
+                std::fs::read_to_string(&path).map_err(|e| {
+                    format!(
+                        "cannot read key `{}` of Secret `{}` at {}: {e} (SWITCHYARD_SECRETS_DIR holds a folder per Secret, a file per key)",
+                        r.key,
+                        r.name,
+                        path.display()
+                    )
+                })
+            }
+            (None, None, None) => Err("no secret given".to_owned()),
         }
     }
 }
