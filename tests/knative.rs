@@ -405,3 +405,190 @@ async fn secret_key_refs_are_read_from_the_secrets_directory_as_kubernetes_mount
         "{err}"
     );
 }
+
+/// A sink that replies with an event of type `ty` whose id is the received id plus `suffix`.
+async fn replying(ty: &'static str, suffix: &'static str) -> Sink {
+    Sink::start(move |_, e| Answer::reply(ty, &format!("{}{suffix}", e.id))).await
+}
+
+/// A Broker `default` with a Trigger `in` taking `com.example.start` to `flow` (a ref) and a
+/// Trigger `out` taking the types with `prefix` to `out`; then `rest`.
+fn flow_config(flow: &str, prefix: &str, out: &Sink, rest: &str) -> String {
+    format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: in}}
+spec:
+  broker: default
+  filter: {{attributes: {{type: com.example.start}}}}
+  subscriber: {{ref: {flow}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: out}}
+spec:
+  broker: default
+  filters: [{{prefix: {{type: "{prefix}"}}}}]
+  subscriber: {{uri: {out}}}
+---
+{rest}"#,
+        out = out.url
+    )
+}
+
+#[tokio::test]
+async fn a_sequence_passes_each_steps_reply_to_the_next_and_the_last_to_its_reply() {
+    let one = replying("com.example.one", ".1").await;
+    let two = replying("com.example.two", ".2").await;
+    let out = Sink::ok().await;
+    let sequence = format!(
+        r#"apiVersion: flows.knative.dev/v1
+kind: Sequence
+metadata: {{name: steps}}
+spec:
+  channelTemplate: {{apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel}}
+  steps:
+    - uri: {one}
+    - uri: {two}
+  reply: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
+"#,
+        one = one.url,
+        two = two.url
+    );
+    let config = flow_config(
+        "{apiVersion: flows.knative.dev/v1, kind: Sequence, name: steps}",
+        "com.example.two",
+        &out,
+        &sequence,
+    );
+    let sy = Switchyard::start(&config);
+    send(&sy, "a", "com.example.start").await;
+    let got = out.wait_for(1, WAIT).await;
+    let e = got[0].event.as_ref().unwrap();
+    assert_eq!((e.ty.as_str(), e.id.as_str()), ("com.example.two", "a.1.2"));
+    assert_eq!(one.received()[0].event.as_ref().unwrap().id, "a");
+    assert_eq!(
+        two.received()[0].event.as_ref().unwrap().ty,
+        "com.example.one"
+    );
+}
+
+/// `switchyard dlq …` against `sy`, for the Broker `broker`: stdout.
+fn dlq(sy: &Switchyard, broker: &str, args: &[&str]) -> String {
+    let out = Command::new(common::bin())
+        .arg("dlq")
+        .args(args)
+        .args(["--server", &sy.url(""), "--broker", broker])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_failed_sequence_step_is_dead_lettered_and_redriven_like_any_delivery() {
+    let one = replying("com.example.one", ".1").await;
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = std::sync::Arc::clone(&healthy);
+    let two = Sink::start(move |_, e| {
+        if h.load(std::sync::atomic::Ordering::SeqCst) {
+            Answer::reply("com.example.two", &format!("{}.2", e.id))
+        } else {
+            Answer::status(500)
+        }
+    })
+    .await;
+    let out = Sink::ok().await;
+    let sequence = format!(
+        r#"apiVersion: flows.knative.dev/v1
+kind: Sequence
+metadata: {{name: steps}}
+spec:
+  steps:
+    - uri: {one}
+    - uri: {two}
+      delivery: {{retry: 1, backoffDelay: PT0.1S}}
+  reply: {{ref: {{kind: Broker, name: default}}}}
+"#,
+        one = one.url,
+        two = two.url
+    );
+    let config = flow_config(
+        "{apiVersion: flows.knative.dev/v1, kind: Sequence, name: steps}",
+        "com.example.two",
+        &out,
+        &sequence,
+    );
+    let sy = Switchyard::start(&config);
+    send(&sy, "b", "com.example.start").await;
+    two.wait_for(2, WAIT).await;
+    // The second step's Broker holds the dead letter, as a Trigger's would.
+    let step = "default/steps-kn-sequence-1";
+    let deadline = std::time::Instant::now() + WAIT;
+    while !dlq(&sy, step, &["list", "--output", "json"]).contains("\"attempts\": 2") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter at {step}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(dlq(&sy, step, &["redrive", "--all"]).contains("redriven: 1"));
+    let got = out.wait_for(1, WAIT).await;
+    assert_eq!(got[0].event.as_ref().unwrap().id, "b.1.2");
+}
+
+#[tokio::test]
+async fn a_parallel_sends_each_event_through_every_branchs_filter_to_its_subscriber() {
+    // Branch 0's filter passes everything (replies with the event); branch 1's drops it.
+    let pass = Sink::start(|_, e| Answer::reply(&e.ty, &e.id)).await;
+    let drop = Sink::ok().await;
+    let a = replying("com.example.branch.a", ".a").await;
+    let b = replying("com.example.branch.b", ".b").await;
+    let out = Sink::ok().await;
+    let parallel = format!(
+        r#"apiVersion: flows.knative.dev/v1
+kind: Parallel
+metadata: {{name: fan}}
+spec:
+  branches:
+    - filter: {{uri: {pass}}}
+      subscriber: {{uri: {a}}}
+    - filter: {{uri: {drop}}}
+      subscriber: {{uri: {b}}}
+  reply: {{ref: {{kind: Broker, name: default}}}}
+"#,
+        pass = pass.url,
+        drop = drop.url,
+        a = a.url,
+        b = b.url
+    );
+    let config = flow_config(
+        "{apiVersion: flows.knative.dev/v1, kind: Parallel, name: fan}",
+        "com.example.branch.",
+        &out,
+        &parallel,
+    );
+    let sy = Switchyard::start(&config);
+    send(&sy, "c", "com.example.start").await;
+    let got = out.wait_for(1, WAIT).await;
+    let e = got[0].event.as_ref().unwrap();
+    assert_eq!(
+        (e.ty.as_str(), e.id.as_str()),
+        ("com.example.branch.a", "c.a")
+    );
+    drop.wait_for(1, WAIT).await;
+    assert!(
+        b.received().is_empty(),
+        "branch 1's filter dropped the event"
+    );
+}

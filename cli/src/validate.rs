@@ -36,6 +36,18 @@ pub fn run(config: &Path, strict: bool) -> Result<String> {
             target(&config, ns, &t.spec.subscriber)
         ));
     }
+    for ((ns, name), s) in &config.sequences {
+        out.push_str(&format!(
+            "Sequence {ns}/{name}: {} steps, Brokers and Triggers {name}-kn-sequence-*\n",
+            s.spec.steps.len()
+        ));
+    }
+    for ((ns, name), p) in &config.parallels {
+        out.push_str(&format!(
+            "Parallel {ns}/{name}: {} branches, Brokers and Triggers {name}-kn-parallel*\n",
+            p.spec.branches.len()
+        ));
+    }
     for ((ns, name), table) in &config.address_tables {
         let domain = table
             .spec

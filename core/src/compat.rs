@@ -98,14 +98,6 @@ const REFUSED_KINDS: &[(&str, &str)] = &[
         "channels are not implemented: use a Broker and Triggers",
     ),
     (
-        "Sequence",
-        "flows are not implemented yet: chain Triggers whose subscribers reply",
-    ),
-    (
-        "Parallel",
-        "flows are not implemented yet: one Trigger per branch does the same",
-    ),
-    (
         "EventTransform",
         "transformations are not implemented yet: a subscriber that replies with the transformed event does the same",
     ),
@@ -129,11 +121,23 @@ const REFUSED_KINDS: &[(&str, &str)] = &[
 ];
 
 /// Fields that load and are ignored: (kind, field path, why).
-const IGNORED_FIELDS: &[(&str, &str, &str)] = &[(
-    "Broker",
-    "spec.config",
-    "broker-class configuration (a ConfigMap or a class's own object) configures Knative's implementation; Switchyard's Broker is configured in its spec",
-)];
+const IGNORED_FIELDS: &[(&str, &str, &str)] = &[
+    (
+        "Broker",
+        "spec.config",
+        "broker-class configuration (a ConfigMap or a class's own object) configures Knative's implementation; Switchyard's Broker is configured in its spec",
+    ),
+    (
+        "Sequence",
+        "spec.channelTemplate",
+        "the steps are Switchyard Brokers, not channels",
+    ),
+    (
+        "Parallel",
+        "spec.channelTemplate",
+        "the branches are Switchyard Brokers, not channels",
+    ),
+];
 
 /// Annotations that are kept but mean nothing here: (kind, annotation, why).
 const IGNORED_ANNOTATIONS: &[(&str, &str, &str)] = &[(

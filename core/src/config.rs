@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 pub use crate::kinds::Resource;
 use crate::resources::{
-    AddressTable, Broker, DEFAULT_CLUSTER_DOMAIN, Destination, EventType, ObjectMeta, Sink, Target,
-    Trigger, TriggerSpec,
+    AddressTable, Broker, DEFAULT_CLUSTER_DOMAIN, Destination, EventType, ObjectMeta, Parallel,
+    Sequence, Sink, Target, Trigger, TriggerSpec,
 };
 use crate::sources::{PingSource, S3Source, WebhookSource};
 use crate::streams::{KafkaSink, KafkaSource, MqttSource, NatsSink, NatsSource};
@@ -59,7 +59,7 @@ pub const SERVER_METADATA: &[&str] = &[
 ];
 
 /// The file each resource came from, by (kind, namespace, name).
-type Origins = BTreeMap<(&'static str, String, String), String>;
+pub(crate) type Origins = BTreeMap<(&'static str, String, String), String>;
 
 /// A validated set of resources.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -90,6 +90,10 @@ pub struct Config {
     pub nats_sinks: BTreeMap<(String, String), NatsSink>,
     /// AddressTables by (namespace, name).
     pub address_tables: BTreeMap<(String, String), AddressTable>,
+    /// Sequences by (namespace, name).
+    pub sequences: BTreeMap<(String, String), Sequence>,
+    /// Parallels by (namespace, name).
+    pub parallels: BTreeMap<(String, String), Parallel>,
     /// The file each EventType came from, for errors found after loading (schema compilation).
     pub event_type_files: BTreeMap<(String, String), String>,
     /// The file each Trigger came from, for errors found after loading (CESQL compilation).
@@ -367,8 +371,10 @@ impl Config {
             origin.insert((r.kind(), key.0.clone(), key.1.clone()), file);
             r.insert_into(&mut config, key);
         }
+        let flows_not_ready = crate::flows::add_flows(&mut config, &mut origin)?;
         config.add_uri_sinks(&mut origin)?;
-        config.not_ready = config.check_references(&origin)?;
+        config.not_ready = flows_not_ready;
+        config.not_ready.extend(config.check_references(&origin)?);
         config.trigger_files = config
             .triggers
             .keys()
@@ -481,6 +487,7 @@ impl Config {
                     ordering: None,
                     max_in_flight: None,
                     rate_limit: None,
+                    reply: None,
                 },
             };
             added.push((
@@ -662,6 +669,28 @@ impl Config {
                 Some(sink) => Target::Url(sink.spec.uri.clone()),
                 None => return Err(missing()),
             },
+            "Sequence" | "Parallel"
+                if r.api_version
+                    .as_deref()
+                    .is_none_or(|a| crate::resources::api_group(a) == "flows.knative.dev") =>
+            {
+                let found = if r.kind == "Sequence" {
+                    self.sequences.contains_key(&key)
+                } else {
+                    self.parallels.contains_key(&key)
+                };
+                if !found {
+                    return Err(missing());
+                }
+                Target::Broker {
+                    namespace: ref_ns.clone(),
+                    name: if r.kind == "Sequence" {
+                        crate::flows::sequence_ingress(&r.name)
+                    } else {
+                        crate::flows::parallel_ingress(&r.name)
+                    },
+                }
+            }
             _ => {
                 let listed = self.address_tables.iter().find_map(|((table_ns, _), t)| {
                     t.spec

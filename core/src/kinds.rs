@@ -9,7 +9,7 @@ use crate::config::Config;
 
 use crate::resources::{
     AddressTable, Broker, EventType, FieldError, KNATIVE_EVENTING_V1, KNATIVE_EVENTING_V1BETA2,
-    ObjectMeta, SWITCHYARD_V1, Sink, Trigger,
+    KNATIVE_FLOWS_V1, ObjectMeta, Parallel, SWITCHYARD_V1, Sequence, Sink, Trigger,
 };
 use crate::sources::{
     KNATIVE_SOURCES_V1, PingSource, S3Source, SWITCHYARD_SOURCES_V1, WebhookSource,
@@ -120,6 +120,9 @@ pub enum Group {
     Source,
     /// AddressTables.
     AddressTable,
+    /// Flows: Sequences and Parallels (the Brokers and Triggers they add are named after
+    /// them).
+    Flow,
 }
 
 kinds! {
@@ -149,6 +152,10 @@ kinds! {
     NatsSink, SWITCHYARD_V1, Sink, nats_sinks;
     /// `switchyard.dev/v1` AddressTable.
     AddressTable, SWITCHYARD_V1, AddressTable, address_tables;
+    /// `flows.knative.dev/v1` Sequence.
+    Sequence, KNATIVE_FLOWS_V1, Flow, sequences;
+    /// `flows.knative.dev/v1` Parallel.
+    Parallel, KNATIVE_FLOWS_V1, Flow, parallels;
 }
 
 fn typed<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, (String, String)> {

@@ -17,6 +17,7 @@ pub mod compat;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod flows;
 pub mod http;
 pub mod id;
 pub mod json;

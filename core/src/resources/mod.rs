@@ -9,6 +9,7 @@ pub mod address;
 pub mod broker;
 pub mod delivery;
 pub mod eventtype;
+pub mod flows;
 pub mod meta;
 pub mod trigger;
 
@@ -16,6 +17,7 @@ pub use address::*;
 pub use broker::*;
 pub use delivery::*;
 pub use eventtype::*;
+pub use flows::*;
 pub use meta::*;
 pub use trigger::*;
 

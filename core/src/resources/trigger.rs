@@ -130,6 +130,10 @@ pub struct TriggerSpec {
     /// The most deliveries started per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<f64>,
+    /// Where replies go. Only the Triggers a Sequence or Parallel adds set it (Knative's
+    /// Trigger has no such field): `None` stores them in the Trigger's own Broker.
+    #[serde(skip)]
+    pub reply: Option<ReplyTo>,
 }
 
 /// A Trigger: a filter over a broker's events and the subscriber that receives the matches.
@@ -182,6 +186,15 @@ impl Trigger {
         }
         Ok(())
     }
+}
+
+/// Where a Trigger's replies go, when not to its own Broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyTo {
+    /// Into this Broker, as (namespace, name).
+    Broker(String, String),
+    /// Nowhere: the flow has no `reply`.
+    Discard,
 }
 
 /// `spec` of a Sink.

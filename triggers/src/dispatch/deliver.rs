@@ -35,7 +35,8 @@ impl TriggerRuntime {
         if r.verdict == Verdict::Delivered
             && !r.replies.is_empty()
             && reply_ttl(event) > 0
-            && let Err(refused) = append::check(&self.event_types, &self.broker, &r.replies)
+            && let Some(reply_broker) = &self.reply_broker
+            && let Err(refused) = append::check(&self.event_types, reply_broker, &r.replies)
         {
             r.fail(AttemptError::reply_refused(&refused.to_string()));
         }

@@ -10,7 +10,9 @@ use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::metrics as m;
 use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
-use switchyard_core::resources::{Destination, Ordering as TriggerOrdering, Target, Trigger};
+use switchyard_core::resources::{
+    Destination, Ordering as TriggerOrdering, ReplyTo, Target, Trigger,
+};
 use tokio::sync::Semaphore;
 
 use super::{DEFAULT_MAX_IN_FLIGHT, DispatchError, lock};
@@ -45,6 +47,9 @@ pub struct TriggerRuntime {
     pub id: TriggerId,
     /// Its broker's id, `namespace/name`.
     pub(super) broker: Arc<str>,
+    /// The broker its replies are stored in: its own, or for the Triggers a flow adds the
+    /// next step's (`None`: replies are dropped, a flow without `reply`).
+    pub(super) reply_broker: Option<Arc<str>>,
     pub(super) config: TriggerConfig,
     /// Deliveries in flight, across first attempts and retries.
     pub(super) slots: Arc<Semaphore>,
@@ -141,9 +146,18 @@ impl TriggerRuntime {
             metrics::Label::new("broker_name", broker_name.clone()),
             metrics::Label::new("trigger_name", name.to_owned()),
         ];
+        let own: Arc<str> = Arc::from(switchyard_core::id::join(ns, broker_name));
+        let reply_broker = match &trigger.spec.reply {
+            None => Some(Arc::clone(&own)),
+            Some(ReplyTo::Broker(rns, rname)) => {
+                Some(Arc::from(switchyard_core::id::join(rns, rname)))
+            }
+            Some(ReplyTo::Discard) => None,
+        };
         Ok(TriggerRuntime {
             id: TriggerId::new(ns, name),
-            broker: Arc::from(switchyard_core::id::join(ns, broker_name)),
+            broker: own,
+            reply_broker,
             config,
             slots: Arc::new(Semaphore::new(
                 trigger.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as usize,

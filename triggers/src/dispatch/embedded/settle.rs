@@ -157,6 +157,10 @@ impl EmbeddedSource {
         original: &CloudEvent,
         mut replies: Vec<CloudEvent>,
     ) -> Result<(), LogError> {
+        let Some(reply_broker) = &self.trigger.reply_broker else {
+            tracing::debug!(trigger = %self.trigger.id, event = %original.id, "replies dropped: the flow has no reply");
+            return Ok(());
+        };
         let ttl = reply_ttl(original);
         if ttl <= 0 {
             tracing::warn!(trigger = %self.trigger.id, event = %original.id, "reply dropped: TTL exhausted (a reply loop?)");
@@ -166,7 +170,7 @@ impl EmbeddedSource {
         }
         let ttl = Ttl::Set(i32::try_from(ttl).unwrap_or(i32::MAX));
         let policy = self.appender.policy();
-        let batch = Batch::stamped(policy, &self.trigger.broker, ttl, &mut replies)
+        let batch = Batch::stamped(policy, reply_broker, ttl, &mut replies)
             .map_err(|e| LogError::Storage(format!("cannot stamp a reply: {e}")))?;
         loop {
             match self.appender.append(batch.clone()).await {
