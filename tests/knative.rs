@@ -148,12 +148,12 @@ fn without_a_table_services_resolve_to_their_cluster_dns_names_and_other_kinds_a
 
     // A kind nothing resolves: one line that says what to add, and exit 1.
     let (ok, _, err) = validate(&format!(
-        "{BROKER_AND_TRIGGER_TO}    ref: {{apiVersion: flows.knative.dev/v1, kind: Sequence, name: steps}}\n"
+        "{BROKER_AND_TRIGGER_TO}    ref: {{apiVersion: batch.example.com/v1, kind: JobDefinition, name: steps}}\n"
     ));
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("Trigger default/t: spec.subscriber.ref: nothing gives Sequence default/steps (flows.knative.dev/v1) an address")
+        err.contains("Trigger default/t: spec.subscriber.ref: nothing gives JobDefinition default/steps (batch.example.com/v1) an address")
             && err.contains("AddressTable"),
         "{err}"
     );

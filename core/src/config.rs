@@ -669,19 +669,15 @@ impl Config {
                 Some(sink) => Target::Url(sink.spec.uri.clone()),
                 None => return Err(missing()),
             },
+            // A Sequence or Parallel of the configuration: its ingress Broker. (One that is
+            // not here may be in an AddressTable, below.)
             "Sequence" | "Parallel"
                 if r.api_version
                     .as_deref()
-                    .is_none_or(|a| crate::resources::api_group(a) == "flows.knative.dev") =>
+                    .is_none_or(|a| crate::resources::api_group(a) == "flows.knative.dev")
+                    && (self.sequences.contains_key(&key) && r.kind == "Sequence"
+                        || self.parallels.contains_key(&key) && r.kind == "Parallel") =>
             {
-                let found = if r.kind == "Sequence" {
-                    self.sequences.contains_key(&key)
-                } else {
-                    self.parallels.contains_key(&key)
-                };
-                if !found {
-                    return Err(missing());
-                }
                 Target::Broker {
                     namespace: ref_ns.clone(),
                     name: if r.kind == "Sequence" {
@@ -703,6 +699,12 @@ impl Config {
                     None if crate::resources::is_service(r) => Target::Url(
                         crate::resources::service_url(&r.name, &ref_ns, self.cluster_domain()),
                     ),
+                    None if matches!(r.kind.as_str(), "Sequence" | "Parallel") => {
+                        return Err(format!(
+                            "{} (and no AddressTable gives it an address)",
+                            missing()
+                        ));
+                    }
                     None => {
                         return Err(format!(
                             "nothing gives {} {ref_ns}/{} ({}) an address: Switchyard runs no {}; map it to a URL in an AddressTable (spec.addresses), or give a `uri`",

@@ -835,12 +835,21 @@ fn refs_resolve_as_knative_resolves_addressables() {
     );
     // A ref nothing resolves says what to add.
     let err = subscriber_of(&trigger_to(
-        "{ref: {apiVersion: flows.knative.dev/v1, kind: Sequence, name: steps}}",
+        "{ref: {apiVersion: example.com/v1, kind: Widget, name: steps}}",
     ))
     .unwrap_err();
     assert!(
-        err.contains("spec.subscriber.ref: nothing gives Sequence default/steps (flows.knative.dev/v1) an address")
-            && err.contains("AddressTable"),
+        err.contains(
+            "spec.subscriber.ref: nothing gives Widget default/steps (example.com/v1) an address"
+        ) && err.contains("AddressTable"),
+        "{err}"
+    );
+    let err = subscriber_of(&trigger_to(
+        "{ref: {apiVersion: flows.knative.dev/v1, kind: Sequence, name: gone}}",
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("no Sequence `gone` in namespace `default` (and no AddressTable"),
         "{err}"
     );
     // Two tables cannot both set the cluster domain.
