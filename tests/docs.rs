@@ -1,4 +1,4 @@
-//! Docs that run: every example in README.md, spec/, examples/ and deploy/README.md is run
+//! Docs that run: every example in README.md, spec/, examples/, docs/ and deploy/README.md is run
 //! against the real binary, so a doc cannot drift from what the binary does. The convention
 //! is the fenced block's info string (GitHub shows only its first word):
 //!
@@ -77,7 +77,7 @@ fn repo() -> PathBuf {
 fn documents() -> Vec<PathBuf> {
     let root = repo();
     let mut files = vec![root.join("README.md"), root.join("deploy/README.md")];
-    for dir in ["spec", "examples"] {
+    for dir in ["spec", "examples", "docs"] {
         let mut stack = vec![root.join(dir)];
         while let Some(d) = stack.pop() {
             for entry in fs::read_dir(&d).expect("a docs folder") {
