@@ -234,6 +234,8 @@ fn published_knative_manifests_load_or_are_refused_for_a_listed_reason() {
     let (mut clean, mut with_notes, mut refused_valid, mut loaded_invalid) =
         (0, 0, Vec::new(), Vec::new());
     let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    // Documents across the corpus: (loaded, of them ignoring fields, skipped, refused).
+    let mut docs = [0usize; 4];
     for (file, valid) in &corpus {
         let out = Command::new(common::bin())
             .args(["validate", "--config"])
@@ -242,6 +244,17 @@ fn published_knative_manifests_load_or_are_refused_for_a_listed_reason() {
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(line) = stdout.lines().rev().find(|l| l.contains(" loaded (")) {
+            let numbers: Vec<usize> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            if let [_, loaded, ignoring, skipped, refused] = numbers[..] {
+                for (total, n) in docs.iter_mut().zip([loaded, ignoring, skipped, refused]) {
+                    *total += n;
+                }
+            }
+        }
         if out.status.success() {
             if !valid {
                 loaded_invalid.push(file.clone());
@@ -264,6 +277,10 @@ fn published_knative_manifests_load_or_are_refused_for_a_listed_reason() {
         refused_valid.len(),
         loaded_invalid.len()
     );
+    summary.push_str(&format!(
+        "  documents: {} loaded ({} of them ignoring fields), {} skipped (Kubernetes and Knative Serving resources), {} refused\n",
+        docs[0], docs[1], docs[2], docs[3]
+    ));
     for (r, n) in &reasons {
         summary.push_str(&format!("  {n:>3} refused: {r}\n"));
     }
@@ -590,5 +607,53 @@ spec:
     assert!(
         b.received().is_empty(),
         "branch 1's filter dropped the event"
+    );
+}
+
+#[test]
+fn validate_reports_every_document_and_goes_on_past_a_refused_one() {
+    let config = r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: default}
+spec: {config: {apiVersion: v1, kind: ConfigMap, name: config-br-defaults}}
+---
+apiVersion: sources.knative.dev/v1
+kind: ContainerSource
+metadata: {name: heartbeats}
+spec: {template: {spec: {containers: [{image: example/heartbeats}]}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: display}
+spec: {}
+"#;
+    let (ok, out, err) = validate(config);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("ContainerSource default/heartbeats: kind: ContainerSource is not supported"),
+        "{err}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].starts_with("loaded   ")
+            && lines[0].ends_with("Broker default/default (ignoring spec.config)"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("refused  ")
+            && lines[1].contains("ContainerSource default/heartbeats"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("skipped  ")
+            && lines[2].contains("Deployment default/display: a Kubernetes workload"),
+        "{out}"
+    );
+    assert_eq!(
+        lines[3],
+        "3 documents: 1 loaded (1 ignoring fields), 1 skipped, 1 refused"
     );
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use switchyard_core::config::Config;
+use switchyard_core::config::{Config, Outcome};
 use switchyard_core::id::TriggerId;
 use switchyard_core::resources::{DEFAULT_NAMESPACE, Destination, Target};
 
@@ -12,7 +12,24 @@ use switchyard_core::resources::{DEFAULT_NAMESPACE, Destination, Target};
 /// ignored and what is not ready, and a summary line. With `strict`, anything ignored is an
 /// error.
 pub fn run(config: &Path, strict: bool) -> Result<String> {
-    let config = Config::load(config)?;
+    let report = Config::report(config);
+    let documents = documents_summary(&report.documents);
+    let config = match report.config {
+        Ok(c) => c,
+        Err(e) => {
+            // Each document's outcome on standard output, the first refusal as the error.
+            let mut out = String::new();
+            for (file, label, outcome) in &report.documents {
+                out.push_str(&document_line(file, label, outcome));
+            }
+            out.push_str(&documents);
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{out}");
+            }
+            return Err(e.into());
+        }
+    };
     if strict && let Some(first) = config.ignored.first() {
         anyhow::bail!(
             "{first} (--strict; {} ignored in all)",
@@ -103,7 +120,40 @@ pub fn run(config: &Path, strict: bool) -> Result<String> {
         config.ignored.len(),
         config.not_ready.len()
     ));
+    out.push_str(&documents);
     Ok(out)
+}
+
+/// One document's line of the report printed when something is refused.
+fn document_line(file: &str, label: &str, outcome: &Outcome) -> String {
+    let at = if label.is_empty() {
+        file.to_owned()
+    } else {
+        format!("{file}: {label}")
+    };
+    match outcome {
+        Outcome::Loaded => format!("loaded   {at}\n"),
+        Outcome::LoadedIgnoring(fields) => {
+            let names: Vec<&str> = fields.iter().filter_map(|f| f.field.as_deref()).collect();
+            format!("loaded   {at} (ignoring {})\n", names.join(", "))
+        }
+        Outcome::Skipped(why) => format!("skipped  {at}: {}\n", why.why),
+        Outcome::Refused(e) => format!("refused  {e}\n"),
+    }
+}
+
+/// The last line: how many documents loaded, ignoring fields or not, were skipped, refused.
+fn documents_summary(documents: &[(String, String, Outcome)]) -> String {
+    let count = |f: fn(&Outcome) -> bool| documents.iter().filter(|(_, _, o)| f(o)).count();
+    let ignoring = count(|o| matches!(o, Outcome::LoadedIgnoring(_)));
+    let loaded = count(|o| matches!(o, Outcome::Loaded)) + ignoring;
+    let n = documents.len();
+    format!(
+        "{n} document{}: {loaded} loaded ({ignoring} ignoring fields), {} skipped, {} refused\n",
+        if n == 1 { "" } else { "s" },
+        count(|o| matches!(o, Outcome::Skipped(_))),
+        count(|o| matches!(o, Outcome::Refused(_)))
+    )
 }
 
 /// Where a destination resolves to, as a reader would name it.
