@@ -511,9 +511,10 @@ impl Config {
             origin.insert((r.kind(), key.0.clone(), key.1.clone()), file);
             r.insert_into(&mut config, key);
         }
-        let flows_not_ready = crate::flows::add_flows(&mut config, &mut origin)?;
+        let mut not_ready = crate::flows::add_flows(&mut config, &mut origin)?;
+        not_ready.extend(config.park_sources_without_their_broker(&origin));
         config.add_uri_sinks(&mut origin)?;
-        config.not_ready = flows_not_ready;
+        config.not_ready = not_ready;
         config.not_ready.extend(config.check_references(&origin)?);
         config.trigger_files = config
             .triggers
@@ -565,6 +566,50 @@ impl Config {
                 format!("{}-{name}", kind.to_ascii_lowercase()),
             ),
         }
+    }
+
+    /// Takes out the sources whose sink is a Broker that is not in the configuration: they
+    /// load not ready (Knative's `BrokerDoesNotExist`) and do not run; what is not ready.
+    fn park_sources_without_their_broker(&mut self, origin: &Origins) -> Vec<ConfigError> {
+        let parked: Vec<(&'static str, String, String, String)> = self
+            .sources()
+            .into_iter()
+            .filter_map(|(kind, ns, name, sink)| {
+                let r = sink.reference.as_ref().filter(|r| r.kind == "Broker")?;
+                let bns = r.namespace.clone().unwrap_or_else(|| ns.to_owned());
+                let missing = !self.brokers.contains_key(&(bns.clone(), r.name.clone()));
+                missing.then(|| {
+                    let why = format!("no Broker `{}` in namespace `{bns}`", r.name);
+                    (kind, ns.to_owned(), name.to_owned(), why)
+                })
+            })
+            .collect();
+        let mut notes = Vec::new();
+        for (kind, ns, name, why) in parked {
+            let key = (ns.clone(), name.clone());
+            let removed = match kind {
+                "WebhookSource" => self.webhook_sources.remove(&key).is_some(),
+                "PingSource" => self.ping_sources.remove(&key).is_some(),
+                "S3Source" => self.s3_sources.remove(&key).is_some(),
+                "KafkaSource" => self.kafka_sources.remove(&key).is_some(),
+                "NatsSource" => self.nats_sources.remove(&key).is_some(),
+                "MqttSource" => self.mqtt_sources.remove(&key).is_some(),
+                _ => false,
+            };
+            debug_assert!(removed, "every kind of Config::sources is parked here");
+            notes.push(ConfigError {
+                file: origin
+                    .get(&(kind, ns.clone(), name.clone()))
+                    .cloned()
+                    .unwrap_or_default(),
+                resource: Some(format!("{kind} {ns}/{name}")),
+                field: Some("spec.sink.ref".into()),
+                message: format!(
+                    "{why} (BrokerDoesNotExist): the source does not run until the Broker is in the configuration"
+                ),
+            });
+        }
+        notes
     }
 
     /// Adds a Broker and a Trigger for each source whose sink is not a Broker (a `uri`, or a

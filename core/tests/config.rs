@@ -989,6 +989,21 @@ spec: {type: com.example.order, broker: default}
     assert_eq!(config.not_ready[0].field.as_deref(), Some("spec.broker"));
     assert!(config.not_ready[0].message.contains("BrokerDoesNotExist"));
 
+    // A source whose Broker is not in the configuration loads not ready and does not run.
+    let ping = "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: beat, namespace: elsewhere}\nspec:\n  schedule: '* * * * *'\n  sink: {ref: {kind: Broker, name: default}}\n";
+    let config = load_text(ping, "p.yaml").unwrap();
+    assert!(config.ping_sources.is_empty());
+    assert_eq!(config.not_ready.len(), 1);
+    assert_eq!(
+        config.not_ready[0].resource.as_deref(),
+        Some("PingSource elsewhere/beat")
+    );
+    assert!(
+        config.not_ready[0]
+            .message
+            .contains("no Broker `default` in namespace `elsewhere`")
+    );
+
     // Knative kinds Switchyard does not run are refused with the reason.
     let err = load_text(
         "apiVersion: sources.knative.dev/v1\nkind: ContainerSource\nmetadata: {name: c}\nspec: {}\n",
