@@ -360,3 +360,103 @@ spec:
     .await;
     drop(sy);
 }
+
+#[tokio::test]
+async fn a_kafka_sink_connects_as_its_knative_auth_secret_says() {
+    let topic = format!("audit-auth-{}", unique());
+    let config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: KafkaSink
+metadata: {{name: audit}}
+spec:
+  topic: {topic}
+  bootstrapServers: ['{}']
+  numPartitions: 1
+  auth: {{secret: {{ref: {{name: kafka-auth}}}}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: to-kafka}}
+spec:
+  broker: default
+  subscriber: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: audit}}}}
+"#,
+        kafka_bootstrap()
+    );
+    // The Secret as Kubernetes mounts it: a file per key (`echo` leaves a newline).
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::create_dir(secrets.path().join("kafka-auth")).unwrap();
+    std::fs::write(secrets.path().join("kafka-auth/protocol"), "PLAINTEXT\n").unwrap();
+    let dir = secrets.path().to_str().unwrap().to_owned();
+    let sy = Switchyard::start_with_env(&config, &[("SWITCHYARD_SECRETS_DIR", &dir)]);
+    let resp = common::binary(
+        &common::client(),
+        &sy.url("/default/default"),
+        &[
+            ("specversion", "1.0"),
+            ("id", "auth-1"),
+            ("source", "/shop"),
+            ("type", "com.example.order.created"),
+        ],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 202);
+    let reader: StreamConsumer = client_config()
+        .set("group.id", format!("reader-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let m = eventually("the record arrived", WAIT, || {
+        let reader = &reader;
+        async move {
+            match tokio::time::timeout(Duration::from_secs(1), reader.recv()).await {
+                Ok(Ok(m)) => Some(m.detach()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    let id = m
+        .headers()
+        .unwrap()
+        .iter()
+        .find(|h| h.key == "ce_id")
+        .and_then(|h| h.value)
+        .unwrap();
+    assert_eq!(id, b"auth-1");
+    drop(sy);
+
+    // A Secret without `protocol` stops serve with one line that names the file.
+    std::fs::remove_file(secrets.path().join("kafka-auth/protocol")).unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    std::fs::write(config_dir.path().join("c.yaml"), &config).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config_dir.path())
+        .arg("--data-dir")
+        .arg(config_dir.path().join("data"))
+        .env("SWITCHYARD_SECRETS_DIR", &dir)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "KafkaSink default/audit: auth: the Secret `kafka-auth` has no key `protocol`"
+        ) && err.contains("kafka-auth/protocol"),
+        "{err}"
+    );
+}

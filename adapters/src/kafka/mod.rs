@@ -34,6 +34,61 @@ use switchyard_broker::tasks::Tasks;
 /// Records stored in one transaction at most.
 const MAX_BATCH: usize = 500;
 
+/// The librdkafka settings for a KafkaSink's `auth`, Knative's form: the keys of the Secret
+/// `name` in the secrets directory. `protocol` is required; the others are read when the
+/// protocol needs them (`sasl.mechanism` defaults to `PLAIN`).
+pub(crate) fn secret_security(config: &mut ClientConfig, name: &str) -> Result<(), String> {
+    let dir = switchyard_core::sources::secrets_dir().join(name);
+    let read = |key: &str| -> Result<Option<String>, String> {
+        let path = dir.join(key);
+        match std::fs::read_to_string(&path) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("auth: cannot read {}: {e}", path.display())),
+        }
+    };
+    // `protocol` and `sasl.mechanism` are words: a final newline (`echo … >`) is forgiven.
+    // The other keys are read exactly.
+    let protocol = read("protocol")?.map(|p| p.trim().to_owned()).ok_or_else(|| {
+        format!(
+            "auth: the Secret `{name}` has no key `protocol` ({} is missing; SWITCHYARD_SECRETS_DIR holds a folder per Secret, a file per key)",
+            dir.join("protocol").display()
+        )
+    })?;
+    let (sasl, tls) = match protocol.as_str() {
+        "PLAINTEXT" => (false, false),
+        "SASL_PLAINTEXT" => (true, false),
+        "SSL" => (false, true),
+        "SASL_SSL" => (true, true),
+        other => {
+            return Err(format!(
+                "auth: the Secret `{name}`'s protocol `{other}` is not PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL"
+            ));
+        }
+    };
+    config.set("security.protocol", protocol.as_str());
+    if sasl {
+        config.set(
+            "sasl.mechanisms",
+            read("sasl.mechanism")?.map_or_else(|| "PLAIN".to_owned(), |m| m.trim().to_owned()),
+        );
+        config.set("sasl.username", read("user")?.unwrap_or_default());
+        config.set("sasl.password", read("password")?.unwrap_or_default());
+    }
+    if tls {
+        for (setting, key) in [
+            ("ssl.ca.pem", "ca.crt"),
+            ("ssl.certificate.pem", "user.crt"),
+            ("ssl.key.pem", "user.key"),
+        ] {
+            if let Some(v) = read(key)? {
+                config.set(setting, v);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The librdkafka settings for `net` (SASL and TLS).
 fn security(config: &mut ClientConfig, net: Option<&KafkaNet>) -> Result<(), String> {
     let Some(net) = net else { return Ok(()) };

@@ -87,6 +87,9 @@ pub(crate) fn sink(
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "30000");
     security(&mut cc, s.spec.net.as_ref()).map_err(err)?;
+    if let Some(auth) = &s.spec.auth {
+        super::secret_security(&mut cc, &auth.secret.reference.name).map_err(err)?;
+    }
     let producer: FutureProducer = cc.create().map_err(|e| err(e.to_string()))?;
     if let Some(partitions) = s.spec.num_partitions {
         let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =

@@ -273,7 +273,35 @@ impl KafkaSource {
     }
 }
 
-/// `spec` of a KafkaSink (Knative's fields; `net` instead of a secret reference).
+/// Knative's KafkaSink `auth`: a whole Secret whose keys say how to connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaSinkAuth {
+    /// `{ref: {name}}`: the Secret, a folder of the secrets directory
+    /// (`crate::sources::secrets_dir`) holding `protocol` (`PLAINTEXT`, `SASL_PLAINTEXT`,
+    /// `SSL`, `SASL_SSL`) and, as it needs, `sasl.mechanism`, `user`, `password`, `ca.crt`,
+    /// `user.crt`, `user.key`.
+    pub secret: KafkaSinkAuthSecret,
+}
+
+/// The Secret of a KafkaSink's `auth`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaSinkAuthSecret {
+    /// `{name}` of the Secret.
+    #[serde(rename = "ref")]
+    pub reference: KafkaSinkSecretRef,
+}
+
+/// The name of a KafkaSink's Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaSinkSecretRef {
+    /// The Secret's name.
+    pub name: String,
+}
+
+/// `spec` of a KafkaSink (Knative's fields, and Switchyard's `net` with one secret each).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KafkaSinkSpec {
@@ -293,6 +321,9 @@ pub struct KafkaSinkSpec {
     /// SASL and TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<KafkaNet>,
+    /// Knative's form of the same: a Secret with `protocol` and the keys it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<KafkaSinkAuth>,
 }
 
 /// A KafkaSink (Knative's kind): a Kafka topic a Trigger delivers to.
@@ -328,6 +359,15 @@ impl KafkaSink {
                 "spec.replicationFactor",
                 "only used when the topic is created: give `numPartitions` too",
             ));
+        }
+        if let Some(a) = &spec.auth {
+            if spec.net.is_some() {
+                return Err(FieldError::new(
+                    "spec.auth",
+                    "give `auth` (Knative's Secret) or `net`, not both",
+                ));
+            }
+            crate::resources::dns_subdomain("spec.auth.secret.ref.name", &a.secret.reference.name)?;
         }
         if let Some(n) = &spec.net {
             n.validate("spec.net")?;
