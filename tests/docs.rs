@@ -179,10 +179,14 @@ fn validate(files: &[(String, String)]) -> Result<(), String> {
         .arg(dir.path())
         .output()
         .expect("switchyard runs");
-    if out.status.success() {
-        Ok(())
-    } else {
+    let listed = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    } else if let Some(line) = listed.lines().find(|l| l.starts_with("not ready: ")) {
+        // It loads, but a reader copying it would get something that does not run.
+        Err(line.to_owned())
+    } else {
+        Ok(())
     }
 }
 
@@ -431,6 +435,26 @@ fn script(blocks: &[Block], out: &Path) -> String {
     script
 }
 
+/// Why a command's stated output cannot be compared, if it cannot: output stated under a
+/// background command (its output is the shell's, not the command's), or a stated line that
+/// would match anything.
+fn uncomparable(cmd: &Cmd) -> Option<String> {
+    if cmd.background && !cmd.expected.is_empty() {
+        return Some(
+            "output stated under a background command cannot be compared; state it under a command that prints it"
+                .to_owned(),
+        );
+    }
+    cmd.expected
+        .iter()
+        .find(|e| {
+            let e = squeeze(e);
+            let e = e.split(" <- ").next().unwrap_or_default();
+            e.replace(['…'], "").replace("...", "").trim().is_empty()
+        })
+        .map(|e| format!("the stated line `{e}` matches anything"))
+}
+
 /// Checks what each command of `blocks` printed (in `out`, as [`script`] wrote it) against
 /// the doc, a failure per block.
 fn check(blocks: &[Block], out: &Path, timed_out: bool, shell_log: &str, tally: &mut Tally) {
@@ -443,6 +467,12 @@ fn check(blocks: &[Block], out: &Path, timed_out: bool, shell_log: &str, tally: 
             tally.commands += 1;
             if !cmd.expected.is_empty() {
                 tally.outputs += 1;
+            }
+            let first_line = cmd.text.lines().next().unwrap_or_default();
+            if failure.is_none()
+                && let Some(bad) = uncomparable(cmd)
+            {
+                failure = Some(format!("{place}: `{first_line}`: {bad}"));
             }
             if cmd.background || failure.is_some() {
                 continue;
@@ -467,7 +497,6 @@ fn check(blocks: &[Block], out: &Path, timed_out: bool, shell_log: &str, tally: 
                     .map(|want| format!("printed no line like `{want}`")),
             };
             if let Some(what) = what {
-                let first_line = cmd.text.lines().next().unwrap_or_default();
                 failure = Some(format!(
                     "{place}: `{first_line}` {what}; it printed:\n{}  the shell's own output:\n{}",
                     tail(&output, 30),
@@ -675,6 +704,7 @@ impl Document {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        self.stop_serve();
         Err("scripts/serve was not ready within 60 s".to_owned())
     }
 
@@ -889,4 +919,14 @@ fn the_kubernetes_manifest_runs_as_the_image_user_gives_it_the_volume_and_loads(
     // The configuration the ConfigMap mounts at /config loads.
     let config = config_map_file(&manifest, "broker.yaml").expect("the ConfigMap's broker.yaml");
     validate(&[("broker.yaml".to_owned(), config)]).expect("the ConfigMap's config loads");
+}
+
+#[test]
+fn stated_output_that_cannot_be_compared_is_refused() {
+    let background = commands("server &\n# listening\n");
+    assert!(uncomparable(&background[0]).is_some());
+    let anything = commands("tool\n# …\n");
+    assert!(uncomparable(&anything[0]).is_some());
+    let fine = commands("tool\n# ok …\n");
+    assert_eq!(uncomparable(&fine[0]), None);
 }

@@ -17,7 +17,8 @@ pub fn line(event: &CloudEvent) -> String {
         Data::Absent => String::new(),
         _ => match event.data_bytes() {
             Some(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(text) => text.to_owned(),
+                // One event, one line, whatever the data's layout.
+                Ok(text) => text.replace(['\r', '\n'], " "),
                 Err(_) => format!("<{} bytes>", bytes.len()),
             },
             None => String::new(),

@@ -23,6 +23,13 @@ pub fn run(config: &Path, strict: bool) -> Result<String> {
                 out.push_str(&document_line(file, label, outcome));
             }
             out.push_str(&documents);
+            let refused = report
+                .documents
+                .iter()
+                .any(|(_, _, o)| matches!(o, Outcome::Refused(_)));
+            if !refused {
+                out.push_str("the configuration is refused: its references do not hold\n");
+            }
             #[allow(clippy::print_stdout)]
             {
                 print!("{out}");

@@ -203,6 +203,11 @@ pub(crate) fn prepare(
             .map(|(_, _, to)| *to),
     };
     let Some(target) = target else {
+        // A kind of Switchyard's with another version (a typo, a version Knative retired):
+        // refused naming the version to use, never skipped as a Kubernetes resource.
+        if supported.is_some() {
+            return Prepared::Unknown;
+        }
         if let Some((_, why)) = REFUSED_KINDS.iter().find(|(k, _)| *k == kind)
             && group(api_version).ends_with("knative.dev")
         {
@@ -327,6 +332,11 @@ mod tests {
         );
         assert_eq!(
             prepare("example.com/v1", "Widget", None, &mut b),
+            Prepared::Unknown
+        );
+        // A Trigger with a mistyped apiVersion is not a Kubernetes resource to skip.
+        assert_eq!(
+            prepare("v1", "Trigger", Some("eventing.knative.dev/v1"), &mut b),
             Prepared::Unknown
         );
     }

@@ -511,9 +511,9 @@ impl Config {
             origin.insert((r.kind(), key.0.clone(), key.1.clone()), file);
             r.insert_into(&mut config, key);
         }
-        let mut not_ready = crate::flows::add_flows(&mut config, &mut origin)?;
-        not_ready.extend(config.park_sources_without_their_broker(&origin));
+        let mut not_ready = config.park_sources_without_their_broker(&origin);
         config.add_uri_sinks(&mut origin)?;
+        not_ready.extend(crate::flows::add_flows(&mut config, &mut origin)?);
         config.not_ready = not_ready;
         config.not_ready.extend(config.check_references(&origin)?);
         config.trigger_files = config

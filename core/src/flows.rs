@@ -90,7 +90,11 @@ impl Builder {
         let Some(dest) = dest else {
             return ReplyTo::Discard;
         };
-        if let Some(r) = dest.reference.as_ref().filter(|r| r.kind == "Broker") {
+        if let Some(r) = dest
+            .reference
+            .as_ref()
+            .filter(|r| r.kind == "Broker" && dest.uri.is_none())
+        {
             let ns = r.namespace.clone().unwrap_or_else(|| self.ns.clone());
             if !existing.contains_key(&(ns.clone(), r.name.clone())) {
                 let note = self.error(
@@ -211,7 +215,9 @@ pub(crate) fn add_flows(
             triggers: Vec::new(),
             not_ready: Vec::new(),
         };
-        let last = seq.spec.steps.len() - 1;
+        let Some(last) = seq.spec.steps.len().checked_sub(1) else {
+            continue; // validation refuses a Sequence without steps
+        };
         let reply = b.reply_to(
             &config.brokers,
             seq.spec.reply.as_ref(),

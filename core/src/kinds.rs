@@ -120,9 +120,10 @@ pub enum Group {
     Source,
     /// AddressTables.
     AddressTable,
-    /// Flows: Sequences and Parallels (the Brokers and Triggers they add are named after
-    /// them).
-    Flow,
+    /// Sequences (the Brokers and Triggers they add are named after them).
+    Sequence,
+    /// Parallels (likewise).
+    Parallel,
 }
 
 kinds! {
@@ -153,9 +154,9 @@ kinds! {
     /// `switchyard.dev/v1` AddressTable.
     AddressTable, SWITCHYARD_V1, AddressTable, address_tables;
     /// `flows.knative.dev/v1` Sequence.
-    Sequence, KNATIVE_FLOWS_V1, Flow, sequences;
+    Sequence, KNATIVE_FLOWS_V1, Sequence, sequences;
     /// `flows.knative.dev/v1` Parallel.
-    Parallel, KNATIVE_FLOWS_V1, Flow, parallels;
+    Parallel, KNATIVE_FLOWS_V1, Parallel, parallels;
 }
 
 fn typed<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, (String, String)> {
