@@ -721,11 +721,20 @@ impl Config {
             })?;
         }
         for ((ns, name), trigger) in &self.triggers {
-            let err = |field: &str, message: String| ConfigError {
-                file: file_of("Trigger", ns, name),
-                resource: Some(format!("Trigger {ns}/{name}")),
-                field: Some(field.to_owned()),
-                message,
+            // A Trigger a flow added is reported as the part of the flow it stands for.
+            let err = |field: &str, message: String| match crate::flows::place(trigger, field) {
+                Some((resource, field)) => ConfigError {
+                    file: file_of("Trigger", ns, name),
+                    resource: Some(resource.replace("{ns}", ns)),
+                    field: Some(field),
+                    message,
+                },
+                None => ConfigError {
+                    file: file_of("Trigger", ns, name),
+                    resource: Some(format!("Trigger {ns}/{name}")),
+                    field: Some(field.to_owned()),
+                    message,
+                },
             };
             if !self
                 .brokers

@@ -22,6 +22,54 @@ use crate::resources::{
 /// The label on what a flow adds: `Sequence.{name}` or `Parallel.{name}`.
 pub const OWNER_LABEL: &str = "flows.switchyard.dev/owner";
 
+/// For a Trigger a flow added, the flow (`Kind {ns}/name`, `{ns}` left for the caller) and
+/// the path in the flow that the Trigger's `field` stands for: a Sequence's
+/// `…-kn-sequence-1` and `spec.subscriber.ref` is `spec.steps[1].ref`.
+pub(crate) fn place(trigger: &Trigger, field: &str) -> Option<(String, String)> {
+    let owner = trigger.metadata.labels.get(OWNER_LABEL)?;
+    let (kind, flow) = owner.split_once('.')?;
+    let rest = trigger.metadata.name.strip_prefix(flow)?;
+    // (the path of the destination, the path its delivery settings come from)
+    let (destination, delivery) = match kind {
+        "Sequence" => match rest.strip_prefix("-kn-sequence-")? {
+            "reply" => ("spec.reply".to_owned(), "spec".to_owned()),
+            i => (format!("spec.steps[{i}]"), format!("spec.steps[{i}]")),
+        },
+        "Parallel" => {
+            let rest = rest.strip_prefix("-kn-parallel")?;
+            if rest == "-reply" {
+                ("spec.reply".to_owned(), "spec".to_owned())
+            } else if let Some(i) = rest.strip_prefix("-filter-") {
+                (
+                    format!("spec.branches[{i}].filter"),
+                    format!("spec.branches[{i}]"),
+                )
+            } else {
+                let rest = rest.strip_prefix('-')?;
+                match rest.strip_suffix("-reply") {
+                    Some(i) => (
+                        format!("spec.branches[{i}].reply"),
+                        format!("spec.branches[{i}]"),
+                    ),
+                    None => (
+                        format!("spec.branches[{rest}].subscriber"),
+                        format!("spec.branches[{rest}]"),
+                    ),
+                }
+            }
+        }
+        _ => return None,
+    };
+    let path = if let Some(f) = field.strip_prefix("spec.subscriber") {
+        format!("{destination}{f}")
+    } else if let Some(f) = field.strip_prefix("spec.delivery") {
+        format!("{delivery}.delivery{f}")
+    } else {
+        destination
+    };
+    Some((format!("{kind} {{ns}}/{flow}"), path))
+}
+
 /// The Broker a Sequence's address resolves to: its first step's.
 pub fn sequence_ingress(name: &str) -> String {
     format!("{name}-kn-sequence-0")

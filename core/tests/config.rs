@@ -1016,3 +1016,21 @@ spec: {type: com.example.order, broker: default}
         "{err}"
     );
 }
+
+#[test]
+fn a_flow_step_that_does_not_resolve_is_the_flows_error() {
+    let seq = "apiVersion: flows.knative.dev/v1\nkind: Sequence\nmetadata: {name: s}\nspec:\n  steps:\n    - uri: http://127.0.0.1:9001/\n    - ref: {kind: Sink, name: missing}\n";
+    let err = load_text(seq, "s.yaml").unwrap_err();
+    assert_eq!(err.resource.as_deref(), Some("Sequence default/s"), "{err}");
+    assert_eq!(err.field.as_deref(), Some("spec.steps[1].ref"), "{err}");
+    assert!(err.message.contains("no Sink `missing`"), "{err}");
+
+    let par = "apiVersion: flows.knative.dev/v1\nkind: Parallel\nmetadata: {name: p}\nspec:\n  branches:\n    - filter: {ref: {kind: Sink, name: gone}}\n      subscriber: {uri: http://127.0.0.1:9002/}\n";
+    let err = load_text(par, "p.yaml").unwrap_err();
+    assert_eq!(err.resource.as_deref(), Some("Parallel default/p"), "{err}");
+    assert_eq!(
+        err.field.as_deref(),
+        Some("spec.branches[0].filter.ref"),
+        "{err}"
+    );
+}
