@@ -260,6 +260,30 @@ async fn a_crash_loses_nothing_and_commits_nothing_early() {
     assert_eq!(stored, expected, "a record was lost");
 }
 
+/// The first record of partition 0 of `topic`, read by a plain consumer (waiting for the
+/// topic, which a sink creates in the background).
+async fn first_record(topic: &str) -> rdkafka::message::OwnedMessage {
+    let reader: StreamConsumer = client_config()
+        .set("group.id", format!("reader-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    eventually("the record arrived", WAIT, || {
+        let reader = &reader;
+        async move {
+            match tokio::time::timeout(Duration::from_secs(1), reader.recv()).await {
+                Ok(Ok(m)) => Some(m.detach()),
+                _ => None,
+            }
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_trigger_writes_to_a_topic_a_plain_consumer_reads_back() {
     let topic = format!("audit-{}", unique());
@@ -306,26 +330,7 @@ spec:
     .unwrap();
     assert_eq!(resp.status(), 202);
 
-    let reader: StreamConsumer = client_config()
-        .set("group.id", format!("reader-{topic}"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    // The sink creates the topic in the background; subscribe once it exists.
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
-        .unwrap();
-    reader.assign(&tpl).unwrap();
-    let m = eventually("the record arrived", WAIT, || {
-        let reader = &reader;
-        async move {
-            match tokio::time::timeout(Duration::from_secs(1), reader.recv()).await {
-                Ok(Ok(m)) => Some(m.detach()),
-                _ => None,
-            }
-        }
-    })
-    .await;
+    let m = first_record(&topic).await;
     let headers: BTreeMap<String, String> = m
         .headers()
         .unwrap()
@@ -408,25 +413,7 @@ spec:
     .await
     .unwrap();
     assert_eq!(resp.status(), 202);
-    let reader: StreamConsumer = client_config()
-        .set("group.id", format!("reader-{topic}"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
-        .unwrap();
-    reader.assign(&tpl).unwrap();
-    let m = eventually("the record arrived", WAIT, || {
-        let reader = &reader;
-        async move {
-            match tokio::time::timeout(Duration::from_secs(1), reader.recv()).await {
-                Ok(Ok(m)) => Some(m.detach()),
-                _ => None,
-            }
-        }
-    })
-    .await;
+    let m = first_record(&topic).await;
     let id = m
         .headers()
         .unwrap()
@@ -439,20 +426,7 @@ spec:
 
     // A Secret without `protocol` stops serve with one line that names the file.
     std::fs::remove_file(secrets.path().join("kafka-auth/protocol")).unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    std::fs::write(config_dir.path().join("c.yaml"), &config).unwrap();
-    let out = std::process::Command::new(common::bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config_dir.path())
-        .arg("--data-dir")
-        .arg(config_dir.path().join("data"))
-        .env("SWITCHYARD_SECRETS_DIR", &dir)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = common::serve_refusal(&config, &[("SWITCHYARD_SECRETS_DIR", &dir)]);
     assert!(
         err.contains(
             "KafkaSink default/audit: auth: the Secret `kafka-auth` has no key `protocol`"

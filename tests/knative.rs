@@ -401,20 +401,10 @@ async fn secret_key_refs_are_read_from_the_secrets_directory_as_kubernetes_mount
 
     // A key that is not there stops serve with one line that names the file.
     let empty = tempfile::tempdir().unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    std::fs::write(config_dir.path().join("c.yaml"), SIGNED_WEBHOOK).unwrap();
-    let out = Command::new(common::bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config_dir.path())
-        .arg("--data-dir")
-        .arg(config_dir.path().join("data"))
-        .env("SWITCHYARD_SECRETS_DIR", empty.path())
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = common::serve_refusal(
+        SIGNED_WEBHOOK,
+        &[("SWITCHYARD_SECRETS_DIR", empty.path().to_str().unwrap())],
+    );
     assert!(
         err.contains("WebhookSource default/github")
             && err.contains("key `secret` of Secret `github-webhook`")

@@ -262,6 +262,26 @@ pub fn minimal(id: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Runs `switchyard serve` on `config` (YAML text) with `env`, which must refuse to start
+/// with one line: that line.
+pub fn serve_refusal(config: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.path())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve started");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    err
+}
+
 /// A client with no connection reuse surprises and a generous timeout.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
