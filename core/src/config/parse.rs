@@ -1,0 +1,207 @@
+//! One document → a resource (with the fields it ignores), a skipped document, or a
+//! refusal that names the file, the resource and the field.
+
+use serde::Deserialize;
+
+use super::{ConfigError, SERVER_METADATA};
+use crate::kinds::Resource;
+use std::fmt;
+
+pub(super) fn describe(value: &serde_json::Value, index: usize) -> String {
+    let kind = value
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .unwrap_or("resource");
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("?");
+    let ns = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(|v| v.as_str())
+        .unwrap_or(crate::resources::DEFAULT_NAMESPACE);
+    if name == "?" {
+        format!("{kind} (document {})", index + 1)
+    } else {
+        format!("{kind} {ns}/{name}")
+    }
+}
+
+/// Parses one resource from a generic value (a YAML/JSON document or an API body).
+pub fn parse_resource(
+    value: serde_json::Value,
+    file: &str,
+    index: usize,
+) -> Result<Parsed, ConfigError> {
+    let resource = describe(&value, index);
+    let err = |field: Option<String>, message: String| ConfigError {
+        file: file.to_owned(),
+        resource: Some(resource.clone()),
+        field,
+        message,
+    };
+    let Some(obj) = value.as_object() else {
+        return Err(err(
+            None,
+            "a resource must be a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
+    };
+    let api = obj.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+    let kind = obj.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+    if api.is_empty() || kind.is_empty() {
+        return Err(err(None, "`apiVersion` and `kind` are required".into()));
+    }
+    let mut body = obj.clone();
+    body.remove("apiVersion");
+    body.remove("kind");
+    let supported = Resource::KINDS
+        .iter()
+        .find(|(_, k)| *k == kind)
+        .map(|(a, _)| *a);
+    let ignore = |field: Option<String>, why: String| Ignored {
+        file: file.to_owned(),
+        resource: resource.clone(),
+        field,
+        why,
+    };
+    let (api, ignored) = match crate::compat::prepare(api, kind, supported, &mut body) {
+        crate::compat::Prepared::Keep {
+            api_version,
+            ignored,
+        } => (
+            api_version,
+            ignored
+                .into_iter()
+                .map(|(field, why)| ignore(Some(field), why))
+                .collect::<Vec<_>>(),
+        ),
+        crate::compat::Prepared::Skip(why) => return Ok(Parsed::Skipped(ignore(None, why))),
+        crate::compat::Prepared::Refuse(why) => return Err(err(Some("kind".into()), why)),
+        crate::compat::Prepared::Unknown => (api, Vec::new()),
+    };
+    if !Resource::KINDS.contains(&(api, kind)) {
+        let supported: Vec<String> = Resource::KINDS
+            .iter()
+            .map(|(a, k)| format!("{a} {k}"))
+            .collect();
+        let same_kind = Resource::KINDS.iter().find(|(_, k)| *k == kind);
+        let message = match same_kind {
+            Some((a, _)) => {
+                format!("apiVersion `{api}` is not supported for kind {kind}; use `{a}`")
+            }
+            None => format!(
+                "kind `{kind}` ({api}) is not supported; supported kinds: {}",
+                supported.join(", ")
+            ),
+        };
+        return Err(err(Some("kind".into()), message));
+    }
+    // `status` and the server-populated metadata are written by a control plane; manifests
+    // exported with `kubectl get -o yaml` carry them, and they mean nothing here.
+    body.remove("status");
+    if let Some(serde_json::Value::Object(meta)) = body.get_mut("metadata") {
+        for field in SERVER_METADATA {
+            meta.remove(*field);
+        }
+    }
+    let body = serde_json::Value::Object(body);
+    let parsed = Resource::parse(kind, body);
+    let resource_value = parsed.map_err(|(path, message)| {
+        err((!path.is_empty() && path != ".").then_some(path), message)
+    })?;
+    resource_value
+        .validate()
+        .map_err(|e| err(Some(e.field), e.message))?;
+    Ok(Parsed::Resource(resource_value, ignored))
+}
+
+/// What one document came to.
+// Like `Resource`: few and short-lived (config loading); boxing would only complicate matching.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// A resource, with the fields it ignored.
+    Resource(Resource, Vec<Ignored>),
+    /// A document Switchyard does not run (a Deployment, a Knative Service): skipped.
+    Skipped(Ignored),
+}
+
+/// A document or a field that loaded without effect, and why (docs/knative-compatibility.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    /// The file.
+    pub file: String,
+    /// `Kind namespace/name` (or `Kind (document N)`).
+    pub resource: String,
+    /// The field, when a field is ignored rather than the whole document.
+    pub field: Option<String>,
+    /// Why it means nothing here.
+    pub why: String,
+}
+
+impl fmt::Display for Ignored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file, self.resource)?;
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": ignored: {}", self.why)
+    }
+}
+
+/// Parses the documents of one file's text, leaving out what is ignored
+/// ([`parse_documents`] says what). `name` is used in errors.
+pub fn parse_text(text: &str, name: &str) -> Result<Vec<Resource>, ConfigError> {
+    Ok(parse_documents(text, name)?
+        .into_iter()
+        .filter_map(|p| match p {
+            Parsed::Resource(r, _) => Some(r),
+            Parsed::Skipped(_) => None,
+        })
+        .collect())
+}
+
+/// Parses the documents of one file's text. `name` is used in errors; a `.json` name is read
+/// as JSON (one resource, or an array of them), anything else as YAML.
+pub fn parse_documents(text: &str, name: &str) -> Result<Vec<Parsed>, ConfigError> {
+    split_documents(text, name)?
+        .into_iter()
+        .map(|(i, v)| parse_resource(v, name, i))
+        .collect()
+}
+
+/// The documents of a file's text, each with its index (empty YAML documents left out): a
+/// `.json` name is one resource or an array of them, anything else YAML. A syntax error is
+/// the file's: what follows it cannot be split reliably.
+pub(super) fn split_documents(
+    text: &str,
+    name: &str,
+) -> Result<Vec<(usize, serde_json::Value)>, ConfigError> {
+    let file_err = |message: String| ConfigError {
+        file: name.to_owned(),
+        resource: None,
+        field: None,
+        message,
+    };
+    let mut values = Vec::new();
+    if name.ends_with(".json") {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| file_err(format!("invalid JSON: {e}")))?;
+        match v {
+            serde_json::Value::Array(items) => values.extend(items),
+            other => values.push(other),
+        }
+    } else {
+        for doc in serde_norway::Deserializer::from_str(text) {
+            let v = serde_json::Value::deserialize(doc)
+                .map_err(|e| file_err(format!("invalid YAML: {e}")))?;
+            values.push(v);
+        }
+    }
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_null())
+        .collect())
+}
