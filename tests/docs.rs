@@ -40,15 +40,20 @@
 //! `scripts/test` prints at the end.
 
 mod common;
+#[path = "docs/process.rs"]
+mod process;
+#[path = "docs/shell.rs"]
+mod shell;
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use process::{listening, ready, signal_group, stop_group, tail};
+use shell::{Cmd, commands, first_unmatched, uncomparable};
 
 /// How long one block (or session) may run.
 const BLOCK_TIMEOUT: Duration = Duration::from_secs(240);
@@ -190,223 +195,6 @@ fn validate(files: &[(String, String)]) -> Result<(), String> {
     }
 }
 
-// ---- Commands ------------------------------------------------------------------------------
-
-/// One command of a `sh` block: a line with its continuation lines and here-documents.
-#[derive(Debug, PartialEq)]
-struct Cmd {
-    text: String,
-    /// Started with a trailing `&`.
-    background: bool,
-    /// The exit status it must have (`# exits N`; 0 otherwise).
-    status: i32,
-    /// The stated output, a line each.
-    expected: Vec<String>,
-}
-
-/// Where the comment of a shell line starts: a `#` outside quotes, at the start or after
-/// white space.
-fn comment_start(line: &str) -> Option<usize> {
-    let (mut single, mut double, mut prev) = (false, false, ' ');
-    for (i, c) in line.char_indices() {
-        match c {
-            '\'' if !double => single = !single,
-            '"' if !single => double = !double,
-            '#' if !single && !double && prev.is_whitespace() => return Some(i),
-            _ => {}
-        }
-        prev = c;
-    }
-    None
-}
-
-/// A line without its comment, and the comment.
-fn split_comment(line: &str) -> (&str, &str) {
-    match comment_start(line) {
-        Some(i) => (&line[..i], &line[i + 1..]),
-        None => (line, ""),
-    }
-}
-
-/// The word that ends a here-document that `code` opens (`<<'YAML'`, `<<EOF`, `<<-X`).
-fn heredoc_end(code: &str) -> Option<String> {
-    let at = code.find("<<")?;
-    let rest = code[at + 2..].strip_prefix('-').unwrap_or(&code[at + 2..]);
-    if rest.starts_with('<') {
-        return None; // a here-string
-    }
-    let word: String = rest
-        .trim_start()
-        .trim_start_matches(['\'', '"'])
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
-    (!word.is_empty()).then_some(word)
-}
-
-/// The exit status a trailing comment states (`… exits 1 …`).
-fn stated_status(comment: &str) -> Option<i32> {
-    let at = comment.find("exits ")?;
-    let digits: String = comment[at + 6..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-/// The commands of a `sh` block.
-fn commands(text: &str) -> Vec<Cmd> {
-    let mut out: Vec<Cmd> = Vec::new();
-    let mut lines = text.lines();
-    // Whether a full-line comment here is the stated output of the last command.
-    let mut attached = false;
-    while let Some(line) = lines.next() {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() {
-            attached = false;
-            continue;
-        }
-        if let Some(comment) = trimmed.strip_prefix('#') {
-            if let (true, Some(cmd)) = (attached, out.last_mut()) {
-                let content = comment.trim();
-                match cmd.expected.last_mut() {
-                    Some(last) if last.ends_with(',') => last.push_str(content),
-                    _ => cmd.expected.push(content.to_owned()),
-                }
-            }
-            continue;
-        }
-        let mut text = line.to_owned();
-        let mut code_lines = vec![line];
-        let mut last = line;
-        loop {
-            let (code, _) = split_comment(last);
-            if let Some(end) = heredoc_end(code) {
-                for body in lines.by_ref() {
-                    text.push('\n');
-                    text.push_str(body);
-                    if body.trim() == end {
-                        break;
-                    }
-                }
-                break;
-            }
-            if !code.trim_end().ends_with('\\') {
-                break;
-            }
-            let Some(next) = lines.next() else { break };
-            text.push('\n');
-            text.push_str(next);
-            code_lines.push(next);
-            last = next;
-        }
-        let (last_code, _) = split_comment(last);
-        let last_code = last_code.trim_end();
-        let status = code_lines
-            .iter()
-            .find_map(|l| stated_status(split_comment(l).1))
-            .unwrap_or(0);
-        out.push(Cmd {
-            text,
-            background: last_code.ends_with('&') && !last_code.ends_with("&&"),
-            status,
-            expected: Vec::new(),
-        });
-        attached = true;
-    }
-    out
-}
-
-/// White space runs as one space, ends trimmed.
-fn squeeze(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Whether an actual output line matches a stated one: the stated line's pieces between
-/// wildcards (`…`, `...`) appear in it in order.
-fn line_matches(expected: &str, actual: &str) -> bool {
-    let expected = squeeze(expected);
-    let expected = match expected.find(" <- ") {
-        Some(i) => &expected[..i],
-        None => expected.as_str(),
-    };
-    let actual = squeeze(actual);
-    let mut at = 0;
-    for piece in expected.split(['…']).flat_map(|p| p.split("...")) {
-        let piece = piece.trim();
-        if piece.is_empty() {
-            continue;
-        }
-        match actual[at..].find(piece) {
-            Some(i) => at += i + piece.len(),
-            None => return false,
-        }
-    }
-    true
-}
-
-/// The first stated line that the output does not show, in order.
-fn first_unmatched<'a>(expected: &'a [String], output: &str) -> Option<&'a str> {
-    let mut lines = output.lines();
-    expected
-        .iter()
-        .find(|want| !lines.any(|line| line_matches(want, line)))
-        .map(String::as_str)
-}
-
-// ---- Processes -----------------------------------------------------------------------------
-
-fn signal_group(pgid: u32, signal: &str) -> bool {
-    Command::new("kill")
-        .args([format!("-{signal}"), "--".to_owned(), format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Stops what is left of a process group: SIGTERM, then SIGKILL after a grace period.
-fn stop_group(pgid: u32) {
-    if !signal_group(pgid, "TERM") {
-        return;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if !signal_group(pgid, "0") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    signal_group(pgid, "KILL");
-}
-
-/// Whether something answers on `port` of the loopback.
-fn listening(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-/// Whether the server on `port` answers `GET /readyz` with 200.
-fn ready(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    let mut answer = String::new();
-    stream.write_all(request.as_bytes()).is_ok()
-        && stream.read_to_string(&mut answer).is_ok()
-        && answer.starts_with("HTTP/1.1 200")
-}
-
-/// The last `n` lines of `text`, indented.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(n);
-    lines[from..]
-        .iter()
-        .map(|l| format!("    | {l}\n"))
-        .collect()
-}
-
 /// The shell script that runs `blocks`: each command's output goes to `OUT/N.out` and its
 /// exit status to `OUT/N.rc` (N counts from 1 across the blocks); the script stops at the
 /// first command whose status is not the stated one. Background commands run as written.
@@ -433,26 +221,6 @@ fn script(blocks: &[Block], out: &Path) -> String {
         }
     }
     script
-}
-
-/// Why a command's stated output cannot be compared, if it cannot: output stated under a
-/// background command (its output is the shell's, not the command's), or a stated line that
-/// would match anything.
-fn uncomparable(cmd: &Cmd) -> Option<String> {
-    if cmd.background && !cmd.expected.is_empty() {
-        return Some(
-            "output stated under a background command cannot be compared; state it under a command that prints it"
-                .to_owned(),
-        );
-    }
-    cmd.expected
-        .iter()
-        .find(|e| {
-            let e = squeeze(e);
-            let e = e.split(" <- ").next().unwrap_or_default();
-            e.replace(['…'], "").replace("...", "").trim().is_empty()
-        })
-        .map(|e| format!("the stated line `{e}` matches anything"))
 }
 
 /// Checks what each command of `blocks` printed (in `out`, as [`script`] wrote it) against
@@ -826,63 +594,6 @@ fn every_example_in_the_docs_runs() {
     assert!(tally.failed.is_empty(), "{summary}");
 }
 
-#[test]
-fn a_command_block_splits_into_commands_with_their_stated_output() {
-    let block = "\
-# prose before the first command
-mkdir -p d && cat > d/c.yaml <<'YAML'
-a: 1   # not a comment of the shell
-YAML
-server --flag &   # the server
-curl -i http://x/ \\
-  -d '{\"a\": \"#1\"}'
-# HTTP/1.1 202 Accepted   <- a note
-# {\"a\":1,
-#  \"b\":2}
-#   indented
-
-# prose after a blank line
-tool check   # exits 1
-";
-    let cmds = commands(block);
-    assert_eq!(cmds.len(), 4, "{cmds:?}");
-    assert!(cmds[0].text.ends_with("YAML") && cmds[0].expected.is_empty());
-    assert!(cmds[1].background);
-    assert_eq!(
-        cmds[2].expected,
-        [
-            "HTTP/1.1 202 Accepted   <- a note",
-            "{\"a\":1,\"b\":2}",
-            "indented"
-        ]
-    );
-    assert!(!cmds[2].background && cmds[2].text.contains("#1"));
-    assert_eq!((cmds[3].status, cmds[3].expected.len()), (1, 0));
-}
-
-#[test]
-fn stated_output_tolerates_ids_times_and_spacing() {
-    let out = "HTTP/1.1 202 Accepted\n0  2026-11-28T21:40:09.07Z  com.example.a  id=18ec-0\n";
-    let want = |lines: &[&str]| lines.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    assert_eq!(
-        first_unmatched(&want(&["HTTP/1.1 202 Accepted  <- stored"]), out),
-        None
-    );
-    assert_eq!(
-        first_unmatched(&want(&["0 … com.example.a id=…"]), out),
-        None
-    );
-    assert_eq!(
-        first_unmatched(&want(&["HTTP/1.1 400 Bad Request"]), out),
-        Some("HTTP/1.1 400 Bad Request")
-    );
-    // In order: a line matched once cannot match the next stated line.
-    assert_eq!(
-        first_unmatched(&want(&["0 …", "HTTP/1.1 202 …"]), out),
-        Some("HTTP/1.1 202 …")
-    );
-}
-
 /// The number after `key` in `text` (`--uid 10001`, `fsGroup: 10001`).
 fn number_after(text: &str, key: &str) -> Option<u32> {
     let at = text.find(key)? + key.len();
@@ -919,14 +630,4 @@ fn the_kubernetes_manifest_runs_as_the_image_user_gives_it_the_volume_and_loads(
     // The configuration the ConfigMap mounts at /config loads.
     let config = config_map_file(&manifest, "broker.yaml").expect("the ConfigMap's broker.yaml");
     validate(&[("broker.yaml".to_owned(), config)]).expect("the ConfigMap's config loads");
-}
-
-#[test]
-fn stated_output_that_cannot_be_compared_is_refused() {
-    let background = commands("server &\n# listening\n");
-    assert!(uncomparable(&background[0]).is_some());
-    let anything = commands("tool\n# …\n");
-    assert!(uncomparable(&anything[0]).is_some());
-    let fine = commands("tool\n# ok …\n");
-    assert_eq!(uncomparable(&fine[0]), None);
 }
