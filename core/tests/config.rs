@@ -311,6 +311,8 @@ fn unsupported_knative_fields_say_so() {
 
 #[test]
 fn invalid_resources_are_rejected_with_the_field() {
+    let too_long = vec!["a".repeat(63); 4].join(".");
+    let too_long_resource = format!("Broker default/{too_long}");
     let cases: &[(String, &str, Option<&str>, &str)] = &[
         (
             "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: My_Broker\n"
@@ -331,6 +333,19 @@ fn invalid_resources_are_rejected_with_the_field() {
             "Broker default/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
             Some("metadata.name"),
             "not a valid name",
+        ),
+        (
+            format!("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: {too_long}\n"),
+            &too_long_resource,
+            Some("metadata.name"),
+            "use at most 253",
+        ),
+        (
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n  namespace: team.a\n"
+                .into(),
+            "Broker team.a/b",
+            Some("metadata.namespace"),
+            "`team.a` is not a valid name",
         ),
         (
             format!(
@@ -427,6 +442,38 @@ fn invalid_resources_are_rejected_with_the_field() {
         let err = parse_text(text, "bad.yaml").unwrap_err();
         assert_error(&err, "bad.yaml", resource, *field, message);
     }
+}
+
+/// Kubernetes checks every custom resource's name as a DNS subdomain, so any kind's name may
+/// have dots; a Trigger, a source's sink and an ingress path reach a Broker named so.
+#[test]
+fn names_are_dns_subdomains_whatever_the_kind() {
+    let text = "\
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: orders.v2}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: audit.all}
+spec:
+  broker: orders.v2
+  subscriber: {uri: 'http://audit.example/'}
+---
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata: {name: tick.every-minute}
+spec:
+  schedule: '* * * * *'
+  sink: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: orders.v2}}
+";
+    let config = load_text(text, "dots.yaml").unwrap();
+    assert!(config.brokers.contains_key(&key("default", "orders.v2")));
+    assert_eq!(
+        config.triggers[&key("default", "audit.all")].spec.broker,
+        "orders.v2"
+    );
+    assert!(config.not_ready.is_empty(), "{:?}", config.not_ready);
 }
 
 #[test]

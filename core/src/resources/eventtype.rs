@@ -43,7 +43,7 @@ pub struct EventType {
 
 impl EventType {
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
-        self.metadata.validate_subdomain_name()?;
+        self.metadata.validate()?;
         let spec = &self.spec;
         if spec.ty.trim().is_empty() {
             return Err(FieldError::new("spec.type", "must not be empty"));

@@ -86,16 +86,10 @@ pub(crate) fn dns_subdomain(field: &str, value: &str) -> Result<(), FieldError> 
 }
 
 impl ObjectMeta {
-    /// Checks the name as a DNS label (what most kinds' names become part of: consumer
-    /// names, derived Broker names) and the namespace as Kubernetes does.
+    /// Checks the name and namespace as Kubernetes does for custom resources: the name a DNS
+    /// subdomain (Knative's EventTypes are named `dev.knative.source.github.push`, and any of
+    /// its kinds may have dots), the namespace a DNS label.
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
-        dns_label("metadata.name", &self.name)?;
-        dns_label("metadata.namespace", &self.namespace)
-    }
-
-    /// The same, for kinds whose names Kubernetes checks as DNS subdomains and that are
-    /// named with dots in practice (EventTypes: `dev.knative.source.github.push`).
-    pub(crate) fn validate_subdomain_name(&self) -> Result<(), FieldError> {
         dns_subdomain("metadata.name", &self.name)?;
         dns_label("metadata.namespace", &self.namespace)
     }

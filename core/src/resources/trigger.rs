@@ -159,7 +159,7 @@ impl Trigger {
         if spec.broker.is_empty() {
             return Err(FieldError::new("spec", "missing field `broker`"));
         }
-        dns_label("spec.broker", &spec.broker)?;
+        dns_subdomain("spec.broker", &spec.broker)?;
         if let Some(filter) = &spec.filter {
             for name in filter.attributes.keys() {
                 attribute_name(&format!("spec.filter.attributes.{name}"), name)?;

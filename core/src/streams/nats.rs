@@ -132,7 +132,8 @@ pub enum NatsDeliverPolicy {
 pub struct NatsJetStream {
     /// The stream (it must exist; create it with `nats stream add` or your own tooling).
     pub stream: String,
-    /// The durable consumer's name (default `switchyard-{namespace}-{name}`); created when
+    /// The durable consumer's name (default `switchyard-{namespace}-{name}`, a dot in the
+    /// name written `_`, which JetStream does not allow in consumer names); created when
     /// missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
@@ -260,7 +261,8 @@ impl NatsSource {
             js.consumer.clone().unwrap_or_else(|| {
                 format!(
                     "switchyard-{}-{}",
-                    self.metadata.namespace, self.metadata.name
+                    self.metadata.namespace,
+                    self.metadata.name.replace('.', "_")
                 )
             })
         })
