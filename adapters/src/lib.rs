@@ -6,8 +6,9 @@
 //! SQS). The stream sinks (KafkaSink, NatsSink) that triggers deliver to live here too, next to
 //! their client libraries.
 //!
-//! Every source kind is registered once, in [`KINDS`] (`kind.rs`); [`start`] runs them all
-//! (the HTTP ones share `POST /sources/{namespace}/{name}`), [`describe`] and [`check`] serve
+//! Every source kind is registered once, in [`KINDS`] (`kind.rs`); [`start`] runs each source
+//! on its own, so [`Sources::reconfigure`] restarts only what a reload changed (the HTTP ones
+//! share `POST /sources/{namespace}/{name}`), [`describe`] and [`check`] serve
 //! `switchyard validate`; [`start_sinks`] makes the stream sinks' writers.
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use switchyard_broker::log::EventLog;
 use switchyard_broker::problem::Problem;
 use switchyard_broker::tasks::Tasks;
 use switchyard_core::config::Config;
+use switchyard_core::kinds::{Group, Resource};
 use switchyard_triggers::streams::{StreamSink, StreamSinks, address};
 
 use kind::{HttpSource, Setup};
@@ -49,33 +51,72 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[error("{0}")]
 pub struct SourceError(pub String);
 
-/// The running sources; [`shutdown`](Sources::shutdown) (or dropping it) stops the background
-/// ones. Each stores before it acknowledges, so stopping one at any point loses nothing.
-#[derive(Debug)]
+/// A source by kind, namespace and name.
+type SourceKey = (&'static str, String, String);
+
+/// One running source: what it was started from, its background tasks, its HTTP endpoint.
+struct RunningSource {
+    resource: Resource,
+    tasks: Option<Tasks>,
+    http: Vec<String>,
+}
+
+/// What a reload changed among the sources, each as `Kind namespace/name`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SourceChanges {
+    /// Sources that started.
+    pub added: Vec<String>,
+    /// Sources restarted with new settings.
+    pub changed: Vec<String>,
+    /// Sources stopped.
+    pub removed: Vec<String>,
+}
+
+/// The running sources, each started on its own so a reload restarts only those that
+/// changed; [`shutdown`](Sources::shutdown) (or dropping it) stops the background ones. Each
+/// stores before it acknowledges, so stopping one at any point loses nothing.
 pub struct Sources {
     /// Routes of the HTTP sources (and `/debug/clock` for a manual clock).
     pub routes: Router,
-    /// Each kind's background sources.
-    tasks: Vec<Tasks>,
+    http: Arc<HttpSources>,
+    running: HashMap<SourceKey, RunningSource>,
+    clock: clock::Clock,
+    client: reqwest::Client,
 }
 
-impl Sources {
-    /// Stops every background source and waits until each has ended.
-    pub async fn shutdown(self) {
-        for tasks in self.tasks {
-            tasks.shutdown().await;
-        }
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("running", &self.running.len())
+            .finish_non_exhaustive()
     }
 }
 
 struct HttpSources {
     log: Arc<dyn EventLog>,
     /// By `namespace/name`.
-    by_key: HashMap<String, HttpSource>,
+    by_key: std::sync::RwLock<HashMap<String, Arc<HttpSource>>>,
 }
 
-/// Starts every source of `config`, kind by kind ([`KINDS`]): resolves secrets, starts the
-/// background ones, and returns the routes of the HTTP ones.
+impl HttpSources {
+    fn get(&self, key: &str) -> Option<Arc<HttpSource>> {
+        let map = self
+            .by_key
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(key).cloned()
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut HashMap<String, Arc<HttpSource>>)) {
+        f(&mut self
+            .by_key
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
+/// Starts every source of `config` ([`KINDS`]): resolves secrets, starts the background ones,
+/// and returns the routes of the HTTP ones.
 pub async fn start(
     config: &Config,
     event_types: &Arc<EventTypePolicy>,
@@ -84,63 +125,262 @@ pub async fn start(
 ) -> Result<Sources, SourceError> {
     let client = switchyard_triggers::delivery::build_client(reqwest::Client::builder())
         .map_err(|e| SourceError(format!("cannot build the HTTP client: {e}")))?;
-    let setup = Setup {
-        config,
-        event_types,
-        log: &log,
-        clock: &clock,
-        client: &client,
-    };
-    let (mut tasks, mut by_key) = (Vec::new(), HashMap::new());
-    for kind in KINDS {
-        let started = (kind.start)(&setup).await?;
-        tasks.extend(started.tasks);
-        by_key.extend(started.http);
-    }
-    let state = Arc::new(HttpSources { log, by_key });
+    let http = Arc::new(HttpSources {
+        log,
+        by_key: std::sync::RwLock::default(),
+    });
     let routes = Router::new()
         .route("/sources/{namespace}/{name}", post(receive))
-        .with_state(state)
-        .merge(clock::routes(clock));
-    Ok(Sources { routes, tasks })
+        .with_state(Arc::clone(&http))
+        .merge(clock::routes(clock.clone()));
+    let mut sources = Sources {
+        routes,
+        http,
+        running: HashMap::new(),
+        clock,
+        client,
+    };
+    sources.reconfigure(config, event_types, true).await?;
+    Ok(sources)
 }
 
-/// The writers of the stream sinks (KafkaSinks, NatsSinks) triggers deliver to.
-#[derive(Debug)]
-pub struct StreamSinkWriters {
-    /// The writers by address, for the dispatcher.
-    pub sinks: StreamSinks,
+impl Sources {
+    /// Takes `config` in place of the running one, source by source: one whose resource is
+    /// the same keeps running untouched (unless the brokers' `eventTypes` changed,
+    /// `event_types_changed`, which every source applies); one that changed is stopped and
+    /// started again; a new one starts; a removed one stops. A source that fails to start does
+    /// not stop the others: they all run, and the error names the first that failed (it is
+    /// tried again by the next reload).
+    pub async fn reconfigure(
+        &mut self,
+        config: &Config,
+        event_types: &Arc<EventTypePolicy>,
+        event_types_changed: bool,
+    ) -> Result<SourceChanges, SourceError> {
+        let wanted: HashMap<SourceKey, Resource> = Resource::all_in(config, Group::Source)
+            .into_iter()
+            .map(|(kind, (ns, name), r)| ((kind, ns, name), r))
+            .collect();
+        let mut changes = SourceChanges::default();
+        let stopping: Vec<SourceKey> = self
+            .running
+            .iter()
+            .filter(|(key, running)| {
+                event_types_changed || wanted.get(*key) != Some(&running.resource)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stopping {
+            let Some(running) = self.running.remove(&key) else {
+                continue;
+            };
+            self.http.edit(|map| {
+                for k in &running.http {
+                    map.remove(k);
+                }
+            });
+            if let Some(tasks) = running.tasks {
+                tasks.shutdown().await;
+            }
+            let (kind, ns, name) = &key;
+            let named = format!("{kind} {ns}/{name}");
+            if wanted.contains_key(&key) {
+                changes.changed.push(named);
+            } else {
+                changes.removed.push(named);
+            }
+        }
+        let log = Arc::clone(&self.http.log);
+        let mut failed = None;
+        let mut wanted: Vec<(SourceKey, Resource)> = wanted.into_iter().collect();
+        wanted.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, resource) in wanted {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let (kind_name, ns, name) = &key;
+            let Some(kind) = KINDS.iter().find(|k| k.name == *kind_name) else {
+                continue;
+            };
+            // The kind starts what its part of the configuration holds: this source only.
+            let mut own = config.clone();
+            Resource::retain_in(&mut own, Group::Source, |k, (kns, kname)| {
+                k == *kind_name && kns == ns && kname == name
+            });
+            let setup = Setup {
+                config: &own,
+                event_types,
+                log: &log,
+                clock: &self.clock,
+                client: &self.client,
+            };
+            let started = match (kind.start)(&setup).await {
+                Ok(started) => started,
+                Err(e) => {
+                    // The first failure is the caller's to report; the others are logged.
+                    if failed.is_some() {
+                        tracing::error!(error = %e, "a source could not start");
+                    } else {
+                        failed = Some(e);
+                    }
+                    continue;
+                }
+            };
+            let http: Vec<String> = started.http.iter().map(|(k, _)| k.clone()).collect();
+            self.http.edit(|map| {
+                for (k, h) in started.http {
+                    map.insert(k, Arc::new(h));
+                }
+            });
+            let named = format!("{kind_name} {ns}/{name}");
+            if !changes.changed.contains(&named) {
+                changes.added.push(named);
+            }
+            self.running.insert(
+                key,
+                RunningSource {
+                    resource,
+                    tasks: started.tasks,
+                    http,
+                },
+            );
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(changes),
+        }
+    }
+
+    /// Stops every background source and waits until each has ended.
+    pub async fn shutdown(self) {
+        for (_, running) in self.running {
+            if let Some(tasks) = running.tasks {
+                tasks.shutdown().await;
+            }
+        }
+    }
+}
+
+/// One stream sink's writer and what it was made from.
+struct RunningSink {
+    resource: Resource,
+    writer: Arc<dyn StreamSink>,
     tasks: Tasks,
 }
 
+/// The writers of the stream sinks (KafkaSinks, NatsSinks) triggers deliver to.
+pub struct StreamSinkWriters {
+    /// The writers by address, for the dispatcher (a reload replaces it).
+    pub sinks: StreamSinks,
+    running: HashMap<String, RunningSink>,
+    /// Writers a reload replaced, kept until [`retire`](Self::retire): triggers may still
+    /// deliver through them until they are rebuilt.
+    replaced: Vec<RunningSink>,
+}
+
+impl std::fmt::Debug for StreamSinkWriters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSinkWriters")
+            .field("sinks", &self.running.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl StreamSinkWriters {
+    /// Makes a writer for each KafkaSink and NatsSink of `config` that is new or changed,
+    /// keeps the others, and returns the addresses of those it made anew or dropped (the
+    /// triggers that deliver to them must be rebuilt). The writers replaced stay open until
+    /// [`retire`](Self::retire).
+    pub async fn reconfigure(
+        &mut self,
+        config: &Config,
+    ) -> Result<std::collections::HashSet<String>, SourceError> {
+        let wanted: HashMap<String, Resource> = Resource::all_in(config, Group::Sink)
+            .into_iter()
+            .filter(|(kind, _, _)| matches!(*kind, "KafkaSink" | "NatsSink"))
+            .map(|(kind, (ns, name), r)| (address(kind, &ns, &name), r))
+            .collect();
+        let mut made = HashMap::new();
+        for (addr, resource) in &wanted {
+            if self
+                .running
+                .get(addr)
+                .is_some_and(|r| &r.resource == resource)
+            {
+                continue;
+            }
+            let mut tasks = Tasks::new("stream sinks");
+            let writer = match resource {
+                Resource::KafkaSink(s) => {
+                    kafka::sink(&s.metadata.namespace, &s.metadata.name, s, &mut tasks)?
+                }
+                Resource::NatsSink(s) => {
+                    nats::sink(&s.metadata.namespace, &s.metadata.name, s).await?
+                }
+                _ => continue,
+            };
+            made.insert(
+                addr.clone(),
+                RunningSink {
+                    resource: resource.clone(),
+                    writer,
+                    tasks,
+                },
+            );
+        }
+        let mut restarted: std::collections::HashSet<String> = made.keys().cloned().collect();
+        let gone: Vec<String> = self
+            .running
+            .keys()
+            .filter(|a| !wanted.contains_key(*a))
+            .cloned()
+            .collect();
+        for addr in gone {
+            if let Some(old) = self.running.remove(&addr) {
+                self.replaced.push(old);
+            }
+            restarted.insert(addr);
+        }
+        for (addr, sink) in made {
+            if let Some(old) = self.running.insert(addr, sink) {
+                self.replaced.push(old);
+            }
+        }
+        self.sinks = Arc::new(
+            self.running
+                .iter()
+                .map(|(a, r)| (a.clone(), Arc::clone(&r.writer)))
+                .collect(),
+        );
+        Ok(restarted)
+    }
+
+    /// Stops the writers a reload replaced, once no trigger delivers through them.
+    pub async fn retire(&mut self) {
+        for old in std::mem::take(&mut self.replaced) {
+            old.tasks.shutdown().await;
+        }
+    }
+
     /// Stops the writers' background tasks and waits until each has ended.
-    pub async fn shutdown(self) {
-        self.tasks.shutdown().await;
+    pub async fn shutdown(mut self) {
+        self.retire().await;
+        for (_, r) in self.running {
+            r.tasks.shutdown().await;
+        }
     }
 }
 
 /// Makes a writer for every KafkaSink and NatsSink of `config`. Connections are made in the
 /// background: a stream that is down at start only delays deliveries (they are retried).
 pub async fn start_sinks(config: &Config) -> Result<StreamSinkWriters, SourceError> {
-    let mut tasks = Tasks::new("stream sinks");
-    let mut sinks: HashMap<String, Arc<dyn StreamSink>> = HashMap::new();
-    for ((ns, name), s) in &config.kafka_sinks {
-        sinks.insert(
-            address("KafkaSink", ns, name),
-            kafka::sink(ns, name, s, &mut tasks)?,
-        );
-    }
-    for ((ns, name), s) in &config.nats_sinks {
-        sinks.insert(
-            address("NatsSink", ns, name),
-            nats::sink(ns, name, s).await?,
-        );
-    }
-    Ok(StreamSinkWriters {
-        sinks: Arc::new(sinks),
-        tasks,
-    })
+    let mut writers = StreamSinkWriters {
+        sinks: StreamSinks::default(),
+        running: HashMap::new(),
+        replaced: Vec::new(),
+    };
+    writers.reconfigure(config).await?;
+    Ok(writers)
 }
 
 async fn receive(
@@ -152,7 +392,7 @@ async fn receive(
     let key = switchyard_core::id::join(&namespace, &name);
     let answer = async {
         let body = read_body(body, MAX_BODY_BYTES).await?;
-        if let Some(s) = sources.by_key.get(&key) {
+        if let Some(s) = sources.get(&key) {
             s.handle(&sources.log, &headers, body).await
         } else {
             Err(Problem::not_found(format!(

@@ -23,6 +23,8 @@ pub struct BrokerState {
 
 /// What every handler shares.
 pub struct App {
+    /// What `/readyz` says of the configuration.
+    pub(crate) config_status: RwLock<crate::server::ConfigStatus>,
     pub(crate) brokers: RwLock<HashMap<String, Arc<BrokerState>>>,
     pub(crate) event_types: RwLock<Arc<EventTypePolicy>>,
     /// Event types seen by brokers in `record` mode.

@@ -72,8 +72,8 @@ pub struct ServerOptions {
     pub store: RedbOptions,
 }
 
-/// Takes `config`'s brokers and EventTypes into `app`, whole.
-fn apply(app: &App, config: &Config) -> Result<(), ServeError> {
+/// Takes `config`'s brokers and EventTypes into `app`, whole; the new `eventTypes` policy.
+fn apply(app: &App, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError> {
     let policy = Arc::new(EventTypePolicy::new(config, Arc::clone(&app.discovery))?);
     let mut brokers = HashMap::new();
     for ((ns, name), broker) in &config.brokers {
@@ -98,9 +98,54 @@ fn apply(app: &App, config: &Config) -> Result<(), ServeError> {
         *b = brokers;
     }
     if let Ok(mut r) = app.event_types.write() {
-        *r = policy;
+        *r = Arc::clone(&policy);
     }
-    Ok(())
+    Ok(policy)
+}
+
+/// The server's side of a reload: the brokers ingress takes events for, their `eventTypes`,
+/// and what `/readyz` says of the configuration.
+#[derive(Debug, Clone)]
+pub struct Reconfigure {
+    app: Arc<App>,
+}
+
+impl Reconfigure {
+    /// Checks what `config` needs of the server (its EventTypes' schemas compile) without
+    /// applying anything; the `eventTypes` policy it would be.
+    pub fn check(&self, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError> {
+        Ok(Arc::new(EventTypePolicy::new(
+            config,
+            Arc::clone(&self.app.discovery),
+        )?))
+    }
+
+    /// Takes `config`'s brokers and EventTypes in place of the running ones; the new
+    /// `eventTypes` policy, for the sources and triggers.
+    pub fn apply(&self, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError> {
+        apply(&self.app, config)
+    }
+
+    /// What `/readyz` reports of the configuration: the reload that last succeeded (its
+    /// generation, 1 at start) and the error of a later one that failed, if any.
+    pub fn report(&self, status: ConfigStatus) {
+        if let Ok(mut s) = self.app.config_status.write() {
+            *s = status;
+        }
+    }
+}
+
+/// What `/readyz` says of the configuration in force.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConfigStatus {
+    /// How many configurations were taken: 1 at start, one more per reload that succeeded.
+    pub generation: u64,
+    /// When the configuration in force was taken (RFC 3339).
+    pub loaded_at: String,
+    /// Why the last reload was refused, when it was (the configuration in force is then the
+    /// one before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A server that has bound its listener and opened its store, ready to serve.
@@ -147,6 +192,7 @@ impl Server {
                 .map_err(|e| ServeError::Setting(format!("store task failed: {e}")))??
         };
         let app = Arc::new(App {
+            config_status: RwLock::new(ConfigStatus::default()),
             brokers: RwLock::new(HashMap::new()),
             event_types: RwLock::new(Arc::default()),
             discovery: Arc::new(discovery),
@@ -173,6 +219,13 @@ impl Server {
     /// The brokers' `eventTypes` settings, for the sources, which apply them as ingress does.
     pub fn event_types(&self) -> Arc<EventTypePolicy> {
         self.app.event_types()
+    }
+
+    /// The handle a reload changes the server through.
+    pub fn reconfigure(&self) -> Reconfigure {
+        Reconfigure {
+            app: Arc::clone(&self.app),
+        }
     }
 
     /// The address actually bound (useful with port 0).
@@ -293,15 +346,28 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let config = app
+        .config_status
+        .read()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    let config = serde_json::to_value(config).unwrap_or_default();
     if app.ready.load(Ordering::SeqCst) {
-        json_status(StatusCode::OK, "ready")
+        json_body(
+            StatusCode::OK,
+            serde_json::json!({ "status": "ready", "config": config }),
+        )
     } else {
         json_status(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     }
 }
 
 fn json_status(code: StatusCode, status: &str) -> Response {
-    let body = serde_json::json!({ "status": status }).to_string();
+    json_body(code, serde_json::json!({ "status": status }))
+}
+
+fn json_body(code: StatusCode, body: serde_json::Value) -> Response {
+    let body = body.to_string();
     let mut r = (code, body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

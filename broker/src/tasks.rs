@@ -71,6 +71,20 @@ impl Tasks {
         self.set.is_empty()
     }
 
+    /// Waits up to `within` for every task to end on its own, then aborts those still
+    /// running and waits until each has ended.
+    pub async fn finish(mut self, within: std::time::Duration) {
+        let all_ended = async { while self.set.join_next().await.is_some() {} };
+        if tokio::time::timeout(within, all_ended).await.is_err() {
+            tracing::warn!(
+                owner = self.owner,
+                running = self.set.len(),
+                "tasks did not end in time; stopping them"
+            );
+        }
+        self.shutdown().await;
+    }
+
     /// Aborts every task and waits until each has ended.
     pub async fn shutdown(mut self) {
         self.stop.send_replace(true);

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use switchyard_adapters::SourceError;
@@ -13,6 +14,9 @@ use switchyard_broker::server::ServeError;
 pub use switchyard_broker::{RedbOptions, ServerOptions};
 pub use switchyard_core::config::Config;
 use switchyard_triggers::dispatch::{self, DispatchError, Dispatcher};
+
+mod reload;
+pub use reload::{Changes, Reloaded, WATCH_INTERVAL};
 
 /// Why [`run`] stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -26,14 +30,44 @@ pub enum RunError {
     /// A source or a stream sink could not start.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The configuration did not load.
+    #[error(transparent)]
+    Config(#[from] switchyard_core::config::ConfigError),
 }
 
 /// Serves `config` with `options`, PingSources scheduled by `clock`, until `shutdown`
 /// resolves; then drains (requests in flight answered, queued appends committed, cursors
 /// persisted) and returns. `ready` is called with the bound address once everything runs
-/// (`options.listen` may have port 0).
+/// (`options.listen` may have port 0). The configuration is fixed: see [`run_watching`].
 pub async fn run(
     config: Config,
+    options: ServerOptions,
+    clock: Clock,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    serve(config, None, options, clock, ready, shutdown).await
+}
+
+/// Like [`run`], with the configuration loaded from `path` and reloaded when its files change,
+/// on SIGHUP and on `POST /api/v1/reload` (`reload.rs`; spec/reload.md).
+pub async fn run_watching(
+    path: PathBuf,
+    options: ServerOptions,
+    clock: Clock,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    // What the files hold is noted before they are read, so an edit made while `serve` starts
+    // is seen by the watcher.
+    let watched = reload::Watched::new(path);
+    let config = Config::load(&watched.path)?;
+    serve(config, Some(watched), options, clock, ready, shutdown).await
+}
+
+async fn serve(
+    config: Config,
+    watched: Option<reload::Watched>,
     options: ServerOptions,
     clock: Clock,
     ready: impl FnOnce(SocketAddr),
@@ -59,29 +93,50 @@ pub async fn run(
     .await?;
     let sources =
         switchyard_adapters::start(&config, &server.event_types(), server.log(), clock).await?;
-    let api = switchyard_triggers::api::routes(server.log(), dispatcher.sources())
+    let brokers: switchyard_triggers::tail::Brokers = Arc::new(std::sync::RwLock::new(
+        config
+            .brokers
+            .keys()
+            .map(|(ns, name)| switchyard_core::id::join(ns, name))
+            .collect(),
+    ));
+    let (requests, requested) = reload::requests();
+    let api = switchyard_triggers::api::routes(server.log(), dispatcher.running())
         .merge(sources.routes.clone())
         .merge(switchyard_triggers::tail::routes(
             server.log(),
-            config
-                .brokers
-                .keys()
-                .map(|(ns, name)| switchyard_core::id::join(ns, name))
-                .collect(),
-        ));
+            Arc::clone(&brokers),
+        ))
+        .merge(reload::routes(requests));
     tracing::info!(
         %addr,
         brokers = config.brokers.len(),
         triggers = config.triggers.len(),
         "switchyard is serving"
     );
+    let running = reload::Running {
+        config,
+        generation: 1,
+        server: server.reconfigure(),
+        sinks: stream_sinks,
+        dispatcher,
+        sources,
+        brokers,
+        loaded_at: reload::now(),
+        incomplete: false,
+    };
+    running.report(None);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(reload::watch(running, watched, requested, stopped));
     ready(addr);
     server
         .serve(api, async move {
             shutdown.await;
-            sources.shutdown().await;
-            dispatcher.shutdown().await;
-            stream_sinks.shutdown().await;
+            // The watcher stops the sources, the triggers and the stream sinks.
+            stop.send_replace(true);
+            if let Err(e) = watcher.await {
+                tracing::error!(error = %e, "the configuration watcher failed");
+            }
         })
         .await?;
     Ok(())

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use switchyard::{Clock, Config, RedbOptions, ServerOptions};
+use switchyard::{Clock, RedbOptions, ServerOptions};
 use switchyard_broker::RedbLog;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::server::DEFAULT_BODY_LIMIT_BYTES;
@@ -40,7 +40,8 @@ struct Cli {
 enum Command {
     /// Run the broker: ingress, store and (later) triggers, with the given configuration.
     Serve {
-        /// A YAML/JSON file, or a directory of them, with Broker, Trigger, Sink and EventType resources.
+        /// A YAML/JSON file, or a directory of them, with Broker, Trigger, Sink and EventType
+        /// resources; reloaded when it changes, on SIGHUP and on `POST /api/v1/reload`.
         #[arg(long, short)]
         config: PathBuf,
         /// Where the store keeps its files.
@@ -150,7 +151,7 @@ fn run(cli: Cli) -> Result<()> {
             no_fsync,
         } => {
             init_tracing();
-            let config = Config::load(&config)?;
+            let path = config;
             let options = ServerOptions {
                 listen,
                 data_dir,
@@ -166,7 +167,7 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(serve(config, options))
+            runtime.block_on(serve(path, options))
         }
         Command::Validate { config, strict } => {
             print_out(&validate::run(&config, strict)?);
@@ -214,10 +215,10 @@ fn print_out(text: &str) {
     print!("{text}");
 }
 
-async fn serve(config: Config, options: ServerOptions) -> Result<()> {
+async fn serve(path: std::path::PathBuf, options: ServerOptions) -> Result<()> {
     let clock = Clock::for_serve().map_err(anyhow::Error::msg)?;
-    switchyard::run(
-        config,
+    switchyard::run_watching(
+        path,
         options,
         clock,
         |addr| print_out(&format!("switchyard listening on http://{addr}\n")),

@@ -93,6 +93,27 @@ macro_rules! kinds {
                 }
             }
 
+            /// Every resource of `group` in `config`, with its kind and key.
+            pub fn all_in(config: &Config, group: Group) -> Vec<(&'static str, (String, String), Resource)> {
+                let mut out = Vec::new();
+                $(if Group::$group == group {
+                    out.extend(config.$field.iter().map(|(k, r)| {
+                        (stringify!($kind), k.clone(), Resource::$kind(r.clone()))
+                    }));
+                })*
+                out
+            }
+            /// Keeps, of the resources of `group` in `config`, those `keep` says to (by kind
+            /// and key).
+            pub fn retain_in(
+                config: &mut Config,
+                group: Group,
+                keep: impl Fn(&'static str, &(String, String)) -> bool,
+            ) {
+                $(if Group::$group == group {
+                    config.$field.retain(|k, _| keep(stringify!($kind), k));
+                })*
+            }
             /// The kinds of `group`.
             pub fn kinds_of(group: Group) -> impl Iterator<Item = &'static str> {
                 [$((Group::$group, stringify!($kind)),)*]

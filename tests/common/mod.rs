@@ -84,6 +84,33 @@ impl Switchyard {
         Self::start_full(config, extra, Vec::new())
     }
 
+    /// Starts the binary with a config directory holding `files` (name, YAML text); the
+    /// directory is [`Self::config_path`].
+    pub fn start_dir(files: &[(&str, &str)]) -> Switchyard {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let config_path = dir.join("config");
+        std::fs::create_dir(&config_path).unwrap();
+        for (name, text) in files {
+            std::fs::write(config_path.join(name), text).unwrap();
+        }
+        let (child, base) = Self::spawn(&dir, &config_path, &[], &[]);
+        Switchyard {
+            child,
+            base,
+            dir,
+            _tmp: Some(tmp),
+            config: config_path,
+            extra: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The config file or directory the server was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     fn start_full(config: &str, extra: &[&str], env: Vec<(String, String)>) -> Switchyard {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
@@ -147,7 +174,7 @@ impl Switchyard {
         self.env.push((key.to_owned(), value.to_owned()));
     }
 
-    /// Replaces the configuration file (takes effect at the next [`Self::restart`]).
+    /// Replaces the configuration file (the server reloads it within a second or so).
     pub fn rewrite_config(&self, config: &str) {
         std::fs::write(&self.config, config).unwrap();
     }

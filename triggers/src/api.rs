@@ -1,7 +1,6 @@
 //! The dead-letter part of the management API (`spec/management-api.md`): list with filters and
 //! pages, show one with every attempt, redrive, purge.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -13,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_broker::log::{EventLog, Table, WriteOp, blocking};
 use switchyard_broker::problem::Problem;
 
-use crate::dispatch::EmbeddedSource;
+use crate::dispatch::RunningTriggers;
 use crate::records::{self, DeadLetter, RetryEntry};
 
 /// The most records one page holds.
@@ -25,23 +24,15 @@ struct ApiState {
     /// cannot both schedule it.
     mutate: tokio::sync::Mutex<()>,
     /// Triggers by (broker id, trigger name).
-    triggers: HashMap<(String, String), Arc<EmbeddedSource>>,
+    triggers: RunningTriggers,
 }
 
 /// The routes, to merge into the server's router.
-pub fn routes(log: Arc<dyn EventLog>, triggers: &[Arc<EmbeddedSource>]) -> Router {
+pub fn routes(log: Arc<dyn EventLog>, triggers: RunningTriggers) -> Router {
     let state = Arc::new(ApiState {
         log,
         mutate: tokio::sync::Mutex::new(()),
-        triggers: triggers
-            .iter()
-            .map(|t| {
-                (
-                    (t.broker_id().to_owned(), t.id().name().to_owned()),
-                    Arc::clone(t),
-                )
-            })
-            .collect(),
+        triggers,
     });
     let base = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
     Router::new()
@@ -411,7 +402,7 @@ async fn redrive(
     }
     let mut redriven = 0usize;
     for (key, d) in selected {
-        let Some(t) = state.triggers.get(&(broker.clone(), d.trigger.clone())) else {
+        let Some(t) = state.triggers.get(&broker, &d.trigger) else {
             return Err(Problem::new(
                 StatusCode::CONFLICT,
                 "urn:switchyard:problem:no-trigger",

@@ -56,15 +56,18 @@ impl Selection {
     }
 }
 
+/// The configured brokers, `namespace/name`, as a reload leaves them.
+pub type Brokers = Arc<std::sync::RwLock<HashSet<String>>>;
+
 struct TailState {
     log: Arc<dyn EventLog>,
     /// The configured brokers, `namespace/name`.
-    brokers: HashSet<String>,
+    brokers: Brokers,
 }
 
 /// The route, to merge into the server's router; `brokers` are the configured ones
 /// (`namespace/name`), others get 404.
-pub fn routes(log: Arc<dyn EventLog>, brokers: HashSet<String>) -> Router {
+pub fn routes(log: Arc<dyn EventLog>, brokers: Brokers) -> Router {
     Router::new()
         .route(
             "/api/v1/namespaces/{namespace}/brokers/{broker}/events",
@@ -144,7 +147,12 @@ async fn tail(
     Query(q): Query<TailQuery>,
 ) -> Result<Response, Problem> {
     let broker = switchyard_core::id::join(&ns, &b);
-    if !state.brokers.contains(&broker) {
+    let configured = state
+        .brokers
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(&broker);
+    if !configured {
         return Err(Problem::not_found(format!(
             "no Broker `{b}` in namespace `{ns}`"
         )));

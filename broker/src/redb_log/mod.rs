@@ -350,6 +350,15 @@ impl EventLog for RedbLog {
     }
 
     fn write(&self, ops: Vec<WriteOp>) -> WriteFuture {
+        // A cursor forgotten must not come back from a commit still pending (a trigger a
+        // reload removed committed its last position just before).
+        if let Ok(mut pending) = self.shared.pending_cursors.lock() {
+            for op in &ops {
+                if let WriteOp::ForgetCursor { broker, consumer } = op {
+                    pending.remove(&cursor_key(broker, consumer));
+                }
+            }
+        }
         let sender = self.sender.read().ok().and_then(|g| g.clone());
         Box::pin(async move {
             let tx = sender.ok_or(LogError::ShuttingDown)?;

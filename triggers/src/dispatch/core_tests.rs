@@ -70,7 +70,8 @@ impl DeliverySource for FakeSource {
 }
 
 /// A subscriber on loopback: `ce-type` says how it answers (`ok` 202, `fail` 500, `bad` 400,
-/// `flaky` 500 the first time an id is seen and 202 after); it keeps the ids in arrival order.
+/// `flaky` 500 the first time an id is seen and 202 after, `slow` 202 after 300 ms); it keeps
+/// the ids in arrival order.
 async fn sink() -> (String, Arc<Mutex<Vec<String>>>) {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let log = Arc::clone(&seen);
@@ -91,6 +92,10 @@ async fn sink() -> (String, Arc<Mutex<Vec<String>>>) {
                 lock(&log).push(id.clone());
                 match h("ce-type").as_str() {
                     "ok" => StatusCode::ACCEPTED,
+                    "slow" => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        StatusCode::ACCEPTED
+                    }
                     "bad" => StatusCode::BAD_REQUEST,
                     "flaky" if !lock(&flaky).insert(id) => StatusCode::ACCEPTED,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,6 +133,11 @@ fn trigger(url: &str, spec: &str) -> Arc<TriggerRuntime> {
     Arc::new(TriggerRuntime::build(&cx, "default", "t", &config.triggers[&key]).expect("built"))
 }
 
+/// A drain signal that never comes.
+fn never_stopped() -> tokio::sync::watch::Receiver<bool> {
+    tokio::sync::watch::channel(false).1
+}
+
 fn work(position: u64, ty: &str) -> Work<()> {
     let event = CloudEvent::new(format!("e{position}"), "/test", ty).expect("a valid event");
     Work {
@@ -145,7 +155,11 @@ async fn each_answer_becomes_the_outcome_the_source_settles() {
     let (url, _) = sink().await;
     let t = trigger(&url, "delivery: {retry: 1, backoffDelay: PT10S}");
     let source = Arc::new(FakeSource::default());
-    let core = tokio::spawn(deliver::dispatch_loop(t, Arc::clone(&source)));
+    let core = tokio::spawn(deliver::dispatch_loop(
+        t,
+        Arc::clone(&source),
+        never_stopped(),
+    ));
     let before_ms = crate::records::now_ms();
     for (p, ty) in [(1, "ok"), (2, "fail"), (3, "bad")] {
         source.push(work(p, ty));
@@ -186,7 +200,11 @@ async fn a_redrive_goes_to_the_url_it_names() {
     let (elsewhere, at_elsewhere) = sink().await;
     let t = trigger(&subscriber, "delivery: {retry: 0}");
     let source = Arc::new(FakeSource::default());
-    let core = tokio::spawn(deliver::dispatch_loop(t, Arc::clone(&source)));
+    let core = tokio::spawn(deliver::dispatch_loop(
+        t,
+        Arc::clone(&source),
+        never_stopped(),
+    ));
     let mut redrive = work(7, "ok");
     redrive.redirect = Some(elsewhere);
     redrive.first = false;
@@ -206,7 +224,11 @@ async fn an_ordered_trigger_retries_in_place_and_holds_only_its_key() {
         "ordering: ordered, delivery: {retry: 3, backoffDelay: PT0.2S}",
     );
     let source = Arc::new(FakeSource::default());
-    let core = tokio::spawn(deliver::dispatch_loop(t, Arc::clone(&source)));
+    let core = tokio::spawn(deliver::dispatch_loop(
+        t,
+        Arc::clone(&source),
+        never_stopped(),
+    ));
     for (p, ty, key) in [(1, "flaky", "a"), (2, "ok", "a"), (3, "ok", "b")] {
         let mut w = work(p, ty);
         let mut event = (*w.event).clone();
@@ -229,4 +251,33 @@ async fn an_ordered_trigger_retries_in_place_and_holds_only_its_key() {
     assert_eq!(seen.iter().filter(|s| *s == "e1").count(), 2, "{seen:?}");
     assert!(pos("e1") < pos("e2"), "{seen:?}");
     core.abort();
+}
+
+/// Draining (a reload stops or changes the trigger): the loop takes no more work, lets the
+/// attempt in flight finish and settle, and returns.
+#[tokio::test]
+async fn a_draining_loop_settles_what_is_in_flight_and_takes_nothing_more() {
+    let (url, seen) = sink().await;
+    let t = trigger(&url, "delivery: {retry: 0}");
+    let source = Arc::new(FakeSource::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let core = tokio::spawn(deliver::dispatch_loop(t, Arc::clone(&source), stopped));
+    source.push(work(1, "slow"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while lock(&seen).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "e1 was not sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send_replace(true);
+    source.push(work(2, "ok"));
+    tokio::time::timeout(Duration::from_secs(10), core)
+        .await
+        .expect("the loop returns once drained")
+        .expect("it does not panic");
+    assert_eq!(
+        *lock(&source.settled),
+        [(1, Outcome::Delivered { replies: vec![] })]
+    );
+    assert_eq!(*lock(&seen), ["e1"], "nothing taken after the stop");
+    assert_eq!(lock(&source.work).len(), 1, "e2 stays with the source");
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use switchyard_broker::append::{self, reply_ttl};
 use switchyard_broker::metrics as m;
 use switchyard_core::{CloudEvent, ExtValue};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
 
 use super::outcome::{Outcome, decide};
@@ -74,11 +74,13 @@ async fn deliver_once<S: DeliverySource>(
 }
 
 /// An ordered trigger's event: retried in place, so its key stays blocked until it is
-/// delivered or dead-lettered.
+/// delivered or dead-lettered. When the trigger is draining (`stop`), a retry is not waited
+/// for: the event is left unsettled, so the trigger's next run delivers it again in order.
 async fn deliver_in_order<S: DeliverySource>(
     t: &TriggerRuntime,
     source: &S,
     mut work: Work<S::Ticket>,
+    stop: &mut watch::Receiver<bool>,
 ) {
     let to = t.destination(&work);
     let mut attempts = std::mem::take(&mut work.attempts);
@@ -92,7 +94,10 @@ async fn deliver_in_order<S: DeliverySource>(
             } => {
                 attempts = so_far;
                 metrics::counter!(m::DELIVERY_RETRIES, t.labels()).increment(1);
-                tokio::time::sleep(Duration::from_millis(due_ms.saturating_sub(now))).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(due_ms.saturating_sub(now))) => {}
+                    () = stopped(stop) => return,
+                }
             }
             // Delivered, not retryable, or out of retries.
             settled => break settled,
@@ -175,20 +180,25 @@ impl<T> Keys<T> {
 }
 
 /// Delivers `work` and then whatever waits behind its `key`, one at a time, each within the
-/// trigger's bound on deliveries in flight (which holds across keys).
+/// trigger's bound on deliveries in flight (which holds across keys). Draining, it takes
+/// nothing more from behind the key: that work is left unsettled, for the next run.
 async fn deliver_key<S: DeliverySource>(
     t: Arc<TriggerRuntime>,
     source: Arc<S>,
     keys: Arc<Keys<S::Ticket>>,
     key: String,
     mut work: Work<S::Ticket>,
+    mut stop: watch::Receiver<bool>,
 ) {
     loop {
         {
             let Ok(_permit) = t.slots.acquire().await else {
                 return;
             };
-            deliver_in_order(&t, &*source, work).await;
+            deliver_in_order(&t, &*source, work, &mut stop).await;
+        }
+        if *stop.borrow() {
+            return;
         }
         match keys.next_for(&key) {
             Some(next) => work = next,
@@ -197,9 +207,21 @@ async fn deliver_key<S: DeliverySource>(
     }
 }
 
+/// Resolves once `stop` is true (never, if its sender is gone without saying so).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Takes the trigger's work from `source` and starts its attempts, until the dispatcher's
-/// `Tasks` stop it (its deliveries in flight end with it).
-pub(super) async fn dispatch_loop<S: DeliverySource>(t: Arc<TriggerRuntime>, source: Arc<S>) {
+/// `Tasks` stop it (its deliveries in flight end with it), or until `stop` turns true: then
+/// it drains, taking no more work and returning once the attempts in flight have settled.
+pub(super) async fn dispatch_loop<S: DeliverySource>(
+    t: Arc<TriggerRuntime>,
+    source: Arc<S>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut deliveries = JoinSet::new();
     let mut next_start = tokio::time::Instant::now();
     let keys = Arc::new(Keys::new());
@@ -208,10 +230,16 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(t: Arc<TriggerRuntime>, sou
         // Ordered triggers park events behind busy keys; past HOT_QUEUE of them, stop taking
         // more work until a key frees up.
         if t.config.ordered && keys.waiting() >= HOT_QUEUE {
-            keys.freed.notified().await;
-            continue;
+            tokio::select! {
+                () = keys.freed.notified() => continue,
+                () = stopped(&mut stop) => break,
+            }
         }
-        let work = source.next().await;
+        let work = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            work = source.next() => work,
+        };
         if work.first
             && let Some(rate) = t.config.rate_limit
         {
@@ -223,7 +251,7 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(t: Arc<TriggerRuntime>, sou
             let key = partition_key(&work.event);
             if let Some(work) = keys.park_or_claim(&key, work) {
                 let (t, source, keys) = (Arc::clone(&t), Arc::clone(&source), Arc::clone(&keys));
-                deliveries.spawn(deliver_key(t, source, keys, key, work));
+                deliveries.spawn(deliver_key(t, source, keys, key, work, stop.clone()));
             }
             continue;
         }
@@ -237,6 +265,8 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(t: Arc<TriggerRuntime>, sou
             permit,
         ));
     }
+    // Draining: every attempt in flight ends within the trigger's timeout and settles.
+    while deliveries.join_next().await.is_some() {}
 }
 
 /// The key an ordered trigger orders by: the event's `partitionkey` (absent: one key).

@@ -21,6 +21,7 @@ mod outcome;
 mod source;
 mod trigger;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -144,18 +145,137 @@ async fn scan(
     blocking(log, move |log| log.scan(table, &from, &to, max)).await
 }
 
+/// The running triggers' delivery sources by (broker id, trigger name), as the management
+/// API (redrives schedule retries) and the housekeeping see them; a reload changes it.
+#[derive(Debug, Clone, Default)]
+pub struct RunningTriggers(Arc<std::sync::RwLock<SourcesByTrigger>>);
+
+/// Sources by (broker id, trigger name).
+type SourcesByTrigger = HashMap<(String, String), Arc<EmbeddedSource>>;
+
+impl RunningTriggers {
+    /// The source of trigger `name` of broker `broker` (`namespace/name`), if it runs.
+    pub fn get(&self, broker: &str, name: &str) -> Option<Arc<EmbeddedSource>> {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&(broker.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// Every running trigger's source.
+    pub fn all(&self) -> Vec<Arc<EmbeddedSource>> {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.values().cloned().collect()
+    }
+
+    fn set(&self, sources: impl Iterator<Item = Arc<EmbeddedSource>>) {
+        let map = sources
+            .map(|s| ((s.broker_id().to_owned(), s.id().name().to_owned()), s))
+            .collect();
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+    }
+}
+
+/// How long a reload waits for a trigger it stops or changes to finish the attempts in
+/// flight (each also ends at the trigger's own timeout) and its sends to the dead-letter
+/// sink, before it stops them. What it stops is delivered again by the trigger's next run.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One running trigger: its source, its loops, and what it was built from.
+struct Unit {
+    source: Arc<EmbeddedSource>,
+    inputs: trigger::Inputs,
+    /// The delivery loop, which ends on its own once drained.
+    delivery: Tasks,
+    /// The source's own loops (the retry scanner), which run until stopped.
+    tasks: Tasks,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Unit {
+    /// Starts the delivery loop of `source`, whose own loops run in `tasks`.
+    fn run(source: Arc<EmbeddedSource>, inputs: trigger::Inputs, tasks: Tasks) -> Unit {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut delivery = Tasks::new("delivery loop");
+        delivery.spawn(deliver::dispatch_loop(
+            Arc::clone(source.trigger()),
+            Arc::clone(&source),
+            stopped,
+        ));
+        Unit {
+            source,
+            inputs,
+            delivery,
+            tasks,
+            stop,
+        }
+    }
+
+    /// Stops taking work, lets the attempts in flight settle and the started sends to the
+    /// dead-letter sink finish (up to [`DRAIN_TIMEOUT`]), and commits the cursor.
+    async fn drain(self) {
+        self.stop.send_replace(true);
+        self.delivery.finish(DRAIN_TIMEOUT).await;
+        self.tasks.shutdown().await;
+        self.source.drain(DRAIN_TIMEOUT).await;
+    }
+}
+
+/// What a reload changed among the triggers.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TriggerChanges {
+    /// Triggers that started.
+    pub added: Vec<TriggerId>,
+    /// Triggers restarted with new settings.
+    pub changed: Vec<TriggerId>,
+    /// Triggers stopped (their pending retries became dead letters).
+    pub removed: Vec<TriggerId>,
+}
+
 /// The running dispatcher of every trigger of a configuration.
 pub struct Dispatcher {
+    /// The router and the housekeeping.
     tasks: Tasks,
-    sources: Vec<Arc<EmbeddedSource>>,
+    units: HashMap<TriggerId, Unit>,
+    routes: tokio::sync::mpsc::Sender<embedded::RouteChange>,
+    running: RunningTriggers,
+    log: Arc<dyn EventLog>,
+    ingress: String,
+    /// The brokers routed to, by id.
+    brokers: std::collections::HashSet<Arc<str>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher")
-            .field("triggers", &self.sources.len())
+            .field("triggers", &self.units.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The Triggers of `config` that can run: their Broker is in the configuration (one that is
+/// not loaded as not ready, `Config::not_ready`: nothing reaches it).
+fn runnable(config: &Config) -> impl Iterator<Item = (&(String, String), &Trigger)> {
+    config.triggers.iter().filter(|((ns, _), t)| {
+        config
+            .brokers
+            .contains_key(&(ns.clone(), t.spec.broker.clone()))
+    })
+}
+
+fn broker_ids(config: &Config) -> std::collections::HashSet<Arc<str>> {
+    config
+        .brokers
+        .keys()
+        .map(|(ns, name)| Arc::from(switchyard_core::id::join(ns, name)))
+        .collect()
 }
 
 impl Dispatcher {
@@ -176,32 +296,219 @@ impl Dispatcher {
             ingress,
             streams: &streams,
         };
-        // A Trigger whose Broker is not in the configuration loaded as not ready
-        // (`Config::not_ready`): nothing reaches it, so it runs nothing.
-        let triggers = config
-            .triggers
-            .iter()
-            .filter(|((ns, _), t)| {
-                config
-                    .brokers
-                    .contains_key(&(ns.clone(), t.spec.broker.clone()))
-            })
-            .map(|((ns, name), t)| TriggerRuntime::build(&cx, ns, name, t).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut tasks = Tasks::new("dispatcher");
-        let sources = embedded::start(config, &log, &event_types, &triggers, &mut tasks).await?;
-        for s in &sources {
-            tasks.spawn(deliver::dispatch_loop(
-                Arc::clone(s.trigger()),
-                Arc::clone(s),
-            ));
+        let mut triggers = Vec::new();
+        let mut inputs = Vec::new();
+        for ((ns, name), t) in runnable(config) {
+            triggers.push(Arc::new(TriggerRuntime::build(&cx, ns, name, t)?));
+            inputs.push(cx.inputs(ns, t));
         }
-        Ok(Dispatcher { tasks, sources })
+        let mut tasks = Tasks::new("dispatcher");
+        let mut trigger_tasks: Vec<Tasks> =
+            triggers.iter().map(|_| Tasks::new("trigger")).collect();
+        let running = RunningTriggers::default();
+        let (sources, routes) = embedded::start(
+            config,
+            &log,
+            &event_types,
+            &triggers,
+            &mut tasks,
+            &mut trigger_tasks,
+            &running,
+        )
+        .await?;
+        running.set(sources.iter().cloned());
+        let units = sources
+            .into_iter()
+            .zip(inputs)
+            .zip(trigger_tasks)
+            .map(|((source, inputs), tasks)| {
+                (source.id().clone(), Unit::run(source, inputs, tasks))
+            })
+            .collect();
+        Ok(Dispatcher {
+            tasks,
+            units,
+            routes,
+            running,
+            log,
+            ingress: ingress.to_owned(),
+            brokers: broker_ids(config),
+        })
     }
 
-    /// Each trigger's delivery source, for the management API (redrives schedule retries).
-    pub fn sources(&self) -> &[Arc<EmbeddedSource>] {
-        &self.sources
+    /// The running triggers' sources, for the management API (redrives schedule retries).
+    pub fn running(&self) -> RunningTriggers {
+        self.running.clone()
+    }
+
+    /// Takes `config` in place of the running one, trigger by trigger: a trigger whose
+    /// inputs are the same keeps running untouched; one that changed, or whose broker's
+    /// `eventTypes` changed (`event_types_changed`) or whose stream sink was restarted
+    /// (`restarted_sinks`, by address), is drained and started again from its cursor, its
+    /// filter applying to every event it had not yet handed to its subscriber; a new one
+    /// starts at the end of its broker's log; a removed one is drained, its cursor
+    /// forgotten and its pending retries turned into dead letters. Every trigger is built
+    /// before anything stops, so a trigger that cannot be built changes nothing.
+    pub async fn reconfigure(
+        &mut self,
+        config: &Config,
+        event_types: Arc<EventTypePolicy>,
+        streams: StreamSinks,
+        event_types_changed: bool,
+        restarted_sinks: &std::collections::HashSet<String>,
+    ) -> Result<TriggerChanges, DispatchError> {
+        check_filters(config)?;
+        let ingress = self.ingress.clone();
+        let cx = trigger::Context {
+            config,
+            event_types: &event_types,
+            ingress: &ingress,
+            streams: &streams,
+        };
+        // Build first: an error here leaves everything as it was.
+        let mut wanted = HashMap::new();
+        for ((ns, name), t) in runnable(config) {
+            let id = TriggerId::new(ns, name);
+            let inputs = cx.inputs(ns, t);
+            let keep = !event_types_changed
+                && !inputs.uses_any(restarted_sinks)
+                && self.units.get(&id).is_some_and(|u| u.inputs == inputs);
+            let build = if keep {
+                None
+            } else {
+                Some((
+                    Arc::new(TriggerRuntime::build(&cx, ns, name, t)?),
+                    compile_filter(config, ns, name, t)?,
+                ))
+            };
+            wanted.insert(id, (inputs, build));
+        }
+        let mut changes = TriggerChanges::default();
+        let stopping: Vec<TriggerId> = self
+            .units
+            .keys()
+            .filter(|id| wanted.get(*id).is_none_or(|(_, build)| build.is_some()))
+            .cloned()
+            .collect();
+        let new_brokers = broker_ids(config);
+        let mut touched: std::collections::HashSet<Arc<str>> = stopping
+            .iter()
+            .filter_map(|id| {
+                self.units
+                    .get(id)
+                    .map(|u| Arc::clone(&u.source.trigger().broker))
+            })
+            .chain(
+                wanted
+                    .values()
+                    .filter_map(|(_, b)| b.as_ref().map(|(t, _)| Arc::clone(&t.broker))),
+            )
+            .collect();
+        touched.extend(new_brokers.symmetric_difference(&self.brokers).cloned());
+
+        // 1. The routes stop feeding the triggers that stop.
+        let mut stopped = Vec::new();
+        for id in &stopping {
+            if let Some(unit) = self.units.remove(id) {
+                stopped.push(unit);
+            }
+        }
+        self.running
+            .set(self.units.values().map(|u| Arc::clone(&u.source)));
+        for broker in &touched {
+            self.set_route(broker, config).await?;
+        }
+        // 2. They drain, side by side.
+        let mut removed_from: std::collections::HashSet<Arc<str>> =
+            std::collections::HashSet::new();
+        futures_util::future::join_all(stopped.into_iter().map(|unit| {
+            let id = unit.source.id().clone();
+            if wanted.contains_key(&id) {
+                changes.changed.push(id);
+            } else {
+                removed_from.insert(Arc::clone(&unit.source.trigger().broker));
+                changes.removed.push(id);
+            }
+            unit.drain()
+        }))
+        .await;
+        // 3. What removed triggers leave behind is cleaned up as at start.
+        for broker in &removed_from {
+            let remaining: Vec<Arc<EmbeddedSource>> = self
+                .units
+                .values()
+                .filter(|u| u.source.trigger().broker == *broker)
+                .map(|u| Arc::clone(&u.source))
+                .collect();
+            embedded::forget_removed(&self.log, broker, &remaining).await?;
+        }
+        // 4. The new and changed triggers open from their cursors, join their routes, run.
+        let mut filters = HashMap::new();
+        for (id, (inputs, build)) in wanted {
+            let Some((runtime, filter)) = build else {
+                continue;
+            };
+            let mut tasks = Tasks::new("trigger");
+            let source =
+                EmbeddedSource::open_running(runtime, &self.log, &event_types, &mut tasks).await?;
+            if !changes.changed.contains(&id) {
+                changes.added.push(id.clone());
+            }
+            filters.insert(id.clone(), filter);
+            self.units.insert(id, Unit::run(source, inputs, tasks));
+        }
+        self.running
+            .set(self.units.values().map(|u| Arc::clone(&u.source)));
+        for broker in &touched {
+            self.set_route(broker, config).await?;
+        }
+        self.brokers = new_brokers;
+        changes.added.sort();
+        changes.changed.sort();
+        changes.removed.sort();
+        Ok(changes)
+    }
+
+    /// Tells the router which of the running triggers broker `broker` routes to, or that the
+    /// broker is gone from `config`, and waits until it has taken it.
+    async fn set_route(&self, broker: &Arc<str>, config: &Config) -> Result<(), DispatchError> {
+        let (done, taken) = tokio::sync::oneshot::channel();
+        let exists = config
+            .brokers
+            .keys()
+            .any(|(ns, name)| switchyard_core::id::join(ns, name) == **broker);
+        let change = if exists {
+            let mut sources = Vec::new();
+            let mut filters = Vec::new();
+            for unit in self
+                .units
+                .values()
+                .filter(|u| u.source.trigger().broker == *broker)
+            {
+                let id = unit.source.id();
+                let resource = &config.triggers[&(id.namespace().to_owned(), id.name().to_owned())];
+                filters.push(compile_filter(config, id.namespace(), id.name(), resource)?);
+                sources.push(Arc::clone(&unit.source));
+            }
+            let id = Arc::clone(broker);
+            let position = blocking(&self.log, move |log| Ok(log.stats(&id)?.next)).await?;
+            embedded::RouteChange::Set {
+                broker: Arc::clone(broker),
+                position,
+                triggers: sources,
+                index: crate::filter::FilterIndex::new(filters),
+                done,
+            }
+        } else {
+            embedded::RouteChange::Remove {
+                broker: Arc::clone(broker),
+                done,
+            }
+        };
+        if self.routes.send(change).await.is_ok() {
+            let _ = taken.await;
+        }
+        Ok(())
     }
 
     /// Stops routing and delivery. Deliveries in flight are abandoned: their events were not
@@ -209,8 +516,14 @@ impl Dispatcher {
     /// committed; the store persists them when it shuts down.
     pub async fn shutdown(self) {
         self.tasks.shutdown().await;
-        for s in &self.sources {
-            s.shutdown().await;
+        let units: Vec<Unit> = self.units.into_values().collect();
+        for u in &units {
+            u.stop.send_replace(true);
+        }
+        for u in units {
+            u.delivery.shutdown().await;
+            u.tasks.shutdown().await;
+            u.source.shutdown().await;
         }
     }
 }

@@ -11,7 +11,7 @@ use switchyard_broker::metrics as m;
 use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
 use switchyard_core::resources::{
-    Destination, Ordering as TriggerOrdering, ReplyTo, Target, Trigger,
+    Broker, Destination, Ordering as TriggerOrdering, ReplyTo, Target, Trigger,
 };
 use tokio::sync::Semaphore;
 
@@ -91,7 +91,47 @@ fn address(dest: &Destination, ns: &str, config: &Config, ingress: &str) -> Stri
     }
 }
 
+/// What a trigger at run time is built from, besides the brokers' `eventTypes` and the
+/// stream sinks' writers: equal inputs build an equal runtime, so a reload keeps it running.
+#[derive(Debug, PartialEq)]
+pub(super) struct Inputs {
+    trigger: Trigger,
+    broker: Option<Broker>,
+    /// Where its destinations resolve to.
+    addresses: Vec<String>,
+}
+
+impl Inputs {
+    /// Whether one of the trigger's destinations is a stream sink in `sinks` (addresses).
+    pub fn uses_any(&self, sinks: &std::collections::HashSet<String>) -> bool {
+        self.addresses.iter().any(|a| sinks.contains(a))
+    }
+}
+
 impl Context<'_> {
+    /// The inputs of trigger `ns/name`.
+    pub fn inputs(&self, ns: &str, trigger: &Trigger) -> Inputs {
+        let broker = self
+            .config
+            .brokers
+            .get(&(ns.to_owned(), trigger.spec.broker.clone()))
+            .cloned();
+        let delivery = trigger
+            .spec
+            .delivery
+            .as_ref()
+            .or(broker.as_ref().and_then(|b| b.spec.delivery.as_ref()));
+        let addresses = std::iter::once(&trigger.spec.subscriber)
+            .chain(delivery.and_then(|d| d.dead_letter_sink.as_ref()))
+            .map(|d| address(d, ns, self.config, self.ingress))
+            .collect();
+        Inputs {
+            trigger: trigger.clone(),
+            broker,
+            addresses,
+        }
+    }
+
     /// Where `dest`, a destination of trigger `ns/name`, sends events.
     fn subscriber(
         &self,

@@ -41,6 +41,7 @@ use crate::filter::FilterIndex;
 use crate::queue::OffsetQueue;
 use crate::records;
 use router::BrokerRoute;
+pub(in crate::dispatch) use router::RouteChange;
 
 /// What the trigger's queue and cursor hold.
 struct QueueState {
@@ -186,6 +187,19 @@ impl EmbeddedSource {
         &self.trigger
     }
 
+    /// Opens the source of `trigger` (see [`EmbeddedSource::open`]) and spawns its retry
+    /// scanner into `tasks`.
+    pub(super) async fn open_running(
+        trigger: Arc<TriggerRuntime>,
+        log: &Arc<dyn EventLog>,
+        event_types: &Arc<EventTypePolicy>,
+        tasks: &mut Tasks,
+    ) -> Result<Arc<EmbeddedSource>, LogError> {
+        let source = Arc::new(EmbeddedSource::open(trigger, log, event_types).await?);
+        tasks.spawn(retry::scan_due(Arc::clone(&source)));
+        Ok(source)
+    }
+
     /// The trigger's id.
     pub fn id(&self) -> &TriggerId {
         &self.trigger.id
@@ -288,6 +302,16 @@ impl EmbeddedSource {
         }
         self.commit_cursor();
     }
+
+    /// Like [`shutdown`](Self::shutdown), but lets the sends to the dead-letter sink that
+    /// have started finish first, for up to `within`.
+    pub(super) async fn drain(&self, within: Duration) {
+        let side = lock(&self.side_tasks).take();
+        if let Some(side) = side {
+            side.finish(within).await;
+        }
+        self.commit_cursor();
+    }
 }
 
 impl DeliverySource for EmbeddedSource {
@@ -381,14 +405,18 @@ impl EmbeddedSource {
 }
 
 /// Opens every trigger's embedded source, runs what start-up owes (`recovery.rs`), and spawns
-/// the router, the retry scanners and the housekeeping into `tasks`.
+/// the router and the housekeeping into `tasks` and each trigger's retry scanner into its
+/// own (`trigger_tasks`, in the order of `triggers`). Routes change through the sender it
+/// returns.
 pub(super) async fn start(
     config: &Config,
     log: &Arc<dyn EventLog>,
     event_types: &Arc<EventTypePolicy>,
     triggers: &[Arc<TriggerRuntime>],
     tasks: &mut Tasks,
-) -> Result<Vec<Arc<EmbeddedSource>>, DispatchError> {
+    trigger_tasks: &mut [Tasks],
+    running: &super::RunningTriggers,
+) -> Result<(Vec<Arc<EmbeddedSource>>, mpsc::Sender<RouteChange>), DispatchError> {
     let mut routes = HashMap::new();
     for (ns, name) in config.brokers.keys() {
         let id: Arc<str> = Arc::from(switchyard_core::id::join(ns, name));
@@ -398,8 +426,9 @@ pub(super) async fn start(
         routes.insert(id, (route, Vec::new()));
     }
     let mut sources = Vec::new();
-    for t in triggers {
-        let source = Arc::new(EmbeddedSource::open(Arc::clone(t), log, event_types).await?);
+    for (t, own_tasks) in triggers.iter().zip(trigger_tasks.iter_mut()) {
+        let source =
+            EmbeddedSource::open_running(Arc::clone(t), log, event_types, own_tasks).await?;
         let (route, route_filters) = routes
             .get_mut(&t.broker)
             .ok_or_else(|| LogError::Storage(format!("no broker {}", t.broker)))?;
@@ -424,22 +453,36 @@ pub(super) async fn start(
     }
     let (commits_tx, commits_rx) = mpsc::channel(4096);
     log.observe_commits(commits_tx);
-    tasks.spawn(router::router(by_broker, Arc::clone(log), commits_rx));
-    for s in &sources {
-        tasks.spawn(retry::scan_due(Arc::clone(s)));
-    }
-    tasks.spawn(housekeeping(sources.clone()));
-    Ok(sources)
+    let (changes_tx, changes_rx) = mpsc::channel(16);
+    tasks.spawn(router::router(
+        by_broker,
+        Arc::clone(log),
+        commits_rx,
+        changes_rx,
+    ));
+    tasks.spawn(housekeeping(running.clone()));
+    Ok((sources, changes_tx))
 }
 
-/// Every 100 ms, hands each trigger's cursor to the log; every second, sets its lag gauge.
-async fn housekeeping(sources: Vec<Arc<EmbeddedSource>>) {
+/// After a reload removed triggers of `broker`: forgets their cursors and turns their retries
+/// into dead letters, as a start does (`remaining` are the broker's triggers now).
+pub(super) async fn forget_removed(
+    log: &Arc<dyn EventLog>,
+    broker: &str,
+    remaining: &[Arc<EmbeddedSource>],
+) -> Result<(), LogError> {
+    recovery::forget_removed_triggers(log, broker, remaining).await
+}
+
+/// Every 100 ms, hands each running trigger's cursor to the log; every second, sets its lag
+/// gauge.
+async fn housekeeping(running: super::RunningTriggers) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut n = 0u64;
     loop {
         tick.tick().await;
         n += 1;
-        for s in &sources {
+        for s in &running.all() {
             s.commit_cursor();
             if n.is_multiple_of(10) {
                 metrics::gauge!(m::TRIGGER_LAG, s.trigger.labels()).set(s.lag() as f64);

@@ -1,0 +1,423 @@
+//! Live configuration: the config file or directory `serve` was started with is the source of
+//! truth. A change to it (seen by polling its files every [`WATCH_INTERVAL`]), a SIGHUP or a
+//! `POST /api/v1/reload` loads it again; a configuration that loads and checks is taken in
+//! place of the running one, part by part (stream sinks, triggers, brokers and EventTypes,
+//! sources), each part restarting only what changed. One that does not keeps the running one
+//! and says why: in the log, in `/readyz` (`config.error`), in the metric
+//! `switchyard_config_reloads_total{result="refused"}` and in the API's answer. The rules are in
+//! spec/reload.md.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Serialize;
+use switchyard_adapters::{SourceChanges, Sources, StreamSinkWriters};
+use switchyard_broker::problem::Problem;
+use switchyard_broker::server::{ConfigStatus, Reconfigure};
+use switchyard_core::config::Config;
+use switchyard_triggers::dispatch::{self, Dispatcher, TriggerChanges};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How often the configuration's files are read to see whether they changed.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the files must stay unchanged before a change is loaded.
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// The counter of reloads, by `result` (`applied`, `unchanged`, `refused`).
+pub const RELOADS: &str = "switchyard_config_reloads_total";
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Reloaded {
+    /// The configuration's generation now (1 at start, one more per reload applied).
+    pub generation: u64,
+    /// Triggers started, restarted and stopped (`namespace/name`).
+    pub triggers: Changes,
+    /// Sources started, restarted and stopped (`Kind namespace/name`).
+    pub sources: Changes,
+    /// Brokers added and removed (`namespace/name`).
+    pub brokers: Changes,
+}
+
+/// Names added, changed and removed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Changes {
+    /// Started.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<String>,
+    /// Restarted with new settings.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    /// Stopped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl From<TriggerChanges> for Changes {
+    fn from(c: TriggerChanges) -> Changes {
+        let names =
+            |v: Vec<switchyard_core::id::TriggerId>| v.iter().map(ToString::to_string).collect();
+        Changes {
+            added: names(c.added),
+            changed: names(c.changed),
+            removed: names(c.removed),
+        }
+    }
+}
+
+impl From<SourceChanges> for Changes {
+    fn from(c: SourceChanges) -> Changes {
+        Changes {
+            added: c.added,
+            changed: c.changed,
+            removed: c.removed,
+        }
+    }
+}
+
+/// The parts a reload changes, and the configuration they run.
+pub(crate) struct Running {
+    pub config: Config,
+    pub generation: u64,
+    pub server: Reconfigure,
+    pub sinks: StreamSinkWriters,
+    pub dispatcher: Dispatcher,
+    pub sources: Sources,
+    pub brokers: switchyard_triggers::tail::Brokers,
+    /// When the configuration in force was taken (RFC 3339).
+    pub loaded_at: String,
+    /// A source of the configuration in force failed to start: the next reload tries again
+    /// even when the files are the same.
+    pub incomplete: bool,
+}
+
+/// What the brokers' `eventTypes` policy is made of: when it differs, every trigger (replies)
+/// and source applies the new one.
+fn policy_inputs(config: &Config) -> impl PartialEq + use<> {
+    let modes: Vec<_> = config
+        .brokers
+        .iter()
+        .map(|(k, b)| (k.clone(), b.spec.event_types, b.spec.event_types_strict))
+        .collect();
+    (config.event_types.clone(), modes)
+}
+
+fn broker_names(config: &Config) -> std::collections::BTreeSet<String> {
+    config
+        .brokers
+        .keys()
+        .map(|(ns, name)| switchyard_core::id::join(ns, name))
+        .collect()
+}
+
+impl Running {
+    /// Loads `path` and takes it in place of the running configuration; why not, when it
+    /// does not load or check (the running one is then untouched).
+    async fn reload(&mut self, path: &Path) -> Result<Option<Reloaded>, String> {
+        let load = path.to_owned();
+        let config = tokio::task::spawn_blocking(move || Config::load(&load))
+            .await
+            .map_err(|e| format!("loading failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        if config == self.config && !self.incomplete {
+            return Ok(None);
+        }
+        dispatch::check_filters(&config).map_err(|e| e.to_string())?;
+        let policy = self.server.check(&config).map_err(|e| e.to_string())?;
+        switchyard_adapters::check(&config, &policy).map_err(|e| e.to_string())?;
+        for ignored in &config.ignored {
+            tracing::warn!("{ignored}");
+        }
+        for not_ready in &config.not_ready {
+            tracing::warn!("not ready: {not_ready}");
+        }
+        // Checked: from here on each part applies it. Triggers before brokers, so a new
+        // broker's triggers are routed to before ingress takes its first event.
+        let event_types_changed = policy_inputs(&config) != policy_inputs(&self.config);
+        let restarted = self
+            .sinks
+            .reconfigure(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let triggers = self
+            .dispatcher
+            .reconfigure(
+                &config,
+                Arc::clone(&policy),
+                Arc::clone(&self.sinks.sinks),
+                event_types_changed,
+                &restarted,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        self.sinks.retire().await;
+        let policy = self.server.apply(&config).map_err(|e| e.to_string())?;
+        let (old, new) = (broker_names(&self.config), broker_names(&config));
+        *self
+            .brokers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new.iter().cloned().collect();
+        let brokers = Changes {
+            added: new.difference(&old).cloned().collect(),
+            changed: Vec::new(),
+            removed: old.difference(&new).cloned().collect(),
+        };
+        let sources = self
+            .sources
+            .reconfigure(&config, &policy, event_types_changed)
+            .await;
+        self.config = config;
+        self.generation += 1;
+        self.incomplete = sources.is_err();
+        let sources = sources.map_err(|e| {
+            format!("{e} (the rest is in force; a reload, such as SIGHUP, tries it again)")
+        })?;
+        Ok(Some(Reloaded {
+            generation: self.generation,
+            triggers: triggers.into(),
+            sources: sources.into(),
+            brokers,
+        }))
+    }
+
+    /// Reloads, logs and reports the outcome.
+    async fn reload_and_report(&mut self, path: &Path) -> Result<Reloaded, String> {
+        let outcome = self.reload(path).await;
+        let result = match &outcome {
+            Ok(Some(_)) => "applied",
+            Ok(None) => "unchanged",
+            Err(_) => "refused",
+        };
+        metrics::counter!(RELOADS, "result" => result).increment(1);
+        match outcome {
+            Ok(Some(reloaded)) => {
+                self.loaded_at = now();
+                tracing::info!(
+                    generation = reloaded.generation,
+                    triggers = ?reloaded.triggers,
+                    sources = ?reloaded.sources,
+                    brokers = ?reloaded.brokers,
+                    "configuration reloaded"
+                );
+                self.report(None);
+                Ok(reloaded)
+            }
+            Ok(None) => {
+                // The files are back to what runs: a refusal before is moot.
+                self.report(None);
+                Ok(Reloaded {
+                    generation: self.generation,
+                    ..Reloaded::default()
+                })
+            }
+            Err(error) => {
+                tracing::error!(%error, "configuration refused; the running one stays in force");
+                self.report(Some(error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    pub(crate) fn report(&self, error: Option<String>) {
+        self.server.report(ConfigStatus {
+            generation: self.generation,
+            loaded_at: self.loaded_at.clone(),
+            error,
+        });
+    }
+
+    /// Stops the sources, the triggers and the stream sinks, in that order.
+    pub(crate) async fn shutdown(self) {
+        self.sources.shutdown().await;
+        self.dispatcher.shutdown().await;
+        self.sinks.shutdown().await;
+    }
+}
+
+/// Now, as `/readyz` writes times.
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A reload asked for over the API, answered with its outcome.
+type Request = oneshot::Sender<Result<Reloaded, String>>;
+
+/// `POST /api/v1/reload`, which asks the watcher to reload now.
+pub(crate) fn routes(requests: mpsc::Sender<Request>) -> Router {
+    Router::new()
+        .route("/api/v1/reload", post(reload_now))
+        .with_state(requests)
+}
+
+async fn reload_now(State(requests): State<mpsc::Sender<Request>>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "urn:switchyard:problem:no-reload",
+            "cannot reload",
+            "the configuration is fixed (this server was not started from a config path) or it is shutting down".to_owned(),
+        )
+        .into_response()
+    };
+    if requests.send(tx).await.is_err() {
+        return unavailable();
+    }
+    match rx.await {
+        Ok(Ok(reloaded)) => axum::Json(reloaded).into_response(),
+        Ok(Err(error)) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "urn:switchyard:problem:config-refused",
+            "configuration refused",
+            format!("{error}; the running configuration stays in force"),
+        )
+        .into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+/// A fingerprint of what `path` holds: the names and contents of its files (a directory's
+/// direct children, as [`Config::load`] reads them). `None` when it cannot be read.
+fn fingerprint(path: &Path) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            p.hash(&mut h);
+            if let Ok(bytes) = std::fs::read(&p) {
+                bytes.hash(&mut h);
+            }
+        }
+    } else {
+        std::fs::read(path).ok()?.hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+async fn fingerprint_of(path: &Path) -> Option<u64> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || fingerprint(&path))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The configuration's path, and what its files held when they were last loaded.
+pub(crate) struct Watched {
+    pub path: PathBuf,
+    seen: Option<u64>,
+}
+
+impl Watched {
+    /// `path`, its files' fingerprint taken now (before they are loaded).
+    pub fn new(path: PathBuf) -> Watched {
+        let seen = fingerprint(&path);
+        Watched { path, seen }
+    }
+}
+
+/// Reloads `running` from the watched path when its files change, on SIGHUP and on each
+/// request, until `stop` turns true; then shuts the parts down.
+pub(crate) async fn watch(
+    mut running: Running,
+    watched: Option<Watched>,
+    mut requests: mpsc::Receiver<Request>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (path, mut seen) = match watched {
+        Some(w) => (Some(w.path), w.seen),
+        None => (None, None),
+    };
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hung_up = async {
+            match hangup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hung_up = std::future::pending::<()>();
+        let answer = tokio::select! {
+            biased;
+            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            request = requests.recv() => match request {
+                Some(tx) => Some(tx),
+                None => break,
+            },
+            () = hung_up => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                None
+            }
+            _ = tick.tick() => {
+                let Some(p) = &path else { continue };
+                let mut now = fingerprint_of(p).await;
+                if now == seen {
+                    continue;
+                }
+                // A file being written is read again until it holds still, so a half-written
+                // file is not taken for the new configuration.
+                loop {
+                    tokio::time::sleep(SETTLE).await;
+                    let again = fingerprint_of(p).await;
+                    if again == now {
+                        break;
+                    }
+                    now = again;
+                }
+                tracing::info!(path = %p.display(), "the configuration changed: reloading");
+                None
+            }
+        };
+        let outcome = match &path {
+            Some(p) => {
+                // What is reloaded now is what the watcher has seen.
+                seen = fingerprint_of(p).await;
+                running.reload_and_report(p).await
+            }
+            None => Err("this server was started with a fixed configuration".to_owned()),
+        };
+        if let Some(tx) = answer {
+            let _ = tx.send(outcome);
+        }
+    }
+    running.shutdown().await;
+}
+
+/// The channel `POST /api/v1/reload` asks the watcher through.
+pub(crate) fn requests() -> (mpsc::Sender<Request>, mpsc::Receiver<Request>) {
+    mpsc::channel(4)
+}
+
+impl Reloaded {
+    /// No trigger, source or broker changed.
+    pub fn is_empty(&self) -> bool {
+        self.triggers.is_empty() && self.sources.is_empty() && self.brokers.is_empty()
+    }
+}
