@@ -263,7 +263,15 @@ async fn a_crash_loses_nothing_and_commits_nothing_early() {
 /// The first record of partition 0 of `topic`, read by a plain consumer (waiting for the
 /// topic, which a sink creates in the background).
 async fn first_record(topic: &str) -> rdkafka::message::OwnedMessage {
-    let reader: StreamConsumer = client_config()
+    first_record_with(client_config(), topic).await
+}
+
+/// The same, read by a consumer with `config` (its broker and security settings).
+async fn first_record_with(
+    mut config: ClientConfig,
+    topic: &str,
+) -> rdkafka::message::OwnedMessage {
+    let reader: StreamConsumer = config
         .set("group.id", format!("reader-{topic}"))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -433,4 +441,178 @@ spec:
         ) && err.contains("kafka-auth/protocol"),
         "{err}"
     );
+}
+
+/// Child processes killed when the test ends, however it ends.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// KafkaSink `auth` with protocol `SSL` (Knative's Secret keys `protocol` and `ca.crt`): the
+/// sink reaches a broker that speaks only TLS, trusting the CA its Secret gives; a
+/// KafkaSource's `net.tls` (`caCert.secretKeyRef`) reads it back the same way. The broker is
+/// a tansu of the test's own behind a TLS terminator (socat), since tansu's own TLS listener
+/// cannot be configured (its `--cert` and `--key` refuse each other).
+#[tokio::test]
+async fn a_kafka_sink_reaches_a_broker_over_tls_with_the_ca_its_secret_gives() {
+    for tool in ["openssl", "socat", "tansu"] {
+        if std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            common::skip(&format!("`{tool}` is not installed (scripts/test installs it)"));
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-keyout", &path("key.pem"), "-out", &path("cert.pem")])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let (plain, tls) = (free_port(), free_port());
+    let _children = Children(vec![
+        std::process::Command::new("tansu")
+            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .arg(format!("--listener-url=tcp://127.0.0.1:{plain}"))
+            .arg(format!("--advertised-listener-url=tcp://127.0.0.1:{tls}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        std::process::Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{tls},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                path("cert.pem"),
+                path("key.pem")
+            ))
+            .arg(format!("TCP:127.0.0.1:{plain}"))
+            .spawn()
+            .unwrap(),
+    ]);
+    for port in [plain, tls] {
+        eventually("the port is open", WAIT, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        })
+        .await;
+    }
+
+    let topic = format!("audit-tls-{}", unique());
+    let copies = Sink::ok().await;
+    let config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: KafkaSink
+metadata: {{name: audit}}
+spec:
+  topic: {topic}
+  bootstrapServers: ['127.0.0.1:{tls}']
+  numPartitions: 1
+  auth: {{secret: {{ref: {{name: kafka-tls}}}}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: to-kafka}}
+spec:
+  broker: default
+  subscriber: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: audit}}}}
+  filters: [{{exact: {{source: /shop}}}}]
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: copies}}
+---
+apiVersion: sources.knative.dev/v1
+kind: KafkaSource
+metadata: {{name: audit-reader}}
+spec:
+  bootstrapServers: ['127.0.0.1:{tls}']
+  topics: ['{topic}']
+  initialOffset: earliest
+  net:
+    tls:
+      enable: true
+      caCert: {{secretKeyRef: {{name: kafka-tls, key: ca.crt}}}}
+  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: copies}}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: copies}}
+spec:
+  broker: copies
+  subscriber: {{uri: '{copies}'}}
+"#,
+        copies = copies.url
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("kafka-tls");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::write(secret.join("protocol"), "SSL\n").unwrap();
+    std::fs::copy(path("cert.pem"), secret.join("ca.crt")).unwrap();
+    let secrets_dir = secrets.path().to_str().unwrap().to_owned();
+    let sy = Switchyard::start_with_env(&config, &[("SWITCHYARD_SECRETS_DIR", &secrets_dir)]);
+    let resp = common::binary(
+        &common::client(),
+        &sy.url("/default/default"),
+        &[
+            ("specversion", "1.0"),
+            ("id", "over-tls"),
+            ("source", "/shop"),
+            ("type", "com.example.order.created"),
+        ],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 202);
+
+    let mut reader = ClientConfig::new();
+    reader
+        .set("bootstrap.servers", format!("127.0.0.1:{tls}"))
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.location", path("cert.pem"));
+    let m = first_record_with(reader, &topic).await;
+    let id = m
+        .headers()
+        .unwrap()
+        .iter()
+        .find(|h| h.key == "ce_id")
+        .and_then(|h| h.value)
+        .unwrap();
+    assert_eq!(id, b"over-tls");
+    let got = copies.wait_for(1, WAIT).await;
+    assert_eq!(got[0].event.as_ref().unwrap().id, "over-tls");
 }

@@ -377,6 +377,11 @@ pub fn kafka_bootstrap() -> String {
     })
 }
 
+/// Says on one line why a test does not run here (it then returns without asserting).
+pub fn skip(reason: &str) {
+    eprintln!("skipped: {reason}");
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, failing the test after `within`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
