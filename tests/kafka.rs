@@ -477,7 +477,9 @@ async fn a_kafka_sink_reaches_a_broker_over_tls_with_the_ca_its_secret_gives() {
             .map(|o| !o.status.success())
             .unwrap_or(true)
         {
-            common::skip(&format!("`{tool}` is not installed (scripts/test installs it)"));
+            common::skip(&format!(
+                "`{tool}` is not installed (scripts/test installs it)"
+            ));
             return;
         }
     }

@@ -249,20 +249,30 @@ async fn a_trigger_whose_broker_appears_later_starts_delivering() {
     assert_eq!(sink.ids(), ["on-time"]);
 }
 
-/// A changed trigger keeps its scheduled retries: they go to its new subscriber.
+/// A changed trigger keeps its scheduled retries: they go to its new subscriber, even when
+/// the same edit removes another trigger of its broker (whose retries become dead letters).
 #[tokio::test]
 async fn a_changed_trigger_keeps_its_retries() {
     let failing = Sink::start(|_, _| Answer::status(503)).await;
     let healthy = Sink::ok().await;
     let delivery = "delivery: {retry: 5, backoffPolicy: linear, backoffDelay: PT2S}";
-    let sy = Switchyard::start(&(BROKER_YAML.to_owned() + &trigger("t", delivery, &failing.url)));
+    let sy = Switchyard::start(
+        &(BROKER_YAML.to_owned()
+            + &trigger("t", delivery, &failing.url)
+            + &trigger("gone", delivery, &failing.url)),
+    );
     assert_eq!(send(&sy.base, "pending", "x").await, 202);
-    failing.wait_for(1, WAIT).await;
+    failing.wait_for(2, WAIT).await;
     sy.rewrite_config(&(BROKER_YAML.to_owned() + &trigger("t", delivery, &healthy.url)));
     generation(&sy, 2).await;
     healthy.wait_for(1, WAIT).await;
     assert_eq!(healthy.ids(), ["pending"]);
     healthy.assert_stays_at(1, Duration::from_millis(500)).await;
+    let letters = get_json(&sy.url("/api/v1/namespaces/default/brokers/default/deadletters")).await;
+    let items = letters["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{letters}");
+    assert_eq!(items[0]["trigger"], "gone");
+    assert_eq!(items[0]["reason"], "trigger removed");
 }
 
 /// A WebhookSource added by an edit takes requests; removed, its path is gone. SIGHUP reloads

@@ -70,6 +70,8 @@ pub struct SourceChanges {
     pub changed: Vec<String>,
     /// Sources stopped.
     pub removed: Vec<String>,
+    /// Why sources could not start (they do not run; the next reload tries them again).
+    pub failed: Vec<String>,
 }
 
 /// The running sources, each started on its own so a reload restarts only those that
@@ -140,8 +142,11 @@ pub async fn start(
         clock,
         client,
     };
-    sources.reconfigure(config, event_types, true).await?;
-    Ok(sources)
+    let changes = sources.reconfigure(config, event_types, true).await;
+    match changes.failed.into_iter().next() {
+        Some(first) => Err(SourceError(first)),
+        None => Ok(sources),
+    }
 }
 
 impl Sources {
@@ -149,14 +154,14 @@ impl Sources {
     /// the same keeps running untouched (unless the brokers' `eventTypes` changed,
     /// `event_types_changed`, which every source applies); one that changed is stopped and
     /// started again; a new one starts; a removed one stops. A source that fails to start does
-    /// not stop the others: they all run, and the error names the first that failed (it is
-    /// tried again by the next reload).
+    /// not stop the others: they all run, and `failed` says why it does not (the next reload
+    /// tries it again).
     pub async fn reconfigure(
         &mut self,
         config: &Config,
         event_types: &Arc<EventTypePolicy>,
         event_types_changed: bool,
-    ) -> Result<SourceChanges, SourceError> {
+    ) -> SourceChanges {
         let wanted: HashMap<SourceKey, Resource> = Resource::all_in(config, Group::Source)
             .into_iter()
             .map(|(kind, (ns, name), r)| ((kind, ns, name), r))
@@ -174,11 +179,15 @@ impl Sources {
             let Some(running) = self.running.remove(&key) else {
                 continue;
             };
-            self.http.edit(|map| {
-                for k in &running.http {
-                    map.remove(k);
-                }
-            });
+            // A changed HTTP source keeps answering with its old settings until the new one
+            // takes its place (no 404 in between); a removed one is gone at once.
+            if !wanted.contains_key(&key) {
+                self.http.edit(|map| {
+                    for k in &running.http {
+                        map.remove(k);
+                    }
+                });
+            }
             if let Some(tasks) = running.tasks {
                 tasks.shutdown().await;
             }
@@ -191,7 +200,6 @@ impl Sources {
             }
         }
         let log = Arc::clone(&self.http.log);
-        let mut failed = None;
         let mut wanted: Vec<(SourceKey, Resource)> = wanted.into_iter().collect();
         wanted.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, resource) in wanted {
@@ -217,12 +225,7 @@ impl Sources {
             let started = match (kind.start)(&setup).await {
                 Ok(started) => started,
                 Err(e) => {
-                    // The first failure is the caller's to report; the others are logged.
-                    if failed.is_some() {
-                        tracing::error!(error = %e, "a source could not start");
-                    } else {
-                        failed = Some(e);
-                    }
+                    changes.failed.push(e.0);
                     continue;
                 }
             };
@@ -245,10 +248,11 @@ impl Sources {
                 },
             );
         }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(changes),
-        }
+        // HTTP endpoints a changed source no longer has.
+        let serving: std::collections::HashSet<&String> =
+            self.running.values().flat_map(|r| &r.http).collect();
+        self.http.edit(|map| map.retain(|k, _| serving.contains(k)));
+        changes
     }
 
     /// Stops every background source and waits until each has ended.

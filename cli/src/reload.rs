@@ -23,7 +23,7 @@ use switchyard_adapters::{SourceChanges, Sources, StreamSinkWriters};
 use switchyard_broker::problem::Problem;
 use switchyard_broker::server::{ConfigStatus, Reconfigure};
 use switchyard_core::config::Config;
-use switchyard_triggers::dispatch::{self, Dispatcher, TriggerChanges};
+use switchyard_triggers::dispatch::{self, DispatchError, Dispatcher, TriggerChanges};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// How often the configuration's files are read to see whether they changed.
@@ -34,6 +34,16 @@ pub const SETTLE: Duration = Duration::from_millis(200);
 
 /// The counter of reloads, by `result` (`applied`, `unchanged`, `refused`).
 pub const RELOADS: &str = "switchyard_config_reloads_total";
+
+/// Why a reload did not go through whole.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The configuration did not load or check: nothing changed.
+    Refused(String),
+    /// It was taken, but a part of it could not start (a source, a trigger's store access):
+    /// what it did, and why not the rest.
+    Partly(Box<Reloaded>, String),
+}
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -81,6 +91,7 @@ impl From<TriggerChanges> for Changes {
 }
 
 impl From<SourceChanges> for Changes {
+    /// (Sources that failed are the reload's error, not a change.)
     fn from(c: SourceChanges) -> Changes {
         Changes {
             added: c.added,
@@ -126,20 +137,21 @@ fn broker_names(config: &Config) -> std::collections::BTreeSet<String> {
 }
 
 impl Running {
-    /// Loads `path` and takes it in place of the running configuration; why not, when it
-    /// does not load or check (the running one is then untouched).
-    async fn reload(&mut self, path: &Path) -> Result<Option<Reloaded>, String> {
+    /// Loads `path` and takes it in place of the running configuration: `None` when it is
+    /// the one running.
+    async fn reload(&mut self, path: &Path) -> Result<Option<Reloaded>, Failure> {
         let load = path.to_owned();
         let config = tokio::task::spawn_blocking(move || Config::load(&load))
             .await
-            .map_err(|e| format!("loading failed: {e}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Refused(format!("loading failed: {e}")))?
+            .map_err(|e| Failure::Refused(e.to_string()))?;
         if config == self.config && !self.incomplete {
             return Ok(None);
         }
-        dispatch::check_filters(&config).map_err(|e| e.to_string())?;
-        let policy = self.server.check(&config).map_err(|e| e.to_string())?;
-        switchyard_adapters::check(&config, &policy).map_err(|e| e.to_string())?;
+        let refused = |e: &dyn std::fmt::Display| Failure::Refused(e.to_string());
+        dispatch::check_filters(&config).map_err(|e| refused(&e))?;
+        let policy = self.server.check(&config).map_err(|e| refused(&e))?;
+        switchyard_adapters::check(&config, &policy).map_err(|e| refused(&e))?;
         for ignored in &config.ignored {
             tracing::warn!("{ignored}");
         }
@@ -147,14 +159,16 @@ impl Running {
             tracing::warn!("not ready: {not_ready}");
         }
         // Checked: from here on each part applies it. Triggers before brokers, so a new
-        // broker's triggers are routed to before ingress takes its first event.
+        // broker's triggers are routed to before ingress takes its first event. Until the
+        // triggers have started changing, a failure changes nothing they deliver with.
         let event_types_changed = policy_inputs(&config) != policy_inputs(&self.config);
         let restarted = self
             .sinks
             .reconfigure(&config)
             .await
-            .map_err(|e| e.to_string())?;
-        let triggers = self
+            .map_err(|e| refused(&e))?;
+        let mut errors = Vec::new();
+        let triggers = match self
             .dispatcher
             .reconfigure(
                 &config,
@@ -164,9 +178,23 @@ impl Running {
                 &restarted,
             )
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(changes) => changes,
+            Err(DispatchError::Partly { changes, error }) => {
+                errors.push(error.to_string());
+                changes
+            }
+            // Every trigger is built before any stops: nothing changed.
+            Err(e) => return Err(refused(&e)),
+        };
         self.sinks.retire().await;
-        let policy = self.server.apply(&config).map_err(|e| e.to_string())?;
+        let policy = match self.server.apply(&config) {
+            Ok(policy) => policy,
+            Err(e) => {
+                errors.push(e.to_string());
+                policy
+            }
+        };
         let (old, new) = (broker_names(&self.config), broker_names(&config));
         *self
             .brokers
@@ -177,36 +205,40 @@ impl Running {
             changed: Vec::new(),
             removed: old.difference(&new).cloned().collect(),
         };
-        let sources = self
+        let mut sources = self
             .sources
             .reconfigure(&config, &policy, event_types_changed)
             .await;
+        errors.append(&mut sources.failed);
         self.config = config;
         self.generation += 1;
-        self.incomplete = sources.is_err();
-        let sources = sources.map_err(|e| {
-            format!("{e} (the rest is in force; a reload, such as SIGHUP, tries it again)")
-        })?;
-        Ok(Some(Reloaded {
+        self.loaded_at = now();
+        self.incomplete = !errors.is_empty();
+        let reloaded = Reloaded {
             generation: self.generation,
             triggers: triggers.into(),
             sources: sources.into(),
             brokers,
-        }))
+        };
+        if errors.is_empty() {
+            Ok(Some(reloaded))
+        } else {
+            Err(Failure::Partly(Box::new(reloaded), errors.join("; ")))
+        }
     }
 
     /// Reloads, logs and reports the outcome.
-    async fn reload_and_report(&mut self, path: &Path) -> Result<Reloaded, String> {
+    async fn reload_and_report(&mut self, path: &Path) -> Result<Reloaded, Failure> {
         let outcome = self.reload(path).await;
         let result = match &outcome {
             Ok(Some(_)) => "applied",
             Ok(None) => "unchanged",
-            Err(_) => "refused",
+            Err(Failure::Partly(..)) => "partly_applied",
+            Err(Failure::Refused(_)) => "refused",
         };
         metrics::counter!(RELOADS, "result" => result).increment(1);
         match outcome {
             Ok(Some(reloaded)) => {
-                self.loaded_at = now();
                 tracing::info!(
                     generation = reloaded.generation,
                     triggers = ?reloaded.triggers,
@@ -225,10 +257,19 @@ impl Running {
                     ..Reloaded::default()
                 })
             }
-            Err(error) => {
+            Err(Failure::Refused(error)) => {
                 tracing::error!(%error, "configuration refused; the running one stays in force");
                 self.report(Some(error.clone()));
-                Err(error)
+                Err(Failure::Refused(error))
+            }
+            Err(Failure::Partly(reloaded, error)) => {
+                tracing::error!(
+                    generation = reloaded.generation,
+                    %error,
+                    "configuration reloaded, but a part of it could not start; a reload (SIGHUP) tries it again"
+                );
+                self.report(Some(error.clone()));
+                Err(Failure::Partly(reloaded, error))
             }
         }
     }
@@ -255,7 +296,7 @@ pub(crate) fn now() -> String {
 }
 
 /// A reload asked for over the API, answered with its outcome.
-type Request = oneshot::Sender<Result<Reloaded, String>>;
+type Request = oneshot::Sender<Result<Reloaded, Failure>>;
 
 /// `POST /api/v1/reload`, which asks the watcher to reload now.
 pub(crate) fn routes(requests: mpsc::Sender<Request>) -> Router {
@@ -280,36 +321,37 @@ async fn reload_now(State(requests): State<mpsc::Sender<Request>>) -> Response {
     }
     match rx.await {
         Ok(Ok(reloaded)) => axum::Json(reloaded).into_response(),
-        Ok(Err(error)) => Problem::new(
+        Ok(Err(Failure::Refused(error))) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "urn:switchyard:problem:config-refused",
             "configuration refused",
             format!("{error}; the running configuration stays in force"),
         )
         .into_response(),
+        Ok(Err(Failure::Partly(reloaded, error))) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "urn:switchyard:problem:config-partly-applied",
+            "configuration partly applied",
+            format!(
+                "generation {} is in force, but {error}; a reload tries it again",
+                reloaded.generation
+            ),
+        )
+        .into_response(),
         Err(_) => unavailable(),
     }
 }
 
-/// A fingerprint of what `path` holds: the names and contents of its files (a directory's
-/// direct children, as [`Config::load`] reads them). `None` when it cannot be read.
+/// A fingerprint of the configuration at `path`: the names and contents of the files
+/// [`Config::load`] reads (other files in the directory, a log say, do not count). `None`
+/// when they cannot be listed.
 fn fingerprint(path: &Path) -> Option<u64> {
     let mut h = DefaultHasher::new();
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for p in entries {
-            p.hash(&mut h);
-            if let Ok(bytes) = std::fs::read(&p) {
-                bytes.hash(&mut h);
-            }
+    for p in switchyard_core::config::config_files(path).ok()? {
+        p.hash(&mut h);
+        if let Ok(bytes) = std::fs::read(&p) {
+            bytes.hash(&mut h);
         }
-    } else {
-        std::fs::read(path).ok()?.hash(&mut h);
     }
     Some(h.finish())
 }
@@ -322,17 +364,25 @@ async fn fingerprint_of(path: &Path) -> Option<u64> {
         .flatten()
 }
 
-/// The configuration's path, and what its files held when they were last loaded.
+/// The configuration's path, what its files held when they were last loaded, and SIGHUP.
 pub(crate) struct Watched {
     pub path: PathBuf,
     seen: Option<u64>,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Watched {
-    /// `path`, its files' fingerprint taken now (before they are loaded).
+    /// `path`, its files' fingerprint taken now (before they are loaded); from now on SIGHUP
+    /// asks for a reload instead of ending the process.
     pub fn new(path: PathBuf) -> Watched {
         let seen = fingerprint(&path);
-        Watched { path, seen }
+        Watched {
+            path,
+            seen,
+            #[cfg(unix)]
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
     }
 }
 
@@ -344,14 +394,18 @@ pub(crate) async fn watch(
     mut requests: mpsc::Receiver<Request>,
     mut stop: watch::Receiver<bool>,
 ) {
+    #[cfg(unix)]
+    let (path, mut seen, mut hangup) = match watched {
+        Some(w) => (Some(w.path), w.seen, w.hangup),
+        None => (None, None, None),
+    };
+    #[cfg(not(unix))]
     let (path, mut seen) = match watched {
         Some(w) => (Some(w.path), w.seen),
         None => (None, None),
     };
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         #[cfg(unix)]
         let hung_up = async {
@@ -382,14 +436,20 @@ pub(crate) async fn watch(
                     continue;
                 }
                 // A file being written is read again until it holds still, so a half-written
-                // file is not taken for the new configuration.
+                // file is not taken for the new configuration (shutting down ends the wait).
                 loop {
-                    tokio::time::sleep(SETTLE).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(SETTLE) => {}
+                        () = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                    }
                     let again = fingerprint_of(p).await;
                     if again == now {
                         break;
                     }
                     now = again;
+                }
+                if *stop.borrow() {
+                    continue;
                 }
                 tracing::info!(path = %p.display(), "the configuration changed: reloading");
                 None
@@ -401,7 +461,9 @@ pub(crate) async fn watch(
                 seen = fingerprint_of(p).await;
                 running.reload_and_report(p).await
             }
-            None => Err("this server was started with a fixed configuration".to_owned()),
+            None => Err(Failure::Refused(
+                "this server was started with a fixed configuration".to_owned(),
+            )),
         };
         if let Some(tx) = answer {
             let _ = tx.send(outcome);

@@ -112,7 +112,9 @@ mod sources;
 pub use parse::{Ignored, Parsed, parse_documents, parse_resource, parse_text};
 pub use report::{Outcome, Report};
 
-fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+/// The files a configuration at `path` is read from: the file itself, or a directory's
+/// `.yaml`, `.yml` and `.json` files (not its subdirectories), in name order.
+pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let io_err = |e: std::io::Error| ConfigError {
         file: path.display().to_string(),
         resource: None,

@@ -74,13 +74,11 @@ async fn deliver_once<S: DeliverySource>(
 }
 
 /// An ordered trigger's event: retried in place, so its key stays blocked until it is
-/// delivered or dead-lettered. When the trigger is draining (`stop`), a retry is not waited
-/// for: the event is left unsettled, so the trigger's next run delivers it again in order.
+/// delivered or dead-lettered.
 async fn deliver_in_order<S: DeliverySource>(
     t: &TriggerRuntime,
     source: &S,
     mut work: Work<S::Ticket>,
-    stop: &mut watch::Receiver<bool>,
 ) {
     let to = t.destination(&work);
     let mut attempts = std::mem::take(&mut work.attempts);
@@ -94,10 +92,7 @@ async fn deliver_in_order<S: DeliverySource>(
             } => {
                 attempts = so_far;
                 metrics::counter!(m::DELIVERY_RETRIES, t.labels()).increment(1);
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(due_ms.saturating_sub(now))) => {}
-                    () = stopped(stop) => return,
-                }
+                tokio::time::sleep(Duration::from_millis(due_ms.saturating_sub(now))).await;
             }
             // Delivered, not retryable, or out of retries.
             settled => break settled,
@@ -180,25 +175,22 @@ impl<T> Keys<T> {
 }
 
 /// Delivers `work` and then whatever waits behind its `key`, one at a time, each within the
-/// trigger's bound on deliveries in flight (which holds across keys). Draining, it takes
-/// nothing more from behind the key: that work is left unsettled, for the next run.
+/// trigger's bound on deliveries in flight (which holds across keys). A draining trigger
+/// finishes what it has taken this way: leaving an event of one key unsettled would make the
+/// next run send again the later events of other keys, already delivered.
 async fn deliver_key<S: DeliverySource>(
     t: Arc<TriggerRuntime>,
     source: Arc<S>,
     keys: Arc<Keys<S::Ticket>>,
     key: String,
     mut work: Work<S::Ticket>,
-    mut stop: watch::Receiver<bool>,
 ) {
     loop {
         {
             let Ok(_permit) = t.slots.acquire().await else {
                 return;
             };
-            deliver_in_order(&t, &*source, work, &mut stop).await;
-        }
-        if *stop.borrow() {
-            return;
+            deliver_in_order(&t, &*source, work).await;
         }
         match keys.next_for(&key) {
             Some(next) => work = next,
@@ -216,7 +208,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Takes the trigger's work from `source` and starts its attempts, until the dispatcher's
 /// `Tasks` stop it (its deliveries in flight end with it), or until `stop` turns true: then
-/// it drains, taking no more work and returning once the attempts in flight have settled.
+/// it drains, taking no more work and returning once what it took has settled (an ordered
+/// trigger's keys included, retries in place and all).
 pub(super) async fn dispatch_loop<S: DeliverySource>(
     t: Arc<TriggerRuntime>,
     source: Arc<S>,
@@ -243,7 +236,11 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
         if work.first
             && let Some(rate) = t.config.rate_limit
         {
-            tokio::time::sleep_until(next_start).await;
+            // Draining, the work is not started: it stays with the source for the next run.
+            tokio::select! {
+                () = tokio::time::sleep_until(next_start) => {}
+                () = stopped(&mut stop) => break,
+            }
             next_start = tokio::time::Instant::now().max(next_start)
                 + Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::from_secs(3600));
         }
@@ -251,7 +248,7 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
             let key = partition_key(&work.event);
             if let Some(work) = keys.park_or_claim(&key, work) {
                 let (t, source, keys) = (Arc::clone(&t), Arc::clone(&source), Arc::clone(&keys));
-                deliveries.spawn(deliver_key(t, source, keys, key, work, stop.clone()));
+                deliveries.spawn(deliver_key(t, source, keys, key, work));
             }
             continue;
         }

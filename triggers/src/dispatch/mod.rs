@@ -81,6 +81,14 @@ pub enum DispatchError {
     /// The store failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A reload was applied, but a part of it failed (`changes` is what it did).
+    #[error("{error}")]
+    Partly {
+        /// What the reload changed.
+        changes: TriggerChanges,
+        /// The first failure.
+        error: Box<DispatchError>,
+    },
 }
 
 /// Compiles every trigger's filter, so a bad one stops `serve` and `validate` with its field.
@@ -221,10 +229,12 @@ impl Unit {
     /// Stops taking work, lets the attempts in flight settle and the started sends to the
     /// dead-letter sink finish (up to [`DRAIN_TIMEOUT`]), and commits the cursor.
     async fn drain(self) {
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         self.stop.send_replace(true);
         self.delivery.finish(DRAIN_TIMEOUT).await;
         self.tasks.shutdown().await;
-        self.source.drain(DRAIN_TIMEOUT).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.source.drain(left).await;
     }
 }
 
@@ -406,7 +416,9 @@ impl Dispatcher {
             .collect();
         touched.extend(new_brokers.symmetric_difference(&self.brokers).cloned());
 
-        // 1. The routes stop feeding the triggers that stop.
+        // 1. The routes stop feeding the triggers that stop. From here on an error (the
+        // store failing) does not end the reload half-way: it is kept, the rest done.
+        let mut failed: Option<DispatchError> = None;
         let mut stopped = Vec::new();
         for id in &stopping {
             if let Some(unit) = self.units.remove(id) {
@@ -416,57 +428,82 @@ impl Dispatcher {
         self.running
             .set(self.units.values().map(|u| Arc::clone(&u.source)));
         for broker in &touched {
-            self.set_route(broker, config).await?;
+            if let Err(e) = self.set_route(broker, config).await {
+                failed.get_or_insert(e);
+            }
         }
-        // 2. They drain, side by side.
-        let mut removed_from: std::collections::HashSet<Arc<str>> =
-            std::collections::HashSet::new();
+        // 2. They drain, side by side. A trigger removed, or moved to another broker, leaves
+        // its old broker something to clean up.
+        let mut left: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
         futures_util::future::join_all(stopped.into_iter().map(|unit| {
             let id = unit.source.id().clone();
-            if wanted.contains_key(&id) {
-                changes.changed.push(id);
-            } else {
-                removed_from.insert(Arc::clone(&unit.source.trigger().broker));
-                changes.removed.push(id);
+            let old_broker = Arc::clone(&unit.source.trigger().broker);
+            match wanted.get(&id) {
+                Some((_, build)) => {
+                    let moved = build.as_ref().is_some_and(|(t, _)| t.broker != old_broker);
+                    if moved {
+                        left.insert(old_broker);
+                    }
+                    changes.changed.push(id);
+                }
+                None => {
+                    left.insert(old_broker);
+                    changes.removed.push(id);
+                }
             }
             unit.drain()
         }))
         .await;
-        // 3. What removed triggers leave behind is cleaned up as at start.
-        for broker in &removed_from {
+        // 3. The new and changed triggers open from their cursors, join their routes, run.
+        for (id, (inputs, build)) in wanted {
+            let Some((runtime, _)) = build else {
+                continue;
+            };
+            let mut tasks = Tasks::new("trigger");
+            match EmbeddedSource::open_running(runtime, &self.log, &event_types, &mut tasks).await {
+                Ok(source) => {
+                    if !changes.changed.contains(&id) {
+                        changes.added.push(id.clone());
+                    }
+                    self.units.insert(id, Unit::run(source, inputs, tasks));
+                }
+                Err(e) => {
+                    tracing::error!(trigger = %id, error = %e, "a trigger could not start");
+                    failed.get_or_insert(e.into());
+                }
+            }
+        }
+        self.running
+            .set(self.units.values().map(|u| Arc::clone(&u.source)));
+        for broker in &touched {
+            if let Err(e) = self.set_route(broker, config).await {
+                failed.get_or_insert(e);
+            }
+        }
+        // 4. What a removed or moved trigger left on a broker (its cursor, its retries) is
+        // cleaned up as at start, now that every trigger that stays there runs again.
+        for broker in &left {
             let remaining: Vec<Arc<EmbeddedSource>> = self
                 .units
                 .values()
                 .filter(|u| u.source.trigger().broker == *broker)
                 .map(|u| Arc::clone(&u.source))
                 .collect();
-            embedded::forget_removed(&self.log, broker, &remaining).await?;
-        }
-        // 4. The new and changed triggers open from their cursors, join their routes, run.
-        let mut filters = HashMap::new();
-        for (id, (inputs, build)) in wanted {
-            let Some((runtime, filter)) = build else {
-                continue;
-            };
-            let mut tasks = Tasks::new("trigger");
-            let source =
-                EmbeddedSource::open_running(runtime, &self.log, &event_types, &mut tasks).await?;
-            if !changes.changed.contains(&id) {
-                changes.added.push(id.clone());
+            if let Err(e) = embedded::forget_removed(&self.log, broker, &remaining).await {
+                failed.get_or_insert(e.into());
             }
-            filters.insert(id.clone(), filter);
-            self.units.insert(id, Unit::run(source, inputs, tasks));
-        }
-        self.running
-            .set(self.units.values().map(|u| Arc::clone(&u.source)));
-        for broker in &touched {
-            self.set_route(broker, config).await?;
         }
         self.brokers = new_brokers;
         changes.added.sort();
         changes.changed.sort();
         changes.removed.sort();
-        Ok(changes)
+        match failed {
+            Some(error) => Err(DispatchError::Partly {
+                changes,
+                error: Box::new(error),
+            }),
+            None => Ok(changes),
+        }
     }
 
     /// Tells the router which of the running triggers broker `broker` routes to, or that the
@@ -486,7 +523,10 @@ impl Dispatcher {
                 .filter(|u| u.source.trigger().broker == *broker)
             {
                 let id = unit.source.id();
-                let resource = &config.triggers[&(id.namespace().to_owned(), id.name().to_owned())];
+                let key = (id.namespace().to_owned(), id.name().to_owned());
+                let Some(resource) = config.triggers.get(&key) else {
+                    continue;
+                };
                 filters.push(compile_filter(config, id.namespace(), id.name(), resource)?);
                 sources.push(Arc::clone(&unit.source));
             }
