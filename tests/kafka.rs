@@ -1,7 +1,8 @@
 //! Black-box tests of the Kafka source and sink (spec/streams.md) against a real
 //! Kafka-protocol broker (tansu, started by `scripts/test`): records in all three shapes,
 //! a crash in the middle of a backlog (nothing lost, no offset committed before its event was
-//! stored), and a trigger writing to a topic a plain consumer reads back.
+//! stored), a trigger writing to a topic a plain consumer reads back, and a sink and a source
+//! that reach a broker only over TLS.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -377,59 +378,15 @@ spec:
 #[tokio::test]
 async fn a_kafka_sink_connects_as_its_knative_auth_secret_says() {
     let topic = format!("audit-auth-{}", unique());
-    let config = format!(
-        r#"
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata: {{name: default}}
----
-apiVersion: eventing.knative.dev/v1alpha1
-kind: KafkaSink
-metadata: {{name: audit}}
-spec:
-  topic: {topic}
-  bootstrapServers: ['{}']
-  numPartitions: 1
-  auth: {{secret: {{ref: {{name: kafka-auth}}}}}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: to-kafka}}
-spec:
-  broker: default
-  subscriber: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: audit}}}}
-"#,
-        kafka_bootstrap()
-    );
+    let config = sink_with_auth(&topic, &kafka_bootstrap(), "kafka-auth");
     // The Secret as Kubernetes mounts it: a file per key (`echo` leaves a newline).
     let secrets = tempfile::tempdir().unwrap();
     std::fs::create_dir(secrets.path().join("kafka-auth")).unwrap();
     std::fs::write(secrets.path().join("kafka-auth/protocol"), "PLAINTEXT\n").unwrap();
     let dir = secrets.path().to_str().unwrap().to_owned();
     let sy = Switchyard::start_with_env(&config, &[("SWITCHYARD_SECRETS_DIR", &dir)]);
-    let resp = common::binary(
-        &common::client(),
-        &sy.url("/default/default"),
-        &[
-            ("specversion", "1.0"),
-            ("id", "auth-1"),
-            ("source", "/shop"),
-            ("type", "com.example.order.created"),
-        ],
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(resp.status(), 202);
-    let m = first_record(&topic).await;
-    let id = m
-        .headers()
-        .unwrap()
-        .iter()
-        .find(|h| h.key == "ce_id")
-        .and_then(|h| h.value)
-        .unwrap();
-    assert_eq!(id, b"auth-1");
+    send_order(&sy, "auth-1").await;
+    assert_eq!(ce_id(&first_record(&topic).await), b"auth-1");
     drop(sy);
 
     // A Secret without `protocol` stops serve with one line that names the file.
@@ -441,6 +398,64 @@ spec:
         ) && err.contains("kafka-auth/protocol"),
         "{err}"
     );
+}
+
+/// A Broker `default` and a Trigger `to-kafka` (events from `/shop`) writing to the KafkaSink
+/// `audit` on `topic` at `bootstrap`, which connects as the Secret `secret` says.
+fn sink_with_auth(topic: &str, bootstrap: &str, secret: &str) -> String {
+    format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: KafkaSink
+metadata: {{name: audit}}
+spec:
+  topic: {topic}
+  bootstrapServers: ['{bootstrap}']
+  numPartitions: 1
+  auth: {{secret: {{ref: {{name: {secret}}}}}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: to-kafka}}
+spec:
+  broker: default
+  subscriber: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: audit}}}}
+  filters: [{{exact: {{source: /shop}}}}]
+"#
+    )
+}
+
+/// Posts an order event `id` from `/shop` to the broker `default`.
+async fn send_order(sy: &Switchyard, id: &str) {
+    let resp = common::binary(
+        &common::client(),
+        &sy.url("/default/default"),
+        &[
+            ("specversion", "1.0"),
+            ("id", id),
+            ("source", "/shop"),
+            ("type", "com.example.order.created"),
+        ],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 202);
+}
+
+/// A record's `ce_id` header.
+fn ce_id(m: &rdkafka::message::OwnedMessage) -> Vec<u8> {
+    m.headers()
+        .unwrap()
+        .iter()
+        .find(|h| h.key == "ce_id")
+        .and_then(|h| h.value)
+        .unwrap()
+        .to_vec()
 }
 
 /// Child processes killed when the test ends, however it ends.
@@ -530,29 +545,9 @@ async fn a_kafka_sink_reaches_a_broker_over_tls_with_the_ca_its_secret_gives() {
 
     let topic = format!("audit-tls-{}", unique());
     let copies = Sink::ok().await;
-    let config = format!(
-        r#"
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata: {{name: default}}
----
-apiVersion: eventing.knative.dev/v1alpha1
-kind: KafkaSink
-metadata: {{name: audit}}
-spec:
-  topic: {topic}
-  bootstrapServers: ['127.0.0.1:{tls}']
-  numPartitions: 1
-  auth: {{secret: {{ref: {{name: kafka-tls}}}}}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: to-kafka}}
-spec:
-  broker: default
-  subscriber: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: audit}}}}
-  filters: [{{exact: {{source: /shop}}}}]
----
+    let config = sink_with_auth(&topic, &format!("127.0.0.1:{tls}"), "kafka-tls")
+        + &format!(
+            r#"---
 apiVersion: eventing.knative.dev/v1
 kind: Broker
 metadata: {{name: copies}}
@@ -577,8 +572,8 @@ spec:
   broker: copies
   subscriber: {{uri: '{copies}'}}
 "#,
-        copies = copies.url
-    );
+            copies = copies.url
+        );
     let secrets = tempfile::tempdir().unwrap();
     let secret = secrets.path().join("kafka-tls");
     std::fs::create_dir(&secret).unwrap();
@@ -586,20 +581,7 @@ spec:
     std::fs::copy(path("cert.pem"), secret.join("ca.crt")).unwrap();
     let secrets_dir = secrets.path().to_str().unwrap().to_owned();
     let sy = Switchyard::start_with_env(&config, &[("SWITCHYARD_SECRETS_DIR", &secrets_dir)]);
-    let resp = common::binary(
-        &common::client(),
-        &sy.url("/default/default"),
-        &[
-            ("specversion", "1.0"),
-            ("id", "over-tls"),
-            ("source", "/shop"),
-            ("type", "com.example.order.created"),
-        ],
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(resp.status(), 202);
+    send_order(&sy, "over-tls").await;
 
     let mut reader = ClientConfig::new();
     reader
@@ -607,14 +589,7 @@ spec:
         .set("security.protocol", "ssl")
         .set("ssl.ca.location", path("cert.pem"));
     let m = first_record_with(reader, &topic).await;
-    let id = m
-        .headers()
-        .unwrap()
-        .iter()
-        .find(|h| h.key == "ce_id")
-        .and_then(|h| h.value)
-        .unwrap();
-    assert_eq!(id, b"over-tls");
+    assert_eq!(ce_id(&m), b"over-tls");
     let got = copies.wait_for(1, WAIT).await;
     assert_eq!(got[0].event.as_ref().unwrap().id, "over-tls");
 }

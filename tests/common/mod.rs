@@ -94,16 +94,7 @@ impl Switchyard {
         for (name, text) in files {
             std::fs::write(config_path.join(name), text).unwrap();
         }
-        let (child, base) = Self::spawn(&dir, &config_path, &[], &[]);
-        Switchyard {
-            child,
-            base,
-            dir,
-            _tmp: Some(tmp),
-            config: config_path,
-            extra: Vec::new(),
-            env: Vec::new(),
-        }
+        Self::spawn_in(tmp, config_path, &[], Vec::new())
     }
 
     /// The config file or directory the server was started with.
@@ -116,13 +107,24 @@ impl Switchyard {
         let dir = tmp.path().to_owned();
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config).unwrap();
-        let (child, base) = Self::spawn(&dir, &config_path, extra, &env);
+        Self::spawn_in(tmp, config_path, extra, env)
+    }
+
+    /// Starts the binary with `config` (a file or directory) and its data in `tmp`.
+    fn spawn_in(
+        tmp: tempfile::TempDir,
+        config: PathBuf,
+        extra: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Switchyard {
+        let dir = tmp.path().to_owned();
+        let (child, base) = Self::spawn(&dir, &config, extra, &env);
         Switchyard {
             child,
             base,
             dir,
             _tmp: Some(tmp),
-            config: config_path,
+            config,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             env,
         }
