@@ -296,29 +296,7 @@ async fn first_record_with(
 #[tokio::test]
 async fn a_trigger_writes_to_a_topic_a_plain_consumer_reads_back() {
     let topic = format!("audit-{}", unique());
-    let config = format!(
-        r#"
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata: {{name: default}}
----
-apiVersion: eventing.knative.dev/v1alpha1
-kind: KafkaSink
-metadata: {{name: audit}}
-spec:
-  topic: {topic}
-  bootstrapServers: ['{}']
-  numPartitions: 1
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: to-kafka}}
-spec:
-  broker: default
-  subscriber: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: audit}}}}
-"#,
-        kafka_bootstrap()
-    );
+    let config = sink_config(&topic, &kafka_bootstrap(), None);
     let sy = Switchyard::start(&config);
     let resp = common::binary(
         &common::client(),
@@ -378,7 +356,7 @@ spec:
 #[tokio::test]
 async fn a_kafka_sink_connects_as_its_knative_auth_secret_says() {
     let topic = format!("audit-auth-{}", unique());
-    let config = sink_with_auth(&topic, &kafka_bootstrap(), "kafka-auth");
+    let config = sink_config(&topic, &kafka_bootstrap(), Some("kafka-auth"));
     // The Secret as Kubernetes mounts it: a file per key (`echo` leaves a newline).
     let secrets = tempfile::tempdir().unwrap();
     std::fs::create_dir(secrets.path().join("kafka-auth")).unwrap();
@@ -401,8 +379,11 @@ async fn a_kafka_sink_connects_as_its_knative_auth_secret_says() {
 }
 
 /// A Broker `default` and a Trigger `to-kafka` (events from `/shop`) writing to the KafkaSink
-/// `audit` on `topic` at `bootstrap`, which connects as the Secret `secret` says.
-fn sink_with_auth(topic: &str, bootstrap: &str, secret: &str) -> String {
+/// `audit` on `topic` at `bootstrap`, which connects as the Secret `secret` says (if any).
+fn sink_config(topic: &str, bootstrap: &str, secret: Option<&str>) -> String {
+    let auth = secret.map_or_else(String::new, |name| {
+        format!("\n  auth: {{secret: {{ref: {{name: {name}}}}}}}")
+    });
     format!(
         r#"
 apiVersion: eventing.knative.dev/v1
@@ -415,8 +396,7 @@ metadata: {{name: audit}}
 spec:
   topic: {topic}
   bootstrapServers: ['{bootstrap}']
-  numPartitions: 1
-  auth: {{secret: {{ref: {{name: {secret}}}}}}}
+  numPartitions: 1{auth}
 ---
 apiVersion: eventing.knative.dev/v1
 kind: Trigger
@@ -545,7 +525,7 @@ async fn a_kafka_sink_reaches_a_broker_over_tls_with_the_ca_its_secret_gives() {
 
     let topic = format!("audit-tls-{}", unique());
     let copies = Sink::ok().await;
-    let config = sink_with_auth(&topic, &format!("127.0.0.1:{tls}"), "kafka-tls")
+    let config = sink_config(&topic, &format!("127.0.0.1:{tls}"), Some("kafka-tls"))
         + &format!(
             r#"---
 apiVersion: eventing.knative.dev/v1

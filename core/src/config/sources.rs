@@ -70,16 +70,9 @@ impl Config {
         let mut notes = Vec::new();
         for (kind, ns, name, why) in parked {
             let key = (ns.clone(), name.clone());
-            let removed = match kind {
-                "WebhookSource" => self.webhook_sources.remove(&key).is_some(),
-                "PingSource" => self.ping_sources.remove(&key).is_some(),
-                "S3Source" => self.s3_sources.remove(&key).is_some(),
-                "KafkaSource" => self.kafka_sources.remove(&key).is_some(),
-                "NatsSource" => self.nats_sources.remove(&key).is_some(),
-                "MqttSource" => self.mqtt_sources.remove(&key).is_some(),
-                _ => false,
-            };
-            debug_assert!(removed, "every kind of Config::sources is parked here");
+            crate::kinds::Resource::retain_in(self, crate::kinds::Group::Source, |k, other| {
+                !(k == kind && *other == key)
+            });
             notes.push(ConfigError {
                 file: origin
                     .get(&(kind, ns.clone(), name.clone()))
