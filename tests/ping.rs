@@ -196,6 +196,7 @@ impl InProcess {
             data_dir: dir.path().join("data"),
             max_body_bytes: 1024 * 1024,
             store: switchyard::RedbOptions::default(),
+            auth: switchyard::AuthOptions::default(),
         };
         let start = chrono::DateTime::parse_from_rfc3339(now).unwrap();
         let clock = switchyard::Clock::manual(start.with_timezone(&chrono::Utc));

@@ -203,6 +203,7 @@ async fn a_broken_edit_is_refused_and_the_running_configuration_keeps_working() 
     // Asking for a reload gets the same refusal, as a problem.
     let resp = client()
         .post(sy.url("/api/v1/reload"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();

@@ -630,7 +630,8 @@ async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
                 sink.url
             ),
         );
-    let sy = Switchyard::start(&config);
+    // The redrive at the end sends to a subscriber the configuration does not name.
+    let sy = Switchyard::start_with(&config, &["--redrive-allow-uri", "http://127.0.0.1:"]);
     for i in 0..3 {
         send(&sy, &format!("d{i}"), "com.example.dl", &[]).await;
     }

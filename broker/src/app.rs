@@ -34,6 +34,12 @@ pub struct App {
     /// Largest request body taken, in bytes.
     pub max_body_bytes: usize,
     pub(crate) metrics: PrometheusHandle,
+    /// The front door's rules, swapped whole when the configuration changes.
+    pub(crate) auth: RwLock<Arc<crate::auth::Auth>>,
+    /// The front door's settings (`serve`'s flags).
+    pub(crate) auth_options: crate::auth::AuthOptions,
+    /// The address listened on.
+    pub(crate) listen: std::net::SocketAddr,
     pub(crate) ready: AtomicBool,
 }
 
@@ -48,6 +54,11 @@ impl App {
     pub fn broker(&self, namespace: &str, name: &str) -> Option<Arc<BrokerState>> {
         let key = switchyard_core::id::join(namespace, name);
         self.brokers.read().ok()?.get(&key).cloned()
+    }
+
+    /// The front door's rules in force.
+    pub fn auth(&self) -> Arc<crate::auth::Auth> {
+        self.auth.read().map(|a| Arc::clone(&a)).unwrap_or_default()
     }
 
     /// The configured EventTypes, schemas compiled, and each broker's `eventTypes` mode.

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::app::{App, BrokerState};
 use crate::append::{Appender, Ttl};
+use crate::auth::SendPermit;
 use crate::log::LogError;
 use crate::metrics as m;
 use crate::problem::Problem;
@@ -79,6 +80,7 @@ pub async fn broker_endpoint(
     State(app): State<Arc<App>>,
     Path((namespace, name)): Path<(String, String)>,
     method: Method,
+    permit: Option<axum::Extension<SendPermit>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -89,7 +91,7 @@ pub async fn broker_endpoint(
             .into_response();
     };
     let response = match method {
-        Method::POST => ingest(&app, &broker, &namespace, &name, &headers, body)
+        Method::POST => ingest(&app, &broker, (&namespace, &name), permit, &headers, body)
             .await
             .unwrap_or_else(IntoResponse::into_response),
         Method::OPTIONS => handshake(&headers),
@@ -124,8 +126,8 @@ fn count_events(namespace: &str, name: &str, types: &[String], status: StatusCod
 async fn ingest(
     app: &App,
     broker: &BrokerState,
-    namespace: &str,
-    name: &str,
+    (namespace, name): (&str, &str),
+    permit: Option<axum::Extension<SendPermit>>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
@@ -164,6 +166,20 @@ async fn ingest(
     let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
     if events.is_empty() {
         return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    if let Some(axum::Extension(permit)) = &permit {
+        for (i, event) in events.iter().enumerate() {
+            if let Err(policies) = permit.check(event) {
+                let mut p = Problem::forbidden(format!(
+                    "event `{}` of type `{}` does not pass the filters of the EventPolicies that admit the sender ({policies})",
+                    event.id, event.ty
+                ));
+                if events.len() > 1 {
+                    p.index = u32::try_from(i).ok();
+                }
+                return Err(reject(p, &types));
+            }
+        }
     }
     let appender = Appender::new(Arc::clone(&app.log), app.event_types());
     let batch = appender

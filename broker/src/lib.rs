@@ -1,9 +1,12 @@
 //! The broker: the ingress service that takes CloudEvents over HTTP and answers 202 only once
 //! they are durably stored, the [`append::Appender`] every way in shares, the [`log::EventLog`] abstraction with its embedded redb backend
-//! ([`redb_log`], group commit), problem bodies, metrics, and the server that ties them up.
+//! ([`redb_log`], group commit), the front door ([`auth`]: who may send, read and operate),
+//! problem bodies, metrics, and the server that ties them up.
 
 pub mod app;
 pub mod append;
+pub mod audit;
+pub mod auth;
 pub mod clock;
 pub mod eventtypes;
 pub mod ingress;

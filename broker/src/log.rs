@@ -87,6 +87,8 @@ pub enum Table {
     EventTypes,
     /// What sources remember across restarts (a PingSource's last fired slot).
     SourceState,
+    /// The audit log: every redrive and purge, who asked and what it touched.
+    Audit,
 }
 
 /// One change to the store, written durably with [`EventLog::write`].

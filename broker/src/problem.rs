@@ -22,7 +22,7 @@ pub struct Problem {
     pub detail: String,
     /// The CloudEvents attribute at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attribute: Option<String>,
+    pub attribute: Option<Box<str>>,
     /// The position of the event at fault in a batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
@@ -37,6 +37,21 @@ pub struct Problem {
     /// Methods the resource allows, for 405.
     #[serde(skip)]
     pub allow: Option<&'static str>,
+    /// For 401 and 403: the challenge, and the scope that was missing; boxed to keep
+    /// `Result<_, Problem>` small.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Box<AuthDetail>>,
+}
+
+/// What a 401 or 403 adds to a problem.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthDetail {
+    /// The `WWW-Authenticate` challenge.
+    #[serde(skip)]
+    pub challenge: String,
+    /// The scope the caller lacked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'static str>,
 }
 
 impl Problem {
@@ -57,7 +72,78 @@ impl Problem {
             errors: None,
             retry_after_secs: None,
             allow: None,
+            auth: None,
         }
+    }
+
+    /// 401: no credentials, or credentials that do not hold (`invalid` says why), with a
+    /// Bearer challenge (RFC 6750).
+    pub fn unauthenticated(invalid: Option<&str>) -> Self {
+        let (detail, challenge) = match invalid {
+            None => (
+                "this needs a bearer token: send `Authorization: Bearer TOKEN` (spec/security.md)"
+                    .to_owned(),
+                r#"Bearer realm="switchyard""#.to_owned(),
+            ),
+            Some(why) => (
+                format!("the bearer token was not accepted: {why}"),
+                format!(
+                    r#"Bearer realm="switchyard", error="invalid_token", error_description="{}""#,
+                    why.replace(['"', '\\'], "'")
+                ),
+            ),
+        };
+        let mut p = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "urn:switchyard:problem:unauthenticated",
+            "unauthenticated",
+            detail,
+        );
+        p.auth = Some(Box::new(AuthDetail {
+            challenge,
+            scope: None,
+        }));
+        p
+    }
+
+    /// 403: the caller is known but lacks `scope` here.
+    pub fn missing_scope(scope: &'static str, detail: impl Into<String>) -> Self {
+        let mut p = Problem::new(
+            StatusCode::FORBIDDEN,
+            "urn:switchyard:problem:forbidden",
+            "forbidden",
+            detail,
+        );
+        p.auth = Some(Box::new(AuthDetail {
+            challenge: format!(
+                r#"Bearer realm="switchyard", error="insufficient_scope", scope="{scope}""#
+            ),
+            scope: Some(scope),
+        }));
+        p
+    }
+
+    /// 403: the caller is known but not allowed (an EventPolicy, a redrive destination).
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "urn:switchyard:problem:forbidden",
+            "forbidden",
+            detail,
+        )
+    }
+
+    /// 415 for a mutating API call that is not `application/json` (a cross-site form post).
+    pub fn json_only(got: Option<&str>) -> Self {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "urn:switchyard:problem:json-only",
+            "JSON only",
+            format!(
+                "API calls that change something take `Content-Type: application/json` only, not {}",
+                got.map_or_else(|| "none".to_owned(), |c| format!("`{c}`"))
+            ),
+        )
     }
 
     /// 404 for a path or broker that does not exist.
@@ -105,7 +191,7 @@ impl Problem {
             )
         };
         let mut p = Problem::new(status, kind, title, e.to_string());
-        p.attribute = e.attribute().map(str::to_owned);
+        p.attribute = e.attribute().map(Box::from);
         if let EventError::InBatch { index, .. } = e {
             p.index = u32::try_from(*index).ok();
         }
@@ -141,7 +227,7 @@ impl From<Refused> for Problem {
         let detail = refused.to_string();
         let bad_request = |kind, title, attribute: &str, detail| {
             let mut p = Problem::new(StatusCode::BAD_REQUEST, kind, title, detail);
-            p.attribute = Some(attribute.to_owned());
+            p.attribute = Some(Box::from(attribute));
             p
         };
         let mut p = match refused.reason {
@@ -200,6 +286,13 @@ impl IntoResponse for Problem {
         }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(c) = self
+            .auth
+            .as_ref()
+            .and_then(|a| HeaderValue::from_str(&a.challenge).ok())
+        {
+            headers.insert(header::WWW_AUTHENTICATE, c);
         }
         response
     }

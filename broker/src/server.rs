@@ -18,6 +18,7 @@ use axum::routing::{any, get};
 use switchyard_core::config::{Config, ConfigError};
 
 use crate::app::{App, BrokerState};
+use crate::auth::{Auth, AuthError, AuthOptions};
 use crate::eventtypes::{Discovery, EventTypePolicy};
 
 use crate::ingress::broker_endpoint;
@@ -46,6 +47,10 @@ pub enum ServeError {
     /// The configuration could not be applied (an EventType's schema does not compile).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The front door could not be built (a token or key file unreadable, nobody could
+    /// authenticate on an open address).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -70,11 +75,25 @@ pub struct ServerOptions {
     pub max_body_bytes: usize,
     /// Settings of the embedded store.
     pub store: RedbOptions,
+    /// The front door's settings.
+    pub auth: AuthOptions,
 }
 
-/// Takes `config`'s brokers and EventTypes into `app`, whole; the new `eventTypes` policy.
+/// The front door of `config`, refused when nobody could authenticate on an address other
+/// than loopback and the operator did not allow that.
+fn front_door(app: &App, config: &Config) -> Result<Auth, ServeError> {
+    let auth = Auth::build(config, &app.auth_options)?;
+    if !auth.enabled && !app.listen.ip().is_loopback() && !app.auth_options.allow_unauthenticated {
+        return Err(AuthError::Unauthenticated { listen: app.listen }.into());
+    }
+    Ok(auth)
+}
+
+/// Takes `config`'s brokers, EventTypes and front door into `app`, whole; the new
+/// `eventTypes` policy.
 fn apply(app: &App, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError> {
     let policy = Arc::new(EventTypePolicy::new(config, Arc::clone(&app.discovery))?);
+    let auth = Arc::new(front_door(app, config)?);
     let mut brokers = HashMap::new();
     for ((ns, name), broker) in &config.brokers {
         let id = switchyard_core::id::join(ns, name);
@@ -100,6 +119,9 @@ fn apply(app: &App, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError>
     if let Ok(mut r) = app.event_types.write() {
         *r = Arc::clone(&policy);
     }
+    if let Ok(mut a) = app.auth.write() {
+        *a = auth;
+    }
     Ok(policy)
 }
 
@@ -114,6 +136,7 @@ impl Reconfigure {
     /// Checks what `config` needs of the server (its EventTypes' schemas compile) without
     /// applying anything; the `eventTypes` policy it would be.
     pub fn check(&self, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError> {
+        front_door(&self.app, config)?;
         Ok(Arc::new(EventTypePolicy::new(
             config,
             Arc::clone(&self.app.discovery),
@@ -124,6 +147,16 @@ impl Reconfigure {
     /// `eventTypes` policy, for the sources and triggers.
     pub fn apply(&self, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError> {
         apply(&self.app, config)
+    }
+
+    /// Builds `config`'s front door again (reading its token and key files) and takes it in
+    /// place of the running one; on failure the running one stays.
+    pub fn refresh_front_door(&self, config: &Config) -> Result<(), ServeError> {
+        let auth = Arc::new(front_door(&self.app, config)?);
+        if let Ok(mut a) = self.app.auth.write() {
+            *a = auth;
+        }
+        Ok(())
     }
 
     /// What `/readyz` reports of the configuration: the reload that last succeeded (its
@@ -200,6 +233,9 @@ impl Server {
             max_body_bytes: options.max_body_bytes,
             metrics,
             ready: AtomicBool::new(false),
+            auth: RwLock::new(Arc::default()),
+            auth_options: options.auth.clone(),
+            listen: options.listen,
         });
         apply(&app, config)?;
         let listener = tokio::net::TcpListener::bind(options.listen)
@@ -243,7 +279,13 @@ impl Server {
     ) -> Result<(), ServeError> {
         let Server { app, log, listener } = self;
         app.ready.store(true, Ordering::SeqCst);
-        let router = extra.merge(router(Arc::clone(&app)));
+        let router =
+            extra
+                .merge(router(Arc::clone(&app)))
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&app),
+                    crate::auth::routes::guard,
+                ));
         let ready_app = Arc::clone(&app);
         let mut housekeeping = Tasks::new("server");
         {
@@ -294,6 +336,10 @@ fn router(app: Arc<App>) -> Router {
         .route(
             "/api/v1/namespaces/{namespace}/brokers/{broker}/eventtypes",
             get(broker_event_types),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/audit",
+            get(crate::audit::list),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -353,10 +399,13 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         .unwrap_or_default();
     let config = serde_json::to_value(config).unwrap_or_default();
     if app.ready.load(Ordering::SeqCst) {
-        json_body(
-            StatusCode::OK,
-            serde_json::json!({ "status": "ready", "config": config }),
-        )
+        let mut body = serde_json::json!({ "status": "ready", "config": config });
+        if !app.auth().enabled && !app.listen.ip().is_loopback() {
+            body["warning"] =
+                "serving without authentication on an open address (--allow-unauthenticated)"
+                    .into();
+        }
+        json_body(StatusCode::OK, body)
     } else {
         json_status(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     }

@@ -2,13 +2,44 @@
 //! bodies become one-line errors), the output choice, and plain-text tables.
 
 use anyhow::{Context, Result, bail};
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 use switchyard_core::id::BrokerId;
 
 /// The broker a `--broker namespace/name` option names.
 pub fn broker_arg(text: &str) -> Result<BrokerId> {
     BrokerId::parse(text)
         .map_err(|_| anyhow::anyhow!("--broker must be namespace/name, not `{text}`"))
+}
+
+/// The credentials a command sends (spec/security.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TokenArg {
+    /// A bearer token for the server (an Identity's token or a JWT); default the
+    /// `SWITCHYARD_TOKEN` environment variable, which keeps it out of the process list.
+    #[arg(long, global = true)]
+    token: Option<String>,
+}
+
+impl TokenArg {
+    /// An HTTP client that sends the token, if there is one, with every request.
+    pub fn client(&self) -> Result<reqwest::Client> {
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var("SWITCHYARD_TOKEN").ok())
+            .filter(|t| !t.is_empty());
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the token holds characters a header cannot")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .context("cannot build an HTTP client")
+    }
 }
 
 /// How a command prints what the server answered.

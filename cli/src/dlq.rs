@@ -7,6 +7,8 @@ use crate::client::{Output, answer, cell, pretty, table};
 
 #[derive(Debug, Args)]
 pub struct DlqArgs {
+    #[command(flatten)]
+    auth: crate::client::TokenArg,
     /// The server's base URL.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     server: String,
@@ -155,7 +157,7 @@ pub async fn run(args: DlqArgs) -> Result<String> {
         broker.namespace(),
         broker.name()
     );
-    let client = reqwest::Client::new();
+    let client = args.auth.client()?;
     let sent = |r: reqwest::Result<reqwest::Response>| {
         r.with_context(|| format!("cannot reach the server at {}", args.server))
     };

@@ -7,6 +7,8 @@ use crate::client::{Output, answer, pretty, table};
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
+    #[command(flatten)]
+    auth: crate::client::TokenArg,
     /// The server's base URL.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     server: String,
@@ -58,7 +60,9 @@ pub async fn run(args: GetArgs) -> Result<String> {
             format!("{server}/api/v1/namespaces/{}/eventtypes", args.namespace)
         }
     };
-    let resp = reqwest::Client::new()
+    let resp = args
+        .auth
+        .client()?
         .get(&url)
         .send()
         .await

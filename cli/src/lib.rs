@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use switchyard_adapters::SourceError;
 pub use switchyard_adapters::clock::Clock;
+pub use switchyard_broker::auth::{AuthOptions, AuthorizationMode};
 use switchyard_broker::server::ServeError;
 pub use switchyard_broker::{RedbOptions, ServerOptions};
 pub use switchyard_core::config::Config;
@@ -80,6 +81,9 @@ async fn serve(
     for not_ready in &config.not_ready {
         tracing::warn!("not ready: {not_ready}");
     }
+    let mut options = options;
+    options.auth.filters = event_filters();
+    let redrive_allow = options.auth.redrive_allow_uris.clone();
     let server = switchyard_broker::Server::bind(&config, options).await?;
     let addr = server.local_addr()?;
     let stream_sinks = switchyard_adapters::start_sinks(&config).await?;
@@ -101,7 +105,7 @@ async fn serve(
             .collect(),
     ));
     let (requests, requested) = reload::requests();
-    let api = switchyard_triggers::api::routes(server.log(), dispatcher.running())
+    let api = switchyard_triggers::api::routes(server.log(), dispatcher.running(), redrive_allow)
         .merge(sources.routes.clone())
         .merge(switchyard_triggers::tail::routes(
             server.log(),
@@ -140,4 +144,14 @@ async fn serve(
         })
         .await?;
     Ok(())
+}
+
+/// The filter engine, for EventPolicies' `filters` (the broker does not depend on it).
+fn event_filters() -> switchyard_broker::auth::FilterCompiler {
+    use switchyard_broker::auth::{EventPredicate, FilterCompiler};
+    FilterCompiler(Arc::new(|filters| {
+        let filter =
+            switchyard_triggers::filter::Filter::compile_all(filters).map_err(|e| e.to_string())?;
+        Ok(Arc::new(move |e: &switchyard_core::CloudEvent| filter.matches(e)) as EventPredicate)
+    }))
 }

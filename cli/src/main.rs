@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use switchyard::{Clock, RedbOptions, ServerOptions};
+use switchyard::{AuthOptions, AuthorizationMode, Clock, RedbOptions, ServerOptions};
 use switchyard_broker::RedbLog;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::server::DEFAULT_BODY_LIMIT_BYTES;
@@ -62,6 +62,19 @@ enum Command {
         /// Do not fsync commits. Only for benchmarks: a crash then loses accepted events.
         #[arg(long)]
         no_fsync: bool,
+        /// Serve on an address other than loopback although no Identity or TokenIssuer is
+        /// configured, so that anyone who reaches it may send, read and redrive.
+        #[arg(long)]
+        allow_unauthenticated: bool,
+        /// Who may send to a Broker no EventPolicy applies to, once callers are
+        /// authenticated: allow-same-namespace, allow-all or deny-all (Knative's
+        /// default-authorization-mode).
+        #[arg(long, default_value = "allow-same-namespace", value_parser = parse_mode)]
+        default_authorization_mode: AuthorizationMode,
+        /// A URL prefix a dead-letter redrive may send to besides the triggers' own
+        /// subscribers and dead-letter sinks (repeatable).
+        #[arg(long = "redrive-allow-uri")]
+        redrive_allow_uris: Vec<String>,
     },
     /// Check a configuration and print what it defines.
     Validate {
@@ -116,6 +129,12 @@ enum Command {
     },
 }
 
+fn parse_mode(text: &str) -> Result<AuthorizationMode, String> {
+    AuthorizationMode::parse(text).ok_or_else(|| {
+        format!("`{text}` is not a mode: use allow-same-namespace, allow-all or deny-all")
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -149,8 +168,14 @@ fn run(cli: Cli) -> Result<()> {
             cache_size_bytes,
             queue_capacity,
             no_fsync,
+            allow_unauthenticated,
+            default_authorization_mode,
+            redrive_allow_uris,
         } => {
             init_tracing();
+            if allow_unauthenticated && !listen.ip().is_loopback() {
+                tracing::warn!(%listen, "--allow-unauthenticated: whoever reaches this address may send, read, redrive and purge unless an Identity or TokenIssuer is configured");
+            }
             let path = config;
             let options = ServerOptions {
                 listen,
@@ -161,6 +186,12 @@ fn run(cli: Cli) -> Result<()> {
                     queue_capacity,
                     fsync: !no_fsync,
                     ..RedbOptions::default()
+                },
+                auth: AuthOptions {
+                    default_mode: default_authorization_mode,
+                    allow_unauthenticated,
+                    redrive_allow_uris,
+                    ..AuthOptions::default()
                 },
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -146,6 +146,12 @@ impl Running {
             .map_err(|e| Failure::Refused(format!("loading failed: {e}")))?
             .map_err(|e| Failure::Refused(e.to_string()))?;
         if config == self.config && !self.incomplete {
+            // The front door is rebuilt all the same: an Identity's token file or a
+            // TokenIssuer's key file may have changed under an unchanged configuration
+            // (rotation without a restart, spec/security.md).
+            self.server
+                .refresh_front_door(&config)
+                .map_err(|e| Failure::Refused(e.to_string()))?;
             return Ok(None);
         }
         let refused = |e: &dyn std::fmt::Display| Failure::Refused(e.to_string());

@@ -19,6 +19,8 @@ pub enum Mode {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
+    #[command(flatten)]
+    auth: crate::client::TokenArg,
     /// The server's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
@@ -127,7 +129,9 @@ pub async fn run(args: SendArgs) -> Result<String> {
         Mode::Structured => switchyard_core::http::encode_structured(&event),
         Mode::Batch => switchyard_core::http::encode_batch(std::slice::from_ref(&event)),
     };
-    let resp = reqwest::Client::new()
+    let resp = args
+        .auth
+        .client()?
         .post(&url)
         .headers(headers)
         .body(body)

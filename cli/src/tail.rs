@@ -17,6 +17,8 @@ pub enum TailOutput {
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
+    #[command(flatten)]
+    auth: crate::client::TokenArg,
     /// The server's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
@@ -96,7 +98,9 @@ pub async fn run(args: TailArgs) -> Result<()> {
     if let Some(n) = args.limit {
         query.push(("limit", n.to_string()));
     }
-    let mut resp = reqwest::Client::new()
+    let mut resp = args
+        .auth
+        .client()?
         .get(&url)
         .query(&query)
         .send()

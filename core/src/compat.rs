@@ -78,10 +78,6 @@ const REFUSED_KINDS: &[(&str, &str)] = &[
     ),
     ("JobSink", "it starts Kubernetes Jobs for events"),
     (
-        "EventPolicy",
-        "authorization policies are not enforced yet, and loading one that is not enforced would leave the broker open",
-    ),
-    (
         "Channel",
         "channels are not implemented: use a Broker and Triggers",
     ),

@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 
+use crate::auth::{EventPolicy, Identity, TokenIssuer};
 use crate::config::Config;
 
 use crate::resources::{
@@ -145,6 +146,12 @@ pub enum Group {
     Sequence,
     /// Parallels (likewise).
     Parallel,
+    /// Identities.
+    Identity,
+    /// TokenIssuers.
+    TokenIssuer,
+    /// EventPolicies.
+    EventPolicy,
 }
 
 kinds! {
@@ -178,6 +185,12 @@ kinds! {
     Sequence, KNATIVE_FLOWS_V1, Sequence, sequences;
     /// `flows.knative.dev/v1` Parallel.
     Parallel, KNATIVE_FLOWS_V1, Parallel, parallels;
+    /// `switchyard.dev/v1` Identity.
+    Identity, SWITCHYARD_V1, Identity, identities;
+    /// `switchyard.dev/v1` TokenIssuer.
+    TokenIssuer, SWITCHYARD_V1, TokenIssuer, token_issuers;
+    /// `eventing.knative.dev/v1alpha1` EventPolicy.
+    EventPolicy, KNATIVE_EVENTING_V1ALPHA1, EventPolicy, event_policies;
 }
 
 fn typed<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, (String, String)> {

@@ -9,8 +9,10 @@
 //!   the WebhookSource, PingSource and S3Source kinds, and [`schedule`]: their cron schedules;
 //!   [`streams`]: the Kafka, NATS and MQTT sources and the Kafka and NATS sinks; [`bindings`]:
 //!   the Kafka, NATS and MQTT protocol bindings; [`backoff`]: the pauses of every loop that
-//!   waits for the store or a server to come back; [`id`]: typed identities (`namespace/name`).
+//!   waits for the store or a server to come back; [`id`]: typed identities (`namespace/name`);
+//!   [`auth`]: Identities, TokenIssuers, EventPolicies and scopes (the front door's rules).
 
+pub mod auth;
 pub mod backoff;
 pub mod bindings;
 pub mod compat;

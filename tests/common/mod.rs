@@ -136,14 +136,19 @@ impl Switchyard {
         extra: &[&str],
         env: &[(String, String)],
     ) -> (Child, String) {
+        // Loopback on a free port, unless the test names its own address.
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(bin())
             .arg("serve")
             .arg("--config")
             .arg(config)
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+            .args(listen)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -9,6 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use switchyard_broker::audit::AuditEntry;
+use switchyard_broker::auth::Caller;
 use switchyard_broker::log::{EventLog, Table, WriteOp, blocking};
 use switchyard_broker::problem::Problem;
 
@@ -25,14 +27,22 @@ struct ApiState {
     mutate: tokio::sync::Mutex<()>,
     /// Triggers by (broker id, trigger name).
     triggers: RunningTriggers,
+    /// URL prefixes a redrive may name besides the triggers' own destinations.
+    redrive_allow: Vec<String>,
 }
 
-/// The routes, to merge into the server's router.
-pub fn routes(log: Arc<dyn EventLog>, triggers: RunningTriggers) -> Router {
+/// The routes, to merge into the server's router. A redrive's `uri` must be a running
+/// trigger's subscriber or dead-letter sink, or start with one of `redrive_allow`.
+pub fn routes(
+    log: Arc<dyn EventLog>,
+    triggers: RunningTriggers,
+    redrive_allow: Vec<String>,
+) -> Router {
     let state = Arc::new(ApiState {
         log,
         mutate: tokio::sync::Mutex::new(()),
         triggers,
+        redrive_allow,
     });
     let base = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
     Router::new()
@@ -43,7 +53,7 @@ pub fn routes(log: Arc<dyn EventLog>, triggers: RunningTriggers) -> Router {
 }
 
 /// Which dead letters a request is about.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
     /// Only this trigger's.
@@ -299,19 +309,36 @@ async fn show(
     Ok(json(StatusCode::OK, &v))
 }
 
+/// The caller a request came from, as the front door found it.
+type CallerExt = Option<axum::Extension<Caller>>;
+
+fn who(caller: &CallerExt) -> String {
+    caller
+        .as_ref()
+        .map_or_else(|| "anonymous".to_owned(), |c| c.0.who())
+}
+
 async fn delete_one(
     State(state): State<Arc<ApiState>>,
     Path((ns, b, id)): Path<(String, String, String)>,
+    caller: CallerExt,
 ) -> Result<Response, Problem> {
     let broker = broker_id(&ns, &b);
     let id = parse_id(&id)?;
     let _guard = state.mutate.lock().await;
     find(&state, &broker, id).await?;
-    state
-        .log
-        .write(removal(&broker, id, records::deadletter_key(&broker, id)))
-        .await
-        .map_err(storage)?;
+    let mut ops = removal(&broker, id, records::deadletter_key(&broker, id));
+    ops.push(
+        AuditEntry::now(
+            who(&caller),
+            "delete",
+            (&ns, &b),
+            serde_json::json!({ "ids": [id.to_string()] }),
+            1,
+        )
+        .write(),
+    );
+    state.log.write(ops).await.map_err(storage)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -319,8 +346,10 @@ async fn purge(
     State(state): State<Arc<ApiState>>,
     Path((ns, b)): Path<(String, String)>,
     Query(sel): Query<Selector>,
+    caller: CallerExt,
 ) -> Result<Response, Problem> {
     let all = sel.all == Some(true);
+    let selection = serde_json::to_value(&sel).unwrap_or_default();
     let filter = Compiled::new(sel)?;
     if filter.is_unfiltered() && !all {
         return Err(bad_request(
@@ -331,12 +360,18 @@ async fn purge(
     let _guard = state.mutate.lock().await;
     let (items, _) = select(&state, &broker, &filter, None, usize::MAX).await?;
     let n = items.len();
+    // The audit entry goes with the first deletions, so nothing is deleted unrecorded.
+    let mut audit = Some(AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, n).write());
     for chunk in items.chunks(1000) {
-        let ops = chunk
+        let mut ops: Vec<WriteOp> = chunk
             .iter()
             .flat_map(|(key, d)| removal(&broker, d.id, key.clone()))
             .collect();
+        ops.extend(audit.take());
         state.log.write(ops).await.map_err(storage)?;
+    }
+    if let Some(op) = audit {
+        state.log.write(vec![op]).await.map_err(storage)?;
     }
     Ok(json(StatusCode::OK, &serde_json::json!({ "purged": n })))
 }
@@ -362,6 +397,7 @@ pub struct RedriveRequest {
 async fn redrive(
     State(state): State<Arc<ApiState>>,
     Path((ns, b)): Path<(String, String)>,
+    caller: CallerExt,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     let req: RedriveRequest = if body.is_empty() {
@@ -373,7 +409,22 @@ async fn redrive(
     if let Some(uri) = &req.uri {
         switchyard_core::resources::validate_http_url("uri", uri)
             .map_err(|e| bad_request(e.to_string()))?;
+        let allowed = state.triggers.delivers_to(uri)
+            || state
+                .redrive_allow
+                .iter()
+                .any(|p| uri.starts_with(p.as_str()));
+        if !allowed {
+            return Err(Problem::forbidden(format!(
+                "a redrive may send only where a trigger delivers (a subscriber or a dead-letter sink) or to a URL `serve --redrive-allow-uri` lists; `{uri}` is neither"
+            )));
+        }
     }
+    let selection = serde_json::json!({
+        "ids": req.ids,
+        "filter": req.filter.as_ref().map(|f| serde_json::to_value(f).unwrap_or_default()),
+        "all": req.all,
+    });
     let broker = broker_id(&ns, &b);
     let _guard = state.mutate.lock().await;
     let mut selected = Vec::new();
@@ -400,6 +451,15 @@ async fn redrive(
         }
         selected = select(&state, &broker, &filter, None, usize::MAX).await?.0;
     }
+    let mut audit = AuditEntry::now(
+        who(&caller),
+        "redrive",
+        (&ns, &b),
+        selection,
+        selected.len(),
+    );
+    audit.uri = req.uri.clone();
+    let mut audit = Some(audit.write());
     let mut redriven = 0usize;
     for (key, d) in selected {
         let Some(t) = state.triggers.get(&broker, &d.trigger) else {
@@ -425,9 +485,13 @@ async fn redrive(
             value: serde_json::to_vec(&entry).unwrap_or_default(),
         }];
         ops.extend(removal(&broker, d.id, key));
+        ops.extend(audit.take());
         state.log.write(ops).await.map_err(storage)?;
         t.retry_scheduled();
         redriven += 1;
+    }
+    if let Some(op) = audit {
+        state.log.write(vec![op]).await.map_err(storage)?;
     }
     Ok(json(
         StatusCode::OK,

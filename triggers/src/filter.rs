@@ -170,20 +170,25 @@ fn compile_one(f: &SubscriptionsApiFilter, field: &str) -> Result<Filter, Filter
 }
 
 impl Filter {
+    /// Compiles Subscriptions API filters that must all pass (a Trigger's or an
+    /// EventPolicy's `spec.filters`).
+    pub fn compile_all(filters: &[SubscriptionsApiFilter]) -> Result<Filter, FilterError> {
+        let mut all: Vec<Filter> = filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| compile_one(f, &format!("spec.filters[{i}]")))
+            .collect::<Result<_, _>>()?;
+        Ok(match all.len() {
+            0 => Filter::True,
+            1 => all.pop().unwrap_or(Filter::True),
+            _ => Filter::All(all),
+        })
+    }
+
     /// Compiles a trigger's filters: a non-empty `filters` wins over the legacy `filter`.
     pub fn compile(spec: &TriggerSpec) -> Result<Filter, FilterError> {
         if !spec.filters.is_empty() {
-            let mut all: Vec<Filter> = spec
-                .filters
-                .iter()
-                .enumerate()
-                .map(|(i, f)| compile_one(f, &format!("spec.filters[{i}]")))
-                .collect::<Result<_, _>>()?;
-            return Ok(if all.len() == 1 {
-                all.pop().unwrap_or(Filter::True)
-            } else {
-                Filter::All(all)
-            });
+            return Filter::compile_all(&spec.filters);
         }
         let Some(legacy) = &spec.filter else {
             return Ok(Filter::True);

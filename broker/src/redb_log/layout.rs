@@ -13,6 +13,7 @@ pub(super) const DEADLETTERS: TableDefinition<'_, &[u8], &[u8]> =
 pub(super) const EVENTTYPES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("eventtypes");
 pub(super) const SOURCESTATE: TableDefinition<'_, &[u8], &[u8]> =
     TableDefinition::new("sourcestate");
+pub(super) const AUDIT: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("audit");
 
 pub(super) fn side_table(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     match table {
@@ -20,6 +21,7 @@ pub(super) fn side_table(table: Table) -> TableDefinition<'static, &'static [u8]
         Table::DeadLetters => DEADLETTERS,
         Table::EventTypes => EVENTTYPES,
         Table::SourceState => SOURCESTATE,
+        Table::Audit => AUDIT,
     }
 }
 

@@ -160,6 +160,7 @@ impl RedbLog {
             txn.open_table(DEADLETTERS).map_err(storage)?;
             txn.open_table(EVENTTYPES).map_err(storage)?;
             txn.open_table(SOURCESTATE).map_err(storage)?;
+            txn.open_table(AUDIT).map_err(storage)?;
             txn.commit().map_err(storage)?;
         }
         let shared = Arc::new(Shared {

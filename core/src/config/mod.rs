@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::auth::{EventPolicy, Identity, TokenIssuer};
 pub use crate::kinds::Resource;
 use crate::resources::{AddressTable, Broker, EventType, Parallel, Sequence, Sink, Trigger};
 use crate::sources::{PingSource, S3Source, WebhookSource};
@@ -93,6 +94,12 @@ pub struct Config {
     pub sequences: BTreeMap<(String, String), Sequence>,
     /// Parallels by (namespace, name).
     pub parallels: BTreeMap<(String, String), Parallel>,
+    /// Identities (static bearer tokens) by (namespace, name).
+    pub identities: BTreeMap<(String, String), Identity>,
+    /// TokenIssuers (OIDC/JWT) by (namespace, name).
+    pub token_issuers: BTreeMap<(String, String), TokenIssuer>,
+    /// EventPolicies by (namespace, name).
+    pub event_policies: BTreeMap<(String, String), EventPolicy>,
     /// The file each EventType came from, for errors found after loading (schema compilation).
     pub event_type_files: BTreeMap<(String, String), String>,
     /// The file each Trigger came from, for errors found after loading (CESQL compilation).

@@ -59,6 +59,22 @@ pub struct TriggerRuntime {
     metrics: TriggerMetrics,
 }
 
+impl TriggerRuntime {
+    /// The HTTP URLs it delivers to: its subscriber's and its dead-letter sink's.
+    pub fn destination_urls(&self) -> impl Iterator<Item = &str> {
+        [
+            Some(&self.config.subscriber),
+            self.config.dead_letter_sink.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| match s {
+            Subscriber::Http(url) => Some(url.as_str()),
+            Subscriber::Stream { .. } => None,
+        })
+    }
+}
+
 impl std::fmt::Debug for TriggerRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TriggerRuntime")

@@ -1,0 +1,224 @@
+//! Who may call each route: the one table ([`need`]) and the middleware that applies it to
+//! every route of the server, whichever crate defined the route. A route missing from the
+//! table needs `admin` everywhere, so a new route is closed until it is listed here.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use switchyard_core::auth::Scope;
+
+use super::Caller;
+use crate::app::App;
+use crate::problem::Problem;
+
+/// What a route needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Nothing: probes, and sources, which check their own credentials (HMAC, a bearer
+    /// token) before they read a body.
+    Open,
+    /// A broker's ingress: its EventPolicies, or the default mode.
+    Send,
+    /// A scope in the namespace the path names.
+    InNamespace(Scope),
+    /// A scope in every namespace (what the route shows or changes spans them).
+    Everywhere(Scope),
+}
+
+/// The table: what `method` on the route `path` (as the router wrote it) needs.
+pub(crate) fn need(method: &Method, path: Option<&str>) -> Need {
+    const DL: &str = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
+    let Some(path) = path else {
+        // Unrouted: the fallback answers 404.
+        return Need::Open;
+    };
+    let get = method == Method::GET || method == Method::HEAD;
+    match path {
+        "/healthz" | "/readyz" | "/sources/{namespace}/{name}" => Need::Open,
+        "/{namespace}/{broker}" if method == Method::OPTIONS => Need::Open,
+        "/{namespace}/{broker}" => Need::Send,
+        "/api/v1/namespaces/{namespace}/brokers/{broker}/events"
+        | "/api/v1/namespaces/{namespace}/eventtypes"
+        | "/api/v1/namespaces/{namespace}/brokers/{broker}/eventtypes"
+            if get =>
+        {
+            Need::InNamespace(Scope::EventsRead)
+        }
+        DL if get => Need::InNamespace(Scope::DeadLettersRead),
+        "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters/{id}" if get => {
+            Need::InNamespace(Scope::DeadLettersReadData)
+        }
+        "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters/redrive" => {
+            Need::InNamespace(Scope::DeadLettersRedrive)
+        }
+        DL | "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters/{id}"
+            if method == Method::DELETE =>
+        {
+            Need::InNamespace(Scope::DeadLettersPurge)
+        }
+        "/api/v1/namespaces/{namespace}/audit" if get => Need::InNamespace(Scope::Admin),
+        "/metrics" if get => Need::Everywhere(Scope::MetricsRead),
+        _ => Need::Everywhere(Scope::Admin),
+    }
+}
+
+/// The namespace a request's path names: `/api/v1/namespaces/{namespace}/…` or
+/// `/{namespace}/{broker}`.
+fn path_namespace(path: &str) -> Option<&str> {
+    let mut parts = path.trim_start_matches('/').split('/');
+    match parts.next()? {
+        "api" => {
+            let (_, _, ns) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(ns)
+        }
+        first => Some(first),
+    }
+}
+
+/// A call that changes something must be JSON: a browser sends a cross-site form (or
+/// `text/plain`) without asking, but not `application/json`.
+fn check_json(request: &Request) -> Result<(), Problem> {
+    let path = request.uri().path();
+    let api = path.starts_with("/api/") || path.starts_with("/debug/");
+    let mutating = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if !api || !mutating {
+        return Ok(());
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let json = content_type.is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    // A DELETE carries no body; a browser cannot send one cross-site without asking first.
+    if json || (content_type.is_none() && *request.method() == Method::DELETE) {
+        Ok(())
+    } else {
+        Err(Problem::json_only(content_type))
+    }
+}
+
+/// The middleware: authenticates the caller, applies the table, and leaves the [`Caller`]
+/// (and, for ingress, the [`super::SendPermit`]) in the request's extensions.
+pub(crate) async fn guard(
+    State(app): State<Arc<App>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let matched = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let need = need(request.method(), matched.as_deref());
+    if need == Need::Open {
+        return next.run(request).await;
+    }
+    if let Err(p) = check_json(&request) {
+        return p.into_response();
+    }
+    let auth = app.auth();
+    let principal = match auth
+        .authenticate(
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(axum::http::HeaderValue::as_bytes),
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(why) => return Problem::unauthenticated(Some(&why)).into_response(),
+    };
+    let caller = Caller(principal);
+    let namespace = path_namespace(request.uri().path()).map(str::to_owned);
+    let (scope, namespace) = match need {
+        Need::Open => (None, None),
+        Need::Send => {
+            let mut parts = request.uri().path().trim_start_matches('/').split('/');
+            let (ns, broker) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            match auth.may_send(&caller, ns, broker) {
+                Ok(permit) => {
+                    request.extensions_mut().insert(permit);
+                }
+                Err(p) => return p.into_response(),
+            }
+            (None, None)
+        }
+        Need::InNamespace(s) => (Some(s), namespace),
+        Need::Everywhere(s) => (Some(s), None),
+    };
+    if let Some(scope) = scope
+        && auth.enabled
+    {
+        let Some(p) = caller.0.as_deref() else {
+            return Problem::unauthenticated(None).into_response();
+        };
+        if !p.may(scope, namespace.as_deref()) {
+            let place = namespace.map_or_else(
+                || "in every namespace (`@*`)".to_owned(),
+                |ns| format!("in namespace `{ns}`"),
+            );
+            return Problem::missing_scope(
+                scope.as_str(),
+                format!("`{}` lacks scope `{}` {place}", p.subject, scope.as_str()),
+            )
+            .into_response();
+        }
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_api_route_needs_a_scope_and_unknown_ones_need_admin() {
+        let dl = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
+        assert_eq!(
+            need(&Method::GET, Some(dl)),
+            Need::InNamespace(Scope::DeadLettersRead)
+        );
+        assert_eq!(
+            need(&Method::DELETE, Some(dl)),
+            Need::InNamespace(Scope::DeadLettersPurge)
+        );
+        assert_eq!(
+            need(&Method::GET, Some(&format!("{dl}/{{id}}"))),
+            Need::InNamespace(Scope::DeadLettersReadData)
+        );
+        assert_eq!(
+            need(&Method::POST, Some("/api/v1/reload")),
+            Need::Everywhere(Scope::Admin)
+        );
+        assert_eq!(
+            need(&Method::POST, Some("/debug/clock")),
+            Need::Everywhere(Scope::Admin)
+        );
+        assert_eq!(need(&Method::GET, Some("/readyz")), Need::Open);
+        assert_eq!(
+            need(&Method::POST, Some("/{namespace}/{broker}")),
+            Need::Send
+        );
+        assert_eq!(need(&Method::GET, None), Need::Open);
+    }
+
+    #[test]
+    fn the_namespace_is_read_off_the_path() {
+        assert_eq!(
+            path_namespace("/api/v1/namespaces/shop/brokers/b/deadletters"),
+            Some("shop")
+        );
+        assert_eq!(path_namespace("/shop/default"), Some("shop"));
+    }
+}
