@@ -271,6 +271,18 @@ async fn every_route_wants_a_token_with_the_scope_in_its_namespace() {
     )
     .await;
 
+    // The audit log names who redrove.
+    let audit: serde_json::Value = call(
+        get(sy.url("/api/v1/namespaces/shop/audit")),
+        Some("root-token"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(audit["items"][0]["action"], "redrive", "{audit}");
+    assert_eq!(audit["items"][0]["who"], "system:serviceaccount:shop:ops");
+
     // The teller is admin of bank only: shop's dead letters are not theirs to read.
     let p = common::problem(call(get(api.clone()), Some("teller-token")).await).await;
     assert!(
@@ -476,12 +488,21 @@ spec:
         serde_json::json!({ "iss": "https://elsewhere.test" }),
     );
     assert_eq!(python(&other_issuer, "com.shop.order.placed"), "401");
-    // A token whose signature was tampered with is refused even after the genuine one was
-    // accepted (and cached).
-    let mut forged = checkout.clone();
-    forged.pop();
-    forged.push(if checkout.ends_with('A') { 'B' } else { 'A' });
+    // A genuine token whose claims were changed (the subject) keeps a signature that no
+    // longer fits: refused, even after the genuine one was accepted (and cached).
+    let intruder_claims = intruder.split('.').nth(1).unwrap();
+    let mut parts: Vec<&str> = checkout.split('.').collect();
+    parts[1] = intruder_claims;
+    let forged = parts.join(".");
     assert_eq!(python(&forged, "com.shop.order.placed"), "401");
+    // The broker is the same however its path is spelled: the policy holds for
+    // percent-encoded names, and for anonymous callers.
+    for path in ["/shop/%6Frders", "/sh%6Fp/orders"] {
+        let url = sy.url(path);
+        let send = || event("encoded", "com.shop.order.placed").url_for(&url);
+        assert_eq!(call(send, Some(&intruder)).await.status(), 403, "{path}");
+        assert_eq!(call(send, None).await.status(), 401, "{path}");
+    }
     // ES256 works as well as EdDSA.
     let es = Issuer::token(
         "ES256",
@@ -521,7 +542,10 @@ spec:
 async fn redrives_go_only_where_triggers_deliver_mutations_are_json_and_both_are_audited() {
     let sink = Sink::start(|_, _| Answer::status(500)).await;
     let config = common::broker_and_trigger("t", "delivery: {retry: 0}", &sink.url);
-    let sy = Switchyard::start(&config);
+    let sy = Switchyard::start_with(
+        &config,
+        &["--redrive-allow-uri", "http://allowed.test/hooks"],
+    );
     let send = || {
         event("lost", "com.example.t")
             .url_for(&sy.url("/default/default"))
@@ -554,21 +578,34 @@ async fn redrives_go_only_where_triggers_deliver_mutations_are_json_and_both_are
         assert_eq!(resp.status(), 415, "{content_type:?}");
         common::problem(resp).await;
     }
-    // To an address no trigger delivers to: refused, the dead letter stays.
+    // To an address neither the trigger delivers to nor under the allowed prefix: refused,
+    // the dead letter stays.
+    for (uri, status) in [
+        ("http://169.254.169.254/latest/meta-data", 403),
+        ("http://allowed.test/hooks-x", 403),
+        ("http://allowed.test.evil/hooks", 403),
+        ("http://allowed.test@169.254.169.254/hooks", 400),
+    ] {
+        let resp = client()
+            .post(&redrive)
+            .json(&serde_json::json!({ "all": true, "uri": uri }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{uri}");
+        common::problem(resp).await;
+    }
+    assert_eq!(count(api.clone()).await, 1);
+    // Without authentication, a server on loopback answers only requests for localhost: a
+    // page that rebinds its own name to 127.0.0.1 is refused.
     let resp = client()
-        .post(&redrive)
-        .json(&serde_json::json!({ "all": true, "uri": "http://169.254.169.254/latest/meta-data" }))
+        .get(&api)
+        .header("host", "evil.example")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    assert!(
-        common::problem(resp).await["detail"]
-            .as_str()
-            .unwrap()
-            .contains("--redrive-allow-uri")
-    );
-    assert_eq!(count(api.clone()).await, 1);
+    common::problem(resp).await;
     // To the trigger's own subscriber: taken.
     let resp = client()
         .post(&redrive)
@@ -642,11 +679,27 @@ async fn serve_refuses_an_open_address_without_identities_unless_told() {
     drop(sy);
 
     let with_identity = format!(
-        "{config}\n---\napiVersion: switchyard.dev/v1\nkind: Identity\nmetadata: {{name: ops}}\nspec:\n  token: {{value: t}}\n"
+        "{config}\n---\napiVersion: switchyard.dev/v1\nkind: Identity\nmetadata: {{name: ops}}\nspec:\n  token: {{value: t}}\n  scopes: ['admin@*']\n"
     );
     let sy = Switchyard::start_with(&with_identity, &["--listen", "0.0.0.0:0"]);
     let ready = common::get_json(&sy.url("/readyz")).await;
     assert!(ready.get("warning").is_none(), "{ready}");
+    // A reload that would leave nobody able to authenticate is refused; the token still holds.
+    sy.rewrite_config(config);
+    let resp = client()
+        .post(sy.url("/api/v1/reload"))
+        .bearer_auth("t")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(
+        common::problem(resp).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-unauthenticated")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -630,8 +630,10 @@ async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
                 sink.url
             ),
         );
-    // The redrive at the end sends to a subscriber the configuration does not name.
-    let sy = Switchyard::start_with(&config, &["--redrive-allow-uri", "http://127.0.0.1:"]);
+    // The redrive at the end sends to a subscriber the configuration does not name, which
+    // the server is told to allow.
+    let alt = Sink::ok().await;
+    let sy = Switchyard::start_with(&config, &["--redrive-allow-uri", &alt.url]);
     for i in 0..3 {
         send(&sy, &format!("d{i}"), "com.example.dl", &[]).await;
     }
@@ -749,7 +751,6 @@ async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let alt = Sink::ok().await;
     let out = std::process::Command::new(common::bin())
         .args([
             "dlq", "--server", &sy.base, "redrive", &id, "--uri", &alt.url,

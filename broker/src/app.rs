@@ -58,7 +58,13 @@ impl App {
 
     /// The front door's rules in force.
     pub fn auth(&self) -> Arc<crate::auth::Auth> {
-        self.auth.read().map(|a| Arc::clone(&a)).unwrap_or_default()
+        // A poisoned lock still holds the rules last put there; never fall back to none.
+        Arc::clone(
+            &self
+                .auth
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// The configured EventTypes, schemas compiled, and each broker's `eventTypes` mode.

@@ -72,9 +72,22 @@ impl AuditEntry {
         }
     }
 
-    /// The write that records it (to go in the same [`crate::log::EventLog::write`] as the
-    /// change), and a log line.
-    pub fn write(&self) -> WriteOp {
+    /// The write that records it, to go in the same [`crate::log::EventLog::write`] as the
+    /// (first part of the) change; [`AuditEntry::log`] once that write succeeded.
+    pub fn op(&self) -> WriteOp {
+        let millis = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let mut key = key_prefix(&self.namespace);
+        key.extend_from_slice(&millis.to_be_bytes());
+        key.extend_from_slice(&SEQUENCE.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        WriteOp::Put {
+            table: Table::Audit,
+            key,
+            value: serde_json::to_vec(self).unwrap_or_default(),
+        }
+    }
+
+    /// The log line (target `switchyard::audit`), for after the entry is stored.
+    pub fn log(&self) {
         tracing::info!(
             target: "switchyard::audit",
             who = %self.who,
@@ -86,15 +99,6 @@ impl AuditEntry {
             selection = %self.selection,
             "audit"
         );
-        let millis = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-        let mut key = key_prefix(&self.namespace);
-        key.extend_from_slice(&millis.to_be_bytes());
-        key.extend_from_slice(&SEQUENCE.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-        WriteOp::Put {
-            table: Table::Audit,
-            key,
-            value: serde_json::to_vec(self).unwrap_or_default(),
-        }
     }
 }
 

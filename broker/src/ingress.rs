@@ -91,9 +91,17 @@ pub async fn broker_endpoint(
             .into_response();
     };
     let response = match method {
-        Method::POST => ingest(&app, &broker, (&namespace, &name), permit, &headers, body)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+        // The front door decides who may send and leaves its decision here; without one
+        // nothing is stored (fail closed).
+        Method::POST => match permit {
+            Some(axum::Extension(permit)) => {
+                ingest(&app, &broker, (&namespace, &name), permit, &headers, body).await
+            }
+            None => Err(Problem::forbidden(
+                "no authorization decision was made for this request",
+            )),
+        }
+        .unwrap_or_else(IntoResponse::into_response),
         Method::OPTIONS => handshake(&headers),
         other => {
             count_rejected("method_not_allowed");
@@ -127,7 +135,7 @@ async fn ingest(
     app: &App,
     broker: &BrokerState,
     (namespace, name): (&str, &str),
-    permit: Option<axum::Extension<SendPermit>>,
+    permit: SendPermit,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
@@ -167,18 +175,16 @@ async fn ingest(
     if events.is_empty() {
         return Ok(StatusCode::ACCEPTED.into_response());
     }
-    if let Some(axum::Extension(permit)) = &permit {
-        for (i, event) in events.iter().enumerate() {
-            if let Err(policies) = permit.check(event) {
-                let mut p = Problem::forbidden(format!(
-                    "event `{}` of type `{}` does not pass the filters of the EventPolicies that admit the sender ({policies})",
-                    event.id, event.ty
-                ));
-                if events.len() > 1 {
-                    p.index = u32::try_from(i).ok();
-                }
-                return Err(reject(p, &types));
+    for (i, event) in events.iter().enumerate() {
+        if let Err(policies) = permit.check(event) {
+            let mut p = Problem::forbidden(format!(
+                "event `{}` of type `{}` does not pass the filters of the EventPolicies that admit the sender ({policies})",
+                event.id, event.ty
+            ));
+            if events.len() > 1 {
+                p.index = u32::try_from(i).ok();
             }
+            return Err(reject(p, &types));
         }
     }
     let appender = Appender::new(Arc::clone(&app.log), app.event_types());

@@ -89,7 +89,15 @@ impl Problem {
                 format!("the bearer token was not accepted: {why}"),
                 format!(
                     r#"Bearer realm="switchyard", error="invalid_token", error_description="{}""#,
-                    why.replace(['"', '\\'], "'")
+                    why.chars()
+                        .map(|c| {
+                            if c == '"' || c == '\\' || !(' '..='~').contains(&c) {
+                                '\''
+                            } else {
+                                c
+                            }
+                        })
+                        .collect::<String>()
                 ),
             ),
         };

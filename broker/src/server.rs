@@ -93,7 +93,12 @@ fn front_door(app: &App, config: &Config) -> Result<Auth, ServeError> {
 /// `eventTypes` policy.
 fn apply(app: &App, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError> {
     let policy = Arc::new(EventTypePolicy::new(config, Arc::clone(&app.discovery))?);
+    // The new rules first: a Broker added with an EventPolicy is never served under the old
+    // rules, which have no policy for it.
     let auth = Arc::new(front_door(app, config)?);
+    if let Ok(mut a) = app.auth.write() {
+        *a = auth;
+    }
     let mut brokers = HashMap::new();
     for ((ns, name), broker) in &config.brokers {
         let id = switchyard_core::id::join(ns, name);
@@ -118,9 +123,6 @@ fn apply(app: &App, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError>
     }
     if let Ok(mut r) = app.event_types.write() {
         *r = Arc::clone(&policy);
-    }
-    if let Ok(mut a) = app.auth.write() {
-        *a = auth;
     }
     Ok(policy)
 }

@@ -172,6 +172,10 @@ fn run(cli: Cli) -> Result<()> {
             default_authorization_mode,
             redrive_allow_uris,
         } => {
+            for prefix in &redrive_allow_uris {
+                switchyard_triggers::api::redrive_prefix(prefix)
+                    .map_err(|e| anyhow::anyhow!("--redrive-allow-uri: {e}"))?;
+            }
             init_tracing();
             if allow_unauthenticated && !listen.ip().is_loopback() {
                 tracing::warn!(%listen, "--allow-unauthenticated: whoever reaches this address may send, read, redrive and purge unless an Identity or TokenIssuer is configured");

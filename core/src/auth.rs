@@ -239,7 +239,24 @@ impl TokenIssuer {
         }
         match (&s.jwks.file, &s.jwks.url) {
             (Some(f), None) if !f.is_empty() => {}
-            (None, Some(u)) => crate::resources::validate_http_url("spec.jwks.url", u)?,
+            (None, Some(u)) => {
+                crate::resources::validate_http_url("spec.jwks.url", u)?;
+                let host = url::Url::parse(u)
+                    .ok()
+                    .and_then(|p| p.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let loopback = host == "localhost"
+                    || host
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if !u.to_ascii_lowercase().starts_with("https://") && !loopback {
+                    return Err(FieldError::new(
+                        "spec.jwks.url",
+                        "keys are fetched over https (plain http only from loopback): whoever sits between could hand out their own",
+                    ));
+                }
+            }
             _ => {
                 return Err(FieldError::new(
                     "spec.jwks",
@@ -417,6 +434,15 @@ impl EventPolicy {
                         ));
                     }
                     crate::resources::dns_subdomain(&format!("{field}.ref.name"), &r.name)?;
+                    if r.namespace
+                        .as_ref()
+                        .is_some_and(|ns| *ns != self.metadata.namespace)
+                    {
+                        return Err(FieldError::new(
+                            format!("{field}.ref.namespace"),
+                            "an EventPolicy applies to Brokers of its own namespace",
+                        ));
+                    }
                 }
                 (None, Some(s)) => {
                     for (j, e) in s.match_expressions.iter().enumerate() {

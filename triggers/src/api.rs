@@ -28,11 +28,40 @@ struct ApiState {
     /// Triggers by (broker id, trigger name).
     triggers: RunningTriggers,
     /// URL prefixes a redrive may name besides the triggers' own destinations.
-    redrive_allow: Vec<String>,
+    redrive_allow: Vec<url::Url>,
 }
 
-/// The routes, to merge into the server's router. A redrive's `uri` must be a running
-/// trigger's subscriber or dead-letter sink, or start with one of `redrive_allow`.
+/// Parses a `--redrive-allow-uri` prefix: an http(s) URL without user or password.
+pub fn redrive_prefix(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none_or(str::is_empty)
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(format!(
+            "`{text}` is not an http(s) URL with a host (and no user or password)"
+        ));
+    }
+    Ok(url)
+}
+
+/// Whether `uri` is under `prefix`: the same scheme, host and port, and a path that is the
+/// prefix's or below it (at a `/`), after both were normalised by parsing.
+fn under(uri: &url::Url, prefix: &url::Url) -> bool {
+    let (path, base) = (uri.path(), prefix.path());
+    uri.scheme() == prefix.scheme()
+        && uri.host_str() == prefix.host_str()
+        && uri.port_or_known_default() == prefix.port_or_known_default()
+        && (path == base
+            || path
+                .strip_prefix(base)
+                .is_some_and(|rest| base.ends_with('/') || rest.starts_with('/')))
+}
+
+/// The routes, to merge into the server's router. A redrive's `uri` must be where the dead
+/// letter's trigger delivers, or under one of `redrive_allow` ([`redrive_prefix`]s; others
+/// are passed over).
 pub fn routes(
     log: Arc<dyn EventLog>,
     triggers: RunningTriggers,
@@ -42,7 +71,10 @@ pub fn routes(
         log,
         mutate: tokio::sync::Mutex::new(()),
         triggers,
-        redrive_allow,
+        redrive_allow: redrive_allow
+            .iter()
+            .filter_map(|p| redrive_prefix(p).ok())
+            .collect(),
     });
     let base = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
     Router::new()
@@ -327,18 +359,17 @@ async fn delete_one(
     let id = parse_id(&id)?;
     let _guard = state.mutate.lock().await;
     find(&state, &broker, id).await?;
-    let mut ops = removal(&broker, id, records::deadletter_key(&broker, id));
-    ops.push(
-        AuditEntry::now(
-            who(&caller),
-            "delete",
-            (&ns, &b),
-            serde_json::json!({ "ids": [id.to_string()] }),
-            1,
-        )
-        .write(),
+    let audit = AuditEntry::now(
+        who(&caller),
+        "delete",
+        (&ns, &b),
+        serde_json::json!({ "ids": [id.to_string()] }),
+        1,
     );
+    let mut ops = removal(&broker, id, records::deadletter_key(&broker, id));
+    ops.push(audit.op());
     state.log.write(ops).await.map_err(storage)?;
+    audit.log();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -360,18 +391,22 @@ async fn purge(
     let _guard = state.mutate.lock().await;
     let (items, _) = select(&state, &broker, &filter, None, usize::MAX).await?;
     let n = items.len();
-    // The audit entry goes with the first deletions, so nothing is deleted unrecorded.
-    let mut audit = Some(AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, n).write());
+    // The audit entry goes with the first deletions, so nothing is deleted unrecorded; a
+    // purge that finds nothing changes nothing and is not recorded.
+    let audit = AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, n);
+    let mut op = Some(audit.op());
     for chunk in items.chunks(1000) {
         let mut ops: Vec<WriteOp> = chunk
             .iter()
             .flat_map(|(key, d)| removal(&broker, d.id, key.clone()))
             .collect();
-        ops.extend(audit.take());
+        let first = op.take();
+        let audited = first.is_some();
+        ops.extend(first);
         state.log.write(ops).await.map_err(storage)?;
-    }
-    if let Some(op) = audit {
-        state.log.write(vec![op]).await.map_err(storage)?;
+        if audited {
+            audit.log();
+        }
     }
     Ok(json(StatusCode::OK, &serde_json::json!({ "purged": n })))
 }
@@ -406,20 +441,22 @@ async fn redrive(
         serde_json::from_slice(&body)
             .map_err(|e| bad_request(format!("invalid redrive request: {e}")))?
     };
-    if let Some(uri) = &req.uri {
-        switchyard_core::resources::validate_http_url("uri", uri)
-            .map_err(|e| bad_request(e.to_string()))?;
-        let allowed = state.triggers.delivers_to(uri)
-            || state
-                .redrive_allow
-                .iter()
-                .any(|p| uri.starts_with(p.as_str()));
-        if !allowed {
-            return Err(Problem::forbidden(format!(
-                "a redrive may send only where a trigger delivers (a subscriber or a dead-letter sink) or to a URL `serve --redrive-allow-uri` lists; `{uri}` is neither"
-            )));
-        }
-    }
+    let uri = req
+        .uri
+        .as_deref()
+        .map(|uri| {
+            switchyard_core::resources::validate_http_url("uri", uri)
+                .map_err(|e| bad_request(e.to_string()))?;
+            url::Url::parse(uri)
+                .ok()
+                .filter(|u| u.username().is_empty() && u.password().is_none())
+                .ok_or_else(|| {
+                    bad_request(format!(
+                        "`{uri}` is not a URL a redrive can send to (no user or password in it)"
+                    ))
+                })
+        })
+        .transpose()?;
     let selection = serde_json::json!({
         "ids": req.ids,
         "filter": req.filter.as_ref().map(|f| serde_json::to_value(f).unwrap_or_default()),
@@ -451,16 +488,9 @@ async fn redrive(
         }
         selected = select(&state, &broker, &filter, None, usize::MAX).await?.0;
     }
-    let mut audit = AuditEntry::now(
-        who(&caller),
-        "redrive",
-        (&ns, &b),
-        selection,
-        selected.len(),
-    );
-    audit.uri = req.uri.clone();
-    let mut audit = Some(audit.write());
-    let mut redriven = 0usize;
+    // Every dead letter is checked before any is redriven: its trigger must still run, and a
+    // `uri` must be where that trigger delivers or under an allowed prefix.
+    let mut checked = Vec::with_capacity(selected.len());
     for (key, d) in selected {
         let Some(t) = state.triggers.get(&broker, &d.trigger) else {
             return Err(Problem::new(
@@ -473,6 +503,25 @@ async fn redrive(
                 ),
             ));
         };
+        if let Some(uri) = &uri
+            && !t
+                .trigger()
+                .destination_urls()
+                .any(|u| url::Url::parse(u).is_ok_and(|u| u == *uri))
+            && !state.redrive_allow.iter().any(|p| under(uri, p))
+        {
+            return Err(Problem::forbidden(format!(
+                "a redrive may send only where the dead letter's trigger `{}` delivers (its subscriber or dead-letter sink) or under a URL `serve --redrive-allow-uri` gives; `{uri}` is neither",
+                d.trigger
+            )));
+        }
+        checked.push((key, d, t));
+    }
+    let mut audit = AuditEntry::now(who(&caller), "redrive", (&ns, &b), selection, checked.len());
+    audit.uri = req.uri.clone();
+    let mut op = Some(audit.op());
+    let mut redriven = 0usize;
+    for (key, d, t) in checked {
         let entry = RetryEntry {
             offset: d.offset,
             event: d.event.clone(),
@@ -485,16 +534,51 @@ async fn redrive(
             value: serde_json::to_vec(&entry).unwrap_or_default(),
         }];
         ops.extend(removal(&broker, d.id, key));
-        ops.extend(audit.take());
+        let first = op.take();
+        let audited = first.is_some();
+        ops.extend(first);
         state.log.write(ops).await.map_err(storage)?;
+        if audited {
+            audit.log();
+        }
         t.retry_scheduled();
         redriven += 1;
-    }
-    if let Some(op) = audit {
-        state.log.write(vec![op]).await.map_err(storage)?;
     }
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "redriven": redriven }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_redrive_prefix_holds_for_its_own_origin_and_paths_below_it() {
+        let prefix = redrive_prefix("http://hooks.example/replay").unwrap();
+        let ok = |u: &str| under(&url::Url::parse(u).unwrap(), &prefix);
+        assert!(ok("http://hooks.example/replay"));
+        assert!(ok("http://hooks.example/replay/a"));
+        assert!(ok("http://hooks.example:80/replay/a"));
+        assert!(!ok("http://hooks.example/replay-x"));
+        assert!(!ok("http://hooks.example/replay/../admin"));
+        assert!(!ok("http://hooks.example.evil/replay"));
+        assert!(!ok("https://hooks.example/replay"));
+        assert!(!ok("http://hooks.example:8080/replay"));
+        assert!(!ok("http://x@169.254.169.254/replay"));
+        let root = redrive_prefix("http://127.0.0.1:9001/").unwrap();
+        assert!(under(
+            &url::Url::parse("http://127.0.0.1:9001/any").unwrap(),
+            &root
+        ));
+        assert!(!under(
+            &url::Url::parse("http://127.0.0.1:80@169.254.169.254/").unwrap(),
+            &root
+        ));
+        for bad in ["", "http://", "ftp://h/", "http://u:p@h/", "127.0.0.1:"] {
+            assert!(redrive_prefix(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -48,6 +48,14 @@ enum Keys {
     },
 }
 
+/// The JWK Sets fetched from URLs, with when, kept across reloads (which build every
+/// issuer anew) so that an issuer unreachable at a reload does not lock its callers out.
+static FETCHED: std::sync::LazyLock<Mutex<Fetched>> =
+    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// JWK Sets by URL, with when each was fetched.
+type Fetched = HashMap<String, (Arc<JwkSet>, Instant)>;
+
 /// Verified tokens by SHA-256: the principal and the `exp` it holds until.
 type Verified = HashMap<[u8; 32], (Arc<Principal>, u64)>;
 
@@ -75,9 +83,16 @@ impl Issuer {
                     .map_err(|e| format!("spec.jwks.file {file} is not a JWK Set: {e}"))?;
                 (set, Keys::File)
             }
-            (None, Some(url)) => (
-                JwkSet { keys: Vec::new() },
-                Keys::Url {
+            (None, Some(url)) => {
+                // A reload builds the issuer anew; the keys fetched before stay in use.
+                let (set, since) = FETCHED
+                    .lock()
+                    .ok()
+                    .and_then(|f| f.get(url).cloned())
+                    .map_or((JwkSet { keys: Vec::new() }, None), |(set, at)| {
+                        ((*set).clone(), Some(at))
+                    });
+                let keys = Keys::Url {
                     url: url.clone(),
                     refresh: spec
                         .jwks
@@ -88,9 +103,10 @@ impl Issuer {
                         .build()
                         .map_err(|e| e.to_string())?,
                     fetched: tokio::sync::Mutex::new(None),
-                    current_since: Mutex::new(None),
-                },
-            ),
+                    current_since: Mutex::new(since),
+                };
+                (set, keys)
+            }
             (None, None) => return Err("spec.jwks names no keys".to_owned()),
         };
         Ok(Issuer {
@@ -136,7 +152,16 @@ impl Issuer {
         if !stale && !missing {
             return;
         }
-        let mut last = fetched.lock().await;
+        // A stale set is still good: when another request is fetching, go on with it. A
+        // missing key is worth waiting for.
+        let mut last = if missing {
+            fetched.lock().await
+        } else {
+            match fetched.try_lock() {
+                Ok(last) => last,
+                Err(_) => return,
+            }
+        };
         if last.is_some_and(|t| t.elapsed() < MIN_REFETCH) {
             return;
         }
@@ -153,8 +178,12 @@ impl Issuer {
         match got {
             Ok(set) => {
                 tracing::info!(%url, keys = set.keys.len(), "fetched the JWK Set of a TokenIssuer");
+                let set = Arc::new(set);
+                if let Ok(mut f) = FETCHED.lock() {
+                    f.insert(url.clone(), (Arc::clone(&set), Instant::now()));
+                }
                 if let Ok(mut s) = self.set.write() {
-                    *s = Arc::new(set);
+                    *s = set;
                 }
                 if let Ok(mut s) = current_since.lock() {
                     *s = Some(Instant::now());

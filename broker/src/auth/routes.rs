@@ -2,9 +2,11 @@
 //! every route of the server, whichever crate defined the route. A route missing from the
 //! table needs `admin` everywhere, so a new route is closed until it is listed here.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::RequestExt as _;
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -65,17 +67,23 @@ pub(crate) fn need(method: &Method, path: Option<&str>) -> Need {
     }
 }
 
-/// The namespace a request's path names: `/api/v1/namespaces/{namespace}/…` or
-/// `/{namespace}/{broker}`.
-fn path_namespace(path: &str) -> Option<&str> {
-    let mut parts = path.trim_start_matches('/').split('/');
-    match parts.next()? {
-        "api" => {
-            let (_, _, ns) = (parts.next()?, parts.next()?, parts.next()?);
-            Some(ns)
-        }
-        first => Some(first),
-    }
+/// Whether `host` (a `Host` header) names this machine's loopback: what a browser sends to a
+/// server on loopback, unless a page rebound a name of its own to 127.0.0.1.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A call that changes something must be JSON: a browser sends a cross-site form (or
@@ -126,6 +134,30 @@ pub(crate) async fn guard(
         return p.into_response();
     }
     let auth = app.auth();
+    // Without authentication a server on loopback is open to local programs; a web page
+    // that rebinds its own name to 127.0.0.1 reaches it with its name in `Host`.
+    if !auth.enabled && app.listen.ip().is_loopback() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !loopback_host(host) {
+            return Problem::forbidden(format!(
+                "without authentication this server answers only requests for localhost, not for `{host}`; configure an Identity or TokenIssuer to serve other names (spec/security.md)"
+            ))
+            .into_response();
+        }
+    }
+    // The path's parameters as the handlers see them (percent-decoded), so the check and the
+    // handler agree on which broker and namespace the request is about.
+    let params: HashMap<String, String> = match request
+        .extract_parts::<Path<HashMap<String, String>>>()
+        .await
+    {
+        Ok(Path(p)) => p,
+        Err(_) => HashMap::new(),
+    };
     let principal = match auth
         .authenticate(
             request
@@ -139,12 +171,12 @@ pub(crate) async fn guard(
         Err(why) => return Problem::unauthenticated(Some(&why)).into_response(),
     };
     let caller = Caller(principal);
-    let namespace = path_namespace(request.uri().path()).map(str::to_owned);
+    let namespace = params.get("namespace").cloned();
     let (scope, namespace) = match need {
         Need::Open => (None, None),
         Need::Send => {
-            let mut parts = request.uri().path().trim_start_matches('/').split('/');
-            let (ns, broker) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let ns = params.get("namespace").map_or("", String::as_str);
+            let broker = params.get("broker").map_or("", String::as_str);
             match auth.may_send(&caller, ns, broker) {
                 Ok(permit) => {
                     request.extensions_mut().insert(permit);
@@ -214,11 +246,24 @@ mod tests {
     }
 
     #[test]
-    fn the_namespace_is_read_off_the_path() {
-        assert_eq!(
-            path_namespace("/api/v1/namespaces/shop/brokers/b/deadletters"),
-            Some("shop")
-        );
-        assert_eq!(path_namespace("/shop/default"), Some("shop"));
+    fn only_loopback_names_are_loopback_hosts() {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "127.0.0.2",
+        ] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "",
+            "10.0.0.1:80",
+            "localhost.evil",
+        ] {
+            assert!(!loopback_host(host), "{host}");
+        }
     }
 }

@@ -180,14 +180,6 @@ impl RunningTriggers {
         map.values().cloned().collect()
     }
 
-    /// Whether `url` is where a running trigger delivers (its subscriber or dead-letter
-    /// sink): the destinations a redrive may name without an allow-list.
-    pub fn delivers_to(&self, url: &str) -> bool {
-        self.all()
-            .iter()
-            .any(|s| s.trigger().destination_urls().any(|u| u == url))
-    }
-
     fn set(&self, sources: impl Iterator<Item = Arc<EmbeddedSource>>) {
         let map = sources
             .map(|s| ((s.broker_id().to_owned(), s.id().name().to_owned()), s))
