@@ -744,3 +744,69 @@ async fn a_token_is_rotated_without_a_restart() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_delivers_to_a_broker_whose_policy_admits_no_outside_caller() {
+    // The server's own delivery to a Broker (a Trigger's subscriber) is the configuration's,
+    // like a source's events: the Broker's EventPolicy governs outside callers only.
+    let sink = Sink::ok().await;
+    let config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: orders, namespace: shop}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: archive, namespace: shop}}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: EventPolicy
+metadata: {{name: sealed, namespace: shop}}
+spec:
+  to: [{{ref: {{kind: Broker, name: archive}}}}]
+  from: [{{sub: nobody}}]
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: keep, namespace: shop}}
+spec:
+  broker: orders
+  subscriber:
+    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: archive, namespace: shop}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: watch, namespace: shop}}
+spec:
+  broker: archive
+  subscriber: {{uri: '{}'}}
+---
+apiVersion: switchyard.dev/v1
+kind: Identity
+metadata: {{name: checkout, namespace: shop}}
+spec:
+  token: {{value: checkout-token}}
+"#,
+        sink.url
+    );
+    let sy = Switchyard::start(&config);
+    let orders = sy.url("/shop/orders");
+    let archive = sy.url("/shop/archive");
+    let to = |url: &str| {
+        let url = url.to_owned();
+        move || event("kept", "com.shop.order").url_for(&url)
+    };
+    assert_eq!(
+        call(to(&orders), Some("checkout-token")).await.status(),
+        202
+    );
+    assert_eq!(
+        call(to(&archive), Some("checkout-token")).await.status(),
+        403
+    );
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(got[0].event.as_ref().unwrap().id, "kept");
+    // Nothing reaches the server's own deliveries but the server: the token stays inside.
+    assert!(got[0].headers.get("authorization").is_none());
+}

@@ -82,7 +82,7 @@ pub struct ServerOptions {
 /// The front door of `config`, refused when nobody could authenticate on an address other
 /// than loopback and the operator did not allow that.
 fn front_door(app: &App, config: &Config) -> Result<Auth, ServeError> {
-    let auth = Auth::build(config, &app.auth_options)?;
+    let auth = Auth::build(config, &app.auth_options, &app.internal)?;
     if !auth.enabled && !app.listen.ip().is_loopback() && !app.auth_options.allow_unauthenticated {
         return Err(AuthError::Unauthenticated { listen: app.listen }.into());
     }
@@ -238,6 +238,7 @@ impl Server {
             auth: RwLock::new(Arc::default()),
             auth_options: options.auth.clone(),
             listen: options.listen,
+            internal: crate::auth::Internal::new(),
         });
         apply(&app, config)?;
         let listener = tokio::net::TcpListener::bind(options.listen)
@@ -257,6 +258,12 @@ impl Server {
     /// The brokers' `eventTypes` settings, for the sources, which apply them as ingress does.
     pub fn event_types(&self) -> Arc<EventTypePolicy> {
         self.app.event_types()
+    }
+
+    /// The bearer token of the server's own deliveries to its ingress (for the dispatcher:
+    /// a Trigger whose subscriber is a Broker).
+    pub fn internal_token(&self) -> String {
+        self.app.internal.token().to_owned()
     }
 
     /// The handle a reload changes the server through.

@@ -91,7 +91,10 @@ async fn serve(
         &config,
         server.log(),
         server.event_types(),
-        &format!("http://{addr}"),
+        switchyard_triggers::delivery::OwnIngress {
+            base: format!("http://{addr}"),
+            token: server.internal_token(),
+        },
         Arc::clone(&stream_sinks.sinks),
     )
     .await?;

@@ -126,7 +126,10 @@ fn trigger(url: &str, spec: &str) -> Arc<TriggerRuntime> {
     let cx = Context {
         config: &config,
         event_types: &event_types,
-        ingress: "http://127.0.0.1:1",
+        ingress: &Arc::new(crate::delivery::OwnIngress {
+            base: "http://127.0.0.1:1".to_owned(),
+            token: String::new(),
+        }),
         streams: &Arc::new(HashMap::new()),
     };
     let key = ("default".to_owned(), "t".to_owned());

@@ -257,7 +257,7 @@ pub struct Dispatcher {
     routes: tokio::sync::mpsc::Sender<embedded::RouteChange>,
     running: RunningTriggers,
     log: Arc<dyn EventLog>,
-    ingress: String,
+    ingress: Arc<crate::delivery::OwnIngress>,
     /// The brokers routed to, by id.
     brokers: std::collections::HashSet<Arc<str>>,
 }
@@ -289,21 +289,22 @@ fn broker_ids(config: &Config) -> std::collections::HashSet<Arc<str>> {
 }
 
 impl Dispatcher {
-    /// Starts routing and delivery for every trigger in `config`. `ingress` is the base URL of
-    /// this server (`http://host:port`), for subscribers that refer to a Broker; `streams`
+    /// Starts routing and delivery for every trigger in `config`. `ingress` is this server's
+    /// own (its base URL and internal token), for subscribers that refer to a Broker; `streams`
     /// writes to the KafkaSinks and NatsSinks subscribers refer to.
     pub async fn start(
         config: &Config,
         log: Arc<dyn EventLog>,
         event_types: Arc<EventTypePolicy>,
-        ingress: &str,
+        ingress: crate::delivery::OwnIngress,
         streams: StreamSinks,
     ) -> Result<Dispatcher, DispatchError> {
         check_filters(config)?;
+        let ingress = Arc::new(ingress);
         let cx = trigger::Context {
             config,
             event_types: &event_types,
-            ingress,
+            ingress: &ingress,
             streams: &streams,
         };
         let mut triggers = Vec::new();
@@ -341,7 +342,7 @@ impl Dispatcher {
             routes,
             running,
             log,
-            ingress: ingress.to_owned(),
+            ingress: Arc::clone(&ingress),
             brokers: broker_ids(config),
         })
     }
@@ -368,7 +369,7 @@ impl Dispatcher {
         restarted_sinks: &std::collections::HashSet<String>,
     ) -> Result<TriggerChanges, DispatchError> {
         check_filters(config)?;
-        let ingress = self.ingress.clone();
+        let ingress = Arc::clone(&self.ingress);
         let cx = trigger::Context {
             config,
             event_types: &event_types,

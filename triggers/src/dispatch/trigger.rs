@@ -87,7 +87,7 @@ impl std::fmt::Debug for TriggerRuntime {
 pub(super) struct Context<'a> {
     pub config: &'a Config,
     pub event_types: &'a Arc<EventTypePolicy>,
-    pub ingress: &'a str,
+    pub ingress: &'a Arc<crate::delivery::OwnIngress>,
     pub streams: &'a StreamSinks,
 }
 
@@ -139,7 +139,7 @@ impl Context<'_> {
             .or(broker.as_ref().and_then(|b| b.spec.delivery.as_ref()));
         let addresses = std::iter::once(&trigger.spec.subscriber)
             .chain(delivery.and_then(|d| d.dead_letter_sink.as_ref()))
-            .map(|d| address(d, ns, self.config, self.ingress))
+            .map(|d| address(d, ns, self.config, &self.ingress.base))
             .collect();
         Inputs {
             trigger: trigger.clone(),
@@ -155,7 +155,7 @@ impl Context<'_> {
         ns: &str,
         name: &str,
     ) -> Result<Subscriber, DispatchError> {
-        let address = address(dest, ns, self.config, self.ingress);
+        let address = address(dest, ns, self.config, &self.ingress.base);
         crate::delivery::needs_trust_roots("the destination", &address).map_err(|message| {
             DispatchError::HttpClient {
                 trigger: TriggerId::new(ns, name),
@@ -218,9 +218,11 @@ impl TriggerRuntime {
             slots: Arc::new(Semaphore::new(
                 trigger.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as usize,
             )),
-            deliverer: Deliverer::new().map_err(|message| DispatchError::HttpClient {
-                trigger: TriggerId::new(ns, name),
-                message,
+            deliverer: Deliverer::new(Some(Arc::clone(cx.ingress))).map_err(|message| {
+                DispatchError::HttpClient {
+                    trigger: TriggerId::new(ns, name),
+                    message,
+                }
             })?,
             event_types: Arc::clone(cx.event_types),
             metrics: TriggerMetrics {
