@@ -197,6 +197,7 @@ impl InProcess {
             max_body_bytes: 1024 * 1024,
             store: switchyard::RedbOptions::default(),
             auth: switchyard::AuthOptions::default(),
+            tls: None,
         };
         let start = chrono::DateTime::parse_from_rfc3339(now).unwrap();
         let clock = switchyard::Clock::manual(start.with_timezone(&chrono::Utc));

@@ -807,6 +807,107 @@ spec:
     );
     let got = sink.wait_for(1, WAIT).await;
     assert_eq!(got[0].event.as_ref().unwrap().id, "kept");
-    // Nothing reaches the server's own deliveries but the server: the token stays inside.
+    // No credential of the server's leaks to a subscriber.
     assert!(got[0].headers.get("authorization").is_none());
+}
+
+/// Posts one binary-mode event with `client` to `url`; the status, or the error's text.
+async fn post_with(client: &reqwest::Client, url: &str, id: &str) -> Result<u16, String> {
+    client
+        .post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/tls")
+        .header("ce-type", "com.example.tls")
+        .body("{}")
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_ingress_from_the_python_sdk_certificates_reloaded_and_client_certificates() {
+    if !common::tls::have_openssl() {
+        common::skip("`openssl` is not installed (scripts/test installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let one = common::tls::TestCa::new(dir.path(), "one");
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::copy(one.file("server.pem"), &cert).unwrap();
+    std::fs::copy(one.file("server.key"), &key).unwrap();
+    let tls = [
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+    ];
+    let mut sy = Switchyard::start_with(common::TWO_BROKERS, &tls);
+    assert!(sy.base.starts_with("https://127.0.0.1:"), "{}", sy.base);
+    let ingress = sy.url("/default/default");
+
+    // The Python SDK over HTTPS, trusting the test CA.
+    let out = std::process::Command::new(python())
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/send_with_token.py"))
+        .args([&ingress, "unused", "com.example.python.tls"])
+        .env("SSL_CERT_FILE", one.file("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "202");
+    // A client that trusts only another CA is refused at the handshake.
+    let two = common::tls::TestCa::new(dir.path(), "two");
+    assert!(
+        post_with(&two.client(false), &ingress, "early")
+            .await
+            .is_err()
+    );
+
+    // The certificate is replaced on disk: new connections get the new one, no restart.
+    std::fs::copy(two.file("server.key"), &key).unwrap();
+    std::fs::copy(two.file("server.pem"), &cert).unwrap();
+    common::eventually("the new certificate served", WAIT, || {
+        let (client, url) = (two.client(false), ingress.clone());
+        async move { (post_with(&client, &url, "rotated").await == Ok(202)).then_some(()) }
+    })
+    .await;
+    let stored: Vec<String> = sy
+        .stored("default/default")
+        .into_iter()
+        .map(|(_, e)| e.ty)
+        .collect();
+    assert_eq!(stored, ["com.example.python.tls", "com.example.tls"]);
+
+    // With --tls-client-ca-file, a client without a certificate of that CA is refused.
+    let mut with_ca = tls.to_vec();
+    let ca = two.file("ca.pem");
+    with_ca.extend(["--tls-client-ca-file", &ca]);
+    let sy = Switchyard::start_with(common::TWO_BROKERS, &with_ca);
+    let ingress = sy.url("/default/default");
+    assert!(
+        post_with(&two.client(false), &ingress, "anonymous")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        post_with(&two.client(true), &ingress, "known").await,
+        Ok(202)
+    );
+    // The CLI presents one too.
+    let out = std::process::Command::new(common::bin())
+        .args(["dlq", "list", "--server", &sy.base, "--ca-file", &ca])
+        .args(["--client-cert-file", &two.file("client.pem")])
+        .args(["--client-key-file", &two.file("client.key")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -40,8 +40,6 @@ pub struct App {
     pub(crate) auth_options: crate::auth::AuthOptions,
     /// The address listened on.
     pub(crate) listen: std::net::SocketAddr,
-    /// The credential of the server's own deliveries to its ingress.
-    pub(crate) internal: crate::auth::Internal,
     pub(crate) ready: AtomicBool,
 }
 

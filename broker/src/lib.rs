@@ -16,6 +16,7 @@ pub mod problem;
 pub mod redb_log;
 pub mod server;
 pub mod tasks;
+pub mod tls;
 
 pub use log::{EventLog, LogError, LogRecord};
 pub use redb_log::{RedbLog, RedbOptions};

@@ -77,12 +77,20 @@ pub struct ServerOptions {
     pub store: RedbOptions,
     /// The front door's settings.
     pub auth: AuthOptions,
+    /// Serve HTTPS with these files (`--tls-cert-file`, …), or plain HTTP.
+    pub tls: Option<crate::tls::TlsOptions>,
+}
+
+/// The listener: plain TCP, or TLS in front of it.
+enum Listening {
+    Plain(tokio::net::TcpListener),
+    Tls(crate::tls::TlsListener),
 }
 
 /// The front door of `config`, refused when nobody could authenticate on an address other
 /// than loopback and the operator did not allow that.
 fn front_door(app: &App, config: &Config) -> Result<Auth, ServeError> {
-    let auth = Auth::build(config, &app.auth_options, &app.internal)?;
+    let auth = Auth::build(config, &app.auth_options)?;
     if !auth.enabled && !app.listen.ip().is_loopback() && !app.auth_options.allow_unauthenticated {
         return Err(AuthError::Unauthenticated { listen: app.listen }.into());
     }
@@ -187,7 +195,7 @@ pub struct ConfigStatus {
 pub struct Server {
     app: Arc<App>,
     log: Arc<RedbLog>,
-    listener: tokio::net::TcpListener,
+    listener: Listening,
 }
 
 impl std::fmt::Debug for Server {
@@ -238,7 +246,6 @@ impl Server {
             auth: RwLock::new(Arc::default()),
             auth_options: options.auth.clone(),
             listen: options.listen,
-            internal: crate::auth::Internal::new(),
         });
         apply(&app, config)?;
         let listener = tokio::net::TcpListener::bind(options.listen)
@@ -247,6 +254,12 @@ impl Server {
                 addr: options.listen,
                 source,
             })?;
+        let listener = match options.tls {
+            None => Listening::Plain(listener),
+            Some(tls) => Listening::Tls(
+                crate::tls::TlsListener::new(listener, tls).map_err(ServeError::Setting)?,
+            ),
+        };
         Ok(Server { app, log, listener })
     }
 
@@ -260,12 +273,6 @@ impl Server {
         self.app.event_types()
     }
 
-    /// The bearer token of the server's own deliveries to its ingress (for the dispatcher:
-    /// a Trigger whose subscriber is a Broker).
-    pub fn internal_token(&self) -> String {
-        self.app.internal.token().to_owned()
-    }
-
     /// The handle a reload changes the server through.
     pub fn reconfigure(&self) -> Reconfigure {
         Reconfigure {
@@ -275,7 +282,10 @@ impl Server {
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
-        Ok(self.listener.local_addr()?)
+        Ok(match &self.listener {
+            Listening::Plain(l) => l.local_addr()?,
+            Listening::Tls(l) => axum::serve::Listener::local_addr(l)?,
+        })
     }
 
     /// Serves until `shutdown` resolves, then drains: requests in flight are answered, queued
@@ -307,13 +317,23 @@ impl Server {
                 }
             });
         }
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                ready_app.ready.store(false, Ordering::SeqCst);
-                tracing::info!("shutting down: finishing requests in flight");
-            })
-            .await;
+        let shutdown = async move {
+            shutdown.await;
+            ready_app.ready.store(false, Ordering::SeqCst);
+            tracing::info!("shutting down: finishing requests in flight");
+        };
+        let result = match listener {
+            Listening::Plain(l) => {
+                axum::serve(l, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Listening::Tls(l) => {
+                axum::serve(l, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         housekeeping.shutdown().await;
         flush_discovery(&app).await;
         tokio::task::spawn_blocking(move || log.shutdown())

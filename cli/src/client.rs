@@ -11,13 +11,23 @@ pub fn broker_arg(text: &str) -> Result<BrokerId> {
         .map_err(|_| anyhow::anyhow!("--broker must be namespace/name, not `{text}`"))
 }
 
-/// The credentials a command sends (spec/security.md).
+/// The credentials a command sends, and the CAs it trusts (spec/security.md).
 #[derive(Debug, Clone, Default, Args)]
 pub struct TokenArg {
     /// A bearer token for the server (an Identity's token or a JWT); default the
     /// `SWITCHYARD_TOKEN` environment variable, which keeps it out of the process list.
     #[arg(long, global = true)]
     token: Option<String>,
+    /// CA certificates (PEM) to trust besides the system's, for a server whose certificate
+    /// a private CA signed.
+    #[arg(long, global = true)]
+    ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for a server that requires one; with --client-key-file.
+    #[arg(long, global = true, requires = "client_key_file")]
+    client_cert_file: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --client-cert-file.
+    #[arg(long, global = true, requires = "client_cert_file")]
+    client_key_file: Option<std::path::PathBuf>,
 }
 
 impl TokenArg {
@@ -35,10 +45,24 @@ impl TokenArg {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .context("cannot build an HTTP client")
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let mut builder = reqwest::Client::builder().default_headers(headers);
+        if let Some(file) = &self.ca_file {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(file)?)
+                .with_context(|| format!("{} holds no PEM certificates", file.display()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert_file, &self.client_key_file) {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .context("the client certificate and key are not PEM")?;
+            builder = builder.identity(identity);
+        }
+        builder.build().context("cannot build an HTTP client")
     }
 }
 

@@ -91,10 +91,6 @@ async fn serve(
         &config,
         server.log(),
         server.event_types(),
-        switchyard_triggers::delivery::OwnIngress {
-            base: format!("http://{addr}"),
-            token: server.internal_token(),
-        },
         Arc::clone(&stream_sinks.sinks),
     )
     .await?;

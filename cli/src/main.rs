@@ -75,6 +75,16 @@ enum Command {
         /// subscribers and dead-letter sinks (repeatable).
         #[arg(long = "redrive-allow-uri")]
         redrive_allow_uris: Vec<String>,
+        /// Serve HTTPS with this certificate chain (PEM, the server's certificate first);
+        /// read again when it or the key changes.
+        #[arg(long, requires = "tls_key_file")]
+        tls_cert_file: Option<PathBuf>,
+        /// The private key of --tls-cert-file (PEM).
+        #[arg(long, requires = "tls_cert_file")]
+        tls_key_file: Option<PathBuf>,
+        /// Require every client to present a certificate signed by one of these CAs (PEM).
+        #[arg(long, requires = "tls_cert_file")]
+        tls_client_ca_file: Option<PathBuf>,
     },
     /// Check a configuration and print what it defines.
     Validate {
@@ -171,6 +181,9 @@ fn run(cli: Cli) -> Result<()> {
             allow_unauthenticated,
             default_authorization_mode,
             redrive_allow_uris,
+            tls_cert_file,
+            tls_key_file,
+            tls_client_ca_file,
         } => {
             for prefix in &redrive_allow_uris {
                 switchyard_triggers::api::redrive_prefix(prefix)
@@ -197,6 +210,13 @@ fn run(cli: Cli) -> Result<()> {
                     redrive_allow_uris,
                     ..AuthOptions::default()
                 },
+                tls: tls_cert_file
+                    .zip(tls_key_file)
+                    .map(|(cert_file, key_file)| switchyard_broker::tls::TlsOptions {
+                        cert_file,
+                        key_file,
+                        client_ca_file: tls_client_ca_file,
+                    }),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -252,11 +272,16 @@ fn print_out(text: &str) {
 
 async fn serve(path: std::path::PathBuf, options: ServerOptions) -> Result<()> {
     let clock = Clock::for_serve().map_err(anyhow::Error::msg)?;
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     switchyard::run_watching(
         path,
         options,
         clock,
-        |addr| print_out(&format!("switchyard listening on http://{addr}\n")),
+        move |addr| print_out(&format!("switchyard listening on {scheme}://{addr}\n")),
         shutdown_signal(),
     )
     .await?;

@@ -4,6 +4,7 @@
 
 pub mod moto;
 pub mod sink;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -307,45 +307,12 @@ impl Subscriber {
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     http: reqwest::Client,
-    own: Option<Arc<OwnIngress>>,
-}
-
-/// This server's own ingress, which subscribers that are Brokers are delivered to, and the
-/// credential that says a request comes from inside the server (so a Broker's EventPolicies,
-/// which govern outside callers, do not refuse the configuration's own deliveries).
-#[derive(Clone)]
-pub struct OwnIngress {
-    /// `http://host:port`.
-    pub base: String,
-    /// The internal bearer token; sent only to URLs under `base`.
-    pub token: String,
-}
-
-impl std::fmt::Debug for OwnIngress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OwnIngress")
-            .field("base", &self.base)
-            .finish_non_exhaustive()
-    }
-}
-
-impl OwnIngress {
-    /// The token, when `url` is this server's ingress.
-    fn token_for(&self, url: &str) -> Option<&str> {
-        url.strip_prefix(self.base.as_str())
-            .is_some_and(|rest| rest.starts_with('/'))
-            .then_some(self.token.as_str())
-    }
 }
 
 impl Deliverer {
-    /// A deliverer with a new HTTP client (see [`client`]), which sends `own`'s token to
-    /// `own`'s URLs only.
-    pub fn new(own: Option<Arc<OwnIngress>>) -> Result<Self, String> {
-        Ok(Deliverer {
-            http: client()?,
-            own,
-        })
+    /// A deliverer with a new HTTP client (see [`client`]).
+    pub fn new() -> Result<Self, String> {
+        Ok(Deliverer { http: client()? })
     }
 
     /// One attempt to deliver `event` to `to`. `extra` attributes are added (for dead-letter
@@ -361,10 +328,7 @@ impl Deliverer {
             Subscriber::Stream { sink, .. } => {
                 attempt_stream(sink.as_ref(), event, settings, extra).await
             }
-            Subscriber::Http(url) => {
-                let token = self.own.as_deref().and_then(|o| o.token_for(url));
-                attempt(&self.http, url, token, event, settings, extra).await
-            }
+            Subscriber::Http(url) => attempt(&self.http, url, event, settings, extra).await,
         }
     }
 }
@@ -415,7 +379,6 @@ async fn attempt_stream(
 pub async fn attempt(
     client: &reqwest::Client,
     url: &str,
-    token: Option<&str>,
     event: &CloudEvent,
     settings: &DeliverySettings,
     extra: &[(&str, String)],
@@ -436,9 +399,6 @@ pub async fn attempt(
         }
     };
     headers.insert("prefer", HeaderValue::from_static("reply"));
-    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
     let sent = client
         .post(url)
         .headers(headers)

@@ -41,5 +41,64 @@ pub fn address(kind: &str, ns: &str, name: &str) -> String {
 
 /// Whether a destination's address is a stream sink's (made by [`address`]), not a URL.
 pub fn is_stream_address(address: &str) -> bool {
-    address.starts_with("kafkasink:") || address.starts_with("natssink:")
+    address.starts_with("kafkasink:")
+        || address.starts_with("natssink:")
+        || address.starts_with("broker:")
+}
+
+/// The address by which triggers know the Broker `ns/name` as a subscriber or dead-letter
+/// sink: delivered to inside the server, through the broker's appender, not over HTTP.
+pub fn broker_address(ns: &str, name: &str) -> String {
+    format!("broker:{ns}/{name}")
+}
+
+/// A Broker of this server as a subscriber: the event is stored in it through the appender
+/// every way in shares (its `eventTypes`, its TTL, its arrival time), as ingress would, but
+/// without the trip over HTTP — and so without TLS to itself, or the front door, which
+/// governs outside callers: the configuration made this delivery, as it makes a source's.
+#[derive(Debug)]
+pub struct BrokerSink {
+    appender: switchyard_broker::append::Appender,
+    /// `namespace/name`.
+    broker: String,
+    /// The TTL given to an event without one.
+    ttl: i32,
+}
+
+impl BrokerSink {
+    /// The sink of broker `broker` (`namespace/name`) with default TTL `ttl`.
+    pub fn new(appender: switchyard_broker::append::Appender, broker: String, ttl: i32) -> Self {
+        BrokerSink {
+            appender,
+            broker,
+            ttl,
+        }
+    }
+}
+
+impl StreamSink for BrokerSink {
+    fn send<'a>(&'a self, event: &'a CloudEvent) -> BoxFuture<'a, Result<(), StreamSinkError>> {
+        Box::pin(async move {
+            let mut events = [event.clone()];
+            let batch = self
+                .appender
+                .prepare(
+                    &self.broker,
+                    switchyard_broker::append::Ttl::KeepOrDefault(self.ttl),
+                    &mut events,
+                )
+                .map_err(|e| StreamSinkError {
+                    retryable: false,
+                    message: format!("broker {} refuses the event: {e}", self.broker),
+                })?;
+            self.appender
+                .append(batch)
+                .await
+                .map(|_| ())
+                .map_err(|e| StreamSinkError {
+                    retryable: true,
+                    message: format!("broker {} cannot store the event now: {e}", self.broker),
+                })
+        })
+    }
 }

@@ -168,57 +168,9 @@ struct StaticToken {
     principal: Arc<Principal>,
 }
 
-/// The subject of the server's own requests to its ingress (a Trigger whose subscriber is a
-/// Broker): trusted like a source, since the configuration made them.
-pub const INTERNAL_SUBJECT: &str = "system:switchyard:internal";
-
-/// The credential the server's own deliveries to its ingress carry: random per process,
-/// never configured, never sent anywhere else ([`Internal::token`]).
-#[derive(Clone)]
-pub struct Internal {
-    token: String,
-    digest: [u8; 32],
-}
-
-impl std::fmt::Debug for Internal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Internal")
-    }
-}
-
-impl Internal {
-    /// A new random credential (256 bits from the operating system).
-    pub fn new() -> Internal {
-        let mut bytes = [0u8; 32];
-        if let Err(e) = getrandom::fill(&mut bytes) {
-            // Without randomness the credential would be guessable: make it unusable.
-            tracing::error!(error = %e, "no randomness for the internal credential; deliveries to a Broker will need an EventPolicy that admits them");
-            return Internal {
-                token: String::new(),
-                digest: [0xff; 32],
-            };
-        }
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let digest = digest(&token);
-        Internal { token, digest }
-    }
-
-    /// The bearer token, for the dispatcher's deliveries to this server's ingress.
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-}
-
-impl Default for Internal {
-    fn default() -> Self {
-        Internal::new()
-    }
-}
-
 /// The front door's rules, built whole from a configuration.
 #[derive(Default)]
 pub struct Auth {
-    internal: Option<Internal>,
     tokens: Vec<StaticToken>,
     issuers: Vec<jwt::Issuer>,
     policies: policy::Policies,
@@ -249,11 +201,7 @@ fn digest(token: &str) -> [u8; 32] {
 impl Auth {
     /// Builds the rules of `config`: reads every Identity's token and every TokenIssuer's key
     /// file, compiles the EventPolicies.
-    pub fn build(
-        config: &Config,
-        options: &AuthOptions,
-        internal: &Internal,
-    ) -> Result<Auth, AuthError> {
+    pub fn build(config: &Config, options: &AuthOptions) -> Result<Auth, AuthError> {
         let mut tokens: Vec<StaticToken> = Vec::new();
         let mut names: Vec<String> = Vec::new();
         for ((ns, name), identity) in &config.identities {
@@ -308,7 +256,6 @@ impl Auth {
         let enabled = !tokens.is_empty() || !issuers.is_empty();
         let policies = policy::Policies::build(config, options, enabled)?;
         Ok(Auth {
-            internal: Some(internal.clone()),
             tokens,
             issuers,
             policies,
@@ -322,29 +269,16 @@ impl Auth {
         &self,
         authorization: Option<&[u8]>,
     ) -> Result<Option<Arc<Principal>>, String> {
-        let Some(value) = authorization else {
-            return Ok(None);
-        };
-        let bearer = std::str::from_utf8(value).ok().and_then(|v| {
-            v.split_once(' ')
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token.trim())
-        });
-        // The server's own deliveries are known whether or not authentication is on.
-        if let (Some(token), Some(internal)) = (bearer, &self.internal)
-            && same_digest(&digest(token), &internal.digest)
-        {
-            return Ok(Some(Arc::new(Principal {
-                subject: INTERNAL_SUBJECT.to_owned(),
-                grants: Vec::new(),
-                via: "internal",
-            })));
-        }
         if !self.enabled {
             return Ok(None);
         }
-        let Some(token) = bearer else {
-            return Err("use the Bearer scheme: `Authorization: Bearer TOKEN`".to_owned());
+        let Some(value) = authorization else {
+            return Ok(None);
+        };
+        let value = std::str::from_utf8(value).map_err(|_| "the header is not UTF-8")?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err("use the Bearer scheme: `Authorization: Bearer TOKEN`".to_owned()),
         };
         if token.is_empty() {
             return Err("the token is empty".to_owned());

@@ -144,11 +144,6 @@ impl Policies {
     ) -> Result<SendPermit, Problem> {
         let id = switchyard_core::id::join(namespace, name);
         let principal = caller.0.as_deref();
-        // The server's own deliveries (a Trigger whose subscriber is a Broker) were made by
-        // the configuration, like a source's events.
-        if principal.is_some_and(|p| p.via == "internal") {
-            return Ok(SendPermit::default());
-        }
         let Some(policies) = self.by_broker.get(&id) else {
             if !self.enabled {
                 return Ok(SendPermit::default());

@@ -111,6 +111,19 @@ async fn sink() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
+/// A store for the trigger's Context (only a subscriber that is a Broker writes to it; none
+/// here does), in a directory removed once it is open.
+fn store() -> Arc<dyn switchyard_broker::log::EventLog> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let log = switchyard_broker::RedbLog::open(
+        dir.path(),
+        switchyard_broker::RedbOptions::default(),
+        Box::new(|_| {}),
+    )
+    .expect("a store");
+    Arc::new(log)
+}
+
 /// Trigger `default/t` delivering to `url` with `spec` (YAML flow mapping entries).
 fn trigger(url: &str, spec: &str) -> Arc<TriggerRuntime> {
     let text = format!(
@@ -126,10 +139,7 @@ fn trigger(url: &str, spec: &str) -> Arc<TriggerRuntime> {
     let cx = Context {
         config: &config,
         event_types: &event_types,
-        ingress: &Arc::new(crate::delivery::OwnIngress {
-            base: "http://127.0.0.1:1".to_owned(),
-            token: String::new(),
-        }),
+        log: &store(),
         streams: &Arc::new(HashMap::new()),
     };
     let key = ("default".to_owned(), "t".to_owned());

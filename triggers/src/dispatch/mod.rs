@@ -257,7 +257,6 @@ pub struct Dispatcher {
     routes: tokio::sync::mpsc::Sender<embedded::RouteChange>,
     running: RunningTriggers,
     log: Arc<dyn EventLog>,
-    ingress: Arc<crate::delivery::OwnIngress>,
     /// The brokers routed to, by id.
     brokers: std::collections::HashSet<Arc<str>>,
 }
@@ -289,22 +288,20 @@ fn broker_ids(config: &Config) -> std::collections::HashSet<Arc<str>> {
 }
 
 impl Dispatcher {
-    /// Starts routing and delivery for every trigger in `config`. `ingress` is this server's
-    /// own (its base URL and internal token), for subscribers that refer to a Broker; `streams`
+    /// Starts routing and delivery for every trigger in `config` (a subscriber that refers to
+    /// a Broker is stored into through `log`, see [`crate::streams::BrokerSink`]); `streams`
     /// writes to the KafkaSinks and NatsSinks subscribers refer to.
     pub async fn start(
         config: &Config,
         log: Arc<dyn EventLog>,
         event_types: Arc<EventTypePolicy>,
-        ingress: crate::delivery::OwnIngress,
         streams: StreamSinks,
     ) -> Result<Dispatcher, DispatchError> {
         check_filters(config)?;
-        let ingress = Arc::new(ingress);
         let cx = trigger::Context {
             config,
             event_types: &event_types,
-            ingress: &ingress,
+            log: &log,
             streams: &streams,
         };
         let mut triggers = Vec::new();
@@ -342,7 +339,6 @@ impl Dispatcher {
             routes,
             running,
             log,
-            ingress: Arc::clone(&ingress),
             brokers: broker_ids(config),
         })
     }
@@ -369,11 +365,11 @@ impl Dispatcher {
         restarted_sinks: &std::collections::HashSet<String>,
     ) -> Result<TriggerChanges, DispatchError> {
         check_filters(config)?;
-        let ingress = Arc::clone(&self.ingress);
+        let log = Arc::clone(&self.log);
         let cx = trigger::Context {
             config,
             event_types: &event_types,
-            ingress: &ingress,
+            log: &log,
             streams: &streams,
         };
         // Build first: an error here leaves everything as it was.

@@ -87,16 +87,17 @@ impl std::fmt::Debug for TriggerRuntime {
 pub(super) struct Context<'a> {
     pub config: &'a Config,
     pub event_types: &'a Arc<EventTypePolicy>,
-    pub ingress: &'a Arc<crate::delivery::OwnIngress>,
+    pub log: &'a Arc<dyn switchyard_broker::log::EventLog>,
     pub streams: &'a StreamSinks,
 }
 
-/// The address a destination resolves to ([`Config::resolve`]): a Broker's ingress URL, a
-/// stream sink's address, or an HTTP URL. The configuration checked every destination when
-/// it loaded, so an unresolvable one here is empty and refused by [`Subscriber::resolve`].
-fn address(dest: &Destination, ns: &str, config: &Config, ingress: &str) -> String {
+/// The address a destination resolves to ([`Config::resolve`]): a Broker's
+/// ([`crate::streams::broker_address`]), a stream sink's, or an HTTP URL. The configuration
+/// checked every destination when it loaded, so an unresolvable one here is empty and
+/// refused by [`Subscriber::resolve`].
+fn address(dest: &Destination, ns: &str, config: &Config) -> String {
     match config.resolve(ns, dest) {
-        Ok(Target::Broker { namespace, name }) => format!("{ingress}/{namespace}/{name}"),
+        Ok(Target::Broker { namespace, name }) => crate::streams::broker_address(&namespace, &name),
         Ok(Target::Stream {
             kind,
             namespace,
@@ -139,7 +140,7 @@ impl Context<'_> {
             .or(broker.as_ref().and_then(|b| b.spec.delivery.as_ref()));
         let addresses = std::iter::once(&trigger.spec.subscriber)
             .chain(delivery.and_then(|d| d.dead_letter_sink.as_ref()))
-            .map(|d| address(d, ns, self.config, &self.ingress.base))
+            .map(|d| address(d, ns, self.config))
             .collect();
         Inputs {
             trigger: trigger.clone(),
@@ -155,13 +156,36 @@ impl Context<'_> {
         ns: &str,
         name: &str,
     ) -> Result<Subscriber, DispatchError> {
-        let address = address(dest, ns, self.config, &self.ingress.base);
+        let address = address(dest, ns, self.config);
         crate::delivery::needs_trust_roots("the destination", &address).map_err(|message| {
             DispatchError::HttpClient {
                 trigger: TriggerId::new(ns, name),
                 message,
             }
         })?;
+        if let Ok(Target::Broker {
+            namespace,
+            name: broker,
+        }) = self.config.resolve(ns, dest)
+        {
+            let ttl = self
+                .config
+                .brokers
+                .get(&(namespace.clone(), broker.clone()))
+                .map_or(switchyard_core::resources::DEFAULT_BROKER_TTL, |b| b.ttl());
+            let appender = switchyard_broker::append::Appender::new(
+                Arc::clone(self.log),
+                Arc::clone(self.event_types),
+            );
+            return Ok(Subscriber::Stream {
+                address,
+                sink: Arc::new(crate::streams::BrokerSink::new(
+                    appender,
+                    switchyard_core::id::join(&namespace, &broker),
+                    ttl,
+                )),
+            });
+        }
         Subscriber::resolve(address.clone(), self.streams).ok_or_else(|| {
             DispatchError::NoStreamSink {
                 trigger: TriggerId::new(ns, name),
@@ -218,11 +242,9 @@ impl TriggerRuntime {
             slots: Arc::new(Semaphore::new(
                 trigger.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as usize,
             )),
-            deliverer: Deliverer::new(Some(Arc::clone(cx.ingress))).map_err(|message| {
-                DispatchError::HttpClient {
-                    trigger: TriggerId::new(ns, name),
-                    message,
-                }
+            deliverer: Deliverer::new().map_err(|message| DispatchError::HttpClient {
+                trigger: TriggerId::new(ns, name),
+                message,
             })?,
             event_types: Arc::clone(cx.event_types),
             metrics: TriggerMetrics {
