@@ -438,26 +438,6 @@ fn ce_id(m: &rdkafka::message::OwnedMessage) -> Vec<u8> {
         .to_vec()
 }
 
-/// Child processes killed when the test ends, however it ends.
-struct Children(Vec<std::process::Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// KafkaSink `auth` with protocol `SSL` (Knative's Secret keys `protocol` and `ca.crt`): the
 /// sink reaches a broker that speaks only TLS, trusting the CA its Secret gives; a
 /// KafkaSource's `net.tls` (`caCert.secretKeyRef`) reads it back the same way. The broker is
@@ -466,12 +446,7 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn a_kafka_sink_reaches_a_broker_over_tls_with_the_ca_its_secret_gives() {
     for tool in ["openssl", "socat", "tansu"] {
-        if std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
+        if !common::have(tool) {
             common::skip(&format!(
                 "`{tool}` is not installed (scripts/test installs it)"
             ));
@@ -494,8 +469,8 @@ async fn a_kafka_sink_reaches_a_broker_over_tls_with_the_ca_its_secret_gives() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    let (plain, tls) = (free_port(), free_port());
-    let _children = Children(vec![
+    let (plain, tls) = (common::free_port(), common::free_port());
+    let _children = common::Children(vec![
         std::process::Command::new("tansu")
             .args(["broker", "--storage-engine", "memory://tansu/"])
             .arg(format!("--listener-url=tcp://127.0.0.1:{plain}"))

@@ -911,3 +911,65 @@ async fn https_ingress_from_the_python_sdk_certificates_reloaded_and_client_cert
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_behind_a_private_ca_is_reached_with_its_cacerts() {
+    for tool in ["openssl", "socat"] {
+        if !common::have(tool) {
+            common::skip(&format!(
+                "`{tool}` is not installed (scripts/test installs it)"
+            ));
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::tls::TestCa::new(dir.path(), "private");
+    let sink = Sink::ok().await;
+    let port = common::free_port();
+    let plain = sink.url.trim_start_matches("http://").trim_end_matches('/');
+    let _terminator = common::Children(vec![
+        std::process::Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                ca.file("server.pem"),
+                ca.file("server.key")
+            ))
+            .arg(format!("TCP:{plain}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ]);
+    common::eventually("the TLS terminator listening", WAIT, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+    let pem = std::fs::read_to_string(ca.file("ca.pem")).unwrap();
+    let indented: String = pem.lines().map(|l| format!("      {l}\n")).collect();
+    let config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: private}}
+spec:
+  broker: default
+  subscriber:
+    uri: https://127.0.0.1:{port}/
+    CACerts: |
+{indented}"#
+    );
+    let sy = Switchyard::start(&config);
+    let resp = event("behind-ca", "com.example.private")
+        .url_for(&sy.url("/default/default"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(got[0].event.as_ref().unwrap().id, "behind-ca");
+}

@@ -310,9 +310,11 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// A deliverer with a new HTTP client (see [`client`]).
-    pub fn new() -> Result<Self, String> {
-        Ok(Deliverer { http: client()? })
+    /// A deliverer with a new HTTP client trusting `ca_certs` too (see [`client`]).
+    pub fn new(ca_certs: &[&str]) -> Result<Self, String> {
+        Ok(Deliverer {
+            http: client(ca_certs)?,
+        })
     }
 
     /// One attempt to deliver `event` to `to`. `extra` attributes are added (for dead-letter
@@ -526,15 +528,29 @@ pub fn needs_trust_roots(what: &str, url: &str) -> Result<(), String> {
 }
 
 /// The HTTP client of one subscriber: its own connection pool, no redirects, no proxies, a
-/// short connect timeout.
-pub fn client() -> Result<reqwest::Client, String> {
-    build_client(
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(defaults::CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .no_proxy(),
-    )
+/// short connect timeout; trusting, besides the system's roots, the PEM CA certificates in
+/// `ca_certs` (Knative's `CACerts` of the trigger's destinations).
+pub fn client(ca_certs: &[&str]) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(defaults::CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .no_proxy();
+    if ca_certs.is_empty() {
+        return build_client(builder);
+    }
+    let mut certs = Vec::new();
+    for pem in ca_certs {
+        certs.extend(
+            reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| format!("CACerts holds no usable PEM certificate: {e}"))?,
+        );
+    }
+    let builder = match system_trust_roots() {
+        Ok(()) => builder.tls_certs_merge(certs),
+        Err(_) => builder.tls_certs_only(certs),
+    };
+    builder.build().map_err(|e| format!("{e}: {}", causes(&e)))
 }
 
 #[cfg(test)]

@@ -135,8 +135,9 @@ pub(crate) async fn guard(
     }
     let auth = app.auth();
     // Without authentication a server on loopback is open to local programs; a web page
-    // that rebinds its own name to 127.0.0.1 reaches it with its name in `Host`.
-    if !auth.enabled && app.listen.ip().is_loopback() {
+    // that rebinds its own name to 127.0.0.1 reaches it with its name in `Host`, and could
+    // read what the management API shows. (Ingress shows nothing, and stays open as before.)
+    if !auth.enabled && app.listen.ip().is_loopback() && need != Need::Send {
         let host = request
             .headers()
             .get(header::HOST)

@@ -216,9 +216,10 @@ pub struct Destination {
     /// ref's URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
-    /// Knative's CA certificates for TLS to the destination: not supported yet.
-    #[serde(default, rename = "CACerts", skip_serializing)]
-    pub ca_certs: Option<serde_json::Value>,
+    /// Knative's `CACerts`: PEM CA certificates trusted, besides the system's, for TLS to
+    /// this destination (a subscriber behind a private CA).
+    #[serde(default, rename = "CACerts", skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<String>,
     /// Knative's OIDC audience: not supported.
     #[serde(default, skip_serializing)]
     pub audience: Option<serde_json::Value>,
@@ -252,10 +253,12 @@ pub fn validate_http_url(field: &str, uri: &str) -> Result<(), FieldError> {
 
 impl Destination {
     pub(crate) fn validate(&self, field: &str) -> Result<(), FieldError> {
-        if self.ca_certs.is_some() {
-            return Err(unsupported(
-                &format!("{field}.CACerts"),
-                "custom CA certificates",
+        if let Some(pem) = &self.ca_certs
+            && !pem.contains("-----BEGIN CERTIFICATE-----")
+        {
+            return Err(FieldError::new(
+                format!("{field}.CACerts"),
+                "give PEM certificates (`-----BEGIN CERTIFICATE-----` blocks)",
             ));
         }
         if self.audience.is_some() {

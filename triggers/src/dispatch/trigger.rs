@@ -157,12 +157,14 @@ impl Context<'_> {
         name: &str,
     ) -> Result<Subscriber, DispatchError> {
         let address = address(dest, ns, self.config);
-        crate::delivery::needs_trust_roots("the destination", &address).map_err(|message| {
-            DispatchError::HttpClient {
-                trigger: TriggerId::new(ns, name),
-                message,
-            }
-        })?;
+        if dest.ca_certs.is_none() {
+            crate::delivery::needs_trust_roots("the destination", &address).map_err(|message| {
+                DispatchError::HttpClient {
+                    trigger: TriggerId::new(ns, name),
+                    message,
+                }
+            })?;
+        }
         if let Ok(Target::Broker {
             namespace,
             name: broker,
@@ -242,7 +244,13 @@ impl TriggerRuntime {
             slots: Arc::new(Semaphore::new(
                 trigger.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as usize,
             )),
-            deliverer: Deliverer::new().map_err(|message| DispatchError::HttpClient {
+            deliverer: Deliverer::new(
+                &std::iter::once(&trigger.spec.subscriber)
+                    .chain(delivery.and_then(|d| d.dead_letter_sink.as_ref()))
+                    .filter_map(|d| d.ca_certs.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(|message| DispatchError::HttpClient {
                 trigger: TriggerId::new(ns, name),
                 message,
             })?,
