@@ -377,3 +377,102 @@ async fn an_oversized_message_is_dropped_without_stalling_the_source() {
         "{m}"
     );
 }
+
+/// An MqttSource reaches an `mqtts://` broker (a Mosquitto of the test's own with a TLS
+/// listener, its certificate signed by a test CA) trusting the CA its `tls.caCert` gives.
+#[tokio::test]
+async fn an_mqtts_broker_is_reached_trusting_the_ca_its_tls_gives() {
+    for tool in ["openssl", "mosquitto", "mosquitto_pub"] {
+        if !common::have(tool) {
+            common::skip(&format!(
+                "`{tool}` is not installed (scripts/test installs it)"
+            ));
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::tls::TestCa::new(dir.path(), "mqtt");
+    let port = common::free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    // `user root`: run as root, Mosquitto would otherwise drop to its own user, which cannot
+    // read the key in the test's private directory (ignored when not run as root).
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nallow_anonymous true\npersistence false\nuser root\n",
+            ca.file("ca.pem"),
+            ca.file("server.pem"),
+            ca.file("server.key")
+        ),
+    )
+    .unwrap();
+    let _mosquitto = common::Children(vec![
+        std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ]);
+    eventually("Mosquitto's TLS listener", WAIT, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+    let sink = Sink::ok().await;
+    let config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: all}}
+spec:
+  broker: default
+  subscriber: {{uri: '{}'}}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: MqttSource
+metadata: {{name: secure}}
+spec:
+  broker: mqtts://127.0.0.1:{port}
+  topics: ['plant/#']
+  clientId: secure-{}
+  tls: {{caCert: {{fromEnv: MQTT_CA}}}}
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#,
+        sink.url,
+        unique()
+    );
+    let pem = std::fs::read_to_string(ca.file("ca.pem")).unwrap();
+    let _sy = Switchyard::start_with_env(&config, &[("MQTT_CA", &pem)]);
+    let ca_file = ca.file("ca.pem");
+    let port_text = port.to_string();
+    wait_subscribed(&sink, || {
+        let (ca_file, port) = (ca_file.clone(), port_text.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("mosquitto_pub")
+                .args(["--cafile", &ca_file, "-h", "127.0.0.1", "-p", &port])
+                .args(["-q", "1", "-t", "plant/boiler", "-m", "over tls"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        })
+    })
+    .await;
+    let got = sink.received();
+    assert_eq!(got[0].body.as_ref(), b"over tls");
+    assert_eq!(
+        got[0]
+            .event
+            .as_ref()
+            .unwrap()
+            .attribute("subject")
+            .as_deref(),
+        Some("plant/boiler")
+    );
+}

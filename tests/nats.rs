@@ -377,3 +377,108 @@ spec:
     .await;
     drop(sy);
 }
+
+/// A NatsSource and a NatsSink reach a nats-server of the test's own that requires TLS (its
+/// certificate signed by a test CA, client certificates verified), trusting the CA and
+/// presenting the client certificate their `tls` gives; what the source takes in, a trigger
+/// publishes through the sink, read back by a plain TLS client.
+#[tokio::test]
+async fn a_source_and_a_sink_reach_a_nats_server_that_requires_tls() {
+    for tool in ["openssl", "nats-server"] {
+        if !common::have(tool) {
+            common::skip(&format!(
+                "`{tool}` is not installed (scripts/test installs it)"
+            ));
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::tls::TestCa::new(dir.path(), "nats");
+    let port = common::free_port();
+    let _server = common::Children(vec![
+        std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["--tlsverify", "--tlscert", &ca.file("server.pem")])
+            .args(["--tlskey", &ca.file("server.key")])
+            .args(["--tlscacert", &ca.file("ca.pem")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ]);
+    eventually("nats-server listening", WAIT, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+    let url = format!("tls://127.0.0.1:{port}");
+    let client = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(ca.file("ca.pem").into())
+        .add_client_certificate(ca.file("client.pem").into(), ca.file("client.key").into())
+        .connect(&url)
+        .await
+        .unwrap();
+    let mut out = client.subscribe("secure.out").await.unwrap();
+    let tls =
+        "tls: {caCert: {fromEnv: NATS_CA}, cert: {fromEnv: NATS_CERT}, key: {fromEnv: NATS_KEY}}";
+    let config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: NatsSource
+metadata: {{name: secure-in}}
+spec:
+  servers: ['{url}']
+  subject: secure.in
+  {tls}
+  sink: {{ref: {{kind: Broker, name: default}}}}
+---
+apiVersion: switchyard.dev/v1
+kind: NatsSink
+metadata: {{name: secure-out}}
+spec:
+  servers: ['{url}']
+  subject: secure.out
+  {tls}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: relay}}
+spec:
+  broker: default
+  subscriber: {{ref: {{apiVersion: switchyard.dev/v1, kind: NatsSink, name: secure-out}}}}
+"#
+    );
+    let read = |f: &str| std::fs::read_to_string(ca.file(f)).unwrap();
+    let (ca_pem, cert, key) = (read("ca.pem"), read("client.pem"), read("client.key"));
+    let _sy = Switchyard::start_with_env(
+        &config,
+        &[
+            ("NATS_CA", &ca_pem),
+            ("NATS_CERT", &cert),
+            ("NATS_KEY", &key),
+        ],
+    );
+    // The source subscribes in the background: publish until the sink's message comes back.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let got = loop {
+        client
+            .publish("secure.in", "over tls".into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), out.next()).await {
+            break m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing came back through source, trigger and sink"
+        );
+    };
+    assert_eq!(got.payload.as_ref(), b"over tls");
+}

@@ -267,6 +267,17 @@ async fn run_v5(
 }
 
 /// The user name and password of `s`'s `auth`, read from where they are kept.
+/// The TLS transport of an `mqtts://` broker, or `None` for plain TCP.
+fn transport(s: &MqttSource) -> Result<Option<rumqttc::Transport>, String> {
+    if !s.uses_tls() {
+        return Ok(None);
+    }
+    let config = switchyard_broker::tls::client_config_of(s.spec.tls.as_ref())?;
+    Ok(Some(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+    )))
+}
+
 fn credentials(s: &MqttSource) -> Result<Option<(String, String)>, String> {
     let Some(a) = s.spec.auth.as_ref() else {
         return Ok(None);
@@ -296,6 +307,7 @@ pub(crate) fn start_sources(
         let err = |m: String| SourceError(format!("MqttSource {id}: {m}"));
         let (host, port) = s.host_port().map_err(|e| err(e.message))?;
         let credentials = credentials(s).map_err(err)?;
+        let transport = transport(s).map_err(err)?;
         let version = s.spec.protocol_version.unwrap_or_default();
         let qos = s.spec.qos.unwrap_or(1);
         let clean = s.spec.clean_session.unwrap_or(false);
@@ -332,6 +344,9 @@ pub(crate) fn start_sources(
                 if let Some((u, p)) = credentials {
                     o.set_credentials(u, p);
                 }
+                if let Some(t) = transport {
+                    o.set_transport(t);
+                }
                 tasks.spawn(run_v311(id, o, topics, qos, tx));
             }
             MqttVersion::V5 => {
@@ -345,6 +360,9 @@ pub(crate) fn start_sources(
                 }
                 if let Some((u, p)) = credentials {
                     o.set_credentials(u, p);
+                }
+                if let Some(t) = transport {
+                    o.set_transport(t);
                 }
                 tasks.spawn(run_v5(id, o, topics, qos, tx));
             }

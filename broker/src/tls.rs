@@ -224,3 +224,77 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+/// A TLS client configuration for the servers sources and sinks connect to (an MQTT broker):
+/// trusting the PEM CA certificates `ca` — or, without them, the system's bundle
+/// (`SSL_CERT_FILE`, else `/etc/ssl/certs/ca-certificates.crt`) — and presenting `client`
+/// (PEM certificate chain, PEM key) when given.
+pub fn client_config(
+    ca: Option<&[u8]>,
+    client: Option<(&[u8], &[u8])>,
+) -> Result<rustls::ClientConfig, String> {
+    let bundle;
+    let ca = match ca {
+        Some(ca) => ca,
+        None => {
+            let path = std::env::var_os("SSL_CERT_FILE").map_or_else(
+                || PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+                PathBuf::from,
+            );
+            bundle = std::fs::read(&path).map_err(|e| {
+                format!(
+                    "no CA certificate given and the system's ({}) cannot be read: {e}",
+                    path.display()
+                )
+            })?;
+            &bundle
+        }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        let cert = cert.map_err(|e| format!("CA certificates: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("CA certificates: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the CA certificates hold no PEM `CERTIFICATE` block".to_owned());
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("client certificate: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("client key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate and key: {e}"))?
+        }
+    };
+    Ok(config)
+}
+
+/// [`client_config`] from a source's or sink's `tls` settings (secrets read now).
+pub fn client_config_of(
+    tls: Option<&switchyard_core::streams::ClientTls>,
+) -> Result<rustls::ClientConfig, String> {
+    let read = |field: &str, v: Option<&switchyard_core::sources::SecretValue>| {
+        v.map(|v| v.resolve().map_err(|e| format!("tls.{field}: {e}")))
+            .transpose()
+    };
+    let ca = read("caCert", tls.and_then(|t| t.ca_cert.as_ref()))?;
+    let cert = read("cert", tls.and_then(|t| t.cert.as_ref()))?;
+    let key = read("key", tls.and_then(|t| t.key.as_ref()))?;
+    let client = cert
+        .as_deref()
+        .zip(key.as_deref())
+        .map(|(c, k)| (c.as_bytes(), k.as_bytes()));
+    client_config(ca.as_deref().map(str::as_bytes), client).map_err(|e| format!("tls: {e}"))
+}

@@ -290,13 +290,6 @@ fn unsupported_knative_fields_say_so() {
         ),
         (
             format!(
-                "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    uri: https://x.example/\n    CACerts: '-----BEGIN CERTIFICATE-----'\n"
-            ),
-            "Trigger default/t",
-            "spec.subscriber.CACerts",
-        ),
-        (
-            format!(
                 "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    uri: https://x.example/\n    audience: my-audience\n"
             ),
             "Trigger default/t",
@@ -307,6 +300,30 @@ fn unsupported_knative_fields_say_so() {
         let err = parse_text(text, "k.yaml").unwrap_err();
         assert_error(&err, "k.yaml", resource, Some(field), "not supported");
     }
+}
+
+#[test]
+fn cacerts_of_a_destination_must_be_pem_certificates() {
+    let with = |ca: &str| {
+        format!(
+            "{TRIGGER_HEAD}spec:\n  broker: b\n  subscriber:\n    uri: https://x.example/\n    CACerts: '{ca}'\n"
+        )
+    };
+    assert!(
+        parse_text(
+            &with("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"),
+            "k.yaml"
+        )
+        .is_ok()
+    );
+    let err = parse_text(&with("not a certificate"), "k.yaml").unwrap_err();
+    assert_error(
+        &err,
+        "k.yaml",
+        "Trigger default/t",
+        Some("spec.subscriber.CACerts"),
+        "PEM certificates",
+    );
 }
 
 #[test]

@@ -41,12 +41,18 @@ const PULL_PAUSE: Duration = Duration::from_millis(200);
 async fn connect(
     servers: &[String],
     auth: Option<&NatsAuth>,
+    tls: Option<&switchyard_core::streams::ClientTls>,
     name: &str,
 ) -> Result<async_nats::Client, String> {
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        options = options
+            .require_tls(true)
+            .tls_client_config(switchyard_broker::tls::client_config_of(Some(tls))?);
+    }
     if let Some(a) = auth {
         if let Some(t) = &a.token {
             options = options.token(t.resolve().map_err(|e| format!("auth.token: {e}"))?);
@@ -377,6 +383,7 @@ pub(crate) async fn start_sources(
         let client = connect(
             &s.spec.servers,
             s.spec.auth.as_ref(),
+            s.spec.tls.as_ref(),
             &format!("switchyard {id}"),
         )
         .await

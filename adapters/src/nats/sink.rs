@@ -101,6 +101,7 @@ pub(crate) async fn sink(
     let client = connect(
         &s.spec.servers,
         s.spec.auth.as_ref(),
+        s.spec.tls.as_ref(),
         &format!("switchyard sink {ns}/{name}"),
     )
     .await

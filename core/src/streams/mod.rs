@@ -17,6 +17,43 @@ pub mod mqtt;
 pub mod nats;
 
 pub use kafka::*;
+
+use crate::resources::FieldError;
+use crate::sources::SecretValue;
+
+/// TLS from a source or sink to its server (an `mqtts://` MQTT broker, a NATS server): the
+/// CA to trust (default the system's certificates) and a client certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientTls {
+    /// CA certificates (PEM) to trust instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<SecretValue>,
+    /// A client certificate (PEM), for a server that requires one; with `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<SecretValue>,
+    /// The client certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretValue>,
+}
+
+impl ClientTls {
+    pub(crate) fn validate(&self, field: &str) -> Result<(), FieldError> {
+        for (name, secret) in [
+            ("caCert", &self.ca_cert),
+            ("cert", &self.cert),
+            ("key", &self.key),
+        ] {
+            if let Some(s) = secret {
+                s.validate(&format!("{field}.{name}"))?;
+            }
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(FieldError::new(field, "give `cert` and `key` together"));
+        }
+        Ok(())
+    }
+}
 pub use mqtt::*;
 pub use nats::*;
 

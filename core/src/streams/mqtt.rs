@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::resources::{Destination, FieldError, ObjectMeta};
 use crate::sources::{CeOverrides, SecretValue};
+use crate::streams::ClientTls;
 
 /// `5` is a number; both forms load).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -37,7 +38,8 @@ pub struct MqttSourceSpec {
     /// Extensions added to every event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_overrides: Option<CeOverrides>,
-    /// The MQTT broker, `mqtt://host:port` (port 1883 when omitted).
+    /// The MQTT broker, `mqtt://host:port` (port 1883 when omitted), or over TLS
+    /// `mqtts://host:port` (port 8883 when omitted).
     pub broker: String,
     /// Topic filters to subscribe to; `+` and `#` wildcards allowed.
     pub topics: Vec<String>,
@@ -61,6 +63,10 @@ pub struct MqttSourceSpec {
     /// User name and password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<MqttAuth>,
+    /// TLS settings for an `mqtts://` broker: the CA to trust (default the system's
+    /// certificates) and a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 /// An MqttSource (our kind): MQTT messages as CloudEvents, per the CloudEvents MQTT binding.
@@ -96,22 +102,28 @@ impl MqttSource {
     /// The default `type` of wrapped payloads.
     pub const DEFAULT_TYPE: &'static str = "dev.switchyard.mqtt.message";
 
+    /// Whether the broker is reached over TLS (`mqtts://` or `ssl://`).
+    pub fn uses_tls(&self) -> bool {
+        self.spec.broker.starts_with("mqtts://") || self.spec.broker.starts_with("ssl://")
+    }
+
     /// The broker's host and port.
     pub fn host_port(&self) -> Result<(String, u16), FieldError> {
         let err = || {
             FieldError::new(
                 "spec.broker",
                 format!(
-                    "`{}` is not an MQTT broker address (`mqtt://host:port`)",
+                    "`{}` is not an MQTT broker address (`mqtt://host:port` or `mqtts://host:port`)",
                     self.spec.broker
                 ),
             )
         };
-        let rest = self
-            .spec
-            .broker
+        let b = &self.spec.broker;
+        let rest = b
             .strip_prefix("mqtt://")
-            .or_else(|| self.spec.broker.strip_prefix("tcp://"))
+            .or_else(|| b.strip_prefix("tcp://"))
+            .or_else(|| b.strip_prefix("mqtts://"))
+            .or_else(|| b.strip_prefix("ssl://"))
             .ok_or_else(err)?
             .trim_end_matches('/');
         if rest.is_empty() || rest.contains(['/', '@', ' ']) {
@@ -139,6 +151,7 @@ impl MqttSource {
                 p.parse().map_err(|_| err())?
             }
             Some(_) => return Err(err()),
+            None if self.uses_tls() => 8883,
             None => 1883,
         };
         Ok((host.to_owned(), port))
@@ -201,6 +214,15 @@ impl MqttSource {
             if let Some(p) = &a.password {
                 p.validate("spec.auth.password")?;
             }
+        }
+        if let Some(t) = &spec.tls {
+            if !self.uses_tls() {
+                return Err(FieldError::new(
+                    "spec.tls",
+                    "TLS settings need an `mqtts://` broker",
+                ));
+            }
+            t.validate("spec.tls")?;
         }
         Ok(())
     }

@@ -184,6 +184,9 @@ pub struct NatsSourceSpec {
     /// Authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<NatsAuth>,
+    /// TLS to the servers (required once given): the CA to trust, a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 /// A NatsSource (our kind): NATS messages, core or JetStream, as CloudEvents.
@@ -252,6 +255,9 @@ impl NatsSource {
         if let Some(a) = &spec.auth {
             a.validate("spec.auth")?;
         }
+        if let Some(t) = &spec.tls {
+            t.validate("spec.tls")?;
+        }
         Ok(())
     }
 
@@ -288,6 +294,9 @@ pub struct NatsSinkSpec {
     /// Authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<NatsAuth>,
+    /// TLS to the servers (required once given): the CA to trust, a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 /// A NatsSink (our kind): a NATS subject a Trigger delivers to.
@@ -307,6 +316,9 @@ impl NatsSink {
         nats_subject("spec.subject", &self.spec.subject, false)?;
         if let Some(a) = &self.spec.auth {
             a.validate("spec.auth")?;
+        }
+        if let Some(t) = &self.spec.tls {
+            t.validate("spec.tls")?;
         }
         Ok(())
     }
