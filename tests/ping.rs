@@ -198,6 +198,7 @@ impl InProcess {
             store: switchyard::RedbOptions::default(),
             auth: switchyard::AuthOptions::default(),
             tls: None,
+            egress: Default::default(),
         };
         let start = chrono::DateTime::parse_from_rfc3339(now).unwrap();
         let clock = switchyard::Clock::manual(start.with_timezone(&chrono::Utc));

@@ -149,6 +149,14 @@ spec:
   sink: {{ref: {{kind: Broker, name: default}}}}
   sns:
     allowedHosts: [127.0.0.1]
+---
+apiVersion: sources.switchyard.dev/v1
+kind: S3Source
+metadata: {{name: from-sns-wild}}
+spec:
+  sink: {{ref: {{kind: Broker, name: default}}}}
+  sns:
+    allowedHosts: ['127.0.0.*']
 "#,
         broker_and_trigger(&sink.url)
     );
@@ -185,6 +193,24 @@ spec:
         1,
         "the allowed SubscribeURL was fetched once, the other not at all"
     );
+    // A host only a wildcard admits must not lead inside: the same URL is refused there,
+    // and not fetched.
+    let resp = c
+        .post(sy.url("/sources/default/from-sns-wild"))
+        .header("content-type", "text/plain; charset=UTF-8")
+        .header("x-amz-sns-message-type", "SubscriptionConfirmation")
+        .body(serde_json::to_vec(&confirmation).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(
+        problem(resp).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("loopback")
+    );
+    assert_eq!(confirmed.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     let resp = post(fixture("sns_notification.json")).await.unwrap();
     assert_eq!(resp.status(), 202);

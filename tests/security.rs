@@ -973,3 +973,55 @@ spec:
     let got = sink.wait_for(1, WAIT).await;
     assert_eq!(got[0].event.as_ref().unwrap().id, "behind-ca");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_destinations_are_refused_when_asked_unless_allowed() {
+    let sink = Sink::ok().await;
+    let port = sink.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    // One subscriber by address, one by a name that resolves to loopback.
+    let config = format!(
+        "{}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: by-name}}\nspec:\n  broker: default\n  subscriber: {{uri: 'http://localhost:{port}/'}}\n  delivery: {{retry: 0}}\n",
+        common::broker_and_trigger("by-address", "delivery: {retry: 0}", &sink.url)
+    );
+    let sy = Switchyard::start_with(&config, &["--deny-internal-destinations"]);
+    let send = |sy: &Switchyard, id: &'static str| {
+        event(id, "com.example.inside")
+            .url_for(&sy.url("/default/default"))
+            .send()
+    };
+    assert_eq!(send(&sy, "inside").await.unwrap().status(), 202);
+    let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
+    let items = common::eventually("two dead letters", WAIT, || {
+        let api = api.clone();
+        async move {
+            let v = common::get_json(&api).await;
+            let items = v["items"].as_array()?.clone();
+            (items.len() == 2).then_some(items)
+        }
+    })
+    .await;
+    for item in &items {
+        let one = common::get_json(&format!("{api}/{}", item["id"].as_str().unwrap())).await;
+        let error = one["attempts"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(error.contains("loopback"), "{}: {error}", item["trigger"]);
+    }
+    assert!(sink.received().is_empty());
+    drop(sy);
+
+    // Allowed by range: delivered.
+    let sy = Switchyard::start_with(
+        &config,
+        &[
+            "--deny-internal-destinations",
+            "--egress-allow",
+            "127.0.0.0/8",
+            "--egress-allow",
+            "::1",
+        ],
+    );
+    assert_eq!(send(&sy, "allowed").await.unwrap().status(), 202);
+    sink.wait_for(2, WAIT).await;
+}

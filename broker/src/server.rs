@@ -79,6 +79,9 @@ pub struct ServerOptions {
     pub auth: AuthOptions,
     /// Serve HTTPS with these files (`--tls-cert-file`, …), or plain HTTP.
     pub tls: Option<crate::tls::TlsOptions>,
+    /// Where subscribers, dead-letter sinks and redrives may send
+    /// (`--deny-internal-destinations`, `--egress-allow`); the server itself does not use it.
+    pub egress: switchyard_core::egress::EgressPolicy,
 }
 
 /// The listener: plain TCP, or TLS in front of it.

@@ -84,6 +84,7 @@ async fn serve(
     let mut options = options;
     options.auth.filters = event_filters();
     let redrive_allow = options.auth.redrive_allow_uris.clone();
+    let egress = options.egress.clone();
     let server = switchyard_broker::Server::bind(&config, options).await?;
     let addr = server.local_addr()?;
     let stream_sinks = switchyard_adapters::start_sinks(&config).await?;
@@ -92,6 +93,7 @@ async fn serve(
         server.log(),
         server.event_types(),
         Arc::clone(&stream_sinks.sinks),
+        egress,
     )
     .await?;
     let sources =

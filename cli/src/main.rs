@@ -85,6 +85,15 @@ enum Command {
         /// Require every client to present a certificate signed by one of these CAs (PEM).
         #[arg(long, requires = "tls_cert_file")]
         tls_client_ca_file: Option<PathBuf>,
+        /// Refuse to deliver (subscribers, dead-letter sinks, redrives) to loopback, private,
+        /// link-local (cloud metadata) and other internal addresses, whatever the name
+        /// resolves to at the time.
+        #[arg(long)]
+        deny_internal_destinations: bool,
+        /// An address range (`10.1.0.0/16`, `fd00::/8`, an address) allowed all the same
+        /// with --deny-internal-destinations (repeatable).
+        #[arg(long = "egress-allow", value_parser = parse_range)]
+        egress_allow: Vec<switchyard_core::egress::IpRange>,
     },
     /// Check a configuration and print what it defines.
     Validate {
@@ -139,6 +148,10 @@ enum Command {
     },
 }
 
+fn parse_range(text: &str) -> Result<switchyard_core::egress::IpRange, String> {
+    switchyard_core::egress::IpRange::parse(text)
+}
+
 fn parse_mode(text: &str) -> Result<AuthorizationMode, String> {
     AuthorizationMode::parse(text).ok_or_else(|| {
         format!("`{text}` is not a mode: use allow-same-namespace, allow-all or deny-all")
@@ -184,6 +197,8 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert_file,
             tls_key_file,
             tls_client_ca_file,
+            deny_internal_destinations,
+            egress_allow,
         } => {
             for prefix in &redrive_allow_uris {
                 switchyard_triggers::api::redrive_prefix(prefix)
@@ -209,6 +224,10 @@ fn run(cli: Cli) -> Result<()> {
                     allow_unauthenticated,
                     redrive_allow_uris,
                     ..AuthOptions::default()
+                },
+                egress: switchyard_core::egress::EgressPolicy {
+                    deny_internal: deny_internal_destinations,
+                    allow: egress_allow,
                 },
                 tls: tls_cert_file
                     .zip(tls_key_file)

@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod bindings;
 pub mod compat;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod event;
 pub mod flows;

@@ -447,8 +447,10 @@ pub struct S3Webhook {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct S3Sns {
-    /// Hosts a `SubscribeURL` may point at; `*` matches one or more labels at the start
-    /// (default `sns.*.amazonaws.com`). Confirmation URLs elsewhere are refused.
+    /// Hosts a `SubscribeURL` may point at: `*` stands for one DNS label, `{region}` for an
+    /// AWS region's name (default `sns.{region}.amazonaws.com` and its `.com.cn` twin).
+    /// Confirmation URLs elsewhere are refused, and a host matched by a pattern with a
+    /// wildcard must not resolve to an internal address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
     /// Only these topic ARNs are accepted (default: any).
@@ -464,10 +466,18 @@ impl S3Sns {
     /// The allow-list in force.
     pub fn allowed_hosts(&self) -> Vec<String> {
         if self.allowed_hosts.is_empty() {
-            vec!["sns.*.amazonaws.com".to_owned()]
+            S3Sns::default_allowed_hosts()
         } else {
             self.allowed_hosts.clone()
         }
+    }
+
+    /// The allow-list when none is given: SNS's own hosts in every AWS region.
+    pub fn default_allowed_hosts() -> Vec<String> {
+        vec![
+            "sns.{region}.amazonaws.com".to_owned(),
+            "sns.{region}.amazonaws.com.cn".to_owned(),
+        ]
     }
 }
 

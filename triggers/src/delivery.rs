@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use switchyard_core::egress::EgressPolicy;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -139,6 +140,9 @@ pub enum AttemptError {
     /// A stream sink did not take the event.
     #[error("{0}")]
     Stream(String),
+    /// The destination's address is one the server may not send to (`--deny-internal-destinations`).
+    #[error("destination refused: {0}")]
+    Refused(String),
 }
 
 /// The longest reply refusal an attempt keeps, in bytes.
@@ -172,6 +176,7 @@ impl AttemptError {
         match self {
             AttemptError::Timeout(_) => "timeout",
             AttemptError::Stream(_) => "stream_error",
+            AttemptError::Refused(_) => "refused_destination",
             _ => "connection_error",
         }
     }
@@ -307,13 +312,16 @@ impl Subscriber {
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     http: reqwest::Client,
+    egress: EgressPolicy,
 }
 
 impl Deliverer {
-    /// A deliverer with a new HTTP client trusting `ca_certs` too (see [`client`]).
-    pub fn new(ca_certs: &[&str]) -> Result<Self, String> {
+    /// A deliverer with a new HTTP client trusting `ca_certs` too (see [`client`]), sending
+    /// only where `egress` allows.
+    pub fn new(ca_certs: &[&str], egress: &EgressPolicy) -> Result<Self, String> {
         Ok(Deliverer {
-            http: client(ca_certs)?,
+            http: client(ca_certs, egress)?,
+            egress: egress.clone(),
         })
     }
 
@@ -330,7 +338,16 @@ impl Deliverer {
             Subscriber::Stream { sink, .. } => {
                 attempt_stream(sink.as_ref(), event, settings, extra).await
             }
-            Subscriber::Http(url) => attempt(&self.http, url, event, settings, extra).await,
+            Subscriber::Http(url) => {
+                if let Err(why) = crate::egress::check_url(url, &self.egress) {
+                    return AttemptResult::begun(
+                        SystemTime::now(),
+                        Verdict::DeadLetter,
+                        Some(AttemptError::Refused(why)),
+                    );
+                }
+                attempt(&self.http, url, event, settings, extra).await
+            }
         }
     }
 }
@@ -530,12 +547,15 @@ pub fn needs_trust_roots(what: &str, url: &str) -> Result<(), String> {
 /// The HTTP client of one subscriber: its own connection pool, no redirects, no proxies, a
 /// short connect timeout; trusting, besides the system's roots, the PEM CA certificates in
 /// `ca_certs` (Knative's `CACerts` of the trigger's destinations).
-pub fn client(ca_certs: &[&str]) -> Result<reqwest::Client, String> {
-    let builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(defaults::CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .no_proxy();
+pub fn client(ca_certs: &[&str], egress: &EgressPolicy) -> Result<reqwest::Client, String> {
+    let builder = crate::egress::guard(
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(defaults::CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .no_proxy(),
+        egress,
+    );
     if ca_certs.is_empty() {
         return build_client(builder);
     }

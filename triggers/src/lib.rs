@@ -8,6 +8,7 @@ pub mod api;
 pub mod cesql;
 pub mod delivery;
 pub mod dispatch;
+pub mod egress;
 pub mod filter;
 mod queue;
 pub mod records;

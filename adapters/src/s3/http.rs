@@ -25,6 +25,8 @@ pub(crate) struct HttpSource {
     auth: Auth,
     sns: Option<SnsSettings>,
     client: reqwest::Client,
+    /// The same, refusing names that resolve to internal addresses.
+    guarded_client: reqwest::Client,
 }
 
 struct SnsSettings {
@@ -41,6 +43,13 @@ fn malformed_problem(m: &Malformed) -> Problem {
     )
 }
 
+/// SubscribeURLs a wildcard admitted may not lead to internal addresses.
+static INSIDE_REFUSED: std::sync::LazyLock<switchyard_core::egress::EgressPolicy> =
+    std::sync::LazyLock::new(|| switchyard_core::egress::EgressPolicy {
+        deny_internal: true,
+        allow: Vec::new(),
+    });
+
 impl HttpSource {
     /// The S3Sources of `config` in an HTTP mode, by `namespace/name`.
     pub fn resolve_all(
@@ -49,6 +58,10 @@ impl HttpSource {
         client: &reqwest::Client,
     ) -> Result<Vec<(String, HttpSource)>, String> {
         let mut out = Vec::new();
+        let guarded =
+            switchyard_triggers::egress::guard(reqwest::Client::builder(), &INSIDE_REFUSED)
+                .build()
+                .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
         for ((ns, name), s) in &config.s3_sources {
             let id = SourceId::new(ns, name).to_string();
             let spec = &s.spec;
@@ -76,6 +89,7 @@ impl HttpSource {
                     auth,
                     sns,
                     client: client.clone(),
+                    guarded_client: guarded.clone(),
                 },
             ));
         }
@@ -150,14 +164,25 @@ impl HttpSource {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| self.malformed(&Malformed(format!("SubscribeURL `{url}`: {e}"))))?;
         let host = parsed.host_str().unwrap_or("");
-        if !host_allowed(host, &sns.allowed_hosts) {
+        let Some(wildcard) = host_match(host, &sns.allowed_hosts) else {
             return Err(forbidden(format!(
                 "SubscribeURL host `{host}` is not in spec.sns.allowedHosts ({})",
                 sns.allowed_hosts.join(", ")
             )));
-        }
-        match self
-            .client
+        };
+        // A host only a wildcard admits is anyone's to point somewhere: it must not lead
+        // inside (a host listed exactly is the operator's choice, wherever it is).
+        let client = if wildcard {
+            if let Err(why) =
+                switchyard_triggers::egress::check_url(parsed.as_str(), &INSIDE_REFUSED)
+            {
+                return Err(forbidden(format!("SubscribeURL `{url}`: {why}")));
+            }
+            &self.guarded_client
+        } else {
+            &self.client
+        };
+        match client
             .get(parsed)
             .timeout(Duration::from_secs(10))
             .send()

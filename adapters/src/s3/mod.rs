@@ -230,15 +230,56 @@ pub fn parse_sns(body: &[u8]) -> Result<SnsMessage, Malformed> {
 
 /// Whether `host` matches one of the patterns (`*` stands for one or more leading labels).
 pub fn host_allowed(host: &str, patterns: &[String]) -> bool {
+    host_match(host, patterns).is_some()
+}
+
+/// Whether a DNS label is an AWS region's name (`us-east-1`, `cn-north-1`, `us-gov-west-1`).
+fn aws_region(label: &str) -> bool {
+    let parts: Vec<&str> = label.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts.iter().all(|p| !p.is_empty())
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// How `host` matched `patterns`: `Some(true)` by a pattern with a wildcard, `Some(false)` by
+/// an exact one, `None` not at all. In a pattern, `*` stands for one DNS label (never a dot,
+/// so `sns.*.amazonaws.com` cannot match an S3 bucket's `sns.attacker.s3.amazonaws.com`), and
+/// `{region}` for an AWS region's name (so the default cannot match `sns.s3.amazonaws.com`,
+/// the virtual host of a bucket named `sns`).
+pub fn host_match(host: &str, patterns: &[String]) -> Option<bool> {
     let host = host.to_ascii_lowercase();
-    patterns.iter().any(|p| {
+    let labels: Vec<&str> = host.split('.').collect();
+    let mut found = None;
+    for p in patterns {
         let p = p.to_ascii_lowercase();
-        if let Some((head, tail)) = p.split_once('*') {
-            host.len() > head.len() + tail.len() && host.starts_with(head) && host.ends_with(tail)
-        } else {
-            host == p
+        let want: Vec<&str> = p.split('.').collect();
+        if want.len() != labels.len() {
+            continue;
         }
-    })
+        let mut wild = false;
+        let ok = want.iter().zip(&labels).all(|(w, l)| match *w {
+            "*" => {
+                wild = true;
+                !l.is_empty()
+            }
+            "{region}" => {
+                wild = true;
+                aws_region(l)
+            }
+            w => w == *l,
+        });
+        if ok {
+            if !wild {
+                return Some(false);
+            }
+            found = Some(true);
+        }
+    }
+    found
 }
 
 /// S3Sources that speak https to AWS (an SQS queue, an SNS subscription to confirm) need the
@@ -336,10 +377,20 @@ mod tests {
     fn hosts_match_patterns() {
         let p = vec!["sns.*.amazonaws.com".to_owned(), "127.0.0.1".to_owned()];
         assert!(host_allowed("sns.us-east-1.amazonaws.com", &p));
-        assert!(host_allowed("127.0.0.1", &p));
+        assert_eq!(host_match("127.0.0.1", &p), Some(false));
+        assert_eq!(host_match("sns.us-east-1.amazonaws.com", &p), Some(true));
         assert!(!host_allowed("sns..amazonaws.com", &p));
         assert!(!host_allowed("evil.example.com", &p));
         assert!(!host_allowed("sns.us-east-1.amazonaws.com.evil.com", &p));
+        // An S3 bucket's virtual host is never an SNS host.
+        assert!(!host_allowed("sns.attacker.s3.amazonaws.com", &p));
+        let default = switchyard_core::sources::S3Sns::default_allowed_hosts();
+        assert!(host_allowed("sns.eu-west-1.amazonaws.com", &default));
+        assert!(host_allowed("sns.us-gov-west-1.amazonaws.com", &default));
+        assert!(host_allowed("sns.cn-north-1.amazonaws.com.cn", &default));
+        assert!(!host_allowed("sns.s3.amazonaws.com", &default));
+        assert!(!host_allowed("sns.s3-eu-west-1.amazonaws.com", &default));
+        assert!(!host_allowed("sns.attacker.s3.amazonaws.com", &default));
     }
 
     #[test]

@@ -140,6 +140,7 @@ fn trigger(url: &str, spec: &str) -> Arc<TriggerRuntime> {
         config: &config,
         event_types: &event_types,
         log: &store(),
+        egress: &switchyard_core::egress::EgressPolicy::default(),
         streams: &Arc::new(HashMap::new()),
     };
     let key = ("default".to_owned(), "t".to_owned());

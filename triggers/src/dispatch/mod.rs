@@ -257,6 +257,7 @@ pub struct Dispatcher {
     routes: tokio::sync::mpsc::Sender<embedded::RouteChange>,
     running: RunningTriggers,
     log: Arc<dyn EventLog>,
+    egress: switchyard_core::egress::EgressPolicy,
     /// The brokers routed to, by id.
     brokers: std::collections::HashSet<Arc<str>>,
 }
@@ -296,12 +297,14 @@ impl Dispatcher {
         log: Arc<dyn EventLog>,
         event_types: Arc<EventTypePolicy>,
         streams: StreamSinks,
+        egress: switchyard_core::egress::EgressPolicy,
     ) -> Result<Dispatcher, DispatchError> {
         check_filters(config)?;
         let cx = trigger::Context {
             config,
             event_types: &event_types,
             log: &log,
+            egress: &egress,
             streams: &streams,
         };
         let mut triggers = Vec::new();
@@ -339,6 +342,7 @@ impl Dispatcher {
             routes,
             running,
             log,
+            egress,
             brokers: broker_ids(config),
         })
     }
@@ -366,10 +370,12 @@ impl Dispatcher {
     ) -> Result<TriggerChanges, DispatchError> {
         check_filters(config)?;
         let log = Arc::clone(&self.log);
+        let egress = self.egress.clone();
         let cx = trigger::Context {
             config,
             event_types: &event_types,
             log: &log,
+            egress: &egress,
             streams: &streams,
         };
         // Build first: an error here leaves everything as it was.

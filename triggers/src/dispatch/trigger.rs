@@ -88,6 +88,8 @@ pub(super) struct Context<'a> {
     pub config: &'a Config,
     pub event_types: &'a Arc<EventTypePolicy>,
     pub log: &'a Arc<dyn switchyard_broker::log::EventLog>,
+    /// Where subscribers may be (`--deny-internal-destinations`).
+    pub egress: &'a switchyard_core::egress::EgressPolicy,
     pub streams: &'a StreamSinks,
 }
 
@@ -249,6 +251,7 @@ impl TriggerRuntime {
                     .chain(delivery.and_then(|d| d.dead_letter_sink.as_ref()))
                     .filter_map(|d| d.ca_certs.as_deref())
                     .collect::<Vec<_>>(),
+                cx.egress,
             )
             .map_err(|message| DispatchError::HttpClient {
                 trigger: TriggerId::new(ns, name),
