@@ -411,7 +411,7 @@ async fn body_limit_gives_413_with_and_without_content_length() {
     // Chunked, so the limit is found while reading.
     let addr = sy.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = "POST /default/default HTTP/1.1\r\nHost: x\r\nce-specversion: 1.0\r\nce-id: chunked\r\nce-source: /c\r\nce-type: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    let head = "POST /default/default HTTP/1.1\r\nHost: localhost\r\nce-specversion: 1.0\r\nce-id: chunked\r\nce-source: /c\r\nce-type: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b'b'; 16 * 1024];
     for _ in 0..5 {

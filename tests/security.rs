@@ -862,11 +862,10 @@ async fn https_ingress_from_the_python_sdk_certificates_reloaded_and_client_cert
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "202");
     // A client that trusts only another CA is refused at the handshake.
     let two = common::tls::TestCa::new(dir.path(), "two");
-    assert!(
-        post_with(&two.client(false), &ingress, "early")
-            .await
-            .is_err()
-    );
+    let refused = post_with(&two.client(false), &ingress, "early")
+        .await
+        .unwrap_err();
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
 
     // The certificate is replaced on disk: new connections get the new one, no restart.
     std::fs::copy(two.file("server.key"), &key).unwrap();
@@ -889,11 +888,10 @@ async fn https_ingress_from_the_python_sdk_certificates_reloaded_and_client_cert
     with_ca.extend(["--tls-client-ca-file", &ca]);
     let sy = Switchyard::start_with(common::TWO_BROKERS, &with_ca);
     let ingress = sy.url("/default/default");
-    assert!(
-        post_with(&two.client(false), &ingress, "anonymous")
-            .await
-            .is_err()
-    );
+    let refused = post_with(&two.client(false), &ingress, "anonymous")
+        .await
+        .unwrap_err();
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
     assert_eq!(
         post_with(&two.client(true), &ingress, "known").await,
         Ok(202)
@@ -961,7 +959,15 @@ spec:
   subscriber:
     uri: https://127.0.0.1:{port}/
     CACerts: |
-{indented}"#
+{indented}---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: without-ca}}
+spec:
+  broker: default
+  subscriber: {{uri: 'https://127.0.0.1:{port}/'}}
+  delivery: {{retry: 0}}
+"#
     );
     let sy = Switchyard::start(&config);
     let resp = event("behind-ca", "com.example.private")
@@ -972,6 +978,21 @@ spec:
     assert_eq!(resp.status(), 202);
     let got = sink.wait_for(1, WAIT).await;
     assert_eq!(got[0].event.as_ref().unwrap().id, "behind-ca");
+    // Without the CA the same subscriber is not trusted: dead-lettered, naming the reason.
+    let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
+    let id = common::eventually("the untrusted delivery dead-lettered", WAIT, || {
+        let api = api.clone();
+        async move {
+            let v = common::get_json(&api).await;
+            v["items"][0]["id"].as_str().map(str::to_owned)
+        }
+    })
+    .await;
+    let one = common::get_json(&format!("{api}/{id}")).await;
+    assert_eq!(one["trigger"], "without-ca");
+    let error = one["attempts"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    assert_eq!(sink.received().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

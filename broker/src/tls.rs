@@ -25,6 +25,9 @@ use crate::tasks::Tasks;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often, at most, the files are looked at for a change.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Handshakes under way at once; past it no connection is accepted until one ends, so
+/// silent connections cannot use up the process's file descriptors.
+const MAX_HANDSHAKES: usize = 512;
 
 /// Where the server's certificate, key and (optionally) client CA are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,12 +116,14 @@ impl Reloading {
             self.checked = Instant::now();
             let stamps = self.options.stamps();
             if stamps != self.stamps {
-                self.stamps = stamps;
                 match self.options.load() {
                     Ok(config) => {
                         tracing::info!("TLS certificate files changed: reloaded");
                         self.config = config;
+                        self.stamps = stamps;
                     }
+                    // Not taken as seen: a file caught half-written is read again at the
+                    // next check, even when its last write left the same time stamp.
                     Err(e) => tracing::warn!(
                         error = %e,
                         "TLS certificate files changed but do not load; keeping the ones in use"
@@ -173,12 +178,17 @@ async fn accept_loop(
     done: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     let mut handshakes = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         tokio::select! {
             accepted = tcp.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let acceptor = TlsAcceptor::from(reloading.current());
                     handshakes.spawn(async move {
+                        let _slot = slot;
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => Some((tls, peer)),
                             Ok(Err(e)) => {
@@ -251,12 +261,11 @@ pub fn client_config(
         }
     };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca) {
-        let cert = cert.map_err(|e| format!("CA certificates: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("CA certificates: {e}"))?;
-    }
+    let certs = CertificateDer::pem_slice_iter(ca)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("CA certificates: {e}"))?;
+    // A system bundle may hold a certificate rustls cannot use; that one is passed over.
+    roots.add_parsable_certificates(certs);
     if roots.is_empty() {
         return Err("the CA certificates hold no PEM `CERTIFICATE` block".to_owned());
     }

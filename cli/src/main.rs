@@ -92,7 +92,7 @@ enum Command {
         deny_internal_destinations: bool,
         /// An address range (`10.1.0.0/16`, `fd00::/8`, an address) allowed all the same
         /// with --deny-internal-destinations (repeatable).
-        #[arg(long = "egress-allow", value_parser = parse_range)]
+        #[arg(long = "egress-allow", value_parser = parse_range, requires = "deny_internal_destinations")]
         egress_allow: Vec<switchyard_core::egress::IpRange>,
     },
     /// Check a configuration and print what it defines.

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 pub fn internal_range(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, d] = v4.octets();
             if v4.is_loopback() {
                 Some("loopback")
             } else if v4.is_link_local() {
@@ -20,15 +20,41 @@ pub fn internal_range(ip: IpAddr) -> Option<&'static str> {
                 Some("carrier-grade NAT")
             } else if v4.is_unspecified() || v4.is_broadcast() || a == 0 {
                 Some("unspecified")
+            } else if a >= 224 {
+                Some("multicast or reserved")
+            } else if (a, b, c) == (192, 0, 0) || (a == 198 && (b == 18 || b == 19)) {
+                Some("special-purpose")
+            } else if (a, b, c, d) == (168, 63, 129, 16) {
+                Some("cloud metadata (Azure)")
             } else {
                 None
             }
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                IpAddr::V4(std::net::Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    hi as u8,
+                    (lo >> 8) as u8,
+                    lo as u8,
+                ))
+            };
+            // IPv4 carried in IPv6: mapped, compatible, NAT64 (64:ff9b::/96, 64:ff9b:1::/48)
+            // and 6to4 (2002::/16) lead to the IPv4 address they carry.
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return internal_range(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            if s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+                return internal_range(embedded(s[6], s[7]));
+            }
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..2] == [0x64, 0xff9b] && s[2] == 1 {
+                return internal_range(embedded(s[6], s[7]));
+            }
+            if s[0] == 0x2002 {
+                return internal_range(embedded(s[1], s[2]));
+            }
+            let first = s[0];
             if v6.is_loopback() {
                 Some("loopback")
             } else if v6.is_unspecified() {
@@ -37,6 +63,10 @@ pub fn internal_range(ip: IpAddr) -> Option<&'static str> {
                 Some("link-local")
             } else if first & 0xfe00 == 0xfc00 {
                 Some("unique-local (private)")
+            } else if first & 0xffc0 == 0xfec0 {
+                Some("site-local")
+            } else if first & 0xff00 == 0xff00 {
+                Some("multicast")
             } else if first == 0xfd00 && v6.segments()[1..4] == [0xec2, 0, 0] {
                 Some("cloud metadata")
             } else {
@@ -148,6 +178,12 @@ mod tests {
             "fd00::1",
             "fd00:ec2::254",
             "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::10.0.0.1",
+            "2002:a9fe:a9fe::1",
+            "168.63.129.16",
+            "240.0.0.1",
+            "ff02::1",
         ] {
             assert!(internal_range(ip(inside)).is_some(), "{inside}");
         }

@@ -574,10 +574,15 @@ impl S3Source {
                 validate_auth("spec.sns.auth", a)?;
             }
             for h in &sns.allowed_hosts {
-                if h.is_empty() || h.contains(['/', ':', ' ']) {
+                let wild_inside_a_label = h
+                    .split('.')
+                    .any(|l| l != "*" && l != "{region}" && l.contains(['*', '{', '}']));
+                if h.is_empty() || h.contains(['/', ':', ' ']) || wild_inside_a_label {
                     return Err(FieldError::new(
                         "spec.sns.allowedHosts",
-                        format!("`{h}` is not a host name pattern"),
+                        format!(
+                            "`{h}` is not a host name pattern (`*` and `{{region}}` stand for a whole label: `sns.{{region}}.amazonaws.com`)"
+                        ),
                     ));
                 }
             }

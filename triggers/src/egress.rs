@@ -57,7 +57,7 @@ pub fn check_url(url: &str, policy: &EgressPolicy) -> Result<(), String> {
         return Ok(());
     }
     let Ok(parsed) = url::Url::parse(url) else {
-        return Ok(());
+        return Err(format!("`{url}` is not a URL this server can check"));
     };
     let ip = match parsed.host() {
         Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),

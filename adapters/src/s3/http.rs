@@ -58,10 +58,16 @@ impl HttpSource {
         client: &reqwest::Client,
     ) -> Result<Vec<(String, HttpSource)>, String> {
         let mut out = Vec::new();
+        // No redirects (a redirect could lead inside unchecked) and no proxy (the resolver
+        // would see only the proxy); like the subscribers' clients.
         let guarded =
-            switchyard_triggers::egress::guard(reqwest::Client::builder(), &INSIDE_REFUSED)
-                .build()
-                .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+            switchyard_triggers::delivery::build_client(switchyard_triggers::egress::guard(
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    .connect_timeout(Duration::from_secs(10)),
+                &INSIDE_REFUSED,
+            ))?;
         for ((ns, name), s) in &config.s3_sources {
             let id = SourceId::new(ns, name).to_string();
             let spec = &s.spec;

@@ -311,6 +311,12 @@ impl Auth {
         self.policies.may_send(caller, namespace, name)
     }
 
+    /// Whether anything decides who may send: callers can be authenticated, or a Broker has
+    /// an EventPolicy. When not, every Broker is open, as before authentication existed.
+    pub fn checks_senders(&self) -> bool {
+        self.enabled || !self.policies.is_empty()
+    }
+
     /// How many EventPolicies apply to each Broker (for logs).
     pub fn policies_by_broker(&self) -> BTreeMap<String, usize> {
         self.policies.counts()

@@ -129,6 +129,10 @@ impl Policies {
         })
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_broker.is_empty()
+    }
+
     pub(crate) fn counts(&self) -> std::collections::BTreeMap<String, usize> {
         self.by_broker
             .iter()

@@ -136,8 +136,8 @@ pub(crate) async fn guard(
     let auth = app.auth();
     // Without authentication a server on loopback is open to local programs; a web page
     // that rebinds its own name to 127.0.0.1 reaches it with its name in `Host`, and could
-    // read what the management API shows. (Ingress shows nothing, and stays open as before.)
-    if !auth.enabled && app.listen.ip().is_loopback() && need != Need::Send {
+    // read what the management API shows or write events through ingress.
+    if !auth.enabled && app.listen.ip().is_loopback() {
         let host = request
             .headers()
             .get(header::HOST)
@@ -152,12 +152,23 @@ pub(crate) async fn guard(
     }
     // The path's parameters as the handlers see them (percent-decoded), so the check and the
     // handler agree on which broker and namespace the request is about.
-    let params: HashMap<String, String> = match request
-        .extract_parts::<Path<HashMap<String, String>>>()
-        .await
-    {
-        Ok(Path(p)) => p,
-        Err(_) => HashMap::new(),
+    // Read (allocating) only when a rule needs them: an open server's ingress, the hot path,
+    // goes straight on.
+    let needs_params = match need {
+        Need::Send => auth.checks_senders(),
+        Need::InNamespace(_) => auth.enabled,
+        Need::Open | Need::Everywhere(_) => false,
+    };
+    let params: HashMap<String, String> = if needs_params {
+        match request
+            .extract_parts::<Path<HashMap<String, String>>>()
+            .await
+        {
+            Ok(Path(p)) => p,
+            Err(_) => HashMap::new(),
+        }
+    } else {
+        HashMap::new()
     };
     let principal = match auth
         .authenticate(
@@ -175,6 +186,12 @@ pub(crate) async fn guard(
     let namespace = params.get("namespace").cloned();
     let (scope, namespace) = match need {
         Need::Open => (None, None),
+        Need::Send if !needs_params => {
+            request
+                .extensions_mut()
+                .insert(super::SendPermit::default());
+            (None, None)
+        }
         Need::Send => {
             let ns = params.get("namespace").map_or("", String::as_str);
             let broker = params.get("broker").map_or("", String::as_str);

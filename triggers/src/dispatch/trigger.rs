@@ -118,6 +118,8 @@ pub(super) struct Inputs {
     broker: Option<Broker>,
     /// Where its destinations resolve to.
     addresses: Vec<String>,
+    /// The TTL of each destination that is a Broker (its events get it when they have none).
+    target_ttls: Vec<i32>,
 }
 
 impl Inputs {
@@ -140,14 +142,27 @@ impl Context<'_> {
             .delivery
             .as_ref()
             .or(broker.as_ref().and_then(|b| b.spec.delivery.as_ref()));
-        let addresses = std::iter::once(&trigger.spec.subscriber)
+        let destinations: Vec<&Destination> = std::iter::once(&trigger.spec.subscriber)
             .chain(delivery.and_then(|d| d.dead_letter_sink.as_ref()))
+            .collect();
+        let addresses = destinations
+            .iter()
             .map(|d| address(d, ns, self.config))
+            .collect();
+        let target_ttls = destinations
+            .iter()
+            .filter_map(|d| match self.config.resolve(ns, d) {
+                Ok(Target::Broker { namespace, name }) => {
+                    self.config.brokers.get(&(namespace, name)).map(Broker::ttl)
+                }
+                _ => None,
+            })
             .collect();
         Inputs {
             trigger: trigger.clone(),
             broker,
             addresses,
+            target_ttls,
         }
     }
 
