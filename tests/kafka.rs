@@ -470,32 +470,21 @@ async fn a_kafka_sink_reaches_a_broker_over_tls_with_the_ca_its_secret_gives() {
         .unwrap();
     assert!(made.status.success(), "{made:?}");
     let (plain, tls) = (common::free_port(), common::free_port());
-    let _children = common::Children(vec![
+    let _children = common::Children::quiet(vec![
         std::process::Command::new("tansu")
             .args(["broker", "--storage-engine", "memory://tansu/"])
             .arg(format!("--listener-url=tcp://127.0.0.1:{plain}"))
-            .arg(format!("--advertised-listener-url=tcp://127.0.0.1:{tls}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(format!("--advertised-listener-url=tcp://127.0.0.1:{tls}")),
         std::process::Command::new("socat")
             .arg(format!(
                 "OPENSSL-LISTEN:{tls},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
                 path("cert.pem"),
                 path("key.pem")
             ))
-            .arg(format!("TCP:127.0.0.1:{plain}"))
-            .spawn()
-            .unwrap(),
+            .arg(format!("TCP:127.0.0.1:{plain}")),
     ]);
     for port in [plain, tls] {
-        eventually("the port is open", WAIT, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-        })
-        .await;
+        common::wait_listening(port, "the port is open").await;
     }
 
     let topic = format!("audit-tls-{}", unique());

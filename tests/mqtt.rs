@@ -406,21 +406,10 @@ async fn an_mqtts_broker_is_reached_trusting_the_ca_its_tls_gives() {
         ),
     )
     .unwrap();
-    let _mosquitto = common::Children(vec![
-        std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _mosquitto = common::Children::quiet(vec![
+        std::process::Command::new("mosquitto").arg("-c").arg(&conf),
     ]);
-    eventually("Mosquitto's TLS listener", WAIT, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-    })
-    .await;
+    common::wait_listening(port, "Mosquitto's TLS listener").await;
     let sink = Sink::ok().await;
     let config = format!(
         r#"

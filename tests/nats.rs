@@ -395,23 +395,14 @@ async fn a_source_and_a_sink_reach_a_nats_server_that_requires_tls() {
     let dir = tempfile::tempdir().unwrap();
     let ca = common::tls::TestCa::new(dir.path(), "nats");
     let port = common::free_port();
-    let _server = common::Children(vec![
+    let _server = common::Children::quiet(vec![
         std::process::Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["--tlsverify", "--tlscert", &ca.file("server.pem")])
             .args(["--tlskey", &ca.file("server.key")])
-            .args(["--tlscacert", &ca.file("ca.pem")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+            .args(["--tlscacert", &ca.file("ca.pem")]),
     ]);
-    eventually("nats-server listening", WAIT, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-    })
-    .await;
+    common::wait_listening(port, "nats-server listening").await;
     let url = format!("tls://127.0.0.1:{port}");
     let client = async_nats::ConnectOptions::new()
         .require_tls(true)

@@ -925,24 +925,16 @@ async fn a_subscriber_behind_a_private_ca_is_reached_with_its_cacerts() {
     let sink = Sink::ok().await;
     let port = common::free_port();
     let plain = sink.url.trim_start_matches("http://").trim_end_matches('/');
-    let _terminator = common::Children(vec![
+    let _terminator = common::Children::quiet(vec![
         std::process::Command::new("socat")
             .arg(format!(
                 "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
                 ca.file("server.pem"),
                 ca.file("server.key")
             ))
-            .arg(format!("TCP:{plain}"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(format!("TCP:{plain}")),
     ]);
-    common::eventually("the TLS terminator listening", WAIT, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-    })
-    .await;
+    common::wait_listening(port, "the TLS terminator listening").await;
     let pem = std::fs::read_to_string(ca.file("ca.pem")).unwrap();
     let indented: String = pem.lines().map(|l| format!("      {l}\n")).collect();
     let config = format!(

@@ -402,6 +402,33 @@ impl Drop for Children {
     }
 }
 
+impl Children {
+    /// Starts each command with its output discarded.
+    pub fn quiet(commands: Vec<&mut Command>) -> Children {
+        Children(
+            commands
+                .into_iter()
+                .map(|c| {
+                    c.stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Waits until something accepts connections on the loopback `port` (`what` names it).
+pub async fn wait_listening(port: u16, what: &str) {
+    eventually(what, Duration::from_secs(30), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+}
+
 /// A loopback port free at the time of asking.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
