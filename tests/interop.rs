@@ -15,19 +15,6 @@ use common::{Switchyard, TWO_BROKERS};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use switchyard_core::{CloudEvent, Data};
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("SWITCHYARD_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the Python CloudEvents SDK is not installed: run scripts/test (it creates {}) or set SWITCHYARD_TEST_PYTHON",
-        venv.display()
-    );
-    venv
-}
-
 fn without_broker_attributes(mut e: CloudEvent) -> CloudEvent {
     assert!(e.extensions.remove("knativearrivaltime").is_some());
     assert!(e.extensions.remove("knativebrokerttl").is_some());
@@ -39,7 +26,7 @@ fn python_sdk_events_are_stored_byte_for_byte() {
     let mut sy = Switchyard::start(TWO_BROKERS);
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/send_with_python_sdk.py");
-    let out = Command::new(python())
+    let out = Command::new(common::python())
         .arg(&script)
         .arg(sy.url("/default/default"))
         .output()

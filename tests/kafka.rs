@@ -445,13 +445,8 @@ fn ce_id(m: &rdkafka::message::OwnedMessage) -> Vec<u8> {
 /// cannot be configured (its `--cert` and `--key` refuse each other).
 #[tokio::test]
 async fn a_kafka_sink_reaches_a_broker_over_tls_with_the_ca_its_secret_gives() {
-    for tool in ["openssl", "socat", "tansu"] {
-        if !common::have(tool) {
-            common::skip(&format!(
-                "`{tool}` is not installed (scripts/test installs it)"
-            ));
-            return;
-        }
+    if !common::tools_or_skip(&["openssl", "socat", "tansu"]) {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();

@@ -382,13 +382,8 @@ async fn an_oversized_message_is_dropped_without_stalling_the_source() {
 /// listener, its certificate signed by a test CA) trusting the CA its `tls.caCert` gives.
 #[tokio::test]
 async fn an_mqtts_broker_is_reached_trusting_the_ca_its_tls_gives() {
-    for tool in ["openssl", "mosquitto", "mosquitto_pub"] {
-        if !common::have(tool) {
-            common::skip(&format!(
-                "`{tool}` is not installed (scripts/test installs it)"
-            ));
-            return;
-        }
+    if !common::tools_or_skip(&["openssl", "mosquitto", "mosquitto_pub"]) {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let ca = common::tls::TestCa::new(dir.path(), "mqtt");

@@ -384,13 +384,8 @@ spec:
 /// publishes through the sink, read back by a plain TLS client.
 #[tokio::test]
 async fn a_source_and_a_sink_reach_a_nats_server_that_requires_tls() {
-    for tool in ["openssl", "nats-server"] {
-        if !common::have(tool) {
-            common::skip(&format!(
-                "`{tool}` is not installed (scripts/test installs it)"
-            ));
-            return;
-        }
+    if !common::tools_or_skip(&["openssl", "nats-server"]) {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let ca = common::tls::TestCa::new(dir.path(), "nats");

@@ -21,19 +21,6 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("SWITCHYARD_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the Python CloudEvents SDK is not installed: run scripts/test (it creates {}) or set SWITCHYARD_TEST_PYTHON",
-        venv.display()
-    );
-    venv
-}
-
 /// Two brokers in two namespaces, a trigger on `shop/orders` whose subscriber fails (so
 /// events become dead letters at once), and identities with different scopes.
 fn shop_and_bank(sink: &str) -> String {
@@ -427,7 +414,7 @@ spec:
     let mut sy = Switchyard::start(&config);
     let ingress = sy.url("/shop/orders");
     let python = |token: &str, ty: &str| {
-        let out = std::process::Command::new(python())
+        let out = std::process::Command::new(common::python())
             .arg(
                 PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                     .join("../tests/interop/send_with_token.py"),
@@ -828,8 +815,7 @@ async fn post_with(client: &reqwest::Client, url: &str, id: &str) -> Result<u16,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_ingress_from_the_python_sdk_certificates_reloaded_and_client_certificates() {
-    if !common::tls::have_openssl() {
-        common::skip("`openssl` is not installed (scripts/test installs it)");
+    if !common::tools_or_skip(&["openssl"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -848,7 +834,7 @@ async fn https_ingress_from_the_python_sdk_certificates_reloaded_and_client_cert
     let ingress = sy.url("/default/default");
 
     // The Python SDK over HTTPS, trusting the test CA.
-    let out = std::process::Command::new(python())
+    let out = std::process::Command::new(common::python())
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/send_with_token.py"))
         .args([&ingress, "unused", "com.example.python.tls"])
         .env("SSL_CERT_FILE", one.file("ca.pem"))
@@ -912,13 +898,8 @@ async fn https_ingress_from_the_python_sdk_certificates_reloaded_and_client_cert
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_behind_a_private_ca_is_reached_with_its_cacerts() {
-    for tool in ["openssl", "socat"] {
-        if !common::have(tool) {
-            common::skip(&format!(
-                "`{tool}` is not installed (scripts/test installs it)"
-            ));
-            return;
-        }
+    if !common::tools_or_skip(&["openssl", "socat"]) {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let ca = common::tls::TestCa::new(dir.path(), "private");

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::resources::{Duration, FieldError, ObjectMeta, SubscriptionsApiFilter};
+use crate::resources::{Duration, FieldError, KReference, ObjectMeta, SubscriptionsApiFilter};
 use crate::sources::SecretValue;
 
 /// The subject prefix of a Kubernetes service account.
@@ -303,26 +303,10 @@ pub struct EventPolicySpec {
 pub struct EventPolicyTo {
     /// A Broker by name.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    pub reference: Option<PolicyRef>,
+    pub reference: Option<KReference>,
     /// Brokers whose labels match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<PolicySelector>,
-}
-
-/// A resource named by an EventPolicy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PolicyRef {
-    /// Its `apiVersion`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_version: Option<String>,
-    /// Its kind.
-    pub kind: String,
-    /// Its name.
-    pub name: String,
-    /// Its namespace (`from` only; default the policy's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
 }
 
 /// A Kubernetes label selector, with the kind it selects.
@@ -385,7 +369,7 @@ impl PolicySelector {
 pub struct EventPolicyFrom {
     /// A resource that sends (a source of this configuration: see spec/security.md).
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    pub reference: Option<PolicyRef>,
+    pub reference: Option<KReference>,
     /// A subject; a trailing `*` matches any suffix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,

@@ -438,6 +438,35 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether every one of `tools` is on the `PATH`; when one is not, says the test is skipped
+/// and why (scripts/test installs them).
+pub fn tools_or_skip(tools: &[&str]) -> bool {
+    match tools.iter().find(|t| !have(t)) {
+        Some(tool) => {
+            skip(&format!(
+                "`{tool}` is not installed (scripts/test installs it)"
+            ));
+            false
+        }
+        None => true,
+    }
+}
+
+/// The Python with the CloudEvents SDK: `SWITCHYARD_TEST_PYTHON`, or the one scripts/test
+/// installs in `target/test-venv`.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("SWITCHYARD_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the Python CloudEvents SDK is not installed: run scripts/test (it creates {}) or set SWITCHYARD_TEST_PYTHON",
+        venv.display()
+    );
+    venv
+}
+
 /// Whether `tool` is on the `PATH`.
 pub fn have(tool: &str) -> bool {
     Command::new("sh")

@@ -21,14 +21,6 @@ fn openssl(args: &[&str]) {
     );
 }
 
-/// Whether `openssl` is there; when not, the caller skips with a reason.
-pub fn have_openssl() -> bool {
-    Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 impl TestCa {
     /// A new CA `name` in `dir`, with a server and a client certificate.
     pub fn new(dir: &Path, name: &str) -> TestCa {
