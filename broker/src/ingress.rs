@@ -80,21 +80,30 @@ pub async fn broker_endpoint(
     State(app): State<Arc<App>>,
     Path((namespace, name)): Path<(String, String)>,
     method: Method,
-    permit: Option<axum::Extension<SendPermit>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    // Who may send is decided before anything else is said of the broker (that it exists),
+    // and before the body is read. A refusal is not timed: its labels would be whatever
+    // the caller wrote in the path.
+    let permit = if method == Method::POST {
+        match crate::auth::routes::admit_sender(&app, &headers, &namespace, &name).await {
+            Ok(permit) => Some(permit),
+            Err(p) => return p.into_response(),
+        }
+    } else {
+        None
+    };
     let Some(broker) = app.broker(&namespace, &name) else {
         count_rejected("unknown_broker");
         return Problem::not_found(format!("no broker `{name}` in namespace `{namespace}`"))
             .into_response();
     };
     let response = match method {
-        // The front door decides who may send and leaves its decision here; without one
-        // nothing is stored (fail closed).
+        // Without the front door's permit nothing is stored (fail closed).
         Method::POST => match permit {
-            Some(axum::Extension(permit)) => {
+            Some(permit) => {
                 ingest(&app, &broker, (&namespace, &name), permit, &headers, body).await
             }
             None => Err(Problem::forbidden(

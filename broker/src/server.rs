@@ -301,13 +301,19 @@ impl Server {
     ) -> Result<(), ServeError> {
         let Server { app, log, listener } = self;
         app.ready.store(true, Ordering::SeqCst);
-        let router =
-            extra
-                .merge(router(Arc::clone(&app)))
-                .layer(axum::middleware::from_fn_with_state(
-                    Arc::clone(&app),
-                    crate::auth::routes::guard,
-                ));
+        // Every route behind the front door's middleware but ingress, the hot path, whose
+        // handler applies the same rules itself (auth::routes::admit_sender).
+        let router = extra
+            .merge(router(Arc::clone(&app)))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&app),
+                crate::auth::routes::guard,
+            ))
+            .merge(
+                Router::new()
+                    .route("/{namespace}/{broker}", any(broker_endpoint))
+                    .with_state(Arc::clone(&app)),
+            );
         let ready_app = Arc::clone(&app);
         let mut housekeeping = Tasks::new("server");
         {
@@ -376,7 +382,6 @@ fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
-        .route("/{namespace}/{broker}", any(broker_endpoint))
         .fallback(not_found)
         .with_state(app)
 }

@@ -1,18 +1,22 @@
 //! Who may call each route: the one table ([`need`]) and the middleware that applies it to
 //! every route of the server, whichever crate defined the route. A route missing from the
 //! table needs `admin` everywhere, so a new route is closed until it is listed here.
+//!
+//! The one exception is a broker's ingress, the hot path: it is served outside the
+//! middleware (whose boxing and bookkeeping cost ingest about 5 %), and its handler calls
+//! [`admit_sender`], which applies the same rules.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::RequestExt as _;
 use axum::extract::{MatchedPath, Path, Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use switchyard_core::auth::Scope;
 
-use super::Caller;
+use super::{Auth, Caller, SendPermit};
 use crate::app::App;
 use crate::problem::Problem;
 
@@ -22,7 +26,8 @@ pub(crate) enum Need {
     /// Nothing: probes, and sources, which check their own credentials (HMAC, a bearer
     /// token) before they read a body.
     Open,
-    /// A broker's ingress: its EventPolicies, or the default mode.
+    /// A broker's ingress: its EventPolicies, or the default mode, applied by the handler
+    /// itself ([`admit_sender`]).
     Send,
     /// A scope in the namespace the path names.
     InNamespace(Scope),
@@ -40,7 +45,6 @@ pub(crate) fn need(method: &Method, path: Option<&str>) -> Need {
     let get = method == Method::GET || method == Method::HEAD;
     match path {
         "/healthz" | "/readyz" | "/sources/{namespace}/{name}" => Need::Open,
-        "/{namespace}/{broker}" if method == Method::OPTIONS => Need::Open,
         "/{namespace}/{broker}" => Need::Send,
         "/api/v1/namespaces/{namespace}/brokers/{broker}/events"
         | "/api/v1/namespaces/{namespace}/eventtypes"
@@ -86,6 +90,50 @@ fn loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Without authentication a server on loopback is open to local programs; a web page that
+/// rebinds its own name to 127.0.0.1 reaches it with its name in `Host`, and could read what
+/// the management API shows or write events through ingress. Such requests are refused.
+fn check_local_host(app: &App, auth: &Auth, headers: &HeaderMap) -> Result<(), Problem> {
+    if auth.enabled || !app.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if loopback_host(host) {
+        Ok(())
+    } else {
+        Err(Problem::forbidden(format!(
+            "without authentication this server answers only requests for localhost, not for `{host}`; configure an Identity or TokenIssuer to serve other names (spec/security.md)"
+        )))
+    }
+}
+
+/// Who may post events to the broker `namespace/broker`: the front door of ingress, which
+/// its handler calls before it reads the body (ingress is served outside [`guard`]).
+pub(crate) async fn admit_sender(
+    app: &App,
+    headers: &HeaderMap,
+    namespace: &str,
+    broker: &str,
+) -> Result<SendPermit, Problem> {
+    let auth = app.auth();
+    check_local_host(app, &auth, headers)?;
+    if !auth.checks_senders() {
+        return Ok(SendPermit::default());
+    }
+    let principal = auth
+        .authenticate(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        )
+        .await
+        .map_err(|why| Problem::unauthenticated(Some(&why)))?;
+    auth.may_send(&Caller(principal), namespace, broker)
+}
+
 /// A call that changes something must be JSON: a browser sends a cross-site form (or
 /// `text/plain`) without asking, but not `application/json`.
 fn check_json(request: &Request) -> Result<(), Problem> {
@@ -115,50 +163,34 @@ fn check_json(request: &Request) -> Result<(), Problem> {
     }
 }
 
-/// The middleware: authenticates the caller, applies the table, and leaves the [`Caller`]
-/// (and, for ingress, the [`super::SendPermit`]) in the request's extensions.
+/// The middleware: authenticates the caller, applies the table, and leaves the [`Caller`] in
+/// the request's extensions.
 pub(crate) async fn guard(
     State(app): State<Arc<App>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let need = need(request.method(), matched.as_deref());
-    if need == Need::Open {
+    let need = need(
+        request.method(),
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
+    // Ingress decides in its handler ([`admit_sender`]), wherever it is served.
+    if matches!(need, Need::Open | Need::Send) {
         return next.run(request).await;
     }
     if let Err(p) = check_json(&request) {
         return p.into_response();
     }
     let auth = app.auth();
-    // Without authentication a server on loopback is open to local programs; a web page
-    // that rebinds its own name to 127.0.0.1 reaches it with its name in `Host`, and could
-    // read what the management API shows or write events through ingress.
-    if !auth.enabled && app.listen.ip().is_loopback() {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        if !loopback_host(host) {
-            return Problem::forbidden(format!(
-                "without authentication this server answers only requests for localhost, not for `{host}`; configure an Identity or TokenIssuer to serve other names (spec/security.md)"
-            ))
-            .into_response();
-        }
+    if let Err(p) = check_local_host(&app, &auth, request.headers()) {
+        return p.into_response();
     }
     // The path's parameters as the handlers see them (percent-decoded), so the check and the
-    // handler agree on which broker and namespace the request is about.
-    // Read (allocating) only when a rule needs them: an open server's ingress, the hot path,
-    // goes straight on.
-    let needs_params = match need {
-        Need::Send => auth.checks_senders(),
-        Need::InNamespace(_) => auth.enabled,
-        Need::Open | Need::Everywhere(_) => false,
-    };
+    // handler agree on which namespace the request is about.
+    let needs_params = matches!(need, Need::InNamespace(_)) && auth.enabled;
     let params: HashMap<String, String> = if needs_params {
         match request
             .extract_parts::<Path<HashMap<String, String>>>()
@@ -183,27 +215,9 @@ pub(crate) async fn guard(
         Err(why) => return Problem::unauthenticated(Some(&why)).into_response(),
     };
     let caller = Caller(principal);
-    let namespace = params.get("namespace").cloned();
     let (scope, namespace) = match need {
-        Need::Open => (None, None),
-        Need::Send if !needs_params => {
-            request
-                .extensions_mut()
-                .insert(super::SendPermit::default());
-            (None, None)
-        }
-        Need::Send => {
-            let ns = params.get("namespace").map_or("", String::as_str);
-            let broker = params.get("broker").map_or("", String::as_str);
-            match auth.may_send(&caller, ns, broker) {
-                Ok(permit) => {
-                    request.extensions_mut().insert(permit);
-                }
-                Err(p) => return p.into_response(),
-            }
-            (None, None)
-        }
-        Need::InNamespace(s) => (Some(s), namespace),
+        Need::Open | Need::Send => (None, None),
+        Need::InNamespace(s) => (Some(s), params.get("namespace").cloned()),
         Need::Everywhere(s) => (Some(s), None),
     };
     if let Some(scope) = scope
