@@ -126,19 +126,145 @@ spec:
     );
 }
 
-#[tokio::test]
-async fn sns_mode_confirms_allowed_subscriptions_and_unwraps_notifications() {
+/// An SNS signing key, and its certificate served over https by a TLS terminator (socat) in
+/// front of a plain server that also answers SubscribeURLs; the terminator's certificate is a
+/// test CA's, which switchyard trusts through `SSL_CERT_FILE`.
+struct FakeSns {
+    dir: tempfile::TempDir,
+    ca: common::tls::TestCa,
+    /// Where the signing certificate is: `https://127.0.0.1:{port}/…pem`.
+    cert_url: String,
+    /// Where SubscribeURLs go: `http://127.0.0.1:{port}/`.
+    confirm_url: String,
+    cert_fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    confirmations: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _terminator: common::Children,
+}
+
+impl FakeSns {
+    async fn start() -> FakeSns {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = common::tls::TestCa::new(dir.path(), "sns");
+        let key = dir.path().join("signing.key");
+        let cert = dir.path().join("signing.pem");
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=sns.us-east-1.amazonaws.com", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let pem = std::fs::read_to_string(&cert).unwrap();
+        let (cert_fetches, confirmations) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (fetches, confirmed) = (Arc::clone(&cert_fetches), Arc::clone(&confirmations));
+        let app = axum::Router::new()
+            .route(
+                "/SimpleNotificationService-test.pem",
+                axum::routing::get(move || {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    let pem = pem.clone();
+                    async move { pem }
+                }),
+            )
+            .fallback(move || {
+                confirmed.fetch_add(1, Ordering::SeqCst);
+                async { "<ConfirmSubscriptionResponse/>" }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let port = common::free_port();
+        let terminator = common::Children::quiet(vec![
+            std::process::Command::new("socat")
+                .arg(format!(
+                    "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                    ca.file("server.pem"),
+                    ca.file("server.key")
+                ))
+                .arg(format!("TCP:{plain}")),
+        ]);
+        common::wait_listening(port, "the signing certificate's TLS terminator").await;
+        FakeSns {
+            dir,
+            ca,
+            cert_url: format!("https://127.0.0.1:{port}/SimpleNotificationService-test.pem"),
+            confirm_url: format!("http://{plain}/"),
+            cert_fetches,
+            confirmations,
+            _terminator: terminator,
+        }
+    }
+
+    /// Signs `message` as SNS does (SignatureVersion `version`: 1 is SHA1, 2 SHA256), with
+    /// the string to sign written out here from AWS's description, not taken from the code.
+    fn sign(&self, message: &mut serde_json::Value, version: &str) {
+        use base64::Engine as _;
+        message["SignatureVersion"] = version.into();
+        message["SigningCertURL"] = self.cert_url.clone().into();
+        let fields: &[&str] = if message["Type"] == "Notification" {
+            &[
+                "Message",
+                "MessageId",
+                "Subject",
+                "Timestamp",
+                "TopicArn",
+                "Type",
+            ]
+        } else {
+            &[
+                "Message",
+                "MessageId",
+                "SubscribeURL",
+                "Timestamp",
+                "Token",
+                "TopicArn",
+                "Type",
+            ]
+        };
+        let mut signed = String::new();
+        for f in fields {
+            if let Some(v) = message[*f].as_str() {
+                signed.push_str(&format!("{f}\n{v}\n"));
+            }
+        }
+        let path = self.dir.path().join("to-sign");
+        std::fs::write(&path, signed).unwrap();
+        let digest = if version == "1" { "-sha1" } else { "-sha256" };
+        let out = std::process::Command::new("openssl")
+            .args(["dgst", digest, "-sign"])
+            .arg(self.dir.path().join("signing.key"))
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        message["Signature"] = base64::engine::general_purpose::STANDARD
+            .encode(out.stdout)
+            .into();
+    }
+
+    fn fetches(&self) -> usize {
+        self.cert_fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn confirmations(&self) -> usize {
+        self.confirmations.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_mode_checks_signatures_confirms_allowed_subscriptions_and_unwraps_notifications() {
+    if !common::tools_or_skip(&["openssl", "socat"]) {
+        return;
+    }
     let sink = Sink::ok().await;
-    // SNS's SubscribeURL answers a plain GET.
-    let confirmed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = std::sync::Arc::clone(&confirmed);
-    let app = axum::Router::new().fallback(move || {
-        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async { "<ConfirmSubscriptionResponse/>" }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let confirm_url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let sns = FakeSns::start().await;
     let config = format!(
         r#"{}
 ---
@@ -157,64 +283,86 @@ spec:
   sink: {{ref: {{kind: Broker, name: default}}}}
   sns:
     allowedHosts: ['127.0.0.*']
+---
+apiVersion: sources.switchyard.dev/v1
+kind: S3Source
+metadata: {{name: emulated}}
+spec:
+  sink: {{ref: {{kind: Broker, name: default}}}}
+  sns:
+    insecureSkipSignatureVerification: true
 "#,
         broker_and_trigger(&sink.url)
     );
-    let sy = Switchyard::start(&config);
+    let sy = Switchyard::start_with_env(&config, &[("SSL_CERT_FILE", &sns.ca.file("ca.pem"))]);
     let c = client();
-    let mut confirmation: serde_json::Value =
-        serde_json::from_slice(&fixture("sns_subscription_confirmation.json")).unwrap();
-    let post = |body: Vec<u8>| {
-        c.post(sy.url("/sources/default/from-sns"))
+    let post = |source: &str, body: &serde_json::Value| {
+        c.post(sy.url(&format!("/sources/default/{source}")))
             .header("content-type", "text/plain; charset=UTF-8")
-            .header("x-amz-sns-message-type", "SubscriptionConfirmation")
-            .body(body)
+            .body(serde_json::to_vec(body).unwrap())
             .send()
     };
-    // The recorded URL points at AWS, which is not in this source's allow-list.
-    let resp = post(serde_json::to_vec(&confirmation).unwrap())
-        .await
-        .unwrap();
+    let detail = |v: serde_json::Value| v["detail"].as_str().unwrap().to_owned();
+
+    // As recorded from AWS: its SigningCertURL's host is not this source's to fetch from.
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&fixture("sns_subscription_confirmation.json")).unwrap();
+    let resp = post("from-sns", &recorded).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body = problem(resp).await;
+    assert_eq!(body["type"], "urn:switchyard:problem:bad-signature");
+    assert!(detail(body).contains("sns.us-east-1.amazonaws.com"));
+
+    // Signed, but its SubscribeURL points at AWS, which is not in this source's allow-list.
+    let mut confirmation = recorded.clone();
+    sns.sign(&mut confirmation, "1");
+    let resp = post("from-sns", &confirmation).await.unwrap();
     assert_eq!(resp.status(), 403);
     assert!(
-        problem(resp).await["detail"]
-            .as_str()
-            .unwrap()
-            .contains("sns.us-east-1.amazonaws.com")
+        detail(problem(resp).await).contains("SubscribeURL host `sns.us-east-1.amazonaws.com`")
     );
+    assert_eq!(
+        sns.fetches(),
+        1,
+        "the certificate was fetched to check the signature"
+    );
+
     confirmation["SubscribeURL"] =
-        format!("{confirm_url}?Action=ConfirmSubscription&Token=abc").into();
-    let resp = post(serde_json::to_vec(&confirmation).unwrap())
-        .await
-        .unwrap();
+        format!("{}?Action=ConfirmSubscription&Token=abc", sns.confirm_url).into();
+    sns.sign(&mut confirmation, "1");
+    // Changed after signing: refused, and the SubscribeURL is not fetched.
+    let mut forged = confirmation.clone();
+    forged["SubscribeURL"] = format!("{}?Action=Elsewhere", sns.confirm_url).into();
+    let resp = post("from-sns", &forged).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(detail(problem(resp).await).contains("signature does not match"));
+    assert_eq!(sns.confirmations(), 0);
+
+    let resp = post("from-sns", &confirmation).await.unwrap();
     assert_eq!(resp.status(), 200, "confirmed before answering");
     assert_eq!(
-        confirmed.load(std::sync::atomic::Ordering::SeqCst),
+        sns.confirmations(),
         1,
-        "the allowed SubscribeURL was fetched once, the other not at all"
+        "the signed SubscribeURL was fetched once"
     );
-    // A host only a wildcard admits must not lead inside: the same URL is refused there,
-    // and not fetched.
-    let resp = c
-        .post(sy.url("/sources/default/from-sns-wild"))
-        .header("content-type", "text/plain; charset=UTF-8")
-        .header("x-amz-sns-message-type", "SubscriptionConfirmation")
-        .body(serde_json::to_vec(&confirmation).unwrap())
-        .send()
-        .await
-        .unwrap();
+    // A host only a wildcard admits must not lead inside: the same signed message is refused
+    // there, and neither URL is fetched.
+    let resp = post("from-sns-wild", &confirmation).await.unwrap();
     assert_eq!(resp.status(), 403);
-    assert!(
-        problem(resp).await["detail"]
-            .as_str()
-            .unwrap()
-            .contains("loopback")
-    );
-    assert_eq!(confirmed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(detail(problem(resp).await).contains("loopback"));
+    assert_eq!(sns.confirmations(), 1);
 
-    let resp = post(fixture("sns_notification.json")).await.unwrap();
-    assert_eq!(resp.status(), 202);
-    let got = sink.wait_for(1, WAIT).await;
+    // Notifications, signed both ways SNS signs: stored; the certificate is fetched once in all.
+    let recorded_notification: serde_json::Value =
+        serde_json::from_slice(&fixture("sns_notification.json")).unwrap();
+    for version in ["1", "2"] {
+        let mut notification = recorded_notification.clone();
+        notification["MessageId"] = format!("message-v{version}").into();
+        sns.sign(&mut notification, version);
+        assert_eq!(post("from-sns", &notification).await.unwrap().status(), 202);
+    }
+    assert_eq!(sns.fetches(), 1, "the certificate is kept");
+    let got = sink.wait_for(2, WAIT).await;
     let e = got[0].event.as_ref().unwrap();
     assert_eq!(e.ty, "com.amazonaws.s3.ObjectCreated:Put");
     assert_eq!(e.source, "aws:s3.us-east-1.switchyard-photos");
@@ -222,6 +370,33 @@ spec:
         e.subject.as_deref(),
         Some("photos/2026/Été à Nice/plage 01 – coucher de soleil.jpg")
     );
+
+    // A notification whose object was changed after signing stores nothing.
+    let mut tampered = recorded_notification.clone();
+    sns.sign(&mut tampered, "2");
+    tampered["Message"] = tampered["Message"]
+        .as_str()
+        .unwrap()
+        .replace("plage+01", "plage+02")
+        .into();
+    assert_eq!(post("from-sns", &tampered).await.unwrap().status(), 403);
+    // Unsigned: 400, naming what is missing.
+    let mut unsigned = recorded_notification.clone();
+    unsigned.as_object_mut().unwrap().remove("Signature");
+    let resp = post("from-sns", &unsigned).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(detail(problem(resp).await).contains("`Signature`"));
+
+    // A source that skips the check takes the recorded (unverifiable) notification.
+    assert_eq!(
+        post("emulated", &recorded_notification)
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    sink.wait_for(3, WAIT).await;
+    sink.assert_stays_at(3, Duration::from_millis(300)).await;
 }
 
 #[tokio::test]

@@ -460,6 +460,11 @@ pub struct S3Sns {
     /// a proxy; most leave this out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<WebhookAuth>,
+    /// Admit messages without checking their signature (default `false`: every message must
+    /// be signed by the certificate at its `SigningCertURL`, https on an allowed host). Only
+    /// for senders that imitate SNS without its keys, such as local emulators.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_signature_verification: bool,
 }
 
 impl S3Sns {

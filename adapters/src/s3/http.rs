@@ -1,5 +1,5 @@
-//! The S3Source's HTTP ways in: webhook (a sender posting S3's JSON) and SNS (subscription
-//! confirmation with the SubscribeURL allow-list, then notifications).
+//! The S3Source's HTTP ways in: webhook (a sender posting S3's JSON) and SNS (signatures
+//! checked, subscription confirmation with the SubscribeURL allow-list, then notifications).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use switchyard_broker::problem::Problem;
 use switchyard_core::config::Config;
 use switchyard_core::id::SourceId;
 
+use super::signature::{SignatureError, Verifier};
 use crate::target::Target;
 use crate::webhook::{Auth, check_auth};
 
@@ -32,6 +33,8 @@ pub(crate) struct HttpSource {
 struct SnsSettings {
     allowed_hosts: Vec<String>,
     topic_arns: Vec<String>,
+    /// `None` when signatures are not checked (`insecureSkipSignatureVerification`).
+    signatures: Option<Verifier>,
 }
 
 fn malformed_problem(m: &Malformed) -> Problem {
@@ -43,8 +46,8 @@ fn malformed_problem(m: &Malformed) -> Problem {
     )
 }
 
-/// SubscribeURLs a wildcard admitted may not lead to internal addresses.
-static INSIDE_REFUSED: std::sync::LazyLock<switchyard_core::egress::EgressPolicy> =
+/// SubscribeURLs and SigningCertURLs a wildcard admitted may not lead to internal addresses.
+pub(super) static INSIDE_REFUSED: std::sync::LazyLock<switchyard_core::egress::EgressPolicy> =
     std::sync::LazyLock::new(|| switchyard_core::egress::EgressPolicy {
         deny_internal: true,
         allow: Vec::new(),
@@ -83,6 +86,9 @@ impl HttpSource {
                     Some(SnsSettings {
                         allowed_hosts: sns.allowed_hosts(),
                         topic_arns: sns.topic_arns.clone(),
+                        signatures: (!sns.insecure_skip_signature_verification).then(|| {
+                            Verifier::new(sns.allowed_hosts(), client.clone(), guarded.clone())
+                        }),
                     }),
                 ),
                 (None, None) => continue,
@@ -119,7 +125,7 @@ impl HttpSource {
         check_auth(&self.auth, headers, &body)?;
         let notification = match &self.sns {
             None => body,
-            Some(sns) => match parse_sns(&body).map_err(|m| self.malformed(&m))? {
+            Some(sns) => match self.verified(sns, &body).await? {
                 SnsMessage::Confirm { topic_arn, url } => {
                     return self.confirm(sns, &topic_arn, &url).await;
                 }
@@ -145,6 +151,33 @@ impl HttpSource {
         let encoded = self.target.prepare(&mut events)?;
         self.target.append(log, encoded).await?;
         Ok(StatusCode::ACCEPTED.into_response())
+    }
+
+    /// What the SNS message `body` asks, once its signature is checked (unless the source
+    /// skips that).
+    async fn verified(&self, sns: &SnsSettings, body: &[u8]) -> Result<SnsMessage, Problem> {
+        let value = sns_json(body).map_err(|m| self.malformed(&m))?;
+        if let Some(verifier) = &sns.signatures
+            && let Err(e) = verifier.verify(&value).await
+        {
+            tracing::warn!(source = %self.id, error = %e, "refused an SNS message");
+            return Err(match e {
+                SignatureError::Malformed(m) => self.malformed(&Malformed(m)),
+                SignatureError::Refused(m) => Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "urn:switchyard:problem:bad-signature",
+                    "signature refused",
+                    m,
+                ),
+                SignatureError::Unavailable(m) => Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "urn:switchyard:problem:signing-certificate-unavailable",
+                    "signing certificate unavailable",
+                    m,
+                ),
+            });
+        }
+        parse_sns_value(&value).map_err(|m| self.malformed(&m))
     }
 
     async fn confirm(

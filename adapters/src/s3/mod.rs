@@ -15,6 +15,7 @@ use crate::SourceError;
 use crate::kind::{Kind, Setup, StartFuture, Started};
 
 mod http;
+mod signature;
 mod sqs;
 
 pub(crate) use http::HttpSource;
@@ -206,8 +207,16 @@ pub enum SnsMessage {
 
 /// Reads an SNS HTTP(S) delivery body.
 pub fn parse_sns(body: &[u8]) -> Result<SnsMessage, Malformed> {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| Malformed(format!("the SNS body is not JSON: {e}")))?;
+    parse_sns_value(&sns_json(body)?)
+}
+
+/// An SNS HTTP(S) delivery body as JSON.
+pub fn sns_json(body: &[u8]) -> Result<serde_json::Value, Malformed> {
+    serde_json::from_slice(body).map_err(|e| Malformed(format!("the SNS body is not JSON: {e}")))
+}
+
+/// What an SNS message (as JSON) asks of the source.
+pub fn parse_sns_value(v: &serde_json::Value) -> Result<SnsMessage, Malformed> {
     let get = |k: &str| {
         v.get(k)
             .and_then(|x| x.as_str())
