@@ -180,17 +180,7 @@ impl FakeSns {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let plain = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let port = common::free_port();
-        let terminator = common::Children::quiet(vec![
-            std::process::Command::new("socat")
-                .arg(format!(
-                    "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-                    ca.file("server.pem"),
-                    ca.file("server.key")
-                ))
-                .arg(format!("TCP:{plain}")),
-        ]);
-        common::wait_listening(port, "the signing certificate's TLS terminator").await;
+        let (port, terminator) = ca.terminator(&plain.to_string()).await;
         FakeSns {
             dir,
             ca,

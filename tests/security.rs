@@ -904,18 +904,8 @@ async fn a_subscriber_behind_a_private_ca_is_reached_with_its_cacerts() {
     let dir = tempfile::tempdir().unwrap();
     let ca = common::tls::TestCa::new(dir.path(), "private");
     let sink = Sink::ok().await;
-    let port = common::free_port();
     let plain = sink.url.trim_start_matches("http://").trim_end_matches('/');
-    let _terminator = common::Children::quiet(vec![
-        std::process::Command::new("socat")
-            .arg(format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-                ca.file("server.pem"),
-                ca.file("server.key")
-            ))
-            .arg(format!("TCP:{plain}")),
-    ]);
-    common::wait_listening(port, "the TLS terminator listening").await;
+    let (port, _terminator) = ca.terminator(plain).await;
     let pem = std::fs::read_to_string(ca.file("ca.pem")).unwrap();
     let indented: String = pem.lines().map(|l| format!("      {l}\n")).collect();
     let config = format!(

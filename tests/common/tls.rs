@@ -111,6 +111,24 @@ impl TestCa {
         ]);
     }
 
+    /// A TLS terminator (socat) with this CA's server certificate, on a free loopback port,
+    /// passing connections on to the plain `upstream` (`host:port`); stopped when the
+    /// returned [`super::Children`] is dropped.
+    pub async fn terminator(&self, upstream: &str) -> (u16, super::Children) {
+        let port = super::free_port();
+        let child = super::Children::quiet(vec![
+            Command::new("socat")
+                .arg(format!(
+                    "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                    self.file("server.pem"),
+                    self.file("server.key")
+                ))
+                .arg(format!("TCP:{upstream}")),
+        ]);
+        super::wait_listening(port, "the TLS terminator listening").await;
+        (port, child)
+    }
+
     /// A client that trusts only this CA, optionally presenting its client certificate.
     pub fn client(&self, with_certificate: bool) -> reqwest::Client {
         let ca =
