@@ -158,6 +158,7 @@ impl Target {
             Err(LogError::Overloaded | LogError::ShuttingDown) => Err(Problem::overloaded(
                 "the broker cannot take events right now; retry after the given delay",
             )),
+            Err(LogError::DiskFull(_)) => Err(Problem::disk_full()),
             Err(e @ LogError::Storage(_)) => {
                 tracing::error!(source, error = %e, "append failed");
                 Err(Problem::storage_failure())

@@ -219,6 +219,7 @@ async fn ingest(
             ),
             &types,
         )),
+        Err(LogError::DiskFull(_)) => Err(reject(Problem::disk_full(), &types)),
         Err(e @ LogError::Storage(_)) => {
             tracing::error!(error = %e, broker = %broker.id, "append failed");
             Err(reject(Problem::storage_failure(), &types))

@@ -23,6 +23,10 @@ pub enum LogError {
     /// The log is shutting down and takes no more writes.
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// The store's disk is full: nothing more is written until space is freed. Retry later;
+    /// the writer tries again on its own and takes writes as soon as one commits.
+    #[error("the store's disk is full: {0}")]
+    DiskFull(String),
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(String),
@@ -170,6 +174,12 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// How many append requests are waiting for the writer.
     fn queue_depth(&self) -> usize;
+
+    /// Why appends are refused right now (the disk is full, a commit failed), or `None` while
+    /// they are taken; `/readyz` reports it.
+    fn write_failure(&self) -> Option<String> {
+        None
+    }
 
     /// Applies the changes in one transaction, durably. Waits for room in the writer's queue
     /// rather than failing with `Overloaded`: these are the broker's own records.

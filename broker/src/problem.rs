@@ -218,6 +218,20 @@ impl Problem {
         p
     }
 
+    /// 507 with `Retry-After: 5`: the store's disk is full; nothing was accepted, and the same
+    /// request can succeed once space is freed.
+    pub fn disk_full() -> Problem {
+        let mut p = Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "urn:switchyard:problem:disk-full",
+            "disk full",
+            "the broker's disk is full; the event was not accepted. Retry after the given delay",
+        );
+        // The writer tries a commit again at most this long after a refusal.
+        p.retry_after_secs = Some(5);
+        p
+    }
+
     /// 500: the store failed; nothing was accepted.
     pub fn storage_failure() -> Problem {
         Problem::new(

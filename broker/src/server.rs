@@ -442,6 +442,13 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
                 "serving without authentication on an open address (--allow-unauthenticated)"
                     .into();
         }
+        if let Some(reason) = app.log.write_failure() {
+            // Events would be refused: take this instance out of rotation until the writer
+            // takes writes again; what is stored is still delivered.
+            body["status"] = "not ready".into();
+            body["reason"] = reason.into();
+            return json_body(StatusCode::SERVICE_UNAVAILABLE, body);
+        }
         json_body(StatusCode::OK, body)
     } else {
         json_status(StatusCode::SERVICE_UNAVAILABLE, "shutting down")

@@ -59,6 +59,10 @@ enum Command {
         /// Append requests that may wait for the store before ingress answers 503.
         #[arg(long, default_value_t = RedbOptions::default().queue_capacity)]
         queue_capacity: usize,
+        /// Free space to keep on the data directory's disk: below it, events are refused
+        /// with 507 and `/readyz` is 503, while delivery goes on (0: no reserve).
+        #[arg(long, default_value_t = RedbOptions::default().min_free_disk_bytes)]
+        min_free_disk_bytes: u64,
         /// Do not fsync commits. Only for benchmarks: a crash then loses accepted events.
         #[arg(long)]
         no_fsync: bool,
@@ -190,6 +194,7 @@ fn run(cli: Cli) -> Result<()> {
             max_body_bytes,
             cache_size_bytes,
             queue_capacity,
+            min_free_disk_bytes,
             no_fsync,
             allow_unauthenticated,
             default_authorization_mode,
@@ -216,6 +221,7 @@ fn run(cli: Cli) -> Result<()> {
                 store: RedbOptions {
                     cache_size_bytes,
                     queue_capacity,
+                    min_free_disk_bytes,
                     fsync: !no_fsync,
                     ..RedbOptions::default()
                 },

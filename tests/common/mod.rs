@@ -105,10 +105,17 @@ impl Switchyard {
 
     fn start_full(config: &str, extra: &[&str], env: Vec<(String, String)>) -> Switchyard {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_owned();
-        let config_path = dir.join("config.yaml");
+        let config_path = tmp.path().join("config.yaml");
         std::fs::write(&config_path, config).unwrap();
         Self::spawn_in(tmp, config_path, extra, env)
+    }
+
+    /// Same as [`Self::start_with`], in `tmp`: its `data` (the data directory) may be a file
+    /// system the test prepared.
+    pub fn start_in(tmp: tempfile::TempDir, config: &str, extra: &[&str]) -> Switchyard {
+        let config_path = tmp.path().join("config.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::spawn_in(tmp, config_path, extra, Vec::new())
     }
 
     /// Starts the binary with `config` (a file or directory) and its data in `tmp`.

@@ -20,6 +20,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 mod layout;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use layout::*;
@@ -34,9 +36,25 @@ use crate::log::{
 /// Side-table changes waiting for a commit, each with whom to tell.
 type PendingWrites = Vec<(Vec<WriteOp>, oneshot::Sender<Result<(), LogError>>)>;
 
-fn storage<E: std::fmt::Display>(e: E) -> LogError {
-    LogError::Storage(e.to_string())
+/// A redb error as the log reports it: a full disk (or quota) as [`LogError::DiskFull`], so
+/// callers can answer "retry later" instead of "failed".
+fn storage<E: Into<redb::Error>>(e: E) -> LogError {
+    let e: redb::Error = e.into();
+    match &e {
+        redb::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) =>
+        {
+            LogError::DiskFull(e.to_string())
+        }
+        _ => LogError::Storage(e.to_string()),
+    }
 }
+
+/// Opens the database file (again, after a write failure left the handle unusable).
+type Opener = Box<dyn Fn() -> Result<Database, LogError> + Send + Sync>;
 
 /// Settings of the embedded log.
 #[derive(Debug, Clone)]
@@ -56,6 +74,11 @@ pub struct RedbOptions {
     pub retention_chunk: usize,
     /// Source of arrival times and of "now" for retention.
     pub clock: Clock,
+    /// Free space the data directory's file system must keep: while less is free, appends
+    /// are refused with [`LogError::DiskFull`] and `/readyz` says why, while cursor, retry
+    /// and dead-letter writes still go through (delivery goes on; a purge frees space), as
+    /// RabbitMQ's disk alarm blocks publishers only. 0 turns the check off.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for RedbOptions {
@@ -68,6 +91,7 @@ impl Default for RedbOptions {
             retention_interval: Duration::from_secs(5),
             retention_chunk: 10_000,
             clock: Clock::System,
+            min_free_disk_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -107,7 +131,14 @@ enum Command {
 
 /// State shared between the handle and the writer thread.
 struct Shared {
-    db: Database,
+    /// The open database; `None` while the writer reopens it after a failed write (redb
+    /// refuses every transaction after an I/O error until the handle is dropped and the file
+    /// opened again).
+    db: RwLock<Option<Arc<Database>>>,
+    opener: Opener,
+    /// Why the writer refuses writes at the moment (a full disk, a failed commit), for
+    /// `/readyz`; `None` while commits succeed.
+    refusing: Mutex<Option<LogError>>,
     queued: AtomicUsize,
     /// Cursor commits not yet written, by cursor key.
     pending_cursors: Mutex<HashMap<String, u64>>,
@@ -131,6 +162,19 @@ impl std::fmt::Debug for RedbLog {
     }
 }
 
+impl Shared {
+    /// The database, unless the writer is reopening it.
+    fn db(&self) -> Result<Arc<Database>, LogError> {
+        self.db
+            .read()
+            .ok()
+            .and_then(|db| db.clone())
+            .ok_or_else(|| {
+                LogError::Storage("the store is being reopened after a failed write".into())
+            })
+    }
+}
+
 impl RedbLog {
     /// Opens (or creates) the log in `dir/events.redb` and starts its writer thread. After a
     /// crash, redb's quick repair makes opening fast whatever the file's size.
@@ -145,12 +189,31 @@ impl RedbLog {
                 dir.display()
             ))
         })?;
+        let free_space_of = Some(dir.to_path_buf());
         let path = dir.join("events.redb");
-        let db = Database::builder()
-            .set_cache_size(options.cache_size_bytes)
-            .set_repair_callback(|_| {})
-            .create(&path)
-            .map_err(|e| LogError::Storage(format!("cannot open {}: {e}", path.display())))?;
+        let cache_size_bytes = options.cache_size_bytes;
+        let opener = Box::new(move || {
+            Database::builder()
+                .set_cache_size(cache_size_bytes)
+                .set_repair_callback(|_| {})
+                .create(&path)
+                .map_err(|e| match storage(e) {
+                    LogError::DiskFull(e) => LogError::DiskFull(format!("{}: {e}", path.display())),
+                    other => LogError::Storage(format!("cannot open {}: {other}", path.display())),
+                })
+        });
+        Self::open_with(opener, free_space_of, options, on_commit)
+    }
+
+    /// [`open`](Self::open) with the database opened by `opener` (a test's storage backend),
+    /// the free space watched on the file system of `free_space_of`.
+    fn open_with(
+        opener: Opener,
+        free_space_of: Option<std::path::PathBuf>,
+        options: RedbOptions,
+        on_commit: OnCommit,
+    ) -> Result<RedbLog, LogError> {
+        let db = opener()?;
         {
             let mut txn = db.begin_write().map_err(storage)?;
             txn.set_quick_repair(true);
@@ -164,7 +227,9 @@ impl RedbLog {
             txn.commit().map_err(storage)?;
         }
         let shared = Arc::new(Shared {
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
+            opener,
+            refusing: Mutex::new(None),
             queued: AtomicUsize::new(0),
             pending_cursors: Mutex::new(HashMap::new()),
             retention: Mutex::new(HashMap::new()),
@@ -175,7 +240,7 @@ impl RedbLog {
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("switchyard-writer".into())
-            .spawn(move || Writer::new(writer_shared, options).run(&rx))
+            .spawn(move || Writer::new(writer_shared, options, free_space_of).run(&rx))
             .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(RedbLog {
             shared,
@@ -261,7 +326,7 @@ impl EventLog for RedbLog {
     }
 
     fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let txn = self.shared.db()?.begin_read().map_err(storage)?;
         let name = table_name(broker);
         let table = match txn.open_table(events_table(&name)) {
             Ok(t) => t,
@@ -287,7 +352,7 @@ impl EventLog for RedbLog {
     }
 
     fn stats(&self, broker: &BrokerId) -> Result<LogStats, LogError> {
-        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let txn = self.shared.db()?.begin_read().map_err(storage)?;
         let name = table_name(broker);
         let table = match txn.open_table(events_table(&name)) {
             Ok(t) => t,
@@ -323,7 +388,7 @@ impl EventLog for RedbLog {
         {
             return Ok(Some(v));
         }
-        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let txn = self.shared.db()?.begin_read().map_err(storage)?;
         let table = txn.open_table(CURSORS).map_err(storage)?;
         Ok(table.get(key.as_str()).map_err(storage)?.map(|v| v.value()))
     }
@@ -348,6 +413,14 @@ impl EventLog for RedbLog {
 
     fn queue_depth(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.shared
+            .refusing
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(ToString::to_string))
     }
 
     fn write(&self, ops: Vec<WriteOp>) -> WriteFuture {
@@ -387,7 +460,7 @@ impl EventLog for RedbLog {
         to: &[u8],
         max: usize,
     ) -> Result<Vec<SideRecord>, LogError> {
-        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let txn = self.shared.db()?.begin_read().map_err(storage)?;
         let t = txn.open_table(side_table(table)).map_err(storage)?;
         let mut out = Vec::new();
         for item in t.range(from..to).map_err(storage)?.take(max) {
@@ -401,7 +474,7 @@ impl EventLog for RedbLog {
         let prefix = format!("{broker}#");
         let mut found: std::collections::BTreeMap<String, u64> = Default::default();
         {
-            let txn = self.shared.db.begin_read().map_err(storage)?;
+            let txn = self.shared.db()?.begin_read().map_err(storage)?;
             let table = txn.open_table(CURSORS).map_err(storage)?;
             let hi = format!("{broker}$");
             for item in table.range(prefix.as_str()..hi.as_str()).map_err(storage)? {

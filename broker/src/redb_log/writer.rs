@@ -4,6 +4,16 @@
 
 use super::*;
 
+/// Answers every request of a batch that was not written with `error`.
+fn refuse(batch: &mut Vec<AppendRequest>, writes: &mut PendingWrites, error: &LogError) {
+    for req in batch.drain(..) {
+        let _ = req.reply.send(Err(error.clone()));
+    }
+    for (_, reply) in writes.drain(..) {
+        let _ = reply.send(Err(error.clone()));
+    }
+}
+
 fn apply_ops<'a>(
     txn: &redb::WriteTransaction,
     ops: impl Iterator<Item = &'a WriteOp>,
@@ -29,6 +39,22 @@ fn apply_ops<'a>(
     Ok(())
 }
 
+/// The first pause after a failed write before the writer tries a commit again; it doubles
+/// up to [`MAX_RETRY_PAUSE`] while the writes keep failing.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// The longest pause between two tries while writes fail (`Retry-After` of a 507 says as much).
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
+/// How often the free space is looked at while it is low and nothing is appended.
+const SPACE_CHECK_WHILE_LOW: Duration = Duration::from_secs(1);
+
+/// The writer after a failed write: what it answers until the next try, and when that is.
+struct Refusing {
+    error: LogError,
+    retry_at: Instant,
+    pause: Duration,
+}
+
 /// The writer thread's state.
 pub(super) struct Writer {
     shared: Arc<Shared>,
@@ -37,15 +63,32 @@ pub(super) struct Writer {
     next: HashMap<Arc<str>, u64>,
     /// Cursor commits written into the transaction being built.
     cursors_in_txn: Vec<(String, u64)>,
+    /// Set after a write failed: requests are refused without a try until `retry_at`.
+    refusing: Option<Refusing>,
+    /// Whose file system's free space is watched (`None`: not watched).
+    free_space_of: Option<std::path::PathBuf>,
+    /// Set while less than `min_free_disk_bytes` is free: appends are refused with it.
+    low_space: Option<LogError>,
+    /// When the free space was last looked at while low.
+    space_checked: Instant,
 }
 
 impl Writer {
-    pub(super) fn new(shared: Arc<Shared>, options: RedbOptions) -> Self {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        options: RedbOptions,
+        free_space_of: Option<std::path::PathBuf>,
+    ) -> Self {
+        let free_space_of = free_space_of.filter(|_| options.min_free_disk_bytes > 0);
         Writer {
             shared,
             options,
             next: HashMap::new(),
             cursors_in_txn: Vec::new(),
+            refusing: None,
+            free_space_of,
+            low_space: None,
+            space_checked: Instant::now(),
         }
     }
 
@@ -55,10 +98,17 @@ impl Writer {
         let mut retention_asked: Vec<oneshot::Sender<Result<u64, LogError>>> = Vec::new();
         let mut writes: PendingWrites = Vec::new();
         loop {
-            let wait = self
+            let mut wait = self
                 .options
                 .retention_interval
                 .saturating_sub(last_retention.elapsed());
+            if let Some(r) = &self.refusing {
+                // Wake for the next try even when nothing arrives, so `/readyz` recovers.
+                wait = wait.min(r.retry_at.saturating_duration_since(Instant::now()));
+            }
+            if self.low_space.is_some() {
+                wait = wait.min(SPACE_CHECK_WHILE_LOW);
+            }
             let mut bytes = 0usize;
             let mut take = |command: Command, bytes: &mut usize| match command {
                 Command::Append(req) => {
@@ -84,12 +134,40 @@ impl Writer {
             };
             if !batch.is_empty() || !writes.is_empty() {
                 self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+                match self.may_write() {
+                    Ok(()) => {
+                        if !batch.is_empty()
+                            && let Err(e) = self.check_space(true)
+                        {
+                            // Only the appends: side-table writes (cursors, retries, dead
+                            // letters, purges) still go through.
+                            refuse(&mut batch, &mut Vec::new(), &e);
+                        }
+                        if !batch.is_empty() || !writes.is_empty() {
+                            self.commit_batch(&mut batch, &mut writes);
+                        }
+                    }
+                    Err(e) => refuse(&mut batch, &mut writes, &e),
+                }
+            } else if self.low_space.is_some()
+                && self.space_checked.elapsed() >= SPACE_CHECK_WHILE_LOW
+            {
+                let _ = self.check_space(false);
+            } else if self.refusing.is_some() && self.may_write().is_ok() {
+                // Nothing to write, but the pause is over: find out whether the store takes
+                // writes again (an empty commit), so `/readyz` says so without waiting for one.
                 self.commit_batch(&mut batch, &mut writes);
             }
             if !retention_asked.is_empty()
                 || last_retention.elapsed() >= self.options.retention_interval
             {
-                let result = self.retention_pass();
+                let result = self.may_write().and_then(|()| {
+                    let result = self.retention_pass();
+                    if let Err(e) = &result {
+                        self.failed(e);
+                    }
+                    result
+                });
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, "retention pass failed");
                 }
@@ -174,7 +252,7 @@ impl Writer {
     }
 
     fn begin(&self) -> Result<redb::WriteTransaction, LogError> {
-        let mut txn = self.shared.db.begin_write().map_err(storage)?;
+        let mut txn = self.shared.db()?.begin_write().map_err(storage)?;
         txn.set_quick_repair(true);
         if !self.options.fsync {
             txn.set_durability(Durability::None).map_err(storage)?;
@@ -205,6 +283,7 @@ impl Writer {
         let events: usize = batch.iter().map(|r| r.events.len()).sum();
         match result {
             Ok(ranges) => {
+                self.recovered();
                 let took = started.elapsed();
                 let observer = self.shared.observer.lock().ok().and_then(|o| o.clone());
                 for (req, range) in batch.drain(..).zip(ranges) {
@@ -231,15 +310,138 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, events, "commit failed; the batch is refused");
-                // The in-memory offsets may have moved past what was committed.
-                self.next.clear();
-                for req in batch.drain(..) {
-                    let _ = req.reply.send(Err(e.clone()));
-                }
-                for (_, reply) in writes.drain(..) {
-                    let _ = reply.send(Err(e.clone()));
-                }
+                // Said (to `/readyz`) before the answers go out.
+                self.failed(&e);
+                refuse(batch, writes, &e);
             }
+        }
+    }
+
+    /// Whether a write may be tried now: after a failure, not before the pause is over, and
+    /// only with the database open again (reopened here when it is not).
+    fn may_write(&mut self) -> Result<(), LogError> {
+        let Some(r) = &self.refusing else {
+            return Ok(());
+        };
+        if Instant::now() < r.retry_at {
+            return Err(r.error.clone());
+        }
+        let open = self.shared.db.read().is_ok_and(|db| db.is_some());
+        if !open && let Err(e) = self.reopen() {
+            self.failed(&e);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Whether the file system keeps `min_free_disk_bytes` free; looked at before every
+    /// batch with appends (one `statvfs`), and every [`SPACE_CHECK_WHILE_LOW`] while low, so
+    /// `/readyz` recovers without traffic.
+    fn check_space(&mut self, appending: bool) -> Result<(), LogError> {
+        let Some(dir) = &self.free_space_of else {
+            return Ok(());
+        };
+        if !appending && self.low_space.is_none() {
+            return Ok(());
+        }
+        self.space_checked = Instant::now();
+        let free = match rustix::fs::statvfs(dir) {
+            Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+            // Not knowing is not a reason to refuse: the commit itself will tell.
+            Err(_) => return Ok(()),
+        };
+        let min = self.options.min_free_disk_bytes;
+        if free >= min {
+            if self.low_space.take().is_some() {
+                tracing::info!(
+                    free_bytes = free,
+                    "the store's disk has space again; appends are taken"
+                );
+                self.publish();
+            }
+            return Ok(());
+        }
+        let error = LogError::DiskFull(format!(
+            "{free} bytes free in {}, less than the {min} kept free (--min-free-disk-bytes)",
+            dir.display()
+        ));
+        if self.low_space.is_none() {
+            tracing::error!(error = %error, "appends are refused until space is freed");
+        }
+        self.low_space = Some(error.clone());
+        self.publish();
+        Err(error)
+    }
+
+    /// Tells `/readyz` why writes are refused, or that they are not.
+    fn publish(&self) {
+        let why = self
+            .refusing
+            .as_ref()
+            .map(|r| r.error.clone())
+            .or_else(|| self.low_space.clone());
+        if let Ok(mut r) = self.shared.refusing.lock() {
+            *r = why;
+        }
+    }
+
+    /// After a write failed: refuse writes for a pause (doubling while they keep failing), say
+    /// so to `/readyz`, and reopen the database when redb no longer takes transactions on the
+    /// handle (any I/O error in a commit does that, until the file is opened again).
+    fn failed(&mut self, error: &LogError) {
+        // The in-memory offsets may have moved past what was committed.
+        self.next.clear();
+        let pause = self
+            .refusing
+            .as_ref()
+            .map_or(FIRST_RETRY_PAUSE, |r| (r.pause * 2).min(MAX_RETRY_PAUSE));
+        if self.refusing.is_none() {
+            tracing::error!(error = %error, "the store refuses writes until a commit succeeds again");
+        }
+        self.refusing = Some(Refusing {
+            error: error.clone(),
+            retry_at: Instant::now() + pause,
+            pause,
+        });
+        self.publish();
+        let unusable = match self.shared.db() {
+            Ok(db) => matches!(
+                db.begin_write(),
+                Err(redb::TransactionError::Storage(
+                    redb::StorageError::PreviousIo
+                ))
+            ),
+            Err(_) => false,
+        };
+        if unusable {
+            // Opened again at once, so reads (delivery of what is stored) go on. Opening
+            // repairs the file, which writes: on a disk with no byte left it fails, and so
+            // does opening while a reader still holds the old handle; then the next try
+            // opens it (`may_write`), and reads wait until then.
+            if let Ok(mut db) = self.shared.db.write() {
+                *db = None;
+            }
+            if let Err(e) = self.reopen() {
+                tracing::warn!(error = %e, "cannot open the store again yet; trying again later");
+            }
+        }
+    }
+
+    /// Opens the database file again after a failed write closed it.
+    fn reopen(&mut self) -> Result<(), LogError> {
+        let db = (self.shared.opener)()?;
+        if let Ok(mut slot) = self.shared.db.write() {
+            *slot = Some(Arc::new(db));
+        }
+        tracing::info!("the store's database was opened again after a failed write");
+        Ok(())
+    }
+
+    /// After a commit succeeded: writes are taken again.
+    fn recovered(&mut self) {
+        if self.refusing.take().is_some() {
+            tracing::info!("the store takes writes again");
+            self.publish();
         }
     }
 

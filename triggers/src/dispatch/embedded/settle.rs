@@ -40,7 +40,7 @@ impl EmbeddedSource {
         let mut backoff = Backoff::STORE;
         loop {
             match self.settle(job, outcome.clone()).await {
-                Err(LogError::Storage(e)) => {
+                Err(LogError::Storage(e) | LogError::DiskFull(e)) => {
                     tracing::error!(trigger = %self.trigger.id, offset = job.offset, error = %e, "cannot record the delivery's outcome; trying again");
                     tokio::time::sleep(backoff.next_pause()).await;
                 }

@@ -1,0 +1,153 @@
+//! The writer under storage faults, with a backend that fails its writes on demand as a full
+//! disk does (the black-box test on a full tmpfs is `tests/faults.rs`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::AtomicBool;
+
+use redb::StorageBackend;
+use redb::backends::InMemoryBackend;
+
+use super::*;
+
+const B: &str = "default/b";
+
+/// Memory that outlives each database handle (so a reopen finds what was committed) and, while
+/// `full` is set, cannot grow: as on a full disk, writing over what the file already holds
+/// works, and making it longer fails with ENOSPC.
+#[derive(Debug)]
+struct Disk {
+    memory: Arc<InMemoryBackend>,
+    full: Arc<AtomicBool>,
+}
+
+fn no_space() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::StorageFull)
+}
+
+impl StorageBackend for Disk {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.memory.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.memory.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        if self.full.load(Ordering::SeqCst) && len > self.memory.len()? {
+            return Err(no_space());
+        }
+        self.memory.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.memory.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        if self.full.load(Ordering::SeqCst) && offset + data.len() as u64 > self.memory.len()? {
+            return Err(no_space());
+        }
+        self.memory.write(offset, data)
+    }
+}
+
+fn open(full: &Arc<AtomicBool>) -> (RedbLog, Arc<AtomicUsize>) {
+    let memory = Arc::new(InMemoryBackend::new());
+    let opens = Arc::new(AtomicUsize::new(0));
+    let (full, counted) = (Arc::clone(full), Arc::clone(&opens));
+    let opener: Opener = Box::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Database::builder()
+            .create_with_backend(Disk {
+                memory: Arc::clone(&memory),
+                full: Arc::clone(&full),
+            })
+            .map_err(storage)
+    });
+    let options = RedbOptions {
+        retention_interval: Duration::from_secs(3600),
+        ..RedbOptions::default()
+    };
+    let log = RedbLog::open_with(opener, None, options, Box::new(|_| {})).unwrap();
+    (log, opens)
+}
+
+/// An event larger than any free space the file has: storing it makes the file grow.
+fn big() -> Vec<u8> {
+    vec![7; 4 << 20]
+}
+
+/// Appends until one is taken, or fails the test after 10 s.
+async fn append_until_taken(log: &RedbLog, event: &[u8]) -> Range<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match log.append(B, vec![event.to_vec()]).await {
+            Ok(range) => return range,
+            Err(LogError::DiskFull(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the store did not take writes again: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_appends_and_writes_resume_without_a_restart() {
+    let full = Arc::new(AtomicBool::new(false));
+    let (log, opens) = open(&full);
+    assert_eq!(log.append(B, vec![b"before".to_vec()]).await.unwrap(), 0..1);
+    assert_eq!(log.write_failure(), None);
+
+    full.store(true, Ordering::SeqCst);
+    let refused = log.append(B, vec![big()]).await;
+    assert!(matches!(refused, Err(LogError::DiskFull(_))), "{refused:?}");
+    let why = log.write_failure().expect("the failure is reported");
+    assert!(why.contains("disk is full"), "{why}");
+    // Until the pause is over, appends are refused without a try.
+    assert!(matches!(
+        log.append(B, vec![b"small".to_vec()]).await,
+        Err(LogError::DiskFull(_))
+    ));
+
+    full.store(false, Ordering::SeqCst);
+    // The same process takes writes again: the handle redb gave up on was replaced.
+    let range = append_until_taken(&log, b"after").await;
+    assert_eq!(range, 1..2, "no offset was used by what was refused");
+    assert_eq!(log.write_failure(), None);
+    assert!(
+        opens.load(Ordering::SeqCst) >= 2,
+        "the database was opened again"
+    );
+    let stored: Vec<Vec<u8>> = log
+        .read(B, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.to_vec())
+        .collect();
+    assert_eq!(stored, [b"before".to_vec(), b"after".to_vec()]);
+}
+
+#[tokio::test]
+async fn stored_events_stay_readable_while_appends_are_refused() {
+    let full = Arc::new(AtomicBool::new(false));
+    let (log, _) = open(&full);
+    log.append(B, vec![b"stored".to_vec()]).await.unwrap();
+    full.store(true, Ordering::SeqCst);
+    assert!(log.append(B, vec![big()]).await.is_err());
+    // The handle was replaced at once (reopening writes only over what the file holds), so
+    // delivery can read what is stored.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let read = loop {
+        match log.read(B, 0, 10) {
+            Ok(r) => break r,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("stored events cannot be read: {e}"),
+        }
+    };
+    assert_eq!(read.len(), 1);
+    assert_eq!(&read[0].event[..], b"stored");
+}

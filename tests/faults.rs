@@ -1,0 +1,264 @@
+//! Faults beyond kill -9 (tests/crash.rs): the store's disk filling up. The data directory is
+//! a small tmpfs, so these tests need root (as CI has); elsewhere each skips with a line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::sink::{Answer, Sink};
+use common::{Switchyard, binary, client, eventually, minimal, problem, skip};
+
+/// A tmpfs mounted for one test, unmounted when dropped (after the server, declared later,
+/// is gone).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts `size_mib` MiB at `at`, or says why not.
+    fn mount(at: &Path, size_mib: u32) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs(at.to_owned()))
+    }
+
+    /// Fills the file system with `filler` until nothing is left but `leave_bytes` (rounded
+    /// to what the file system gives out); returns the filler's path.
+    fn fill(&self, leave_bytes: u64) -> PathBuf {
+        let filler = self.0.join("filler");
+        let free = free_bytes(&self.0);
+        let size = free.saturating_sub(leave_bytes);
+        let chunk = vec![0xa5u8; 1 << 20];
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let mut written = 0u64;
+        while written < size {
+            let n = (size - written).min(chunk.len() as u64) as usize;
+            match std::io::Write::write(&mut file, &chunk[..n]) {
+                Ok(w) => written += w as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("cannot fill the tmpfs: {e}"),
+            }
+        }
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn free_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap()
+}
+
+/// A data directory on a fresh tmpfs of `size_mib` MiB, or `None` (having said why).
+fn tmpfs_data_dir(size_mib: u32) -> Option<(tempfile::TempDir, Tmpfs)> {
+    let tmp = tempfile::tempdir().unwrap();
+    match Tmpfs::mount(&tmp.path().join("data"), size_mib) {
+        Ok(fs) => Some((tmp, fs)),
+        Err(why) => {
+            skip(&format!(
+                "cannot mount a tmpfs for the data directory: {why}"
+            ));
+            None
+        }
+    }
+}
+
+fn config(sink: &str) -> String {
+    format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+spec:
+  delivery: {{retry: 100, backoffPolicy: linear, backoffDelay: PT0.2S}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: all}}
+spec:
+  broker: default
+  subscriber: {{uri: '{sink}'}}
+"#
+    )
+}
+
+/// Posts event `id` with a body of `body_bytes`.
+async fn post(sy: &Switchyard, id: &str, body_bytes: usize) -> reqwest::Response {
+    let attrs = minimal(id);
+    let attrs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    binary(&client(), &sy.url("/default/default"), &attrs)
+        .body(vec![b'x'; body_bytes])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn readyz(sy: &Switchyard) -> (u16, serde_json::Value) {
+    let r = client().get(sy.url("/readyz")).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// Asserts `resp` is the disk-full answer: 507, `Retry-After`, a problem body.
+async fn assert_disk_full(resp: reqwest::Response) {
+    assert_eq!(resp.status().as_u16(), 507);
+    assert!(
+        resp.headers().get("retry-after").is_some(),
+        "a 507 says when to retry"
+    );
+    let body = problem(resp).await;
+    assert_eq!(body["type"], "urn:switchyard:problem:disk-full", "{body}");
+}
+
+/// The disk fills up completely (no reserve): the commit that finds no space fails, and the
+/// store refuses with 507 until space is freed, then takes events again — the same process,
+/// no restart — and every event it accepted is delivered.
+#[tokio::test]
+async fn a_full_disk_is_refused_with_507_and_writes_resume_when_space_is_back() {
+    let Some((tmp, fs)) = tmpfs_data_dir(32) else {
+        return;
+    };
+    let sink = Sink::ok().await;
+    let sy = Switchyard::start_in(tmp, &config(&sink.url), &["--min-free-disk-bytes", "0"]);
+    assert_eq!(post(&sy, "first", 10).await.status().as_u16(), 202);
+    let filler = fs.fill(0);
+
+    // Events go in until the store finds no page to write to; then 507, never a 500 or a
+    // 202 for what was not stored.
+    let mut accepted = vec!["first".to_owned()];
+    let mut refused = None;
+    for i in 0..2000 {
+        let id = format!("e{i}");
+        let resp = post(&sy, &id, 16 * 1024).await;
+        match resp.status().as_u16() {
+            202 => accepted.push(id),
+            507 => {
+                refused = Some(resp);
+                break;
+            }
+            other => panic!("{id}: {other} {}", resp.text().await.unwrap()),
+        }
+    }
+    let refused = refused.expect("a full disk refuses events");
+    assert_disk_full(refused).await;
+    let (status, body) = readyz(&sy).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("disk is full"),
+        "{body}"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    eventually(
+        "the store takes events again",
+        Duration::from_secs(20),
+        || async {
+            let resp = post(&sy, "after", 10).await;
+            (resp.status().as_u16() == 202).then_some(())
+        },
+    )
+    .await;
+    accepted.push("after".to_owned());
+    let (status, body) = readyz(&sy).await;
+    assert_eq!(status, 200, "{body}");
+
+    accepted.sort();
+    eventually(
+        "every accepted event is delivered",
+        Duration::from_secs(30),
+        || async {
+            let mut ids = sink.ids();
+            ids.sort();
+            ids.dedup();
+            (ids == accepted).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Below the free-space reserve, events are refused (507, `/readyz` 503) while the delivery
+/// side goes on: retries stored before are delivered. Freeing space lets events in again.
+#[tokio::test]
+async fn below_the_free_space_reserve_events_are_refused_and_delivery_goes_on() {
+    let Some((tmp, fs)) = tmpfs_data_dir(32) else {
+        return;
+    };
+    let (sink, healthy) = Sink::switchable(Answer::status(503)).await;
+    let sy = Switchyard::start_in(
+        tmp,
+        &config(&sink.url),
+        &["--min-free-disk-bytes", &(8u64 << 20).to_string()],
+    );
+    for id in ["a", "b", "c"] {
+        assert_eq!(post(&sy, id, 10).await.status().as_u16(), 202);
+    }
+    // Each failed once and waits for its retry, stored.
+    sink.wait_for(3, Duration::from_secs(10)).await;
+
+    let filler = fs.fill(4 << 20);
+    let refused = post(&sy, "refused", 10).await;
+    assert_disk_full(refused).await;
+    let (status, body) = readyz(&sy).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--min-free-disk-bytes"),
+        "{body}"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    eventually(
+        "the stored events are delivered",
+        Duration::from_secs(20),
+        || async {
+            let ok: Vec<String> = sink
+                .received()
+                .iter()
+                .skip(3)
+                .filter_map(|r| r.event.as_ref().map(|e| e.id.clone()))
+                .collect();
+            (ok.len() >= 3).then_some(())
+        },
+    )
+    .await;
+    assert_disk_full(post(&sy, "still refused", 10).await).await;
+
+    std::fs::remove_file(filler).unwrap();
+    eventually(
+        "events are taken again",
+        Duration::from_secs(20),
+        || async { (post(&sy, "after", 10).await.status().as_u16() == 202).then_some(()) },
+    )
+    .await;
+    eventually(
+        "/readyz is ready again",
+        Duration::from_secs(10),
+        || async { (readyz(&sy).await.0 == 200).then_some(()) },
+    )
+    .await;
+    let ids = sink.ids();
+    assert!(!ids.iter().any(|id| id.contains("refused")), "{ids:?}");
+}
