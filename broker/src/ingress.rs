@@ -128,12 +128,13 @@ pub async fn broker_endpoint(
 }
 
 fn count_events(namespace: &str, name: &str, types: &[String], status: StatusCode) {
+    let broker = format!("{namespace}/{name}");
     for ty in types {
         metrics::counter!(
             m::EVENT_COUNT,
             "namespace_name" => namespace.to_owned(),
             "broker_name" => name.to_owned(),
-            "event_type" => ty.clone(),
+            "event_type" => m::event_type_label(&broker, ty, status.is_success()),
             "response_code" => status.as_str().to_owned()
         )
         .increment(1);

@@ -1,7 +1,8 @@
 //! Prometheus metrics, named in the spirit of Knative's `event_count` and
 //! `event_dispatch_latencies`. The names are listed in `spec/metrics.md`.
 
-use std::sync::OnceLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, OnceLock, RwLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -49,6 +50,52 @@ pub const SOURCE_EVENTS: &str = "switchyard_source_events_total";
 /// `terminated` in JetStream, `dropped` for core NATS and MQTT).
 pub const SOURCE_MALFORMED: &str = "switchyard_source_malformed_total";
 
+/// Distinct `event_type` label values per broker; events of later types are counted under
+/// [`OTHER_EVENT_TYPE`].
+pub const MAX_EVENT_TYPE_LABELS: usize = 100;
+/// Longest `event_type` label value, in bytes; a longer type is counted under
+/// [`OTHER_EVENT_TYPE`].
+pub const MAX_EVENT_TYPE_LABEL_BYTES: usize = 128;
+/// The `event_type` label of every type beyond the caps.
+pub const OTHER_EVENT_TYPE: &str = "(other)";
+
+/// Event types given a label of their own, per broker.
+static EVENT_TYPE_LABELS: LazyLock<RwLock<HashMap<String, HashSet<String>>>> =
+    LazyLock::new(Default::default);
+
+/// The `event_type` label for an event of type `ty` counted at `broker`'s ingress. `event_type`
+/// comes from producers, so the labels are capped: the first [`MAX_EVENT_TYPE_LABELS`] types
+/// the broker stored, each at most [`MAX_EVENT_TYPE_LABEL_BYTES`] long, get a label of their
+/// own; every other type is [`OTHER_EVENT_TYPE`]. Only a `stored` event adds a label: a refused
+/// one keeps its type's label if it has one, and is `(other)` if not.
+pub fn event_type_label(broker: &str, ty: &str, stored: bool) -> String {
+    if ty.is_empty() {
+        return String::new();
+    }
+    if ty.len() > MAX_EVENT_TYPE_LABEL_BYTES {
+        return OTHER_EVENT_TYPE.to_owned();
+    }
+    let known = EVENT_TYPE_LABELS
+        .read()
+        .ok()
+        .and_then(|m| m.get(broker).map(|types| types.contains(ty)));
+    match known {
+        Some(true) => return ty.to_owned(),
+        _ if !stored => return OTHER_EVENT_TYPE.to_owned(),
+        _ => {}
+    }
+    let Ok(mut labels) = EVENT_TYPE_LABELS.write() else {
+        return OTHER_EVENT_TYPE.to_owned();
+    };
+    let types = labels.entry(broker.to_owned()).or_default();
+    if types.contains(ty) || types.len() < MAX_EVENT_TYPE_LABELS {
+        types.insert(ty.to_owned());
+        ty.to_owned()
+    } else {
+        OTHER_EVENT_TYPE.to_owned()
+    }
+}
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and returns the handle that renders it.
@@ -80,4 +127,41 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_labels_are_capped_per_broker_and_refused_events_add_none() {
+        let b = "caps/test";
+        assert_eq!(
+            event_type_label(b, "refused.first", false),
+            OTHER_EVENT_TYPE
+        );
+        for i in 0..MAX_EVENT_TYPE_LABELS {
+            let ty = format!("t{i}");
+            assert_eq!(event_type_label(b, &ty, true), ty);
+        }
+        assert_eq!(event_type_label(b, "one.too.many", true), OTHER_EVENT_TYPE);
+        assert_eq!(
+            event_type_label(b, "t7", false),
+            "t7",
+            "a known type keeps its label"
+        );
+        assert_eq!(event_type_label(b, "refused.first", true), OTHER_EVENT_TYPE);
+        let long = "x".repeat(MAX_EVENT_TYPE_LABEL_BYTES + 1);
+        assert_eq!(
+            event_type_label("caps/other", &long, true),
+            OTHER_EVENT_TYPE
+        );
+        assert_eq!(
+            event_type_label("caps/other", "t1", true),
+            "t1",
+            "per broker"
+        );
+        assert_eq!(event_type_label(b, "", true), "");
+    }
 }
