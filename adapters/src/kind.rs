@@ -67,6 +67,16 @@ pub(crate) enum HttpSource {
 }
 
 impl HttpSource {
+    /// Checks what can be checked before the body is read: the bearer token and the
+    /// signature header the source asks for.
+    pub fn check_headers(&self, headers: &HeaderMap) -> Result<(), Problem> {
+        let auth = match self {
+            HttpSource::Webhook(w) => &w.auth,
+            HttpSource::S3(s) => s.auth(),
+        };
+        webhook::check_headers(auth, headers).map(|_| ())
+    }
+
     /// Handles one request: 202 once its events are stored.
     pub async fn handle(
         &self,

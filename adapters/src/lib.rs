@@ -21,7 +21,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use switchyard_broker::eventtypes::EventTypePolicy;
-use switchyard_broker::ingress::read_body;
+use switchyard_broker::ingress::{drain, read_body};
 use switchyard_broker::log::EventLog;
 use switchyard_broker::problem::Problem;
 use switchyard_broker::tasks::Tasks;
@@ -394,15 +394,22 @@ async fn receive(
     body: Body,
 ) -> Response {
     let key = switchyard_core::id::join(&namespace, &name);
+    // The source and the caller's credentials are checked before the body is read; a
+    // refusal reads (and throws away) a bounded amount of it, so the caller reads the answer.
+    let Some(s) = sources.get(&key) else {
+        drain(body).await;
+        return Problem::not_found(format!(
+            "no WebhookSource or S3Source (webhook or sns mode) `{name}` in namespace `{namespace}`"
+        ))
+        .into_response();
+    };
+    if let Err(p) = s.check_headers(&headers) {
+        drain(body).await;
+        return p.into_response();
+    }
     let answer = async {
         let body = read_body(body, MAX_BODY_BYTES).await?;
-        if let Some(s) = sources.get(&key) {
-            s.handle(&sources.log, &headers, body).await
-        } else {
-            Err(Problem::not_found(format!(
-                "no WebhookSource or S3Source (webhook or sns mode) `{name}` in namespace `{namespace}`"
-            )))
-        }
+        s.handle(&sources.log, &headers, body).await
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -114,6 +114,11 @@ impl HttpSource {
         malformed_problem(m)
     }
 
+    /// The bearer token and signature the source asks of callers.
+    pub(crate) fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     /// Handles one request: 202 once its events are stored, 200 for a test event or a
     /// confirmed subscription, 400 for a malformed notification.
     pub async fn handle(
