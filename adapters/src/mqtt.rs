@@ -33,10 +33,15 @@ use switchyard_broker::tasks::Tasks;
 const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 /// Messages stored in one transaction at most.
 const MAX_BATCH: usize = 256;
-/// MQTT's own limit on a packet (256 MiB - 1): the client takes whatever the broker sends, so
-/// an oversized message never breaks the connection (and, with a persistent session, every
-/// reconnect after it); the worker refuses payloads over [`crate::MAX_BODY_BYTES`] itself.
+/// MQTT 3.1.1's own limit on a packet (256 MiB - 1). A 3.1.1 client cannot tell the broker
+/// what it takes, and an oversized packet would break the connection (and, with a persistent
+/// session, every reconnect after it), so the client takes whatever the broker sends; the
+/// worker refuses payloads over [`crate::MAX_BODY_BYTES`] itself.
 const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
+/// The largest packet an MQTT 5 client takes, announced in its CONNECT (Maximum Packet Size):
+/// the event limit and room for the topic and properties. The broker does not send a larger
+/// one to this client (MQTT 5, 3.1.2.11.4: it discards it), so memory is bounded by it.
+const MQTT5_MAX_PACKET_BYTES: u32 = (crate::MAX_BODY_BYTES + 64 * 1024) as u32;
 /// Requests (acks, subscriptions) the client may queue for its event loop.
 const CLIENT_QUEUE: usize = 1024;
 
@@ -354,7 +359,7 @@ pub(crate) fn start_sources(
                 o.set_clean_start(clean)
                     .set_manual_acks(true)
                     .set_keep_alive(Duration::from_secs(30))
-                    .set_max_packet_size(u32::try_from(MQTT_MAX_PACKET_BYTES).ok());
+                    .set_max_packet_size(Some(MQTT5_MAX_PACKET_BYTES));
                 if !clean {
                     o.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
                 }
