@@ -1,5 +1,6 @@
 //! Faults beyond kill -9 (tests/crash.rs): the store's disk filling up. The data directory is
 //! a small tmpfs, so these tests need root (as CI has); elsewhere each skips with a line.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -261,4 +262,58 @@ async fn below_the_free_space_reserve_events_are_refused_and_delivery_goes_on() 
     .await;
     let ids = sink.ids();
     assert!(!ids.iter().any(|id| id.contains("refused")), "{ids:?}");
+}
+
+/// A store file that cannot be read stops `serve` with one line that names the file and the
+/// way out, whether redb finds it is no database at all or stops inside a damaged page.
+#[test]
+fn a_damaged_store_file_is_named_at_start_with_what_to_do() {
+    // Not a redb file at all.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("events.redb"), vec![0x5a; 100_000]).unwrap();
+    assert_damaged_refusal(dir.path());
+
+    // A real store with pages overwritten in the middle.
+    let dir = tempfile::tempdir().unwrap();
+    let mut sy = Switchyard::start_in(
+        tempfile::TempDir::new_in(dir.path()).unwrap(),
+        common::TWO_BROKERS,
+        &[],
+    );
+    let data = sy.dir.join("data");
+    sy.stop();
+    let file = data.join("events.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let len = bytes.len();
+    bytes[4096..len.min(4096 + 20_000)].fill(0xff);
+    std::fs::write(&file, bytes).unwrap();
+    assert_damaged_refusal(&sy.dir);
+}
+
+/// Runs `serve` on `dir/data` and checks it refuses with the damaged-file line.
+fn assert_damaged_refusal(dir: &Path) {
+    std::fs::write(dir.join("config.yaml"), common::TWO_BROKERS).unwrap();
+    let out = Command::new(common::bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.join("config.yaml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "off")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve started on a damaged file");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let file = dir.join("data/events.redb");
+    assert!(
+        err.contains(&format!("{} is damaged", file.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("mv {0} {0}.damaged", file.display())),
+        "{err}"
+    );
 }

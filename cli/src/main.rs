@@ -183,6 +183,16 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // A panic is a bug, but it is logged as one line like every other error (a library's
+    // panic on a damaged store file is caught and reported by the caller); the standard
+    // report, with its backtrace, only when RUST_BACKTRACE asks for it.
+    let standard = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "panicked");
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            standard(info);
+        }
+    }));
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -53,6 +53,36 @@ fn storage<E: Into<redb::Error>>(e: E) -> LogError {
     }
 }
 
+/// Why the store file at `path` could not be opened, with what to do when it is damaged.
+fn open_error(path: &Path, e: redb::DatabaseError) -> LogError {
+    let damaged_file = matches!(
+        &e,
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))
+            | redb::DatabaseError::UpgradeRequired(_)
+    ) || matches!(
+        &e,
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData
+    );
+    let text = e.to_string();
+    match storage(e) {
+        LogError::DiskFull(_) => LogError::DiskFull(format!("{}: {text}", path.display())),
+        _ if damaged_file => damaged(path, &text),
+        _ => LogError::Storage(format!("cannot open {}: {text}", path.display())),
+    }
+}
+
+/// A store file that cannot be read, and the way out: move it aside and start empty (its
+/// events are not delivered), or put a backup in its place.
+fn damaged(path: &Path, why: &str) -> LogError {
+    let p = path.display();
+    LogError::Storage(format!(
+        "{p} is damaged and cannot be opened ({why}); move it aside to start with an empty \
+         store (`mv {p} {p}.damaged`: the events in it are not delivered), or put a backup in \
+         its place"
+    ))
+}
+
 /// Opens the database file (again, after a write failure left the handle unusable).
 type Opener = Box<dyn Fn() -> Result<Database, LogError> + Send + Sync>;
 
@@ -193,14 +223,26 @@ impl RedbLog {
         let path = dir.join("events.redb");
         let cache_size_bytes = options.cache_size_bytes;
         let opener = Box::new(move || {
-            Database::builder()
-                .set_cache_size(cache_size_bytes)
-                .set_repair_callback(|_| {})
-                .create(&path)
-                .map_err(|e| match storage(e) {
-                    LogError::DiskFull(e) => LogError::DiskFull(format!("{}: {e}", path.display())),
-                    other => LogError::Storage(format!("cannot open {}: {other}", path.display())),
-                })
+            // redb panics on some damaged pages while it opens a file; that is a damaged
+            // file to report, not a crash.
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Database::builder()
+                    .set_cache_size(cache_size_bytes)
+                    .set_repair_callback(|_| {})
+                    .create(&path)
+            }));
+            match opened {
+                Ok(Ok(db)) => Ok(db),
+                Ok(Err(e)) => Err(open_error(&path, e)),
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(damaged(&path, &format!("redb stopped reading it: {why}")))
+                }
+            }
         });
         Self::open_with(opener, free_space_of, options, on_commit)
     }
