@@ -201,3 +201,32 @@ async fn retention_deletes_in_bounded_chunks() {
     assert_eq!(log.run_retention().await.unwrap(), 1);
     assert_eq!(log.stats(B).unwrap().first, 7);
 }
+
+#[tokio::test]
+async fn the_write_queue_is_bounded_by_bytes_not_only_by_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RedbOptions {
+        queue_max_bytes: 1 << 20,
+        ..RedbOptions::default()
+    };
+    let log = RedbLog::open(dir.path(), options, Box::new(|_| {})).unwrap();
+    // 64 requests of 256 KiB, queued at once: far fewer than the 4,096 requests the queue
+    // takes, but 16 MiB where 1 MiB may wait.
+    let appends: Vec<_> = (0..64)
+        .map(|_| log.append(B, events(1, 256 * 1024)))
+        .collect();
+    let mut stored = 0;
+    let mut refused = 0;
+    for a in appends {
+        match a.await {
+            Ok(_) => stored += 1,
+            Err(LogError::Overloaded) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused > 0, "all 64 were queued");
+    assert!(stored > 0);
+    assert_eq!(log.stats(B).unwrap().next, stored);
+    // Once the queue is empty again, one request larger than the cap is taken.
+    log.append(B, events(1, 2 << 20)).await.unwrap();
+}

@@ -59,6 +59,9 @@ enum Command {
         /// Append requests that may wait for the store before ingress answers 503.
         #[arg(long, default_value_t = RedbOptions::default().queue_capacity)]
         queue_capacity: usize,
+        /// Event bytes that may wait for the store before ingress answers 503.
+        #[arg(long, default_value_t = RedbOptions::default().queue_max_bytes)]
+        queue_max_bytes: usize,
         /// Free space to keep on the data directory's disk: below it, events are refused
         /// with 507 and `/readyz` is 503, while delivery goes on (0: no reserve).
         #[arg(long, default_value_t = RedbOptions::default().min_free_disk_bytes)]
@@ -204,6 +207,7 @@ fn run(cli: Cli) -> Result<()> {
             max_body_bytes,
             cache_size_bytes,
             queue_capacity,
+            queue_max_bytes,
             min_free_disk_bytes,
             no_fsync,
             allow_unauthenticated,
@@ -231,6 +235,7 @@ fn run(cli: Cli) -> Result<()> {
                 store: RedbOptions {
                     cache_size_bytes,
                     queue_capacity,
+                    queue_max_bytes,
                     min_free_disk_bytes,
                     fsync: !no_fsync,
                     ..RedbOptions::default()

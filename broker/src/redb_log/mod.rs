@@ -96,6 +96,10 @@ pub struct RedbOptions {
     pub fsync: bool,
     /// Append requests that may wait for the writer before ingress answers 503.
     pub queue_capacity: usize,
+    /// Event bytes that may wait for the writer before appends are refused (503): with
+    /// `queue_capacity` alone, 4,096 queued 1 MiB requests would hold 4 GiB. One request is
+    /// always taken when nothing waits, whatever its size.
+    pub queue_max_bytes: usize,
     /// The most event bytes one commit gathers.
     pub max_batch_bytes: usize,
     /// How often retention runs.
@@ -117,6 +121,7 @@ impl Default for RedbOptions {
             cache_size_bytes: 64 * 1024 * 1024,
             fsync: true,
             queue_capacity: 4096,
+            queue_max_bytes: 64 * 1024 * 1024,
             max_batch_bytes: 4 * 1024 * 1024,
             retention_interval: Duration::from_secs(5),
             retention_chunk: 10_000,
@@ -170,6 +175,10 @@ struct Shared {
     /// `/readyz`; `None` while commits succeed.
     refusing: Mutex<Option<LogError>>,
     queued: AtomicUsize,
+    /// Event bytes of the append requests waiting for the writer.
+    queued_bytes: AtomicUsize,
+    /// The most that may wait (`RedbOptions::queue_max_bytes`).
+    queue_max_bytes: usize,
     /// Cursor commits not yet written, by cursor key.
     pending_cursors: Mutex<HashMap<String, u64>>,
     retention: Mutex<HashMap<Arc<str>, RetentionPolicy>>,
@@ -273,6 +282,8 @@ impl RedbLog {
             opener,
             refusing: Mutex::new(None),
             queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            queue_max_bytes: options.queue_max_bytes,
             pending_cursors: Mutex::new(HashMap::new()),
             retention: Mutex::new(HashMap::new()),
             on_commit,
@@ -338,6 +349,7 @@ impl EventLog for RedbLog {
         ops: Vec<WriteOp>,
     ) -> AppendFuture {
         let (reply, answer) = oneshot::channel();
+        let bytes: usize = events.iter().map(Vec::len).sum();
         let request = AppendRequest {
             enqueued: Instant::now(),
             broker: Arc::from(broker),
@@ -345,17 +357,28 @@ impl EventLog for RedbLog {
             ops,
             reply,
         };
+        let shared = &self.shared;
         let sent = match self.sender.read() {
             Ok(guard) => match guard.as_ref() {
                 Some(tx) => {
-                    self.shared.queued.fetch_add(1, Ordering::Relaxed);
-                    tx.try_send(Command::Append(request)).map_err(|e| {
-                        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-                        match e {
-                            TrySendError::Full(_) => LogError::Overloaded,
-                            TrySendError::Disconnected(_) => LogError::ShuttingDown,
-                        }
-                    })
+                    let waiting = shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    shared.queued.fetch_add(1, Ordering::Relaxed);
+                    let undo = || {
+                        shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                        shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    };
+                    if waiting > 0 && waiting + bytes > shared.queue_max_bytes {
+                        undo();
+                        Err(LogError::Overloaded)
+                    } else {
+                        tx.try_send(Command::Append(request)).map_err(|e| {
+                            undo();
+                            match e {
+                                TrySendError::Full(_) => LogError::Overloaded,
+                                TrySendError::Disconnected(_) => LogError::ShuttingDown,
+                            }
+                        })
+                    }
                 }
                 None => Err(LogError::ShuttingDown),
             },

@@ -134,6 +134,7 @@ impl Writer {
             };
             if !batch.is_empty() || !writes.is_empty() {
                 self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+                self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 match self.may_write() {
                     Ok(()) => {
                         if !batch.is_empty()
