@@ -457,6 +457,114 @@ async fn a_timed_out_attempt_is_retried_then_dead_lettered_once() {
     dls.assert_stays_at(1, Duration::from_millis(500)).await;
 }
 
+/// How a misbehaving subscriber answers every request it gets.
+#[derive(Clone, Copy, Debug)]
+enum Misbehaving {
+    /// Accepts the connection, reads the request, never answers.
+    Silent,
+    /// Answers 200 with a 1,000-byte body, one byte every 100 ms.
+    Trickle,
+    /// Answers 200 with a 4 GiB body, as fast as it is read.
+    Flood,
+}
+
+/// A subscriber on a raw socket that answers as `how` says; counts the requests it got.
+async fn misbehaving(how: Misbehaving) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let got = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&got);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                // The request is small: its head and body come in one read or two.
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut seen = Vec::new();
+                while !seen.windows(7).any(|w| w == b"{\"n\":1}") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                match how {
+                    Misbehaving::Silent => {
+                        let _ = conn.read(&mut buf).await;
+                    }
+                    Misbehaving::Trickle => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n";
+                        if conn.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        for _ in 0..1000 {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            if conn.write_all(b"x").await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Misbehaving::Flood => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-length: 4294967296\r\n\r\n";
+                        if conn.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let zeros = vec![0u8; 64 * 1024];
+                        while conn.write_all(&zeros).await.is_ok() {}
+                    }
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+/// A subscriber that never answers, answers a byte at a time, or answers gigabytes costs an
+/// attempt its timeout (the whole answer, body included, must come within it) or its 1 MiB
+/// cap on an answer, and no more: each is retried, then dead-lettered with why.
+#[tokio::test]
+async fn silent_trickling_and_flooding_subscribers_are_bounded_by_the_timeout_and_the_cap() {
+    for (how, error) in [
+        (Misbehaving::Silent, "timeout"),
+        (Misbehaving::Trickle, "timeout"),
+        (Misbehaving::Flood, "larger than"),
+    ] {
+        let (url, got) = misbehaving(how).await;
+        let dls = Sink::ok().await;
+        let config = broker("")
+            + &trigger(
+                "t",
+                &format!(
+                    "subscriber: {{uri: '{url}'}}, delivery: {{retry: 1, backoffDelay: PT0.05S, timeout: PT1S, deadLetterSink: {{uri: '{}'}}}}",
+                    dls.url
+                ),
+            );
+        let sy = Switchyard::start(&config);
+        send(&sy, "bad", "t", &[]).await;
+        dls.wait_for(1, WAIT).await;
+        assert_eq!(
+            got.load(Ordering::SeqCst),
+            2,
+            "{how:?}: one attempt and one retry"
+        );
+        let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
+        let list = common::get_json(&api).await;
+        let id = list["items"][0]["id"].as_str().unwrap().to_owned();
+        let letter = common::get_json(&format!("{api}/{id}")).await;
+        let attempts = letter["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{how:?}: {letter}");
+        for a in attempts {
+            let text = a["error"].as_str().unwrap_or_default();
+            assert!(text.contains(error), "{how:?}: {a}");
+            assert!(a["latencyMs"].as_u64().unwrap() < 5_000, "{how:?}: {a}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn reply_chain_from_one_trigger_to_the_next() {
     let a = Sink::start(|_, e| Answer::reply("com.example.b", &format!("reply-to-{}", e.id))).await;
