@@ -317,3 +317,96 @@ fn assert_damaged_refusal(dir: &Path) {
         "{err}"
     );
 }
+
+/// Raises this process's open-file limit to at least `needed`, if the hard limit allows.
+fn open_files_for(needed: u64) -> bool {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|c| c >= needed) {
+        return true;
+    }
+    limit.current = limit.maximum;
+    setrlimit(Resource::Nofile, limit).is_ok()
+        && getrlimit(Resource::Nofile)
+            .current
+            .is_none_or(|c| c >= needed)
+}
+
+/// 5,000 connections that send part of a request's headers and then nothing (slowloris) do
+/// not keep the server from answering `/healthz`, and each is closed once its header
+/// deadline has passed, so they cannot pile up.
+#[tokio::test]
+async fn slow_clients_do_not_stop_health_checks_and_are_closed_at_their_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SLOW: usize = 5_000;
+    if !open_files_for(SLOW as u64 + 500) {
+        skip("cannot open 5,000 files in this process (ulimit -n)");
+        return;
+    }
+    let sy = Switchyard::start_with(common::TWO_BROKERS, &["--header-read-timeout-ms", "3000"]);
+    let addr = sy.base.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::with_capacity(SLOW);
+    for _ in 0..SLOW {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"POST /default/default HTTP/1.1\r\nHost: localhost\r\nce-id: 1\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let health = client().get(sy.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    // Each slow connection is closed by the server (end of stream, or a reset).
+    let mut buf = [0u8; 256];
+    for s in &mut slow {
+        let read = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "a slow connection was not closed: {read:?}"
+        );
+    }
+    // And the server still serves.
+    assert_eq!(post(&sy, "after", 10).await.status().as_u16(), 202);
+}
+
+/// Past `--max-connections`, a new connection waits until one closes, and is then served.
+#[tokio::test]
+async fn past_the_connection_cap_new_connections_wait_for_a_free_slot() {
+    let sy = Switchyard::start_with(
+        common::TWO_BROKERS,
+        &[
+            "--max-connections",
+            "8",
+            "--header-read-timeout-ms",
+            "60000",
+        ],
+    );
+    // Eight idle connections take every slot (each was served one request, so they count).
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let c = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
+        assert_eq!(
+            c.get(sy.url("/healthz")).send().await.unwrap().status(),
+            200
+        );
+        idle.push(c);
+    }
+    let waiting = tokio::spawn({
+        let url = sy.url("/healthz");
+        async move { client().get(url).send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a ninth connection was served while eight were open"
+    );
+    // One idle connection closes: its slot goes to the one waiting.
+    idle.pop();
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting connection was served once a slot was free")
+        .unwrap();
+    assert_eq!(status, 200);
+}

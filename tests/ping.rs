@@ -199,6 +199,7 @@ impl InProcess {
             auth: switchyard::AuthOptions::default(),
             tls: None,
             egress: Default::default(),
+            connections: Default::default(),
         };
         let start = chrono::DateTime::parse_from_rfc3339(now).unwrap();
         let clock = switchyard::Clock::manual(start.with_timezone(&chrono::Utc));

@@ -54,9 +54,22 @@ pub async fn drain(body: Body) {
     .await;
 }
 
+/// How long a request's body may take to arrive, whole: past it the request is answered 408
+/// and nothing of it is stored (the headers have their own deadline, `--header-read-timeout-ms`).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Reads the body, refusing it as soon as it passes `limit` bytes (and then [`drain`]ing the
-/// rest, so the client reads the 413).
+/// rest, so the client reads the 413), or when it has not all come within
+/// [`BODY_READ_TIMEOUT`] (408).
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
+    read_body_within(body, limit, BODY_READ_TIMEOUT).await
+}
+
+async fn read_body_within(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -67,24 +80,43 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
     };
     let mut body = body;
     let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "urn:switchyard:problem:bad-body",
-                "unreadable body",
-                format!("the request body could not be read: {e}"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                drain(body).await;
-                return Err(too_large());
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "urn:switchyard:problem:bad-body",
+                    "unreadable body",
+                    format!("the request body could not be read: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
             }
-            buf.extend_from_slice(&data);
         }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(())) => Ok(buf.freeze()),
+        Ok(Err(p)) => {
+            if p.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                drain(body).await;
+            }
+            Err(p)
+        }
+        Err(_) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "urn:switchyard:problem:body-timeout",
+            "body too slow",
+            format!(
+                "the request body did not arrive within {} s; nothing was stored",
+                timeout.as_secs()
+            ),
+        )),
     }
-    Ok(buf.freeze())
 }
 
 fn check_header_sizes(headers: &HeaderMap) -> Result<(), Problem> {
@@ -280,4 +312,45 @@ fn handshake(headers: &HeaderMap) -> Response {
         h.insert("webhook-allowed-rate", HeaderValue::from_static("*"));
     }
     response
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A body whose next bytes never come.
+    struct Stalled;
+
+    impl hyper::body::Body for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_is_a_408() {
+        let slow = read_body_within(
+            Body::new(Stalled),
+            1024,
+            std::time::Duration::from_millis(50),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(slow.status(), StatusCode::REQUEST_TIMEOUT);
+        let whole = read_body_within(
+            Body::from("abc"),
+            1024,
+            std::time::Duration::from_millis(50),
+        )
+        .await
+        .unwrap();
+        assert_eq!(&whole[..], b"abc");
+    }
 }

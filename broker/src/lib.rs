@@ -8,6 +8,7 @@ pub mod append;
 pub mod audit;
 pub mod auth;
 pub mod clock;
+pub mod connections;
 pub mod eventtypes;
 pub mod ingress;
 pub mod log;

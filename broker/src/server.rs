@@ -59,7 +59,7 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
-    /// The server failed while running.
+    /// The server failed while running (its listener's address could not be read).
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -79,6 +79,8 @@ pub struct ServerOptions {
     pub auth: AuthOptions,
     /// Serve HTTPS with these files (`--tls-cert-file`, …), or plain HTTP.
     pub tls: Option<crate::tls::TlsOptions>,
+    /// Bounds on client connections (`--max-connections`, `--header-read-timeout-ms`).
+    pub connections: crate::connections::ConnectionLimits,
     /// Where subscribers, dead-letter sinks and redrives may send
     /// (`--deny-internal-destinations`, `--egress-allow`); the server itself does not use it.
     pub egress: switchyard_core::egress::EgressPolicy,
@@ -199,6 +201,7 @@ pub struct Server {
     app: Arc<App>,
     log: Arc<RedbLog>,
     listener: Listening,
+    connections: crate::connections::ConnectionLimits,
 }
 
 impl std::fmt::Debug for Server {
@@ -263,7 +266,15 @@ impl Server {
                 crate::tls::TlsListener::new(listener, tls).map_err(ServeError::Setting)?,
             ),
         };
-        Ok(Server { app, log, listener })
+        let mut connections = options.connections;
+        connections.max_connections =
+            crate::connections::connections_that_fit(connections.max_connections);
+        Ok(Server {
+            app,
+            log,
+            listener,
+            connections,
+        })
     }
 
     /// The event log, for the components that run beside ingress (the dispatcher).
@@ -299,7 +310,12 @@ impl Server {
         extra: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let Server { app, log, listener } = self;
+        let Server {
+            app,
+            log,
+            listener,
+            connections,
+        } = self;
         app.ready.store(true, Ordering::SeqCst);
         // Every route behind the front door's middleware but ingress, the hot path, whose
         // handler applies the same rules itself (auth::routes::admit_sender).
@@ -331,25 +347,19 @@ impl Server {
             ready_app.ready.store(false, Ordering::SeqCst);
             tracing::info!("shutting down: finishing requests in flight");
         };
-        let result = match listener {
+        match listener {
             Listening::Plain(l) => {
-                axum::serve(l, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                crate::connections::serve(l, router, connections, shutdown).await;
             }
-            Listening::Tls(l) => {
-                axum::serve(l, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-        };
+            Listening::Tls(l) => crate::connections::serve(l, router, connections, shutdown).await,
+        }
         housekeeping.shutdown().await;
         flush_discovery(&app).await;
         tokio::task::spawn_blocking(move || log.shutdown())
             .await
             .map_err(|e| ServeError::Setting(format!("store shutdown failed: {e}")))?;
         tracing::info!("store closed");
-        Ok(result?)
+        Ok(())
     }
 }
 

@@ -3,11 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use switchyard::{AuthOptions, AuthorizationMode, Clock, RedbOptions, ServerOptions};
 use switchyard_broker::RedbLog;
+use switchyard_broker::connections::ConnectionLimits;
 use switchyard_broker::log::EventLog;
 use switchyard_broker::server::DEFAULT_BODY_LIMIT_BYTES;
 
@@ -62,6 +64,14 @@ enum Command {
         /// Event bytes that may wait for the store before ingress answers 503.
         #[arg(long, default_value_t = RedbOptions::default().queue_max_bytes)]
         queue_max_bytes: usize,
+        /// Client connections served at once; past it new ones wait until one closes (lowered
+        /// to what the open-file limit allows).
+        #[arg(long, default_value_t = ConnectionLimits::default().max_connections)]
+        max_connections: usize,
+        /// How long a client has to send a request's headers, in ms; also how long a
+        /// kept-alive connection may sit idle between requests.
+        #[arg(long, default_value_t = ConnectionLimits::default().header_read_timeout.as_millis() as u64)]
+        header_read_timeout_ms: u64,
         /// Free space to keep on the data directory's disk: below it, events are refused
         /// with 507 and `/readyz` is 503, while delivery goes on (0: no reserve).
         #[arg(long, default_value_t = RedbOptions::default().min_free_disk_bytes)]
@@ -208,6 +218,8 @@ fn run(cli: Cli) -> Result<()> {
             cache_size_bytes,
             queue_capacity,
             queue_max_bytes,
+            max_connections,
+            header_read_timeout_ms,
             min_free_disk_bytes,
             no_fsync,
             allow_unauthenticated,
@@ -245,6 +257,10 @@ fn run(cli: Cli) -> Result<()> {
                     allow_unauthenticated,
                     redrive_allow_uris,
                     ..AuthOptions::default()
+                },
+                connections: ConnectionLimits {
+                    max_connections,
+                    header_read_timeout: Duration::from_millis(header_read_timeout_ms),
                 },
                 egress: switchyard_core::egress::EgressPolicy {
                     deny_internal: deny_internal_destinations,
