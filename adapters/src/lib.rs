@@ -397,14 +397,14 @@ async fn receive(
     // The source and the caller's credentials are checked before the body is read; a
     // refusal reads (and throws away) a bounded amount of it, so the caller reads the answer.
     let Some(s) = sources.get(&key) else {
-        drain(body).await;
+        drain(&headers, body).await;
         return Problem::not_found(format!(
             "no WebhookSource or S3Source (webhook or sns mode) `{name}` in namespace `{namespace}`"
         ))
         .into_response();
     };
     if let Err(p) = s.check_headers(&headers) {
-        drain(body).await;
+        drain(&headers, body).await;
         return p.into_response();
     }
     let answer = async {

@@ -20,7 +20,8 @@ pub use switchyard_core::resources::{ARRIVAL_EXTENSION, TTL_EXTENSION};
 /// How an appended event gets its `knativebrokerttl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ttl {
-    /// Keep the event's own (refused when it is not above 0), or set this broker default.
+    /// Keep the event's own (refused when it is not above 0; lowered to this broker default
+    /// when above it), or set the default.
     KeepOrDefault(i32),
     /// Set this value whatever the event carries (a reply: one less than its original's).
     Set(i32),
@@ -85,8 +86,9 @@ impl Refused {
 pub fn stamp(event: &mut CloudEvent, ttl: Ttl, arrival: &str) -> Result<(), Refusal> {
     let ttl = match (ttl, event.extensions.get(TTL_EXTENSION)) {
         (Ttl::Set(t) | Ttl::KeepOrDefault(t), None) | (Ttl::Set(t), Some(_)) => t,
-        (Ttl::KeepOrDefault(_), Some(v)) => match v.as_i64().and_then(|t| i32::try_from(t).ok()) {
-            Some(t) if t > 0 => t,
+        (Ttl::KeepOrDefault(default), Some(v)) => match v.as_i64() {
+            // A producer cannot buy a longer loop than the broker allows.
+            Some(t) if t > 0 => i32::try_from(t).unwrap_or(i32::MAX).min(default),
             Some(_) => return Err(Refusal::TtlExhausted),
             None => return Err(Refusal::TtlNotInteger),
         },
@@ -262,6 +264,17 @@ impl Appender {
     /// [`append`](Self::append) in two steps, for a caller that times the store alone
     /// (ingress): the append, then [`recorded`](Self::recorded), which must follow.
     pub async fn store(&self, batch: Batch) -> Result<Stored, LogError> {
+        self.store_as(batch, false).await
+    }
+
+    /// [`append`](Self::append) for a subscriber's replies, which may use the store's
+    /// free-space reserve ([`EventLog::append_reply`]).
+    pub async fn append_reply(&self, batch: Batch) -> Result<Range<u64>, LogError> {
+        let stored = self.store_as(batch, true).await?;
+        Ok(self.recorded(stored).await)
+    }
+
+    async fn store_as(&self, batch: Batch, reply: bool) -> Result<Stored, LogError> {
         let Batch {
             broker,
             encoded,
@@ -272,6 +285,8 @@ impl Appender {
         } = batch;
         let offsets = if encoded.is_empty() {
             0..0
+        } else if reply {
+            self.log.append_reply(&broker, encoded).await?
         } else {
             self.log.append(&broker, encoded).await?
         };
@@ -343,6 +358,15 @@ mod tests {
         let keep = Ttl::KeepOrDefault(255);
         assert_eq!(ttl_after(&mut event(None), keep), Ok(Some(255)));
         assert_eq!(ttl_after(&mut event(Some(Integer(7))), keep), Ok(Some(7)));
+        // Above the broker's default, clamped to it.
+        assert_eq!(
+            ttl_after(&mut event(Some(Integer(100_000))), keep),
+            Ok(Some(255))
+        );
+        assert_eq!(
+            ttl_after(&mut event(Some(Text("99999999999".into()))), keep),
+            Ok(Some(255))
+        );
         assert_eq!(
             ttl_after(&mut event(Some(Text("7".into()))), keep),
             Ok(Some(7))

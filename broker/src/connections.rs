@@ -38,10 +38,15 @@ impl Default for ConnectionLimits {
 /// subscribers and sources' systems, the listener).
 const RESERVED_FDS: u64 = 512;
 
+/// How long requests in flight have at shutdown before their connections are dropped (a
+/// `tail` that follows never ends by itself).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// Raises the process's soft limit on open files to its hard limit (as nginx's
 /// `worker_rlimit_nofile` and Go's runtime do) and returns how many connections fit under it,
-/// at most `wanted`.
-pub fn connections_that_fit(wanted: usize) -> usize {
+/// at most `wanted`. With `tls`, the handshakes under way (which the cap does not count) get
+/// room of their own.
+pub fn connections_that_fit(wanted: usize, tls: bool) -> usize {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
@@ -54,7 +59,13 @@ pub fn connections_that_fit(wanted: usize) -> usize {
     let Some(fds) = limit.current else {
         return wanted;
     };
-    let fit = usize::try_from(fds.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX);
+    let reserved = RESERVED_FDS
+        + if tls {
+            crate::tls::MAX_PENDING_CONNECTIONS
+        } else {
+            0
+        };
+    let fit = usize::try_from(fds.saturating_sub(reserved).max(16)).unwrap_or(usize::MAX);
     if fit < wanted {
         tracing::warn!(
             open_file_limit = fds,
@@ -103,5 +114,13 @@ pub async fn serve<L>(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_s = SHUTDOWN_GRACE.as_secs(),
+            "requests still in flight after the grace period were cut off"
+        );
+    }
 }

@@ -38,7 +38,21 @@ pub const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5
 /// A client that sends its whole body before it reads (Python's `urllib`, many HTTP clients) then
 /// reads the 4xx, instead of a connection reset under its feet, which it would retry — a
 /// request that can never succeed. Past either bound the connection is closed anyway.
-pub async fn drain(body: Body) {
+///
+/// A client that sent `Expect: 100-continue` has sent no body yet and waits for leave to: it
+/// gets the answer at once, and nothing is read (reading would invite the upload).
+pub async fn drain(headers: &HeaderMap, body: Body) {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if !expects_continue {
+        discard(body).await;
+    }
+}
+
+/// Reads and throws away up to [`DRAIN_MAX_BYTES`] of `body`, for at most [`DRAIN_MAX_TIME`].
+async fn discard(body: Body) {
     let mut body = body;
     let mut left = DRAIN_MAX_BYTES;
     let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
@@ -103,7 +117,8 @@ async fn read_body_within(
         Ok(Ok(())) => Ok(buf.freeze()),
         Ok(Err(p)) => {
             if p.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                drain(body).await;
+                // Reading began, so any 100-continue was sent: the rest is on its way.
+                discard(body).await;
             }
             Err(p)
         }
@@ -152,7 +167,7 @@ pub async fn broker_endpoint(
         match crate::auth::routes::admit_sender(&app, &headers, &namespace, &name).await {
             Ok(permit) => Some(permit),
             Err(p) => {
-                drain(body).await;
+                drain(&headers, body).await;
                 return p.into_response();
             }
         }
@@ -161,7 +176,7 @@ pub async fn broker_endpoint(
     };
     let Some(broker) = app.broker(&namespace, &name) else {
         count_rejected("unknown_broker");
-        drain(body).await;
+        drain(&headers, body).await;
         return Problem::not_found(format!("no broker `{name}` in namespace `{namespace}`"))
             .into_response();
     };
@@ -179,7 +194,7 @@ pub async fn broker_endpoint(
         Method::OPTIONS => handshake(&headers),
         other => {
             count_rejected("method_not_allowed");
-            drain(body).await;
+            drain(&headers, body).await;
             Problem::method_not_allowed(other.as_str(), ALLOW).into_response()
         }
     };
@@ -224,7 +239,7 @@ async fn ingest(
         p
     };
     if let Err(p) = check_header_sizes(headers) {
-        drain(body).await;
+        drain(headers, body).await;
         return Err(reject(p, &[]));
     }
     let declared = headers
@@ -234,7 +249,7 @@ async fn ingest(
     if let Some(len) = declared.filter(|len| *len > app.max_body_bytes) {
         // A body that could not be read whole anyway is not read at all.
         if len <= DRAIN_MAX_BYTES {
-            drain(body).await;
+            drain(headers, body).await;
         }
         return Err(reject(
             Problem::new(

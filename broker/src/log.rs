@@ -156,6 +156,13 @@ pub trait EventLog: Send + Sync + 'static {
         ops: Vec<WriteOp>,
     ) -> AppendFuture;
 
+    /// Like [`EventLog::append`], for events that follow from events already stored (a
+    /// subscriber's replies): they may use the free-space reserve that new events may not, so
+    /// delivery never stalls on a disk below it.
+    fn append_reply(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
+        self.append(broker, events)
+    }
+
     /// Reads up to `max` records starting at offset `from`.
     fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError>;
 

@@ -267,8 +267,10 @@ impl Server {
             ),
         };
         let mut connections = options.connections;
-        connections.max_connections =
-            crate::connections::connections_that_fit(connections.max_connections);
+        connections.max_connections = crate::connections::connections_that_fit(
+            connections.max_connections,
+            matches!(listener, Listening::Tls(_)),
+        );
         Ok(Server {
             app,
             log,

@@ -28,6 +28,11 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Handshakes under way at once; past it no connection is accepted until one ends, so
 /// silent connections cannot use up the process's file descriptors.
 const MAX_HANDSHAKES: usize = 512;
+/// Finished handshakes waiting for the server to take them.
+const FINISHED_QUEUE: usize = 64;
+/// Connections a TLS listener holds besides those the server serves (its handshakes under
+/// way and those waiting to be taken), for the open-file budget.
+pub const MAX_PENDING_CONNECTIONS: u64 = (MAX_HANDSHAKES + FINISHED_QUEUE) as u64;
 
 /// Where the server's certificate, key and (optionally) client CA are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +166,7 @@ impl TlsListener {
             config,
             checked: Instant::now(),
         };
-        let (tx, done) = mpsc::channel(64);
+        let (tx, done) = mpsc::channel(FINISHED_QUEUE);
         let mut tasks = Tasks::new("tls listener");
         tasks.spawn(accept_loop(tcp, reloading, tx));
         Ok(TlsListener {

@@ -375,7 +375,14 @@ async fn attempt_stream(
 ) -> AttemptResult {
     let started = SystemTime::now();
     let clock = std::time::Instant::now();
-    let outgoing = outgoing(event, extra);
+    let mut outgoing = outgoing(event, extra);
+    if sink.takes_ttl()
+        && let Some(ttl) = event.extensions.get(TTL_EXTENSION)
+    {
+        outgoing
+            .extensions
+            .insert(TTL_EXTENSION.to_owned(), ttl.clone());
+    }
     let (verdict, error) = match tokio::time::timeout(settings.timeout, sink.send(&outgoing)).await
     {
         Ok(Ok(())) => (Verdict::Delivered, None),

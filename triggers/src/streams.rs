@@ -29,6 +29,13 @@ pub trait StreamSink: Send + Sync + std::fmt::Debug {
     /// Writes one event; `Ok` once the stream holds it (as far as the sink's kind promises:
     /// acknowledged by Kafka with `acks=all`, by JetStream, or flushed to a NATS server).
     fn send<'a>(&'a self, event: &'a CloudEvent) -> BoxFuture<'a, Result<(), StreamSinkError>>;
+
+    /// Whether the sink is given the event's `knativebrokerttl` (a broker, which counts the
+    /// hop); the broker's loop guard is removed from what other sinks get, as from what
+    /// subscribers get.
+    fn takes_ttl(&self) -> bool {
+        false
+    }
 }
 
 /// The stream sinks of a configuration, by [`address`].
@@ -61,7 +68,7 @@ pub struct BrokerSink {
     appender: switchyard_broker::append::Appender,
     /// `namespace/name`.
     broker: String,
-    /// The TTL given to an event without one.
+    /// The receiving broker's default TTL (the most an event forwarded to it keeps).
     ttl: i32,
 }
 
@@ -77,14 +84,30 @@ impl BrokerSink {
 }
 
 impl StreamSink for BrokerSink {
+    fn takes_ttl(&self) -> bool {
+        true
+    }
+
     fn send<'a>(&'a self, event: &'a CloudEvent) -> BoxFuture<'a, Result<(), StreamSinkError>> {
         Box::pin(async move {
+            // Forwarding to a broker is a hop, as a reply is: one less TTL, so two brokers
+            // whose triggers point at each other cannot pass an event round for ever.
+            let ttl = switchyard_broker::append::reply_ttl(event).min(i64::from(self.ttl));
+            if ttl <= 0 {
+                return Err(StreamSinkError {
+                    retryable: false,
+                    message: format!(
+                        "broker {} refuses the event: its TTL ran out (a loop between brokers?)",
+                        self.broker
+                    ),
+                });
+            }
             let mut events = [event.clone()];
             let batch = self
                 .appender
                 .prepare(
                     &self.broker,
-                    switchyard_broker::append::Ttl::KeepOrDefault(self.ttl),
+                    switchyard_broker::append::Ttl::Set(i32::try_from(ttl).unwrap_or(i32::MAX)),
                     &mut events,
                 )
                 .map_err(|e| StreamSinkError {

@@ -138,6 +138,8 @@ struct AppendRequest {
     events: Vec<Vec<u8>>,
     /// Side-table changes committed in the same transaction as the events.
     ops: Vec<WriteOp>,
+    /// May use the free-space reserve (replies to stored events).
+    reserved: bool,
     reply: oneshot::Sender<Result<Range<u64>, LogError>>,
 }
 
@@ -316,37 +318,13 @@ impl RedbLog {
 }
 
 impl RedbLog {
-    /// Runs one retention pass now (it also runs on its own every `retention_interval`) and
-    /// resolves to the number of events deleted.
-    pub async fn run_retention(&self) -> Result<u64, LogError> {
-        let (reply, answer) = oneshot::channel();
-        {
-            let guard = self.sender.read().map_err(|_| LogError::ShuttingDown)?;
-            let tx = guard.as_ref().ok_or(LogError::ShuttingDown)?;
-            // Blocking send: a retention request must not be refused for a full queue.
-            tx.send(Command::Retention(reply))
-                .map_err(|_| LogError::ShuttingDown)?;
-        }
-        answer.await.unwrap_or(Err(LogError::ShuttingDown))
-    }
-}
-
-impl Drop for RedbLog {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-impl EventLog for RedbLog {
-    fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
-        self.append_with(broker, events, Vec::new())
-    }
-
-    fn append_with(
+    /// Queues an append for the writer; `reserved` lets it use the free-space reserve.
+    fn request(
         &self,
         broker: &BrokerId,
         events: Vec<Vec<u8>>,
         ops: Vec<WriteOp>,
+        reserved: bool,
     ) -> AppendFuture {
         let (reply, answer) = oneshot::channel();
         let bytes: usize = events.iter().map(Vec::len).sum();
@@ -355,6 +333,7 @@ impl EventLog for RedbLog {
             broker: Arc::from(broker),
             events,
             ops,
+            reserved,
             reply,
         };
         let shared = &self.shared;
@@ -388,6 +367,45 @@ impl EventLog for RedbLog {
             sent?;
             answer.await.unwrap_or(Err(LogError::ShuttingDown))
         })
+    }
+
+    /// Runs one retention pass now (it also runs on its own every `retention_interval`) and
+    /// resolves to the number of events deleted.
+    pub async fn run_retention(&self) -> Result<u64, LogError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let guard = self.sender.read().map_err(|_| LogError::ShuttingDown)?;
+            let tx = guard.as_ref().ok_or(LogError::ShuttingDown)?;
+            // Blocking send: a retention request must not be refused for a full queue.
+            tx.send(Command::Retention(reply))
+                .map_err(|_| LogError::ShuttingDown)?;
+        }
+        answer.await.unwrap_or(Err(LogError::ShuttingDown))
+    }
+}
+
+impl Drop for RedbLog {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl EventLog for RedbLog {
+    fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
+        self.append_with(broker, events, Vec::new())
+    }
+
+    fn append_with(
+        &self,
+        broker: &BrokerId,
+        events: Vec<Vec<u8>>,
+        ops: Vec<WriteOp>,
+    ) -> AppendFuture {
+        self.request(broker, events, ops, false)
+    }
+
+    fn append_reply(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
+        self.request(broker, events, Vec::new(), true)
     }
 
     fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {

@@ -4,6 +4,17 @@
 
 use super::*;
 
+/// Refuses the appends of new events in `batch` with `error`, keeping those that may use the
+/// free-space reserve (replies).
+fn refuse_new_events(batch: &mut Vec<AppendRequest>, error: &LogError) {
+    let (keep, refused): (Vec<_>, Vec<_>) =
+        std::mem::take(batch).into_iter().partition(|r| r.reserved);
+    *batch = keep;
+    for req in refused {
+        let _ = req.reply.send(Err(error.clone()));
+    }
+}
+
 /// Answers every request of a batch that was not written with `error`.
 fn refuse(batch: &mut Vec<AppendRequest>, writes: &mut PendingWrites, error: &LogError) {
     for req in batch.drain(..) {
@@ -137,12 +148,13 @@ impl Writer {
                 self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 match self.may_write() {
                     Ok(()) => {
-                        if !batch.is_empty()
+                        if batch.iter().any(|r| !r.reserved)
                             && let Err(e) = self.check_space(true)
                         {
-                            // Only the appends: side-table writes (cursors, retries, dead
-                            // letters, purges) still go through.
-                            refuse(&mut batch, &mut Vec::new(), &e);
+                            // Only new events: side-table writes (cursors, retries, dead
+                            // letters, purges) and replies still go through, so delivery
+                            // goes on and can free space.
+                            refuse_new_events(&mut batch, &e);
                         }
                         if !batch.is_empty() || !writes.is_empty() {
                             self.commit_batch(&mut batch, &mut writes);
@@ -150,14 +162,15 @@ impl Writer {
                     }
                     Err(e) => refuse(&mut batch, &mut writes, &e),
                 }
-            } else if self.low_space.is_some()
-                && self.space_checked.elapsed() >= SPACE_CHECK_WHILE_LOW
-            {
-                let _ = self.check_space(false);
             } else if self.refusing.is_some() && self.may_write().is_ok() {
                 // Nothing to write, but the pause is over: find out whether the store takes
                 // writes again (an empty commit), so `/readyz` says so without waiting for one.
                 self.commit_batch(&mut batch, &mut writes);
+            }
+            // While space is low, looked at again every second whatever else is written, so
+            // `/readyz` recovers as soon as space is back.
+            if self.low_space.is_some() && self.space_checked.elapsed() >= SPACE_CHECK_WHILE_LOW {
+                let _ = self.check_space(false);
             }
             if !retention_asked.is_empty()
                 || last_retention.elapsed() >= self.options.retention_interval
@@ -178,6 +191,10 @@ impl Writer {
                 last_retention = Instant::now();
             }
             if disconnected {
+                let open = self.shared.db.read().is_ok_and(|db| db.is_some());
+                if !open {
+                    let _ = self.reopen();
+                }
                 if let Err(e) = self.flush_cursors() {
                     tracing::warn!(error = %e, "could not persist cursors at shutdown");
                 }
@@ -324,13 +341,16 @@ impl Writer {
         let Some(r) = &self.refusing else {
             return Ok(());
         };
+        let original = r.error.clone();
         if Instant::now() < r.retry_at {
-            return Err(r.error.clone());
+            return Err(original);
         }
         let open = self.shared.db.read().is_ok_and(|db| db.is_some());
         if !open && let Err(e) = self.reopen() {
-            self.failed(&e);
-            return Err(e);
+            // Still refused for what made the writer refuse (a full disk stays a 507).
+            tracing::warn!(error = %e, "cannot open the store again yet; trying again later");
+            self.failed(&original);
+            return Err(original);
         }
         Ok(())
     }
@@ -349,7 +369,7 @@ impl Writer {
         let free = match rustix::fs::statvfs(dir) {
             Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
             // Not knowing is not a reason to refuse: the commit itself will tell.
-            Err(_) => return Ok(()),
+            Err(_) => u64::MAX,
         };
         let min = self.options.min_free_disk_bytes;
         if free >= min {
@@ -405,13 +425,14 @@ impl Writer {
             pause,
         });
         self.publish();
+        // redb refuses transactions on the handle after an I/O error in a commit (PreviousIo),
+        // and after any failed commit may ask to be reopened to repair its allocator state:
+        // any refusal but "busy" means open it again. `try_` never waits.
         let unusable = match self.shared.db() {
-            Ok(db) => matches!(
-                db.begin_write(),
-                Err(redb::TransactionError::Storage(
-                    redb::StorageError::PreviousIo
-                ))
-            ),
+            Ok(db) => match db.try_begin_write() {
+                Ok(_) | Err(redb::TransactionError::WouldBlock) => false,
+                Err(_) => true,
+            },
             Err(_) => false,
         };
         if unusable {

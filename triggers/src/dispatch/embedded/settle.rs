@@ -150,8 +150,10 @@ impl EmbeddedSource {
         self.send_to_dead_letter_sink(letter);
     }
 
-    /// Stores reply events in the trigger's broker with the TTL decremented; a reply whose TTL
-    /// runs out is dropped (that is how reply loops die) and counted.
+    /// Stores reply events in the trigger's broker with the TTL decremented and shared: a batch
+    /// of `k` replies to an event with TTL `t` gets `(t - 1) / k` each, so the events one event
+    /// can lead to are at most its TTL, however wide the replies fan out. Replies whose TTL
+    /// runs out are dropped (that is how reply loops die) and counted.
     async fn ingest_replies(
         &self,
         original: &CloudEvent,
@@ -161,7 +163,7 @@ impl EmbeddedSource {
             tracing::debug!(trigger = %self.trigger.id, event = %original.id, "replies dropped: the flow has no reply");
             return Ok(());
         };
-        let ttl = reply_ttl(original);
+        let ttl = reply_ttl(original) / i64::try_from(replies.len().max(1)).unwrap_or(i64::MAX);
         if ttl <= 0 {
             tracing::warn!(trigger = %self.trigger.id, event = %original.id, "reply dropped: TTL exhausted (a reply loop?)");
             metrics::counter!(m::REPLIES_DROPPED, self.trigger.labels())
@@ -173,7 +175,7 @@ impl EmbeddedSource {
         let batch = Batch::stamped(policy, reply_broker, ttl, &mut replies)
             .map_err(|e| LogError::Storage(format!("cannot stamp a reply: {e}")))?;
         loop {
-            match self.appender.append(batch.clone()).await {
+            match self.appender.append_reply(batch.clone()).await {
                 Ok(_) => return Ok(()),
                 Err(LogError::Overloaded) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(e) => return Err(e),
