@@ -791,6 +791,94 @@ async fn ordered_trigger_delivers_one_event_per_key_at_a_time_in_order() {
     );
 }
 
+/// A purge or redrive of all works through the dead letters a chunk at a time and counts
+/// every one: 250 dead letters (more than two chunks) are redriven, dead-lettered again, and
+/// purged, and the audit log counts 250 each time.
+#[tokio::test]
+async fn redrive_and_purge_of_all_go_through_many_dead_letters_in_chunks() {
+    const N: usize = 250;
+    let refusing = Sink::start(|_, _| Answer::status(422)).await;
+    let config = broker("")
+        + &trigger(
+            "t",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 0}}",
+                refusing.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    let batch: Vec<serde_json::Value> = (0..N)
+        .map(|i| {
+            serde_json::json!({"specversion": "1.0", "id": format!("e{i}"), "source": "/tests", "type": "t"})
+        })
+        .collect();
+    let resp = client()
+        .post(sy.url(BROKER))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(serde_json::to_vec(&batch).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
+    let dead_letters = || {
+        let api = api.clone();
+        async move {
+            let list = common::get_json(&format!("{api}?limit=1000")).await;
+            list["items"].as_array().unwrap().len()
+        }
+    };
+    common::eventually("all dead-lettered", WAIT, || async {
+        (dead_letters().await == N).then_some(())
+    })
+    .await;
+
+    let redriven = client()
+        .post(format!("{api}/redrive"))
+        .json(&serde_json::json!({"all": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redriven.status(), 200);
+    let body: serde_json::Value = redriven.json().await.unwrap();
+    assert_eq!(body["redriven"], N);
+    // Each is delivered again, refused again, and dead-lettered again.
+    refusing.wait_for(2 * N, WAIT).await;
+    common::eventually("all dead-lettered again", WAIT, || async {
+        (dead_letters().await == N).then_some(())
+    })
+    .await;
+
+    let purged = client()
+        .delete(format!("{api}?all=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200);
+    let body: serde_json::Value = purged.json().await.unwrap();
+    assert_eq!(body["purged"], N);
+    assert_eq!(dead_letters().await, 0);
+    let audit = common::get_json(&sy.url("/api/v1/namespaces/default/audit")).await;
+    let counts: Vec<(String, u64)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("redrive".to_owned(), N as u64),
+            ("purge".to_owned(), N as u64)
+        ]
+    );
+}
+
 #[tokio::test]
 async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
     let (sink, healthy) = Sink::switchable(Answer::status(500).body("down")).await;

@@ -75,10 +75,22 @@ impl AuditEntry {
     /// The write that records it, to go in the same [`crate::log::EventLog::write`] as the
     /// (first part of the) change; [`AuditEntry::log`] once that write succeeded.
     pub fn op(&self) -> WriteOp {
+        self.op_at(self.new_key())
+    }
+
+    /// A key of its own for this entry, for a change made in several writes: each write puts
+    /// the entry again under the same key with the count so far ([`AuditEntry::op_at`]), so
+    /// the entry always says what was done, even when a later write fails.
+    pub fn new_key(&self) -> Vec<u8> {
         let millis = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
         let mut key = key_prefix(&self.namespace);
         key.extend_from_slice(&millis.to_be_bytes());
         key.extend_from_slice(&SEQUENCE.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        key
+    }
+
+    /// The write that records it under `key`.
+    pub fn op_at(&self, key: Vec<u8>) -> WriteOp {
         WriteOp::Put {
             table: Table::Audit,
             key,

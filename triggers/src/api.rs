@@ -14,11 +14,16 @@ use switchyard_broker::auth::Caller;
 use switchyard_broker::log::{EventLog, Table, WriteOp, blocking};
 use switchyard_broker::problem::Problem;
 
-use crate::dispatch::RunningTriggers;
+use crate::dispatch::{EmbeddedSource, RunningTriggers};
 use crate::records::{self, DeadLetter, RetryEntry};
 
 /// The most records one page holds.
 pub const MAX_PAGE: usize = 1000;
+/// Dead letters a purge or redrive of a filter (or of all) holds in memory at once: it works
+/// through the store in chunks of this many, each one write.
+const CHUNK: usize = 100;
+/// Records one scan of the dead-letter table reads at most.
+const SCAN: usize = 256;
 
 struct ApiState {
     log: Arc<dyn EventLog>,
@@ -197,11 +202,11 @@ async fn select(
     loop {
         let (lo, hi) = (from.clone(), end.clone());
         let chunk = blocking(&state.log, move |log| {
-            log.scan(Table::DeadLetters, &lo, &hi, 1000)
+            log.scan(Table::DeadLetters, &lo, &hi, SCAN)
         })
         .await
         .map_err(storage)?;
-        let exhausted = chunk.len() < 1000;
+        let exhausted = chunk.len() < SCAN;
         for (key, value) in chunk {
             from = key.clone();
             from.push(0);
@@ -389,26 +394,34 @@ async fn purge(
     }
     let broker = broker_id(&ns, &b);
     let _guard = state.mutate.lock().await;
-    let (items, _) = select(&state, &broker, &filter, None, usize::MAX).await?;
-    let n = items.len();
-    // The audit entry goes with the first deletions, so nothing is deleted unrecorded; a
-    // purge that finds nothing changes nothing and is not recorded.
-    let audit = AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, n);
-    let mut op = Some(audit.op());
-    for chunk in items.chunks(1000) {
-        let mut ops: Vec<WriteOp> = chunk
-            .iter()
-            .flat_map(|(key, d)| removal(&broker, d.id, key.clone()))
+    // In chunks, so a purge of millions holds a hundred in memory. The audit entry goes with
+    // every chunk's deletions, under one key, with the count so far: nothing is deleted
+    // unrecorded, even when a later chunk fails. A purge that finds nothing is not recorded.
+    let mut audit = AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, 0);
+    let audit_key = audit.new_key();
+    let mut after = None;
+    loop {
+        let (items, more) = select(&state, &broker, &filter, after, CHUNK).await?;
+        let Some((_, last)) = items.last() else { break };
+        after = Some(last.id);
+        audit.count += items.len();
+        let mut ops: Vec<WriteOp> = items
+            .into_iter()
+            .flat_map(|(key, d)| removal(&broker, d.id, key))
             .collect();
-        let first = op.take();
-        let audited = first.is_some();
-        ops.extend(first);
+        ops.push(audit.op_at(audit_key.clone()));
         state.log.write(ops).await.map_err(storage)?;
-        if audited {
-            audit.log();
+        if !more {
+            break;
         }
     }
-    Ok(json(StatusCode::OK, &serde_json::json!({ "purged": n })))
+    if audit.count > 0 {
+        audit.log();
+    }
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "purged": audit.count }),
+    ))
 }
 
 /// The body of a redrive request.
@@ -464,8 +477,25 @@ async fn redrive(
     });
     let broker = broker_id(&ns, &b);
     let _guard = state.mutate.lock().await;
-    let mut selected = Vec::new();
-    if !req.ids.is_empty() {
+    let mut audit = AuditEntry::now(who(&caller), "redrive", (&ns, &b), selection, 0);
+    audit.uri = req.uri.clone();
+    let mut done = Redriving {
+        state: &state,
+        broker: &broker,
+        uri: uri.as_ref(),
+        uri_text: req.uri.clone(),
+        key: audit.new_key(),
+        audit,
+    };
+    let result = if req.ids.is_empty() {
+        let filter = Compiled::new(req.filter.unwrap_or_default())?;
+        if filter.is_unfiltered() && !req.all {
+            return Err(bad_request(
+                "name the dead letters (`ids`), give a `filter`, or set `all: true`",
+            ));
+        }
+        done.by_filter(&filter).await
+    } else {
         let mut ids = req
             .ids
             .iter()
@@ -473,26 +503,42 @@ async fn redrive(
             .collect::<Result<Vec<u64>, Problem>>()?;
         ids.sort_unstable();
         ids.dedup();
+        let mut selected = Vec::with_capacity(ids.len());
         for id in ids {
             selected.push((
                 records::deadletter_key(&broker, id),
                 find(&state, &broker, id).await?,
             ));
         }
-    } else {
-        let filter = Compiled::new(req.filter.unwrap_or_default())?;
-        if filter.is_unfiltered() && !req.all {
-            return Err(bad_request(
-                "name the dead letters (`ids`), give a `filter`, or set `all: true`",
-            ));
-        }
-        selected = select(&state, &broker, &filter, None, usize::MAX).await?.0;
+        done.listed(selected).await
+    };
+    if done.audit.count > 0 {
+        done.audit.log();
     }
-    // Every dead letter is checked before any is redriven: its trigger must still run, and a
-    // `uri` must be where that trigger delivers or under an allowed prefix.
-    let mut checked = Vec::with_capacity(selected.len());
-    for (key, d) in selected {
-        let Some(t) = state.triggers.get(&broker, &d.trigger) else {
+    result?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "redriven": done.audit.count }),
+    ))
+}
+
+/// A redrive under way: where it sends, and its audit entry, put again with each chunk
+/// written under one key with the count so far.
+struct Redriving<'a> {
+    state: &'a ApiState,
+    broker: &'a str,
+    uri: Option<&'a url::Url>,
+    /// The `uri` as the caller wrote it, which the retries carry.
+    uri_text: Option<String>,
+    audit: AuditEntry,
+    key: Vec<u8>,
+}
+
+impl Redriving<'_> {
+    /// The trigger that takes dead letter `d` again: it must still run, and a `uri` must be
+    /// where it delivers or under an allowed prefix.
+    fn check(&self, d: &DeadLetter) -> Result<Arc<EmbeddedSource>, Problem> {
+        let Some(t) = self.state.triggers.get(self.broker, &d.trigger) else {
             return Err(Problem::new(
                 StatusCode::CONFLICT,
                 "urn:switchyard:problem:no-trigger",
@@ -503,51 +549,110 @@ async fn redrive(
                 ),
             ));
         };
-        if let Some(uri) = &uri
+        if let Some(uri) = self.uri
             && !t
                 .trigger()
                 .destination_urls()
                 .any(|u| url::Url::parse(u).is_ok_and(|u| u == *uri))
-            && !state.redrive_allow.iter().any(|p| under(uri, p))
+            && !self.state.redrive_allow.iter().any(|p| under(uri, p))
         {
             return Err(Problem::forbidden(format!(
                 "a redrive may send only where the dead letter's trigger `{}` delivers (its subscriber or dead-letter sink) or under a URL `serve --redrive-allow-uri` gives; `{uri}` is neither",
                 d.trigger
             )));
         }
-        checked.push((key, d, t));
+        Ok(t)
     }
-    let mut audit = AuditEntry::now(who(&caller), "redrive", (&ns, &b), selection, checked.len());
-    audit.uri = req.uri.clone();
-    let mut op = Some(audit.op());
-    let mut redriven = 0usize;
-    for (key, d, t) in checked {
-        let entry = RetryEntry {
-            offset: d.offset,
-            event: d.event.clone(),
-            attempts: Vec::new(),
-            uri: req.uri.clone(),
-        };
-        let mut ops = vec![WriteOp::Put {
-            table: Table::Retries,
-            key: records::retry_key(t.retry_prefix(), records::now_ms(), records::new_id()),
-            value: serde_json::to_vec(&entry).unwrap_or_default(),
-        }];
-        ops.extend(removal(&broker, d.id, key));
-        let first = op.take();
-        let audited = first.is_some();
-        ops.extend(first);
-        state.log.write(ops).await.map_err(storage)?;
-        if audited {
-            audit.log();
+
+    /// Dead letters named by id: all checked, then redriven a chunk per write.
+    async fn listed(&mut self, selected: Vec<(Vec<u8>, DeadLetter)>) -> Result<(), Problem> {
+        let mut checked = Vec::with_capacity(selected.len());
+        for (key, d) in selected {
+            let t = self.check(&d)?;
+            checked.push((key, d, t));
         }
-        t.retry_scheduled();
-        redriven += 1;
+        let mut checked = checked.into_iter().peekable();
+        while checked.peek().is_some() {
+            let chunk: Vec<_> = checked.by_ref().take(CHUNK).collect();
+            self.write(chunk).await?;
+        }
+        Ok(())
     }
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "redriven": redriven }),
-    ))
+
+    /// Every dead letter `filter` selects, a chunk in memory at a time: all checked first (a
+    /// first pass), then redriven up to the last one checked (a second pass; one that came
+    /// after the first pass waits for another redrive).
+    async fn by_filter(&mut self, filter: &Compiled) -> Result<(), Problem> {
+        let (state, broker) = (self.state, self.broker);
+        let mut after = None;
+        loop {
+            let (items, more) = select(state, broker, filter, after, CHUNK).await?;
+            let Some((_, last)) = items.last() else { break };
+            after = Some(last.id);
+            for (_, d) in &items {
+                self.check(d)?;
+            }
+            if !more {
+                break;
+            }
+        }
+        let Some(last) = after else {
+            return Ok(());
+        };
+        let mut from = None;
+        loop {
+            let (items, more) = select(state, broker, filter, from, CHUNK).await?;
+            let items: Vec<_> = items.into_iter().filter(|(_, d)| d.id <= last).collect();
+            let Some((_, end)) = items.last() else { break };
+            from = Some(end.id);
+            // Checked again: a reload may have removed a trigger since the first pass (then
+            // the redrive stops there with a 409, and the audit entry says how many went).
+            let mut chunk = Vec::with_capacity(items.len());
+            for (key, d) in items {
+                let t = self.check(&d)?;
+                chunk.push((key, d, t));
+            }
+            self.write(chunk).await?;
+            if !more || from >= Some(last) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedules each dead letter of `chunk` as a retry of its trigger and removes it, with
+    /// the audit entry, in one write.
+    async fn write(
+        &mut self,
+        chunk: Vec<(Vec<u8>, DeadLetter, Arc<EmbeddedSource>)>,
+    ) -> Result<(), Problem> {
+        let uri = self.uri_text.clone();
+        let mut ops = Vec::with_capacity(chunk.len() * 3 + 1);
+        for (key, d, t) in &chunk {
+            let entry = RetryEntry {
+                offset: d.offset,
+                event: d.event.clone(),
+                attempts: Vec::new(),
+                uri: uri.clone(),
+            };
+            ops.push(WriteOp::Put {
+                table: Table::Retries,
+                key: records::retry_key(t.retry_prefix(), records::now_ms(), records::new_id()),
+                value: serde_json::to_vec(&entry).unwrap_or_default(),
+            });
+            ops.extend(removal(self.broker, d.id, key.clone()));
+        }
+        self.audit.count += chunk.len();
+        ops.push(self.audit.op_at(self.key.clone()));
+        if let Err(e) = self.state.log.write(ops).await {
+            self.audit.count -= chunk.len();
+            return Err(storage(e));
+        }
+        for (_, _, t) in &chunk {
+            t.retry_scheduled();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
