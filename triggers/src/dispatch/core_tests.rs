@@ -267,6 +267,40 @@ async fn an_ordered_trigger_retries_in_place_and_holds_only_its_key() {
     core.abort();
 }
 
+/// An ordered trigger gives a task only to as many keys as it may have deliveries in flight:
+/// with every delivery stalled, 500 events of 500 distinct keys are not all taken from the
+/// source (each would become a task waiting for a slot); at most `maxInFlight` are, and the
+/// one the loop holds while it waits for a slot.
+#[tokio::test]
+async fn an_ordered_trigger_takes_new_keys_only_as_slots_free() {
+    let (url, _) = sink().await;
+    let t = trigger(&url, "ordering: ordered, maxInFlight: 2");
+    let source = Arc::new(FakeSource::default());
+    let core = tokio::spawn(deliver::dispatch_loop(
+        t,
+        Arc::clone(&source),
+        never_stopped(),
+    ));
+    for p in 0..500u64 {
+        let mut w = work(p, "slow");
+        let mut event = (*w.event).clone();
+        event
+            .extensions
+            .insert("partitionkey".into(), ExtValue::String(format!("k{p}")));
+        w.event = Arc::new(event);
+        source.push(w);
+    }
+    // The first two deliveries take 300 ms; meanwhile the loop takes one more and waits.
+    let first = source.settled(2).await;
+    assert_eq!(first.len(), 2);
+    assert!(
+        lock(&source.work).len() >= 500 - 2 - 1 - 2,
+        "{} taken while two were in flight",
+        500 - lock(&source.work).len()
+    );
+    core.abort();
+}
+
 /// Draining (a reload stops or changes the trigger): the loop takes no more work, lets the
 /// attempt in flight finish and settle, and returns.
 #[tokio::test]

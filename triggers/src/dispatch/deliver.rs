@@ -174,29 +174,28 @@ impl<T> Keys<T> {
     }
 }
 
-/// Delivers `work` and then whatever waits behind its `key`, one at a time, each within the
-/// trigger's bound on deliveries in flight (which holds across keys). A draining trigger
-/// finishes what it has taken this way: leaving an event of one key unsettled would make the
-/// next run send again the later events of other keys, already delivered.
+/// Delivers `work` and then whatever waits behind its `key`, one at a time, holding one of
+/// the trigger's slots for deliveries in flight (`permit`) the whole time: so at most
+/// `maxInFlight` keys have a task, however many distinct keys arrive, and a key with nothing
+/// waiting costs nothing. A draining trigger finishes what it has taken this way: leaving an
+/// event of one key unsettled would make the next run send again the later events of other
+/// keys, already delivered.
 async fn deliver_key<S: DeliverySource>(
     t: Arc<TriggerRuntime>,
     source: Arc<S>,
     keys: Arc<Keys<S::Ticket>>,
     key: String,
     mut work: Work<S::Ticket>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     loop {
-        {
-            let Ok(_permit) = t.slots.acquire().await else {
-                return;
-            };
-            deliver_in_order(&t, &*source, work).await;
-        }
+        deliver_in_order(&t, &*source, work).await;
         match keys.next_for(&key) {
             Some(next) => work = next,
-            None => return,
+            None => break,
         }
     }
+    drop(permit);
 }
 
 /// Resolves once `stop` is true (never, if its sender is gone without saying so).
@@ -247,8 +246,13 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
         if t.config.ordered && work.first {
             let key = partition_key(&work.event);
             if let Some(work) = keys.park_or_claim(&key, work) {
+                // A new busy key waits for a slot before it gets a task (events behind it are
+                // parked meanwhile, within HOT_QUEUE).
+                let Ok(permit) = Arc::clone(&t.slots).acquire_owned().await else {
+                    return;
+                };
                 let (t, source, keys) = (Arc::clone(&t), Arc::clone(&source), Arc::clone(&keys));
-                deliveries.spawn(deliver_key(t, source, keys, key, work));
+                deliveries.spawn(deliver_key(t, source, keys, key, work, permit));
             }
             continue;
         }
