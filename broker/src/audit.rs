@@ -133,8 +133,9 @@ pub(crate) async fn list(
     let from = key_prefix(&namespace);
     let mut to = namespace.as_bytes().to_vec();
     to.push(1);
+    // The newest `limit`, read without the older ones.
     let rows = blocking(&app.log, move |log| {
-        log.scan(Table::Audit, &from, &to, usize::MAX)
+        log.scan_last(Table::Audit, &from, &to, limit)
     })
     .await
     .map_err(|e| {
@@ -145,10 +146,8 @@ pub(crate) async fn list(
             e.to_string(),
         )
     })?;
-    let skip = rows.len().saturating_sub(limit);
     let items: Vec<AuditEntry> = rows
         .into_iter()
-        .skip(skip)
         .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
         .collect();
     let body = serde_json::to_vec(&serde_json::json!({ "items": items })).unwrap_or_default();

@@ -201,6 +201,20 @@ pub trait EventLog: Send + Sync + 'static {
         max: usize,
     ) -> Result<Vec<SideRecord>, LogError>;
 
+    /// The last `max` records of a side table with `from <= key < to`, in key order (the
+    /// newest of a time-ordered table, read without the older ones).
+    fn scan_last(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<SideRecord>, LogError> {
+        let mut all = self.scan(table, from, to, usize::MAX)?;
+        let older = all.len().saturating_sub(max);
+        Ok(all.split_off(older))
+    }
+
     /// Every consumer of a broker with its committed offset.
     fn consumers(&self, broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError>;
 

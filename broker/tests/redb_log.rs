@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_broker::clock::Clock;
-use switchyard_broker::log::{EventLog, LogError, RetentionPolicy};
+use switchyard_broker::log::{EventLog, LogError, RetentionPolicy, Table, WriteOp};
 use switchyard_broker::redb_log::{RedbLog, RedbOptions};
 
 const B: &str = "default/default";
@@ -229,4 +229,27 @@ async fn the_write_queue_is_bounded_by_bytes_not_only_by_requests() {
     assert_eq!(log.stats(B).unwrap().next, stored);
     // Once the queue is empty again, one request larger than the cap is taken.
     log.append(B, events(1, 2 << 20)).await.unwrap();
+}
+
+#[tokio::test]
+async fn scan_last_reads_the_newest_records_of_a_range_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), &clock_at(T0));
+    let ops = (0u8..10)
+        .map(|i| WriteOp::Put {
+            table: Table::Audit,
+            key: vec![b'n', 0, i],
+            value: vec![i],
+        })
+        .collect();
+    log.write(ops).await.unwrap();
+    let last = log.scan_last(Table::Audit, b"n\0", b"n\x01", 3).unwrap();
+    let values: Vec<u8> = last.iter().map(|(_, v)| v[0]).collect();
+    assert_eq!(values, [7, 8, 9]);
+    assert_eq!(
+        log.scan_last(Table::Audit, b"n\0", b"n\x01", 100)
+            .unwrap()
+            .len(),
+        10
+    );
 }

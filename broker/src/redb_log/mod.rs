@@ -553,6 +553,24 @@ impl EventLog for RedbLog {
         Ok(out)
     }
 
+    fn scan_last(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<SideRecord>, LogError> {
+        let txn = self.shared.db()?.begin_read().map_err(storage)?;
+        let t = txn.open_table(side_table(table)).map_err(storage)?;
+        let mut out = Vec::new();
+        for item in t.range(from..to).map_err(storage)?.rev().take(max) {
+            let (k, v) = item.map_err(storage)?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     fn consumers(&self, broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError> {
         let prefix = format!("{broker}#");
         let mut found: std::collections::BTreeMap<String, u64> = Default::default();
