@@ -487,3 +487,88 @@ fn display_prints_each_event_it_receives_and_refuses_what_is_not_one() {
     let _ = display.kill();
     let _ = display.wait();
 }
+
+/// A scan that finds nothing to send still sends: an empty line every 10,000 records or
+/// 250 ms (which `switchyard tail` skips), so the scan yields and a client that left is
+/// noticed at the next write instead of after the whole scan.
+#[tokio::test]
+async fn a_long_scan_that_finds_nothing_keeps_its_stream_alive() {
+    let sy = common::Switchyard::start(common::TWO_BROKERS);
+    for chunk in 0..25 {
+        let batch: Vec<serde_json::Value> = (0..1000)
+            .map(|i| {
+                serde_json::json!({"specversion": "1.0", "id": format!("e{chunk}-{i}"), "source": "/t", "type": "t"})
+            })
+            .collect();
+        let resp = common::client()
+            .post(sy.url("/default/default"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(serde_json::to_vec(&batch).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let body = common::client()
+        .get(sy.url(
+            "/api/v1/namespaces/default/brokers/default/events?from=start&follow=false&type=none",
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!body.is_empty(), "a scan of 25,000 records sent nothing");
+    assert!(body.chars().all(|c| c == '\n'), "{body:?}");
+    // The CLI shows nothing for them.
+    let out = tail(&[
+        "--server",
+        &sy.base,
+        "--from-beginning",
+        "--no-follow",
+        "--type",
+        "none",
+    ])
+    .wait_with_output()
+    .unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A following stream ends when the server shuts down, so it does not hold the shutdown
+/// for the grace period (30 s) that cuts off requests in flight.
+#[tokio::test]
+async fn a_following_stream_ends_at_shutdown() {
+    let mut sy = common::Switchyard::start(common::TWO_BROKERS);
+    let mut stream = common::client()
+        .get(sy.url("/api/v1/namespaces/default/brokers/default/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let asked = std::time::Instant::now();
+    let stopping = tokio::task::spawn_blocking(move || sy.stop());
+    // The stream ends (or breaks off) rather than waiting for events that will not come.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(c)) if c.iter().all(|b| *b == b'\n') => continue,
+                other => break other.map(|c| c.is_none()).unwrap_or(true),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ended);
+    stopping.await.unwrap();
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(15),
+        "the shutdown waited {:?} for the stream",
+        asked.elapsed()
+    );
+}

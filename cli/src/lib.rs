@@ -106,11 +106,13 @@ async fn serve(
             .collect(),
     ));
     let (requests, requested) = reload::requests();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let api = switchyard_triggers::api::routes(server.log(), dispatcher.running(), redrive_allow)
         .merge(sources.routes.clone())
         .merge(switchyard_triggers::tail::routes(
             server.log(),
             Arc::clone(&brokers),
+            stopped.clone(),
         ))
         .merge(reload::routes(requests));
     tracing::info!(
@@ -131,7 +133,6 @@ async fn serve(
         incomplete: false,
     };
     running.report(None);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(reload::watch(running, watched, requested, stopped));
     ready(addr);
     server

@@ -118,6 +118,10 @@ pub async fn run(args: TailArgs) -> Result<()> {
             let rest = pending.split_off(at + 1);
             let text = String::from_utf8_lossy(&pending[..at]).into_owned();
             pending = rest;
+            if text.trim().is_empty() {
+                // The server keeps a quiet stream alive with empty lines.
+                continue;
+            }
             let out = match args.output {
                 TailOutput::Json => format!("{text}\n"),
                 TailOutput::Line => line(&text),

@@ -22,6 +22,16 @@ use crate::cesql::Expression;
 
 /// How often a following stream looks for new events.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// The most records one step of a scan reads without finding one to send; then the stream
+/// sends an empty line and goes on (see [`KEEP_ALIVE`]).
+const SCAN_STEP_RECORDS: usize = 10_000;
+/// The longest one step of a scan runs without finding a record to send.
+const SCAN_STEP_TIME: Duration = Duration::from_millis(250);
+/// How long a stream stays silent at most: then it sends an empty line. Writing is how a
+/// server learns that its client went away, so a scan that finds nothing, or a follower
+/// waiting for new events, ends within this long of its client leaving instead of scanning
+/// or polling for nobody. Clients skip empty lines.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// What a request asks for.
 #[derive(Debug, Default, Deserialize)]
@@ -63,17 +73,23 @@ struct TailState {
     log: Arc<dyn EventLog>,
     /// The configured brokers, `namespace/name`.
     brokers: Brokers,
+    /// Turns true when the server shuts down: every stream ends.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The route, to merge into the server's router; `brokers` are the configured ones
-/// (`namespace/name`), others get 404.
-pub fn routes(log: Arc<dyn EventLog>, brokers: Brokers) -> Router {
+/// (`namespace/name`), others get 404. Every stream ends once `stop` turns true.
+pub fn routes(
+    log: Arc<dyn EventLog>,
+    brokers: Brokers,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Router {
     Router::new()
         .route(
             "/api/v1/namespaces/{namespace}/brokers/{broker}/events",
             get(tail),
         )
-        .with_state(Arc::new(TailState { log, brokers }))
+        .with_state(Arc::new(TailState { log, brokers, stop }))
 }
 
 fn bad(detail: String) -> Problem {
@@ -92,14 +108,29 @@ struct Cursor {
     left: u64,
     follow: bool,
     selection: Selection,
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// When the stream last sent something.
+    sent: tokio::time::Instant,
 }
 
 impl Cursor {
-    /// The next chunk of lines, or `None` when the stream is over.
+    /// The next chunk of lines (or an empty line to keep the stream alive), or `None` when
+    /// the stream is over.
     async fn chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        let item = self.lines().await;
+        self.sent = tokio::time::Instant::now();
+        item
+    }
+
+    async fn lines(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        let step = tokio::time::Instant::now();
+        let mut scanned = 0usize;
         loop {
-            if self.left == 0 {
+            if self.left == 0 || *self.stop.borrow() {
                 return None;
+            }
+            if scanned >= SCAN_STEP_RECORDS || step.elapsed() >= SCAN_STEP_TIME {
+                return Some(Ok(Bytes::from_static(b"\n")));
             }
             let (broker, next) = (self.broker.clone(), self.next);
             let read = blocking(&self.log, move |log| log.read(&broker, next, 256)).await;
@@ -116,9 +147,16 @@ impl Cursor {
                 if let Ok(stats) = blocking(&self.log, move |log| log.stats(&broker)).await {
                     self.next = self.next.max(stats.first);
                 }
-                tokio::time::sleep(POLL_INTERVAL).await;
+                if self.sent.elapsed() >= KEEP_ALIVE {
+                    return Some(Ok(Bytes::from_static(b"\n")));
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(POLL_INTERVAL) => {}
+                    Ok(()) = self.stop.changed() => {}
+                }
                 continue;
             }
+            scanned += records.len();
             let mut out = Vec::new();
             for r in &records {
                 self.next = r.offset + 1;
@@ -188,6 +226,8 @@ async fn tail(
             source: q.source,
             filter,
         },
+        stop: state.stop.clone(),
+        sent: tokio::time::Instant::now(),
     };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         c.chunk().await.map(|item| (item, c))
