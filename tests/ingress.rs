@@ -684,3 +684,29 @@ for path, body in [("/default/default", lambda: big), ("/nope/nope", lambda: big
     assert_eq!(answers.lines().collect::<Vec<_>>(), expected);
     assert!(sy.stored("default/default").is_empty());
 }
+
+/// `data` is kept as the producer sent it and scanned without recursion: 100,000 levels of
+/// nesting are stored byte for byte (only the body size bounds them), and the server stays up.
+#[tokio::test]
+async fn deeply_nested_data_is_stored_without_recursion() {
+    let mut sy = Switchyard::start(TWO_BROKERS);
+    let depth = 100_000;
+    let data = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let body =
+        format!(r#"{{"specversion":"1.0","id":"deep","source":"/s","type":"t","data":{data}}}"#);
+    let resp = client()
+        .post(sy.url(DEFAULT))
+        .header("content-type", "application/cloudevents+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let stored = sy.stored("default/default");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].1.data,
+        Data::Json(data.into_boxed_str()),
+        "stored as sent"
+    );
+}
