@@ -19,6 +19,8 @@ use crate::records::{self, DeadLetter, RetryEntry};
 
 /// The most records one page holds.
 pub const MAX_PAGE: usize = 1000;
+/// The largest redrive request body (axum's default for a buffered body).
+const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 /// Dead letters a purge or redrive of a filter (or of all) holds in memory at once: it works
 /// through the store in chunks of this many, each one write.
 const CHUNK: usize = 100;
@@ -446,8 +448,10 @@ async fn redrive(
     State(state): State<Arc<ApiState>>,
     Path((ns, b)): Path<(String, String)>,
     caller: CallerExt,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, Problem> {
+    // As ingress reads bodies: within 60 s (408), and at most 2 MiB (413), with problem bodies.
+    let body = switchyard_broker::ingress::read_body(body, MAX_REQUEST_BYTES).await?;
     let req: RedriveRequest = if body.is_empty() {
         RedriveRequest::default()
     } else {
