@@ -879,6 +879,42 @@ async fn redrive_and_purge_of_all_go_through_many_dead_letters_in_chunks() {
     );
 }
 
+/// A slow dead-letter sink gets at most 16 sends of a trigger at once; the rest wait (holding
+/// only their ids) and all arrive.
+#[tokio::test]
+async fn sends_to_a_slow_dead_letter_sink_are_bounded() {
+    let dls = Sink::start(|_, _| Answer::status(200).delay(Duration::from_secs(2))).await;
+    let refusing = Sink::start(|_, _| Answer::status(422)).await;
+    let config = broker("")
+        + &trigger(
+            "t",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 0, deadLetterSink: {{uri: '{}'}}}}",
+                refusing.url, dls.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    let batch: Vec<serde_json::Value> = (0..40)
+        .map(|i| serde_json::json!({"specversion": "1.0", "id": format!("d{i}"), "source": "/tests", "type": "t"}))
+        .collect();
+    let resp = client()
+        .post(sy.url(BROKER))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(serde_json::to_vec(&batch).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    dls.wait_for(16, WAIT).await;
+    // None of the first sixteen is answered for 2 s: no seventeenth starts meanwhile.
+    dls.assert_stays_at(16, Duration::from_millis(1000)).await;
+    dls.wait_for(40, Duration::from_secs(60)).await;
+    let mut ids = dls.ids();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+}
+
 #[tokio::test]
 async fn dead_letters_can_be_listed_shown_redriven_and_purged() {
     let (sink, healthy) = Sink::switchable(Answer::status(500).body("down")).await;

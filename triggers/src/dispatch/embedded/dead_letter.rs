@@ -40,14 +40,61 @@ impl EmbeddedSource {
     }
 
     /// Sends `letter` to the `deadLetterSink` in a side task (see [`DeadLetterSender::send`]).
+    /// At most [`DLS_CONCURRENCY`] sends of a trigger are under way; the others wait holding
+    /// only the dead letter's id, and read it back from the store when their turn comes (one
+    /// redriven or purged meanwhile is not sent), so a flood of dead letters to a slow sink
+    /// costs a small task each, not its event in memory.
     pub(super) fn send_to_dead_letter_sink(&self, letter: DeadLetter) {
         if let Some(sender) = self.dead_letter_sender() {
-            self.spawn_side_task(async move { sender.send(&letter).await });
+            let slots = Arc::clone(&self.dls_slots);
+            let id = letter.id;
+            drop(letter);
+            self.spawn_side_task(async move {
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
+                match sender.load(id).await {
+                    Ok(Some(letter)) => sender.send(&letter).await,
+                    Ok(None) => sender.forget(id).await,
+                    Err(e) => {
+                        tracing::warn!(trigger = %sender.trigger, id, error = %e, "cannot read a dead letter back; it goes to the dead-letter sink after a restart");
+                    }
+                }
+            });
         }
     }
 }
 
+/// Sends to one trigger's dead-letter sink under way at once.
+pub(super) const DLS_CONCURRENCY: usize = 16;
+
 impl DeadLetterSender {
+    /// Dead letter `id` as the store holds it now (`None`: redriven or purged).
+    async fn load(&self, id: u64) -> Result<Option<DeadLetter>, LogError> {
+        let key = records::deadletter_key(&self.broker, id);
+        let mut end = key.clone();
+        end.push(0);
+        let found = switchyard_broker::log::blocking(&self.log, move |log| {
+            log.scan(Table::DeadLetters, &key, &end, 1)
+        })
+        .await?;
+        Ok(found
+            .into_iter()
+            .next()
+            .and_then(|(_, v)| serde_json::from_slice(&v).ok()))
+    }
+
+    /// Stops owing dead letter `id` to the sink (it is gone from the store).
+    async fn forget(&self, id: u64) {
+        let _ = self
+            .log
+            .write(vec![WriteOp::Delete {
+                table: Table::DeadLetters,
+                key: records::dls_pending_key(&self.broker, id),
+            }])
+            .await;
+    }
+
     /// Sends a dead-lettered event to the `deadLetterSink` with the `knativeerror*`
     /// attributes, retrying as the trigger would. The dead-letter store keeps it either way.
     async fn send(&self, letter: &DeadLetter) {

@@ -116,6 +116,8 @@ pub struct EmbeddedSource {
     /// `None` once the dispatcher shut them down: a send that comes later is not started
     /// (its dead letter's marker makes the next start send it).
     side_tasks: Mutex<Option<Tasks>>,
+    /// Sends to the dead-letter sink under way at once (see `dead_letter.rs`).
+    dls_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for EmbeddedSource {
@@ -179,6 +181,7 @@ impl EmbeddedSource {
             log: Arc::clone(log),
             appender: Appender::new(Arc::clone(log), Arc::clone(event_types)),
             side_tasks: Mutex::new(Some(Tasks::new("dead-letter sinks"))),
+            dls_slots: Arc::new(tokio::sync::Semaphore::new(dead_letter::DLS_CONCURRENCY)),
         })
     }
 
