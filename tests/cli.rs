@@ -495,19 +495,12 @@ fn display_prints_each_event_it_receives_and_refuses_what_is_not_one() {
 async fn a_long_scan_that_finds_nothing_keeps_its_stream_alive() {
     let sy = common::Switchyard::start(common::TWO_BROKERS);
     for chunk in 0..25 {
-        let batch: Vec<serde_json::Value> = (0..1000)
-            .map(|i| {
-                serde_json::json!({"specversion": "1.0", "id": format!("e{chunk}-{i}"), "source": "/t", "type": "t"})
-            })
-            .collect();
-        let resp = common::client()
-            .post(sy.url("/default/default"))
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(serde_json::to_vec(&batch).unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
+        common::post_batch(
+            &sy,
+            "/default/default",
+            (0..1000).map(|i| format!("e{chunk}-{i}")),
+        )
+        .await;
     }
     let body = common::client()
         .get(sy.url(

@@ -807,19 +807,7 @@ async fn redrive_and_purge_of_all_go_through_many_dead_letters_in_chunks() {
             ),
         );
     let sy = Switchyard::start(&config);
-    let batch: Vec<serde_json::Value> = (0..N)
-        .map(|i| {
-            serde_json::json!({"specversion": "1.0", "id": format!("e{i}"), "source": "/tests", "type": "t"})
-        })
-        .collect();
-    let resp = client()
-        .post(sy.url(BROKER))
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(serde_json::to_vec(&batch).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    common::post_batch(&sy, BROKER, (0..N).map(|i| format!("e{i}"))).await;
     let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
     let dead_letters = || {
         let api = api.clone();
@@ -894,17 +882,7 @@ async fn sends_to_a_slow_dead_letter_sink_are_bounded() {
             ),
         );
     let sy = Switchyard::start(&config);
-    let batch: Vec<serde_json::Value> = (0..40)
-        .map(|i| serde_json::json!({"specversion": "1.0", "id": format!("d{i}"), "source": "/tests", "type": "t"}))
-        .collect();
-    let resp = client()
-        .post(sy.url(BROKER))
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(serde_json::to_vec(&batch).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    common::post_batch(&sy, BROKER, (0..40).map(|i| format!("d{i}"))).await;
     dls.wait_for(16, WAIT).await;
     // None of the first sixteen is answered for 2 s: no seventeenth starts meanwhile.
     dls.assert_stays_at(16, Duration::from_millis(1000)).await;

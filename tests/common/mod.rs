@@ -328,6 +328,23 @@ pub fn serve_refusal(config: &str, env: &[(&str, &str)]) -> String {
     err
 }
 
+/// Posts one batch (`application/cloudevents-batch+json`) of events with these ids, source
+/// `/tests` and type `t` to `path`, and checks it was taken (202).
+pub async fn post_batch(sy: &Switchyard, path: &str, ids: impl IntoIterator<Item = String>) {
+    let batch: Vec<serde_json::Value> = ids
+        .into_iter()
+        .map(|id| serde_json::json!({"specversion": "1.0", "id": id, "source": "/tests", "type": "t"}))
+        .collect();
+    let resp = client()
+        .post(sy.url(path))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(serde_json::to_vec(&batch).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "the batch of {}", batch.len());
+}
+
 /// A client with no connection reuse surprises and a generous timeout.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
