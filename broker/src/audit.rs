@@ -41,6 +41,15 @@ pub struct AuditEntry {
 /// Distinguishes entries written in the same millisecond.
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
+/// The time (ms since the epoch) in an audit entry's key, and the length of the key's
+/// namespace prefix (its 0 byte included): keys are `namespace 0 millis sequence`, so a
+/// namespace's entries are in time order.
+pub(crate) fn key_time(key: &[u8]) -> Option<(usize, u64)> {
+    let zero = key.iter().position(|b| *b == 0)?;
+    let millis: [u8; 8] = key.get(zero + 1..zero + 9)?.try_into().ok()?;
+    Some((zero + 1, u64::from_be_bytes(millis)))
+}
+
 fn key_prefix(namespace: &str) -> Vec<u8> {
     let mut key = namespace.as_bytes().to_vec();
     key.push(0);

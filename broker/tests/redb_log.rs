@@ -253,3 +253,41 @@ async fn scan_last_reads_the_newest_records_of_a_range_in_key_order() {
         10
     );
 }
+
+#[tokio::test]
+async fn retention_deletes_audit_entries_past_their_age_in_every_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), &clock_at(T0));
+    let day = 24 * 3600 * 1000;
+    let key = |ns: &str, millis: u64, seq: u64| {
+        let mut k = ns.as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(&millis.to_be_bytes());
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    };
+    let entries = [
+        ("a", T0 - 100 * day, 1),
+        ("a", T0 - 100 * day, 2),
+        ("a", T0 - day, 3),
+        ("b", T0 - 95 * day, 4),
+        ("b", T0 - 2 * day, 5),
+    ];
+    let ops = entries
+        .iter()
+        .map(|(ns, t, seq)| WriteOp::Put {
+            table: Table::Audit,
+            key: key(ns, *t, *seq),
+            value: seq.to_be_bytes().to_vec(),
+        })
+        .collect();
+    log.write(ops).await.unwrap();
+    log.run_retention().await.unwrap();
+    let left: Vec<u64> = log
+        .scan(Table::Audit, b"", b"\xff", 100)
+        .unwrap()
+        .iter()
+        .map(|(_, v)| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
+        .collect();
+    assert_eq!(left, [3, 5], "the default keeps 90 days");
+}

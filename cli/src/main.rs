@@ -72,6 +72,9 @@ enum Command {
         /// kept-alive connection may sit idle between requests.
         #[arg(long, default_value_t = ConnectionLimits::default().header_read_timeout.as_millis() as u64)]
         header_read_timeout_ms: u64,
+        /// How long audit entries are kept, in days (0: for ever).
+        #[arg(long, default_value_t = 90)]
+        audit_max_age_days: u64,
         /// Free space to keep on the data directory's disk: below it, events are refused
         /// with 507 and `/readyz` is 503, while delivery goes on (0: no reserve).
         #[arg(long, default_value_t = RedbOptions::default().min_free_disk_bytes)]
@@ -218,6 +221,7 @@ fn run(cli: Cli) -> Result<()> {
             cache_size_bytes,
             queue_capacity,
             queue_max_bytes,
+            audit_max_age_days,
             max_connections,
             header_read_timeout_ms,
             min_free_disk_bytes,
@@ -249,6 +253,8 @@ fn run(cli: Cli) -> Result<()> {
                     queue_capacity,
                     queue_max_bytes,
                     min_free_disk_bytes,
+                    audit_max_age: (audit_max_age_days > 0)
+                        .then(|| Duration::from_secs(audit_max_age_days.saturating_mul(24 * 3600))),
                     fsync: !no_fsync,
                     ..RedbOptions::default()
                 },

@@ -108,6 +108,8 @@ pub struct RedbOptions {
     pub retention_chunk: usize,
     /// Source of arrival times and of "now" for retention.
     pub clock: Clock,
+    /// How long audit entries are kept (retention deletes older ones); `None`: for ever.
+    pub audit_max_age: Option<Duration>,
     /// Free space the data directory's file system must keep: while less is free, appends
     /// are refused with [`LogError::DiskFull`] and `/readyz` says why, while cursor, retry
     /// and dead-letter writes still go through (delivery goes on; a purge frees space), as
@@ -126,6 +128,7 @@ impl Default for RedbOptions {
             retention_interval: Duration::from_secs(5),
             retention_chunk: 10_000,
             clock: Clock::System,
+            audit_max_age: Some(Duration::from_secs(90 * 24 * 3600)),
             min_free_disk_bytes: 64 * 1024 * 1024,
         }
     }

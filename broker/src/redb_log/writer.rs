@@ -581,9 +581,56 @@ impl Writer {
                 tracing::debug!(broker = %broker, deleted, "retention deleted events");
             }
         }
+        if let Some(max_age) = self.options.audit_max_age {
+            let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+            let pruned = prune_audit(&txn, cutoff, self.options.retention_chunk)?;
+            if pruned > 0 {
+                tracing::debug!(pruned, "retention deleted old audit entries");
+            }
+        }
         let committed = txn.commit().map_err(storage);
         self.cursors_settled(committed.is_ok());
         committed?;
         Ok(total)
     }
+}
+
+/// Deletes up to `max` audit entries older than `cutoff_ms`, oldest first in each namespace
+/// (a namespace's keys are in time order, so each is left at its first entry to keep).
+fn prune_audit(
+    txn: &redb::WriteTransaction,
+    cutoff_ms: u64,
+    max: usize,
+) -> Result<usize, LogError> {
+    let mut table = txn.open_table(AUDIT).map_err(storage)?;
+    let mut doomed: Vec<Vec<u8>> = Vec::new();
+    let mut from: Vec<u8> = Vec::new();
+    while doomed.len() < max {
+        let key = match table.range(from.as_slice()..).map_err(storage)?.next() {
+            Some(item) => item.map_err(storage)?.0.value().to_vec(),
+            None => break,
+        };
+        match crate::audit::key_time(&key) {
+            Some((_, millis)) if millis < cutoff_ms => {
+                from = key.clone();
+                from.push(0);
+                doomed.push(key);
+            }
+            // Young enough: the rest of this namespace is too; on to the next one.
+            Some((prefix, _)) => {
+                from = key[..prefix].to_vec();
+                if let Some(zero) = from.last_mut() {
+                    *zero = 1;
+                }
+            }
+            None => {
+                from = key;
+                from.push(0);
+            }
+        }
+    }
+    for key in &doomed {
+        table.remove(key.as_slice()).map_err(storage)?;
+    }
+    Ok(doomed.len())
 }
