@@ -321,6 +321,34 @@ impl RedbLog {
 }
 
 impl RedbLog {
+    /// Up to `max` records of a side table in `range`, in key order: the first ones, or the
+    /// `last` ones (read newest first, without the older ones).
+    fn side_records(
+        &self,
+        table: Table,
+        range: std::ops::Range<&[u8]>,
+        max: usize,
+        last: bool,
+    ) -> Result<Vec<SideRecord>, LogError> {
+        let txn = self.shared.db()?.begin_read().map_err(storage)?;
+        let t = txn.open_table(side_table(table)).map_err(storage)?;
+        let items = t.range(range).map_err(storage)?;
+        let items: Box<dyn Iterator<Item = _>> = if last {
+            Box::new(items.rev())
+        } else {
+            Box::new(items)
+        };
+        let mut out = Vec::new();
+        for item in items.take(max) {
+            let (k, v) = item.map_err(storage)?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        if last {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
     /// Queues an append for the writer; `reserved` lets it use the free-space reserve.
     fn request(
         &self,
@@ -546,14 +574,7 @@ impl EventLog for RedbLog {
         to: &[u8],
         max: usize,
     ) -> Result<Vec<SideRecord>, LogError> {
-        let txn = self.shared.db()?.begin_read().map_err(storage)?;
-        let t = txn.open_table(side_table(table)).map_err(storage)?;
-        let mut out = Vec::new();
-        for item in t.range(from..to).map_err(storage)?.take(max) {
-            let (k, v) = item.map_err(storage)?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.side_records(table, from..to, max, false)
     }
 
     fn scan_last(
@@ -563,15 +584,7 @@ impl EventLog for RedbLog {
         to: &[u8],
         max: usize,
     ) -> Result<Vec<SideRecord>, LogError> {
-        let txn = self.shared.db()?.begin_read().map_err(storage)?;
-        let t = txn.open_table(side_table(table)).map_err(storage)?;
-        let mut out = Vec::new();
-        for item in t.range(from..to).map_err(storage)?.rev().take(max) {
-            let (k, v) = item.map_err(storage)?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        out.reverse();
-        Ok(out)
+        self.side_records(table, from..to, max, true)
     }
 
     fn consumers(&self, broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError> {
