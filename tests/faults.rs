@@ -410,3 +410,31 @@ async fn past_the_connection_cap_new_connections_wait_for_a_free_slot() {
         .unwrap();
     assert_eq!(status, 200);
 }
+
+/// Limits that would leave the server unable to serve are refused at start, in one line.
+#[test]
+fn connection_limits_that_cannot_serve_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), common::TWO_BROKERS).unwrap();
+    for args in [
+        ["--header-read-timeout-ms", "0"],
+        ["--max-connections", "0"],
+    ] {
+        let out = Command::new(common::bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(dir.path().join("config.yaml"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("--header-read-timeout-ms must be at least 100"),
+            "{err}"
+        );
+    }
+}

@@ -208,14 +208,19 @@ pub async fn broker_endpoint(
     response
 }
 
-fn count_events(namespace: &str, name: &str, types: &[String], status: StatusCode) {
-    let broker = format!("{namespace}/{name}");
+/// Counts a request's events at `broker` (its id, `namespace/name`).
+fn count_events(
+    broker: &BrokerState,
+    (namespace, name): (&str, &str),
+    types: &[String],
+    status: StatusCode,
+) {
     for ty in types {
         metrics::counter!(
             m::EVENT_COUNT,
             "namespace_name" => namespace.to_owned(),
             "broker_name" => name.to_owned(),
-            "event_type" => m::event_type_label(&broker, ty, status.is_success()),
+            "event_type" => m::event_type_label(&broker.id, ty, status.is_success()),
             "response_code" => status.as_str().to_owned()
         )
         .increment(1);
@@ -232,9 +237,9 @@ async fn ingest(
 ) -> Result<Response, Problem> {
     let reject = |p: Problem, types: &[String]| {
         if types.is_empty() {
-            count_events(namespace, name, &[String::new()], p.status());
+            count_events(broker, (namespace, name), &[String::new()], p.status());
         } else {
-            count_events(namespace, name, types, p.status());
+            count_events(broker, (namespace, name), types, p.status());
         }
         p
     };
@@ -295,7 +300,7 @@ async fn ingest(
             metrics::histogram!(m::INGRESS_APPEND_SECONDS)
                 .record(appending.elapsed().as_secs_f64());
             appender.recorded(stored).await;
-            count_events(namespace, name, &types, StatusCode::ACCEPTED);
+            count_events(broker, (namespace, name), &types, StatusCode::ACCEPTED);
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Err(LogError::Overloaded) => Err(reject(

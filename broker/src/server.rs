@@ -219,6 +219,15 @@ impl Server {
                 options.max_body_bytes
             )));
         }
+        if options.connections.header_read_timeout < Duration::from_millis(100)
+            || options.connections.max_connections == 0
+        {
+            return Err(ServeError::Setting(format!(
+                "--header-read-timeout-ms must be at least 100 and --max-connections at least 1, not {} and {}",
+                options.connections.header_read_timeout.as_millis(),
+                options.connections.max_connections
+            )));
+        }
         let metrics = m::install();
         let on_commit: OnCommit = Box::new(|c: &CommitReport<'_>| {
             metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(c.events as f64);
