@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
+use switchyard_broker::ingress::read_body;
 use switchyard_broker::problem::Problem;
 
 pub use switchyard_broker::clock::{Clock, TEST_CLOCK_ENV};
@@ -25,7 +26,12 @@ async fn show(State(clock): State<Clock>) -> Response {
     axum::Json(serde_json::json!({ "now": clock.now().to_rfc3339() })).into_response()
 }
 
-async fn set(State(clock): State<Clock>, body: axum::body::Bytes) -> Response {
+async fn set(State(clock): State<Clock>, body: axum::body::Body) -> Response {
+    // Read as every other body is: bounded in size and time.
+    let body = match read_body(body, 4096).await {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
     let bad = |detail: String| {
         Problem::new(
             StatusCode::BAD_REQUEST,
