@@ -198,6 +198,8 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a terminal: a log file or a journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // A panic is a bug, but it is logged as one line like every other error (a library's
     // panic on a damaged store file is caught and reported by the caller); the standard
