@@ -867,8 +867,8 @@ async fn redrive_and_purge_of_all_go_through_many_dead_letters_in_chunks() {
     );
 }
 
-/// A slow dead-letter sink gets at most 16 sends of a trigger at once; the rest wait (holding
-/// only their ids) and all arrive.
+/// A slow dead-letter sink gets at most 16 sends of a trigger at once; the rest wait in the
+/// store and all arrive.
 #[tokio::test]
 async fn sends_to_a_slow_dead_letter_sink_are_bounded() {
     let dls = Sink::start(|_, _| Answer::status(200).delay(Duration::from_secs(2))).await;
@@ -891,6 +891,34 @@ async fn sends_to_a_slow_dead_letter_sink_are_bounded() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 40);
+}
+
+/// Dead letters of one trigger are written concurrently and commit in any order: a burst of
+/// them all reaches the dead-letter sink without a restart, and all are in the store.
+#[tokio::test]
+async fn a_burst_of_dead_letters_all_reaches_the_dead_letter_sink() {
+    let dls = Sink::ok().await;
+    let refusing = Sink::start(|_, _| Answer::status(422)).await;
+    let config = broker("")
+        + &trigger(
+            "t",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 0, deadLetterSink: {{uri: '{}'}}}}",
+                refusing.url, dls.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    for round in 0..5 {
+        common::post_batch(&sy, BROKER, (0..100).map(|i| format!("b{round}-{i}"))).await;
+    }
+    dls.wait_for(500, WAIT).await;
+    let mut ids = dls.ids();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 500);
+    let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters?limit=1000");
+    let list = common::get_json(&api).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 500);
 }
 
 #[tokio::test]

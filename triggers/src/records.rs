@@ -233,18 +233,26 @@ pub fn to_value(record: &impl Serialize) -> Result<Vec<u8>, switchyard_broker::l
     })
 }
 
+/// The last id [`new_id`] handed out.
+static LAST_ID: AtomicU64 = AtomicU64::new(0);
+
 /// Ids that sort by time and are unique within the process (ms << 16 | counter).
 pub fn new_id() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
     let candidate = now_ms() << 16;
-    let mut prev = LAST.load(Ordering::Relaxed);
+    let mut prev = LAST_ID.load(Ordering::Relaxed);
     loop {
         let next = candidate.max(prev + 1);
-        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+        match LAST_ID.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return next,
             Err(p) => prev = p,
         }
     }
+}
+
+/// Makes every id [`new_id`] hands out from now on larger than `id`: a store's ids from an
+/// earlier run stay below this run's even when the clock went back in between.
+pub fn ids_after(id: u64) {
+    LAST_ID.fetch_max(id, Ordering::Relaxed);
 }
 
 /// The cursor a trigger keeps in its broker's log: `trigger/{name}`.

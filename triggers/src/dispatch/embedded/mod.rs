@@ -116,8 +116,8 @@ pub struct EmbeddedSource {
     /// `None` once the dispatcher shut them down: a send that comes later is not started
     /// (its dead letter's marker makes the next start send it).
     side_tasks: Mutex<Option<Tasks>>,
-    /// Sends to the dead-letter sink under way at once (see `dead_letter.rs`).
-    dls_slots: Arc<tokio::sync::Semaphore>,
+    /// Shared with the trigger's dead-letter-sink pump (see `dead_letter.rs`).
+    dls_pump: Arc<dead_letter::DeadLetterPump>,
 }
 
 impl std::fmt::Debug for EmbeddedSource {
@@ -181,7 +181,7 @@ impl EmbeddedSource {
             log: Arc::clone(log),
             appender: Appender::new(Arc::clone(log), Arc::clone(event_types)),
             side_tasks: Mutex::new(Some(Tasks::new("dead-letter sinks"))),
-            dls_slots: Arc::new(tokio::sync::Semaphore::new(dead_letter::DLS_CONCURRENCY)),
+            dls_pump: Arc::default(),
         })
     }
 
@@ -200,6 +200,9 @@ impl EmbeddedSource {
     ) -> Result<Arc<EmbeddedSource>, LogError> {
         let source = Arc::new(EmbeddedSource::open(trigger, log, event_types).await?);
         tasks.spawn(retry::scan_due(Arc::clone(&source)));
+        // What its dead-letter sink is still owed (before a restart, or by the trigger this
+        // one replaces in a reload) is sent from now on.
+        source.wake_dead_letter_pump();
         Ok(source)
     }
 
@@ -309,6 +312,7 @@ impl EmbeddedSource {
     /// Like [`shutdown`](Self::shutdown), but lets the sends to the dead-letter sink that
     /// have started finish first, for up to `within`.
     pub(super) async fn drain(&self, within: Duration) {
+        self.close_dead_letter_pump();
         let side = lock(&self.side_tasks).take();
         if let Some(side) = side {
             side.finish(within).await;

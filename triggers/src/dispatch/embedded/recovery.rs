@@ -12,7 +12,7 @@ use crate::dispatch::scan;
 
 use super::EmbeddedSource;
 use super::dead_letter::orphaned_retries_to_dead_letters;
-use crate::records::{self, DeadLetter};
+use crate::records;
 
 /// How many retry records a trigger has, and the offsets at or past `start` they cover, read
 /// in chunks and parsing only the offsets (the records also carry event copies).
@@ -74,13 +74,16 @@ pub(super) async fn forget_removed_triggers(
 }
 
 /// Sends again, in the background, the dead letters of `broker` that its triggers' dead-letter
-/// sinks had not taken before the last stop; markers of dead letters that are gone (redriven,
-/// purged) or whose trigger or sink is gone are removed.
+/// sinks had not taken before the last stop: each such trigger's pump is woken, and reads its
+/// markers from the store. Markers whose trigger or sink is gone are removed (those of dead
+/// letters redriven or purged meanwhile go when their pump reaches them). The markers are read
+/// in chunks, so a long backlog is never in memory at once.
 pub(super) async fn resend_to_dead_letter_sinks(
     log: &Arc<dyn EventLog>,
     broker: &str,
     triggers: &[Arc<EmbeddedSource>],
 ) -> Result<(), LogError> {
+    const CHUNK: usize = 500;
     let by_name: HashMap<&[u8], &Arc<EmbeddedSource>> = triggers
         .iter()
         .filter(|t| t.trigger.config.dead_letter_sink.is_some())
@@ -88,32 +91,40 @@ pub(super) async fn resend_to_dead_letter_sinks(
         .collect();
     let prefix = records::dls_pending_prefix(broker);
     let end = records::prefix_end(&prefix);
-    let markers = scan(log, Table::DeadLetters, prefix.clone(), end, usize::MAX).await?;
-    for (marker, trigger) in markers {
-        let id = marker
-            .get(prefix.len()..)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_be_bytes);
-        let key = records::deadletter_key(broker, id);
-        let mut end = key.clone();
-        end.push(0);
-        let letter = scan(log, Table::DeadLetters, key, end, 1)
-            .await?
-            .into_iter()
-            .next()
-            .and_then(|(_, v)| serde_json::from_slice::<DeadLetter>(&v).ok());
-        match (letter, by_name.get(trigger.as_slice())) {
-            (Some(letter), Some(t)) => {
-                t.send_to_dead_letter_sink(letter);
+    let prefix_len = prefix.len();
+    let mut cursor = prefix;
+    let mut owing = HashSet::new();
+    loop {
+        let markers = scan(log, Table::DeadLetters, cursor.clone(), end.clone(), CHUNK).await?;
+        let n = markers.len();
+        let mut gone = Vec::new();
+        for (marker, trigger) in markers {
+            cursor.clone_from(&marker);
+            cursor.push(0);
+            // The pumps read markers in id order: ids of this run must come after these.
+            if let Some(id) = marker.get(prefix_len..).and_then(|b| b.try_into().ok()) {
+                records::ids_after(u64::from_be_bytes(id));
             }
-            // Redriven or purged meanwhile, or the trigger or its sink is gone.
-            _ => {
-                log.write(vec![WriteOp::Delete {
+            match by_name.get(trigger.as_slice()) {
+                Some(t) => {
+                    owing.insert(t.trigger.id.name());
+                }
+                None => gone.push(WriteOp::Delete {
                     table: Table::DeadLetters,
                     key: marker,
-                }])
-                .await?;
+                }),
             }
+        }
+        if !gone.is_empty() {
+            log.write(gone).await?;
+        }
+        if n < CHUNK {
+            break;
+        }
+    }
+    for t in triggers {
+        if owing.contains(t.trigger.id.name()) {
+            t.wake_dead_letter_pump();
         }
     }
     Ok(())

@@ -92,7 +92,10 @@ impl EmbeddedSource {
                 reason,
                 error_data,
             } => {
-                let letter = self.dead_letter(job, reason, attempts, error_data);
+                let (letter, writing) = self.dls_pump.write(
+                    || self.dead_letter(job, reason, attempts, error_data),
+                    |l| l.id,
+                );
                 let mut ops = vec![WriteOp::Put {
                     table: Table::DeadLetters,
                     key: records::deadletter_key(&self.trigger.broker, letter.id),
@@ -108,7 +111,9 @@ impl EmbeddedSource {
                     });
                 }
                 ops.extend(delete_old);
-                self.log.write(ops).await?;
+                let written = self.log.write(ops).await;
+                drop(writing);
+                written?;
                 if had_old {
                     self.retries.removed();
                 }
@@ -147,7 +152,9 @@ impl EmbeddedSource {
         let mut labels = self.trigger.labels();
         labels.push(metrics::Label::new("reason", reason.as_str()));
         metrics::counter!(m::DEAD_LETTERS, labels).increment(1);
-        self.send_to_dead_letter_sink(letter);
+        drop(letter);
+        // Its marker is stored with it: the pump sends it.
+        self.wake_dead_letter_pump();
     }
 
     /// Stores reply events in the trigger's broker with the TTL decremented and shared: a batch
