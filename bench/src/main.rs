@@ -6,7 +6,8 @@
 //! JetStream → HTTP bridge run as `switchyard-bench nats-bridge`, and NATS-RAW) in the
 //! workloads of `docs/benchmarks.md`, and writes JSON and Markdown with the ratios and the
 //! targets. `switchyard-bench sink` is the measuring sink on its own, for runs driven by other
-//! load generators (wrk).
+//! load generators (wrk). `switchyard-bench soak` runs mixed traffic with faults on a
+//! schedule and reports loss, duplicates and resources over time ([`soak`]).
 
 /// The allocator Switchyard uses, so NATS-BRIDGE (this binary) has the same HTTP stack as
 /// SWITCHYARD down to it.
@@ -15,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod nats;
 mod run;
+mod soak;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,9 @@ enum Command {
     Run(run::RunArgs),
     /// The NATS-BRIDGE peer: HTTP → JetStream (202 after the stream's ack) → HTTP.
     NatsBridge(nats::BridgeArgs),
+    /// Mixed traffic with faults on a schedule for half an hour; reports loss, duplicates,
+    /// dead letters, memory and open files over time (docs/soak.md).
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Default)]
@@ -121,6 +126,7 @@ fn main() -> Result<()> {
             }
             Command::Run(args) => run::run(args).await,
             Command::NatsBridge(args) => nats::bridge(args).await,
+            Command::Soak(args) => soak::soak(args).await,
         }
     })
 }

@@ -29,6 +29,7 @@ pub(crate) use sink::now_us;
 pub use sink::percentile;
 use sink::*;
 use systems::*;
+pub(crate) use systems::{proc_usage, tempfile_dir};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {

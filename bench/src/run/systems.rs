@@ -26,7 +26,7 @@ pub(super) fn usage_of(pids: &[u32]) -> (f64, u64) {
 }
 
 /// `/proc/<pid>` CPU time (user + system) in seconds, and RSS in bytes.
-pub(super) fn proc_usage(pid: u32) -> (f64, u64) {
+pub(crate) fn proc_usage(pid: u32) -> (f64, u64) {
     let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -63,7 +63,7 @@ pub(super) fn fsync_probe(size: usize, n: usize) -> Result<(u64, u64)> {
     Ok((percentile(&us, 0.5), percentile(&us, 0.99)))
 }
 
-pub(super) fn tempfile_dir() -> Result<PathBuf> {
+pub(crate) fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "switchyard-bench-{}-{}",
         std::process::id(),
