@@ -170,40 +170,49 @@ fn markdown(r: &Value) -> String {
     let offered =
         r["rate_per_s"].as_u64().unwrap_or(0) * r["schedule"]["seconds"].as_u64().unwrap_or(0);
     let _ = writeln!(md, "| events offered (rate × seconds) | {offered} |");
+    let pair = |a: &Value, b: &Value| format!("{a} / {b}");
     for (k, v) in [
-        ("events sent (ids used)", &t["events"]),
-        ("acknowledged (2xx)", &o["acked"]),
-        ("refused with a 4xx (valid events)", &t["rejected"]),
-        ("given up after 2 min of retries", &t["gave_up"]),
-        ("requests / retries", &t["requests"]),
-        ("producer transport errors", &t["transport_errors"]),
-        ("deliveries owed (acked × matching triggers)", &o["owed"]),
-        ("delivered", &o["delivered"]),
-        ("poison events dead-lettered", &o["dead_lettered_poison"]),
+        ("events sent (ids used)", t["events"].to_string()),
+        ("acknowledged (2xx)", o["acked"].to_string()),
+        (
+            "refused with a 4xx (valid events)",
+            t["rejected"].to_string(),
+        ),
+        ("given up after 2 min of retries", t["gave_up"].to_string()),
+        ("requests / retries", pair(&t["requests"], &t["retries"])),
+        (
+            "producer transport errors",
+            t["transport_errors"].to_string(),
+        ),
+        (
+            "deliveries owed (acked × matching triggers)",
+            o["owed"].to_string(),
+        ),
+        ("delivered", o["delivered"].to_string()),
+        (
+            "poison events dead-lettered",
+            o["dead_lettered_poison"].to_string(),
+        ),
         (
             "of them owed to / taken by the dead-letter sink",
-            &o["dls_owed"],
+            pair(&o["dls_owed"], &o["dls_received"]),
         ),
-        ("**missing (lost)**", &o["missing"]),
-        ("duplicate deliveries", &o["duplicates"]),
-        ("delivered but never acknowledged", &o["delivered_unacked"]),
-        ("dead letters / of events never refused", &o["dead_letters"]),
-        ("subscriber answers: 400 (poison) / 503", &o["refused"]),
-        ("drain after the traffic, s", &r["drain_s"]),
+        ("**missing (lost)**", o["missing"].to_string()),
+        ("duplicate deliveries", o["duplicates"].to_string()),
+        (
+            "delivered but never acknowledged",
+            o["delivered_unacked"].to_string(),
+        ),
+        (
+            "dead letters / of events never refused",
+            pair(&o["dead_letters"], &o["dead_letters_unexpected"]),
+        ),
+        (
+            "subscriber answers: 400 (poison) / 503",
+            pair(&o["refused"], &o["failed"]),
+        ),
+        ("drain after the traffic, s", r["drain_s"].to_string()),
     ] {
-        let v = match k {
-            "requests / retries" => format!("{} / {}", t["requests"], t["retries"]),
-            "dead letters / of events never refused" => {
-                format!("{} / {}", o["dead_letters"], o["dead_letters_unexpected"])
-            }
-            "of them owed to / taken by the dead-letter sink" => {
-                format!("{} / {}", o["dls_owed"], o["dls_received"])
-            }
-            "subscriber answers: 400 (poison) / 503" => {
-                format!("{} / {}", o["refused"], o["failed"])
-            }
-            _ => v.to_string(),
-        };
         let _ = writeln!(md, "| {k} | {v} |");
     }
     let _ = writeln!(md, "\nProducer answers by status: {}", t["statuses"]);

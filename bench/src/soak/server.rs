@@ -56,7 +56,8 @@ impl Server {
                 Ok(child) => break child,
                 Err(e) if tries < 50 => {
                     tries += 1;
-                    tracing_free_wait(&e).await;
+                    super::progress(&format!("restart failed ({e:#}); trying again"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -79,11 +80,6 @@ impl Server {
             json!({"listening_ms": listening_ms, "ready_ms": ready_ms})
         }))
     }
-}
-
-async fn tracing_free_wait(e: &anyhow::Error) {
-    super::progress(&format!("restart failed ({e:#}); trying again"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 impl Drop for Server {
