@@ -196,6 +196,7 @@ impl InProcess {
             data_dir: dir.path().join("data"),
             max_body_bytes: 1024 * 1024,
             store: switchyard::RedbOptions::default(),
+            jetstream: None,
             auth: switchyard::AuthOptions::default(),
             tls: None,
             egress: Default::default(),

@@ -155,9 +155,11 @@ impl Target {
         let source = self.source.as_str();
         match self.append_once(log, batch).await {
             Ok(()) => Ok(()),
-            Err(LogError::Overloaded | LogError::ShuttingDown) => Err(Problem::overloaded(
-                "the broker cannot take events right now; retry after the given delay",
-            )),
+            Err(LogError::Overloaded | LogError::ShuttingDown | LogError::Unavailable(_)) => {
+                Err(Problem::overloaded(
+                    "the broker cannot take events right now; retry after the given delay",
+                ))
+            }
             Err(LogError::DiskFull(_)) => Err(Problem::disk_full()),
             Err(e @ LogError::Storage(_)) => {
                 tracing::error!(source, error = %e, "append failed");

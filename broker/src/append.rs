@@ -202,6 +202,12 @@ impl Batch {
     pub fn arrival(&self) -> &str {
         &self.arrival
     }
+
+    /// The events in the storage encoding (for a log that publishes them itself, with ids
+    /// of its own: the JetStream engine's replies).
+    pub fn encoded(&self) -> &[Vec<u8>] {
+        &self.encoded
+    }
 }
 
 /// A batch the log holds, whose (type, source) pairs `record` mode has yet to count.

@@ -314,6 +314,15 @@ async fn ingest(
             &types,
         )),
         Err(LogError::DiskFull(_)) => Err(reject(Problem::disk_full(), &types)),
+        Err(e @ LogError::Unavailable(_)) => {
+            tracing::warn!(error = %e, broker = %broker.id, "append failed");
+            Err(reject(
+                Problem::overloaded(
+                    "the broker's store is unavailable; retry after the given delay",
+                ),
+                &types,
+            ))
+        }
         Err(e @ LogError::Storage(_)) => {
             tracing::error!(error = %e, broker = %broker.id, "append failed");
             Err(reject(Problem::storage_failure(), &types))

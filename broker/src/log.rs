@@ -30,6 +30,10 @@ pub enum LogError {
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The store cannot be reached right now (a JetStream cluster without a leader, a lost
+    /// connection); retry later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// One stored event.

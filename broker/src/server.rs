@@ -75,6 +75,9 @@ pub struct ServerOptions {
     pub max_body_bytes: usize,
     /// Settings of the embedded store.
     pub store: RedbOptions,
+    /// Keep the brokers' events in JetStream instead (`--jetstream`): the engine of
+    /// stateless replicas (spec/jetstream.md); `store` and `data_dir` are then unused.
+    pub jetstream: Option<crate::jetstream::JetStreamOptions>,
     /// The front door's settings.
     pub auth: AuthOptions,
     /// Serve HTTPS with these files (`--tls-cert-file`, …), or plain HTTP.
@@ -199,7 +202,9 @@ pub struct ConfigStatus {
 /// A server that has bound its listener and opened its store, ready to serve.
 pub struct Server {
     app: Arc<App>,
-    log: Arc<RedbLog>,
+    log: Arc<dyn EventLog>,
+    /// The embedded store, which the server closes when it stops (`None`: the caller's log).
+    redb: Option<Arc<RedbLog>>,
     listener: Listening,
     connections: crate::connections::ConnectionLimits,
 }
@@ -211,24 +216,9 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Opens the store, applies the configuration and binds the listener.
+    /// Opens the embedded store, applies the configuration and binds the listener.
     pub async fn bind(config: &Config, options: ServerOptions) -> Result<Server, ServeError> {
-        if options.max_body_bytes < MIN_BODY_LIMIT_BYTES {
-            return Err(ServeError::Setting(format!(
-                "the body limit must be at least {MIN_BODY_LIMIT_BYTES} bytes (64 KiB), not {}",
-                options.max_body_bytes
-            )));
-        }
-        if options.connections.header_read_timeout < Duration::from_millis(100)
-            || options.connections.max_connections == 0
-        {
-            return Err(ServeError::Setting(format!(
-                "--header-read-timeout-ms must be at least 100 and --max-connections at least 1, not {} and {}",
-                options.connections.header_read_timeout.as_millis(),
-                options.connections.max_connections
-            )));
-        }
-        let metrics = m::install();
+        check_options(&options)?;
         let on_commit: OnCommit = Box::new(|c: &CommitReport<'_>| {
             metrics::histogram!(m::COMMIT_BATCH_EVENTS).record(c.events as f64);
             metrics::histogram!(m::COMMIT_SECONDS).record(c.took.as_secs_f64());
@@ -243,6 +233,33 @@ impl Server {
             .await
             .map_err(|e| ServeError::Setting(format!("store task failed: {e}")))??;
         let log = Arc::new(log);
+        Server::bind_to(
+            config,
+            options,
+            Arc::clone(&log) as Arc<dyn EventLog>,
+            Some(log),
+        )
+        .await
+    }
+
+    /// Like [`bind`](Self::bind), over a log the caller opened (the JetStream engine's),
+    /// which it closes itself.
+    pub async fn bind_to_log(
+        config: &Config,
+        options: ServerOptions,
+        log: Arc<dyn EventLog>,
+    ) -> Result<Server, ServeError> {
+        check_options(&options)?;
+        Server::bind_to(config, options, log, None).await
+    }
+
+    async fn bind_to(
+        config: &Config,
+        options: ServerOptions,
+        log: Arc<dyn EventLog>,
+        redb: Option<Arc<RedbLog>>,
+    ) -> Result<Server, ServeError> {
+        let metrics = m::install();
         let discovery = {
             let log = Arc::clone(&log);
             tokio::task::spawn_blocking(move || Discovery::load(log.as_ref()))
@@ -254,7 +271,7 @@ impl Server {
             brokers: RwLock::new(HashMap::new()),
             event_types: RwLock::new(Arc::default()),
             discovery: Arc::new(discovery),
-            log: Arc::clone(&log) as Arc<dyn EventLog>,
+            log: Arc::clone(&log),
             max_body_bytes: options.max_body_bytes,
             metrics,
             ready: AtomicBool::new(false),
@@ -283,14 +300,37 @@ impl Server {
         Ok(Server {
             app,
             log,
+            redb,
             listener,
             connections,
         })
     }
+}
 
+/// Refuses settings out of their ranges.
+fn check_options(options: &ServerOptions) -> Result<(), ServeError> {
+    if options.max_body_bytes < MIN_BODY_LIMIT_BYTES {
+        return Err(ServeError::Setting(format!(
+            "the body limit must be at least {MIN_BODY_LIMIT_BYTES} bytes (64 KiB), not {}",
+            options.max_body_bytes
+        )));
+    }
+    if options.connections.header_read_timeout < Duration::from_millis(100)
+        || options.connections.max_connections == 0
+    {
+        return Err(ServeError::Setting(format!(
+            "--header-read-timeout-ms must be at least 100 and --max-connections at least 1, not {} and {}",
+            options.connections.header_read_timeout.as_millis(),
+            options.connections.max_connections
+        )));
+    }
+    Ok(())
+}
+
+impl Server {
     /// The event log, for the components that run beside ingress (the dispatcher).
     pub fn log(&self) -> Arc<dyn EventLog> {
-        Arc::clone(&self.log) as Arc<dyn EventLog>
+        Arc::clone(&self.log)
     }
 
     /// The brokers' `eventTypes` settings, for the sources, which apply them as ingress does.
@@ -323,9 +363,10 @@ impl Server {
     ) -> Result<(), ServeError> {
         let Server {
             app,
-            log,
+            redb,
             listener,
             connections,
+            ..
         } = self;
         app.ready.store(true, Ordering::SeqCst);
         // Every route behind the front door's middleware but ingress, the hot path, whose
@@ -366,10 +407,12 @@ impl Server {
         }
         housekeeping.shutdown().await;
         flush_discovery(&app).await;
-        tokio::task::spawn_blocking(move || log.shutdown())
-            .await
-            .map_err(|e| ServeError::Setting(format!("store shutdown failed: {e}")))?;
-        tracing::info!("store closed");
+        if let Some(log) = redb {
+            tokio::task::spawn_blocking(move || log.shutdown())
+                .await
+                .map_err(|e| ServeError::Setting(format!("store shutdown failed: {e}")))?;
+            tracing::info!("store closed");
+        }
         Ok(())
     }
 }

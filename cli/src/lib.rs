@@ -34,6 +34,15 @@ pub enum RunError {
     /// The configuration did not load.
     #[error(transparent)]
     Config(#[from] switchyard_core::config::ConfigError),
+    /// The JetStream engine could not start, or cannot run the configuration.
+    #[error("{0}")]
+    JetStream(String),
+}
+
+impl From<switchyard_broker::jetstream::JetStreamError> for RunError {
+    fn from(e: switchyard_broker::jetstream::JetStreamError) -> Self {
+        RunError::JetStream(e.to_string())
+    }
 }
 
 /// Serves `config` with `options`, PingSources scheduled by `clock`, until `shutdown`
@@ -83,6 +92,14 @@ async fn serve(
     }
     let mut options = options;
     options.auth.filters = event_filters();
+    if let Some(jetstream) = options.jetstream.clone() {
+        if watched.is_some() {
+            tracing::warn!(
+                "the JetStream engine does not reload its configuration yet: restart the replicas to change it (spec/jetstream.md)"
+            );
+        }
+        return serve_jetstream(config, jetstream, options, ready, shutdown).await;
+    }
     let redrive_allow = options.auth.redrive_allow_uris.clone();
     let egress = options.egress.clone();
     let server = switchyard_broker::Server::bind(&config, options).await?;
@@ -143,6 +160,86 @@ async fn serve(
             if let Err(e) = watcher.await {
                 tracing::error!(error = %e, "the configuration watcher failed");
             }
+        })
+        .await?;
+    Ok(())
+}
+
+/// What the JetStream engine does not run yet, refused at start (spec/jetstream.md, "Not
+/// yet") rather than left silently undone.
+fn check_jetstream_supported(config: &Config) -> Result<(), RunError> {
+    dispatch::jetstream::check_supported(config).map_err(RunError::JetStream)?;
+    let sources = config.webhook_sources.len()
+        + config.ping_sources.len()
+        + config.s3_sources.len()
+        + config.kafka_sources.len()
+        + config.nats_sources.len()
+        + config.mqtt_sources.len();
+    if sources > 0 {
+        return Err(RunError::JetStream(
+            "sources do not run on the JetStream engine yet: run them on a Switchyard with the embedded store whose Trigger forwards to a replica's ingress (spec/jetstream.md)".into(),
+        ));
+    }
+    if let Some(((ns, name), _)) = config
+        .brokers
+        .iter()
+        .find(|(_, b)| b.event_type_mode() == switchyard_core::resources::EventTypeMode::Record)
+    {
+        return Err(RunError::JetStream(format!(
+            "Broker {ns}/{name}: eventTypes mode record keeps its discoveries in the embedded store and does not run on the JetStream engine yet (spec/jetstream.md)"
+        )));
+    }
+    Ok(())
+}
+
+/// [`serve`] on the JetStream engine: ingress publishes to the brokers' streams, triggers
+/// deliver from their durable consumers, which every replica on the same configuration
+/// shares.
+async fn serve_jetstream(
+    config: Config,
+    jetstream: switchyard_broker::jetstream::JetStreamOptions,
+    options: ServerOptions,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    use switchyard_broker::jetstream::JetStreamLog;
+    use switchyard_triggers::dispatch::jetstream::JetStreamDispatcher;
+
+    check_jetstream_supported(&config)?;
+    let egress = options.egress.clone();
+    let log = Arc::new(JetStreamLog::connect(&jetstream, options.max_body_bytes).await?);
+    let server = switchyard_broker::Server::bind_to_log(
+        &config,
+        options,
+        Arc::clone(&log) as Arc<dyn switchyard_broker::EventLog>,
+    )
+    .await?;
+    // The brokers' retention is known once the server applied the configuration.
+    log.ensure_brokers(&config).await?;
+    let addr = server.local_addr()?;
+    let sinks = switchyard_adapters::start_sinks(&config).await?;
+    let dispatcher = JetStreamDispatcher::start(
+        &config,
+        Arc::clone(&log),
+        server.event_types(),
+        Arc::clone(&sinks.sinks),
+        egress,
+    )
+    .await?;
+    tracing::info!(
+        %addr,
+        servers = %jetstream.servers.join(","),
+        replicas = jetstream.replicas,
+        brokers = config.brokers.len(),
+        triggers = config.triggers.len(),
+        "switchyard is serving on JetStream"
+    );
+    ready(addr);
+    server
+        .serve(axum::Router::new(), async move {
+            shutdown.await;
+            dispatcher.shutdown().await;
+            sinks.shutdown().await;
         })
         .await?;
     Ok(())

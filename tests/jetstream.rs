@@ -1,0 +1,233 @@
+//! The JetStream engine (`serve --jetstream`, spec/jetstream.md) with real processes on
+//! loopback: a three-node JetStream cluster of current nats-servers, R3 streams, and several
+//! `switchyard` replicas on the same configuration, producers spread over them.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::jetstream::Cluster;
+use common::sink::{Answer, Sink};
+use common::{Switchyard, client};
+
+/// Broker `default/default`; Trigger `all` to `all`, Trigger `orders` (type `order`) to
+/// `orders`, both with `delivery` (a YAML flow mapping, or empty).
+fn config(all: &str, orders: &str, delivery: &str) -> String {
+    format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: all}}
+spec:
+  broker: default
+  subscriber: {{uri: '{all}'}}
+  {delivery}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: orders}}
+spec:
+  broker: default
+  filter: {{attributes: {{type: order}}}}
+  subscriber: {{uri: '{orders}'}}
+  {delivery}
+"#
+    )
+}
+
+/// `n` replicas of `config` on `cluster`, streams kept in three copies.
+fn replicas(n: usize, cluster: &Cluster, config: &str) -> Vec<Switchyard> {
+    let urls = cluster.urls();
+    (0..n)
+        .map(|_| {
+            Switchyard::start_with(config, &["--jetstream", &urls, "--jetstream-replicas", "3"])
+        })
+        .collect()
+}
+
+/// Posts event `id` (of type `ty`) to `sy`, in binary mode; the status.
+async fn post(sy: &Switchyard, id: &str, ty: &str) -> u16 {
+    client()
+        .post(sy.url("/default/default"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/tests/jetstream")
+        .header("ce-type", ty)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"n":"{id}"}}"#))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// How many times each id arrived.
+fn counts(sink: &Sink) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for id in sink.ids() {
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_the_triggers_and_deliver_every_event_once() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let (all, orders) = (Sink::ok().await, Sink::ok().await);
+    let sys = replicas(3, &cluster, &config(&all.url, &orders.url, ""));
+    let n = 300;
+    for i in 0..n {
+        let ty = if i % 3 == 0 { "order" } else { "other" };
+        assert_eq!(post(&sys[i % 3], &format!("e{i}"), ty).await, 202, "e{i}");
+    }
+    // A producer that did not see its 202 sends again, to another replica: stored once.
+    assert_eq!(post(&sys[1], "e0", "order").await, 202);
+    assert_eq!(post(&sys[2], "e3", "order").await, 202);
+
+    all.wait_for(n, Duration::from_secs(60)).await;
+    orders.wait_for(n / 3, Duration::from_secs(60)).await;
+    all.assert_stays_at(n, Duration::from_millis(500)).await;
+    orders
+        .assert_stays_at(n / 3, Duration::from_millis(500))
+        .await;
+    let all_ids: HashSet<String> = all.ids().into_iter().collect();
+    assert_eq!(all_ids.len(), n, "every event once, none twice");
+    let order_ids: HashSet<String> = orders.ids().into_iter().collect();
+    assert_eq!(
+        order_ids,
+        (0..n)
+            .step_by(3)
+            .map(|i| format!("e{i}"))
+            .collect::<HashSet<_>>(),
+        "the filter is applied by whichever replica takes the event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_delivery_loses_nothing() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    // A slow subscriber, so that each replica holds deliveries in flight when one dies.
+    let all = Sink::start(|_, _| Answer::status(200).delay(Duration::from_millis(100))).await;
+    let orders = Sink::ok().await;
+    let mut sys = replicas(
+        3,
+        &cluster,
+        &config(&all.url, &orders.url, "delivery: {timeout: PT2S}"),
+    );
+    let n = 200;
+    for i in 0..n {
+        assert_eq!(post(&sys[i % 3], &format!("k{i}"), "other").await, 202);
+    }
+    all.wait_for(40, Duration::from_secs(30)).await;
+    sys[0].kill9();
+    // What the dead replica held is handed to the others once its ack wait (timeout + 5 s)
+    // runs out.
+    common::eventually("every event delivered", Duration::from_secs(60), || {
+        let got = counts(&all);
+        async move { ((0..n).all(|i| got.contains_key(&format!("k{i}")))).then_some(()) }
+    })
+    .await;
+    let duplicates: usize = counts(&all).values().map(|c| c - 1).sum();
+    // At most what the dead replica had in flight or had delivered without acking yet.
+    assert!(
+        duplicates <= 64,
+        "{duplicates} duplicates: more than one replica's deliveries in flight"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_then_one_dead_letter_in_the_dead_letter_stream() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let failing = Sink::start(|_, _| Answer::status(500)).await;
+    let orders = Sink::ok().await;
+    let sys = replicas(
+        2,
+        &cluster,
+        &config(
+            &failing.url,
+            &orders.url,
+            "delivery: {retry: 2, backoffPolicy: linear, backoffDelay: PT0.2S}",
+        ),
+    );
+    for i in 0..3 {
+        assert_eq!(post(&sys[i % 2], &format!("d{i}"), "other").await, 202);
+    }
+    // Three attempts each (the first and two retries), shared by the replicas.
+    failing.wait_for(9, Duration::from_secs(30)).await;
+    let js = async_nats::jetstream::new(cluster.client().await);
+    let stream = common::eventually("three dead letters", Duration::from_secs(30), || {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream("SY_DL_default_default").await.ok()?;
+            let info = stream.info().await.ok()?;
+            (info.state.messages >= 3).then_some(stream)
+        }
+    })
+    .await;
+    failing.assert_stays_at(9, Duration::from_millis(800)).await;
+    let mut ids = HashSet::new();
+    for seq in 1..=3 {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        assert_eq!(m.subject.as_str(), "sy.dl.default.default.all");
+        let letter: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(letter["reason"], "retries exhausted");
+        assert_eq!(letter["trigger"], "all");
+        assert_eq!(letter["attempts"].as_array().unwrap().len(), 3);
+        assert_eq!(letter["status"], 500);
+        ids.insert(letter["eventId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 3, "one dead letter per event: {ids:?}");
+    let mut stream = stream;
+    assert_eq!(stream.info().await.unwrap().state.messages, 3);
+}
+
+#[tokio::test]
+async fn a_server_too_old_for_the_engine_is_refused_with_one_line() {
+    // The machine's NATS (Debian's 2.9) ignores sync_interval; the engine must say so.
+    let url = common::nats_url();
+    let version = async_nats::connect(&url)
+        .await
+        .unwrap()
+        .server_info()
+        .version;
+    if !version.starts_with("2.9.") {
+        common::skip(&format!("the NATS at {url} is {version}, not a 2.9 server"));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        config("http://127.0.0.1:9/", "http://127.0.0.1:9/", ""),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jetstream",
+            &url,
+            "--config",
+        ])
+        .arg(dir.path().join("config.yaml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("too old") && err.contains("2.10"), "{err}");
+}

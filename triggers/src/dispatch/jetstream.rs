@@ -1,0 +1,416 @@
+//! The delivery source over JetStream (`serve --jetstream`; spec/jetstream.md). A trigger is
+//! a durable pull consumer on its broker's stream, named as the trigger, which every replica
+//! shares: JetStream hands each message to one replica at a time, so N replicas deliver each
+//! event once between them, and a replica that dies leaves its messages to be handed out again
+//! once their ack wait runs out. There is no leader and no assignment.
+//!
+//! `next` takes the consumer's next message, acks it at once when the trigger's filter does not
+//! match (the replica filters), and hands the rest out with the attempts made so far counted
+//! from JetStream's delivery count. `settle` acks a delivery once its replies are stored
+//! (published with ids derived from the delivery, so a replica that dies between the two does
+//! not store them twice), naks a retry with the backoff as the delay, and for a dead letter
+//! publishes the record to the broker's dead-letter stream and acks only once that is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::{AckKind, Message};
+use futures_util::StreamExt;
+use switchyard_broker::eventtypes::EventTypePolicy;
+use switchyard_broker::jetstream::{JetStreamLog, Names};
+use switchyard_broker::log::{EventLog, LogError};
+use switchyard_broker::metrics as m;
+use switchyard_broker::tasks::Tasks;
+use switchyard_core::backoff::Backoff;
+use switchyard_core::config::Config;
+use switchyard_core::id::TriggerId;
+use tokio::sync::watch;
+
+use super::replies::reply_batch;
+use super::{DispatchError, Outcome, TriggerRuntime, Work, compile_filter, deliver, runnable};
+use crate::filter::Filter;
+use crate::records::{self, Attempt, DeadLetter, Origin};
+use crate::streams::StreamSinks;
+
+/// How long a replica may hold a message beyond the trigger's timeout before JetStream hands
+/// it to another (the time to store replies or a dead letter, and to ack).
+const ACK_WAIT_MARGIN: Duration = Duration::from_secs(5);
+/// Messages a consumer may have handed out and not yet acked, beyond the trigger's
+/// `maxInFlight`: the retries waiting for their delay (a nak with a delay keeps a message
+/// pending), so a backlog of retries does not stop first deliveries.
+const RETRY_BACKLOG: i64 = 10_000;
+
+/// One trigger's work from its durable consumer.
+pub struct JetStreamSource {
+    trigger: Arc<TriggerRuntime>,
+    filter: Filter,
+    log: Arc<JetStreamLog>,
+    policy: Arc<EventTypePolicy>,
+    names: Names,
+    messages: tokio::sync::Mutex<pull::Stream>,
+}
+
+impl std::fmt::Debug for JetStreamSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamSource")
+            .field("trigger", &self.trigger.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(what: &str, e: &dyn std::fmt::Display) -> LogError {
+    LogError::Unavailable(format!("{what}: {e}"))
+}
+
+impl JetStreamSource {
+    /// Creates (or updates) the trigger's durable consumer and starts pulling from it. A new
+    /// trigger starts at the end of its broker's stream, as in the embedded mode.
+    async fn open(
+        trigger: Arc<TriggerRuntime>,
+        filter: Filter,
+        log: Arc<JetStreamLog>,
+        policy: Arc<EventTypePolicy>,
+    ) -> Result<JetStreamSource, LogError> {
+        let names = Names::of(&trigger.broker);
+        let stream = log
+            .context()
+            .get_stream(&names.stream)
+            .await
+            .map_err(|e| unavailable("cannot open the broker's stream", &e))?;
+        let in_flight = i64::try_from(trigger.slots.available_permits()).unwrap_or(64);
+        let config = pull::Config {
+            durable_name: Some(trigger.id.name().to_owned()),
+            description: Some(format!("Switchyard: Trigger {}", trigger.id)),
+            deliver_policy: DeliverPolicy::New,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: trigger.config.settings.timeout + ACK_WAIT_MARGIN,
+            // Never: JetStream must not drop an event on its own; the trigger's retry
+            // settings decide when it becomes a dead letter.
+            max_deliver: -1,
+            max_ack_pending: in_flight + RETRY_BACKLOG,
+            ..Default::default()
+        };
+        let consumer = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| unavailable("cannot create the trigger's consumer", &e))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(usize::try_from(in_flight).unwrap_or(64).clamp(16, 256))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| unavailable("cannot pull from the trigger's consumer", &e))?;
+        Ok(JetStreamSource {
+            trigger,
+            filter,
+            log,
+            policy,
+            names,
+            messages: tokio::sync::Mutex::new(messages),
+        })
+    }
+
+    /// The trigger it serves.
+    pub fn trigger(&self) -> &Arc<TriggerRuntime> {
+        &self.trigger
+    }
+
+    /// The message id of the `i`th reply to the delivery of stream sequence `seq`.
+    fn reply_id(&self, seq: u64, i: usize) -> String {
+        format!("{}:{}:{seq}:{i}", self.names.stream, self.trigger.id.name())
+    }
+
+    /// Publishes the replies of a delivery, trying again while JetStream is unavailable.
+    async fn store_replies(
+        &self,
+        work: &Work<Message>,
+        replies: Vec<switchyard_core::CloudEvent>,
+    ) -> Result<(), LogError> {
+        let Some(batch) = reply_batch(&self.trigger, &self.policy, &work.event, replies)? else {
+            return Ok(());
+        };
+        let ids = (0..batch.len())
+            .map(|i| self.reply_id(work.position, i))
+            .collect::<Vec<_>>();
+        let mut backoff = Backoff::STORE;
+        loop {
+            match self
+                .log
+                .publish(batch.broker(), batch.encoded().to_vec(), ids.clone())
+                .await
+            {
+                Err(LogError::Unavailable(e)) => {
+                    tracing::warn!(trigger = %self.trigger.id, error = %e, "cannot store a reply; trying again");
+                    tokio::time::sleep(backoff.next_pause()).await;
+                }
+                other => return other.map(drop),
+            }
+        }
+    }
+
+    /// Publishes the dead letter of `work`, trying again while JetStream is unavailable; its
+    /// id is the delivery's, so two replicas that both give up store it once.
+    async fn store_dead_letter(&self, letter: &DeadLetter, seq: u64) -> Result<(), LogError> {
+        let record = records::to_value(letter)?;
+        let msg_id = format!("{}:{}:{seq}", self.names.stream, self.trigger.id.name());
+        let mut backoff = Backoff::STORE;
+        loop {
+            match self
+                .log
+                .publish_dead_letter(
+                    &self.trigger.broker,
+                    self.trigger.id.name(),
+                    record.clone(),
+                    msg_id.clone(),
+                )
+                .await
+            {
+                Err(LogError::Unavailable(e)) => {
+                    tracing::warn!(trigger = %self.trigger.id, error = %e, "cannot store a dead letter; trying again");
+                    tokio::time::sleep(backoff.next_pause()).await;
+                }
+                other => return other.map(drop),
+            }
+        }
+    }
+}
+
+/// Attempts JetStream counted but whose details it does not keep: the dead letter of an event
+/// retried in JetStream mode lists the last attempt in full and these before it.
+fn earlier_attempts(delivered: i64) -> Vec<Attempt> {
+    (1..delivered.max(1))
+        .map(|k| Attempt {
+            time: String::new(),
+            status: None,
+            error: Some(format!(
+                "attempt {k}: its details are not kept in JetStream mode"
+            )),
+            latency_ms: 0,
+            body: None,
+        })
+        .collect()
+}
+
+async fn ack(message: &Message, kind: AckKind) -> Result<(), LogError> {
+    message
+        .ack_with(kind)
+        .await
+        .map_err(|e| unavailable("cannot acknowledge to JetStream", &e))
+}
+
+impl super::DeliverySource for JetStreamSource {
+    type Ticket = Message;
+
+    async fn next(&self) -> Work<Message> {
+        let mut messages = self.messages.lock().await;
+        let mut backoff = Backoff::STORE;
+        loop {
+            let message = match messages.next().await {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => {
+                    tracing::warn!(trigger = %self.trigger.id, error = %e, "pulling from JetStream failed; trying again");
+                    tokio::time::sleep(backoff.next_pause()).await;
+                    continue;
+                }
+                None => {
+                    // The pull ended (it only does when the consumer is gone): nothing more
+                    // comes until the trigger is started again.
+                    tracing::error!(trigger = %self.trigger.id, "the trigger's JetStream consumer is gone");
+                    std::future::pending::<()>().await;
+                    continue;
+                }
+            };
+            let Ok((position, delivered)) =
+                message.info().map(|i| (i.stream_sequence, i.delivered))
+            else {
+                tracing::warn!(trigger = %self.trigger.id, "a JetStream message without delivery info; skipped");
+                continue;
+            };
+            let event = match switchyard_core::store::decode(&message.payload) {
+                Ok(event) => event,
+                Err(e) => {
+                    // Nothing can deliver it; it stays in the stream for inspection.
+                    tracing::error!(trigger = %self.trigger.id, position, error = %e, "a damaged event in the stream; skipped");
+                    let _ = ack(&message, AckKind::Term).await;
+                    continue;
+                }
+            };
+            if !self.filter.matches(&event) {
+                if let Err(e) = ack(&message, AckKind::Ack).await {
+                    tracing::warn!(trigger = %self.trigger.id, position, error = %e, "cannot ack an event the filter passes over; it will come again");
+                }
+                continue;
+            }
+            return Work {
+                position,
+                event: Arc::new(event),
+                attempts: earlier_attempts(delivered),
+                redirect: None,
+                first: delivered <= 1,
+                ticket: message,
+            };
+        }
+    }
+
+    async fn settle(&self, work: Work<Message>, outcome: Outcome) -> Result<(), LogError> {
+        match outcome {
+            Outcome::Delivered { replies } => {
+                if !replies.is_empty() {
+                    self.store_replies(&work, replies).await?;
+                }
+                ack(&work.ticket, AckKind::Ack).await
+            }
+            Outcome::Retry { due_ms, .. } => {
+                let delay = Duration::from_millis(due_ms.saturating_sub(records::now_ms()));
+                metrics::counter!(m::DELIVERY_RETRIES, self.trigger.labels()).increment(1);
+                ack(&work.ticket, AckKind::Nak(Some(delay))).await
+            }
+            Outcome::DeadLetter {
+                attempts,
+                reason,
+                error_data,
+            } => {
+                let origin = Origin {
+                    broker: &self.trigger.broker,
+                    trigger: self.trigger.id.name(),
+                    offset: work.position,
+                    event: records::encode_event(&work.event),
+                    destination: work
+                        .redirect
+                        .clone()
+                        .unwrap_or_else(|| self.trigger.config.subscriber.address().to_owned()),
+                };
+                let letter = DeadLetter::new(origin, reason, attempts, error_data);
+                self.store_dead_letter(&letter, work.position).await?;
+                let last = letter.attempts.last();
+                tracing::warn!(trigger = %self.trigger.id, event = %work.event.id, %reason, status = ?letter.status, error = ?last.and_then(|a| a.error.as_deref()), "dead-lettered");
+                let mut labels = self.trigger.labels();
+                labels.push(metrics::Label::new("reason", reason.as_str()));
+                metrics::counter!(m::DEAD_LETTERS, labels).increment(1);
+                ack(&work.ticket, AckKind::Ack).await
+            }
+        }
+    }
+}
+
+/// What the JetStream engine does not run yet (spec/jetstream.md, "Not yet"), as a load error
+/// naming the first trigger that needs it.
+pub fn check_supported(config: &Config) -> Result<(), String> {
+    for ((ns, name), t) in runnable(config) {
+        let id = TriggerId::new(ns, name);
+        if t.spec.ordering == Some(switchyard_core::resources::Ordering::Ordered) {
+            return Err(format!(
+                "Trigger {id}: ordered delivery does not run on the JetStream engine yet (spec/jetstream.md)"
+            ));
+        }
+        let broker = config.brokers.get(&(ns.clone(), t.spec.broker.clone()));
+        let delivery = t
+            .spec
+            .delivery
+            .as_ref()
+            .or(broker.and_then(|b| b.spec.delivery.as_ref()));
+        if delivery.is_some_and(|d| d.dead_letter_sink.is_some()) {
+            return Err(format!(
+                "Trigger {id}: a deadLetterSink does not run on the JetStream engine yet; dead letters are kept in the broker's dead-letter stream (spec/jetstream.md)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One running trigger: its loop and the signal that drains it.
+struct Unit {
+    delivery: Tasks,
+    stop: watch::Sender<bool>,
+}
+
+/// The running triggers of the JetStream engine. Every replica runs one, on the same
+/// configuration; their consumers are shared.
+pub struct JetStreamDispatcher {
+    units: Vec<Unit>,
+}
+
+impl std::fmt::Debug for JetStreamDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamDispatcher")
+            .field("triggers", &self.units.len())
+            .finish()
+    }
+}
+
+impl JetStreamDispatcher {
+    /// Starts delivery for every trigger of `config` from its durable consumer (created when
+    /// missing). The brokers' streams must exist ([`JetStreamLog::ensure_brokers`]).
+    pub async fn start(
+        config: &Config,
+        log: Arc<JetStreamLog>,
+        event_types: Arc<EventTypePolicy>,
+        streams: StreamSinks,
+        egress: switchyard_core::egress::EgressPolicy,
+    ) -> Result<JetStreamDispatcher, DispatchError> {
+        super::check_filters(config)?;
+        let dyn_log: Arc<dyn EventLog> = Arc::clone(&log) as Arc<dyn EventLog>;
+        let cx = super::trigger::Context {
+            config,
+            event_types: &event_types,
+            log: &dyn_log,
+            egress: &egress,
+            streams: &streams,
+        };
+        let mut units = Vec::new();
+        for ((ns, name), t) in runnable(config) {
+            let trigger = Arc::new(TriggerRuntime::build(&cx, ns, name, t)?);
+            let filter = compile_filter(config, ns, name, t)?;
+            let source = Arc::new(
+                JetStreamSource::open(trigger, filter, Arc::clone(&log), Arc::clone(&event_types))
+                    .await?,
+            );
+            let (stop, stopped) = watch::channel(false);
+            let mut delivery = Tasks::new("delivery loop");
+            delivery.spawn(deliver::dispatch_loop(
+                Arc::clone(source.trigger()),
+                source,
+                stopped,
+            ));
+            units.push(Unit { delivery, stop });
+        }
+        Ok(JetStreamDispatcher { units })
+    }
+
+    /// Stops taking work and lets the attempts in flight settle (up to
+    /// [`DRAIN_TIMEOUT`](super::DRAIN_TIMEOUT)); what is not settled by then is handed out
+    /// again by JetStream once its ack wait runs out (at-least-once).
+    pub async fn shutdown(self) {
+        for u in &self.units {
+            u.stop.send_replace(true);
+        }
+        futures_util::future::join_all(
+            self.units
+                .into_iter()
+                .map(|u| u.delivery.finish(super::DRAIN_TIMEOUT)),
+        )
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_before_this_one_are_counted_from_the_delivery_count() {
+        assert!(earlier_attempts(1).is_empty(), "a first delivery");
+        assert!(earlier_attempts(0).is_empty());
+        let earlier = earlier_attempts(3);
+        assert_eq!(earlier.len(), 2);
+        assert!(
+            earlier[1]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("attempt 2"))
+        );
+    }
+}
