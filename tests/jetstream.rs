@@ -46,7 +46,19 @@ fn replicas(n: usize, cluster: &Cluster, config: &str) -> Vec<Switchyard> {
     let urls = cluster.urls();
     (0..n)
         .map(|_| {
-            Switchyard::start_with(config, &["--jetstream", &urls, "--jetstream-replicas", "3"])
+            // A fixed port, so that a restarted replica is where producers send.
+            let listen = format!("127.0.0.1:{}", common::free_port());
+            Switchyard::start_with(
+                config,
+                &[
+                    "--jetstream",
+                    &urls,
+                    "--jetstream-replicas",
+                    "3",
+                    "--listen",
+                    &listen,
+                ],
+            )
         })
         .collect()
 }
@@ -230,4 +242,136 @@ async fn a_server_too_old_for_the_engine_is_refused_with_one_line() {
     let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("too old") && err.contains("2.10"), "{err}");
+}
+
+/// Posts events `{prefix}{i}` to the replicas in turn (skipping those `down` says are down)
+/// until `stop`, and returns the ids that were answered 202: what must be delivered.
+async fn produce(
+    targets: Vec<String>,
+    prefix: &'static str,
+    down: std::sync::Arc<std::sync::Mutex<HashSet<usize>>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<String> {
+    let mut accepted = Vec::new();
+    let mut i = 0usize;
+    while !*stop.borrow() {
+        let target = i % targets.len();
+        if down.lock().unwrap().contains(&target) {
+            i += 1;
+            continue;
+        }
+        let id = format!("{prefix}{i}");
+        let status = client()
+            .post(format!("{}/default/default", targets[target]))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", &id)
+            .header("ce-source", "/tests/jetstream")
+            .header("ce-type", "other")
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        if status == 202 {
+            accepted.push(id);
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    accepted
+}
+
+/// Waits until `sink` received every one of `ids`.
+async fn all_delivered(sink: &Sink, ids: &[String], within: Duration) {
+    common::eventually(
+        &format!("all {} accepted events delivered", ids.len()),
+        within,
+        || {
+            let got = counts(sink);
+            let missing = ids.iter().filter(|id| !got.contains_key(*id)).count();
+            async move { (missing == 0).then_some(()) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_node_killed_and_restarted_loses_no_acknowledged_event() {
+    let Some(mut cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let (all, orders) = (Sink::ok().await, Sink::ok().await);
+    let sys = replicas(2, &cluster, &config(&all.url, &orders.url, ""));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let down = std::sync::Arc::default();
+    let producer = tokio::spawn(produce(
+        sys.iter().map(|s| s.base.clone()).collect(),
+        "n",
+        down,
+        stopped,
+    ));
+    all.wait_for(100, Duration::from_secs(30)).await;
+    cluster.kill9(0);
+    let seen = all.received().len();
+    all.wait_for(seen + 100, Duration::from_secs(60)).await;
+    cluster.restart(0).await;
+    cluster.wait_ready().await;
+    let seen = all.received().len();
+    all.wait_for(seen + 100, Duration::from_secs(60)).await;
+    stop.send_replace(true);
+    let accepted = producer.await.unwrap();
+    all_delivered(&all, &accepted, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_of_every_replica_loses_nothing() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let (all, orders) = (Sink::ok().await, Sink::ok().await);
+    let mut sys = replicas(3, &cluster, &config(&all.url, &orders.url, ""));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let down: std::sync::Arc<std::sync::Mutex<HashSet<usize>>> = std::sync::Arc::default();
+    // The replicas keep their addresses across restarts, as behind a Service.
+    let bases: Vec<String> = sys.iter().map(|s| s.base.clone()).collect();
+    let producer = tokio::spawn(produce(bases.clone(), "r", down.clone(), stopped));
+    all.wait_for(50, Duration::from_secs(30)).await;
+    for (i, sy) in sys.iter_mut().enumerate() {
+        down.lock().unwrap().insert(i);
+        sy.stop();
+        sy.restart();
+        assert_eq!(sy.base, bases[i]);
+        down.lock().unwrap().remove(&i);
+        let seen = all.received().len();
+        all.wait_for(seen + 50, Duration::from_secs(30)).await;
+    }
+    stop.send_replace(true);
+    let accepted = producer.await.unwrap();
+    all_delivered(&all, &accepted, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_trigger_does_not_slow_the_others() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    // `all`'s subscriber answers nothing within the timeout, for ever.
+    let stalled = Sink::start(|_, _| Answer::status(200).delay(Duration::from_secs(3600))).await;
+    let orders = Sink::ok().await;
+    let sys = replicas(
+        2,
+        &cluster,
+        &config(
+            &stalled.url,
+            &orders.url,
+            "delivery: {timeout: PT1S, retry: 100}",
+        ),
+    );
+    for i in 0..200 {
+        assert_eq!(post(&sys[i % 2], &format!("s{i}"), "order").await, 202);
+    }
+    orders.wait_for(200, Duration::from_secs(20)).await;
+    assert!(
+        stalled.received().len() >= 64,
+        "the stalled trigger is being tried"
+    );
 }

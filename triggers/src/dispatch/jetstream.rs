@@ -48,6 +48,8 @@ pub struct JetStreamSource {
     log: Arc<JetStreamLog>,
     policy: Arc<EventTypePolicy>,
     names: Names,
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    batch: usize,
     messages: tokio::sync::Mutex<pull::Stream>,
 }
 
@@ -95,20 +97,16 @@ impl JetStreamSource {
             .create_consumer(config)
             .await
             .map_err(|e| unavailable("cannot create the trigger's consumer", &e))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(usize::try_from(in_flight).unwrap_or(64).clamp(16, 256))
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| unavailable("cannot pull from the trigger's consumer", &e))?;
+        let batch = usize::try_from(in_flight).unwrap_or(64).clamp(16, 256);
+        let messages = pull_from(&consumer, batch).await?;
         Ok(JetStreamSource {
             trigger,
             filter,
             log,
             policy,
             names,
+            consumer,
+            batch,
             messages: tokio::sync::Mutex::new(messages),
         })
     }
@@ -116,6 +114,23 @@ impl JetStreamSource {
     /// The trigger it serves.
     pub fn trigger(&self) -> &Arc<TriggerRuntime> {
         &self.trigger
+    }
+
+    /// Naks, without delay, the messages pulled and not handed out (at shutdown, once the
+    /// delivery loop stopped taking work), so JetStream gives them to another replica now
+    /// rather than after their ack wait.
+    async fn hand_back(&self) {
+        use futures_util::FutureExt;
+        let mut messages = self.messages.lock().await;
+        let mut handed_back = 0usize;
+        while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+            if ack(&message, AckKind::Nak(None)).await.is_ok() {
+                handed_back += 1;
+            }
+        }
+        if handed_back > 0 {
+            tracing::info!(trigger = %self.trigger.id, handed_back, "messages handed back to JetStream");
+        }
     }
 
     /// The message id of the `i`th reply to the delivery of stream sequence `seq`.
@@ -178,6 +193,22 @@ impl JetStreamSource {
     }
 }
 
+/// A pull from `consumer`, `batch` messages at a time, with heartbeats (so a lost server is
+/// noticed within seconds).
+async fn pull_from(
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+    batch: usize,
+) -> Result<pull::Stream, LogError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| unavailable("cannot pull from the trigger's consumer", &e))
+}
+
 /// Attempts JetStream counted but whose details it does not keep: the dead letter of an event
 /// retried in JetStream mode lists the last attempt in full and these before it.
 fn earlier_attempts(delivered: i64) -> Vec<Attempt> {
@@ -216,13 +247,20 @@ impl super::DeliverySource for JetStreamSource {
                     continue;
                 }
                 None => {
-                    // The pull ended (it only does when the consumer is gone): nothing more
-                    // comes until the trigger is started again.
-                    tracing::error!(trigger = %self.trigger.id, "the trigger's JetStream consumer is gone");
-                    std::future::pending::<()>().await;
+                    // The pull ended (the server lost the consumer's state, or the
+                    // connection was replaced): start pulling again.
+                    tracing::warn!(trigger = %self.trigger.id, "the pull from JetStream ended; pulling again");
+                    tokio::time::sleep(backoff.next_pause()).await;
+                    match pull_from(&self.consumer, self.batch).await {
+                        Ok(again) => *messages = again,
+                        Err(e) => {
+                            tracing::warn!(trigger = %self.trigger.id, error = %e, "cannot pull from JetStream; trying again");
+                        }
+                    }
                     continue;
                 }
             };
+            backoff.reset();
             let Ok((position, delivered)) =
                 message.info().map(|i| (i.stream_sequence, i.delivered))
             else {
@@ -323,6 +361,7 @@ pub fn check_supported(config: &Config) -> Result<(), String> {
 
 /// One running trigger: its loop and the signal that drains it.
 struct Unit {
+    source: Arc<JetStreamSource>,
     delivery: Tasks,
     stop: watch::Sender<bool>,
 }
@@ -372,26 +411,30 @@ impl JetStreamDispatcher {
             let mut delivery = Tasks::new("delivery loop");
             delivery.spawn(deliver::dispatch_loop(
                 Arc::clone(source.trigger()),
-                source,
+                Arc::clone(&source),
                 stopped,
             ));
-            units.push(Unit { delivery, stop });
+            units.push(Unit {
+                source,
+                delivery,
+                stop,
+            });
         }
         Ok(JetStreamDispatcher { units })
     }
 
-    /// Stops taking work and lets the attempts in flight settle (up to
-    /// [`DRAIN_TIMEOUT`](super::DRAIN_TIMEOUT)); what is not settled by then is handed out
-    /// again by JetStream once its ack wait runs out (at-least-once).
+    /// Stops taking work, lets the attempts in flight settle (up to
+    /// [`DRAIN_TIMEOUT`](super::DRAIN_TIMEOUT)) and hands back what was pulled and not
+    /// started, so the other replicas take it at once; what is not settled by then is handed
+    /// out again by JetStream once its ack wait runs out (at-least-once).
     pub async fn shutdown(self) {
         for u in &self.units {
             u.stop.send_replace(true);
         }
-        futures_util::future::join_all(
-            self.units
-                .into_iter()
-                .map(|u| u.delivery.finish(super::DRAIN_TIMEOUT)),
-        )
+        futures_util::future::join_all(self.units.into_iter().map(|u| async move {
+            u.delivery.finish(super::DRAIN_TIMEOUT).await;
+            u.source.hand_back().await;
+        }))
         .await;
     }
 }
