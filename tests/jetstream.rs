@@ -375,3 +375,50 @@ async fn a_stalled_trigger_does_not_slow_the_others() {
         "the stalled trigger is being tried"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_reach_the_dead_letter_sink_once_it_takes_them() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let failing = Sink::start(|_, _| Answer::status(500)).await;
+    let orders = Sink::ok().await;
+    // The dead-letter sink is down for its first two requests.
+    let dls = Sink::start(|n, _| Answer::status(if n < 2 { 503 } else { 200 })).await;
+    let sys = replicas(
+        2,
+        &cluster,
+        &config(
+            &failing.url,
+            &orders.url,
+            &format!(
+                "delivery: {{retry: 1, backoffDelay: PT0.1S, deadLetterSink: {{uri: '{}'}}}}",
+                dls.url
+            ),
+        ),
+    );
+    for i in 0..3 {
+        assert_eq!(post(&sys[i % 2], &format!("x{i}"), "other").await, 202);
+    }
+    common::eventually(
+        "the dead-letter sink took all three",
+        Duration::from_secs(60),
+        || {
+            let taken: HashSet<String> = dls
+                .received()
+                .iter()
+                .skip(2)
+                .filter_map(|r| r.event.as_ref().map(|e| e.id.clone()))
+                .collect();
+            async move { (taken.len() == 3).then_some(()) }
+        },
+    )
+    .await;
+    for r in dls.received() {
+        assert_eq!(r.headers["ce-knativeerrorcode"], "500");
+        assert_eq!(r.headers["ce-knativeerrordest"], failing.url.as_str());
+    }
+    dls.assert_stays_at(dls.received().len(), Duration::from_millis(800))
+        .await;
+    assert_eq!(dls.received().len(), 5, "two refused, then each once");
+}

@@ -209,6 +209,19 @@ impl DeadLetter {
         }
     }
 
+    /// The `knativeerror*` attributes a dead-letter sink gets with the event (Knative's
+    /// data plane): where it was going, the last status, the start of the last body.
+    pub fn error_extensions(&self) -> Vec<(&'static str, String)> {
+        let mut extra = vec![("knativeerrordest", self.destination.clone())];
+        if let Some(status) = self.status {
+            extra.push(("knativeerrorcode", status.to_string()));
+        }
+        if let Some(data) = &self.error_data {
+            extra.push(("knativeerrordata", data.clone()));
+        }
+        extra
+    }
+
     /// The event.
     pub fn event(&self) -> Option<CloudEvent> {
         let bytes = B64.decode(&self.event).ok()?;

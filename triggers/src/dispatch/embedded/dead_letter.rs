@@ -252,13 +252,7 @@ impl DeadLetterSender {
             return;
         };
         let dls = &self.sink;
-        let mut extra = vec![("knativeerrordest", letter.destination.clone())];
-        if let Some(status) = letter.status {
-            extra.push(("knativeerrorcode", status.to_string()));
-        }
-        if let Some(data) = &letter.error_data {
-            extra.push(("knativeerrordata", data.clone()));
-        }
+        let extra = letter.error_extensions();
         let settings = &self.settings;
         for k in 0..=settings.retry {
             if k > 0 {

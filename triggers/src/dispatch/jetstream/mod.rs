@@ -11,6 +11,8 @@
 //! not store them twice), naks a retry with the backoff as the delay, and for a dead letter
 //! publishes the record to the broker's dead-letter stream and acks only once that is stored.
 
+mod dead_letter;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -334,6 +336,11 @@ impl super::DeliverySource for JetStreamSource {
     }
 }
 
+/// The trigger's dead-letter sink, if it has one.
+fn trigger_dls(source: &JetStreamSource) -> Option<crate::delivery::Subscriber> {
+    source.trigger().config.dead_letter_sink.clone()
+}
+
 /// What the JetStream engine does not run yet (spec/jetstream.md, "Not yet"), as a load error
 /// naming the first trigger that needs it.
 pub fn check_supported(config: &Config) -> Result<(), String> {
@@ -344,17 +351,6 @@ pub fn check_supported(config: &Config) -> Result<(), String> {
                 "Trigger {id}: ordered delivery does not run on the JetStream engine yet (spec/jetstream.md)"
             ));
         }
-        let broker = config.brokers.get(&(ns.clone(), t.spec.broker.clone()));
-        let delivery = t
-            .spec
-            .delivery
-            .as_ref()
-            .or(broker.and_then(|b| b.spec.delivery.as_ref()));
-        if delivery.is_some_and(|d| d.dead_letter_sink.is_some()) {
-            return Err(format!(
-                "Trigger {id}: a deadLetterSink does not run on the JetStream engine yet; dead letters are kept in the broker's dead-letter stream (spec/jetstream.md)"
-            ));
-        }
     }
     Ok(())
 }
@@ -363,6 +359,8 @@ pub fn check_supported(config: &Config) -> Result<(), String> {
 struct Unit {
     source: Arc<JetStreamSource>,
     delivery: Tasks,
+    /// The dead-letter sink's pump, which runs until stopped.
+    tasks: Tasks,
     stop: watch::Sender<bool>,
 }
 
@@ -407,6 +405,15 @@ impl JetStreamDispatcher {
                 JetStreamSource::open(trigger, filter, Arc::clone(&log), Arc::clone(&event_types))
                     .await?,
             );
+            let mut tasks = Tasks::new("trigger");
+            if let Some(sink) = &trigger_dls(&source) {
+                let consumer = dead_letter::consumer(source.trigger(), &log).await?;
+                tasks.spawn(dead_letter::pump(
+                    Arc::clone(source.trigger()),
+                    sink.clone(),
+                    consumer,
+                ));
+            }
             let (stop, stopped) = watch::channel(false);
             let mut delivery = Tasks::new("delivery loop");
             delivery.spawn(deliver::dispatch_loop(
@@ -417,6 +424,7 @@ impl JetStreamDispatcher {
             units.push(Unit {
                 source,
                 delivery,
+                tasks,
                 stop,
             });
         }
@@ -434,6 +442,7 @@ impl JetStreamDispatcher {
         futures_util::future::join_all(self.units.into_iter().map(|u| async move {
             u.delivery.finish(super::DRAIN_TIMEOUT).await;
             u.source.hand_back().await;
+            u.tasks.shutdown().await;
         }))
         .await;
     }
