@@ -43,12 +43,26 @@ spec:
 
 /// `n` replicas of `config` on `cluster`, streams kept in three copies.
 fn replicas(n: usize, cluster: &Cluster, config: &str) -> Vec<Switchyard> {
+    replicas_with_env(n, cluster, config, &[])
+}
+
+/// The same, with environment variables.
+fn replicas_with_env(
+    n: usize,
+    cluster: &Cluster,
+    config: &str,
+    env: &[(&str, &str)],
+) -> Vec<Switchyard> {
     let urls = cluster.urls();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     (0..n)
         .map(|_| {
             // A fixed port, so that a restarted replica is where producers send.
             let listen = format!("127.0.0.1:{}", common::free_port());
-            Switchyard::start_with(
+            Switchyard::start_full(
                 config,
                 &[
                     "--jetstream",
@@ -58,6 +72,7 @@ fn replicas(n: usize, cluster: &Cluster, config: &str) -> Vec<Switchyard> {
                     "--listen",
                     &listen,
                 ],
+                env.clone(),
             )
         })
         .collect()
@@ -421,4 +436,52 @@ async fn dead_letters_reach_the_dead_letter_sink_once_it_takes_them() {
     dls.assert_stays_at(dls.received().len(), Duration::from_millis(800))
         .await;
     assert_eq!(dls.received().len(), 5, "two refused, then each once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ping_source_fires_each_slot_once_across_three_replicas() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let (all, orders) = (Sink::ok().await, Sink::ok().await);
+    let config = format!(
+        r#"{}
+---
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata: {{name: heartbeat}}
+spec:
+  schedule: "* * * * *"
+  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
+"#,
+        config(&all.url, &orders.url, "")
+    );
+    // Every replica holds the test clock at 10:00 and then moves it to 10:05: each fires
+    // the five slots between.
+    let sys = replicas_with_env(
+        3,
+        &cluster,
+        &config,
+        &[("SWITCHYARD_TEST_CLOCK", "2026-11-28T10:00:30Z")],
+    );
+    for sy in &sys {
+        let resp = client()
+            .post(sy.url("/debug/clock"))
+            .json(&serde_json::json!({ "now": "2026-11-28T10:05:30Z" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+    }
+    all.wait_for(5, Duration::from_secs(30)).await;
+    all.assert_stays_at(5, Duration::from_secs(2)).await;
+    let mut ids = all.ids();
+    ids.sort();
+    assert_eq!(
+        ids,
+        (1..=5)
+            .map(|m| format!("heartbeat-20261128T10{m:02}00Z"))
+            .collect::<Vec<_>>(),
+        "each slot once, though three replicas fired it"
+    );
 }

@@ -31,6 +31,9 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Room an event needs in a NATS message beyond its body (attributes, headers).
 pub const ENVELOPE_BYTES: usize = 64 * 1024;
+/// The key-value bucket that holds what sources remember (`Table::SourceState`: a
+/// PingSource's last fired slot), shared by the replicas.
+pub const SOURCE_STATE_BUCKET: &str = "SY_SOURCESTATE";
 
 /// Why the JetStream engine could not start or do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +109,101 @@ pub fn event_msg_id(source: &str, id: &str) -> String {
     h.update(id.as_bytes());
     let digest = h.finalize();
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The side tables this engine keeps, in key-value buckets (a handle the log's futures own).
+#[derive(Clone)]
+struct Kv {
+    js: jetstream::Context,
+    replicas: usize,
+}
+
+impl Kv {
+    /// The bucket of what sources remember, created when missing.
+    async fn source_state(&self) -> Result<jetstream::kv::Store, LogError> {
+        match self.js.get_key_value(SOURCE_STATE_BUCKET).await {
+            Ok(store) => Ok(store),
+            Err(_) => self
+                .js
+                .create_key_value(jetstream::kv::Config {
+                    bucket: SOURCE_STATE_BUCKET.to_owned(),
+                    description: "Switchyard: what sources remember across restarts".to_owned(),
+                    history: 1,
+                    storage: stream::StorageType::File,
+                    num_replicas: self.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| unavailable("cannot create the source-state bucket", &e)),
+        }
+    }
+
+    /// Applies `ops` (only `Table::SourceState` is kept on this engine).
+    async fn write_ops(&self, ops: Vec<WriteOp>) -> Result<(), LogError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let store = self.source_state().await?;
+        for op in ops {
+            match op {
+                WriteOp::Put {
+                    table: Table::SourceState,
+                    key,
+                    value,
+                } => {
+                    store
+                        .put(kv_key(&key), value.into())
+                        .await
+                        .map_err(|e| unavailable("cannot store a source's state", &e))?;
+                }
+                WriteOp::Delete {
+                    table: Table::SourceState,
+                    key,
+                } => {
+                    store
+                        .delete(kv_key(&key))
+                        .await
+                        .map_err(|e| unavailable("cannot delete a source's state", &e))?;
+                }
+                _ => return Err(side_tables()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The records of `Table::SourceState` with `from <= key < to`, in key order.
+    async fn scan_source_state(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<SideRecord>, LogError> {
+        let store = self.source_state().await?;
+        let keys = match store.keys().await {
+            Ok(keys) => keys,
+            Err(e) => return Err(unavailable("cannot list the source-state bucket", &e)),
+        };
+        let mut keys: Vec<Vec<u8>> = futures_util::TryStreamExt::try_collect::<Vec<String>>(keys)
+            .await
+            .map_err(|e| unavailable("cannot list the source-state bucket", &e))?
+            .iter()
+            .filter_map(|k| from_kv_key(k))
+            .filter(|k| k.as_slice() >= from && k.as_slice() < to)
+            .collect();
+        keys.sort();
+        keys.truncate(max);
+        let mut records = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(value) = store
+                .get(kv_key(&key))
+                .await
+                .map_err(|e| unavailable("cannot read a source's state", &e))?
+            {
+                records.push((key, value.to_vec()));
+            }
+        }
+        Ok(records)
+    }
 }
 
 /// The brokers' logs in JetStream.
@@ -195,6 +293,33 @@ impl JetStreamLog {
         &self.client
     }
 
+    /// Publishes `events` (storage encodings) to broker `broker`'s stream with the message
+    /// ids `ids` (one per event), and waits for every acknowledgement. Resolves to the span
+    /// of stream sequences they got (other replicas' events may be interleaved).
+    pub async fn publish(
+        &self,
+        broker: &BrokerId,
+        events: Vec<Vec<u8>>,
+        ids: Vec<String>,
+    ) -> Result<Range<u64>, LogError> {
+        publish(&self.js, &Names::of(broker).subject, events, ids).await
+    }
+
+    /// Publishes one dead letter (its JSON record) for `trigger` of `broker`, with message id
+    /// `msg_id`, and waits for the acknowledgement.
+    pub async fn publish_dead_letter(
+        &self,
+        broker: &BrokerId,
+        trigger: &str,
+        record: Vec<u8>,
+        msg_id: String,
+    ) -> Result<u64, LogError> {
+        let subject = Names::of(broker).dead_letter_subject(trigger);
+        publish(&self.js, &subject, vec![record], vec![msg_id])
+            .await
+            .map(|r| r.start)
+    }
+
     /// Creates the streams of `config`'s brokers, or brings existing ones to the brokers'
     /// retention and the engine's settings.
     pub async fn ensure_brokers(&self, config: &Config) -> Result<(), JetStreamError> {
@@ -267,32 +392,11 @@ impl JetStreamLog {
         }
         Ok(())
     }
-
-    /// Publishes `events` (storage encodings) to broker `broker`'s stream with the message
-    /// ids `ids` (one per event), and waits for every acknowledgement. Resolves to the span
-    /// of stream sequences they got (other replicas' events may be interleaved).
-    pub async fn publish(
-        &self,
-        broker: &BrokerId,
-        events: Vec<Vec<u8>>,
-        ids: Vec<String>,
-    ) -> Result<Range<u64>, LogError> {
-        publish(&self.js, &Names::of(broker).subject, events, ids).await
-    }
-
-    /// Publishes one dead letter (its JSON record) for `trigger` of `broker`, with message id
-    /// `msg_id`, and waits for the acknowledgement.
-    pub async fn publish_dead_letter(
-        &self,
-        broker: &BrokerId,
-        trigger: &str,
-        record: Vec<u8>,
-        msg_id: String,
-    ) -> Result<u64, LogError> {
-        let subject = Names::of(broker).dead_letter_subject(trigger);
-        publish(&self.js, &subject, vec![record], vec![msg_id])
-            .await
-            .map(|r| r.start)
+    fn kv(&self) -> Kv {
+        Kv {
+            js: self.js.clone(),
+            replicas: self.replicas,
+        }
     }
 
     fn block_on<T>(
@@ -304,6 +408,23 @@ impl JetStreamLog {
             .map_err(|_| LogError::Storage("a JetStream read outside the runtime".into()))?
             .block_on(f)
     }
+}
+
+/// A side-table key as a key-value key (which allows only a few characters): hex.
+fn kv_key(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_kv_key(key: &str) -> Option<Vec<u8>> {
+    key.len()
+        .is_multiple_of(2)
+        .then(|| {
+            (0..key.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(key.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten()
 }
 
 fn unavailable(what: &str, e: &dyn std::fmt::Display) -> LogError {
@@ -352,7 +473,7 @@ fn msg_ids(events: &[Vec<u8>]) -> Result<Vec<String>, LogError> {
 
 fn side_tables() -> LogError {
     LogError::Storage(
-        "the JetStream engine keeps no side tables yet (spec/jetstream.md, \"Not yet\")".into(),
+        "the JetStream engine keeps no side tables but sources' state yet (spec/jetstream.md, \"Not yet\")".into(),
     )
 }
 
@@ -366,13 +487,23 @@ impl EventLog for JetStreamLog {
         })
     }
 
+    /// Publishes the events, then applies `ops`: not one transaction, as the embedded store's
+    /// is. A crash between the two leaves the events stored and the state not: a PingSource
+    /// then fires the slot again, which the stream keeps once within its duplicate window
+    /// (the event's id is the slot's).
     fn append_with(
         &self,
-        _broker: &BrokerId,
-        _events: Vec<Vec<u8>>,
-        _ops: Vec<WriteOp>,
+        broker: &BrokerId,
+        events: Vec<Vec<u8>>,
+        ops: Vec<WriteOp>,
     ) -> AppendFuture {
-        Box::pin(async { Err(side_tables()) })
+        let appended = self.append(broker, events);
+        let kv = self.kv();
+        Box::pin(async move {
+            let offsets = appended.await?;
+            kv.write_ops(ops).await?;
+            Ok(offsets)
+        })
     }
 
     fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
@@ -458,18 +589,22 @@ impl EventLog for JetStreamLog {
         }
     }
 
-    fn write(&self, _ops: Vec<WriteOp>) -> WriteFuture {
-        Box::pin(async { Err(side_tables()) })
+    fn write(&self, ops: Vec<WriteOp>) -> WriteFuture {
+        let kv = self.kv();
+        Box::pin(async move { kv.write_ops(ops).await })
     }
 
     fn scan(
         &self,
-        _table: Table,
-        _from: &[u8],
-        _to: &[u8],
-        _max: usize,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
     ) -> Result<Vec<SideRecord>, LogError> {
-        Ok(Vec::new())
+        match table {
+            Table::SourceState => self.block_on(self.kv().scan_source_state(from, to, max)),
+            _ => Ok(Vec::new()),
+        }
     }
 
     fn consumers(&self, _broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError> {
@@ -501,6 +636,16 @@ mod tests {
         // The separator keeps ("/s1", "") and ("/s", "1") apart.
         assert_ne!(event_msg_id("/s1", ""), event_msg_id("/s", "1"));
         assert_eq!(event_msg_id("/s", "1").len(), 32);
+    }
+
+    #[test]
+    fn side_table_keys_survive_the_key_value_alphabet() {
+        let key = b"default/ping\x00\xff".to_vec();
+        let k = kv_key(&key);
+        assert!(k.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(from_kv_key(&k), Some(key));
+        assert_eq!(from_kv_key("abc"), None);
+        assert_eq!(from_kv_key("zz"), None);
     }
 
     #[test]

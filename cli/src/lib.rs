@@ -98,7 +98,7 @@ async fn serve(
                 "the JetStream engine does not reload its configuration yet: restart the replicas to change it (spec/jetstream.md)"
             );
         }
-        return serve_jetstream(config, jetstream, options, ready, shutdown).await;
+        return serve_jetstream(config, jetstream, options, clock, ready, shutdown).await;
     }
     let redrive_allow = options.auth.redrive_allow_uris.clone();
     let egress = options.egress.clone();
@@ -169,16 +169,19 @@ async fn serve(
 /// yet") rather than left silently undone.
 fn check_jetstream_supported(config: &Config) -> Result<(), RunError> {
     dispatch::jetstream::check_supported(config).map_err(RunError::JetStream)?;
-    let sources = config.webhook_sources.len()
-        + config.ping_sources.len()
-        + config.s3_sources.len()
-        + config.kafka_sources.len()
-        + config.nats_sources.len()
-        + config.mqtt_sources.len();
-    if sources > 0 {
-        return Err(RunError::JetStream(
-            "sources do not run on the JetStream engine yet: run them on a Switchyard with the embedded store whose Trigger forwards to a replica's ingress (spec/jetstream.md)".into(),
-        ));
+    // Webhook, S3 and Ping sources run on every replica: HTTP sources take what reaches them,
+    // an SQS queue hands a message to one poller, and a PingSource's slot is one event id,
+    // which the stream keeps once. The stream consumers need their systems' group semantics,
+    // which are not wired yet.
+    let streams = [
+        ("KafkaSource", config.kafka_sources.keys().next()),
+        ("NatsSource", config.nats_sources.keys().next()),
+        ("MqttSource", config.mqtt_sources.keys().next()),
+    ];
+    if let Some((kind, Some((ns, name)))) = streams.into_iter().find(|(_, s)| s.is_some()) {
+        return Err(RunError::JetStream(format!(
+            "{kind} {ns}/{name}: stream sources do not run on the JetStream engine yet: run them on a Switchyard with the embedded store whose Trigger forwards to a replica's ingress (spec/jetstream.md)"
+        )));
     }
     if let Some(((ns, name), _)) = config
         .brokers
@@ -199,6 +202,7 @@ async fn serve_jetstream(
     config: Config,
     jetstream: switchyard_broker::jetstream::JetStreamOptions,
     options: ServerOptions,
+    clock: Clock,
     ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
@@ -226,6 +230,8 @@ async fn serve_jetstream(
         egress,
     )
     .await?;
+    let sources =
+        switchyard_adapters::start(&config, &server.event_types(), server.log(), clock).await?;
     tracing::info!(
         %addr,
         servers = %jetstream.servers.join(","),
@@ -236,8 +242,9 @@ async fn serve_jetstream(
     );
     ready(addr);
     server
-        .serve(axum::Router::new(), async move {
+        .serve(sources.routes.clone(), async move {
             shutdown.await;
+            sources.shutdown().await;
             dispatcher.shutdown().await;
             sinks.shutdown().await;
         })

@@ -104,7 +104,8 @@ impl Switchyard {
         &self.config
     }
 
-    fn start_full(config: &str, extra: &[&str], env: Vec<(String, String)>) -> Switchyard {
+    /// Starts the binary with `config`, extra `serve` arguments and environment variables.
+    pub fn start_full(config: &str, extra: &[&str], env: Vec<(String, String)>) -> Switchyard {
         let tmp = tempfile::tempdir().unwrap();
         let config_path = tmp.path().join("config.yaml");
         std::fs::write(&config_path, config).unwrap();
