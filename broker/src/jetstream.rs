@@ -31,6 +31,8 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Room an event needs in a NATS message beyond its body (attributes, headers).
 pub const ENVELOPE_BYTES: usize = 64 * 1024;
+/// How long a replica waits at start for the cluster to create or update its streams.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The key-value bucket that holds what sources remember (`Table::SourceState`: a
 /// PingSource's last fired slot), shared by the replicas.
 pub const SOURCE_STATE_BUCKET: &str = "SY_SOURCESTATE";
@@ -365,15 +367,32 @@ impl JetStreamLog {
         Ok(())
     }
 
+    /// Creates or updates one stream, trying again for up to [`SETTLE_TIMEOUT`] while the
+    /// cluster cannot answer (it is electing a leader, or forming as the replicas start).
     async fn ensure_stream(&self, config: stream::Config) -> Result<(), JetStreamError> {
-        let name = config.name.clone();
-        let error = |e: &dyn std::fmt::Display| JetStreamError::Stream {
-            stream: name.clone(),
-            message: e.to_string(),
-        };
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        let mut backoff = switchyard_core::backoff::Backoff::STORE;
+        loop {
+            match self.try_ensure_stream(config.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(message) if tokio::time::Instant::now() >= deadline => {
+                    return Err(JetStreamError::Stream {
+                        stream: config.name,
+                        message,
+                    });
+                }
+                Err(message) => {
+                    tracing::info!(stream = %config.name, %message, "JetStream is not ready; trying again");
+                    tokio::time::sleep(backoff.next_pause()).await;
+                }
+            }
+        }
+    }
+
+    async fn try_ensure_stream(&self, config: stream::Config) -> Result<(), String> {
         match self.js.get_stream(&config.name).await {
             Ok(mut existing) => {
-                let info = existing.info().await.map_err(|e| error(&e))?;
+                let info = existing.info().await.map_err(|e| e.to_string())?;
                 let now = &info.config;
                 if now.subjects != config.subjects
                     || now.num_replicas != config.num_replicas
@@ -383,15 +402,22 @@ impl JetStreamLog {
                     || now.duplicate_window != config.duplicate_window
                     || !now.allow_direct
                 {
-                    self.js.update_stream(config).await.map_err(|e| error(&e))?;
+                    self.js
+                        .update_stream(config)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
             }
             Err(_) => {
-                self.js.create_stream(config).await.map_err(|e| error(&e))?;
+                self.js
+                    .create_stream(config)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
     }
+
     fn kv(&self) -> Kv {
         Kv {
             js: self.js.clone(),

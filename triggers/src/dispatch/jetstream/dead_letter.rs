@@ -17,7 +17,7 @@ use switchyard_broker::log::LogError;
 use switchyard_core::backoff::Backoff;
 use tokio::task::JoinSet;
 
-use super::{ACK_WAIT_MARGIN, ack, pull_from, unavailable};
+use super::{ACK_WAIT_MARGIN, ack, pull_from, settled, unavailable};
 use crate::delivery::{Subscriber, Verdict};
 use crate::dispatch::{TriggerRuntime, unit_random};
 use crate::records::DeadLetter;
@@ -32,28 +32,34 @@ pub(super) async fn consumer(
     log: &JetStreamLog,
 ) -> Result<PullConsumer, LogError> {
     let names = Names::of(&trigger.broker);
-    let stream = log
-        .context()
-        .get_stream(&names.dead_letter_stream)
-        .await
-        .map_err(|e| unavailable("cannot open the dead-letter stream", &e))?;
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(trigger.id.name().to_owned()),
-            description: Some(format!(
-                "Switchyard: the deadLetterSink of Trigger {}",
-                trigger.id
-            )),
-            filter_subject: names.dead_letter_subject(trigger.id.name()),
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: trigger.config.settings.timeout + ACK_WAIT_MARGIN,
-            max_deliver: -1,
-            max_ack_pending: i64::try_from(DLS_CONCURRENCY).unwrap_or(16),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable("cannot create the dead-letter sink's consumer", &e))
+    let stream = settled(trigger, || async {
+        log.context()
+            .get_stream(&names.dead_letter_stream)
+            .await
+            .map_err(|e| unavailable("cannot open the dead-letter stream", &e))
+    })
+    .await?;
+    let config = pull::Config {
+        durable_name: Some(trigger.id.name().to_owned()),
+        description: Some(format!(
+            "Switchyard: the deadLetterSink of Trigger {}",
+            trigger.id
+        )),
+        filter_subject: names.dead_letter_subject(trigger.id.name()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: trigger.config.settings.timeout + ACK_WAIT_MARGIN,
+        max_deliver: -1,
+        max_ack_pending: i64::try_from(DLS_CONCURRENCY).unwrap_or(16),
+        ..Default::default()
+    };
+    settled(trigger, || async {
+        stream
+            .create_consumer(config.clone())
+            .await
+            .map_err(|e| unavailable("cannot create the dead-letter sink's consumer", &e))
+    })
+    .await
 }
 
 /// Sends the trigger's dead letters to `sink` until stopped (its `Tasks` abort it).

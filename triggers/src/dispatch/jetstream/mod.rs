@@ -20,7 +20,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use switchyard_broker::eventtypes::EventTypePolicy;
-use switchyard_broker::jetstream::{JetStreamLog, Names};
+use switchyard_broker::jetstream::{JetStreamLog, Names, SETTLE_TIMEOUT};
 use switchyard_broker::log::{EventLog, LogError};
 use switchyard_broker::metrics as m;
 use switchyard_broker::tasks::Tasks;
@@ -77,11 +77,13 @@ impl JetStreamSource {
         policy: Arc<EventTypePolicy>,
     ) -> Result<JetStreamSource, LogError> {
         let names = Names::of(&trigger.broker);
-        let stream = log
-            .context()
-            .get_stream(&names.stream)
-            .await
-            .map_err(|e| unavailable("cannot open the broker's stream", &e))?;
+        let stream = settled(&trigger, || async {
+            log.context()
+                .get_stream(&names.stream)
+                .await
+                .map_err(|e| unavailable("cannot open the broker's stream", &e))
+        })
+        .await?;
         let in_flight = i64::try_from(trigger.slots.available_permits()).unwrap_or(64);
         let config = pull::Config {
             durable_name: Some(trigger.id.name().to_owned()),
@@ -95,10 +97,13 @@ impl JetStreamSource {
             max_ack_pending: in_flight + RETRY_BACKLOG,
             ..Default::default()
         };
-        let consumer = stream
-            .create_consumer(config)
-            .await
-            .map_err(|e| unavailable("cannot create the trigger's consumer", &e))?;
+        let consumer = settled(&trigger, || async {
+            stream
+                .create_consumer(config.clone())
+                .await
+                .map_err(|e| unavailable("cannot create the trigger's consumer", &e))
+        })
+        .await?;
         let batch = usize::try_from(in_flight).unwrap_or(64).clamp(16, 256);
         let messages = pull_from(&consumer, batch).await?;
         Ok(JetStreamSource {
@@ -191,6 +196,26 @@ impl JetStreamSource {
                 }
                 other => return other.map(drop),
             }
+        }
+    }
+}
+
+/// `call`, tried again for up to [`SETTLE_TIMEOUT`] while JetStream cannot answer (a
+/// cluster electing a leader, or forming as the replicas start).
+async fn settled<T, F, Fut>(trigger: &TriggerRuntime, mut call: F) -> Result<T, LogError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LogError>>,
+{
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    let mut backoff = Backoff::STORE;
+    loop {
+        match call().await {
+            Err(LogError::Unavailable(e)) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(trigger = %trigger.id, error = %e, "JetStream is not ready; trying again");
+                tokio::time::sleep(backoff.next_pause()).await;
+            }
+            other => return other,
         }
     }
 }
