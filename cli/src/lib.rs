@@ -249,6 +249,10 @@ async fn serve_jetstream(
             sinks.shutdown().await;
         })
         .await?;
+    // The last acks and hand-backs are buffered in the client: send them before exiting.
+    if let Err(e) = log.client().flush().await {
+        tracing::warn!(error = %e, "cannot flush the last acknowledgements to NATS; those events will be delivered again");
+    }
     Ok(())
 }
 
