@@ -29,6 +29,8 @@ use crate::log::{
 pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 /// How long a stream remembers message ids, so a producer's retry is stored once.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Events published before their acknowledgements are awaited.
+const PUBLISH_CHUNK: usize = 256;
 /// Room an event needs in a NATS message beyond its body (attributes, headers).
 pub const ENVELOPE_BYTES: usize = 64 * 1024;
 /// How long a replica waits at start for the cluster to create or update its streams.
@@ -99,6 +101,15 @@ impl Names {
     /// The subject of `trigger`'s dead letters.
     pub fn dead_letter_subject(&self, trigger: &str) -> String {
         format!("{}.{trigger}", self.dead_letter_prefix)
+    }
+}
+
+/// The duplicate window of a stream whose events are kept `max_age`: JetStream refuses a
+/// window longer than the age limit.
+fn duplicate_window(max_age: Option<Duration>) -> Duration {
+    match max_age {
+        Some(age) if !age.is_zero() => DUPLICATE_WINDOW.min(age),
+        _ => DUPLICATE_WINDOW,
     }
 }
 
@@ -339,7 +350,7 @@ impl JetStreamLog {
                 subjects: vec![names.subject.clone()],
                 storage: stream::StorageType::File,
                 num_replicas: self.replicas,
-                duplicate_window: DUPLICATE_WINDOW,
+                duplicate_window: duplicate_window(retention.and_then(|r| r.max_age)),
                 allow_direct: true,
                 max_age: retention.and_then(|r| r.max_age).unwrap_or_default(),
                 max_bytes: retention
@@ -463,24 +474,29 @@ async fn publish(
     events: Vec<Vec<u8>>,
     ids: Vec<String>,
 ) -> Result<Range<u64>, LogError> {
-    let mut acks = Vec::with_capacity(events.len());
-    for (event, id) in events.into_iter().zip(ids) {
-        let message = PublishMessage::build().payload(event.into()).message_id(id);
-        let ack = js
-            .send_publish(subject.to_owned(), message)
-            .await
-            .map_err(|e| unavailable("cannot publish to JetStream", &e))?;
-        acks.push(ack);
-    }
     let mut span: Option<Range<u64>> = None;
-    for ack in acks {
-        let ack = ack
-            .await
-            .map_err(|e| unavailable("JetStream did not acknowledge", &e))?;
-        span = Some(match span {
-            None => ack.sequence..ack.sequence + 1,
-            Some(r) => r.start.min(ack.sequence)..r.end.max(ack.sequence + 1),
-        });
+    let mut acks = Vec::with_capacity(events.len().min(PUBLISH_CHUNK));
+    let mut events = events.into_iter().zip(ids).peekable();
+    while events.peek().is_some() {
+        // A chunk at a time: the client has a bounded number of acknowledgements pending,
+        // shared by every publisher of the replica, so one large batch must not take them all.
+        for (event, id) in events.by_ref().take(PUBLISH_CHUNK) {
+            let message = PublishMessage::build().payload(event.into()).message_id(id);
+            let ack = js
+                .send_publish(subject.to_owned(), message)
+                .await
+                .map_err(|e| unavailable("cannot publish to JetStream", &e))?;
+            acks.push(ack);
+        }
+        for ack in acks.drain(..) {
+            let ack = ack
+                .await
+                .map_err(|e| unavailable("JetStream did not acknowledge", &e))?;
+            span = Some(match span {
+                None => ack.sequence..ack.sequence + 1,
+                Some(r) => r.start.min(ack.sequence)..r.end.max(ack.sequence + 1),
+            });
+        }
     }
     Ok(span.unwrap_or(0..0))
 }

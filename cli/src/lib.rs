@@ -250,8 +250,11 @@ async fn serve_jetstream(
         })
         .await?;
     // The last acks and hand-backs are buffered in the client: send them before exiting.
-    if let Err(e) = log.client().flush().await {
-        tracing::warn!(error = %e, "cannot flush the last acknowledgements to NATS; those events will be delivered again");
+    match tokio::time::timeout(std::time::Duration::from_secs(5), log.client().flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) | Err(_) => tracing::warn!(
+            "cannot flush the last acknowledgements to NATS; those events will be delivered again"
+        ),
     }
     Ok(())
 }

@@ -104,7 +104,13 @@ impl JetStreamSource {
                 .map_err(|e| unavailable("cannot create the trigger's consumer", &e))
         })
         .await?;
-        let batch = usize::try_from(in_flight).unwrap_or(64).clamp(16, 256);
+        // What is pulled waits on the replica with its ack wait running: no more than the
+        // trigger can start at once, and one at a time under a rate limit.
+        let batch = if trigger.config.rate_limit.is_some() {
+            1
+        } else {
+            usize::try_from(in_flight).unwrap_or(64).clamp(1, 256)
+        };
         let messages = pull_from(&consumer, batch).await?;
         Ok(JetStreamSource {
             trigger,
