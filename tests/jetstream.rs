@@ -465,13 +465,7 @@ spec:
         &[("SWITCHYARD_TEST_CLOCK", "2026-11-28T10:00:30Z")],
     );
     for sy in &sys {
-        let resp = client()
-            .post(sy.url("/debug/clock"))
-            .json(&serde_json::json!({ "now": "2026-11-28T10:05:30Z" }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 204);
+        common::set_clock(sy, "2026-11-28T10:05:30Z").await;
     }
     all.wait_for(5, Duration::from_secs(30)).await;
     all.assert_stays_at(5, Duration::from_secs(2)).await;

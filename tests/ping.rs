@@ -8,8 +8,8 @@ mod common;
 
 use std::time::Duration;
 
+use common::Switchyard;
 use common::sink::{Answer, Sink};
-use common::{Switchyard, client};
 
 const WAIT: Duration = Duration::from_secs(20);
 const CLOCK: &str = "SWITCHYARD_TEST_CLOCK";
@@ -20,16 +20,6 @@ fn broker_and_trigger(sink: &str) -> String {
         "filter: {attributes: {type: dev.knative.sources.ping}}",
         sink,
     )
-}
-
-async fn set_clock(sy: &Switchyard, now: &str) {
-    let resp = client()
-        .post(sy.url("/debug/clock"))
-        .json(&serde_json::json!({ "now": now }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204, "setting the clock to {now}");
 }
 
 fn distinct_ids(sink: &Sink) -> usize {
@@ -71,7 +61,7 @@ spec:
         broker_and_trigger(&sink.url)
     );
     let mut sy = Switchyard::start_with_env(&config, &[(CLOCK, "2026-11-28T10:03:00Z")]);
-    set_clock(&sy, "2026-11-28T10:05:00Z").await;
+    common::set_clock(&sy, "2026-11-28T10:05:00Z").await;
     let got = sink.wait_for(1, WAIT).await;
     let e = got[0].event.as_ref().unwrap();
     assert_eq!(e.id, "heartbeat-20261128T100500Z");
@@ -92,7 +82,7 @@ spec:
     sy.kill9();
     sy.set_env(CLOCK, "2026-11-28T10:05:00Z");
     sy.restart();
-    set_clock(&sy, "2026-11-28T10:10:00Z").await;
+    common::set_clock(&sy, "2026-11-28T10:10:00Z").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while !ids_of(&sink, "heartbeat").contains(&"heartbeat-20261128T101000Z".to_owned()) {
         assert!(tokio::time::Instant::now() < deadline, "10:10 never fired");
@@ -137,14 +127,14 @@ spec:
         source("none", ""),
     );
     let mut sy = Switchyard::start_with_env(&config, &[(CLOCK, "2026-11-28T10:00:30Z")]);
-    set_clock(&sy, "2026-11-28T10:01:00Z").await;
+    common::set_clock(&sy, "2026-11-28T10:01:00Z").await;
     sink.wait_for(3, WAIT).await;
 
     // Down from 10:01:00 to 10:05:30: slots 10:02 … 10:05 were missed.
     sy.stop();
     sy.set_env(CLOCK, "2026-11-28T10:05:30Z");
     sy.restart();
-    set_clock(&sy, "2026-11-28T10:06:00Z").await;
+    common::set_clock(&sy, "2026-11-28T10:06:00Z").await;
     // 3 before + all: 10:03, 10:04, 10:05 (3-minute window) + last: 10:05 + 3 at 10:06.
     // A delivery in flight at the stop may come twice (at-least-once), so the sink is read by
     // distinct ids, and the store judges that each slot fired once.
@@ -289,7 +279,7 @@ spec:
         sink.url
     );
     let sy = Switchyard::start_with_env(&config, &[(CLOCK, "2026-11-28T09:59:00Z")]);
-    set_clock(&sy, "2026-11-28T10:00:00Z").await;
+    common::set_clock(&sy, "2026-11-28T10:00:00Z").await;
     let got = sink.wait_for(2, WAIT).await;
     let ids: Vec<_> = got
         .iter()

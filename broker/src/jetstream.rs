@@ -147,7 +147,7 @@ impl Kv {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| unavailable("cannot create the source-state bucket", &e)),
+                .map_err(|e| LogError::unavailable("cannot create the source-state bucket", &e)),
         }
     }
 
@@ -167,7 +167,7 @@ impl Kv {
                     store
                         .put(kv_key(&key), value.into())
                         .await
-                        .map_err(|e| unavailable("cannot store a source's state", &e))?;
+                        .map_err(|e| LogError::unavailable("cannot store a source's state", &e))?;
                 }
                 WriteOp::Delete {
                     table: Table::SourceState,
@@ -176,7 +176,7 @@ impl Kv {
                     store
                         .delete(kv_key(&key))
                         .await
-                        .map_err(|e| unavailable("cannot delete a source's state", &e))?;
+                        .map_err(|e| LogError::unavailable("cannot delete a source's state", &e))?;
                 }
                 _ => return Err(side_tables()),
             }
@@ -194,11 +194,16 @@ impl Kv {
         let store = self.source_state().await?;
         let keys = match store.keys().await {
             Ok(keys) => keys,
-            Err(e) => return Err(unavailable("cannot list the source-state bucket", &e)),
+            Err(e) => {
+                return Err(LogError::unavailable(
+                    "cannot list the source-state bucket",
+                    &e,
+                ));
+            }
         };
         let mut keys: Vec<Vec<u8>> = futures_util::TryStreamExt::try_collect::<Vec<String>>(keys)
             .await
-            .map_err(|e| unavailable("cannot list the source-state bucket", &e))?
+            .map_err(|e| LogError::unavailable("cannot list the source-state bucket", &e))?
             .iter()
             .filter_map(|k| from_kv_key(k))
             .filter(|k| k.as_slice() >= from && k.as_slice() < to)
@@ -210,7 +215,7 @@ impl Kv {
             if let Some(value) = store
                 .get(kv_key(&key))
                 .await
-                .map_err(|e| unavailable("cannot read a source's state", &e))?
+                .map_err(|e| LogError::unavailable("cannot read a source's state", &e))?
             {
                 records.push((key, value.to_vec()));
             }
@@ -464,10 +469,6 @@ fn from_kv_key(key: &str) -> Option<Vec<u8>> {
         .flatten()
 }
 
-fn unavailable(what: &str, e: &dyn std::fmt::Display) -> LogError {
-    LogError::Unavailable(format!("{what}: {e}"))
-}
-
 async fn publish(
     js: &jetstream::Context,
     subject: &str,
@@ -485,13 +486,13 @@ async fn publish(
             let ack = js
                 .send_publish(subject.to_owned(), message)
                 .await
-                .map_err(|e| unavailable("cannot publish to JetStream", &e))?;
+                .map_err(|e| LogError::unavailable("cannot publish to JetStream", &e))?;
             acks.push(ack);
         }
         for ack in acks.drain(..) {
             let ack = ack
                 .await
-                .map_err(|e| unavailable("JetStream did not acknowledge", &e))?;
+                .map_err(|e| LogError::unavailable("JetStream did not acknowledge", &e))?;
             span = Some(match span {
                 None => ack.sequence..ack.sequence + 1,
                 Some(r) => r.start.min(ack.sequence)..r.end.max(ack.sequence + 1),
@@ -555,7 +556,7 @@ impl EventLog for JetStreamLog {
                 .js
                 .get_stream_no_info(&names.stream)
                 .await
-                .map_err(|e| unavailable("cannot open the stream", &e))?;
+                .map_err(|e| LogError::unavailable("cannot open the stream", &e))?;
             let mut records = Vec::new();
             let mut next = from.max(1);
             while records.len() < max {
@@ -579,7 +580,7 @@ impl EventLog for JetStreamLog {
                     {
                         break;
                     }
-                    Err(e) => return Err(unavailable("cannot read the stream", &e)),
+                    Err(e) => return Err(LogError::unavailable("cannot read the stream", &e)),
                 }
             }
             Ok(records)
@@ -593,7 +594,7 @@ impl EventLog for JetStreamLog {
                 .js
                 .get_stream(&names.stream)
                 .await
-                .map_err(|e| unavailable("cannot open the stream", &e))?;
+                .map_err(|e| LogError::unavailable("cannot open the stream", &e))?;
             let state = &stream.cached_info().state;
             Ok(LogStats {
                 first: state.first_sequence,

@@ -36,6 +36,13 @@ pub enum LogError {
     Unavailable(String),
 }
 
+impl LogError {
+    /// [`LogError::Unavailable`]: `what` failed because of `e`.
+    pub fn unavailable(what: &str, e: &dyn std::fmt::Display) -> LogError {
+        LogError::Unavailable(format!("{what}: {e}"))
+    }
+}
+
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {

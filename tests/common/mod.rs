@@ -254,6 +254,17 @@ impl Drop for Switchyard {
     }
 }
 
+/// Moves the test clock of `sy` (started with `SWITCHYARD_TEST_CLOCK`) to `now` (RFC 3339).
+pub async fn set_clock(sy: &Switchyard, now: &str) {
+    let resp = client()
+        .post(sy.url("/debug/clock"))
+        .json(&serde_json::json!({ "now": now }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204, "setting the clock to {now}");
+}
+
 /// Reads a broker's events with `switchyard events` (the store must not be open).
 pub fn stored_events(data_dir: &Path, broker: &str) -> Vec<(u64, CloudEvent)> {
     let out = Command::new(bin())

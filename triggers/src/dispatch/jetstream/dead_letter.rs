@@ -17,7 +17,7 @@ use switchyard_broker::log::LogError;
 use switchyard_core::backoff::Backoff;
 use tokio::task::JoinSet;
 
-use super::{ACK_WAIT_MARGIN, ack, pull_from, settled, unavailable};
+use super::{ACK_WAIT_MARGIN, ack, pull_from, settled};
 use crate::delivery::{Subscriber, Verdict};
 use crate::dispatch::{TriggerRuntime, unit_random};
 use crate::records::DeadLetter;
@@ -36,7 +36,7 @@ pub(super) async fn consumer(
         log.context()
             .get_stream(&names.dead_letter_stream)
             .await
-            .map_err(|e| unavailable("cannot open the dead-letter stream", &e))
+            .map_err(|e| LogError::unavailable("cannot open the dead-letter stream", &e))
     })
     .await?;
     let config = pull::Config {
@@ -57,7 +57,7 @@ pub(super) async fn consumer(
         stream
             .create_consumer(config.clone())
             .await
-            .map_err(|e| unavailable("cannot create the dead-letter sink's consumer", &e))
+            .map_err(|e| LogError::unavailable("cannot create the dead-letter sink's consumer", &e))
     })
     .await
 }

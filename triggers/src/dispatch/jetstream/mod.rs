@@ -63,10 +63,6 @@ impl std::fmt::Debug for JetStreamSource {
     }
 }
 
-fn unavailable(what: &str, e: &dyn std::fmt::Display) -> LogError {
-    LogError::Unavailable(format!("{what}: {e}"))
-}
-
 impl JetStreamSource {
     /// Creates (or updates) the trigger's durable consumer and starts pulling from it. A new
     /// trigger starts at the end of its broker's stream, as in the embedded mode.
@@ -81,7 +77,7 @@ impl JetStreamSource {
             log.context()
                 .get_stream(&names.stream)
                 .await
-                .map_err(|e| unavailable("cannot open the broker's stream", &e))
+                .map_err(|e| LogError::unavailable("cannot open the broker's stream", &e))
         })
         .await?;
         let in_flight = i64::try_from(trigger.slots.available_permits()).unwrap_or(64);
@@ -101,7 +97,7 @@ impl JetStreamSource {
             stream
                 .create_consumer(config.clone())
                 .await
-                .map_err(|e| unavailable("cannot create the trigger's consumer", &e))
+                .map_err(|e| LogError::unavailable("cannot create the trigger's consumer", &e))
         })
         .await?;
         // What is pulled waits on the replica with its ack wait running: no more than the
@@ -239,7 +235,7 @@ async fn pull_from(
         .expires(Duration::from_secs(30))
         .messages()
         .await
-        .map_err(|e| unavailable("cannot pull from the trigger's consumer", &e))
+        .map_err(|e| LogError::unavailable("cannot pull from the trigger's consumer", &e))
 }
 
 /// Attempts JetStream counted but whose details it does not keep: the dead letter of an event
@@ -262,7 +258,7 @@ async fn ack(message: &Message, kind: AckKind) -> Result<(), LogError> {
     message
         .ack_with(kind)
         .await
-        .map_err(|e| unavailable("cannot acknowledge to JetStream", &e))
+        .map_err(|e| LogError::unavailable("cannot acknowledge to JetStream", &e))
 }
 
 impl super::DeliverySource for JetStreamSource {
