@@ -80,13 +80,22 @@ fn replicas_with_env(
 
 /// Posts event `id` (of type `ty`) to `sy`, in binary mode; the status.
 async fn post(sy: &Switchyard, id: &str, ty: &str) -> u16 {
-    client()
+    post_with(sy, id, ty, &[]).await
+}
+
+/// The same, with more headers.
+async fn post_with(sy: &Switchyard, id: &str, ty: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut request = client()
         .post(sy.url("/default/default"))
         .header("ce-specversion", "1.0")
         .header("ce-id", id)
         .header("ce-source", "/tests/jetstream")
         .header("ce-type", ty)
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
         .body(format!(r#"{{"n":"{id}"}}"#))
         .send()
         .await
@@ -477,5 +486,118 @@ spec:
             .map(|m| format!("heartbeat-20261128T10{m:02}00Z"))
             .collect::<Vec<_>>(),
         "each slot once, though three replicas fired it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ordered_trigger_keeps_each_keys_order_through_a_replica_kill() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    // A slow subscriber that fails the first attempt at every seventh event: a retry must
+    // hold its key, and the replica killed holds deliveries in flight.
+    let fails_first = |i: usize| i % 7 == 3;
+    let failed_once = std::sync::Mutex::new(HashSet::new());
+    let sink = Sink::start(move |_, e| {
+        let i: usize = e.id.split('-').nth(1).unwrap().parse().unwrap();
+        if fails_first(i) && failed_once.lock().unwrap().insert(e.id.clone()) {
+            return Answer::status(500);
+        }
+        Answer::status(200).delay(Duration::from_millis(30))
+    })
+    .await;
+    let config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: ordered}}
+spec:
+  broker: default
+  ordering: ordered
+  subscriber: {{uri: '{}'}}
+  delivery: {{timeout: PT2S, retry: 5, backoffDelay: PT0.3S}}
+"#,
+        sink.url
+    );
+    let urls = cluster.urls();
+    let mut sys: Vec<Switchyard> = (0..3)
+        .map(|_| {
+            Switchyard::start_full(
+                &config,
+                &[
+                    "--jetstream",
+                    &urls,
+                    "--jetstream-replicas",
+                    "3",
+                    "--jetstream-partitions",
+                    "4",
+                ],
+                Vec::new(),
+            )
+        })
+        .collect();
+    let (keys, per_key) = (6, 25);
+    // Each key's events are posted one after another (a 202 before the next), spread over
+    // the replicas: the stream holds them in that order.
+    for i in 0..per_key {
+        for k in 0..keys {
+            let id = format!("k{k}-{i}");
+            let key = format!("k{k}");
+            let status = post_with(
+                &sys[(i * keys + k) % 3],
+                &id,
+                "order",
+                &[("ce-partitionkey", &key)],
+            )
+            .await;
+            assert_eq!(status, 202, "{id}");
+        }
+    }
+    sink.wait_for(40, Duration::from_secs(30)).await;
+    sys[0].kill9();
+    // Every event answered 200: once, or after its failed first attempt.
+    // The killed replica's partition waits out its ack wait (timeout + 5 s), then goes on.
+    common::eventually("every event delivered", Duration::from_secs(90), || {
+        let got = counts(&sink);
+        let done = (0..keys).all(|k| {
+            (0..per_key).all(|i| {
+                let needed = if fails_first(i) { 2 } else { 1 };
+                got.get(&format!("k{k}-{i}")).is_some_and(|n| *n >= needed)
+            })
+        });
+        async move { done.then_some(()) }
+    })
+    .await;
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for id in sink.ids() {
+        let (key, i) = id.split_once('-').unwrap();
+        let i: usize = i.parse().unwrap();
+        let before = last.insert(key.to_owned(), i).unwrap_or(0);
+        // A retry or a redelivery of the event in flight comes again; nothing comes back
+        // after a later event of its key.
+        assert!(i >= before, "{key}: event {i} after event {before}");
+    }
+
+    // The stream's partitions are fixed: a replica that would place keys elsewhere is refused.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), &config).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--jetstream", &urls])
+        .args(["--jetstream-replicas", "3", "--jetstream-partitions", "8"])
+        .arg("--config")
+        .arg(dir.path().join("config.yaml"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("SY_EV_default_default") && err.contains("--jetstream-partitions 4"),
+        "{err}"
     );
 }

@@ -2,10 +2,11 @@
 //! stream, so any number of stateless replicas share them. spec/jetstream.md is the reader's
 //! version: the names, the headers, and what each promise rests on.
 //!
-//! A Broker `ns/name` has the stream `SY_EV_ns_name` on the subject `sy.ev.ns.name`; an event
-//! is a message holding its storage encoding (`switchyard_core::store`), published with a
-//! `Nats-Msg-Id` so that a producer's retry within the stream's duplicate window is stored
-//! once. An append resolves once JetStream acknowledged every event (`PubAck`): stored on a
+//! A Broker `ns/name` has the stream `SY_EV_ns_name` on the subjects `sy.ev.ns.name.{p}`, one
+//! per partition `p` (the hash of the event's `partitionkey`, so an ordered trigger's
+//! consumer per partition sees each key's events in order); an event is a message holding
+//! its storage encoding (`switchyard_core::store`), published with a `Nats-Msg-Id` so that a
+//! producer's retry within the stream's duplicate window is stored once. An append resolves once JetStream acknowledged every event (`PubAck`): stored on a
 //! majority of the stream's replicas. Dead letters go to `SY_DL_ns_name`, on
 //! `sy.dl.ns.name.{trigger}`. Triggers read the stream through durable consumers
 //! (`switchyard_triggers::dispatch::jetstream`).
@@ -35,6 +36,12 @@ const PUBLISH_CHUNK: usize = 256;
 pub const ENVELOPE_BYTES: usize = 64 * 1024;
 /// How long a replica waits at start for the cluster to create or update its streams.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Partitions of a broker's stream unless `--jetstream-partitions` says otherwise.
+pub const DEFAULT_PARTITIONS: u32 = 16;
+/// The most partitions a stream may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+/// The stream metadata key that records a stream's partitions, which every replica must use.
+const PARTITIONS_KEY: &str = "switchyard.partitions";
 /// The key-value bucket that holds what sources remember (`Table::SourceState`: a
 /// PingSource's last fired slot), shared by the replicas.
 pub const SOURCE_STATE_BUCKET: &str = "SY_SOURCESTATE";
@@ -70,6 +77,9 @@ pub struct JetStreamOptions {
     pub servers: Vec<String>,
     /// Copies of each stream: 1, 3 or 5 (`--jetstream-replicas`).
     pub replicas: usize,
+    /// Partition subjects of each broker's stream (`--jetstream-partitions`): how many keys an
+    /// ordered trigger delivers at once. Fixed when the stream is created.
+    pub partitions: u32,
 }
 
 /// The JetStream names of one Broker (`namespace/name`; both are DNS labels, so they are
@@ -78,8 +88,10 @@ pub struct JetStreamOptions {
 pub struct Names {
     /// The events' stream.
     pub stream: String,
-    /// The subject events are published on.
-    pub subject: String,
+    /// The stream's subjects: `{prefix}.*`, one per partition.
+    pub subjects: String,
+    /// The prefix of the partitions' subjects (partition `p`'s is `{prefix}.{p}`).
+    pub subject_prefix: String,
     /// The dead letters' stream.
     pub dead_letter_stream: String,
     /// The prefix of the dead letters' subjects (a trigger's is `{prefix}.{trigger}`).
@@ -92,10 +104,16 @@ impl Names {
         let (ns, name) = id.split_once('/').unwrap_or(("default", id));
         Names {
             stream: format!("SY_EV_{ns}_{name}"),
-            subject: format!("sy.ev.{ns}.{name}"),
+            subjects: format!("sy.ev.{ns}.{name}.*"),
+            subject_prefix: format!("sy.ev.{ns}.{name}"),
             dead_letter_stream: format!("SY_DL_{ns}_{name}"),
             dead_letter_prefix: format!("sy.dl.{ns}.{name}"),
         }
+    }
+
+    /// The subject of partition `p`.
+    pub fn partition_subject(&self, p: u32) -> String {
+        format!("{}.{p}", self.subject_prefix)
     }
 
     /// The subject of `trigger`'s dead letters.
@@ -122,6 +140,42 @@ pub fn event_msg_id(source: &str, id: &str) -> String {
     h.update(id.as_bytes());
     let digest = h.finalize();
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The partition of an event with `partitionkey` `key` (absent: the empty key) among
+/// `partitions`: FNV-1a, which every replica and version computes alike.
+pub fn partition_of(key: Option<&str>, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.unwrap_or_default().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    u32::try_from(h % u64::from(partitions.max(1))).unwrap_or(0)
+}
+
+/// Where an event goes in its broker's stream and how it is named there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Its `Nats-Msg-Id`.
+    pub msg_id: String,
+    /// Its partition.
+    pub partition: u32,
+}
+
+/// The routes of `events` (storage encodings): the message id of each event's `source` and
+/// `id`, and the partition of its `partitionkey`.
+fn routes(events: &[Vec<u8>], partitions: u32) -> Result<Vec<Route>, LogError> {
+    events
+        .iter()
+        .map(|e| {
+            let event = switchyard_core::store::decode(e)
+                .map_err(|e| LogError::Storage(format!("an event to publish: {e}")))?;
+            Ok(Route {
+                msg_id: event_msg_id(&event.source, &event.id),
+                partition: partition_of(event.partition_key().as_deref(), partitions),
+            })
+        })
+        .collect()
 }
 
 /// The side tables this engine keeps, in key-value buckets (a handle the log's futures own).
@@ -229,6 +283,7 @@ pub struct JetStreamLog {
     client: async_nats::Client,
     js: jetstream::Context,
     replicas: usize,
+    partitions: u32,
     /// Each broker's retention, as the configuration says; applied by
     /// [`ensure_brokers`](Self::ensure_brokers).
     retention: Mutex<HashMap<String, RetentionPolicy>>,
@@ -238,6 +293,7 @@ impl std::fmt::Debug for JetStreamLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamLog")
             .field("replicas", &self.replicas)
+            .field("partitions", &self.partitions)
             .finish_non_exhaustive()
     }
 }
@@ -261,6 +317,12 @@ impl JetStreamLog {
             return Err(JetStreamError::Server(format!(
                 "--jetstream-replicas must be 1, 3 or 5, not {}",
                 options.replicas
+            )));
+        }
+        if !(1..=MAX_PARTITIONS).contains(&options.partitions) {
+            return Err(JetStreamError::Server(format!(
+                "--jetstream-partitions must be between 1 and {MAX_PARTITIONS}, not {}",
+                options.partitions
             )));
         }
         let client = async_nats::ConnectOptions::new()
@@ -297,6 +359,7 @@ impl JetStreamLog {
             client,
             js,
             replicas: options.replicas,
+            partitions: options.partitions,
             retention: Mutex::new(HashMap::new()),
         })
     }
@@ -311,6 +374,11 @@ impl JetStreamLog {
         &self.client
     }
 
+    /// Partition subjects of each broker's stream.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
     /// Publishes `events` (storage encodings) to broker `broker`'s stream with the message
     /// ids `ids` (one per event), and waits for every acknowledgement. Resolves to the span
     /// of stream sequences they got (other replicas' events may be interleaved).
@@ -320,7 +388,14 @@ impl JetStreamLog {
         events: Vec<Vec<u8>>,
         ids: Vec<String>,
     ) -> Result<Range<u64>, LogError> {
-        publish(&self.js, &Names::of(broker).subject, events, ids).await
+        let names = Names::of(broker);
+        let routes = routes(&events, self.partitions)?;
+        let targets = routes
+            .into_iter()
+            .zip(ids)
+            .map(|(r, id)| (names.partition_subject(r.partition), id))
+            .collect();
+        publish(&self.js, events, targets).await
     }
 
     /// Publishes one dead letter (its JSON record) for `trigger` of `broker`, with message id
@@ -333,7 +408,7 @@ impl JetStreamLog {
         msg_id: String,
     ) -> Result<u64, LogError> {
         let subject = Names::of(broker).dead_letter_subject(trigger);
-        publish(&self.js, &subject, vec![record], vec![msg_id])
+        publish(&self.js, vec![record], vec![(subject, msg_id)])
             .await
             .map(|r| r.start)
     }
@@ -352,7 +427,8 @@ impl JetStreamLog {
             let names = Names::of(&id);
             let events = stream::Config {
                 name: names.stream.clone(),
-                subjects: vec![names.subject.clone()],
+                subjects: vec![names.subjects.clone()],
+                metadata: HashMap::from([(PARTITIONS_KEY.to_owned(), self.partitions.to_string())]),
                 storage: stream::StorageType::File,
                 num_replicas: self.replicas,
                 duplicate_window: duplicate_window(retention.and_then(|r| r.max_age)),
@@ -391,13 +467,19 @@ impl JetStreamLog {
         loop {
             match self.try_ensure_stream(config.clone()).await {
                 Ok(()) => return Ok(()),
-                Err(message) if tokio::time::Instant::now() >= deadline => {
+                Err(Ensure::Refused(message)) => {
                     return Err(JetStreamError::Stream {
                         stream: config.name,
                         message,
                     });
                 }
-                Err(message) => {
+                Err(Ensure::NotReady(message)) if tokio::time::Instant::now() >= deadline => {
+                    return Err(JetStreamError::Stream {
+                        stream: config.name,
+                        message,
+                    });
+                }
+                Err(Ensure::NotReady(message)) => {
                     tracing::info!(stream = %config.name, %message, "JetStream is not ready; trying again");
                     tokio::time::sleep(backoff.next_pause()).await;
                 }
@@ -405,12 +487,22 @@ impl JetStreamLog {
         }
     }
 
-    async fn try_ensure_stream(&self, config: stream::Config) -> Result<(), String> {
+    async fn try_ensure_stream(&self, config: stream::Config) -> Result<(), Ensure> {
+        let not_ready = |e: &dyn std::fmt::Display| Ensure::NotReady(e.to_string());
         match self.js.get_stream(&config.name).await {
             Ok(mut existing) => {
-                let info = existing.info().await.map_err(|e| e.to_string())?;
+                let info = existing.info().await.map_err(|e| not_ready(&e))?;
                 let now = &info.config;
+                let recorded = now.metadata.get(PARTITIONS_KEY);
+                let wanted = config.metadata.get(PARTITIONS_KEY);
+                if recorded.is_some() && recorded != wanted {
+                    return Err(Ensure::Refused(format!(
+                        "it was created with {} partitions, and changing them would break the order of ordered triggers: start every replica with --jetstream-partitions {0}",
+                        recorded.map_or("?", String::as_str)
+                    )));
+                }
                 if now.subjects != config.subjects
+                    || now.metadata.get(PARTITIONS_KEY) != wanted
                     || now.num_replicas != config.num_replicas
                     || now.max_age != config.max_age
                     || now.max_bytes != config.max_bytes
@@ -421,14 +513,14 @@ impl JetStreamLog {
                     self.js
                         .update_stream(config)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| not_ready(&e))?;
                 }
             }
             Err(_) => {
                 self.js
                     .create_stream(config)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| not_ready(&e))?;
             }
         }
         Ok(())
@@ -469,22 +561,31 @@ fn from_kv_key(key: &str) -> Option<Vec<u8>> {
         .flatten()
 }
 
+/// Why a stream could not be created or brought up to date.
+enum Ensure {
+    /// The cluster cannot answer yet: try again.
+    NotReady(String),
+    /// It can, and the stream cannot be used as asked.
+    Refused(String),
+}
+
+/// Publishes each of `events` to its subject with its message id (`targets`, one per event)
+/// and waits for every acknowledgement.
 async fn publish(
     js: &jetstream::Context,
-    subject: &str,
     events: Vec<Vec<u8>>,
-    ids: Vec<String>,
+    targets: Vec<(String, String)>,
 ) -> Result<Range<u64>, LogError> {
     let mut span: Option<Range<u64>> = None;
     let mut acks = Vec::with_capacity(events.len().min(PUBLISH_CHUNK));
-    let mut events = events.into_iter().zip(ids).peekable();
+    let mut events = events.into_iter().zip(targets).peekable();
     while events.peek().is_some() {
         // A chunk at a time: the client has a bounded number of acknowledgements pending,
         // shared by every publisher of the replica, so one large batch must not take them all.
-        for (event, id) in events.by_ref().take(PUBLISH_CHUNK) {
+        for (event, (subject, id)) in events.by_ref().take(PUBLISH_CHUNK) {
             let message = PublishMessage::build().payload(event.into()).message_id(id);
             let ack = js
-                .send_publish(subject.to_owned(), message)
+                .send_publish(subject, message)
                 .await
                 .map_err(|e| LogError::unavailable("cannot publish to JetStream", &e))?;
             acks.push(ack);
@@ -502,18 +603,6 @@ async fn publish(
     Ok(span.unwrap_or(0..0))
 }
 
-/// The message ids of `events` (storage encodings): each event's `source` and `id`.
-fn msg_ids(events: &[Vec<u8>]) -> Result<Vec<String>, LogError> {
-    events
-        .iter()
-        .map(|e| {
-            let event = switchyard_core::store::decode(e)
-                .map_err(|e| LogError::Storage(format!("an event to publish: {e}")))?;
-            Ok(event_msg_id(&event.source, &event.id))
-        })
-        .collect()
-}
-
 fn side_tables() -> LogError {
     LogError::Storage(
         "the JetStream engine keeps no side tables but sources' state yet (spec/jetstream.md, \"Not yet\")".into(),
@@ -523,10 +612,14 @@ fn side_tables() -> LogError {
 impl EventLog for JetStreamLog {
     fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
         let js = self.js.clone();
-        let subject = Names::of(broker).subject;
+        let names = Names::of(broker);
+        let partitions = self.partitions;
         Box::pin(async move {
-            let ids = msg_ids(&events)?;
-            publish(&js, &subject, events, ids).await
+            let targets = routes(&events, partitions)?
+                .into_iter()
+                .map(|r| (names.partition_subject(r.partition), r.msg_id))
+                .collect();
+            publish(&js, events, targets).await
         })
     }
 
@@ -561,7 +654,7 @@ impl EventLog for JetStreamLog {
             let mut next = from.max(1);
             while records.len() < max {
                 match stream
-                    .direct_get_next_for_subject(names.subject.clone(), Some(next))
+                    .direct_get_next_for_subject(names.subjects.clone(), Some(next))
                     .await
                 {
                     Ok(m) => {
@@ -667,7 +760,8 @@ mod tests {
     fn names_are_valid_stream_names_and_subjects() {
         let n = Names::of("team-a/orders");
         assert_eq!(n.stream, "SY_EV_team-a_orders");
-        assert_eq!(n.subject, "sy.ev.team-a.orders");
+        assert_eq!(n.subjects, "sy.ev.team-a.orders.*");
+        assert_eq!(n.partition_subject(3), "sy.ev.team-a.orders.3");
         assert_eq!(n.dead_letter_stream, "SY_DL_team-a_orders");
         assert_eq!(n.dead_letter_subject("audit"), "sy.dl.team-a.orders.audit");
     }
@@ -679,6 +773,27 @@ mod tests {
         // The separator keeps ("/s1", "") and ("/s", "1") apart.
         assert_ne!(event_msg_id("/s1", ""), event_msg_id("/s", "1"));
         assert_eq!(event_msg_id("/s", "1").len(), 32);
+    }
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        // Fixed values: every replica and every version must place a key alike.
+        assert_eq!(partition_of(None, 16), partition_of(Some(""), 16));
+        assert_eq!(
+            partition_of(Some("room-1"), 16),
+            partition_of(Some("room-1"), 16)
+        );
+        assert_eq!(partition_of(Some("a"), 1), 0);
+        // FNV-1a of "a" is 0xaf63dc4c8601ec8c.
+        assert_eq!(
+            u64::from(partition_of(Some("a"), 16)),
+            0xaf63_dc4c_8601_ec8c % 16
+        );
+        let used: std::collections::HashSet<u32> = (0..200)
+            .map(|i| partition_of(Some(&format!("k{i}")), 16))
+            .collect();
+        assert_eq!(used.len(), 16, "200 keys use every partition");
+        assert!(used.iter().all(|p| *p < 16));
     }
 
     #[test]

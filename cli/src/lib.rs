@@ -168,7 +168,6 @@ async fn serve(
 /// What the JetStream engine does not run yet, refused at start (spec/jetstream.md, "Not
 /// yet") rather than left silently undone.
 fn check_jetstream_supported(config: &Config) -> Result<(), RunError> {
-    dispatch::jetstream::check_supported(config).map_err(RunError::JetStream)?;
     // Webhook, S3 and Ping sources run on every replica: HTTP sources take what reaches them,
     // an SQS queue hands a message to one poller, and a PingSource's slot is one event id,
     // which the stream keeps once. The stream consumers need their systems' group semantics,

@@ -122,6 +122,11 @@ enum Command {
         /// Copies JetStream keeps of each broker's stream: 1, 3 or 5.
         #[arg(long, default_value_t = 1, requires = "jetstream")]
         jetstream_replicas: usize,
+        /// Partition subjects of each broker's stream: how many `partitionkey`s an ordered
+        /// trigger delivers at once. Fixed when the stream is created; every replica must
+        /// use the same.
+        #[arg(long, default_value_t = switchyard_broker::jetstream::DEFAULT_PARTITIONS, requires = "jetstream")]
+        jetstream_partitions: u32,
     },
     /// Check a configuration and print what it defines.
     Validate {
@@ -246,6 +251,7 @@ fn run(cli: Cli) -> Result<()> {
             egress_allow,
             jetstream,
             jetstream_replicas,
+            jetstream_partitions,
         } => {
             for prefix in &redrive_allow_uris {
                 switchyard_triggers::api::redrive_prefix(prefix)
@@ -274,6 +280,7 @@ fn run(cli: Cli) -> Result<()> {
                     switchyard_broker::jetstream::JetStreamOptions {
                         servers: jetstream,
                         replicas: jetstream_replicas,
+                        partitions: jetstream_partitions,
                     },
                 ),
                 auth: AuthOptions {

@@ -199,10 +199,7 @@ pub fn decode_kafka<'a>(
 /// `ce_` headers and `datacontenttype` in `content-type`; structured mode the JSON format in
 /// the value. The key is the `partitionkey` extension, when the event has one.
 pub fn encode_kafka(event: &CloudEvent, structured: bool) -> KafkaRecord {
-    let key = event
-        .extensions
-        .get("partitionkey")
-        .map(|v| v.to_canonical_string().into_bytes());
+    let key = event.partition_key().map(String::into_bytes);
     if structured {
         return KafkaRecord {
             headers: vec![(

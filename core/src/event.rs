@@ -242,6 +242,14 @@ impl CloudEvent {
         }
     }
 
+    /// The `partitionkey` extension (Partitioning extension), in canonical string form: what
+    /// ordered delivery and Kafka record keys go by.
+    pub fn partition_key(&self) -> Option<String> {
+        self.extensions
+            .get("partitionkey")
+            .map(ExtValue::to_canonical_string)
+    }
+
     /// Sets an extension after validating its name and value.
     pub fn set_extension(&mut self, name: &str, value: ExtValue) -> Result<(), EventError> {
         self.check_extension(name, &value)?;

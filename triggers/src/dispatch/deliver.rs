@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use switchyard_broker::append::{self, reply_ttl};
 use switchyard_broker::metrics as m;
-use switchyard_core::{CloudEvent, ExtValue};
+use switchyard_core::CloudEvent;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
 
@@ -215,7 +215,6 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut deliveries = JoinSet::new();
-    let mut next_start = tokio::time::Instant::now();
     let keys = Arc::new(Keys::new());
     loop {
         while deliveries.try_join_next().is_some() {}
@@ -233,15 +232,16 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
             work = source.next() => work,
         };
         if work.first
-            && let Some(rate) = t.config.rate_limit
+            && let Some(start) = t.next_start()
         {
-            // Draining, the work is not started: it stays with the source for the next run.
+            // Draining, the work is not started: it goes back to the source.
             tokio::select! {
-                () = tokio::time::sleep_until(next_start) => {}
-                () = stopped(&mut stop) => break,
+                () = tokio::time::sleep_until(start) => {}
+                () = stopped(&mut stop) => {
+                    source.release(work).await;
+                    break;
+                }
             }
-            next_start = tokio::time::Instant::now().max(next_start)
-                + Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::from_secs(3600));
         }
         if t.config.ordered && work.first {
             let key = partition_key(&work.event);
@@ -272,11 +272,7 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
 
 /// The key an ordered trigger orders by: the event's `partitionkey` (absent: one key).
 fn partition_key(event: &CloudEvent) -> String {
-    event
-        .extensions
-        .get("partitionkey")
-        .map(ExtValue::to_canonical_string)
-        .unwrap_or_default()
+    event.partition_key().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -326,8 +322,10 @@ mod tests {
     fn partition_key_is_the_extension_or_one_shared_key() {
         let mut e = CloudEvent::new("1", "/s", "t").expect("a valid event");
         assert_eq!(partition_key(&e), "");
-        e.extensions
-            .insert("partitionkey".into(), ExtValue::String("k1".into()));
+        e.extensions.insert(
+            "partitionkey".into(),
+            switchyard_core::ExtValue::String("k1".into()),
+        );
         assert_eq!(partition_key(&e), "k1");
     }
 }

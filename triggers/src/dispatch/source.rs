@@ -52,4 +52,12 @@ pub trait DeliverySource: Send + Sync + 'static {
         work: Work<Self::Ticket>,
         outcome: Outcome,
     ) -> impl Future<Output = Result<(), LogError>> + Send;
+
+    /// Gives back `work` taken and not started, because the loop is draining: it is owed
+    /// again, and a source shared with other processes lets them have it now. By default it
+    /// is dropped, the source keeping it (the embedded source's cursor is not past it).
+    fn release(&self, work: Work<Self::Ticket>) -> impl Future<Output = ()> + Send {
+        drop(work);
+        std::future::ready(())
+    }
 }

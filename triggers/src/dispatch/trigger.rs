@@ -53,6 +53,9 @@ pub struct TriggerRuntime {
     pub(super) config: TriggerConfig,
     /// Deliveries in flight, across first attempts and retries.
     pub(super) slots: Arc<Semaphore>,
+    /// Under a `rateLimit`, when the next first delivery may start: shared by every loop
+    /// that delivers for the trigger (a JetStream ordered trigger has one per partition).
+    pacing: Mutex<Option<tokio::time::Instant>>,
     pub(super) deliverer: Deliverer,
     /// The broker's `eventTypes`, which replies are held to.
     pub(super) event_types: Arc<EventTypePolicy>,
@@ -261,6 +264,7 @@ impl TriggerRuntime {
             slots: Arc::new(Semaphore::new(
                 trigger.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as usize,
             )),
+            pacing: Mutex::new(None),
             deliverer: Deliverer::new(
                 &std::iter::once(&trigger.spec.subscriber)
                     .chain(delivery.and_then(|d| d.dead_letter_sink.as_ref()))
@@ -279,6 +283,21 @@ impl TriggerRuntime {
                 attempts: Mutex::new(HashMap::new()),
             },
         })
+    }
+
+    /// When the next first delivery may start under the trigger's `rateLimit` (`None`: it has
+    /// none), with that start taken: each call gets the next one.
+    pub(super) fn next_start(&self) -> Option<tokio::time::Instant> {
+        let rate = self.config.rate_limit?;
+        let now = tokio::time::Instant::now();
+        let mut next = lock(&self.pacing);
+        let start = next.map_or(now, |n| n.max(now));
+        *next = Some(
+            start
+                + std::time::Duration::try_from_secs_f64(1.0 / rate)
+                    .unwrap_or(std::time::Duration::from_secs(3600)),
+        );
+        Some(start)
     }
 
     /// The metric labels that name this trigger.

@@ -10,6 +10,13 @@
 //! (published with ids derived from the delivery, so a replica that dies between the two does
 //! not store them twice), naks a retry with the backoff as the delay, and for a dead letter
 //! publishes the record to the broker's dead-letter stream and acks only once that is stored.
+//!
+//! An ordered trigger is one durable consumer per partition of the stream (`{trigger}_p{p}`,
+//! filtered to the partition's subject), each with one message handed out at a time: so a
+//! partition's events, and with them each `partitionkey`'s, are delivered in stream order by
+//! whichever replica holds the one, and a retry (a nak with a delay) holds its partition
+//! until it is settled. The delivery core sees such a trigger as unordered: JetStream keeps
+//! the order, across replicas, and the core's retries in place would outlast the ack wait.
 
 mod dead_letter;
 
@@ -43,9 +50,11 @@ const ACK_WAIT_MARGIN: Duration = Duration::from_secs(5);
 /// pending), so a backlog of retries does not stop first deliveries.
 const RETRY_BACKLOG: i64 = 10_000;
 
-/// One trigger's work from its durable consumer.
+/// One trigger's work from its durable consumer (an ordered trigger: one partition's).
 pub struct JetStreamSource {
     trigger: Arc<TriggerRuntime>,
+    /// The partition it serves (an ordered trigger's), or `None`: the whole stream.
+    partition: Option<u32>,
     filter: Filter,
     log: Arc<JetStreamLog>,
     policy: Arc<EventTypePolicy>,
@@ -59,15 +68,18 @@ impl std::fmt::Debug for JetStreamSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamSource")
             .field("trigger", &self.trigger.id)
+            .field("partition", &self.partition)
             .finish_non_exhaustive()
     }
 }
 
 impl JetStreamSource {
-    /// Creates (or updates) the trigger's durable consumer and starts pulling from it. A new
-    /// trigger starts at the end of its broker's stream, as in the embedded mode.
+    /// Creates (or updates) the trigger's durable consumer (an ordered trigger's for
+    /// `partition`) and starts pulling from it. A new trigger starts at the end of its
+    /// broker's stream, as in the embedded mode.
     async fn open(
         trigger: Arc<TriggerRuntime>,
+        partition: Option<u32>,
         filter: Filter,
         log: Arc<JetStreamLog>,
         policy: Arc<EventTypePolicy>,
@@ -81,8 +93,8 @@ impl JetStreamSource {
         })
         .await?;
         let in_flight = i64::try_from(trigger.slots.available_permits()).unwrap_or(64);
-        let config = pull::Config {
-            durable_name: Some(trigger.id.name().to_owned()),
+        let mut config = pull::Config {
+            durable_name: Some(consumer_name(&trigger.id, partition)),
             description: Some(format!("Switchyard: Trigger {}", trigger.id)),
             deliver_policy: DeliverPolicy::New,
             ack_policy: AckPolicy::Explicit,
@@ -93,6 +105,15 @@ impl JetStreamSource {
             max_ack_pending: in_flight + RETRY_BACKLOG,
             ..Default::default()
         };
+        if let Some(p) = partition {
+            // One message of the partition out at a time, a retry included: its order.
+            config.filter_subject = names.partition_subject(p);
+            config.max_ack_pending = 1;
+            config.description = Some(format!(
+                "Switchyard: Trigger {}, partition {p} (ordered)",
+                trigger.id
+            ));
+        }
         let consumer = settled(&trigger, || async {
             stream
                 .create_consumer(config.clone())
@@ -102,7 +123,7 @@ impl JetStreamSource {
         .await?;
         // What is pulled waits on the replica with its ack wait running: no more than the
         // trigger can start at once, and one at a time under a rate limit.
-        let batch = if trigger.config.rate_limit.is_some() {
+        let batch = if trigger.config.rate_limit.is_some() || partition.is_some() {
             1
         } else {
             usize::try_from(in_flight).unwrap_or(64).clamp(1, 256)
@@ -110,6 +131,7 @@ impl JetStreamSource {
         let messages = pull_from(&consumer, batch).await?;
         Ok(JetStreamSource {
             trigger,
+            partition,
             filter,
             log,
             policy,
@@ -168,6 +190,7 @@ impl JetStreamSource {
             {
                 Err(LogError::Unavailable(e)) => {
                     tracing::warn!(trigger = %self.trigger.id, error = %e, "cannot store a reply; trying again");
+                    keep_holding(&work.ticket).await;
                     tokio::time::sleep(backoff.next_pause()).await;
                 }
                 other => return other.map(drop),
@@ -177,7 +200,12 @@ impl JetStreamSource {
 
     /// Publishes the dead letter of `work`, trying again while JetStream is unavailable; its
     /// id is the delivery's, so two replicas that both give up store it once.
-    async fn store_dead_letter(&self, letter: &DeadLetter, seq: u64) -> Result<(), LogError> {
+    async fn store_dead_letter(
+        &self,
+        letter: &DeadLetter,
+        seq: u64,
+        ticket: &Message,
+    ) -> Result<(), LogError> {
         let record = records::to_value(letter)?;
         let msg_id = format!("{}:{}:{seq}", self.names.stream, self.trigger.id.name());
         let mut backoff = Backoff::STORE;
@@ -194,11 +222,21 @@ impl JetStreamSource {
             {
                 Err(LogError::Unavailable(e)) => {
                     tracing::warn!(trigger = %self.trigger.id, error = %e, "cannot store a dead letter; trying again");
+                    keep_holding(ticket).await;
                     tokio::time::sleep(backoff.next_pause()).await;
                 }
                 other => return other.map(drop),
             }
         }
+    }
+}
+
+/// The durable consumer of `trigger` (of its `partition`, for an ordered trigger). Trigger
+/// names are DNS labels, so `_` keeps the two kinds apart.
+fn consumer_name(trigger: &TriggerId, partition: Option<u32>) -> String {
+    match partition {
+        None => trigger.name().to_owned(),
+        Some(p) => format!("{}_p{p}", trigger.name()),
     }
 }
 
@@ -252,6 +290,14 @@ fn earlier_attempts(delivered: i64) -> Vec<Attempt> {
             body: None,
         })
         .collect()
+}
+
+/// Tells JetStream the message is still being worked on (its ack wait starts again), so a
+/// delivery whose outcome cannot be stored yet is not handed to another replica meanwhile.
+async fn keep_holding(message: &Message) {
+    if let Err(e) = ack(message, AckKind::Progress).await {
+        tracing::debug!(error = %e, "cannot extend a message's ack wait");
+    }
 }
 
 async fn ack(message: &Message, kind: AckKind) -> Result<(), LogError> {
@@ -322,6 +368,13 @@ impl super::DeliverySource for JetStreamSource {
         }
     }
 
+    async fn release(&self, work: Work<Message>) {
+        // Another replica may take it at once rather than after its ack wait.
+        if let Err(e) = ack(&work.ticket, AckKind::Nak(None)).await {
+            tracing::warn!(trigger = %self.trigger.id, position = work.position, error = %e, "cannot hand a message back; it is handed out again after its ack wait");
+        }
+    }
+
     async fn settle(&self, work: Work<Message>, outcome: Outcome) -> Result<(), LogError> {
         match outcome {
             Outcome::Delivered { replies } => {
@@ -351,7 +404,8 @@ impl super::DeliverySource for JetStreamSource {
                         .unwrap_or_else(|| self.trigger.config.subscriber.address().to_owned()),
                 };
                 let letter = DeadLetter::new(origin, reason, attempts, error_data);
-                self.store_dead_letter(&letter, work.position).await?;
+                self.store_dead_letter(&letter, work.position, &work.ticket)
+                    .await?;
                 let last = letter.attempts.last();
                 tracing::warn!(trigger = %self.trigger.id, event = %work.event.id, %reason, status = ?letter.status, error = ?last.and_then(|a| a.error.as_deref()), "dead-lettered");
                 let mut labels = self.trigger.labels();
@@ -363,28 +417,10 @@ impl super::DeliverySource for JetStreamSource {
     }
 }
 
-/// The trigger's dead-letter sink, if it has one.
-fn trigger_dls(source: &JetStreamSource) -> Option<crate::delivery::Subscriber> {
-    source.trigger().config.dead_letter_sink.clone()
-}
-
-/// What the JetStream engine does not run yet (spec/jetstream.md, "Not yet"), as a load error
-/// naming the first trigger that needs it.
-pub fn check_supported(config: &Config) -> Result<(), String> {
-    for ((ns, name), t) in runnable(config) {
-        let id = TriggerId::new(ns, name);
-        if t.spec.ordering == Some(switchyard_core::resources::Ordering::Ordered) {
-            return Err(format!(
-                "Trigger {id}: ordered delivery does not run on the JetStream engine yet (spec/jetstream.md)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// One running trigger: its loop and the signal that drains it.
+/// One running trigger: its loops (one per partition for an ordered trigger) and the signal
+/// that drains them.
 struct Unit {
-    source: Arc<JetStreamSource>,
+    sources: Vec<Arc<JetStreamSource>>,
     delivery: Tasks,
     /// The dead-letter sink's pump, which runs until stopped.
     tasks: Tasks,
@@ -426,30 +462,49 @@ impl JetStreamDispatcher {
         };
         let mut units = Vec::new();
         for ((ns, name), t) in runnable(config) {
-            let trigger = Arc::new(TriggerRuntime::build(&cx, ns, name, t)?);
-            let filter = compile_filter(config, ns, name, t)?;
-            let source = Arc::new(
-                JetStreamSource::open(trigger, filter, Arc::clone(&log), Arc::clone(&event_types))
+            let mut runtime = TriggerRuntime::build(&cx, ns, name, t)?;
+            let partitions: Vec<Option<u32>> = if runtime.config.ordered {
+                // JetStream keeps the order (module docs); the core must not hold keys.
+                runtime.config.ordered = false;
+                (0..log.partitions()).map(Some).collect()
+            } else {
+                vec![None]
+            };
+            let trigger = Arc::new(runtime);
+            let mut sources = Vec::with_capacity(partitions.len());
+            for partition in partitions {
+                let filter = compile_filter(config, ns, name, t)?;
+                sources.push(Arc::new(
+                    JetStreamSource::open(
+                        Arc::clone(&trigger),
+                        partition,
+                        filter,
+                        Arc::clone(&log),
+                        Arc::clone(&event_types),
+                    )
                     .await?,
-            );
+                ));
+            }
             let mut tasks = Tasks::new("trigger");
-            if let Some(sink) = &trigger_dls(&source) {
-                let consumer = dead_letter::consumer(source.trigger(), &log).await?;
+            if let Some(sink) = &trigger.config.dead_letter_sink {
+                let consumer = dead_letter::consumer(&trigger, &log).await?;
                 tasks.spawn(dead_letter::pump(
-                    Arc::clone(source.trigger()),
+                    Arc::clone(&trigger),
                     sink.clone(),
                     consumer,
                 ));
             }
             let (stop, stopped) = watch::channel(false);
             let mut delivery = Tasks::new("delivery loop");
-            delivery.spawn(deliver::dispatch_loop(
-                Arc::clone(source.trigger()),
-                Arc::clone(&source),
-                stopped,
-            ));
+            for source in &sources {
+                delivery.spawn(deliver::dispatch_loop(
+                    Arc::clone(&trigger),
+                    Arc::clone(source),
+                    stopped.clone(),
+                ));
+            }
             units.push(Unit {
-                source,
+                sources,
                 delivery,
                 tasks,
                 stop,
@@ -468,7 +523,9 @@ impl JetStreamDispatcher {
         }
         futures_util::future::join_all(self.units.into_iter().map(|u| async move {
             u.delivery.finish(super::DRAIN_TIMEOUT).await;
-            u.source.hand_back().await;
+            for source in &u.sources {
+                source.hand_back().await;
+            }
             u.tasks.shutdown().await;
         }))
         .await;
