@@ -47,6 +47,9 @@ enum Command {
     },
     /// Run the workloads against DIRECT, SWITCHYARD and the NATS peers and report.
     Run(run::RunArgs),
+    /// The JetStream engine with 1, 2 and 3 replicas beside DIRECT, the embedded mode and
+    /// NATS-BRIDGE, on a nats-server of the run's own (docs/benchmarks.md).
+    Jetstream(run::JetStreamArgs),
     /// The NATS-BRIDGE peer: HTTP → JetStream (202 after the stream's ack) → HTTP.
     NatsBridge(nats::BridgeArgs),
     /// Mixed traffic with faults on a schedule for half an hour; reports loss, duplicates,
@@ -125,6 +128,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Run(args) => run::run(args).await,
+            Command::Jetstream(args) => run::jetstream(args).await,
             Command::NatsBridge(args) => nats::bridge(args).await,
             Command::Soak(args) => soak::soak(args).await,
         }

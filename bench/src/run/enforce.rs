@@ -52,7 +52,15 @@ pub(super) async fn enforce_step(
         shape: Shape::order(),
     };
     let url = format!("{}/shop/orders", broker.base);
-    let mut r = measure(&step, &url, sink, &[broker.child.id()], args, seconds).await;
+    let mut r = measure(
+        &step,
+        std::slice::from_ref(&url),
+        sink,
+        &[broker.child.id()],
+        args,
+        seconds,
+    )
+    .await;
     r["store"] = store_commits(&broker.base).await;
     check_stored(&mut r);
     let invalid = ORDER.replacen("\"qty\":1,", "\"qty\":0,", 1);

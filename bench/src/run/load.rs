@@ -66,10 +66,11 @@ pub(super) const ORDERS: &str = include_str!("../../fixtures/orders.yaml");
 /// A 1 KiB order event's data.
 pub(super) const ORDER: &str = include_str!("../../fixtures/order.json");
 
-/// Closed-loop load: `connections` senders back to back for `seconds`. Returns accepted
-/// count, the ack latencies (µs) and non-2xx count.
+/// Closed-loop load: `connections` senders back to back for `seconds`, spread over `urls`
+/// (sender `c` sends to `urls[c % len]`). Returns accepted count, the ack latencies (µs) and
+/// non-2xx count.
 pub(super) async fn closed_loop(
-    url: &str,
+    urls: &[String],
     connections: usize,
     seconds: u64,
     shape: &Shape,
@@ -77,9 +78,9 @@ pub(super) async fn closed_loop(
 ) -> (u64, Vec<u64>, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for _ in 0..connections {
+    for c in 0..connections {
         let (url, shape, next_id, stop) = (
-            url.to_owned(),
+            urls[c % urls.len()].clone(),
             shape.clone(),
             Arc::clone(next_id),
             Arc::clone(&stop),
@@ -138,12 +139,12 @@ pub(super) enum Load {
     Open(f64),
 }
 
-/// Open-loop load: event `i` is due at `start + i / rate` and is sent then (up to 1024 in
-/// flight; beyond that it waits, and its wait counts in its latency, since `ce-benchsent` is
-/// the time it was due). Returns accepted count, the ack latencies (µs, from the due time)
-/// and the failed count.
+/// Open-loop load: event `i` is due at `start + i / rate` and is sent then, to
+/// `urls[i % len]` (up to 1024 in flight; beyond that it waits, and its wait counts in its
+/// latency, since `ce-benchsent` is the time it was due). Returns accepted count, the ack
+/// latencies (µs, from the due time) and the failed count.
 pub(super) async fn open_loop(
-    url: &str,
+    urls: &[String],
     rate: f64,
     seconds: u64,
     shape: &Shape,
@@ -170,7 +171,7 @@ pub(super) async fn open_loop(
             let intended = start_us + (i as f64 * 1e6 / rate) as u64;
             let (client, url, shape, results) = (
                 client.clone(),
-                url.to_owned(),
+                urls[usize::try_from(i).unwrap_or(0) % urls.len()].clone(),
                 shape.clone(),
                 Arc::clone(&results),
             );
@@ -203,9 +204,11 @@ pub(super) async fn open_loop(
     (acks.len() as u64, acks, failed)
 }
 
+/// One step of `step`'s load sent to `targets` (spread over them), with the CPU and memory of
+/// `pids` counted.
 pub(super) async fn measure(
     step: &Step,
-    target: &str,
+    targets: &[String],
     sink: &SinkShared,
     pids: &[u32],
     args: &RunArgs,
@@ -221,8 +224,8 @@ pub(super) async fn measure(
     let started = Instant::now();
     let started_us = now_us();
     let (accepted, acks, failed) = match load {
-        Load::Closed => closed_loop(target, args.connections, seconds, shape, &next_id).await,
-        Load::Open(rate) => open_loop(target, rate, seconds, shape, &next_id).await,
+        Load::Closed => closed_loop(targets, args.connections, seconds, shape, &next_id).await,
+        Load::Open(rate) => open_loop(targets, rate, seconds, shape, &next_id).await,
     };
     let elapsed = started.elapsed().as_secs_f64();
     let expected = accepted * step.triggers.max(1) as u64;
@@ -281,7 +284,7 @@ pub(super) async fn switchyard_step(
 ) -> Result<Value> {
     let broker = start_switchyard(&args.switchyard, config, fsync)?;
     let target = format!("{}/default/default", broker.base);
-    let mut r = measure(&step, &target, sink, &[broker.child.id()], args, seconds).await;
+    let mut r = measure(&step, &[target], sink, &[broker.child.id()], args, seconds).await;
     r["store"] = store_commits(&broker.base).await;
     check_stored(&mut r);
     drop(broker);

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 mod enforce;
+mod jetstream;
 mod load;
 mod report;
 mod restart;
@@ -21,6 +22,7 @@ mod sink;
 mod systems;
 
 use enforce::*;
+pub use jetstream::{JetStreamArgs, jetstream};
 use load::*;
 use report::*;
 use restart::*;
@@ -94,7 +96,7 @@ impl Run<'_> {
         let step = Self::step("DIRECT", workload, 0, load, bytes);
         let r = measure(
             &step,
-            &self.sink_url,
+            std::slice::from_ref(&self.sink_url),
             &self.sink,
             &[],
             self.args,
@@ -230,7 +232,7 @@ impl Run<'_> {
         let workload = "saturation, 1 consumer".to_owned();
         let step = Self::step("NATS-BRIDGE", workload, 1, Load::Closed, kib);
         let target = format!("{}/", bridge.base);
-        let r = measure(&step, &target, &self.sink, &pids, args, self.seconds).await;
+        let r = measure(&step, &[target], &self.sink, &pids, args, self.seconds).await;
         self.keep(r);
         drop(bridge);
         let payload = Bytes::from(vec![b'x'; kib]);

@@ -71,8 +71,8 @@ pub(super) fn markdown(report: &Value, seconds: u64) -> String {
     md
 }
 
-/// The table of every step.
-fn steps_table(report: &Value, seconds: u64) -> String {
+/// The table of every step: rates, latencies, loss, CPU and memory.
+pub(super) fn steps_table(report: &Value, seconds: u64) -> String {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let fs = &report["fsync_us"];
     let mut md = format!(

@@ -113,7 +113,7 @@ pub(super) async fn restart_with_backlog(args: &RunArgs, sink_url: &str, n: u64)
     let _ = broker.child.kill();
     let _ = broker.child.wait();
     let restart_started = Instant::now();
-    let (child, base) = spawn_switchyard(&args.switchyard, &broker.dir, true)?;
+    let (child, base) = spawn_switchyard(&args.switchyard, &broker.dir, true, &[])?;
     broker.child = child;
     broker.base = base;
     let listening_ms = restart_started.elapsed().as_secs_f64() * 1e3;

@@ -111,15 +111,17 @@ pub(super) fn trigger(name: &str, filter: &str, uri: &str, extra: &str) -> Strin
 pub(super) fn start_switchyard(bin: &PathBuf, config: &str, fsync: bool) -> Result<Broker> {
     let dir = tempfile_dir()?;
     std::fs::write(dir.join("config.yaml"), config)?;
-    let (child, base) = spawn_switchyard(bin, &dir, fsync)?;
+    let (child, base) = spawn_switchyard(bin, &dir, fsync, &[])?;
     Ok(Broker { child, base, dir })
 }
 
-/// Starts `switchyard serve` on `dir` (its config.yaml and data/); the child and its base URL.
+/// Starts `switchyard serve` on `dir` (its config.yaml and data/) with `extra` arguments; the
+/// child and its base URL.
 pub(super) fn spawn_switchyard(
     bin: &PathBuf,
     dir: &std::path::Path,
     fsync: bool,
+    extra: &[String],
 ) -> Result<(Child, String)> {
     use std::io::BufRead as _;
     let mut cmd = Command::new(bin);
@@ -129,6 +131,7 @@ pub(super) fn spawn_switchyard(
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped());
     if !fsync {
