@@ -601,3 +601,172 @@ spec:
         "{err}"
     );
 }
+
+/// The events `sy`'s source `ns/name` took, by its metric (0 before the first).
+async fn source_events(sy: &Switchyard, source: &str) -> u64 {
+    let needle = format!("source=\"{source}\"");
+    common::metrics(sy)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("switchyard_source_events_total{") && l.contains(&needle))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// An MQTT client that publishes at QoS 1 (3.1.1 or 5) and drives its connection.
+fn mqtt_publisher(version: &str) -> Box<dyn Fn(String, String) -> tokio::task::JoinHandle<()>> {
+    let (host, port) = common::mqtt_addr();
+    let id = format!("sy-js-pub-{version}-{}", common::moto::unique());
+    if version == "5" {
+        let (client, mut eventloop) =
+            rumqttc::v5::AsyncClient::new(rumqttc::v5::MqttOptions::new(id, host, port), 100);
+        tokio::spawn(async move {
+            loop {
+                if eventloop.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        Box::new(move |topic, payload| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+                client.publish(topic, qos, false, payload).await.unwrap();
+            })
+        })
+    } else {
+        let (client, mut eventloop) =
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new(id, host, port), 100);
+        tokio::spawn(async move {
+            loop {
+                if eventloop.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        Box::new(move |topic, payload| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let qos = rumqttc::QoS::AtLeastOnce;
+                client.publish(topic, qos, false, payload).await.unwrap();
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stream_sources_take_each_message_once_across_replicas() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let sink = Sink::ok().await;
+    let tag = common::moto::unique();
+    let (host, port) = common::mqtt_addr();
+    let nats_subject = format!("sy-js-in.{tag}");
+    let mqtt_topic = |v: &str| format!("sy-js/{tag}/v{v}");
+    // A core NATS subject without a queue group, and MQTT 5 and 3.1.1 subscriptions: on
+    // their own, each replica would take every message.
+    let mut config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: all}}
+spec:
+  broker: default
+  subscriber: {{uri: '{}'}}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: NatsSource
+metadata: {{name: nats-in}}
+spec:
+  servers: ['{}']
+  subject: '{nats_subject}'
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#,
+        sink.url,
+        cluster.urls().split(',').next().unwrap(),
+    );
+    for v in ["5", "3.1.1"] {
+        let name = if v == "5" { "mqtt5-in" } else { "mqtt311-in" };
+        config.push_str(&format!(
+            r#"---
+apiVersion: sources.switchyard.dev/v1
+kind: MqttSource
+metadata: {{name: {name}}}
+spec:
+  broker: mqtt://{host}:{port}
+  topics: ['{}']
+  protocolVersion: '{v}'
+  clientId: sy-js-{name}-{tag}
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#,
+            mqtt_topic(v)
+        ));
+    }
+    let sys = replicas(2, &cluster, &config);
+    let nats = cluster.client().await;
+    let (mqtt5, mqtt311) = (mqtt_publisher("5"), mqtt_publisher("3.1.1"));
+    let publish_all = |payload: &str| {
+        let (nats, payload) = (nats.clone(), payload.to_owned());
+        let subject = nats_subject.clone();
+        let v5 = mqtt5(mqtt_topic("5"), format!("{payload}-v5"));
+        let v311 = mqtt311(mqtt_topic("3.1.1"), format!("{payload}-v311"));
+        async move {
+            nats.publish(subject, format!("{payload}-nats").into())
+                .await
+                .unwrap();
+            nats.flush().await.unwrap();
+            v5.await.unwrap();
+            v311.await.unwrap();
+        }
+    };
+    // Probes until every replica took a message from each source: all are subscribed.
+    let sources = ["default/nats-in", "default/mqtt5-in", "default/mqtt311-in"];
+    let mut probe = 0;
+    common::eventually(
+        "both replicas subscribed to every source",
+        Duration::from_secs(60),
+        || {
+            probe += 1;
+            let sent = publish_all(&format!("probe{probe}"));
+            let sys = &sys;
+            async move {
+                sent.await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                for sy in sys {
+                    for s in sources {
+                        if source_events(sy, s).await == 0 {
+                            return None;
+                        }
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+    let n = 30;
+    for i in 0..n {
+        publish_all(&format!("m{i}")).await;
+    }
+    let is_main = |body: &[u8]| body.starts_with(b"m");
+    sink.wait_for_where(3 * n, Duration::from_secs(30), |r| is_main(&r.body))
+        .await;
+    // Long enough for a second copy from the other replica to have come.
+    sink.assert_stays_at(sink.received().len(), Duration::from_millis(1500))
+        .await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for r in sink.received().iter().filter(|r| is_main(&r.body)) {
+        *seen
+            .entry(String::from_utf8_lossy(&r.body).into_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 3 * n, "every message: {seen:?}");
+    let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "taken by both replicas: {twice:?}");
+}

@@ -676,3 +676,47 @@ spec:
     })
     .await;
 }
+
+/// On the JetStream engine (spec/jetstream.md), the replicas of a KafkaSource are one
+/// consumer group: each record reaches the broker once, whichever replica read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_on_jetstream_are_one_consumer_group() {
+    let Some(cluster) = common::jetstream::Cluster::start(3).await else {
+        return;
+    };
+    let sink = Sink::ok().await;
+    let topic = format!("js-readings-{}", unique());
+    create_topic(&topic, 2).await;
+    let config = format!(
+        "{}{}",
+        common::broker_and_trigger("readings", "filter: {}", &sink.url),
+        kafka_source("readings", &topic, &format!("consumerGroup: sy-{topic}")),
+    );
+    let urls = cluster.urls();
+    let args = ["--jetstream", urls.as_str(), "--jetstream-replicas", "3"];
+    let _sys: Vec<Switchyard> = (0..2)
+        .map(|_| Switchyard::start_with(&config, &args))
+        .collect();
+    let p = producer();
+    let n = 200;
+    for i in 0..n {
+        let partition = i32::from(i % 2 == 1);
+        produce(
+            &p,
+            &topic,
+            Some(partition),
+            None,
+            &[],
+            &format!("reading {i}"),
+        )
+        .await;
+    }
+    sink.wait_for(n, WAIT).await;
+    sink.assert_stays_at(n, Duration::from_millis(1500)).await;
+    let values: BTreeSet<String> = sink
+        .received()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(values.len(), n, "each record once");
+}

@@ -37,6 +37,10 @@ pub(crate) struct Setup<'a> {
     pub clock: &'a Clock,
     /// The HTTP client sources that speak HTTP share.
     pub client: &'a reqwest::Client,
+    /// This process's name among replicas that share the brokers (the JetStream engine), or
+    /// `None` when it is the only one. Stream sources then consume as a group: each message
+    /// to one replica.
+    pub replica: Option<&'a str>,
 }
 
 /// What starting a kind's sources gave.

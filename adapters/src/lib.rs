@@ -84,6 +84,8 @@ pub struct Sources {
     running: HashMap<SourceKey, RunningSource>,
     clock: clock::Clock,
     client: reqwest::Client,
+    /// This process's name among replicas ([`Setup::replica`](kind::Setup)).
+    replica: Option<String>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -118,12 +120,15 @@ impl HttpSources {
 }
 
 /// Starts every source of `config` ([`KINDS`]): resolves secrets, starts the background ones,
-/// and returns the routes of the HTTP ones.
+/// and returns the routes of the HTTP ones. `replica` names this process among replicas that
+/// share the brokers (the JetStream engine; `None`: the only one), so that stream sources
+/// consume as a group (spec/jetstream.md).
 pub async fn start(
     config: &Config,
     event_types: &Arc<EventTypePolicy>,
     log: Arc<dyn EventLog>,
     clock: clock::Clock,
+    replica: Option<String>,
 ) -> Result<Sources, SourceError> {
     let client = switchyard_triggers::delivery::build_client(reqwest::Client::builder())
         .map_err(|e| SourceError(format!("cannot build the HTTP client: {e}")))?;
@@ -141,6 +146,7 @@ pub async fn start(
         running: HashMap::new(),
         clock,
         client,
+        replica,
     };
     let changes = sources.reconfigure(config, event_types, true).await;
     match changes.failed.into_iter().next() {
@@ -221,6 +227,7 @@ impl Sources {
                 log: &log,
                 clock: &self.clock,
                 client: &self.client,
+                replica: self.replica.as_deref(),
             };
             let started = match (kind.start)(&setup).await {
                 Ok(started) => started,

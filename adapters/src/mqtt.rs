@@ -300,11 +300,14 @@ fn credentials(s: &MqttSource) -> Result<Option<(String, String)>, String> {
     Ok(Some((user, password)))
 }
 
-/// Starts every MqttSource of `config`.
+/// Starts every MqttSource of `config`. Among replicas (`replica`), each connects with a
+/// client id of its own ([`replica_client_id`]) and subscribes through a shared subscription
+/// ([`shared_topic`]), so each message reaches one replica.
 pub(crate) fn start_sources(
     config: &Config,
     event_types: &Arc<EventTypePolicy>,
     log: &Arc<dyn EventLog>,
+    replica: Option<&str>,
     tasks: &mut Tasks,
 ) -> Result<(), SourceError> {
     for ((ns, name), s) in &config.mqtt_sources {
@@ -338,10 +341,20 @@ pub(crate) fn start_sources(
         };
         let (tx, rx) = mpsc::channel(1024);
         tasks.spawn(worker.run(rx));
-        let topics = s.spec.topics.clone();
+        let (client_id, topics) = match replica {
+            None => (s.client_id(), s.spec.topics.clone()),
+            Some(replica) => (
+                replica_client_id(&s.client_id(), replica),
+                s.spec
+                    .topics
+                    .iter()
+                    .map(|t| shared_topic(ns, name, t))
+                    .collect(),
+            ),
+        };
         match version {
             MqttVersion::V311 => {
-                let mut o = rumqttc::MqttOptions::new(s.client_id(), host, port);
+                let mut o = rumqttc::MqttOptions::new(client_id, host, port);
                 o.set_clean_session(clean)
                     .set_manual_acks(true)
                     .set_keep_alive(Duration::from_secs(30))
@@ -355,7 +368,7 @@ pub(crate) fn start_sources(
                 tasks.spawn(run_v311(id, o, topics, qos, tx));
             }
             MqttVersion::V5 => {
-                let mut o = rumqttc::v5::MqttOptions::new(s.client_id(), host, port);
+                let mut o = rumqttc::v5::MqttOptions::new(client_id, host, port);
                 o.set_clean_start(clean)
                     .set_manual_acks(true)
                     .set_keep_alive(Duration::from_secs(30))
@@ -374,6 +387,23 @@ pub(crate) fn start_sources(
         }
     }
     Ok(())
+}
+
+/// A replica's client id: the source's, then the replica's name (two clients with one id
+/// would take the connection from each other).
+pub fn replica_client_id(client_id: &str, replica: &str) -> String {
+    format!("{client_id}-{replica}")
+}
+
+/// Topic filter `topic` as a shared subscription of MqttSource `ns/name`'s replicas
+/// (`$share/switchyard-ns-name/topic`; MQTT 5, 4.8.2, and Mosquitto's for 3.1.1 clients too),
+/// unless it is one already.
+pub fn shared_topic(ns: &str, name: &str, topic: &str) -> String {
+    if topic.starts_with("$share/") {
+        topic.to_owned()
+    } else {
+        format!("$share/switchyard-{ns}-{name}/{topic}")
+    }
 }
 
 /// The MqttSource kind.
@@ -400,7 +430,7 @@ pub(crate) const KIND: Kind = Kind {
 fn start_kind<'a>(s: &'a Setup<'a>) -> StartFuture<'a> {
     Box::pin(async move {
         let mut tasks = Tasks::new("MqttSources");
-        start_sources(s.config, s.event_types, s.log, &mut tasks)?;
+        start_sources(s.config, s.event_types, s.log, s.replica, &mut tasks)?;
         Ok(Started::background(tasks))
     })
 }
@@ -420,6 +450,20 @@ mod tests {
                 .collect(),
             ack: Box::new(|| Box::pin(async {})),
         }
+    }
+
+    #[test]
+    fn replicas_share_a_subscription_and_each_has_its_own_client_id() {
+        assert_eq!(
+            shared_topic("default", "sensors", "building/+/temp"),
+            "$share/switchyard-default-sensors/building/+/temp"
+        );
+        assert_eq!(
+            shared_topic("default", "sensors", "$share/mine/building/#"),
+            "$share/mine/building/#",
+            "a shared subscription the user named is kept"
+        );
+        assert_eq!(replica_client_id("gw", "host-8080"), "gw-host-8080");
     }
 
     #[test]

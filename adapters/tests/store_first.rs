@@ -319,6 +319,7 @@ async fn start(
         &Arc::new(event_types),
         Arc::clone(log) as Arc<dyn EventLog>,
         switchyard_adapters::clock::Clock::System,
+        None,
     )
     .await
     .unwrap()

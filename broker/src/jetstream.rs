@@ -80,6 +80,22 @@ pub struct JetStreamOptions {
     /// Partition subjects of each broker's stream (`--jetstream-partitions`): how many keys an
     /// ordered trigger delivers at once. Fixed when the stream is created.
     pub partitions: u32,
+    /// This replica's name among the others (`--replica-id`; `None`: `{hostname}-{port}`).
+    pub replica_id: Option<String>,
+}
+
+impl JetStreamOptions {
+    /// This replica's name: `--replica-id`, or the host's name and the port it serves on.
+    pub fn replica_name(&self, port: u16) -> String {
+        self.replica_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "switchyard".to_owned());
+            format!("{host}-{port}")
+        })
+    }
 }
 
 /// The JetStream names of one Broker (`namespace/name`; both are DNS labels, so they are

@@ -114,7 +114,8 @@ async fn serve(
     )
     .await?;
     let sources =
-        switchyard_adapters::start(&config, &server.event_types(), server.log(), clock).await?;
+        switchyard_adapters::start(&config, &server.event_types(), server.log(), clock, None)
+            .await?;
     let brokers: switchyard_triggers::tail::Brokers = Arc::new(std::sync::RwLock::new(
         config
             .brokers
@@ -168,20 +169,6 @@ async fn serve(
 /// What the JetStream engine does not run yet, refused at start (spec/jetstream.md, "Not
 /// yet") rather than left silently undone.
 fn check_jetstream_supported(config: &Config) -> Result<(), RunError> {
-    // Webhook, S3 and Ping sources run on every replica: HTTP sources take what reaches them,
-    // an SQS queue hands a message to one poller, and a PingSource's slot is one event id,
-    // which the stream keeps once. The stream consumers need their systems' group semantics,
-    // which are not wired yet.
-    let streams = [
-        ("KafkaSource", config.kafka_sources.keys().next()),
-        ("NatsSource", config.nats_sources.keys().next()),
-        ("MqttSource", config.mqtt_sources.keys().next()),
-    ];
-    if let Some((kind, Some((ns, name)))) = streams.into_iter().find(|(_, s)| s.is_some()) {
-        return Err(RunError::JetStream(format!(
-            "{kind} {ns}/{name}: stream sources do not run on the JetStream engine yet: run them on a Switchyard with the embedded store whose Trigger forwards to a replica's ingress (spec/jetstream.md)"
-        )));
-    }
     if let Some(((ns, name), _)) = config
         .brokers
         .iter()
@@ -229,12 +216,21 @@ async fn serve_jetstream(
         egress,
     )
     .await?;
-    let sources =
-        switchyard_adapters::start(&config, &server.event_types(), server.log(), clock).await?;
+    // Stream sources consume as a group of the replicas (spec/jetstream.md).
+    let replica = jetstream.replica_name(addr.port());
+    let sources = switchyard_adapters::start(
+        &config,
+        &server.event_types(),
+        server.log(),
+        clock,
+        Some(replica.clone()),
+    )
+    .await?;
     tracing::info!(
         %addr,
         servers = %jetstream.servers.join(","),
         replicas = jetstream.replicas,
+        %replica,
         brokers = config.brokers.len(),
         triggers = config.triggers.len(),
         "switchyard is serving on JetStream"

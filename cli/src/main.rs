@@ -127,6 +127,10 @@ enum Command {
         /// use the same.
         #[arg(long, default_value_t = switchyard_broker::jetstream::DEFAULT_PARTITIONS, requires = "jetstream")]
         jetstream_partitions: u32,
+        /// This replica's name among the others (default: `{hostname}-{port}`): the suffix
+        /// of its MQTT client ids. Stable names keep MQTT sessions across restarts.
+        #[arg(long, value_parser = parse_replica_id, requires = "jetstream")]
+        replica_id: Option<String>,
     },
     /// Check a configuration and print what it defines.
     Validate {
@@ -179,6 +183,20 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9091")]
         listen: std::net::SocketAddr,
     },
+}
+
+/// A replica's name: letters, digits, `.`, `_` and `-`, at most 64 (it goes into client
+/// ids).
+fn parse_replica_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("a replica id is 1 to 64 letters, digits, '.', '_' or '-'".to_owned())
+    }
 }
 
 fn parse_range(text: &str) -> Result<switchyard_core::egress::IpRange, String> {
@@ -252,6 +270,7 @@ fn run(cli: Cli) -> Result<()> {
             jetstream,
             jetstream_replicas,
             jetstream_partitions,
+            replica_id,
         } => {
             for prefix in &redrive_allow_uris {
                 switchyard_triggers::api::redrive_prefix(prefix)
@@ -281,6 +300,7 @@ fn run(cli: Cli) -> Result<()> {
                         servers: jetstream,
                         replicas: jetstream_replicas,
                         partitions: jetstream_partitions,
+                        replica_id,
                     },
                 ),
                 auth: AuthOptions {

@@ -371,11 +371,14 @@ async fn get_consumer(
         .map_err(|e| format!("consumer `{durable}`: {e}"))
 }
 
-/// Starts every NatsSource of `config`.
+/// Starts every NatsSource of `config`. Among replicas (`replica`), a core subscription
+/// without a `queueGroup` joins the group [`replica_queue_group`], so each message reaches
+/// one replica; a JetStream durable is shared as it is.
 pub(crate) async fn start_sources(
     config: &Config,
     event_types: &Arc<EventTypePolicy>,
     log: &Arc<dyn EventLog>,
+    replica: Option<&str>,
     tasks: &mut Tasks,
 ) -> Result<(), SourceError> {
     for ((ns, name), s) in &config.nats_sources {
@@ -414,7 +417,14 @@ pub(crate) async fn start_sources(
             (Some(js), Some(durable)) => {
                 tasks.spawn(consumer.run_jetstream(client, subject, js.clone(), durable));
             }
-            _ => tasks.spawn(consumer.run_core(client, subject, s.spec.queue_group.clone())),
+            _ => {
+                let queue = s
+                    .spec
+                    .queue_group
+                    .clone()
+                    .or_else(|| replica.map(|_| replica_queue_group(ns, name)));
+                tasks.spawn(consumer.run_core(client, subject, queue));
+            }
         }
     }
     Ok(())
@@ -448,10 +458,15 @@ pub(crate) const KIND: Kind = Kind {
     start: start_kind,
 };
 
+/// The queue group replicas share for NatsSource `ns/name` when it names none.
+pub fn replica_queue_group(ns: &str, name: &str) -> String {
+    format!("switchyard.{ns}.{name}")
+}
+
 fn start_kind<'a>(s: &'a Setup<'a>) -> StartFuture<'a> {
     Box::pin(async move {
         let mut tasks = Tasks::new("NatsSources");
-        start_sources(s.config, s.event_types, s.log, &mut tasks).await?;
+        start_sources(s.config, s.event_types, s.log, s.replica, &mut tasks).await?;
         Ok(Started::background(tasks))
     })
 }

@@ -41,6 +41,10 @@ pub struct JetStreamArgs {
     /// Short steps (3 s) for a smoke run.
     #[arg(long)]
     quick: bool,
+    /// The nats-server's `sync_interval`: `always` (an fsync per write before the ack, the
+    /// embedded mode's promise) or a duration such as `2m` (nats-server's default).
+    #[arg(long, default_value = "always")]
+    sync_interval: String,
 }
 
 /// A nats-server of the run's own, on loopback; stopped and its store removed on drop.
@@ -64,15 +68,15 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-/// Starts `bin` with JetStream, `sync_interval: always` and messages of up to 2 MB.
-async fn start_nats(bin: &Path) -> Result<NatsServer> {
+/// Starts `bin` with JetStream, `sync_interval` and messages of up to 2 MB.
+async fn start_nats(bin: &Path, sync_interval: &str) -> Result<NatsServer> {
     let dir = tempfile_dir()?;
     let port = free_port()?;
     let conf = dir.join("nats.conf");
     std::fs::write(
         &conf,
         format!(
-            "listen: 127.0.0.1:{port}\nmax_payload: 2MB\njetstream {{ store_dir: \"{}\", sync_interval: always }}\n",
+            "listen: 127.0.0.1:{port}\nmax_payload: 2MB\njetstream {{ store_dir: \"{}\", sync_interval: {sync_interval} }}\n",
             dir.join("js").display()
         ),
     )?;
@@ -154,7 +158,7 @@ pub async fn jetstream(args: JetStreamArgs) -> Result<()> {
         no_nats: true,
     };
     let fsync = [fsync_probe(4096, 200)?, fsync_probe(256 * 1024, 100)?];
-    let nats = start_nats(&args.nats_server).await?;
+    let nats = start_nats(&args.nats_server, &args.sync_interval).await?;
     let nats_pid = nats.child.id();
     let (sink_url, sink) = start_sink().await?;
     let bytes = args.payload_bytes;
@@ -198,7 +202,13 @@ pub async fn jetstream(args: JetStreamArgs) -> Result<()> {
             let mut pids: Vec<u32> = replicas.iter().map(|r| r.child.id()).collect();
             pids.push(nats_pid);
             let s = step(&js_system(n), workload, triggers);
+            let nats_before = proc_usage(nats_pid).0;
             let mut r = measure(&s, &targets, &sink, &pids, &run_args, seconds).await;
+            let accepted = r["accepted"].as_f64().unwrap_or(0.0);
+            if accepted > 0.0 {
+                r["nats_server_cpu_us_per_event"] =
+                    json!((proc_usage(nats_pid).0 - nats_before) * 1e6 / accepted);
+            }
             r["replicas"] = json!(n);
             keep(r);
         }
@@ -211,11 +221,13 @@ pub async fn jetstream(args: JetStreamArgs) -> Result<()> {
         "payload_bytes": bytes,
         "connections": args.connections,
         "seconds_per_step": seconds,
+        "sync_interval": args.sync_interval,
         "scaling": scaling(&results, &args.replicas),
         "results": results,
     });
     let md = format!(
-        "{}\n{}",
+        "nats-server sync_interval: {}\n\n{}\n{}",
+        args.sync_interval,
         steps_table(&report, seconds),
         scaling_table(&report)
     );
@@ -254,6 +266,12 @@ fn scaling(results: &[Value], replicas: &[usize]) -> Value {
                 workload,
                 "cpu_us_per_accepted_event",
             );
+            let nats_cpu = rate_of(
+                results,
+                &js_system(n),
+                workload,
+                "nats_server_cpu_us_per_event",
+            );
             let ratio = |to: f64| if to > 0.0 { rate / to } else { 0.0 };
             rows.push(json!({
                 "workload": workload,
@@ -261,6 +279,7 @@ fn scaling(results: &[Value], replicas: &[usize]) -> Value {
                 "per_s": rate,
                 "efficiency": if one > 0.0 { rate / (one * n as f64) } else { 0.0 },
                 "cpu_us_per_event": cpu,
+                "nats_server_cpu_us_per_event": nats_cpu,
                 "per_core_per_s": if cpu > 0.0 { 1e6 / cpu } else { 0.0 },
                 "vs_embedded": ratio(embedded),
                 "vs_nats_bridge": if workload == "1 trigger" { ratio(bridge) } else { 0.0 },
@@ -273,16 +292,17 @@ fn scaling(results: &[Value], replicas: &[usize]) -> Value {
 fn scaling_table(report: &Value) -> String {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let mut md = String::from(
-        "| workload | replicas | events/s | scaling efficiency | CPU µs/event (replicas + nats-server) | events/s per core at that cost | vs embedded | vs NATS-BRIDGE |\n|---|---|---|---|---|---|---|---|\n",
+        "| workload | replicas | events/s | scaling efficiency | CPU µs/event (replicas + nats-server) | of which nats-server | events/s per core at that cost | vs embedded | vs NATS-BRIDGE |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in report["scaling"].as_array().into_iter().flatten() {
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.2} | {:.1} | {:.0} | {:.2} | {} |\n",
+            "| {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0} | {:.2} | {} |\n",
             r["workload"].as_str().unwrap_or(""),
             r["replicas"],
             f(&r["per_s"]),
             f(&r["efficiency"]),
             f(&r["cpu_us_per_event"]),
+            f(&r["nats_server_cpu_us_per_event"]),
             f(&r["per_core_per_s"]),
             f(&r["vs_embedded"]),
             match f(&r["vs_nats_bridge"]) {
