@@ -770,3 +770,43 @@ spec:
     let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
     assert!(twice.is_empty(), "taken by both replicas: {twice:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trigger_whose_consumer_was_deleted_delivers_again() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let (all, orders) = (Sink::ok().await, Sink::ok().await);
+    let sys = replicas(2, &cluster, &config(&all.url, &orders.url, ""));
+    assert_eq!(post(&sys[0], "before", "other").await, 202);
+    all.wait_for(1, Duration::from_secs(30)).await;
+    // An operator deletes the trigger's consumer by hand.
+    let js = async_nats::jetstream::new(cluster.client().await);
+    js.get_stream("SY_EV_default_default")
+        .await
+        .unwrap()
+        .delete_consumer("all")
+        .await
+        .unwrap();
+    // The replicas make it again (at the stream's end: what came meanwhile is not the
+    // trigger's), and the trigger delivers what comes after.
+    let mut i = 0;
+    common::eventually(
+        "the trigger delivers again",
+        Duration::from_secs(60),
+        || {
+            i += 1;
+            let sy = &sys[i % 2];
+            let all = &all;
+            async move {
+                assert_eq!(post(sy, &format!("after{i}"), "other").await, 202);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                all.ids()
+                    .iter()
+                    .any(|id| id.starts_with("after"))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}

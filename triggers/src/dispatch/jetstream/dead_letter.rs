@@ -25,12 +25,20 @@ use crate::records::DeadLetter;
 /// Sends to one dead-letter sink at most this many at once.
 const DLS_CONCURRENCY: usize = 16;
 
-/// The consumer of `trigger`'s dead letters (created when missing). It starts at the
-/// beginning of the trigger's subject: dead letters written before it existed are owed too.
+/// The consumer of `trigger`'s dead letters (created when missing), with what makes it again
+/// should it go away. It starts at the beginning of the trigger's subject: dead letters
+/// written before it existed are owed too.
+pub(super) struct DeadLetterConsumer {
+    stream: async_nats::jetstream::stream::Stream,
+    config: pull::Config,
+    consumer: PullConsumer,
+}
+
+/// Creates (or finds) the consumer of `trigger`'s dead letters.
 pub(super) async fn consumer(
     trigger: &TriggerRuntime,
     log: &JetStreamLog,
-) -> Result<PullConsumer, LogError> {
+) -> Result<DeadLetterConsumer, LogError> {
     let names = Names::of(&trigger.broker);
     let stream = settled(trigger, || async {
         log.context()
@@ -53,20 +61,29 @@ pub(super) async fn consumer(
         max_ack_pending: i64::try_from(DLS_CONCURRENCY).unwrap_or(16),
         ..Default::default()
     };
-    settled(trigger, || async {
+    let consumer = settled(trigger, || async {
         stream
             .create_consumer(config.clone())
             .await
             .map_err(|e| LogError::unavailable("cannot create the dead-letter sink's consumer", &e))
     })
-    .await
+    .await?;
+    Ok(DeadLetterConsumer {
+        stream,
+        config,
+        consumer,
+    })
 }
 
 /// Sends the trigger's dead letters to `sink` until stopped (its `Tasks` abort it).
-pub(super) async fn pump(trigger: Arc<TriggerRuntime>, sink: Subscriber, consumer: PullConsumer) {
+pub(super) async fn pump(
+    trigger: Arc<TriggerRuntime>,
+    sink: Subscriber,
+    consumer: DeadLetterConsumer,
+) {
     let mut backoff = Backoff::STORE;
     loop {
-        let mut messages = match pull_from(&consumer, DLS_CONCURRENCY).await {
+        let mut messages = match pull_from(&consumer.consumer, DLS_CONCURRENCY).await {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(trigger = %trigger.id, error = %e, "cannot pull dead letters; trying again");
@@ -90,9 +107,17 @@ pub(super) async fn pump(trigger: Arc<TriggerRuntime>, sink: Subscriber, consume
             }
             sends.spawn(send(Arc::clone(&trigger), sink.clone(), message));
         }
-        // The pull ended: wait for the sends, then pull again.
+        // The pull ended: wait for the sends, make sure the consumer is there (one deleted by
+        // hand is made again), then pull again.
         while sends.join_next().await.is_some() {}
         tokio::time::sleep(backoff.next_pause()).await;
+        if let Err(e) = consumer
+            .stream
+            .create_consumer(consumer.config.clone())
+            .await
+        {
+            tracing::warn!(trigger = %trigger.id, error = %e, "cannot make the dead-letter sink's consumer again; trying again");
+        }
     }
 }
 

@@ -60,6 +60,10 @@ pub struct JetStreamSource {
     policy: Arc<EventTypePolicy>,
     names: Names,
     consumer: async_nats::jetstream::consumer::PullConsumer,
+    /// The broker's stream and the consumer's settings: a consumer that went away (deleted
+    /// by hand) is made again from them.
+    stream: async_nats::jetstream::stream::Stream,
+    config: pull::Config,
     batch: usize,
     messages: tokio::sync::Mutex<pull::Stream>,
 }
@@ -137,6 +141,8 @@ impl JetStreamSource {
             policy,
             names,
             consumer,
+            stream,
+            config,
             batch,
             messages: tokio::sync::Mutex::new(messages),
         })
@@ -322,10 +328,15 @@ impl super::DeliverySource for JetStreamSource {
                     continue;
                 }
                 None => {
-                    // The pull ended (the server lost the consumer's state, or the
-                    // connection was replaced): start pulling again.
+                    // The pull ended (the consumer was deleted, the server lost its state,
+                    // or the connection was replaced): make sure the consumer is there, and
+                    // pull again.
                     tracing::warn!(trigger = %self.trigger.id, "the pull from JetStream ended; pulling again");
                     tokio::time::sleep(backoff.next_pause()).await;
+                    if let Err(e) = self.stream.create_consumer(self.config.clone()).await {
+                        tracing::warn!(trigger = %self.trigger.id, error = %e, "cannot make the trigger's consumer again; trying again");
+                        continue;
+                    }
                     match pull_from(&self.consumer, self.batch).await {
                         Ok(again) => *messages = again,
                         Err(e) => {
