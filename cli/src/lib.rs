@@ -236,8 +236,10 @@ async fn serve_jetstream(
         "switchyard is serving on JetStream"
     );
     ready(addr);
+    let api =
+        switchyard_triggers::api::jetstream::routes(Arc::clone(&log)).merge(sources.routes.clone());
     server
-        .serve(sources.routes.clone(), async move {
+        .serve(api, async move {
             shutdown.await;
             sources.shutdown().await;
             dispatcher.shutdown().await;

@@ -1,5 +1,8 @@
 //! The dead-letter part of the management API (`spec/management-api.md`): list with filters and
-//! pages, show one with every attempt, redrive, purge.
+//! pages, show one with every attempt, redrive, purge. `jetstream` serves the same routes on
+//! the JetStream engine.
+
+pub mod jetstream;
 
 use std::sync::Arc;
 

@@ -1,0 +1,291 @@
+//! The dead-letter API on the JetStream engine (`serve --jetstream`; spec/jetstream.md): the
+//! embedded mode's routes, filters, pages and answers, over the broker's dead-letter stream
+//! (`SY_DL_ns_name`), so any replica answers alike. A dead letter's id is its sequence in
+//! that stream. Redrive does not run on this engine yet: it answers 501 and changes nothing.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use switchyard_broker::audit::AuditEntry;
+use switchyard_broker::jetstream::{JetStreamLog, Names};
+use switchyard_broker::problem::Problem;
+
+use super::{
+    CHUNK, CallerExt, Compiled, MAX_PAGE, Selector, bad_request, broker_id, json, parse_id,
+    summary, who,
+};
+use crate::records::DeadLetter;
+
+struct JsApi {
+    log: Arc<JetStreamLog>,
+    /// Serialises the handlers that remove dead letters.
+    mutate: tokio::sync::Mutex<()>,
+}
+
+/// The routes, to merge into the server's router.
+pub fn routes(log: Arc<JetStreamLog>) -> Router {
+    let state = Arc::new(JsApi {
+        log,
+        mutate: tokio::sync::Mutex::new(()),
+    });
+    let base = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
+    Router::new()
+        .route(base, get(list).delete(purge))
+        .route(&format!("{base}/redrive"), post(redrive))
+        .route(&format!("{base}/{{id}}"), get(show).delete(delete_one))
+        .with_state(state)
+}
+
+/// 503: JetStream did not answer.
+fn unavailable(e: &dyn std::fmt::Display) -> Problem {
+    Problem::overloaded(&format!("JetStream did not answer: {e}"))
+}
+
+/// The dead-letter stream of broker `ns/b` (404 when the broker has none).
+async fn stream(state: &JsApi, ns: &str, b: &str) -> Result<(Stream, Names), Problem> {
+    let names = Names::of(&broker_id(ns, b));
+    match state
+        .log
+        .context()
+        .get_stream(&names.dead_letter_stream)
+        .await
+    {
+        Ok(stream) => Ok((stream, names)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                async_nats::jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            Err(Problem::not_found(format!("no broker {ns}/{b}")))
+        }
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+/// Whether `name` can be a trigger's (a DNS label), so a subject token without wildcards.
+fn trigger_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The dead letter at `m`, its id its sequence.
+fn letter(sequence: u64, payload: &[u8]) -> Option<DeadLetter> {
+    let mut d: DeadLetter = serde_json::from_slice(payload).ok()?;
+    d.id = sequence;
+    Some(d)
+}
+
+/// Dead letters matching `filter` after sequence `after`, at most `limit`, and whether more
+/// may follow.
+async fn select(
+    stream: &Stream,
+    names: &Names,
+    filter: &Compiled,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<(Vec<DeadLetter>, bool), Problem> {
+    let subject = match &filter.sel.trigger {
+        Some(t) if trigger_name(t) => names.dead_letter_subject(t),
+        Some(_) => return Ok((Vec::new(), false)),
+        None => format!("{}.*", names.dead_letter_prefix),
+    };
+    let mut next = after.map_or(1, |a| a.saturating_add(1));
+    let mut out = Vec::new();
+    loop {
+        match stream
+            .direct_get_next_for_subject(subject.clone(), Some(next))
+            .await
+        {
+            Ok(m) => {
+                next = m.sequence + 1;
+                let Some(d) = letter(m.sequence, &m.payload) else {
+                    continue;
+                };
+                if filter.matches(&d) {
+                    if out.len() == limit {
+                        return Ok((out, true));
+                    }
+                    out.push(d);
+                }
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok((out, false)),
+            Err(e) => return Err(unavailable(&e)),
+        }
+    }
+}
+
+async fn list(
+    State(state): State<Arc<JsApi>>,
+    Path((ns, b)): Path<(String, String)>,
+    Query(sel): Query<Selector>,
+) -> Result<Response, Problem> {
+    let limit = sel.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let after = sel.after.as_deref().map(parse_id).transpose()?;
+    let filter = Compiled::new(sel)?;
+    let (stream, names) = stream(&state, &ns, &b).await?;
+    let (items, more) = select(&stream, &names, &filter, after, limit).await?;
+    let next = more
+        .then(|| items.last().map(|d| d.id.to_string()))
+        .flatten();
+    let items: Vec<_> = items.iter().map(summary).collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items, "next": next }),
+    ))
+}
+
+/// Dead letter `id` of the broker whose dead-letter stream is `stream`.
+async fn find(stream: &Stream, names: &Names, id: u64) -> Result<DeadLetter, Problem> {
+    let not_found = || Problem::not_found(format!("no dead letter {id} in this broker"));
+    match stream.direct_get(id).await {
+        Ok(m)
+            if m.subject
+                .starts_with(&format!("{}.", names.dead_letter_prefix)) =>
+        {
+            letter(m.sequence, &m.payload).ok_or_else(not_found)
+        }
+        Ok(_) => Err(not_found()),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Err(not_found()),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+/// Whether the trigger's dead-letter sink has yet to take dead letter `d`: its consumer on
+/// the dead-letter stream has not acknowledged that far.
+async fn sink_pending(stream: &Stream, d: &DeadLetter) -> bool {
+    match stream.consumer_info(&d.trigger).await {
+        Ok(info) => d.id > info.ack_floor.stream_sequence,
+        Err(_) => false,
+    }
+}
+
+async fn show(
+    State(state): State<Arc<JsApi>>,
+    Path((ns, b, id)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    let (stream, names) = stream(&state, &ns, &b).await?;
+    let d = find(&stream, &names, parse_id(&id)?).await?;
+    let event: serde_json::Value = d
+        .event()
+        .map(|e| {
+            serde_json::from_slice(&switchyard_core::json::encode_event(&e)).unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let mut v = serde_json::to_value(summary(&d)).unwrap_or_default();
+    v["offset"] = d.offset.into();
+    v["deadLetterSinkPending"] = sink_pending(&stream, &d).await.into();
+    v["event"] = event;
+    v["attempts"] = serde_json::to_value(&d.attempts).unwrap_or_default();
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn delete_one(
+    State(state): State<Arc<JsApi>>,
+    Path((ns, b, id)): Path<(String, String, String)>,
+    caller: CallerExt,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let (stream, names) = stream(&state, &ns, &b).await?;
+    let _guard = state.mutate.lock().await;
+    find(&stream, &names, id).await?;
+    stream
+        .delete_message(id)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    AuditEntry::now(
+        who(&caller),
+        "delete",
+        (&ns, &b),
+        serde_json::json!({ "ids": [id.to_string()] }),
+        1,
+    )
+    .log();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn purge(
+    State(state): State<Arc<JsApi>>,
+    Path((ns, b)): Path<(String, String)>,
+    Query(sel): Query<Selector>,
+    caller: CallerExt,
+) -> Result<Response, Problem> {
+    let all = sel.all == Some(true);
+    let selection = serde_json::to_value(&sel).unwrap_or_default();
+    let filter = Compiled::new(sel)?;
+    if filter.is_unfiltered() && !all {
+        return Err(bad_request(
+            "purging every dead letter needs `all=true`; or give a filter (trigger, type, source, status, since, until)",
+        ));
+    }
+    let (stream, names) = stream(&state, &ns, &b).await?;
+    let _guard = state.mutate.lock().await;
+    let only_trigger = filter.sel.trigger.as_deref().filter(|t| {
+        let s = &filter.sel;
+        trigger_name(t)
+            && s.ty.is_none()
+            && s.source.is_none()
+            && s.status.is_none()
+            && s.since.is_none()
+            && s.until.is_none()
+    });
+    // A whole trigger's or a whole broker's in one request to the stream; otherwise one
+    // dead letter at a time, a chunk of the selection in memory at once.
+    let purged = if filter.is_unfiltered() || only_trigger.is_some() {
+        let request = stream.purge();
+        let response = match only_trigger {
+            Some(t) => request.filter(names.dead_letter_subject(t)).await,
+            None => request.await,
+        };
+        response.map_err(|e| unavailable(&e))?.purged
+    } else {
+        let mut purged = 0u64;
+        let mut after = None;
+        loop {
+            let (items, more) = select(&stream, &names, &filter, after, CHUNK).await?;
+            let Some(last) = items.last() else { break };
+            after = Some(last.id);
+            for d in &items {
+                if stream
+                    .delete_message(d.id)
+                    .await
+                    .map_err(|e| unavailable(&e))?
+                {
+                    purged += 1;
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        purged
+    };
+    if purged > 0 {
+        let count = usize::try_from(purged).unwrap_or(usize::MAX);
+        AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, count).log();
+    }
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "purged": purged }),
+    ))
+}
+
+async fn redrive(Path((ns, b)): Path<(String, String)>) -> Problem {
+    Problem::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "urn:switchyard:problem:not-implemented",
+        "not on the JetStream engine yet",
+        format!(
+            "redrive does not run on the JetStream engine yet (spec/jetstream.md, \"Not yet\"); the dead letters of {ns}/{b} stay where they are"
+        ),
+    )
+}
