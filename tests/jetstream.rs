@@ -890,18 +890,135 @@ async fn the_dead_letter_api_answers_alike_on_every_replica() {
     assert_eq!((status, body["purged"].as_u64()), (200, Some(2)));
     assert!(items(&common::get_json(&api(&sys[1], "")).await).is_empty());
 
-    // Not yet on this engine: said so, nothing changed.
-    let redrive = client()
-        .post(api(&sys[0], "/redrive"))
-        .json(&serde_json::json!({"all": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(redrive.status(), 501);
     let unknown = client()
         .get(sys[0].url("/api/v1/namespaces/default/brokers/nope/deadletters"))
         .send()
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_redriven_through_any_replica_are_delivered_again() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let (sink, healthy) = Sink::switchable(Answer::status(500)).await;
+    let sys = replicas(
+        2,
+        &cluster,
+        &config(&sink.url, &sink.url, "delivery: {retry: 0}"),
+    );
+    for (i, ty) in ["order", "other", "other"].iter().enumerate() {
+        assert_eq!(post(&sys[i % 2], &format!("d{i}"), ty).await, 202);
+    }
+    let api = |sy: &Switchyard, rest: &str| {
+        sy.url(&format!(
+            "/api/v1/namespaces/default/brokers/default/deadletters{rest}"
+        ))
+    };
+    let listed = |sy: &Switchyard| {
+        let url = api(sy, "");
+        async move {
+            common::get_json(&url).await["items"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    common::eventually("four dead letters", Duration::from_secs(30), || {
+        let l = listed(&sys[0]);
+        async move { (l.await.len() == 4).then_some(()) }
+    })
+    .await;
+    let redrive = |sy: &Switchyard, body: serde_json::Value| {
+        let url = api(sy, "/redrive");
+        async move {
+            let r = client().post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let arrivals = |id: &str| sink.ids().iter().filter(|x| *x == id).count();
+
+    // By id, through one replica; by filter, through the other.
+    let orders = common::get_json(&api(&sys[1], "?trigger=orders")).await;
+    let id = orders["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = redrive(&sys[1], serde_json::json!({"ids": [id]})).await;
+    assert_eq!(
+        (status, body["redriven"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let (status, body) = redrive(
+        &sys[0],
+        serde_json::json!({"filter": {"trigger": "all", "type": "other"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["redriven"].as_u64()),
+        (200, Some(2)),
+        "{body}"
+    );
+    common::eventually(
+        "the redriven events delivered",
+        Duration::from_secs(30),
+        || {
+            let done = arrivals("d0") >= 3 && arrivals("d1") >= 2 && arrivals("d2") >= 2;
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    let left = listed(&sys[1]).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (&left[0]["trigger"], &left[0]["eventId"]),
+        (&"all".into(), &"d0".into())
+    );
+
+    // Refused: somewhere the trigger does not deliver; no selection.
+    let (status, _) = redrive(
+        &sys[0],
+        serde_json::json!({"all": true, "uri": "http://127.0.0.1:9/elsewhere"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = redrive(&sys[0], serde_json::json!({})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        listed(&sys[0]).await.len(),
+        1,
+        "nothing redriven by a refusal"
+    );
+
+    // A redrive that fails again is a dead letter again, at the event's own offset.
+    healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    let before = common::get_json(&api(
+        &sys[0],
+        &format!("/{}", left[0]["id"].as_str().unwrap()),
+    ))
+    .await;
+    let (status, body) = redrive(&sys[1], serde_json::json!({"all": true, "uri": sink.url})).await;
+    assert_eq!(
+        (status, body["redriven"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let again = common::eventually("dead-lettered again", Duration::from_secs(30), || {
+        let l = listed(&sys[0]);
+        let old = left[0]["id"].clone();
+        async move {
+            let l = l.await;
+            (l.len() == 1 && l[0]["id"] != old).then(|| l[0].clone())
+        }
+    })
+    .await;
+    assert_eq!(again["eventId"], "d0");
+    let after = common::get_json(&api(
+        &sys[1],
+        &format!("/{}", again["id"].as_str().unwrap()),
+    ))
+    .await;
+    assert_eq!(after["offset"], before["offset"]);
 }

@@ -42,6 +42,11 @@ pub const DEFAULT_PARTITIONS: u32 = 16;
 pub const MAX_PARTITIONS: u32 = 1024;
 /// The stream metadata key that records a stream's partitions, which every replica must use.
 const PARTITIONS_KEY: &str = "switchyard.partitions";
+/// The header of a redriven event that names where to deliver it instead of the trigger's
+/// subscriber.
+pub const REDRIVE_URI_HEADER: &str = "Switchyard-Redrive-Uri";
+/// The header of a redriven event that carries its offset in the broker's stream.
+pub const REDRIVE_OFFSET_HEADER: &str = "Switchyard-Offset";
 /// The key-value bucket that holds what sources remember (`Table::SourceState`: a
 /// PingSource's last fired slot), shared by the replicas.
 pub const SOURCE_STATE_BUCKET: &str = "SY_SOURCESTATE";
@@ -112,6 +117,11 @@ pub struct Names {
     pub dead_letter_stream: String,
     /// The prefix of the dead letters' subjects (a trigger's is `{prefix}.{trigger}`).
     pub dead_letter_prefix: String,
+    /// The stream of redriven dead letters, each waiting for its trigger (work-queue
+    /// retention: gone once the trigger settled it).
+    pub redrive_stream: String,
+    /// The prefix of the redrives' subjects (a trigger's is `{prefix}.{trigger}`).
+    pub redrive_prefix: String,
 }
 
 impl Names {
@@ -124,6 +134,8 @@ impl Names {
             subject_prefix: format!("sy.ev.{ns}.{name}"),
             dead_letter_stream: format!("SY_DL_{ns}_{name}"),
             dead_letter_prefix: format!("sy.dl.{ns}.{name}"),
+            redrive_stream: format!("SY_RD_{ns}_{name}"),
+            redrive_prefix: format!("sy.rd.{ns}.{name}"),
         }
     }
 
@@ -135,6 +147,11 @@ impl Names {
     /// The subject of `trigger`'s dead letters.
     pub fn dead_letter_subject(&self, trigger: &str) -> String {
         format!("{}.{trigger}", self.dead_letter_prefix)
+    }
+
+    /// The subject of `trigger`'s redriven dead letters.
+    pub fn redrive_subject(&self, trigger: &str) -> String {
+        format!("{}.{trigger}", self.redrive_prefix)
     }
 }
 
@@ -429,6 +446,37 @@ impl JetStreamLog {
             .map(|r| r.start)
     }
 
+    /// Publishes dead letter `id`'s event (its storage encoding) for `trigger` of `broker` to
+    /// deliver again (to `uri` instead of the trigger's subscriber, when given), and waits
+    /// for the acknowledgement. The message id is the dead letter's, so a redrive of it sent
+    /// twice within the duplicate window is stored once.
+    pub async fn publish_redrive(
+        &self,
+        broker: &BrokerId,
+        trigger: &str,
+        id: u64,
+        event: Vec<u8>,
+        offset: u64,
+        uri: Option<&str>,
+    ) -> Result<u64, LogError> {
+        let names = Names::of(broker);
+        let mut message = PublishMessage::build()
+            .payload(event.into())
+            .message_id(format!("{}:{id}", names.dead_letter_stream))
+            .header(REDRIVE_OFFSET_HEADER, offset.to_string().as_str());
+        if let Some(uri) = uri {
+            message = message.header(REDRIVE_URI_HEADER, uri);
+        }
+        let ack = self
+            .js
+            .send_publish(names.redrive_subject(trigger), message)
+            .await
+            .map_err(|e| LogError::unavailable("cannot publish to JetStream", &e))?
+            .await
+            .map_err(|e| LogError::unavailable("JetStream did not acknowledge", &e))?;
+        Ok(ack.sequence)
+    }
+
     /// Creates the streams of `config`'s brokers, or brings existing ones to the brokers'
     /// retention and the engine's settings.
     pub async fn ensure_brokers(&self, config: &Config) -> Result<(), JetStreamError> {
@@ -471,6 +519,20 @@ impl JetStreamLog {
                 ..Default::default()
             };
             self.ensure_stream(dead_letters).await?;
+            let redrives = stream::Config {
+                name: names.redrive_stream.clone(),
+                subjects: vec![format!("{}.*", names.redrive_prefix)],
+                storage: stream::StorageType::File,
+                num_replicas: self.replicas,
+                duplicate_window: DUPLICATE_WINDOW,
+                retention: stream::RetentionPolicy::WorkQueue,
+                allow_direct: true,
+                description: Some(format!(
+                    "Switchyard: the redriven dead letters of Broker {id}"
+                )),
+                ..Default::default()
+            };
+            self.ensure_stream(redrives).await?;
         }
         Ok(())
     }
@@ -780,6 +842,8 @@ mod tests {
         assert_eq!(n.partition_subject(3), "sy.ev.team-a.orders.3");
         assert_eq!(n.dead_letter_stream, "SY_DL_team-a_orders");
         assert_eq!(n.dead_letter_subject("audit"), "sy.dl.team-a.orders.audit");
+        assert_eq!(n.redrive_stream, "SY_RD_team-a_orders");
+        assert_eq!(n.redrive_subject("audit"), "sy.rd.team-a.orders.audit");
     }
 
     #[test]

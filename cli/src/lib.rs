@@ -197,6 +197,7 @@ async fn serve_jetstream(
 
     check_jetstream_supported(&config)?;
     let egress = options.egress.clone();
+    let redrive_allow = options.auth.redrive_allow_uris.clone();
     let log = Arc::new(JetStreamLog::connect(&jetstream, options.max_body_bytes).await?);
     let server = switchyard_broker::Server::bind_to_log(
         &config,
@@ -236,8 +237,12 @@ async fn serve_jetstream(
         "switchyard is serving on JetStream"
     );
     ready(addr);
-    let api =
-        switchyard_triggers::api::jetstream::routes(Arc::clone(&log)).merge(sources.routes.clone());
+    let api = switchyard_triggers::api::jetstream::routes(
+        Arc::clone(&log),
+        dispatcher.triggers(),
+        &redrive_allow,
+    )
+    .merge(sources.routes.clone());
     server
         .serve(api, async move {
             shutdown.await;

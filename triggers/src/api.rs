@@ -453,35 +453,7 @@ async fn redrive(
     caller: CallerExt,
     body: axum::body::Body,
 ) -> Result<Response, Problem> {
-    // As ingress reads bodies: within 60 s (408), and at most 2 MiB (413), with problem bodies.
-    let body = switchyard_broker::ingress::read_body(body, MAX_REQUEST_BYTES).await?;
-    let req: RedriveRequest = if body.is_empty() {
-        RedriveRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| bad_request(format!("invalid redrive request: {e}")))?
-    };
-    let uri = req
-        .uri
-        .as_deref()
-        .map(|uri| {
-            switchyard_core::resources::validate_http_url("uri", uri)
-                .map_err(|e| bad_request(e.to_string()))?;
-            url::Url::parse(uri)
-                .ok()
-                .filter(|u| u.username().is_empty() && u.password().is_none())
-                .ok_or_else(|| {
-                    bad_request(format!(
-                        "`{uri}` is not a URL a redrive can send to (no user or password in it)"
-                    ))
-                })
-        })
-        .transpose()?;
-    let selection = serde_json::json!({
-        "ids": req.ids,
-        "filter": req.filter.as_ref().map(|f| serde_json::to_value(f).unwrap_or_default()),
-        "all": req.all,
-    });
+    let (req, uri, selection) = read_redrive(body).await?;
     let broker = broker_id(&ns, &b);
     let _guard = state.mutate.lock().await;
     let mut audit = AuditEntry::now(who(&caller), "redrive", (&ns, &b), selection, 0);
@@ -495,23 +467,10 @@ async fn redrive(
         audit,
     };
     let result = if req.ids.is_empty() {
-        let filter = Compiled::new(req.filter.unwrap_or_default())?;
-        if filter.is_unfiltered() && !req.all {
-            return Err(bad_request(
-                "name the dead letters (`ids`), give a `filter`, or set `all: true`",
-            ));
-        }
-        done.by_filter(&filter).await
+        done.by_filter(&redrive_filter(req.filter, req.all)?).await
     } else {
-        let mut ids = req
-            .ids
-            .iter()
-            .map(|id| parse_id(&id.as_str().map_or_else(|| id.to_string(), str::to_owned)))
-            .collect::<Result<Vec<u64>, Problem>>()?;
-        ids.sort_unstable();
-        ids.dedup();
-        let mut selected = Vec::with_capacity(ids.len());
-        for id in ids {
+        let mut selected = Vec::with_capacity(req.ids.len());
+        for id in redrive_ids(&req.ids)? {
             selected.push((
                 records::deadletter_key(&broker, id),
                 find(&state, &broker, id).await?,
@@ -527,6 +486,98 @@ async fn redrive(
         StatusCode::OK,
         &serde_json::json!({ "redriven": done.audit.count }),
     ))
+}
+
+/// A redrive request's body, read as ingress reads bodies (within 60 s, else 408; at most
+/// 2 MiB, else 413): the request, its checked `uri`, and the selection as the audit entry
+/// records it.
+async fn read_redrive(
+    body: axum::body::Body,
+) -> Result<(RedriveRequest, Option<url::Url>, serde_json::Value), Problem> {
+    let body = switchyard_broker::ingress::read_body(body, MAX_REQUEST_BYTES).await?;
+    let req: RedriveRequest = if body.is_empty() {
+        RedriveRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| bad_request(format!("invalid redrive request: {e}")))?
+    };
+    let uri = redrive_uri(req.uri.as_deref())?;
+    let selection = serde_json::json!({
+        "ids": req.ids,
+        "filter": req.filter.as_ref().map(|f| serde_json::to_value(f).unwrap_or_default()),
+        "all": req.all,
+    });
+    Ok((req, uri, selection))
+}
+
+/// A redrive's filter, which must select something or say `all`.
+fn redrive_filter(filter: Option<Selector>, all: bool) -> Result<Compiled, Problem> {
+    let filter = Compiled::new(filter.unwrap_or_default())?;
+    if filter.is_unfiltered() && !all {
+        return Err(bad_request(
+            "name the dead letters (`ids`), give a `filter`, or set `all: true`",
+        ));
+    }
+    Ok(filter)
+}
+
+/// A redrive's `ids` (strings or numbers), sorted, each once.
+fn redrive_ids(ids: &[serde_json::Value]) -> Result<Vec<u64>, Problem> {
+    let mut ids = ids
+        .iter()
+        .map(|id| parse_id(&id.as_str().map_or_else(|| id.to_string(), str::to_owned)))
+        .collect::<Result<Vec<u64>, Problem>>()?;
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// A redrive request's `uri`, checked: an http(s) URL without user or password.
+fn redrive_uri(uri: Option<&str>) -> Result<Option<url::Url>, Problem> {
+    uri.map(|uri| {
+        switchyard_core::resources::validate_http_url("uri", uri)
+            .map_err(|e| bad_request(e.to_string()))?;
+        url::Url::parse(uri)
+            .ok()
+            .filter(|u| u.username().is_empty() && u.password().is_none())
+            .ok_or_else(|| {
+                bad_request(format!(
+                    "`{uri}` is not a URL a redrive can send to (no user or password in it)"
+                ))
+            })
+    })
+    .transpose()
+}
+
+/// Whether a redrive may send trigger `trigger`'s dead letter to `uri`: where the trigger
+/// delivers (`destinations`), or under an allowed prefix; 403 otherwise.
+fn may_send<'a>(
+    uri: &url::Url,
+    trigger: &str,
+    mut destinations: impl Iterator<Item = &'a str>,
+    allow: &[url::Url],
+) -> Result<(), Problem> {
+    if destinations.any(|u| url::Url::parse(u).is_ok_and(|u| u == *uri))
+        || allow.iter().any(|p| under(uri, p))
+    {
+        return Ok(());
+    }
+    Err(Problem::forbidden(format!(
+        "a redrive may send only where the dead letter's trigger `{trigger}` delivers (its subscriber or dead-letter sink) or under a URL `serve --redrive-allow-uri` gives; `{uri}` is neither"
+    )))
+}
+
+/// 409: the trigger a dead letter belongs to does not run.
+fn trigger_gone(d: &DeadLetter) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "urn:switchyard:problem:no-trigger",
+        "trigger gone",
+        format!(
+            "dead letter {} belongs to trigger `{}`, which no longer exists; purge it or give it to another trigger's configuration",
+            d.id, d.trigger
+        ),
+    )
 }
 
 /// A redrive under way: where it sends, and its audit entry, put again with each chunk
@@ -546,27 +597,15 @@ impl Redriving<'_> {
     /// where it delivers or under an allowed prefix.
     fn check(&self, d: &DeadLetter) -> Result<Arc<EmbeddedSource>, Problem> {
         let Some(t) = self.state.triggers.get(self.broker, &d.trigger) else {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "urn:switchyard:problem:no-trigger",
-                "trigger gone",
-                format!(
-                    "dead letter {} belongs to trigger `{}`, which no longer exists; purge it or give it to another trigger's configuration",
-                    d.id, d.trigger
-                ),
-            ));
+            return Err(trigger_gone(d));
         };
-        if let Some(uri) = self.uri
-            && !t
-                .trigger()
-                .destination_urls()
-                .any(|u| url::Url::parse(u).is_ok_and(|u| u == *uri))
-            && !self.state.redrive_allow.iter().any(|p| under(uri, p))
-        {
-            return Err(Problem::forbidden(format!(
-                "a redrive may send only where the dead letter's trigger `{}` delivers (its subscriber or dead-letter sink) or under a URL `serve --redrive-allow-uri` gives; `{uri}` is neither",
-                d.trigger
-            )));
+        if let Some(uri) = self.uri {
+            may_send(
+                uri,
+                &d.trigger,
+                t.trigger().destination_urls(),
+                &self.state.redrive_allow,
+            )?;
         }
         Ok(t)
     }

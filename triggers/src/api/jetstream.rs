@@ -1,7 +1,9 @@
 //! The dead-letter API on the JetStream engine (`serve --jetstream`; spec/jetstream.md): the
 //! embedded mode's routes, filters, pages and answers, over the broker's dead-letter stream
 //! (`SY_DL_ns_name`), so any replica answers alike. A dead letter's id is its sequence in
-//! that stream. Redrive does not run on this engine yet: it answers 501 and changes nothing.
+//! that stream. A redrive publishes each dead letter's event to the broker's redrive stream
+//! on its trigger's subject, where the trigger's redrive consumer takes it
+//! (`dispatch::jetstream`), and then deletes the dead letter.
 
 use std::sync::Arc;
 
@@ -16,22 +18,47 @@ use switchyard_broker::jetstream::{JetStreamLog, Names};
 use switchyard_broker::problem::Problem;
 
 use super::{
-    CHUNK, CallerExt, Compiled, MAX_PAGE, Selector, bad_request, broker_id, json, parse_id,
-    summary, who,
+    CHUNK, CallerExt, Compiled, MAX_PAGE, Selector, bad_request, broker_id, json, may_send,
+    parse_id, read_redrive, redrive_filter, redrive_ids, redrive_prefix, summary, trigger_gone,
+    who,
 };
+use crate::dispatch::TriggerRuntime;
 use crate::records::DeadLetter;
 
 struct JsApi {
     log: Arc<JetStreamLog>,
-    /// Serialises the handlers that remove dead letters.
+    /// Serialises the handlers that change dead letters.
     mutate: tokio::sync::Mutex<()>,
+    /// The triggers this replica runs: a redrive goes only to one of them.
+    triggers: Vec<Arc<TriggerRuntime>>,
+    /// URL prefixes a redrive may name besides the triggers' own destinations.
+    redrive_allow: Vec<url::Url>,
 }
 
-/// The routes, to merge into the server's router.
-pub fn routes(log: Arc<JetStreamLog>) -> Router {
+impl JsApi {
+    fn trigger(&self, broker: &str, name: &str) -> Option<&TriggerRuntime> {
+        self.triggers
+            .iter()
+            .find(|t| t.broker_id() == broker && t.id.name() == name)
+            .map(AsRef::as_ref)
+    }
+}
+
+/// The routes, to merge into the server's router. `triggers` are the replica's running
+/// triggers; `redrive_allow` as for the embedded mode's [`routes`](super::routes).
+pub fn routes(
+    log: Arc<JetStreamLog>,
+    triggers: Vec<Arc<TriggerRuntime>>,
+    redrive_allow: &[String],
+) -> Router {
     let state = Arc::new(JsApi {
         log,
         mutate: tokio::sync::Mutex::new(()),
+        triggers,
+        redrive_allow: redrive_allow
+            .iter()
+            .filter_map(|p| redrive_prefix(p).ok())
+            .collect(),
     });
     let base = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
     Router::new()
@@ -279,13 +306,145 @@ async fn purge(
     ))
 }
 
-async fn redrive(Path((ns, b)): Path<(String, String)>) -> Problem {
-    Problem::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "urn:switchyard:problem:not-implemented",
-        "not on the JetStream engine yet",
-        format!(
-            "redrive does not run on the JetStream engine yet (spec/jetstream.md, \"Not yet\"); the dead letters of {ns}/{b} stay where they are"
-        ),
-    )
+async fn redrive(
+    State(state): State<Arc<JsApi>>,
+    Path((ns, b)): Path<(String, String)>,
+    caller: CallerExt,
+    body: axum::body::Body,
+) -> Result<Response, Problem> {
+    let (req, uri, selection) = read_redrive(body).await?;
+    let (stream, names) = stream(&state, &ns, &b).await?;
+    let broker = broker_id(&ns, &b);
+    let _guard = state.mutate.lock().await;
+    let mut done = Redriving {
+        state: &state,
+        stream: &stream,
+        broker: &broker,
+        uri: uri.as_ref(),
+        uri_text: req.uri.as_deref(),
+        count: 0,
+    };
+    let result = if req.ids.is_empty() {
+        done.by_filter(&names, &redrive_filter(req.filter, req.all)?)
+            .await
+    } else {
+        let mut selected = Vec::with_capacity(req.ids.len());
+        for id in redrive_ids(&req.ids)? {
+            let d = find(&stream, &names, id).await?;
+            done.check(&d)?;
+            selected.push(d);
+        }
+        done.all(&selected).await
+    };
+    if done.count > 0 {
+        let mut audit = AuditEntry::now(who(&caller), "redrive", (&ns, &b), selection, done.count);
+        audit.uri = req.uri.clone();
+        audit.log();
+    }
+    result?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "redriven": done.count }),
+    ))
+}
+
+/// A redrive under way.
+struct Redriving<'a> {
+    state: &'a JsApi,
+    stream: &'a Stream,
+    broker: &'a str,
+    uri: Option<&'a url::Url>,
+    uri_text: Option<&'a str>,
+    count: usize,
+}
+
+impl Redriving<'_> {
+    /// Whether dead letter `d` may be redriven: its trigger runs here, and a `uri` is where
+    /// it delivers or under an allowed prefix.
+    fn check(&self, d: &DeadLetter) -> Result<(), Problem> {
+        let Some(t) = self.state.trigger(self.broker, &d.trigger) else {
+            return Err(trigger_gone(d));
+        };
+        if let Some(uri) = self.uri {
+            may_send(
+                uri,
+                &d.trigger,
+                t.destination_urls(),
+                &self.state.redrive_allow,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `d`'s event for its trigger, then deletes the dead letter. A crash between
+    /// the two leaves both; a second redrive of it within the duplicate window stores nothing
+    /// more.
+    async fn one(&mut self, d: &DeadLetter) -> Result<(), Problem> {
+        let Some(event) = d.event() else {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "urn:switchyard:problem:damaged-dead-letter",
+                "damaged dead letter",
+                format!("dead letter {} holds no readable event; purge it", d.id),
+            ));
+        };
+        self.state
+            .log
+            .publish_redrive(
+                self.broker,
+                &d.trigger,
+                d.id,
+                switchyard_core::store::encode(&event),
+                d.offset,
+                self.uri_text,
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        self.stream
+            .delete_message(d.id)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    async fn all(&mut self, selected: &[DeadLetter]) -> Result<(), Problem> {
+        for d in selected {
+            self.one(d).await?;
+        }
+        Ok(())
+    }
+
+    /// Every dead letter `filter` selects: all checked first, a chunk in memory at a time,
+    /// then redriven up to the last one checked (one that came after waits for another
+    /// redrive).
+    async fn by_filter(&mut self, names: &Names, filter: &Compiled) -> Result<(), Problem> {
+        let mut after = None;
+        loop {
+            let (items, more) = select(self.stream, names, filter, after, CHUNK).await?;
+            let Some(last) = items.last() else { break };
+            after = Some(last.id);
+            for d in &items {
+                self.check(d)?;
+            }
+            if !more {
+                break;
+            }
+        }
+        let Some(last) = after else {
+            return Ok(());
+        };
+        let mut from = None;
+        loop {
+            let (items, more) = select(self.stream, names, filter, from, CHUNK).await?;
+            let items: Vec<_> = items.into_iter().filter(|d| d.id <= last).collect();
+            let Some(end) = items.last() else { break };
+            from = Some(end.id);
+            self.all(&items).await?;
+            if !more {
+                break;
+            }
+        }
+        Ok(())
+    }
 }

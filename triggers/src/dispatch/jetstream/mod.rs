@@ -17,6 +17,11 @@
 //! whichever replica holds the one, and a retry (a nak with a delay) holds its partition
 //! until it is settled. The delivery core sees such a trigger as unordered: JetStream keeps
 //! the order, across replicas, and the core's retries in place would outlast the ack wait.
+//!
+//! A dead letter redriven through the API waits in the broker's redrive stream
+//! (`SY_RD_ns_name`, work-queue retention) on its trigger's subject; each trigger has one
+//! more durable consumer there, a [`Lane::Redrive`], whose work skips the filter (it matched
+//! once) and goes where the redrive said.
 
 mod dead_letter;
 
@@ -27,7 +32,9 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use switchyard_broker::eventtypes::EventTypePolicy;
-use switchyard_broker::jetstream::{JetStreamLog, Names, SETTLE_TIMEOUT};
+use switchyard_broker::jetstream::{
+    JetStreamLog, Names, REDRIVE_OFFSET_HEADER, REDRIVE_URI_HEADER, SETTLE_TIMEOUT,
+};
 use switchyard_broker::log::{EventLog, LogError};
 use switchyard_broker::metrics as m;
 use switchyard_broker::tasks::Tasks;
@@ -50,11 +57,22 @@ const ACK_WAIT_MARGIN: Duration = Duration::from_secs(5);
 /// pending), so a backlog of retries does not stop first deliveries.
 const RETRY_BACKLOG: i64 = 10_000;
 
-/// One trigger's work from its durable consumer (an ordered trigger: one partition's).
+/// Which of a trigger's consumers a source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The broker's stream, whole (an unordered trigger).
+    Stream,
+    /// One partition of the broker's stream (an ordered trigger has one source per
+    /// partition).
+    Partition(u32),
+    /// The trigger's redriven dead letters.
+    Redrive,
+}
+
+/// One trigger's work from one of its durable consumers.
 pub struct JetStreamSource {
     trigger: Arc<TriggerRuntime>,
-    /// The partition it serves (an ordered trigger's), or `None`: the whole stream.
-    partition: Option<u32>,
+    lane: Lane,
     filter: Filter,
     log: Arc<JetStreamLog>,
     policy: Arc<EventTypePolicy>,
@@ -72,33 +90,37 @@ impl std::fmt::Debug for JetStreamSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamSource")
             .field("trigger", &self.trigger.id)
-            .field("partition", &self.partition)
+            .field("lane", &self.lane)
             .finish_non_exhaustive()
     }
 }
 
 impl JetStreamSource {
-    /// Creates (or updates) the trigger's durable consumer (an ordered trigger's for
-    /// `partition`) and starts pulling from it. A new trigger starts at the end of its
-    /// broker's stream, as in the embedded mode.
+    /// Creates (or updates) the trigger's durable consumer of `lane` and starts pulling from
+    /// it. A new trigger starts at the end of its broker's stream, as in the embedded mode;
+    /// its redrive consumer at the start of its redrives.
     async fn open(
         trigger: Arc<TriggerRuntime>,
-        partition: Option<u32>,
+        lane: Lane,
         filter: Filter,
         log: Arc<JetStreamLog>,
         policy: Arc<EventTypePolicy>,
     ) -> Result<JetStreamSource, LogError> {
         let names = Names::of(&trigger.broker);
+        let stream_name = match lane {
+            Lane::Redrive => &names.redrive_stream,
+            Lane::Stream | Lane::Partition(_) => &names.stream,
+        };
         let stream = settled(&trigger, || async {
             log.context()
-                .get_stream(&names.stream)
+                .get_stream(stream_name)
                 .await
                 .map_err(|e| LogError::unavailable("cannot open the broker's stream", &e))
         })
         .await?;
         let in_flight = i64::try_from(trigger.slots.available_permits()).unwrap_or(64);
         let mut config = pull::Config {
-            durable_name: Some(consumer_name(&trigger.id, partition)),
+            durable_name: Some(consumer_name(&trigger.id, lane)),
             description: Some(format!("Switchyard: Trigger {}", trigger.id)),
             deliver_policy: DeliverPolicy::New,
             ack_policy: AckPolicy::Explicit,
@@ -109,14 +131,23 @@ impl JetStreamSource {
             max_ack_pending: in_flight + RETRY_BACKLOG,
             ..Default::default()
         };
-        if let Some(p) = partition {
-            // One message of the partition out at a time, a retry included: its order.
-            config.filter_subject = names.partition_subject(p);
-            config.max_ack_pending = 1;
-            config.description = Some(format!(
-                "Switchyard: Trigger {}, partition {p} (ordered)",
-                trigger.id
-            ));
+        match lane {
+            Lane::Stream => {}
+            Lane::Partition(p) => {
+                // One message of the partition out at a time, a retry included: its order.
+                config.filter_subject = names.partition_subject(p);
+                config.max_ack_pending = 1;
+                config.description = Some(format!(
+                    "Switchyard: Trigger {}, partition {p} (ordered)",
+                    trigger.id
+                ));
+            }
+            Lane::Redrive => {
+                config.filter_subject = names.redrive_subject(trigger.id.name());
+                config.deliver_policy = DeliverPolicy::All;
+                config.description =
+                    Some(format!("Switchyard: redrives of Trigger {}", trigger.id));
+            }
         }
         let consumer = settled(&trigger, || async {
             stream
@@ -127,7 +158,7 @@ impl JetStreamSource {
         .await?;
         // What is pulled waits on the replica with its ack wait running: no more than the
         // trigger can start at once, and one at a time under a rate limit.
-        let batch = if trigger.config.rate_limit.is_some() || partition.is_some() {
+        let batch = if trigger.config.rate_limit.is_some() || matches!(lane, Lane::Partition(_)) {
             1
         } else {
             usize::try_from(in_flight).unwrap_or(64).clamp(1, 256)
@@ -135,7 +166,7 @@ impl JetStreamSource {
         let messages = pull_from(&consumer, batch).await?;
         Ok(JetStreamSource {
             trigger,
-            partition,
+            lane,
             filter,
             log,
             policy,
@@ -170,9 +201,22 @@ impl JetStreamSource {
         }
     }
 
+    /// The stream its work comes from: its deliveries' message ids start with it, so a
+    /// redrive's replies and dead letter are not taken for an event's of the same sequence.
+    fn stream_name(&self) -> &str {
+        match self.lane {
+            Lane::Redrive => &self.names.redrive_stream,
+            Lane::Stream | Lane::Partition(_) => &self.names.stream,
+        }
+    }
+
     /// The message id of the `i`th reply to the delivery of stream sequence `seq`.
     fn reply_id(&self, seq: u64, i: usize) -> String {
-        format!("{}:{}:{seq}:{i}", self.names.stream, self.trigger.id.name())
+        format!(
+            "{}:{}:{seq}:{i}",
+            self.stream_name(),
+            self.trigger.id.name()
+        )
     }
 
     /// Publishes the replies of a delivery, trying again while JetStream is unavailable.
@@ -213,7 +257,7 @@ impl JetStreamSource {
         ticket: &Message,
     ) -> Result<(), LogError> {
         let record = records::to_value(letter)?;
-        let msg_id = format!("{}:{}:{seq}", self.names.stream, self.trigger.id.name());
+        let msg_id = format!("{}:{}:{seq}", self.stream_name(), self.trigger.id.name());
         let mut backoff = Backoff::STORE;
         loop {
             match self
@@ -237,12 +281,13 @@ impl JetStreamSource {
     }
 }
 
-/// The durable consumer of `trigger` (of its `partition`, for an ordered trigger). Trigger
-/// names are DNS labels, so `_` keeps the two kinds apart.
-fn consumer_name(trigger: &TriggerId, partition: Option<u32>) -> String {
-    match partition {
-        None => trigger.name().to_owned(),
-        Some(p) => format!("{}_p{p}", trigger.name()),
+/// The durable consumer of `trigger` for `lane`. Trigger names are DNS labels, so `_` keeps
+/// an ordered trigger's partitions apart from other triggers; the redrives are in a stream of
+/// their own.
+fn consumer_name(trigger: &TriggerId, lane: Lane) -> String {
+    match lane {
+        Lane::Stream | Lane::Redrive => trigger.name().to_owned(),
+        Lane::Partition(p) => format!("{}_p{p}", trigger.name()),
     }
 }
 
@@ -296,6 +341,15 @@ fn earlier_attempts(delivered: i64) -> Vec<Attempt> {
             body: None,
         })
         .collect()
+}
+
+/// The value of header `name` of `message`, if it has one.
+fn header(message: &Message, name: &str) -> Option<String> {
+    message
+        .headers
+        .as_ref()?
+        .get(name)
+        .map(|v| v.as_str().to_owned())
 }
 
 /// Tells JetStream the message is still being worked on (its ack wait starts again), so a
@@ -362,18 +416,22 @@ impl super::DeliverySource for JetStreamSource {
                     continue;
                 }
             };
-            if !self.filter.matches(&event) {
+            let redrive = self.lane == Lane::Redrive;
+            // A redrive matched the filter once; the filter may have changed since.
+            if !redrive && !self.filter.matches(&event) {
                 if let Err(e) = ack(&message, AckKind::Ack).await {
                     tracing::warn!(trigger = %self.trigger.id, position, error = %e, "cannot ack an event the filter passes over; it will come again");
                 }
                 continue;
             }
+            let redirect = header(&message, REDRIVE_URI_HEADER);
             return Work {
                 position,
                 event: Arc::new(event),
                 attempts: earlier_attempts(delivered),
-                redirect: None,
-                first: delivered <= 1,
+                redirect,
+                // A redrive is not a first delivery: no rate, no key to wait behind.
+                first: !redrive && delivered <= 1,
                 ticket: message,
             };
         }
@@ -404,10 +462,14 @@ impl super::DeliverySource for JetStreamSource {
                 reason,
                 error_data,
             } => {
+                // A redrive's event is at the offset its header gives in the broker's stream.
+                let offset = header(&work.ticket, REDRIVE_OFFSET_HEADER)
+                    .and_then(|o| o.parse().ok())
+                    .unwrap_or(work.position);
                 let origin = Origin {
                     broker: &self.trigger.broker,
                     trigger: self.trigger.id.name(),
-                    offset: work.position,
+                    offset,
                     event: records::encode_event(&work.event),
                     destination: work
                         .redirect
@@ -474,21 +536,22 @@ impl JetStreamDispatcher {
         let mut units = Vec::new();
         for ((ns, name), t) in runnable(config) {
             let mut runtime = TriggerRuntime::build(&cx, ns, name, t)?;
-            let partitions: Vec<Option<u32>> = if runtime.config.ordered {
+            let mut lanes: Vec<Lane> = if runtime.config.ordered {
                 // JetStream keeps the order (module docs); the core must not hold keys.
                 runtime.config.ordered = false;
-                (0..log.partitions()).map(Some).collect()
+                (0..log.partitions()).map(Lane::Partition).collect()
             } else {
-                vec![None]
+                vec![Lane::Stream]
             };
+            lanes.push(Lane::Redrive);
             let trigger = Arc::new(runtime);
-            let mut sources = Vec::with_capacity(partitions.len());
-            for partition in partitions {
+            let mut sources = Vec::with_capacity(lanes.len());
+            for lane in lanes {
                 let filter = compile_filter(config, ns, name, t)?;
                 sources.push(Arc::new(
                     JetStreamSource::open(
                         Arc::clone(&trigger),
-                        partition,
+                        lane,
                         filter,
                         Arc::clone(&log),
                         Arc::clone(&event_types),
@@ -522,6 +585,14 @@ impl JetStreamDispatcher {
             });
         }
         Ok(JetStreamDispatcher { units })
+    }
+
+    /// The triggers it runs (a redrive goes only to one of them).
+    pub fn triggers(&self) -> Vec<Arc<TriggerRuntime>> {
+        self.units
+            .iter()
+            .filter_map(|u| u.sources.first().map(|s| Arc::clone(s.trigger())))
+            .collect()
     }
 
     /// Stops taking work, lets the attempts in flight settle (up to
