@@ -1022,3 +1022,75 @@ async fn dead_letters_redriven_through_any_replica_are_delivered_again() {
     .await;
     assert_eq!(after["offset"], before["offset"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_brokers_events_are_read_and_followed_from_any_replica() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let (all, orders) = (Sink::ok().await, Sink::ok().await);
+    let sys = replicas(2, &cluster, &config(&all.url, &orders.url, ""));
+    for (i, ty) in ["order", "other", "order"].iter().enumerate() {
+        assert_eq!(post(&sys[0], &format!("e{i}"), ty).await, 202);
+    }
+    let events = |sy: &Switchyard, query: &str| {
+        sy.url(&format!(
+            "/api/v1/namespaces/default/brokers/default/events?{query}"
+        ))
+    };
+    // Event ids and offsets of a JSON-lines answer (empty keep-alive lines skipped).
+    let lines = |text: &str| -> Vec<(u64, String)> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let offset = v["offset"].as_u64().unwrap();
+                (offset, v["event"]["id"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let read = |url: String| async move {
+        client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let stored = lines(&read(events(&sys[1], "from=start&follow=false")).await);
+    let ids: Vec<&str> = stored.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids, ["e0", "e1", "e2"], "what the other replica stored");
+    assert!(stored.windows(2).all(|w| w[0].0 < w[1].0), "{stored:?}");
+    let only_orders = lines(&read(events(&sys[0], "from=start&follow=false&type=order")).await);
+    let ids: Vec<&str> = only_orders.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids, ["e0", "e2"]);
+
+    // Following from the end: the next event stored, through either replica, arrives.
+    let following = client()
+        .get(events(&sys[1], "from=end&limit=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(following.status(), 200);
+    assert_eq!(post(&sys[0], "e3", "other").await, 202);
+    let next = tokio::time::timeout(Duration::from_secs(30), following.text())
+        .await
+        .expect("the followed event within 30 s")
+        .unwrap();
+    assert_eq!(
+        lines(&next)
+            .iter()
+            .map(|(_, id)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["e3"]
+    );
+
+    let unknown = client()
+        .get(sys[0].url("/api/v1/namespaces/default/brokers/nope/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}

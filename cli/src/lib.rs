@@ -237,15 +237,30 @@ async fn serve_jetstream(
         "switchyard is serving on JetStream"
     );
     ready(addr);
+    let brokers: switchyard_triggers::tail::Brokers = Arc::new(std::sync::RwLock::new(
+        config
+            .brokers
+            .keys()
+            .map(|(ns, name)| switchyard_core::id::join(ns, name))
+            .collect(),
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let api = switchyard_triggers::api::jetstream::routes(
         Arc::clone(&log),
         dispatcher.triggers(),
         &redrive_allow,
     )
-    .merge(sources.routes.clone());
+    .merge(sources.routes.clone())
+    .merge(switchyard_triggers::tail::routes(
+        Arc::clone(&log) as Arc<dyn switchyard_broker::EventLog>,
+        brokers,
+        stopped,
+    ));
     server
         .serve(api, async move {
             shutdown.await;
+            // Following streams of events end.
+            stop.send_replace(true);
             sources.shutdown().await;
             dispatcher.shutdown().await;
             sinks.shutdown().await;
