@@ -889,6 +889,18 @@ async fn the_dead_letter_api_answers_alike_on_every_replica() {
     let (status, body) = purge(api(&sys[0], "?all=true")).await;
     assert_eq!((status, body["purged"].as_u64()), (200, Some(2)));
     assert!(items(&common::get_json(&api(&sys[1], "")).await).is_empty());
+    // Each change is in the audit log, whichever replica made it, read from either.
+    let audit = common::get_json(&sys[1].url("/api/v1/namespaces/default/audit")).await;
+    let entries: Vec<(String, u64)> = items(&audit)
+        .iter()
+        .map(|e| {
+            let action = e["action"].as_str().unwrap().to_owned();
+            (action, e["count"].as_u64().unwrap())
+        })
+        .collect();
+    let expected =
+        [("delete", 1), ("purge", 2), ("purge", 1), ("purge", 2)].map(|(a, c)| (a.to_owned(), c));
+    assert_eq!(entries, expected);
 
     let unknown = client()
         .get(sys[0].url("/api/v1/namespaces/default/brokers/nope/deadletters"))

@@ -50,6 +50,9 @@ pub const REDRIVE_OFFSET_HEADER: &str = "Switchyard-Offset";
 /// The key-value bucket that holds what sources remember (`Table::SourceState`: a
 /// PingSource's last fired slot), shared by the replicas.
 pub const SOURCE_STATE_BUCKET: &str = "SY_SOURCESTATE";
+/// The key-value bucket of the audit log (`Table::Audit`): who redrove, purged and deleted
+/// dead letters, shared by the replicas.
+pub const AUDIT_BUCKET: &str = "SY_AUDIT";
 
 /// Why the JetStream engine could not start or do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,8 @@ pub struct JetStreamOptions {
     pub partitions: u32,
     /// This replica's name among the others (`--replica-id`; `None`: `{hostname}-{port}`).
     pub replica_id: Option<String>,
+    /// How long audit entries are kept (`--audit-max-age-days`; `None`: for ever).
+    pub audit_max_age: Option<Duration>,
 }
 
 impl JetStreamOptions {
@@ -216,81 +221,105 @@ fn routes(events: &[Vec<u8>], partitions: u32) -> Result<Vec<Route>, LogError> {
 struct Kv {
     js: jetstream::Context,
     replicas: usize,
+    /// How long audit entries are kept (`None`: for ever).
+    audit_max_age: Option<Duration>,
+}
+
+/// The bucket that keeps side table `table`, and what it holds; `None` for the tables this
+/// engine keeps elsewhere (dead letters: their stream) or not at all.
+fn bucket_of(table: Table) -> Option<(&'static str, &'static str)> {
+    match table {
+        Table::SourceState => Some((
+            SOURCE_STATE_BUCKET,
+            "Switchyard: what sources remember across restarts",
+        )),
+        Table::Audit => Some((
+            AUDIT_BUCKET,
+            "Switchyard: who redrove, purged and deleted dead letters",
+        )),
+        _ => None,
+    }
 }
 
 impl Kv {
-    /// The bucket of what sources remember, created when missing.
-    async fn source_state(&self) -> Result<jetstream::kv::Store, LogError> {
-        match self.js.get_key_value(SOURCE_STATE_BUCKET).await {
-            Ok(store) => Ok(store),
-            Err(_) => self
-                .js
-                .create_key_value(jetstream::kv::Config {
-                    bucket: SOURCE_STATE_BUCKET.to_owned(),
-                    description: "Switchyard: what sources remember across restarts".to_owned(),
-                    history: 1,
-                    storage: stream::StorageType::File,
-                    num_replicas: self.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| LogError::unavailable("cannot create the source-state bucket", &e)),
+    /// The bucket of `table`, created when missing.
+    async fn bucket(&self, table: Table) -> Result<jetstream::kv::Store, LogError> {
+        let Some((bucket, description)) = bucket_of(table) else {
+            return Err(side_tables());
+        };
+        if let Ok(store) = self.js.get_key_value(bucket).await {
+            return Ok(store);
         }
+        let max_age = match table {
+            Table::Audit => self.audit_max_age.unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        self.js
+            .create_key_value(jetstream::kv::Config {
+                bucket: bucket.to_owned(),
+                description: description.to_owned(),
+                history: 1,
+                max_age,
+                storage: stream::StorageType::File,
+                num_replicas: self.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LogError::unavailable("cannot create a key-value bucket", &e))
     }
 
-    /// Applies `ops` (only `Table::SourceState` is kept on this engine).
+    /// Applies `ops` (to the tables [`bucket_of`] keeps), in order.
     async fn write_ops(&self, ops: Vec<WriteOp>) -> Result<(), LogError> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let store = self.source_state().await?;
+        let mut stores: Vec<(Table, jetstream::kv::Store)> = Vec::new();
         for op in ops {
+            let table = match &op {
+                WriteOp::Put { table, .. } | WriteOp::Delete { table, .. } => *table,
+                // Triggers' places are their consumers'.
+                WriteOp::ForgetCursor { .. } => continue,
+            };
+            let store = match stores.iter().find(|(t, _)| *t == table) {
+                Some((_, store)) => store.clone(),
+                None => {
+                    let store = self.bucket(table).await?;
+                    stores.push((table, store.clone()));
+                    store
+                }
+            };
             match op {
-                WriteOp::Put {
-                    table: Table::SourceState,
-                    key,
-                    value,
-                } => {
+                WriteOp::Put { key, value, .. } => {
                     store
                         .put(kv_key(&key), value.into())
                         .await
-                        .map_err(|e| LogError::unavailable("cannot store a source's state", &e))?;
+                        .map_err(|e| LogError::unavailable("cannot write a side record", &e))?;
                 }
-                WriteOp::Delete {
-                    table: Table::SourceState,
-                    key,
-                } => {
+                WriteOp::Delete { key, .. } => {
                     store
                         .delete(kv_key(&key))
                         .await
-                        .map_err(|e| LogError::unavailable("cannot delete a source's state", &e))?;
+                        .map_err(|e| LogError::unavailable("cannot delete a side record", &e))?;
                 }
-                _ => return Err(side_tables()),
+                WriteOp::ForgetCursor { .. } => {}
             }
         }
         Ok(())
     }
 
-    /// The records of `Table::SourceState` with `from <= key < to`, in key order.
-    async fn scan_source_state(
+    /// The records of `table` with `from <= key < to`, in key order, at most `max`.
+    async fn scan(
         &self,
+        table: Table,
         from: &[u8],
         to: &[u8],
         max: usize,
     ) -> Result<Vec<SideRecord>, LogError> {
-        let store = self.source_state().await?;
-        let keys = match store.keys().await {
-            Ok(keys) => keys,
-            Err(e) => {
-                return Err(LogError::unavailable(
-                    "cannot list the source-state bucket",
-                    &e,
-                ));
-            }
+        let store = self.bucket(table).await?;
+        let listing = |e: &dyn std::fmt::Display| {
+            LogError::Unavailable(format!("cannot list a key-value bucket: {e}"))
         };
+        let keys = store.keys().await.map_err(|e| listing(&e))?;
         let mut keys: Vec<Vec<u8>> = futures_util::TryStreamExt::try_collect::<Vec<String>>(keys)
             .await
-            .map_err(|e| LogError::unavailable("cannot list the source-state bucket", &e))?
+            .map_err(|e| listing(&e))?
             .iter()
             .filter_map(|k| from_kv_key(k))
             .filter(|k| k.as_slice() >= from && k.as_slice() < to)
@@ -302,7 +331,7 @@ impl Kv {
             if let Some(value) = store
                 .get(kv_key(&key))
                 .await
-                .map_err(|e| LogError::unavailable("cannot read a source's state", &e))?
+                .map_err(|e| LogError::unavailable("cannot read a side record", &e))?
             {
                 records.push((key, value.to_vec()));
             }
@@ -317,6 +346,7 @@ pub struct JetStreamLog {
     js: jetstream::Context,
     replicas: usize,
     partitions: u32,
+    audit_max_age: Option<Duration>,
     /// Each broker's retention, as the configuration says; applied by
     /// [`ensure_brokers`](Self::ensure_brokers).
     retention: Mutex<HashMap<String, RetentionPolicy>>,
@@ -393,6 +423,7 @@ impl JetStreamLog {
             js,
             replicas: options.replicas,
             partitions: options.partitions,
+            audit_max_age: options.audit_max_age,
             retention: Mutex::new(HashMap::new()),
         })
     }
@@ -608,6 +639,7 @@ impl JetStreamLog {
         Kv {
             js: self.js.clone(),
             replicas: self.replicas,
+            audit_max_age: self.audit_max_age,
         }
     }
 
@@ -683,7 +715,7 @@ async fn publish(
 
 fn side_tables() -> LogError {
     LogError::Storage(
-        "the JetStream engine keeps no side tables but sources' state yet (spec/jetstream.md, \"Not yet\")".into(),
+        "the JetStream engine keeps no side tables but sources' state and the audit log (spec/jetstream.md, \"Not yet\")".into(),
     )
 }
 
@@ -816,7 +848,7 @@ impl EventLog for JetStreamLog {
         max: usize,
     ) -> Result<Vec<SideRecord>, LogError> {
         match table {
-            Table::SourceState => self.block_on(self.kv().scan_source_state(from, to, max)),
+            t if bucket_of(t).is_some() => self.block_on(self.kv().scan(t, from, to, max)),
             _ => Ok(Vec::new()),
         }
     }

@@ -281,6 +281,8 @@ fn run(cli: Cli) -> Result<()> {
                 tracing::warn!(%listen, "--allow-unauthenticated: whoever reaches this address may send, read, redrive and purge unless an Identity or TokenIssuer is configured");
             }
             let path = config;
+            let audit_max_age = (audit_max_age_days > 0)
+                .then(|| Duration::from_secs(audit_max_age_days.saturating_mul(24 * 3600)));
             let options = ServerOptions {
                 listen,
                 data_dir,
@@ -290,8 +292,7 @@ fn run(cli: Cli) -> Result<()> {
                     queue_capacity,
                     queue_max_bytes,
                     min_free_disk_bytes,
-                    audit_max_age: (audit_max_age_days > 0)
-                        .then(|| Duration::from_secs(audit_max_age_days.saturating_mul(24 * 3600))),
+                    audit_max_age,
                     fsync: !no_fsync,
                     ..RedbOptions::default()
                 },
@@ -301,6 +302,7 @@ fn run(cli: Cli) -> Result<()> {
                         replicas: jetstream_replicas,
                         partitions: jetstream_partitions,
                         replica_id,
+                        audit_max_age,
                     },
                 ),
                 auth: AuthOptions {

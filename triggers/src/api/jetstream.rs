@@ -96,6 +96,17 @@ async fn stream(state: &JsApi, ns: &str, b: &str) -> Result<(Stream, Names), Pro
     }
 }
 
+/// Keeps `audit` in the audit log (`GET /api/v1/namespaces/{ns}/audit`, any replica) and
+/// logs it. It is written after the change, not with it: a replica that fails to write it
+/// says so in its log, and the change stands.
+async fn record(state: &JsApi, audit: &AuditEntry) {
+    use switchyard_broker::log::EventLog as _;
+    if let Err(e) = state.log.write(vec![audit.op()]).await {
+        tracing::warn!(error = %e, action = %audit.action, "cannot keep an audit entry; it is only in this log");
+    }
+    audit.log();
+}
+
 /// Whether `name` can be a trigger's (a DNS label), so a subject token without wildcards.
 fn trigger_name(name: &str) -> bool {
     !name.is_empty()
@@ -229,14 +240,14 @@ async fn delete_one(
         .delete_message(id)
         .await
         .map_err(|e| unavailable(&e))?;
-    AuditEntry::now(
+    let audit = AuditEntry::now(
         who(&caller),
         "delete",
         (&ns, &b),
         serde_json::json!({ "ids": [id.to_string()] }),
         1,
-    )
-    .log();
+    );
+    record(&state, &audit).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -298,7 +309,8 @@ async fn purge(
     };
     if purged > 0 {
         let count = usize::try_from(purged).unwrap_or(usize::MAX);
-        AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, count).log();
+        let audit = AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, count);
+        record(&state, &audit).await;
     }
     Ok(json(
         StatusCode::OK,
@@ -339,7 +351,7 @@ async fn redrive(
     if done.count > 0 {
         let mut audit = AuditEntry::now(who(&caller), "redrive", (&ns, &b), selection, done.count);
         audit.uri = req.uri.clone();
-        audit.log();
+        record(&state, &audit).await;
     }
     result?;
     Ok(json(
