@@ -1106,3 +1106,52 @@ async fn a_brokers_events_are_read_and_followed_from_any_replica() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn event_types_discovered_on_every_replica_add_up() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let (all, orders) = (Sink::ok().await, Sink::ok().await);
+    let config = config(&all.url, &orders.url, "").replacen(
+        "metadata: {name: default}",
+        "metadata: {name: default}\nspec: {eventTypes: record}",
+        1,
+    );
+    let sys = replicas(2, &cluster, &config);
+    for (i, ty) in ["order", "order", "order", "refund", "order", "order"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(post(&sys[i % 2], &format!("t{i}"), ty).await, 202);
+    }
+    // Each replica flushes what it saw every few seconds; any replica lists the totals.
+    for sy in &sys {
+        let url = sy.url("/api/v1/namespaces/default/brokers/default/eventtypes");
+        let counts = common::eventually(
+            "the totals of both replicas",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    let listed = common::get_json(&url).await;
+                    let counts: HashMap<String, u64> = listed["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| {
+                            (
+                                t["type"].as_str().unwrap().to_owned(),
+                                t["count"].as_u64().unwrap(),
+                            )
+                        })
+                        .collect();
+                    (counts.get("order") == Some(&5) && counts.get("refund") == Some(&1))
+                        .then_some(counts)
+                }
+            },
+        )
+        .await;
+        assert_eq!(counts.len(), 2, "{counts:?}");
+    }
+}

@@ -50,6 +50,9 @@ pub const REDRIVE_OFFSET_HEADER: &str = "Switchyard-Offset";
 /// The key-value bucket that holds what sources remember (`Table::SourceState`: a
 /// PingSource's last fired slot), shared by the replicas.
 pub const SOURCE_STATE_BUCKET: &str = "SY_SOURCESTATE";
+/// The key-value bucket of the event types brokers in `record` mode discovered
+/// (`Table::EventTypes`): the totals every replica's counts add into.
+pub const EVENT_TYPES_BUCKET: &str = "SY_EVENTTYPES";
 /// The key-value bucket of the audit log (`Table::Audit`): who redrove, purged and deleted
 /// dead letters, shared by the replicas.
 pub const AUDIT_BUCKET: &str = "SY_AUDIT";
@@ -237,6 +240,10 @@ fn bucket_of(table: Table) -> Option<(&'static str, &'static str)> {
             AUDIT_BUCKET,
             "Switchyard: who redrove, purged and deleted dead letters",
         )),
+        Table::EventTypes => Some((
+            EVENT_TYPES_BUCKET,
+            "Switchyard: the event types brokers in record mode stored",
+        )),
         _ => None,
     }
 }
@@ -286,6 +293,11 @@ impl Kv {
                 }
             };
             match op {
+                WriteOp::Put {
+                    table: Table::EventTypes,
+                    key,
+                    value,
+                } => add_counts(&store, &kv_key(&key), &value).await?,
                 WriteOp::Put { key, value, .. } => {
                     store
                         .put(kv_key(&key), value.into())
@@ -338,6 +350,39 @@ impl Kv {
         }
         Ok(records)
     }
+}
+
+/// Adds a replica's event-type counts (`Seen`, JSON) since its last flush into the totals at
+/// `key`: a compare-and-set on the key's revision, tried again when another replica wrote
+/// in between.
+async fn add_counts(store: &jetstream::kv::Store, key: &str, value: &[u8]) -> Result<(), LogError> {
+    use crate::eventtypes::Seen;
+    let more: Seen = serde_json::from_slice(value)
+        .map_err(|e| LogError::Storage(format!("event-type counts to add: {e}")))?;
+    let failed = |e: &dyn std::fmt::Display| {
+        LogError::Unavailable(format!("cannot add event-type counts: {e}"))
+    };
+    for _ in 0..100 {
+        let written = match store.entry(key).await.map_err(|e| failed(&e))? {
+            Some(entry) if entry.operation == jetstream::kv::Operation::Put => {
+                let mut total: Seen =
+                    serde_json::from_slice(&entry.value).unwrap_or_else(|_| more.clone());
+                if serde_json::from_slice::<Seen>(&entry.value).is_ok() {
+                    total.add(&more);
+                }
+                let bytes = serde_json::to_vec(&total).unwrap_or_default();
+                store
+                    .update(key, bytes.into(), entry.revision)
+                    .await
+                    .is_ok()
+            }
+            _ => store.create(key, value.to_vec().into()).await.is_ok(),
+        };
+        if written {
+            return Ok(());
+        }
+    }
+    Err(failed(&"other replicas kept writing the same counts"))
 }
 
 /// The brokers' logs in JetStream.

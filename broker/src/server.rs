@@ -22,7 +22,7 @@ use crate::auth::{Auth, AuthError, AuthOptions};
 use crate::eventtypes::{Discovery, EventTypePolicy};
 
 use crate::ingress::broker_endpoint;
-use crate::log::{EventLog, LogError, RetentionPolicy};
+use crate::log::{EventLog, LogError, RetentionPolicy, blocking};
 use crate::metrics as m;
 use crate::problem::Problem;
 use crate::redb_log::{CommitReport, OnCommit, RedbLog, RedbOptions};
@@ -260,7 +260,10 @@ impl Server {
         redb: Option<Arc<RedbLog>>,
     ) -> Result<Server, ServeError> {
         let metrics = m::install();
-        let discovery = {
+        let discovery = if options.jetstream.is_some() {
+            // The replicas' counts add up in the store.
+            Discovery::shared()
+        } else {
             let log = Arc::clone(&log);
             tokio::task::spawn_blocking(move || Discovery::load(log.as_ref()))
                 .await
@@ -464,12 +467,30 @@ async fn namespace_event_types(
     State(app): State<Arc<App>>,
     Path(namespace): Path<String>,
 ) -> Response {
+    let seen = seen_types(&app).await;
     json_items(crate::eventtypes::list(
         app.event_types().registry(),
-        &app.discovery,
+        seen,
         &namespace,
         None,
     ))
+}
+
+/// The discovered (broker, type, source) pairs with their counts: this process's, or for a
+/// discovery shared by replicas the store's totals (this process's alone if the store does
+/// not answer).
+async fn seen_types(app: &Arc<App>) -> Vec<(crate::eventtypes::SeenKey, crate::eventtypes::Seen)> {
+    if !app.discovery.is_shared() {
+        return app.discovery.snapshot();
+    }
+    let discovery = Arc::clone(&app.discovery);
+    match blocking(&app.log, move |log| discovery.totals(log)).await {
+        Ok(totals) => totals,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the shared event-type counts; listing this replica's");
+            app.discovery.snapshot()
+        }
+    }
 }
 
 async fn broker_event_types(
@@ -480,9 +501,10 @@ async fn broker_event_types(
         return Problem::not_found(format!("no broker `{broker}` in namespace `{namespace}`"))
             .into_response();
     };
+    let seen = seen_types(&app).await;
     json_items(crate::eventtypes::list(
         app.event_types().registry(),
-        &app.discovery,
+        seen,
         &namespace,
         Some(&state.id),
     ))

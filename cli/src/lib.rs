@@ -166,21 +166,6 @@ async fn serve(
     Ok(())
 }
 
-/// What the JetStream engine does not run yet, refused at start (spec/jetstream.md, "Not
-/// yet") rather than left silently undone.
-fn check_jetstream_supported(config: &Config) -> Result<(), RunError> {
-    if let Some(((ns, name), _)) = config
-        .brokers
-        .iter()
-        .find(|(_, b)| b.event_type_mode() == switchyard_core::resources::EventTypeMode::Record)
-    {
-        return Err(RunError::JetStream(format!(
-            "Broker {ns}/{name}: eventTypes mode record keeps its discoveries in the embedded store and does not run on the JetStream engine yet (spec/jetstream.md)"
-        )));
-    }
-    Ok(())
-}
-
 /// [`serve`] on the JetStream engine: ingress publishes to the brokers' streams, triggers
 /// deliver from their durable consumers, which every replica on the same configuration
 /// shares.
@@ -195,7 +180,6 @@ async fn serve_jetstream(
     use switchyard_broker::jetstream::JetStreamLog;
     use switchyard_triggers::dispatch::jetstream::JetStreamDispatcher;
 
-    check_jetstream_supported(&config)?;
     let egress = options.egress.clone();
     let redrive_allow = options.auth.redrive_allow_uris.clone();
     let log = Arc::new(JetStreamLog::connect(&jetstream, options.max_body_bytes).await?);

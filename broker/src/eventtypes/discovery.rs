@@ -27,14 +27,41 @@ pub struct Seen {
 }
 
 /// (broker id, type, source).
-type SeenKey = (String, String, String);
+pub type SeenKey = (String, String, String);
 
 /// The (type, source) pairs stored by brokers in `record` mode (from ingress, sources and replies), kept in memory and
 /// persisted in the store's `EventTypes` table: a new pair at once, counts every few seconds
 /// and at shutdown.
+///
+/// Shared by several replicas (the JetStream engine, [`Discovery::shared`]), it keeps only
+/// what this replica saw since its last flush, and the store adds each flush into the totals
+/// ([`Seen::add`]): the listing reads the store's totals plus what is not flushed yet.
 #[derive(Debug, Default)]
 pub struct Discovery {
     seen: Mutex<BTreeMap<SeenKey, Seen>>,
+    shared: bool,
+}
+
+impl Seen {
+    /// Adds `more` (what was seen since) into these counts: the counts add, the first and
+    /// last sightings widen.
+    pub fn add(&mut self, more: &Seen) {
+        self.count += more.count;
+        if more.first_seen < self.first_seen {
+            self.first_seen.clone_from(&more.first_seen);
+        }
+        if more.last_seen > self.last_seen {
+            self.last_seen.clone_from(&more.last_seen);
+        }
+    }
+}
+
+/// A stored record's key, as (broker, type, source).
+fn parse_key(key: &[u8]) -> Option<SeenKey> {
+    let text = String::from_utf8_lossy(key);
+    let mut parts = text.splitn(3, '\0');
+    let (b, t, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((b.to_owned(), t.to_owned(), s.to_owned()))
 }
 
 fn seen_key(key: &SeenKey) -> Vec<u8> {
@@ -50,6 +77,45 @@ fn seen_put(key: &SeenKey, seen: &Seen) -> WriteOp {
 }
 
 impl Discovery {
+    /// A discovery several replicas share through the store (module docs): it starts empty
+    /// and each flush writes what was seen since the last, for the store to add up.
+    pub fn shared() -> Discovery {
+        Discovery {
+            seen: Mutex::default(),
+            shared: true,
+        }
+    }
+
+    /// Whether the totals are the store's ([`Discovery::shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Every (broker, type, source) the store holds with `add`ed counts, and what this
+    /// replica has not flushed yet: the totals of a [`Discovery::shared`] one.
+    pub fn totals(&self, log: &dyn EventLog) -> Result<Vec<(SeenKey, Seen)>, LogError> {
+        let mut totals = BTreeMap::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let batch = log.scan(Table::EventTypes, &from, &[0xff], 1000)?;
+            let Some((last, _)) = batch.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, v) in &batch {
+                if let (Some(key), Ok(seen)) = (parse_key(k), serde_json::from_slice::<Seen>(v)) {
+                    totals.insert(key, seen);
+                }
+            }
+        }
+        for (key, unflushed) in self.snapshot() {
+            totals
+                .entry(key)
+                .and_modify(|t: &mut Seen| t.add(&unflushed))
+                .or_insert(unflushed);
+        }
+        Ok(totals.into_iter().collect())
+    }
+
     /// Loads what earlier runs recorded.
     pub fn load(log: &dyn EventLog) -> Result<Discovery, LogError> {
         let mut seen = BTreeMap::new();
@@ -60,14 +126,12 @@ impl Discovery {
             from = last.clone();
             from.push(0);
             for (k, v) in &batch {
-                let text = String::from_utf8_lossy(k);
-                let mut parts = text.splitn(3, '\0');
-                let (Some(b), Some(t), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
+                let Some(key) = parse_key(k) else {
                     continue;
                 };
                 match serde_json::from_slice::<Seen>(v) {
                     Ok(record) => {
-                        seen.insert((b.to_owned(), t.to_owned(), s.to_owned()), record);
+                        seen.insert(key, record);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "skipping an unreadable event type record")
@@ -77,6 +141,7 @@ impl Discovery {
         }
         Ok(Discovery {
             seen: Mutex::new(seen),
+            shared: false,
         })
     }
 
@@ -105,9 +170,12 @@ impl Discovery {
                         first_seen: now.to_owned(),
                         last_seen: now.to_owned(),
                         count: 1,
-                        dirty: false,
+                        // Shared, the next flush writes it (the store adds it up).
+                        dirty: self.shared,
                     };
-                    ops.push(seen_put(&key, &s));
+                    if !self.shared {
+                        ops.push(seen_put(&key, &s));
+                    }
                     seen.insert(key, s);
                 }
             }
@@ -120,6 +188,13 @@ impl Discovery {
         let Ok(mut seen) = self.seen.lock() else {
             return Vec::new();
         };
+        if self.shared {
+            // What was seen since the last flush, handed to the store to add; forgotten here.
+            return std::mem::take(&mut *seen)
+                .iter()
+                .map(|(k, s)| seen_put(k, s))
+                .collect();
+        }
         seen.iter_mut()
             .filter(|(_, s)| s.dirty)
             .map(|(k, s)| {
@@ -171,11 +246,10 @@ pub struct Listed {
 /// (`namespace/name`) is given. A configured type shows the counts of the pairs it matches.
 pub fn list(
     registry: &Registry,
-    discovery: &Discovery,
+    seen: Vec<(SeenKey, Seen)>,
     namespace: &str,
     broker: Option<&str>,
 ) -> Vec<Listed> {
-    let seen = discovery.snapshot();
     let in_scope = |b: &str| match broker {
         Some(id) => b == id,
         None => BrokerId::parse(b).is_ok_and(|id| id.namespace() == namespace),

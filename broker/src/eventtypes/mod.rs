@@ -134,4 +134,38 @@ spec:
         let snap = d.snapshot();
         assert_eq!(snap[0].1.count, 2);
     }
+
+    #[test]
+    fn a_shared_discovery_hands_each_flush_what_it_saw_since_and_forgets_it() {
+        let d = Discovery::shared();
+        let seen = [("t", "/s"), ("t", "/s")].into_iter();
+        assert!(
+            d.observe("ns/b", seen, "2026-01-01T00:00:00Z").is_empty(),
+            "nothing written at once"
+        );
+        let ops = d.flush();
+        let [crate::log::WriteOp::Put { value, .. }] = ops.as_slice() else {
+            panic!("one put: {ops:?}");
+        };
+        let counted: Seen = serde_json::from_slice(value).expect("counts");
+        assert_eq!(counted.count, 2);
+        assert!(d.flush().is_empty(), "what was flushed is the store's now");
+        assert!(d.snapshot().is_empty());
+    }
+
+    #[test]
+    fn counts_add_up_and_sightings_widen() {
+        let seen = |first: &str, last: &str, count: u64| -> Seen {
+            serde_json::from_value(
+                serde_json::json!({"firstSeen": first, "lastSeen": last, "count": count}),
+            )
+            .expect("counts")
+        };
+        let mut total = seen("2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z", 5);
+        total.add(&seen("2026-01-01T00:00:00Z", "2026-01-02T12:00:00Z", 2));
+        assert_eq!(
+            total,
+            seen("2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z", 7)
+        );
+    }
 }
