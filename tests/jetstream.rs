@@ -1155,3 +1155,28 @@ async fn event_types_discovered_on_every_replica_add_up() {
         assert_eq!(counts.len(), 2, "{counts:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_is_stored_as_one_and_a_retried_batch_stores_only_what_is_new() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let (all, orders) = (Sink::ok().await, Sink::ok().await);
+    let sys = replicas(2, &cluster, &config(&all.url, &orders.url, ""));
+    let js = async_nats::jetstream::new(cluster.client().await);
+    let mut stream = js.get_stream("SY_EV_default_default").await.unwrap();
+    // nats-server 2.12+ stores a batch request's events all or none.
+    assert!(stream.info().await.unwrap().config.allow_atomic_publish);
+    let ids = |r: std::ops::Range<usize>| r.map(|i| format!("b{i}")).collect::<Vec<_>>();
+    common::post_batch(&sys[0], "/default/default", ids(0..3)).await;
+    // A producer's retry of a batch that was stored in part, through the other replica: the
+    // new events are stored, the old ones recognised.
+    common::post_batch(&sys[1], "/default/default", ids(2..5)).await;
+    common::post_batch(&sys[0], "/default/default", ids(0..5)).await;
+    all.wait_for(5, Duration::from_secs(30)).await;
+    all.assert_stays_at(5, Duration::from_millis(800)).await;
+    let mut got = all.ids();
+    got.sort();
+    assert_eq!(got, ids(0..5));
+    assert_eq!(stream.info().await.unwrap().state.messages, 5);
+}

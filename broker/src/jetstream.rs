@@ -32,6 +32,14 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Events published before their acknowledgements are awaited.
 const PUBLISH_CHUNK: usize = 256;
+/// The first nats-server with atomic batch publish (ADR-50): a batch request's events are
+/// stored all or none.
+pub const ATOMIC_SERVER_VERSION: (u64, u64) = (2, 12);
+/// The most events one atomic batch may hold (the server's limit); a larger batch request is
+/// published event by event.
+pub const ATOMIC_MAX_EVENTS: usize = 1000;
+/// The server's error code for an atomic batch holding a message id it stored before.
+const ATOMIC_DUPLICATE: u64 = 10201;
 /// Room an event needs in a NATS message beyond its body (attributes, headers).
 pub const ENVELOPE_BYTES: usize = 64 * 1024;
 /// How long a replica waits at start for the cluster to create or update its streams.
@@ -392,6 +400,8 @@ pub struct JetStreamLog {
     replicas: usize,
     partitions: u32,
     audit_max_age: Option<Duration>,
+    /// Whether the server stores a batch atomically (2.12 and later).
+    atomic: bool,
     /// Each broker's retention, as the configuration says; applied by
     /// [`ensure_brokers`](Self::ensure_brokers).
     retention: Mutex<HashMap<String, RetentionPolicy>>,
@@ -469,6 +479,7 @@ impl JetStreamLog {
             replicas: options.replicas,
             partitions: options.partitions,
             audit_max_age: options.audit_max_age,
+            atomic: version.is_some_and(|v| v >= ATOMIC_SERVER_VERSION),
             retention: Mutex::new(HashMap::new()),
         })
     }
@@ -504,7 +515,12 @@ impl JetStreamLog {
             .zip(ids)
             .map(|(r, id)| (names.partition_subject(r.partition), id))
             .collect();
-        publish(&self.js, events, targets).await
+        publish_batch(&self.js, self.atomic, events, targets).await
+    }
+
+    /// Whether a batch of events is stored all or none (the server has atomic batches).
+    pub fn atomic(&self) -> bool {
+        self.atomic
     }
 
     /// Publishes one dead letter (its JSON record) for `trigger` of `broker`, with message id
@@ -580,6 +596,7 @@ impl JetStreamLog {
                 // A stream at its byte limit refuses new events (ingress answers 503)
                 // rather than deleting old ones a trigger may not have delivered.
                 discard: stream::DiscardPolicy::New,
+                allow_atomic_publish: self.atomic,
                 description: Some(format!("Switchyard: the events of Broker {id}")),
                 ..Default::default()
             };
@@ -661,6 +678,7 @@ impl JetStreamLog {
                     || now.max_age != config.max_age
                     || now.max_bytes != config.max_bytes
                     || now.discard != config.discard
+                    || now.allow_atomic_publish != config.allow_atomic_publish
                     || now.duplicate_window != config.duplicate_window
                     || !now.allow_direct
                 {
@@ -724,6 +742,125 @@ enum Ensure {
     Refused(String),
 }
 
+/// Publishes a batch of `events` to their subjects with their message ids (`targets`, one
+/// per event): as one atomic batch where the server has them and the batch is of 2 to
+/// [`ATOMIC_MAX_EVENTS`] events, otherwise (and for a batch that holds an event stored
+/// before: a producer's retry of a batch stored in part or whole) event by event, which
+/// stores what is new and recognises the rest by its id.
+async fn publish_batch(
+    js: &jetstream::Context,
+    atomic: bool,
+    events: Vec<Vec<u8>>,
+    targets: Vec<(String, String)>,
+) -> Result<Range<u64>, LogError> {
+    if atomic && (2..=ATOMIC_MAX_EVENTS).contains(&events.len()) {
+        match publish_atomic(js, &events, &targets).await? {
+            Some(span) => return Ok(span),
+            None => tracing::debug!(
+                events = events.len(),
+                "an atomic batch holds events stored before; publishing it event by event"
+            ),
+        }
+    }
+    publish(js, events, targets).await
+}
+
+/// The reply to an atomic batch's commit: a publish acknowledgement, or an error.
+#[derive(serde::Deserialize)]
+struct CommitReply {
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    count: Option<u64>,
+    #[serde(default)]
+    error: Option<CommitError>,
+}
+
+#[derive(serde::Deserialize)]
+struct CommitError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+/// Publishes `events` as one atomic batch (ADR-50: `Nats-Batch-Id`, `Nats-Batch-Sequence`,
+/// `Nats-Batch-Commit` on the last): stored all or none. `None` when the server refused it
+/// for holding a message id it stored before.
+async fn publish_atomic(
+    js: &jetstream::Context,
+    events: &[Vec<u8>],
+    targets: &[(String, String)],
+) -> Result<Option<Range<u64>>, LogError> {
+    let client = js.client();
+    let batch = batch_id();
+    let failed = |e: &dyn std::fmt::Display| {
+        LogError::Unavailable(format!("cannot publish an atomic batch to JetStream: {e}"))
+    };
+    let last = events.len() - 1;
+    let mut reply = None;
+    for (i, (event, (subject, id))) in events.iter().zip(targets).enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        headers.insert("Nats-Batch-Id", batch.as_str());
+        headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+        if i == last {
+            headers.insert("Nats-Batch-Commit", "1");
+        }
+        let payload = bytes::Bytes::from(event.clone());
+        if i == 0 || i == last {
+            // The first opens the batch (an empty reply), the last commits it (the
+            // acknowledgement); both answer an error at once.
+            let answer = client
+                .request_with_headers(subject.clone(), headers, payload)
+                .await
+                .map_err(|e| failed(&e))?;
+            reply = Some(answer.payload);
+        } else {
+            client
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+                .map_err(|e| failed(&e))?;
+        }
+        if i == 0 && i != last {
+            let opened = reply.take().unwrap_or_default();
+            if !opened.is_empty() {
+                return commit_reply(&opened, events.len());
+            }
+        }
+    }
+    commit_reply(&reply.unwrap_or_default(), events.len())
+}
+
+/// An id no other batch in flight has: the process, the time and a count.
+fn batch_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{nanos:x}-{n:x}", std::process::id())
+}
+
+/// The span of sequences a committed batch of `n` events got, `None` for a batch refused
+/// for a message id stored before, or the error.
+fn commit_reply(reply: &[u8], n: usize) -> Result<Option<Range<u64>>, LogError> {
+    let reply: CommitReply = serde_json::from_slice(reply).map_err(|e| {
+        LogError::Unavailable(format!("JetStream answered an atomic batch with {e}"))
+    })?;
+    match reply.error {
+        Some(e) if e.err_code == ATOMIC_DUPLICATE => Ok(None),
+        Some(e) => Err(LogError::Unavailable(format!(
+            "JetStream refused an atomic batch: {} ({})",
+            e.description, e.err_code
+        ))),
+        None => {
+            let n = reply.count.unwrap_or(n as u64);
+            Ok(Some((reply.seq + 1).saturating_sub(n)..reply.seq + 1))
+        }
+    }
+}
+
 /// Publishes each of `events` to its subject with its message id (`targets`, one per event)
 /// and waits for every acknowledgement.
 async fn publish(
@@ -769,12 +906,13 @@ impl EventLog for JetStreamLog {
         let js = self.js.clone();
         let names = Names::of(broker);
         let partitions = self.partitions;
+        let atomic = self.atomic;
         Box::pin(async move {
             let targets = routes(&events, partitions)?
                 .into_iter()
                 .map(|r| (names.partition_subject(r.partition), r.msg_id))
                 .collect();
-            publish(&js, events, targets).await
+            publish_batch(&js, atomic, events, targets).await
         })
     }
 
@@ -930,6 +1068,20 @@ mod tests {
         // The separator keeps ("/s1", "") and ("/s", "1") apart.
         assert_ne!(event_msg_id("/s1", ""), event_msg_id("/s", "1"));
         assert_eq!(event_msg_id("/s", "1").len(), 32);
+    }
+
+    #[test]
+    fn an_atomic_batch_commit_is_read_as_a_span_a_duplicate_or_an_error() {
+        let committed = br#"{"stream":"S","seq":12,"batch":"b","count":3}"#;
+        assert_eq!(commit_reply(committed, 3).ok(), Some(Some(10..13)));
+        let duplicate = br#"{"error":{"code":400,"err_code":10201,"description":"atomic publish batch contains duplicate message id"},"stream":"S","seq":0}"#;
+        assert_eq!(commit_reply(duplicate, 3).ok(), Some(None));
+        let refused = br#"{"error":{"code":400,"err_code":10199,"description":"atomic publish is disabled"}}"#;
+        assert!(matches!(
+            commit_reply(refused, 3),
+            Err(LogError::Unavailable(m)) if m.contains("disabled")
+        ));
+        assert!(commit_reply(b"", 3).is_err(), "no answer is not a commit");
     }
 
     #[test]
