@@ -219,13 +219,28 @@ async fn retries_then_one_dead_letter_in_the_dead_letter_stream() {
         let letter: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(letter["reason"], "retries exhausted");
         assert_eq!(letter["trigger"], "all");
-        assert_eq!(letter["attempts"].as_array().unwrap().len(), 3);
+        let attempts = letter["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 3);
+        // Every attempt in full, whichever replica made it.
+        assert!(
+            attempts
+                .iter()
+                .all(|a| a["status"] == 500 && a["time"].as_str().is_some_and(|t| !t.is_empty())),
+            "{attempts:?}"
+        );
         assert_eq!(letter["status"], 500);
         ids.insert(letter["eventId"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 3, "one dead letter per event: {ids:?}");
     let mut stream = stream;
     assert_eq!(stream.info().await.unwrap().state.messages, 3);
+    // The attempt histories go once the events are dead letters.
+    let histories = js.get_key_value("SY_ATTEMPTS").await.unwrap();
+    let left: Vec<String> =
+        futures_util::TryStreamExt::try_collect(histories.keys().await.unwrap())
+            .await
+            .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test]

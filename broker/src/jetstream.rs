@@ -61,6 +61,12 @@ pub const SOURCE_STATE_BUCKET: &str = "SY_SOURCESTATE";
 /// The key-value bucket of the event types brokers in `record` mode discovered
 /// (`Table::EventTypes`): the totals every replica's counts add into.
 pub const EVENT_TYPES_BUCKET: &str = "SY_EVENTTYPES";
+/// The key-value bucket of the attempts made at deliveries being retried, so the dead
+/// letter of an event lists every one whichever replicas made them.
+pub const ATTEMPTS_BUCKET: &str = "SY_ATTEMPTS";
+/// How long an attempt history outlives its last write: one left behind (a trigger removed
+/// while it retried) goes then.
+pub const ATTEMPTS_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The key-value bucket of the audit log (`Table::Audit`): who redrove, purged and deleted
 /// dead letters, shared by the replicas.
 pub const AUDIT_BUCKET: &str = "SY_AUDIT";
@@ -516,6 +522,25 @@ impl JetStreamLog {
             .map(|(r, id)| (names.partition_subject(r.partition), id))
             .collect();
         publish_batch(&self.js, self.atomic, events, targets).await
+    }
+
+    /// The bucket of attempt histories ([`ATTEMPTS_BUCKET`]), created when missing.
+    pub async fn attempts_bucket(&self) -> Result<jetstream::kv::Store, LogError> {
+        if let Ok(store) = self.js.get_key_value(ATTEMPTS_BUCKET).await {
+            return Ok(store);
+        }
+        self.js
+            .create_key_value(jetstream::kv::Config {
+                bucket: ATTEMPTS_BUCKET.to_owned(),
+                description: "Switchyard: the attempts at deliveries being retried".to_owned(),
+                history: 1,
+                max_age: ATTEMPTS_MAX_AGE,
+                storage: stream::StorageType::File,
+                num_replicas: self.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LogError::unavailable("cannot create the attempts bucket", &e))
     }
 
     /// Whether a batch of events is stored all or none (the server has atomic batches).

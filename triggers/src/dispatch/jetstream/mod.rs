@@ -82,6 +82,8 @@ pub struct JetStreamSource {
     /// by hand) is made again from them.
     stream: async_nats::jetstream::stream::Stream,
     config: pull::Config,
+    /// The attempts made at deliveries being retried, by whichever replica made them.
+    attempts: async_nats::jetstream::kv::Store,
     batch: usize,
     messages: tokio::sync::Mutex<pull::Stream>,
 }
@@ -164,6 +166,7 @@ impl JetStreamSource {
             usize::try_from(in_flight).unwrap_or(64).clamp(1, 256)
         };
         let messages = pull_from(&consumer, batch).await?;
+        let attempts = settled(&trigger, || log.attempts_bucket()).await?;
         Ok(JetStreamSource {
             trigger,
             lane,
@@ -174,6 +177,7 @@ impl JetStreamSource {
             consumer,
             stream,
             config,
+            attempts,
             batch,
             messages: tokio::sync::Mutex::new(messages),
         })
@@ -207,6 +211,51 @@ impl JetStreamSource {
         match self.lane {
             Lane::Redrive => &self.names.redrive_stream,
             Lane::Stream | Lane::Partition(_) => &self.names.stream,
+        }
+    }
+
+    /// The key of the attempt history of the delivery of stream sequence `seq`.
+    fn attempts_key(&self, seq: u64) -> String {
+        format!("{}.{}.{seq}", self.stream_name(), self.trigger.id.name())
+    }
+
+    /// The attempts made before this hand-out of `seq`, the `delivered`th: those the replicas
+    /// kept, after one without details for each hand-out that made none (a replica that
+    /// stopped or died holding it), so that there are as many as JetStream counted.
+    async fn earlier(&self, seq: u64, delivered: i64) -> Vec<Attempt> {
+        let counted = usize::try_from(delivered.max(1) - 1).unwrap_or(0);
+        if counted == 0 {
+            return Vec::new();
+        }
+        let kept: Vec<Attempt> = match self.attempts.get(self.attempts_key(seq)).await {
+            Ok(Some(value)) => serde_json::from_slice(&value).unwrap_or_default(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::debug!(trigger = %self.trigger.id, error = %e, "cannot read an attempt history");
+                Vec::new()
+            }
+        };
+        let mut all = unrecorded(counted.saturating_sub(kept.len()));
+        all.extend(kept);
+        all
+    }
+
+    /// Keeps the attempts at `seq` so far for the replica that makes the next one.
+    async fn keep_attempts(&self, seq: u64, attempts: &[Attempt]) {
+        let value = serde_json::to_vec(attempts).unwrap_or_default();
+        if let Err(e) = self
+            .attempts
+            .put(self.attempts_key(seq), value.into())
+            .await
+        {
+            tracing::debug!(trigger = %self.trigger.id, error = %e, "cannot keep an attempt history; the next one lists these without details");
+        }
+    }
+
+    /// Forgets the attempts at `seq`, settled for good.
+    async fn forget_attempts(&self, seq: u64) {
+        if let Err(e) = self.attempts.purge(self.attempts_key(seq)).await {
+            tracing::debug!(trigger = %self.trigger.id, error = %e, "cannot forget an attempt history; it expires");
         }
     }
 
@@ -327,16 +376,17 @@ async fn pull_from(
         .map_err(|e| LogError::unavailable("cannot pull from the trigger's consumer", &e))
 }
 
-/// Attempts JetStream counted but whose details it does not keep: the dead letter of an event
-/// retried in JetStream mode lists the last attempt in full and these before it.
-fn earlier_attempts(delivered: i64) -> Vec<Attempt> {
-    (1..delivered.max(1))
-        .map(|k| Attempt {
+/// `n` hand-outs JetStream counted without an attempt kept for them (the replica holding
+/// the event stopped or died first, or could not keep what it tried).
+fn unrecorded(n: usize) -> Vec<Attempt> {
+    (0..n)
+        .map(|_| Attempt {
             time: String::new(),
             status: None,
-            error: Some(format!(
-                "attempt {k}: its details are not kept in JetStream mode"
-            )),
+            error: Some(
+                "no details: the replica that held the event stopped or died before keeping them"
+                    .to_owned(),
+            ),
             latency_ms: 0,
             body: None,
         })
@@ -428,7 +478,7 @@ impl super::DeliverySource for JetStreamSource {
             return Work {
                 position,
                 event: Arc::new(event),
-                attempts: earlier_attempts(delivered),
+                attempts: self.earlier(position, delivered).await,
                 redirect,
                 // A redrive is not a first delivery: no rate, no key to wait behind.
                 first: !redrive && delivered <= 1,
@@ -450,9 +500,15 @@ impl super::DeliverySource for JetStreamSource {
                 if !replies.is_empty() {
                     self.store_replies(&work, replies).await?;
                 }
-                ack(&work.ticket, AckKind::Ack).await
+                ack(&work.ticket, AckKind::Ack).await?;
+                if retried(&work.ticket) {
+                    self.forget_attempts(work.position).await;
+                }
+                Ok(())
             }
-            Outcome::Retry { due_ms, .. } => {
+            Outcome::Retry { attempts, due_ms } => {
+                // Kept before the nak, for whichever replica the next hand-out goes to.
+                self.keep_attempts(work.position, &attempts).await;
                 let delay = Duration::from_millis(due_ms.saturating_sub(records::now_ms()));
                 metrics::counter!(m::DELIVERY_RETRIES, self.trigger.labels()).increment(1);
                 ack(&work.ticket, AckKind::Nak(Some(delay))).await
@@ -484,10 +540,19 @@ impl super::DeliverySource for JetStreamSource {
                 let mut labels = self.trigger.labels();
                 labels.push(metrics::Label::new("reason", reason.as_str()));
                 metrics::counter!(m::DEAD_LETTERS, labels).increment(1);
-                ack(&work.ticket, AckKind::Ack).await
+                ack(&work.ticket, AckKind::Ack).await?;
+                if retried(&work.ticket) {
+                    self.forget_attempts(work.position).await;
+                }
+                Ok(())
             }
         }
     }
+}
+
+/// Whether `message` was handed out before (so attempts at it may be kept).
+fn retried(message: &Message) -> bool {
+    message.info().is_ok_and(|i| i.delivered > 1)
 }
 
 /// One running trigger: its loops (one per partition for an ordered trigger) and the signal
@@ -619,16 +684,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attempts_before_this_one_are_counted_from_the_delivery_count() {
-        assert!(earlier_attempts(1).is_empty(), "a first delivery");
-        assert!(earlier_attempts(0).is_empty());
-        let earlier = earlier_attempts(3);
+    fn hand_outs_without_kept_attempts_are_listed_without_details() {
+        assert!(unrecorded(0).is_empty());
+        let earlier = unrecorded(2);
         assert_eq!(earlier.len(), 2);
         assert!(
-            earlier[1]
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("attempt 2"))
+            earlier.iter().all(|a| a.status.is_none()
+                && a.error.as_deref().is_some_and(|e| e.contains("no details")))
         );
     }
 }
