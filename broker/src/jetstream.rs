@@ -40,8 +40,9 @@ pub const ATOMIC_SERVER_VERSION: (u64, u64) = (2, 12);
 pub const ATOMIC_MAX_EVENTS: usize = 1000;
 /// The server's error code for an atomic batch holding a message id it stored before.
 const ATOMIC_DUPLICATE: u64 = 10201;
-/// Room an event needs in a NATS message beyond its body (attributes, headers).
-pub const ENVELOPE_BYTES: usize = 64 * 1024;
+/// Room a message needs beyond its event's body: attributes, headers, and a dead letter's
+/// record (at most 100 attempts, each with 1 KiB of the answer).
+pub const ENVELOPE_BYTES: usize = 192 * 1024;
 /// How long a replica waits at start for the cluster to create or update its streams.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Partitions of a broker's stream unless `--jetstream-partitions` says otherwise.
@@ -471,10 +472,11 @@ impl JetStreamLog {
                 "nats-server at {servers} runs without JetStream: start it with -js (or a jetstream block)"
             )));
         }
-        let needed = max_body_bytes + ENVELOPE_BYTES;
+        // A dead letter holds its event in base64 (4/3 of it), and attempts.
+        let needed = max_body_bytes.saturating_mul(4) / 3 + ENVELOPE_BYTES;
         if info.max_payload < needed {
             return Err(JetStreamError::Server(format!(
-                "nats-server at {servers} takes messages of at most {} bytes; events of --max-body-bytes {max_body_bytes} need {needed}: raise the server's max_payload, or lower --max-body-bytes",
+                "nats-server at {servers} takes messages of at most {} bytes; events of --max-body-bytes {max_body_bytes} need {needed} (a dead letter holds its event in base64): raise the server's max_payload, or lower --max-body-bytes",
                 info.max_payload
             )));
         }
@@ -811,7 +813,7 @@ struct CommitError {
 
 /// Publishes `events` as one atomic batch (ADR-50: `Nats-Batch-Id`, `Nats-Batch-Sequence`,
 /// `Nats-Batch-Commit` on the last): stored all or none. `None` when the server refused it
-/// for holding a message id it stored before.
+/// (for holding a message id it stored before, or any other reason: nothing is stored).
 async fn publish_atomic(
     js: &jetstream::Context,
     events: &[Vec<u8>],
@@ -867,18 +869,21 @@ fn batch_id() -> String {
     format!("{}-{nanos:x}-{n:x}", std::process::id())
 }
 
-/// The span of sequences a committed batch of `n` events got, `None` for a batch refused
-/// for a message id stored before, or the error.
+/// The span of sequences a committed batch of `n` events got, or `None` for a batch the
+/// server refused (nothing of it stored), or the error of an answer that is not one.
 fn commit_reply(reply: &[u8], n: usize) -> Result<Option<Range<u64>>, LogError> {
     let reply: CommitReply = serde_json::from_slice(reply).map_err(|e| {
         LogError::Unavailable(format!("JetStream answered an atomic batch with {e}"))
     })?;
     match reply.error {
         Some(e) if e.err_code == ATOMIC_DUPLICATE => Ok(None),
-        Some(e) => Err(LogError::Unavailable(format!(
-            "JetStream refused an atomic batch: {} ({})",
-            e.description, e.err_code
-        ))),
+        // Refused whole, so nothing of it is stored: atomic publish turned off on the stream
+        // (a server older than the replica's during an upgrade), a server limit on batches
+        // lower than ours, too many batches in flight. Event by event instead.
+        Some(e) => {
+            tracing::warn!(code = e.err_code, error = %e.description, "JetStream refused an atomic batch; publishing it event by event");
+            Ok(None)
+        }
         None => {
             let n = reply.count.unwrap_or(n as u64);
             Ok(Some((reply.seq + 1).saturating_sub(n)..reply.seq + 1))
@@ -1101,11 +1106,12 @@ mod tests {
         assert_eq!(commit_reply(committed, 3).ok(), Some(Some(10..13)));
         let duplicate = br#"{"error":{"code":400,"err_code":10201,"description":"atomic publish batch contains duplicate message id"},"stream":"S","seq":0}"#;
         assert_eq!(commit_reply(duplicate, 3).ok(), Some(None));
-        let refused = br#"{"error":{"code":400,"err_code":10199,"description":"atomic publish is disabled"}}"#;
-        assert!(matches!(
-            commit_reply(refused, 3),
-            Err(LogError::Unavailable(m)) if m.contains("disabled")
-        ));
+        let refused = br#"{"error":{"code":400,"err_code":10174,"description":"atomic publish is disabled"}}"#;
+        assert_eq!(
+            commit_reply(refused, 3).ok(),
+            Some(None),
+            "refused whole: published event by event"
+        );
         assert!(commit_reply(b"", 3).is_err(), "no answer is not a commit");
     }
 

@@ -120,7 +120,11 @@ async fn start_nats(bin: &Path, sync_interval: &str) -> Result<NatsServer> {
 /// Deletes the streams a previous step's replicas made, so each step starts empty.
 async fn reset_streams(nats: &str) -> Result<()> {
     let js = async_nats::jetstream::new(async_nats::connect(nats).await?);
-    for stream in ["SY_EV_default_default", "SY_DL_default_default"] {
+    for stream in [
+        "SY_EV_default_default",
+        "SY_DL_default_default",
+        "SY_RD_default_default",
+    ] {
         let _ = js.delete_stream(stream).await;
     }
     Ok(())

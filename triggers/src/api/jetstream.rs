@@ -88,6 +88,9 @@ async fn stream(state: &JsApi, ns: &str, b: &str) -> Result<(Stream, Names), Pro
                 e.kind(),
                 async_nats::jetstream::context::GetStreamErrorKind::JetStream(j)
                     if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) || matches!(
+                e.kind(),
+                async_nats::jetstream::context::GetStreamErrorKind::InvalidStreamName
             ) =>
         {
             Err(Problem::not_found(format!("no broker {ns}/{b}")))
@@ -236,10 +239,11 @@ async fn delete_one(
     let (stream, names) = stream(&state, &ns, &b).await?;
     let _guard = state.mutate.lock().await;
     find(&stream, &names, id).await?;
-    stream
-        .delete_message(id)
-        .await
-        .map_err(|e| unavailable(&e))?;
+    if !remove(&stream, id).await? {
+        return Err(Problem::not_found(format!(
+            "no dead letter {id} in this broker"
+        )));
+    }
     let audit = AuditEntry::now(
         who(&caller),
         "delete",
@@ -287,25 +291,18 @@ async fn purge(
         response.map_err(|e| unavailable(&e))?.purged
     } else {
         let mut purged = 0u64;
-        let mut after = None;
-        loop {
-            let (items, more) = select(&stream, &names, &filter, after, CHUNK).await?;
-            let Some(last) = items.last() else { break };
-            after = Some(last.id);
-            for d in &items {
-                if stream
-                    .delete_message(d.id)
-                    .await
-                    .map_err(|e| unavailable(&e))?
-                {
-                    purged += 1;
-                }
-            }
-            if !more {
-                break;
-            }
+        let removed = purge_selected(&stream, &names, &filter, &mut purged).await;
+        // What was removed is recorded even when a later deletion failed.
+        if purged > 0 {
+            let count = usize::try_from(purged).unwrap_or(usize::MAX);
+            let audit = AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, count);
+            record(&state, &audit).await;
         }
-        purged
+        removed?;
+        return Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "purged": purged }),
+        ));
     };
     if purged > 0 {
         let count = usize::try_from(purged).unwrap_or(usize::MAX);
@@ -316,6 +313,51 @@ async fn purge(
         StatusCode::OK,
         &serde_json::json!({ "purged": purged }),
     ))
+}
+
+/// Deletes the dead letters `filter` selects, one by one, a chunk in memory at a time,
+/// counting them in `purged`.
+async fn purge_selected(
+    stream: &Stream,
+    names: &Names,
+    filter: &Compiled,
+    purged: &mut u64,
+) -> Result<(), Problem> {
+    let mut after = None;
+    loop {
+        let (items, more) = select(stream, names, filter, after, CHUNK).await?;
+        let Some(last) = items.last() else { break };
+        after = Some(last.id);
+        for d in &items {
+            if remove(stream, d.id).await? {
+                *purged += 1;
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes dead letter `id`: `false` when it was gone already (another replica, or
+/// retention, removed it meanwhile).
+async fn remove(stream: &Stream, id: u64) -> Result<bool, Problem> {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::stream::DeleteMessageErrorKind as Kind;
+    match stream.delete_message(id).await {
+        Ok(deleted) => Ok(deleted),
+        Err(e)
+            if matches!(
+                e.kind(),
+                Kind::JetStream(j) if j.error_code() == ErrorCode::NO_MESSAGE_FOUND
+                    || j.error_code() == ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(unavailable(&e)),
+    }
 }
 
 async fn redrive(
@@ -412,10 +454,8 @@ impl Redriving<'_> {
             )
             .await
             .map_err(|e| unavailable(&e))?;
-        self.stream
-            .delete_message(d.id)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        // Gone already: another replica redrove or purged it meanwhile.
+        remove(self.stream, d.id).await?;
         self.count += 1;
         Ok(())
     }

@@ -226,6 +226,20 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
                 () = stopped(&mut stop) => break,
             }
         }
+        // An unordered trigger takes work only once it can start it: work held waiting for a
+        // slot would have its lease running (a JetStream message's ack wait).
+        let early_permit = if t.config.ordered {
+            None
+        } else {
+            tokio::select! {
+                biased;
+                () = stopped(&mut stop) => break,
+                permit = Arc::clone(&t.slots).acquire_owned() => match permit {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return,
+                },
+            }
+        };
         let work = tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
@@ -234,13 +248,22 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
         if work.first
             && let Some(start) = t.next_start()
         {
-            // Draining, the work is not started: it goes back to the source.
-            tokio::select! {
-                () = tokio::time::sleep_until(start) => {}
-                () = stopped(&mut stop) => {
-                    source.release(work).await;
-                    break;
+            // Waiting for its turn under the rate, the work is held (its lease renewed); when
+            // draining, it is not started and goes back to the source.
+            let mut renew = tokio::time::interval_at(
+                tokio::time::Instant::now() + HOLD_INTERVAL,
+                HOLD_INTERVAL,
+            );
+            let drained = loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(start) => break false,
+                    () = stopped(&mut stop) => break true,
+                    _ = renew.tick() => source.hold(&work).await,
                 }
+            };
+            if drained {
+                source.release(work).await;
+                break;
             }
         }
         if t.config.ordered && work.first {
@@ -256,8 +279,12 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
             }
             continue;
         }
-        let Ok(permit) = Arc::clone(&t.slots).acquire_owned().await else {
-            return;
+        let permit = match early_permit {
+            Some(permit) => permit,
+            None => match Arc::clone(&t.slots).acquire_owned().await {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
         };
         deliveries.spawn(deliver_once(
             Arc::clone(&t),
@@ -269,6 +296,10 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
     // Draining: every attempt in flight ends within the trigger's timeout and settles.
     while deliveries.join_next().await.is_some() {}
 }
+
+/// How often work waiting for its turn under a trigger's rate is held again
+/// ([`DeliverySource::hold`]).
+const HOLD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The key an ordered trigger orders by: the event's `partitionkey` (absent: one key).
 fn partition_key(event: &CloudEvent) -> String {

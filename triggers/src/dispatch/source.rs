@@ -53,6 +53,13 @@ pub trait DeliverySource: Send + Sync + 'static {
         outcome: Outcome,
     ) -> impl Future<Output = Result<(), LogError>> + Send;
 
+    /// Says `work`, taken and not started yet, is still being held (it waits for its turn
+    /// under the trigger's rate), for a source whose work has a lease. By default nothing.
+    fn hold(&self, work: &Work<Self::Ticket>) -> impl Future<Output = ()> + Send {
+        let _ = work;
+        std::future::ready(())
+    }
+
     /// Gives back `work` taken and not started, because the loop is draining: it is owed
     /// again, and a source shared with other processes lets them have it now. By default it
     /// is dropped, the source keeping it (the embedded source's cursor is not past it).

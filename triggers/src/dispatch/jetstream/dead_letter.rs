@@ -96,8 +96,13 @@ pub(super) async fn pump(
             let message = match message {
                 Ok(message) => message,
                 Err(e) => {
+                    use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
                     tracing::warn!(trigger = %trigger.id, error = %e, "pulling dead letters failed; trying again");
                     tokio::time::sleep(backoff.next_pause()).await;
+                    // No consumer to answer: make it again (below).
+                    if matches!(e.kind(), Kind::ConsumerDeleted | Kind::NoResponders) {
+                        break;
+                    }
                     continue;
                 }
             };

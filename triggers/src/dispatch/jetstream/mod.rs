@@ -214,6 +214,21 @@ impl JetStreamSource {
         }
     }
 
+    /// Makes sure the consumer is there (one deleted by hand is made again) and pulls from it
+    /// anew.
+    async fn pull_again(&self, messages: &mut pull::Stream) {
+        if let Err(e) = self.stream.create_consumer(self.config.clone()).await {
+            tracing::warn!(trigger = %self.trigger.id, error = %e, "cannot make the trigger's consumer again; trying again");
+            return;
+        }
+        match pull_from(&self.consumer, self.batch).await {
+            Ok(again) => *messages = again,
+            Err(e) => {
+                tracing::warn!(trigger = %self.trigger.id, error = %e, "cannot pull from JetStream; trying again");
+            }
+        }
+    }
+
     /// The key of the attempt history of the delivery of stream sequence `seq`.
     fn attempts_key(&self, seq: u64) -> String {
         format!("{}.{}.{seq}", self.stream_name(), self.trigger.id.name())
@@ -242,7 +257,7 @@ impl JetStreamSource {
 
     /// Keeps the attempts at `seq` so far for the replica that makes the next one.
     async fn keep_attempts(&self, seq: u64, attempts: &[Attempt]) {
-        let value = serde_json::to_vec(attempts).unwrap_or_default();
+        let value = serde_json::to_vec(&capped(attempts.to_vec())).unwrap_or_default();
         if let Err(e) = self
             .attempts
             .put(self.attempts_key(seq), value.into())
@@ -307,6 +322,8 @@ impl JetStreamSource {
     ) -> Result<(), LogError> {
         let record = records::to_value(letter)?;
         let msg_id = format!("{}:{}:{seq}", self.stream_name(), self.trigger.id.name());
+        // The last attempt may have taken most of the ack wait: renew it before publishing.
+        keep_holding(ticket).await;
         let mut backoff = Backoff::STORE;
         loop {
             match self
@@ -376,6 +393,28 @@ async fn pull_from(
         .map_err(|e| LogError::unavailable("cannot pull from the trigger's consumer", &e))
 }
 
+/// The most attempts a kept history or a dead letter lists: each may hold 1 KiB of the
+/// subscriber's answer, and a dead letter must fit in one NATS message.
+const MAX_LISTED_ATTEMPTS: usize = 100;
+
+/// `attempts`, the earliest beyond [`MAX_LISTED_ATTEMPTS`] replaced by one that counts them.
+fn capped(mut attempts: Vec<Attempt>) -> Vec<Attempt> {
+    if attempts.len() <= MAX_LISTED_ATTEMPTS {
+        return attempts;
+    }
+    let omitted = attempts.len() - (MAX_LISTED_ATTEMPTS - 1);
+    let kept = attempts.split_off(omitted);
+    let mut listed = vec![Attempt {
+        time: String::new(),
+        status: None,
+        error: Some(format!("{omitted} earlier attempts not listed")),
+        latency_ms: 0,
+        body: None,
+    }];
+    listed.extend(kept);
+    listed
+}
+
 /// `n` hand-outs JetStream counted without an attempt kept for them (the replica holding
 /// the event stopped or died first, or could not keep what it tried).
 fn unrecorded(n: usize) -> Vec<Attempt> {
@@ -427,26 +466,22 @@ impl super::DeliverySource for JetStreamSource {
             let message = match messages.next().await {
                 Some(Ok(message)) => message,
                 Some(Err(e)) => {
+                    use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
                     tracing::warn!(trigger = %self.trigger.id, error = %e, "pulling from JetStream failed; trying again");
                     tokio::time::sleep(backoff.next_pause()).await;
+                    // No consumer to answer: it was deleted (perhaps while the replica was
+                    // away, so that no deletion notice came).
+                    if matches!(e.kind(), Kind::ConsumerDeleted | Kind::NoResponders) {
+                        self.pull_again(&mut messages).await;
+                    }
                     continue;
                 }
                 None => {
                     // The pull ended (the consumer was deleted, the server lost its state,
-                    // or the connection was replaced): make sure the consumer is there, and
-                    // pull again.
+                    // or the connection was replaced).
                     tracing::warn!(trigger = %self.trigger.id, "the pull from JetStream ended; pulling again");
                     tokio::time::sleep(backoff.next_pause()).await;
-                    if let Err(e) = self.stream.create_consumer(self.config.clone()).await {
-                        tracing::warn!(trigger = %self.trigger.id, error = %e, "cannot make the trigger's consumer again; trying again");
-                        continue;
-                    }
-                    match pull_from(&self.consumer, self.batch).await {
-                        Ok(again) => *messages = again,
-                        Err(e) => {
-                            tracing::warn!(trigger = %self.trigger.id, error = %e, "cannot pull from JetStream; trying again");
-                        }
-                    }
+                    self.pull_again(&mut messages).await;
                     continue;
                 }
             };
@@ -485,6 +520,10 @@ impl super::DeliverySource for JetStreamSource {
                 ticket: message,
             };
         }
+    }
+
+    async fn hold(&self, work: &Work<Message>) {
+        keep_holding(&work.ticket).await;
     }
 
     async fn release(&self, work: Work<Message>) {
@@ -532,7 +571,7 @@ impl super::DeliverySource for JetStreamSource {
                         .clone()
                         .unwrap_or_else(|| self.trigger.config.subscriber.address().to_owned()),
                 };
-                let letter = DeadLetter::new(origin, reason, attempts, error_data);
+                let letter = DeadLetter::new(origin, reason, capped(attempts), error_data);
                 self.store_dead_letter(&letter, work.position, &work.ticket)
                     .await?;
                 let last = letter.attempts.last();
@@ -682,6 +721,18 @@ impl JetStreamDispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_history_keeps_its_last_attempts_and_counts_the_rest() {
+        let many = unrecorded(250);
+        let listed = capped(many);
+        assert_eq!(listed.len(), MAX_LISTED_ATTEMPTS);
+        assert_eq!(
+            listed[0].error.as_deref(),
+            Some("151 earlier attempts not listed")
+        );
+        assert_eq!(capped(unrecorded(3)).len(), 3);
+    }
 
     #[test]
     fn hand_outs_without_kept_attempts_are_listed_without_details() {
