@@ -41,8 +41,20 @@ pub struct AuditEntry {
 /// Distinguishes entries written in the same millisecond.
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
+/// This process, among the replicas writing one audit log: its id and the time it first
+/// wrote an entry.
+fn process_tag() -> u64 {
+    static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        (u64::from(std::process::id()) << 32) | u64::from(nanos)
+    })
+}
+
 /// The time (ms since the epoch) in an audit entry's key, and the length of the key's
-/// namespace prefix (its 0 byte included): keys are `namespace 0 millis sequence`, so a
+/// namespace prefix (its 0 byte included): keys are `namespace 0 millis sequence process`, so a
 /// namespace's entries are in time order.
 pub(crate) fn key_time(key: &[u8]) -> Option<(usize, u64)> {
     let zero = key.iter().position(|b| *b == 0)?;
@@ -95,6 +107,9 @@ impl AuditEntry {
         let mut key = key_prefix(&self.namespace);
         key.extend_from_slice(&millis.to_be_bytes());
         key.extend_from_slice(&SEQUENCE.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        // Replicas sharing one audit log (the JetStream engine) count from 0 each: the
+        // process tells their entries of the same millisecond apart.
+        key.extend_from_slice(&process_tag().to_be_bytes());
         key
     }
 
