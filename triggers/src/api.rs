@@ -20,6 +20,8 @@ use switchyard_broker::problem::Problem;
 use crate::dispatch::{EmbeddedSource, RunningTriggers};
 use crate::records::{self, DeadLetter, RetryEntry};
 
+/// Where a broker's dead letters are, on either engine.
+const DEAD_LETTERS: &str = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
 /// The most records one page holds.
 pub const MAX_PAGE: usize = 1000;
 /// The largest redrive request body (axum's default for a buffered body).
@@ -86,11 +88,13 @@ pub fn routes(
             .filter_map(|p| redrive_prefix(p).ok())
             .collect(),
     });
-    let base = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
     Router::new()
-        .route(base, get(list).delete(purge))
-        .route(&format!("{base}/redrive"), post(redrive))
-        .route(&format!("{base}/{{id}}"), get(show).delete(delete_one))
+        .route(DEAD_LETTERS, get(list).delete(purge))
+        .route(&format!("{DEAD_LETTERS}/redrive"), post(redrive))
+        .route(
+            &format!("{DEAD_LETTERS}/{{id}}"),
+            get(show).delete(delete_one),
+        )
         .with_state(state)
 }
 

@@ -76,6 +76,30 @@ fn seen_put(key: &SeenKey, seen: &Seen) -> WriteOp {
     }
 }
 
+/// Every record of the store's `EventTypes` table (unreadable ones skipped, with a warning).
+fn stored(log: &dyn EventLog) -> Result<BTreeMap<SeenKey, Seen>, LogError> {
+    let mut seen = BTreeMap::new();
+    let mut from: Vec<u8> = Vec::new();
+    loop {
+        let batch = log.scan(Table::EventTypes, &from, &[0xff], 1000)?;
+        let Some((last, _)) = batch.last() else { break };
+        from = last.clone();
+        from.push(0);
+        for (k, v) in &batch {
+            let Some(key) = parse_key(k) else {
+                continue;
+            };
+            match serde_json::from_slice::<Seen>(v) {
+                Ok(record) => {
+                    seen.insert(key, record);
+                }
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable event type record"),
+            }
+        }
+    }
+    Ok(seen)
+}
+
 impl Discovery {
     /// A discovery several replicas share through the store (module docs): it starts empty
     /// and each flush writes what was seen since the last, for the store to add up.
@@ -94,19 +118,7 @@ impl Discovery {
     /// Every (broker, type, source) the store holds with `add`ed counts, and what this
     /// replica has not flushed yet: the totals of a [`Discovery::shared`] one.
     pub fn totals(&self, log: &dyn EventLog) -> Result<Vec<(SeenKey, Seen)>, LogError> {
-        let mut totals = BTreeMap::new();
-        let mut from: Vec<u8> = Vec::new();
-        loop {
-            let batch = log.scan(Table::EventTypes, &from, &[0xff], 1000)?;
-            let Some((last, _)) = batch.last() else { break };
-            from = last.clone();
-            from.push(0);
-            for (k, v) in &batch {
-                if let (Some(key), Ok(seen)) = (parse_key(k), serde_json::from_slice::<Seen>(v)) {
-                    totals.insert(key, seen);
-                }
-            }
-        }
+        let mut totals = stored(log)?;
         for (key, unflushed) in self.snapshot() {
             totals
                 .entry(key)
@@ -118,29 +130,8 @@ impl Discovery {
 
     /// Loads what earlier runs recorded.
     pub fn load(log: &dyn EventLog) -> Result<Discovery, LogError> {
-        let mut seen = BTreeMap::new();
-        let mut from: Vec<u8> = Vec::new();
-        loop {
-            let batch = log.scan(Table::EventTypes, &from, &[0xff], 1000)?;
-            let Some((last, _)) = batch.last() else { break };
-            from = last.clone();
-            from.push(0);
-            for (k, v) in &batch {
-                let Some(key) = parse_key(k) else {
-                    continue;
-                };
-                match serde_json::from_slice::<Seen>(v) {
-                    Ok(record) => {
-                        seen.insert(key, record);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "skipping an unreadable event type record")
-                    }
-                }
-            }
-        }
         Ok(Discovery {
-            seen: Mutex::new(seen),
+            seen: Mutex::new(stored(log)?),
             shared: false,
         })
     }

@@ -18,9 +18,9 @@ use switchyard_broker::jetstream::{JetStreamLog, Names};
 use switchyard_broker::problem::Problem;
 
 use super::{
-    CHUNK, CallerExt, Compiled, MAX_PAGE, Selector, bad_request, broker_id, json, may_send,
-    parse_id, read_redrive, redrive_filter, redrive_ids, redrive_prefix, summary, trigger_gone,
-    who,
+    CHUNK, CallerExt, Compiled, DEAD_LETTERS, MAX_PAGE, Selector, bad_request, broker_id, json,
+    may_send, parse_id, read_redrive, redrive_filter, redrive_ids, redrive_prefix, summary,
+    trigger_gone, who,
 };
 use crate::dispatch::TriggerRuntime;
 use crate::records::DeadLetter;
@@ -60,11 +60,13 @@ pub fn routes(
             .filter_map(|p| redrive_prefix(p).ok())
             .collect(),
     });
-    let base = "/api/v1/namespaces/{namespace}/brokers/{broker}/deadletters";
     Router::new()
-        .route(base, get(list).delete(purge))
-        .route(&format!("{base}/redrive"), post(redrive))
-        .route(&format!("{base}/{{id}}"), get(show).delete(delete_one))
+        .route(DEAD_LETTERS, get(list).delete(purge))
+        .route(&format!("{DEAD_LETTERS}/redrive"), post(redrive))
+        .route(
+            &format!("{DEAD_LETTERS}/{{id}}"),
+            get(show).delete(delete_one),
+        )
         .with_state(state)
 }
 
