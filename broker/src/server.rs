@@ -105,6 +105,15 @@ fn front_door(app: &App, config: &Config) -> Result<Auth, ServeError> {
     Ok(auth)
 }
 
+/// What `broker`'s `retention` says, with the default age limit when it sets none.
+pub fn retention_policy(broker: &switchyard_core::resources::Broker) -> RetentionPolicy {
+    let retention = broker.spec.retention.clone().unwrap_or_default();
+    RetentionPolicy {
+        max_age: Some(retention.max_age.map_or(DEFAULT_RETENTION_MAX_AGE, |d| d.0)),
+        max_bytes: retention.max_bytes,
+    }
+}
+
 /// Takes `config`'s brokers, EventTypes and front door into `app`, whole; the new
 /// `eventTypes` policy.
 fn apply(app: &App, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError> {
@@ -118,14 +127,7 @@ fn apply(app: &App, config: &Config) -> Result<Arc<EventTypePolicy>, ServeError>
     let mut brokers = HashMap::new();
     for ((ns, name), broker) in &config.brokers {
         let id = switchyard_core::id::join(ns, name);
-        let retention = broker.spec.retention.clone().unwrap_or_default();
-        app.log.set_retention(
-            &id,
-            RetentionPolicy {
-                max_age: Some(retention.max_age.map_or(DEFAULT_RETENTION_MAX_AGE, |d| d.0)),
-                max_bytes: retention.max_bytes,
-            },
-        )?;
+        app.log.set_retention(&id, retention_policy(broker))?;
         brokers.insert(
             id.clone(),
             Arc::new(BrokerState {

@@ -93,12 +93,7 @@ async fn serve(
     let mut options = options;
     options.auth.filters = event_filters();
     if let Some(jetstream) = options.jetstream.clone() {
-        if watched.is_some() {
-            tracing::warn!(
-                "the JetStream engine does not reload its configuration yet: restart the replicas to change it (spec/jetstream.md)"
-            );
-        }
-        return serve_jetstream(config, jetstream, options, clock, ready, shutdown).await;
+        return serve_jetstream(config, watched, jetstream, options, clock, ready, shutdown).await;
     }
     let redrive_allow = options.auth.redrive_allow_uris.clone();
     let egress = options.egress.clone();
@@ -144,7 +139,7 @@ async fn serve(
         generation: 1,
         server: server.reconfigure(),
         sinks: stream_sinks,
-        dispatcher,
+        engine: reload::Engine::Embedded(dispatcher),
         sources,
         brokers,
         loaded_at: reload::now(),
@@ -171,6 +166,7 @@ async fn serve(
 /// shares.
 async fn serve_jetstream(
     config: Config,
+    watched: Option<reload::Watched>,
     jetstream: switchyard_broker::jetstream::JetStreamOptions,
     options: ServerOptions,
     clock: Clock,
@@ -189,7 +185,6 @@ async fn serve_jetstream(
         Arc::clone(&log) as Arc<dyn switchyard_broker::EventLog>,
     )
     .await?;
-    // The brokers' retention is known once the server applied the configuration.
     log.ensure_brokers(&config).await?;
     let addr = server.local_addr()?;
     let sinks = switchyard_adapters::start_sinks(&config).await?;
@@ -220,7 +215,6 @@ async fn serve_jetstream(
         triggers = config.triggers.len(),
         "switchyard is serving on JetStream"
     );
-    ready(addr);
     let brokers: switchyard_triggers::tail::Brokers = Arc::new(std::sync::RwLock::new(
         config
             .brokers
@@ -228,6 +222,7 @@ async fn serve_jetstream(
             .map(|(ns, name)| switchyard_core::id::join(ns, name))
             .collect(),
     ));
+    let (requests, requested) = reload::requests();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let api = switchyard_triggers::api::jetstream::routes(
         Arc::clone(&log),
@@ -237,17 +232,36 @@ async fn serve_jetstream(
     .merge(sources.routes.clone())
     .merge(switchyard_triggers::tail::routes(
         Arc::clone(&log) as Arc<dyn switchyard_broker::EventLog>,
+        Arc::clone(&brokers),
+        stopped.clone(),
+    ))
+    .merge(reload::routes(requests));
+    let running = reload::Running {
+        config,
+        generation: 1,
+        server: server.reconfigure(),
+        sinks,
+        engine: reload::Engine::JetStream {
+            dispatcher,
+            log: Arc::clone(&log),
+        },
+        sources,
         brokers,
-        stopped,
-    ));
+        loaded_at: reload::now(),
+        incomplete: false,
+    };
+    running.report(None);
+    let watcher = tokio::spawn(reload::watch(running, watched, requested, stopped));
+    ready(addr);
     server
         .serve(api, async move {
             shutdown.await;
-            // Following streams of events end.
+            // Following streams of events end; the watcher stops the sources, the triggers
+            // and the stream sinks.
             stop.send_replace(true);
-            sources.shutdown().await;
-            dispatcher.shutdown().await;
-            sinks.shutdown().await;
+            if let Err(e) = watcher.await {
+                tracing::error!(error = %e, "the configuration watcher failed");
+            }
         })
         .await?;
     // The last acks and hand-backs are buffered in the client: send them before exiting.

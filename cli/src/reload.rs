@@ -20,10 +20,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
 use switchyard_adapters::{SourceChanges, Sources, StreamSinkWriters};
+use switchyard_broker::jetstream::JetStreamLog;
 use switchyard_broker::problem::Problem;
 use switchyard_broker::server::{ConfigStatus, Reconfigure};
 use switchyard_core::config::Config;
+use switchyard_triggers::dispatch::jetstream::JetStreamDispatcher;
 use switchyard_triggers::dispatch::{self, DispatchError, Dispatcher, TriggerChanges};
+use switchyard_triggers::streams::StreamSinks;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// How often the configuration's files are read to see whether they changed.
@@ -101,13 +104,65 @@ impl From<SourceChanges> for Changes {
     }
 }
 
+/// The triggers, on the engine `serve` runs.
+pub(crate) enum Engine {
+    /// The embedded store's dispatcher.
+    Embedded(Dispatcher),
+    /// The JetStream engine's: the brokers' streams are made before their triggers start.
+    JetStream {
+        dispatcher: JetStreamDispatcher,
+        log: Arc<JetStreamLog>,
+    },
+}
+
+impl Engine {
+    /// Makes what the triggers of `config` need before they start: on JetStream, the streams
+    /// of its Brokers (a new one's, or one whose retention changed).
+    async fn prepare(&self, config: &Config) -> Result<(), String> {
+        match self {
+            Engine::Embedded(_) => Ok(()),
+            Engine::JetStream { log, .. } => {
+                log.ensure_brokers(config).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    async fn reconfigure(
+        &mut self,
+        config: &Config,
+        policy: Arc<switchyard_broker::eventtypes::EventTypePolicy>,
+        streams: StreamSinks,
+        event_types_changed: bool,
+        restarted: &std::collections::HashSet<String>,
+    ) -> Result<TriggerChanges, DispatchError> {
+        match self {
+            Engine::Embedded(d) => {
+                d.reconfigure(config, policy, streams, event_types_changed, restarted)
+                    .await
+            }
+            Engine::JetStream { dispatcher, .. } => {
+                dispatcher
+                    .reconfigure(config, policy, streams, event_types_changed, restarted)
+                    .await
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Engine::Embedded(d) => d.shutdown().await,
+            Engine::JetStream { dispatcher, .. } => dispatcher.shutdown().await,
+        }
+    }
+}
+
 /// The parts a reload changes, and the configuration they run.
 pub(crate) struct Running {
     pub config: Config,
     pub generation: u64,
     pub server: Reconfigure,
     pub sinks: StreamSinkWriters,
-    pub dispatcher: Dispatcher,
+    pub engine: Engine,
     pub sources: Sources,
     pub brokers: switchyard_triggers::tail::Brokers,
     /// When the configuration in force was taken (RFC 3339).
@@ -164,6 +219,10 @@ impl Running {
         for not_ready in &config.not_ready {
             tracing::warn!("not ready: {not_ready}");
         }
+        self.engine
+            .prepare(&config)
+            .await
+            .map_err(|e| refused(&e))?;
         // Checked: from here on each part applies it. Triggers before brokers, so a new
         // broker's triggers are routed to before ingress takes its first event. Until the
         // triggers have started changing, a failure changes nothing they deliver with.
@@ -175,7 +234,7 @@ impl Running {
             .map_err(|e| refused(&e))?;
         let mut errors = Vec::new();
         let triggers = match self
-            .dispatcher
+            .engine
             .reconfigure(
                 &config,
                 Arc::clone(&policy),
@@ -291,7 +350,7 @@ impl Running {
     /// Stops the sources, the triggers and the stream sinks, in that order.
     pub(crate) async fn shutdown(self) {
         self.sources.shutdown().await;
-        self.dispatcher.shutdown().await;
+        self.engine.shutdown().await;
         self.sinks.shutdown().await;
     }
 }

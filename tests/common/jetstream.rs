@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, free_port, skip};
+use std::collections::HashMap;
+
+use super::sink::Sink;
+use super::{Switchyard, eventually, free_port, skip};
 
 /// The nats-server binary: `SWITCHYARD_TEST_NATS_SERVER`, or the one scripts/test installs
 /// in `target/test-venv`.
@@ -153,4 +156,105 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+// What the JetStream tests share: a configuration, replicas of it, producers.
+
+/// Broker `default/default`; Trigger `all` to `all`, Trigger `orders` (type `order`) to
+/// `orders`, both with `delivery` (a YAML flow mapping, or empty).
+pub fn config(all: &str, orders: &str, delivery: &str) -> String {
+    format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: all}}
+spec:
+  broker: default
+  subscriber: {{uri: '{all}'}}
+  {delivery}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: orders}}
+spec:
+  broker: default
+  filter: {{attributes: {{type: order}}}}
+  subscriber: {{uri: '{orders}'}}
+  {delivery}
+"#
+    )
+}
+
+/// `n` replicas of `config` on `cluster`, streams kept in three copies.
+pub fn replicas(n: usize, cluster: &Cluster, config: &str) -> Vec<Switchyard> {
+    replicas_with_env(n, cluster, config, &[])
+}
+
+/// The same, with environment variables.
+pub fn replicas_with_env(
+    n: usize,
+    cluster: &Cluster,
+    config: &str,
+    env: &[(&str, &str)],
+) -> Vec<Switchyard> {
+    let urls = cluster.urls();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    (0..n)
+        .map(|_| {
+            // A fixed port, so that a restarted replica is where producers send.
+            let listen = format!("127.0.0.1:{}", super::free_port());
+            super::Switchyard::start_full(
+                config,
+                &[
+                    "--jetstream",
+                    &urls,
+                    "--jetstream-replicas",
+                    "3",
+                    "--listen",
+                    &listen,
+                ],
+                env.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Posts event `id` (of type `ty`) to `sy`, in binary mode; the status.
+pub async fn post(sy: &Switchyard, id: &str, ty: &str) -> u16 {
+    post_with(sy, id, ty, &[]).await
+}
+
+/// The same, with more headers.
+pub async fn post_with(sy: &Switchyard, id: &str, ty: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut request = super::client()
+        .post(sy.url("/default/default"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/tests/jetstream")
+        .header("ce-type", ty)
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .body(format!(r#"{{"n":"{id}"}}"#))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// How many times each id arrived.
+pub fn counts(sink: &Sink) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for id in sink.ids() {
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
 }

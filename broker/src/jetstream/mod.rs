@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
@@ -138,9 +137,6 @@ pub struct JetStreamLog {
     audit_max_age: Option<Duration>,
     /// Whether the server stores a batch atomically (2.12 and later).
     atomic: bool,
-    /// Each broker's retention, as the configuration says; applied by
-    /// [`ensure_brokers`](Self::ensure_brokers).
-    retention: Mutex<HashMap<String, RetentionPolicy>>,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -217,7 +213,6 @@ impl JetStreamLog {
             partitions: options.partitions,
             audit_max_age: options.audit_max_age,
             atomic: version.is_some_and(|v| v >= ATOMIC_SERVER_VERSION),
-            retention: Mutex::new(HashMap::new()),
         })
     }
 
@@ -328,14 +323,9 @@ impl JetStreamLog {
     /// Creates the streams of `config`'s brokers, or brings existing ones to the brokers'
     /// retention and the engine's settings.
     pub async fn ensure_brokers(&self, config: &Config) -> Result<(), JetStreamError> {
-        for (ns, name) in config.brokers.keys() {
+        for ((ns, name), broker) in &config.brokers {
             let id = switchyard_core::id::join(ns, name);
-            let retention = self
-                .retention
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&id)
-                .copied();
+            let retention = Some(crate::server::retention_policy(broker));
             let names = Names::of(&id);
             let events = stream::Config {
                 name: names.stream.clone(),
@@ -579,11 +569,9 @@ impl EventLog for JetStreamLog {
         Ok(())
     }
 
-    fn set_retention(&self, broker: &BrokerId, policy: RetentionPolicy) -> Result<(), LogError> {
-        self.retention
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(broker.to_owned(), policy);
+    fn set_retention(&self, _broker: &BrokerId, _policy: RetentionPolicy) -> Result<(), LogError> {
+        // A stream's limits are its retention: set by `ensure_brokers`, from the
+        // configuration itself, before the server takes it.
         Ok(())
     }
 

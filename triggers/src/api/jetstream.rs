@@ -23,6 +23,7 @@ use super::{
     trigger_gone, who,
 };
 use crate::dispatch::TriggerRuntime;
+use crate::dispatch::jetstream::JetStreamTriggers;
 use crate::records::DeadLetter;
 
 struct JsApi {
@@ -30,17 +31,14 @@ struct JsApi {
     /// Serialises the handlers that change dead letters.
     mutate: tokio::sync::Mutex<()>,
     /// The triggers this replica runs: a redrive goes only to one of them.
-    triggers: Vec<Arc<TriggerRuntime>>,
+    triggers: JetStreamTriggers,
     /// URL prefixes a redrive may name besides the triggers' own destinations.
     redrive_allow: Vec<url::Url>,
 }
 
 impl JsApi {
-    fn trigger(&self, broker: &str, name: &str) -> Option<&TriggerRuntime> {
-        self.triggers
-            .iter()
-            .find(|t| t.broker_id() == broker && t.id.name() == name)
-            .map(AsRef::as_ref)
+    fn trigger(&self, broker: &str, name: &str) -> Option<Arc<TriggerRuntime>> {
+        self.triggers.get(broker, name)
     }
 }
 
@@ -48,7 +46,7 @@ impl JsApi {
 /// triggers; `redrive_allow` as for the embedded mode's [`routes`](super::routes).
 pub fn routes(
     log: Arc<JetStreamLog>,
-    triggers: Vec<Arc<TriggerRuntime>>,
+    triggers: JetStreamTriggers,
     redrive_allow: &[String],
 ) -> Router {
     let state = Arc::new(JsApi {

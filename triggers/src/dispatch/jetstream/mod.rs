@@ -24,6 +24,9 @@
 //! once) and goes where the redrive said.
 
 mod dead_letter;
+mod dispatcher;
+
+pub use dispatcher::{JetStreamDispatcher, JetStreamTriggers};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,19 +38,15 @@ use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::jetstream::{
     JetStreamLog, Names, REDRIVE_OFFSET_HEADER, REDRIVE_URI_HEADER, SETTLE_TIMEOUT,
 };
-use switchyard_broker::log::{EventLog, LogError};
+use switchyard_broker::log::LogError;
 use switchyard_broker::metrics as m;
-use switchyard_broker::tasks::Tasks;
 use switchyard_core::backoff::Backoff;
-use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
-use tokio::sync::watch;
 
 use super::replies::reply_batch;
-use super::{DispatchError, Outcome, TriggerRuntime, Work, compile_filter, deliver, runnable};
+use super::{Outcome, TriggerRuntime, Work};
 use crate::filter::Filter;
 use crate::records::{self, Attempt, DeadLetter, Origin};
-use crate::streams::StreamSinks;
 
 /// How long a replica may hold a message beyond the trigger's timeout before JetStream hands
 /// it to another (the time to store replies or a dead letter, and to ack).
@@ -99,14 +98,16 @@ impl std::fmt::Debug for JetStreamSource {
 
 impl JetStreamSource {
     /// Creates (or updates) the trigger's durable consumer of `lane` and starts pulling from
-    /// it. A new trigger starts at the end of its broker's stream, as in the embedded mode;
-    /// its redrive consumer at the start of its redrives.
+    /// it. A new trigger starts at the end of its broker's stream, as in the embedded mode, or
+    /// at `start` (a trigger that changed between ordered and not, `dispatcher.rs`); its
+    /// redrive consumer at the start of its redrives.
     async fn open(
         trigger: Arc<TriggerRuntime>,
         lane: Lane,
         filter: Filter,
         log: Arc<JetStreamLog>,
         policy: Arc<EventTypePolicy>,
+        start: Option<u64>,
     ) -> Result<JetStreamSource, LogError> {
         let names = Names::of(&trigger.broker);
         let stream_name = match lane {
@@ -133,6 +134,10 @@ impl JetStreamSource {
             max_ack_pending: in_flight + RETRY_BACKLOG,
             ..Default::default()
         };
+        if let Some(start_sequence) = start {
+            // The trigger's consumers of the other kind (ordered or not) had taken it so far.
+            config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+        }
         match lane {
             Lane::Stream => {}
             Lane::Partition(p) => {
@@ -592,130 +597,6 @@ impl super::DeliverySource for JetStreamSource {
 /// Whether `message` was handed out before (so attempts at it may be kept).
 fn retried(message: &Message) -> bool {
     message.info().is_ok_and(|i| i.delivered > 1)
-}
-
-/// One running trigger: its loops (one per partition for an ordered trigger) and the signal
-/// that drains them.
-struct Unit {
-    sources: Vec<Arc<JetStreamSource>>,
-    delivery: Tasks,
-    /// The dead-letter sink's pump, which runs until stopped.
-    tasks: Tasks,
-    stop: watch::Sender<bool>,
-}
-
-/// The running triggers of the JetStream engine. Every replica runs one, on the same
-/// configuration; their consumers are shared.
-pub struct JetStreamDispatcher {
-    units: Vec<Unit>,
-}
-
-impl std::fmt::Debug for JetStreamDispatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JetStreamDispatcher")
-            .field("triggers", &self.units.len())
-            .finish()
-    }
-}
-
-impl JetStreamDispatcher {
-    /// Starts delivery for every trigger of `config` from its durable consumer (created when
-    /// missing). The brokers' streams must exist ([`JetStreamLog::ensure_brokers`]).
-    pub async fn start(
-        config: &Config,
-        log: Arc<JetStreamLog>,
-        event_types: Arc<EventTypePolicy>,
-        streams: StreamSinks,
-        egress: switchyard_core::egress::EgressPolicy,
-    ) -> Result<JetStreamDispatcher, DispatchError> {
-        super::check_filters(config)?;
-        let dyn_log: Arc<dyn EventLog> = Arc::clone(&log) as Arc<dyn EventLog>;
-        let cx = super::trigger::Context {
-            config,
-            event_types: &event_types,
-            log: &dyn_log,
-            egress: &egress,
-            streams: &streams,
-        };
-        let mut units = Vec::new();
-        for ((ns, name), t) in runnable(config) {
-            let mut runtime = TriggerRuntime::build(&cx, ns, name, t)?;
-            let mut lanes: Vec<Lane> = if runtime.config.ordered {
-                // JetStream keeps the order (module docs); the core must not hold keys.
-                runtime.config.ordered = false;
-                (0..log.partitions()).map(Lane::Partition).collect()
-            } else {
-                vec![Lane::Stream]
-            };
-            lanes.push(Lane::Redrive);
-            let trigger = Arc::new(runtime);
-            let mut sources = Vec::with_capacity(lanes.len());
-            for lane in lanes {
-                let filter = compile_filter(config, ns, name, t)?;
-                sources.push(Arc::new(
-                    JetStreamSource::open(
-                        Arc::clone(&trigger),
-                        lane,
-                        filter,
-                        Arc::clone(&log),
-                        Arc::clone(&event_types),
-                    )
-                    .await?,
-                ));
-            }
-            let mut tasks = Tasks::new("trigger");
-            if let Some(sink) = &trigger.config.dead_letter_sink {
-                let consumer = dead_letter::consumer(&trigger, &log).await?;
-                tasks.spawn(dead_letter::pump(
-                    Arc::clone(&trigger),
-                    sink.clone(),
-                    consumer,
-                ));
-            }
-            let (stop, stopped) = watch::channel(false);
-            let mut delivery = Tasks::new("delivery loop");
-            for source in &sources {
-                delivery.spawn(deliver::dispatch_loop(
-                    Arc::clone(&trigger),
-                    Arc::clone(source),
-                    stopped.clone(),
-                ));
-            }
-            units.push(Unit {
-                sources,
-                delivery,
-                tasks,
-                stop,
-            });
-        }
-        Ok(JetStreamDispatcher { units })
-    }
-
-    /// The triggers it runs (a redrive goes only to one of them).
-    pub fn triggers(&self) -> Vec<Arc<TriggerRuntime>> {
-        self.units
-            .iter()
-            .filter_map(|u| u.sources.first().map(|s| Arc::clone(s.trigger())))
-            .collect()
-    }
-
-    /// Stops taking work, lets the attempts in flight settle (up to
-    /// [`DRAIN_TIMEOUT`](super::DRAIN_TIMEOUT)) and hands back what was pulled and not
-    /// started, so the other replicas take it at once; what is not settled by then is handed
-    /// out again by JetStream once its ack wait runs out (at-least-once).
-    pub async fn shutdown(self) {
-        for u in &self.units {
-            u.stop.send_replace(true);
-        }
-        futures_util::future::join_all(self.units.into_iter().map(|u| async move {
-            u.delivery.finish(super::DRAIN_TIMEOUT).await;
-            for source in &u.sources {
-                source.hand_back().await;
-            }
-            u.tasks.shutdown().await;
-        }))
-        .await;
-    }
 }
 
 #[cfg(test)]
