@@ -47,7 +47,7 @@ kind: Identity
 metadata: {{name: ops, namespace: shop}}
 spec:
   token: {{value: ops-token}}
-  scopes: [events:read, deadletters:read, deadletters:read-data, deadletters:redrive, deadletters:purge]
+  scopes: [events:read, deadletters:read, deadletters:read-data, deadletters:redrive, deadletters:purge, resources:read, triggers:operate]
 ---
 apiVersion: switchyard.dev/v1
 kind: Identity
@@ -213,6 +213,59 @@ async fn every_route_wants_a_token_with_the_scope_in_its_namespace() {
         "ops-token",
     )
     .await;
+    for path in [
+        "triggers",
+        "triggers/fulfil",
+        "brokers",
+        "brokers/orders",
+        "sources",
+    ] {
+        guarded(
+            &format!("read {path} with their status"),
+            get(sy.url(&format!("/api/v1/namespaces/shop/{path}"))),
+            "resources:read",
+            "lister-token",
+            "ops-token",
+        )
+        .await;
+    }
+    guarded(
+        "list replay jobs",
+        get(sy.url("/api/v1/namespaces/shop/replays")),
+        "resources:read",
+        "lister-token",
+        "ops-token",
+    )
+    .await;
+    let replays = sy.url("/api/v1/namespaces/shop/triggers/fulfil/replays");
+    guarded(
+        "preview a replay",
+        move || {
+            client()
+                .post(&replays)
+                .json(&serde_json::json!({"fromOffset": 0, "dryRun": true}))
+        },
+        "triggers:operate",
+        "lister-token",
+        "ops-token",
+    )
+    .await;
+    for action in ["pause", "resume"] {
+        let url = sy.url(&format!("/api/v1/namespaces/shop/triggers/fulfil/{action}"));
+        guarded(
+            &format!("{action} a trigger"),
+            move || {
+                client()
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body("{}")
+            },
+            "triggers:operate",
+            "lister-token",
+            "ops-token",
+        )
+        .await;
+    }
     guarded(
         "scrape metrics",
         get(sy.url("/metrics")),
@@ -267,8 +320,17 @@ async fn every_route_wants_a_token_with_the_scope_in_its_namespace() {
     .json()
     .await
     .unwrap();
-    assert_eq!(audit["items"][0]["action"], "redrive", "{audit}");
-    assert_eq!(audit["items"][0]["who"], "system:serviceaccount:shop:ops");
+    let entries = audit["items"].as_array().unwrap();
+    let entry = |action: &str| {
+        entries
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} in {audit}"))
+    };
+    assert_eq!(entry("redrive")["who"], "system:serviceaccount:shop:ops");
+    // Pausing and resuming a trigger are audited too.
+    assert_eq!(entry("pause")["who"], "system:serviceaccount:shop:ops");
+    assert_eq!(entry("resume")["selection"]["trigger"], "fulfil");
 
     // The teller is admin of bank only: shop's dead letters are not theirs to read.
     let p = common::problem(call(get(api.clone()), Some("teller-token")).await).await;

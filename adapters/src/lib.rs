@@ -27,6 +27,7 @@ use switchyard_broker::problem::Problem;
 use switchyard_broker::tasks::Tasks;
 use switchyard_core::config::Config;
 use switchyard_core::kinds::{Group, Resource};
+use switchyard_triggers::api::resources::{SourceStatus, SourcesView};
 use switchyard_triggers::streams::{StreamSink, StreamSinks, address};
 
 use kind::{HttpSource, Setup};
@@ -86,6 +87,8 @@ pub struct Sources {
     client: reqwest::Client,
     /// This process's name among replicas ([`Setup::replica`](kind::Setup)).
     replica: Option<String>,
+    /// Which run and why the others do not, for the resources API.
+    status: SourcesView,
 }
 
 impl std::fmt::Debug for Sources {
@@ -147,6 +150,7 @@ pub async fn start(
         clock,
         client,
         replica,
+        status: SourcesView::default(),
     };
     let changes = sources.reconfigure(config, event_types, true).await;
     match changes.failed.into_iter().next() {
@@ -156,6 +160,11 @@ pub async fn start(
 }
 
 impl Sources {
+    /// Which sources run and why the others do not, kept up to date by each reload.
+    pub fn status(&self) -> SourcesView {
+        Arc::clone(&self.status)
+    }
+
     /// Takes `config` in place of the running one, source by source: one whose resource is
     /// the same keeps running untouched (unless the brokers' `eventTypes` changed,
     /// `event_types_changed`, which every source applies); one that changed is stopped and
@@ -208,6 +217,7 @@ impl Sources {
         let log = Arc::clone(&self.http.log);
         let mut wanted: Vec<(SourceKey, Resource)> = wanted.into_iter().collect();
         wanted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut failed = HashMap::new();
         for (key, resource) in wanted {
             if self.running.contains_key(&key) {
                 continue;
@@ -232,6 +242,7 @@ impl Sources {
             let started = match (kind.start)(&setup).await {
                 Ok(started) => started,
                 Err(e) => {
+                    failed.insert(format!("{kind_name} {ns}/{name}"), e.0.clone());
                     changes.failed.push(e.0);
                     continue;
                 }
@@ -259,6 +270,15 @@ impl Sources {
         let serving: std::collections::HashSet<&String> =
             self.running.values().flat_map(|r| &r.http).collect();
         self.http.edit(|map| map.retain(|k, _| serving.contains(k)));
+        let running = self
+            .running
+            .keys()
+            .map(|(kind, ns, name)| format!("{kind} {ns}/{name}"))
+            .collect();
+        *self
+            .status
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = SourceStatus { running, failed };
         changes
     }
 

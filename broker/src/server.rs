@@ -441,6 +441,10 @@ fn router(app: Arc<App>) -> Router {
             get(namespace_event_types),
         )
         .route(
+            "/api/v1/namespaces/{namespace}/eventtypes/{name}",
+            get(one_event_type),
+        )
+        .route(
             "/api/v1/namespaces/{namespace}/brokers/{broker}/eventtypes",
             get(broker_event_types),
         )
@@ -476,6 +480,32 @@ async fn namespace_event_types(
         &namespace,
         None,
     ))
+}
+
+/// One configured EventType, with what was seen of it.
+async fn one_event_type(
+    State(app): State<Arc<App>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let seen = seen_types(&app).await;
+    let found = crate::eventtypes::list(app.event_types().registry(), seen, &namespace, None)
+        .into_iter()
+        .find(|t| t.name.as_deref() == Some(name.as_str()));
+    match found {
+        Some(t) => {
+            let body = serde_json::to_string(&t).unwrap_or_default();
+            let mut r = (StatusCode::OK, body).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        None => Problem::not_found(format!(
+            "no EventType {namespace}/{name} in the configuration in force"
+        ))
+        .into_response(),
+    }
 }
 
 /// The discovered (broker, type, source) pairs with their counts: this process's, or for a

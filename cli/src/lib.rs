@@ -14,6 +14,9 @@ pub use switchyard_broker::auth::{AuthOptions, AuthorizationMode};
 use switchyard_broker::server::ServeError;
 pub use switchyard_broker::{RedbOptions, ServerOptions};
 pub use switchyard_core::config::Config;
+use switchyard_triggers::api::figures::Engine;
+use switchyard_triggers::api::replay;
+use switchyard_triggers::api::resources::{self, ConfigView};
 use switchyard_triggers::dispatch::{self, DispatchError, Dispatcher};
 
 mod reload;
@@ -100,6 +103,10 @@ async fn serve(
     let server = switchyard_broker::Server::bind(&config, options).await?;
     let addr = server.local_addr()?;
     let stream_sinks = switchyard_adapters::start_sinks(&config).await?;
+    // Paused triggers stay paused across a restart: known before any takes work.
+    dispatch::pause::load(&server.log())
+        .await
+        .map_err(|e| RunError::Dispatch(e.into()))?;
     let dispatcher = Dispatcher::start(
         &config,
         server.log(),
@@ -120,7 +127,15 @@ async fn serve(
     ));
     let (requests, requested) = reload::requests();
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let view: ConfigView = Arc::new(std::sync::RwLock::new(Arc::new(config.clone())));
+    let engine = Engine::Embedded {
+        running: dispatcher.running(),
+        log: server.log(),
+    };
+    let resources = resources::routes(Arc::clone(&view), engine.clone(), sources.status())
+        .merge(replay::routes(Arc::clone(&view), engine));
     let api = switchyard_triggers::api::routes(server.log(), dispatcher.running(), redrive_allow)
+        .merge(resources)
         .merge(sources.routes.clone())
         .merge(switchyard_triggers::tail::routes(
             server.log(),
@@ -142,6 +157,8 @@ async fn serve(
         engine: reload::Engine::Embedded(dispatcher),
         sources,
         brokers,
+        view,
+        log: server.log(),
         loaded_at: reload::now(),
         incomplete: false,
     };
@@ -188,6 +205,9 @@ async fn serve_jetstream(
     log.ensure_brokers(&config).await?;
     let addr = server.local_addr()?;
     let sinks = switchyard_adapters::start_sinks(&config).await?;
+    dispatch::pause::load(&server.log())
+        .await
+        .map_err(|e| RunError::Dispatch(e.into()))?;
     let dispatcher = JetStreamDispatcher::start(
         &config,
         Arc::clone(&log),
@@ -224,6 +244,16 @@ async fn serve_jetstream(
     ));
     let (requests, requested) = reload::requests();
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Another replica may pause or resume a trigger: each follows the store.
+    let mut follow = switchyard_broker::tasks::Tasks::new("pause follower");
+    follow.spawn(dispatch::pause::follow(server.log(), stopped.clone()));
+    let view: ConfigView = Arc::new(std::sync::RwLock::new(Arc::new(config.clone())));
+    let engine = Engine::JetStream {
+        triggers: dispatcher.triggers(),
+        log: Arc::clone(&log),
+    };
+    let resources = resources::routes(Arc::clone(&view), engine.clone(), sources.status())
+        .merge(replay::routes(Arc::clone(&view), engine));
     let api = switchyard_triggers::api::jetstream::routes(
         Arc::clone(&log),
         dispatcher.triggers(),
@@ -235,7 +265,8 @@ async fn serve_jetstream(
         Arc::clone(&brokers),
         stopped.clone(),
     ))
-    .merge(reload::routes(requests));
+    .merge(reload::routes(requests))
+    .merge(resources);
     let running = reload::Running {
         config,
         generation: 1,
@@ -247,6 +278,8 @@ async fn serve_jetstream(
         },
         sources,
         brokers,
+        view,
+        log: server.log(),
         loaded_at: reload::now(),
         incomplete: false,
     };
@@ -262,6 +295,7 @@ async fn serve_jetstream(
             if let Err(e) = watcher.await {
                 tracing::error!(error = %e, "the configuration watcher failed");
             }
+            follow.shutdown().await;
         })
         .await?;
     // The last acks and hand-backs are buffered in the client: send them before exiting.

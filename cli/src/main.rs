@@ -23,6 +23,8 @@ mod client;
 mod display;
 mod dlq;
 mod get;
+mod progress;
+mod replay;
 mod send;
 mod tail;
 mod validate;
@@ -155,8 +157,20 @@ enum Command {
     },
     /// Inspect, redrive and purge a running broker's dead letters.
     Dlq(dlq::DlqArgs),
-    /// List resources of a running server (`get eventtypes`).
+    /// List a running server's resources with their status: triggers, brokers, sources,
+    /// eventtypes.
     Get(get::GetArgs),
+    /// Show one resource in full: configuration, conditions, figures, and for a trigger its
+    /// recent dead letters with every attempt.
+    Describe(get::DescribeArgs),
+    /// Pause a trigger: routed events and retries wait, nothing is attempted or
+    /// dead-lettered, until it is resumed (kept across restarts).
+    Pause(get::PauseArgs),
+    /// Resume a paused trigger: it delivers what waited, in order.
+    Resume(get::PauseArgs),
+    /// Re-deliver a broker's stored events in a range to one trigger, as a job with a
+    /// preview, a rate, progress and cancel.
+    Replay(replay::ReplayArgs),
     /// Post one CloudEvent to a broker (or any URL), in binary or structured mode.
     Send(send::SendArgs),
     /// Stream a broker's events as they are stored, with filters.
@@ -352,6 +366,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Get(args) => print_out_of(get::run(args)),
+        Command::Describe(args) => print_out_of(get::describe(args)),
+        Command::Pause(args) => print_out_of(get::pause(args, false)),
+        Command::Resume(args) => print_out_of(get::pause(args, true)),
+        Command::Replay(args) => print_out_of(replay::run(args)),
         Command::Tail(args) => client_runtime()?.block_on(tail::run(args)),
         Command::Send(args) => print_out_of(send::run(args)),
         Command::Dlq(args) => print_out_of(dlq::run(args)),
@@ -372,6 +390,13 @@ fn print_out_of(command: impl std::future::Future<Output = Result<String>>) -> R
     let out = client_runtime()?.block_on(command)?;
     print_out(&out);
     Ok(())
+}
+
+/// Writes `text` to standard error (what a command says beside its output: a preview, its
+/// progress).
+#[allow(clippy::print_stderr)]
+fn print_err(text: &str) {
+    eprint!("{text}");
 }
 
 #[allow(clippy::print_stdout)]

@@ -165,6 +165,10 @@ pub(crate) struct Running {
     pub engine: Engine,
     pub sources: Sources,
     pub brokers: switchyard_triggers::tail::Brokers,
+    /// The configuration in force, as the resources API reads it.
+    pub view: switchyard_triggers::api::resources::ConfigView,
+    /// The store (a removed trigger's pause is forgotten in it).
+    pub log: Arc<dyn switchyard_broker::EventLog>,
     /// When the configuration in force was taken (RFC 3339).
     pub loaded_at: String,
     /// A source of the configuration in force failed to start: the next reload tries again
@@ -252,6 +256,13 @@ impl Running {
             // Every trigger is built before any stops: nothing changed.
             Err(e) => return Err(refused(&e)),
         };
+        for id in &triggers.removed {
+            if let Err(e) = dispatch::pause::forget(&self.log, id).await {
+                errors.push(format!(
+                    "cannot forget the pause of removed trigger {id}: {e}"
+                ));
+            }
+        }
         self.sinks.retire().await;
         let policy = match self.server.apply(&config) {
             Ok(policy) => policy,
@@ -275,6 +286,10 @@ impl Running {
             .reconfigure(&config, &policy, event_types_changed)
             .await;
         errors.append(&mut sources.failed);
+        *self
+            .view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config.clone());
         self.config = config;
         self.generation += 1;
         self.loaded_at = now();

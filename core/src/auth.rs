@@ -38,19 +38,25 @@ pub enum Scope {
     DeadLettersPurge,
     /// Scrape `/metrics`.
     MetricsRead,
+    /// Read brokers, triggers and sources with their status.
+    ResourcesRead,
+    /// Pause and resume triggers.
+    TriggersOperate,
     /// Everything above, plus reloading the configuration and reading the audit log.
     Admin,
 }
 
 impl Scope {
     /// Every scope, with its name.
-    pub const ALL: [(Scope, &'static str); 7] = [
+    pub const ALL: [(Scope, &'static str); 9] = [
         (Scope::EventsRead, "events:read"),
         (Scope::DeadLettersRead, "deadletters:read"),
         (Scope::DeadLettersReadData, "deadletters:read-data"),
         (Scope::DeadLettersRedrive, "deadletters:redrive"),
         (Scope::DeadLettersPurge, "deadletters:purge"),
         (Scope::MetricsRead, "metrics:read"),
+        (Scope::ResourcesRead, "resources:read"),
+        (Scope::TriggersOperate, "triggers:operate"),
         (Scope::Admin, "admin"),
     ];
 

@@ -41,6 +41,28 @@ macro_rules! kinds {
                 }
             }
 
+            /// The kind's `apiVersion`.
+            pub fn api_version(&self) -> &'static str {
+                match self {
+                    $(Resource::$kind(_) => $api,)*
+                }
+            }
+
+            /// The resource as a manifest: `apiVersion`, `kind`, then its fields as loaded
+            /// (defaults filled in).
+            pub fn to_manifest(&self) -> serde_json::Value {
+                let fields = match self {
+                    $(Resource::$kind(r) => serde_json::to_value(r),)*
+                };
+                let mut out = serde_json::Map::new();
+                out.insert("apiVersion".into(), self.api_version().into());
+                out.insert("kind".into(), self.kind().into());
+                if let Ok(serde_json::Value::Object(fields)) = fields {
+                    out.extend(fields);
+                }
+                serde_json::Value::Object(out)
+            }
+
             /// The resource's metadata.
             pub fn metadata(&self) -> &ObjectMeta {
                 match self {

@@ -1,8 +1,12 @@
 //! The dead-letter part of the management API (`spec/management-api.md`): list with filters and
 //! pages, show one with every attempt, redrive, purge. `jetstream` serves the same routes on
-//! the JetStream engine.
+//! the JetStream engine. `resources` is the resources with status (brokers, triggers,
+//! sources; pause and resume), over either engine (`figures`).
 
+pub mod figures;
 pub mod jetstream;
+pub mod replay;
+pub mod resources;
 
 use std::sync::Arc;
 

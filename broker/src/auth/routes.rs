@@ -48,6 +48,7 @@ pub(crate) fn need(method: &Method, path: Option<&str>) -> Need {
         "/{namespace}/{broker}" => Need::Send,
         "/api/v1/namespaces/{namespace}/brokers/{broker}/events"
         | "/api/v1/namespaces/{namespace}/eventtypes"
+        | "/api/v1/namespaces/{namespace}/eventtypes/{name}"
         | "/api/v1/namespaces/{namespace}/brokers/{broker}/eventtypes"
             if get =>
         {
@@ -64,6 +65,28 @@ pub(crate) fn need(method: &Method, path: Option<&str>) -> Need {
             if method == Method::DELETE =>
         {
             Need::InNamespace(Scope::DeadLettersPurge)
+        }
+        "/api/v1/namespaces/{namespace}/brokers"
+        | "/api/v1/namespaces/{namespace}/brokers/{broker}"
+        | "/api/v1/namespaces/{namespace}/triggers"
+        | "/api/v1/namespaces/{namespace}/triggers/{trigger}"
+        | "/api/v1/namespaces/{namespace}/sources"
+        | "/api/v1/namespaces/{namespace}/sources/{source}"
+        | "/api/v1/namespaces/{namespace}/replays"
+        | "/api/v1/namespaces/{namespace}/replays/{id}"
+            if get =>
+        {
+            Need::InNamespace(Scope::ResourcesRead)
+        }
+        "/api/v1/namespaces/{namespace}/triggers/{trigger}/pause"
+        | "/api/v1/namespaces/{namespace}/triggers/{trigger}/resume"
+        | "/api/v1/namespaces/{namespace}/triggers/{trigger}/replays"
+            if method == Method::POST =>
+        {
+            Need::InNamespace(Scope::TriggersOperate)
+        }
+        "/api/v1/namespaces/{namespace}/replays/{id}" if method == Method::DELETE => {
+            Need::InNamespace(Scope::TriggersOperate)
         }
         "/api/v1/namespaces/{namespace}/audit" if get => Need::InNamespace(Scope::Admin),
         "/metrics" if get => Need::Everywhere(Scope::MetricsRead),

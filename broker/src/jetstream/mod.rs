@@ -302,10 +302,28 @@ impl JetStreamLog {
         offset: u64,
         uri: Option<&str>,
     ) -> Result<u64, LogError> {
+        let msg_id = format!("{}:{id}", Names::of(broker).dead_letter_stream);
+        self.publish_to_trigger(broker, trigger, msg_id, event, offset, uri)
+            .await
+    }
+
+    /// Publishes `event` (its storage encoding; stored at `offset` in the broker's stream)
+    /// on `trigger`'s redrive subject, for that trigger alone to deliver (to `uri` instead of
+    /// its subscriber, when given), with message id `msg_id`; waits for the acknowledgement.
+    /// A redrive and a replay go this way.
+    pub async fn publish_to_trigger(
+        &self,
+        broker: &BrokerId,
+        trigger: &str,
+        msg_id: String,
+        event: Vec<u8>,
+        offset: u64,
+        uri: Option<&str>,
+    ) -> Result<u64, LogError> {
         let names = Names::of(broker);
         let mut message = PublishMessage::build()
             .payload(event.into())
-            .message_id(format!("{}:{id}", names.dead_letter_stream))
+            .message_id(msg_id)
             .header(REDRIVE_OFFSET_HEADER, offset.to_string().as_str());
         if let Some(uri) = uri {
             message = message.header(REDRIVE_URI_HEADER, uri);

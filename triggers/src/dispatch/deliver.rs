@@ -218,6 +218,28 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
     let keys = Arc::new(Keys::new());
     loop {
         while deliveries.try_join_next().is_some() {}
+        // Paused (`pause.rs`): no more work is taken; what the source has taken waits with
+        // its lease renewed.
+        if t.pause.is_paused() {
+            tracing::info!(trigger = %t.id, "paused");
+            source.idle().await;
+            let mut renew = tokio::time::interval_at(
+                tokio::time::Instant::now() + HOLD_INTERVAL,
+                HOLD_INTERVAL,
+            );
+            let drained = loop {
+                tokio::select! {
+                    () = t.pause.resumed() => break false,
+                    () = stopped(&mut stop) => break true,
+                    _ = renew.tick() => source.idle().await,
+                }
+            };
+            if drained {
+                break;
+            }
+            tracing::info!(trigger = %t.id, "resumed");
+            continue;
+        }
         // Ordered triggers park events behind busy keys; past HOT_QUEUE of them, stop taking
         // more work until a key frees up.
         if t.config.ordered && keys.waiting() >= HOT_QUEUE {
@@ -243,8 +265,30 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
         let work = tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
+            () = t.pause.paused() => continue,
             work = source.next() => work,
         };
+        // Paused as it was taken: it waits with the trigger, held, and goes first on resume.
+        if t.pause.is_paused() {
+            let mut renew = tokio::time::interval_at(
+                tokio::time::Instant::now() + HOLD_INTERVAL,
+                HOLD_INTERVAL,
+            );
+            let drained = loop {
+                tokio::select! {
+                    () = t.pause.resumed() => break false,
+                    () = stopped(&mut stop) => break true,
+                    _ = renew.tick() => {
+                        source.hold(&work).await;
+                        source.idle().await;
+                    }
+                }
+            };
+            if drained {
+                source.release(work).await;
+                break;
+            }
+        }
         if work.first
             && let Some(start) = t.next_start()
         {

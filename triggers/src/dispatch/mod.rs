@@ -19,8 +19,10 @@
 mod core_tests;
 mod deliver;
 mod embedded;
+pub mod health;
 pub mod jetstream;
 mod outcome;
+pub mod pause;
 mod replies;
 mod source;
 mod trigger;

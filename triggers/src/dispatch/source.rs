@@ -60,6 +60,14 @@ pub trait DeliverySource: Send + Sync + 'static {
         std::future::ready(())
     }
 
+    /// The trigger is paused: the loop takes no work until it is resumed, and calls this
+    /// every few seconds meanwhile. A source that has taken work ahead (a JetStream pull's
+    /// messages) keeps it, its leases renewed, so that nothing it holds is handed out again
+    /// and counted as an attempt. By default nothing.
+    fn idle(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
     /// Gives back `work` taken and not started, because the loop is draining: it is owed
     /// again, and a source shared with other processes lets them have it now. By default it
     /// is dropped, the source keeping it (the embedded source's cursor is not past it).

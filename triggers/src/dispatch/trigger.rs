@@ -60,6 +60,10 @@ pub struct TriggerRuntime {
     /// The broker's `eventTypes`, which replies are held to.
     pub(super) event_types: Arc<EventTypePolicy>,
     metrics: TriggerMetrics,
+    /// Its recent attempts, for its status (kept across reloads).
+    pub health: Arc<super::health::Health>,
+    /// Whether it is paused (kept across reloads, and in the store across restarts).
+    pub pause: Arc<super::pause::Pause>,
 }
 
 impl TriggerRuntime {
@@ -282,6 +286,8 @@ impl TriggerRuntime {
                 labels,
                 attempts: Mutex::new(HashMap::new()),
             },
+            health: super::health::Health::of(&TriggerId::new(ns, name)),
+            pause: super::pause::Pause::of(&TriggerId::new(ns, name)),
         })
     }
 
@@ -312,6 +318,7 @@ impl TriggerRuntime {
 
     /// Counts an attempt by its response code, and its latency.
     pub(super) fn count_attempt(&self, r: &AttemptResult) {
+        self.health.record(r);
         self.metrics.latency.record(r.latency.as_secs_f64());
         let code = r.response_code();
         let mut counters = lock(&self.metrics.attempts);

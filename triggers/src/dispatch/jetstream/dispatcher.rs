@@ -47,7 +47,10 @@ const MADE_BY_US: &str = "Switchyard:";
 /// The triggers a replica runs now, for the management API (a redrive goes only to one of
 /// them); a reload changes them.
 #[derive(Debug, Clone, Default)]
-pub struct JetStreamTriggers(Arc<RwLock<Vec<Arc<TriggerRuntime>>>>);
+pub struct JetStreamTriggers(Arc<RwLock<Vec<Running>>>);
+
+/// A running trigger and the consumers it reads its broker's stream through.
+type Running = (Arc<TriggerRuntime>, Vec<String>);
 
 impl JetStreamTriggers {
     /// Every running trigger.
@@ -55,7 +58,20 @@ impl JetStreamTriggers {
         self.0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .iter()
+            .map(|(t, _)| Arc::clone(t))
+            .collect()
+    }
+
+    /// The consumers trigger `id` reads its broker's stream through (one, or one per
+    /// partition), if it runs.
+    pub fn consumers(&self, id: &TriggerId) -> Option<Vec<String>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(t, _)| t.id == *id)
+            .map(|(_, c)| c.clone())
     }
 
     /// Trigger `name` of broker `broker` (`namespace/name`), if it runs.
@@ -65,7 +81,7 @@ impl JetStreamTriggers {
             .find(|t| t.broker_id() == broker && t.id.name() == name)
     }
 
-    fn set(&self, triggers: Vec<Arc<TriggerRuntime>>) {
+    fn set(&self, triggers: Vec<Running>) {
         *self
             .0
             .write()
@@ -279,9 +295,17 @@ impl JetStreamDispatcher {
         let mut all: Vec<_> = self
             .units
             .values()
-            .map(|u| Arc::clone(&u.trigger))
+            .map(|u| {
+                let consumers = u
+                    .sources
+                    .iter()
+                    .filter(|s| s.lane != Lane::Redrive)
+                    .map(|s| consumer_name(&u.trigger.id, s.lane))
+                    .collect();
+                (Arc::clone(&u.trigger), consumers)
+            })
             .collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         self.running.set(all);
     }
 

@@ -85,6 +85,9 @@ pub struct JetStreamSource {
     attempts: async_nats::jetstream::kv::Store,
     batch: usize,
     messages: tokio::sync::Mutex<pull::Stream>,
+    /// Messages pulled while the trigger is paused, held (their ack wait renewed) until it
+    /// is resumed; handed out first.
+    parked: std::sync::Mutex<std::collections::VecDeque<Message>>,
 }
 
 impl std::fmt::Debug for JetStreamSource {
@@ -185,6 +188,7 @@ impl JetStreamSource {
             attempts,
             batch,
             messages: tokio::sync::Mutex::new(messages),
+            parked: std::sync::Mutex::default(),
         })
     }
 
@@ -200,6 +204,12 @@ impl JetStreamSource {
         use futures_util::FutureExt;
         let mut messages = self.messages.lock().await;
         let mut handed_back = 0usize;
+        let parked: Vec<Message> = super::lock(&self.parked).drain(..).collect();
+        for message in parked {
+            if ack(&message, AckKind::Nak(None)).await.is_ok() {
+                handed_back += 1;
+            }
+        }
         while let Some(Some(Ok(message))) = messages.next().now_or_never() {
             if ack(&message, AckKind::Nak(None)).await.is_ok() {
                 handed_back += 1;
@@ -468,27 +478,31 @@ impl super::DeliverySource for JetStreamSource {
         let mut messages = self.messages.lock().await;
         let mut backoff = Backoff::STORE;
         loop {
-            let message = match messages.next().await {
-                Some(Ok(message)) => message,
-                Some(Err(e)) => {
-                    use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
-                    tracing::warn!(trigger = %self.trigger.id, error = %e, "pulling from JetStream failed; trying again");
-                    tokio::time::sleep(backoff.next_pause()).await;
-                    // No consumer to answer: it was deleted (perhaps while the replica was
-                    // away, so that no deletion notice came).
-                    if matches!(e.kind(), Kind::ConsumerDeleted | Kind::NoResponders) {
-                        self.pull_again(&mut messages).await;
+            let parked = super::lock(&self.parked).pop_front();
+            let message = match parked {
+                Some(message) => message,
+                None => match messages.next().await {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
+                        tracing::warn!(trigger = %self.trigger.id, error = %e, "pulling from JetStream failed; trying again");
+                        tokio::time::sleep(backoff.next_pause()).await;
+                        // No consumer to answer: it was deleted (perhaps while the replica was
+                        // away, so that no deletion notice came).
+                        if matches!(e.kind(), Kind::ConsumerDeleted | Kind::NoResponders) {
+                            self.pull_again(&mut messages).await;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                None => {
-                    // The pull ended (the consumer was deleted, the server lost its state,
-                    // or the connection was replaced).
-                    tracing::warn!(trigger = %self.trigger.id, "the pull from JetStream ended; pulling again");
-                    tokio::time::sleep(backoff.next_pause()).await;
-                    self.pull_again(&mut messages).await;
-                    continue;
-                }
+                    None => {
+                        // The pull ended (the consumer was deleted, the server lost its state,
+                        // or the connection was replaced).
+                        tracing::warn!(trigger = %self.trigger.id, "the pull from JetStream ended; pulling again");
+                        tokio::time::sleep(backoff.next_pause()).await;
+                        self.pull_again(&mut messages).await;
+                        continue;
+                    }
+                },
             };
             backoff.reset();
             let Ok((position, delivered)) =
@@ -524,6 +538,27 @@ impl super::DeliverySource for JetStreamSource {
                 first: !redrive && delivered <= 1,
                 ticket: message,
             };
+        }
+    }
+
+    async fn idle(&self) {
+        use futures_util::FutureExt;
+        // What the pull has brought is parked rather than left to its ack wait, which would
+        // hand it out again and count a hand-out as an attempt; then every parked message's
+        // ack wait starts again.
+        {
+            let mut messages = self.messages.lock().await;
+            let mut parked = super::lock(&self.parked);
+            // Bounded: each poll of the pull may ask JetStream for more.
+            while parked.len() < 2 * self.batch
+                && let Some(Some(Ok(message))) = messages.next().now_or_never()
+            {
+                parked.push_back(message);
+            }
+        }
+        let parked: Vec<Message> = super::lock(&self.parked).iter().cloned().collect();
+        for message in &parked {
+            keep_holding(message).await;
         }
     }
 
