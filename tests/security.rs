@@ -181,6 +181,18 @@ async fn every_route_wants_a_token_with_the_scope_in_its_namespace() {
     .await;
 
     let get = |url: String| move || client().get(&url);
+    // The console's page and assets are open (they hold no data); what it shows comes from
+    // the API, with the token the operator gives it.
+    for page in ["/ui", "/ui/triggers/fulfil", "/ui/assets/app.js"] {
+        let r = client().get(sy.url(page)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+        assert!(
+            r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with("default-src 'self'")
+        );
+    }
     guarded(
         "list dead letters",
         get(api.clone()),

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod connections;
+pub mod console;
 pub mod eventtypes;
 pub mod ingress;
 pub mod jetstream;

@@ -455,6 +455,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .with_state(app)
 }

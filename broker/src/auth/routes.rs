@@ -45,6 +45,17 @@ pub(crate) fn need(method: &Method, path: Option<&str>) -> Need {
     let get = method == Method::GET || method == Method::HEAD;
     match path {
         "/healthz" | "/readyz" | "/sources/{namespace}/{name}" => Need::Open,
+        // The console's assets hold no data; its pages read the API with the caller's token.
+        "/ui"
+        | "/ui/triggers/{name}"
+        | "/ui/deadletters/{broker}"
+        | "/ui/deadletters/{broker}/{id}"
+        | "/ui/assets/app.js"
+        | "/ui/assets/app.css"
+            if get =>
+        {
+            Need::Open
+        }
         "/{namespace}/{broker}" => Need::Send,
         "/api/v1/namespaces/{namespace}/brokers/{broker}/events"
         | "/api/v1/namespaces/{namespace}/eventtypes"
