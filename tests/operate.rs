@@ -462,3 +462,70 @@ spec:
         .unwrap();
     assert_eq!(refused.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_redrive_and_purge_show_their_progress() {
+    let (sink, good) = Sink::switchable(Answer::status(500)).await;
+    let sy = Switchyard::start(&format!(
+        "apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: orders}}
+spec:
+  broker: default
+  subscriber: {{uri: '{}'}}
+  delivery: {{retry: 0}}
+",
+        sink.url
+    ));
+    for i in 0..30 {
+        assert_eq!(send(&sy, &format!("d{i}")).await, 202);
+    }
+    eventually("30 dead letters", WAIT, || async {
+        let t = trigger(&sy, "orders").await;
+        (t["status"]["deadLetters"] == 30).then_some(())
+    })
+    .await;
+
+    // The API streams its progress to a caller that asks for JSON lines.
+    let lines = client()
+        .post(sy.url("/api/v1/namespaces/default/brokers/default/deadletters/redrive"))
+        .header("accept", "application/x-ndjson")
+        .json(&serde_json::json!({"filter": {"source": "/nowhere"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lines.headers()["content-type"], "application/x-ndjson");
+    let text = lines.text().await.unwrap();
+    assert_eq!(text.lines().last(), Some(r#"{"redriven":0}"#), "{text}");
+
+    good.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, out, err) = cli_full(&sy, &["dlq", "redrive", "--all"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "redriven: 30\n");
+    assert_eq!(err.lines().last(), Some("redriving: 30, done"), "{err}");
+    // Every redriven one delivered (and answered) before the subscriber fails again.
+    eventually("the redriven ones delivered", WAIT, || async {
+        let s = trigger(&sy, "orders").await["status"].clone();
+        (s["deliveries"]["delivered"] == 30 && s["lag"] == 0 && s["deadLetters"] == 0).then_some(())
+    })
+    .await;
+
+    // Purge: 10 more dead letters, then all of them.
+    good.store(false, std::sync::atomic::Ordering::SeqCst);
+    for i in 0..10 {
+        assert_eq!(send(&sy, &format!("p{i}")).await, 202);
+    }
+    eventually("10 dead letters", WAIT, || async {
+        let t = trigger(&sy, "orders").await;
+        (t["status"]["deadLetters"] == 10).then_some(())
+    })
+    .await;
+    let (ok, out, err) = cli_full(&sy, &["dlq", "purge", "--all"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "purged: 10\n");
+    assert_eq!(err.lines().last(), Some("purging: 10, done"), "{err}");
+}

@@ -1,9 +1,10 @@
 //! `switchyard dlq …`: the dead-letter store of a running server, over its management API.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use crate::client::{Output, answer, cell, pretty, table};
+use crate::progress::Progress;
 
 #[derive(Debug, Args)]
 pub struct DlqArgs {
@@ -194,14 +195,15 @@ pub async fn run(args: DlqArgs) -> Result<String> {
             if let Some(uri) = uri {
                 body["uri"] = uri.into();
             }
-            let v = answer(sent(
+            let resp = sent(
                 client
                     .post(format!("{base}/redrive"))
+                    .header("accept", LINES)
                     .json(&body)
                     .send()
                     .await,
-            )?)
-            .await?;
+            )?;
+            let v = followed(resp, "redriving", "redriven").await?;
             Ok(match args.output {
                 Output::Json => pretty(&v),
                 Output::Table => format!("redriven: {}\n", cell(&v["redriven"])),
@@ -213,12 +215,23 @@ pub async fn run(args: DlqArgs) -> Result<String> {
                 if all {
                     q.push(("all", "true".to_owned()));
                 }
-                let v = answer(sent(client.delete(&base).query(&q).send().await)?).await?;
+                let resp = sent(
+                    client
+                        .delete(&base)
+                        .header("accept", LINES)
+                        .query(&q)
+                        .send()
+                        .await,
+                )?;
+                let v = followed(resp, "purging", "purged").await?;
                 v["purged"].as_u64().unwrap_or(0)
             } else {
-                for id in &ids {
+                let mut progress = Progress::new("purging", Some(ids.len() as u64));
+                for (i, id) in ids.iter().enumerate() {
                     answer(sent(client.delete(format!("{base}/{id}")).send().await)?).await?;
+                    progress.update(i as u64 + 1);
                 }
+                progress.finish(ids.len() as u64, "done");
                 ids.len() as u64
             };
             Ok(match args.output {
@@ -227,4 +240,55 @@ pub async fn run(args: DlqArgs) -> Result<String> {
             })
         }
     }
+}
+
+/// What a bulk redrive or purge is asked to answer with: its progress as JSON lines.
+const LINES: &str = "application/x-ndjson";
+
+/// Reads a bulk change's answer: JSON lines (`{"progress": n}`…, then `{"KEY": n}` or
+/// `{"problem": {…}}`) shown as a counter labelled `label` on standard error; or a plain JSON
+/// answer (a server that does not stream, or a refusal before it started). The last object.
+async fn followed(
+    mut resp: reqwest::Response,
+    label: &str,
+    key: &str,
+) -> Result<serde_json::Value> {
+    let lines = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(LINES));
+    if !resp.status().is_success() || !lines {
+        return answer(resp).await;
+    }
+    let mut progress = Progress::new(label, None);
+    let mut pending = Vec::new();
+    let mut last = serde_json::Value::Null;
+    let mut done = 0;
+    while let Some(chunk) = resp.chunk().await.context("reading the answer")? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let v: serde_json::Value =
+                serde_json::from_slice(&line).context("the server's progress is not JSON lines")?;
+            if let Some(n) = v["progress"].as_u64() {
+                done = n;
+                progress.update(n);
+            } else {
+                last = v;
+            }
+        }
+    }
+    if let Some(problem) = last.get("problem") {
+        progress.finish(done, "failed");
+        bail!(
+            "the server stopped: {}",
+            problem["detail"].as_str().unwrap_or("no detail")
+        );
+    }
+    let Some(n) = last[key].as_u64() else {
+        bail!("the server's answer ended before it said how many were {key}");
+    };
+    progress.finish(n, "done");
+    Ok(last)
 }

@@ -289,6 +289,65 @@ fn summary(d: &DeadLetter) -> Summary<'_> {
     }
 }
 
+/// Runs `op`, a bulk change (redrive, purge) that reports how many it has done so far to the
+/// sender it is given, and answers `{key: n}`; or, when the caller asked for
+/// `application/x-ndjson`, answers at once with JSON lines: `{"progress": n}` every quarter
+/// second while the count moves, then `{key: n}` or `{"problem": {…}}` (the status is 200 by
+/// then). `switchyard dlq` asks for the lines to show a counter.
+async fn with_progress<F>(
+    headers: &axum::http::HeaderMap,
+    key: &'static str,
+    op: impl FnOnce(tokio::sync::watch::Sender<usize>) -> F,
+) -> Result<Response, Problem>
+where
+    F: std::future::Future<Output = Result<usize, Problem>> + Send + 'static,
+{
+    let lines = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
+    let (tx, rx) = tokio::sync::watch::channel(0usize);
+    let op = op(tx);
+    if !lines {
+        let n = op.await?;
+        return Ok(json(StatusCode::OK, &serde_json::json!({ key: n })));
+    }
+    let line = |v: serde_json::Value| {
+        let mut text = v.to_string();
+        text.push('\n');
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(text))
+    };
+    let state = (Box::pin(op), rx, false);
+    let stream =
+        futures_util::stream::unfold(state, move |(mut op, mut rx, finished)| async move {
+            if finished {
+                return None;
+            }
+            tokio::select! {
+                result = &mut op => {
+                    let last = match result {
+                        Ok(n) => serde_json::json!({ key: n }),
+                        Err(p) => serde_json::json!({ "problem": p }),
+                    };
+                    Some((line(last), (op, rx, true)))
+                }
+                () = async {
+                    let _ = rx.changed().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                } => {
+                    let n = *rx.borrow_and_update();
+                    Some((line(serde_json::json!({ "progress": n })), (op, rx, false)))
+                }
+            }
+        });
+    Ok((
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
 fn json(status: StatusCode, v: &impl Serialize) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     (
@@ -396,6 +455,7 @@ async fn purge(
     Path((ns, b)): Path<(String, String)>,
     Query(sel): Query<Selector>,
     caller: CallerExt,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, Problem> {
     let all = sel.all == Some(true);
     let selection = serde_json::to_value(&sel).unwrap_or_default();
@@ -405,16 +465,32 @@ async fn purge(
             "purging every dead letter needs `all=true`; or give a filter (trigger, type, source, status, since, until)",
         ));
     }
-    let broker = broker_id(&ns, &b);
+    let who = who(&caller);
+    with_progress(&headers, "purged", move |progress| async move {
+        purge_all(&state, (&ns, &b), who, selection, &filter, &progress).await
+    })
+    .await
+}
+
+/// Purges what `filter` selects of broker `ns/b`, reporting the count to `progress`.
+async fn purge_all(
+    state: &ApiState,
+    (ns, b): (&str, &str),
+    who: String,
+    selection: serde_json::Value,
+    filter: &Compiled,
+    progress: &tokio::sync::watch::Sender<usize>,
+) -> Result<usize, Problem> {
+    let broker = broker_id(ns, b);
     let _guard = state.mutate.lock().await;
     // In chunks, so a purge of millions holds a hundred in memory. The audit entry goes with
     // every chunk's deletions, under one key, with the count so far: nothing is deleted
     // unrecorded, even when a later chunk fails. A purge that finds nothing is not recorded.
-    let mut audit = AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, 0);
+    let mut audit = AuditEntry::now(who, "purge", (ns, b), selection, 0);
     let audit_key = audit.new_key();
     let mut after = None;
     loop {
-        let (items, more) = select(&state, &broker, &filter, after, CHUNK).await?;
+        let (items, more) = select(state, &broker, filter, after, CHUNK).await?;
         let Some((_, last)) = items.last() else { break };
         after = Some(last.id);
         audit.count += items.len();
@@ -424,6 +500,7 @@ async fn purge(
             .collect();
         ops.push(audit.op_at(audit_key.clone()));
         state.log.write(ops).await.map_err(storage)?;
+        progress.send_replace(audit.count);
         if !more {
             break;
         }
@@ -431,10 +508,7 @@ async fn purge(
     if audit.count > 0 {
         audit.log();
     }
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "purged": audit.count }),
-    ))
+    Ok(audit.count)
 }
 
 /// The body of a redrive request.
@@ -459,20 +533,39 @@ async fn redrive(
     State(state): State<Arc<ApiState>>,
     Path((ns, b)): Path<(String, String)>,
     caller: CallerExt,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, Problem> {
     let (req, uri, selection) = read_redrive(body).await?;
-    let broker = broker_id(&ns, &b);
+    let who = who(&caller);
+    with_progress(&headers, "redriven", move |progress| async move {
+        redrive_all(&state, (&ns, &b), who, req, uri, selection, progress).await
+    })
+    .await
+}
+
+/// Redrives what `req` selects of broker `ns/b`, reporting the count to `progress`.
+async fn redrive_all(
+    state: &ApiState,
+    (ns, b): (&str, &str),
+    who: String,
+    req: RedriveRequest,
+    uri: Option<url::Url>,
+    selection: serde_json::Value,
+    progress: tokio::sync::watch::Sender<usize>,
+) -> Result<usize, Problem> {
+    let broker = broker_id(ns, b);
     let _guard = state.mutate.lock().await;
-    let mut audit = AuditEntry::now(who(&caller), "redrive", (&ns, &b), selection, 0);
+    let mut audit = AuditEntry::now(who, "redrive", (ns, b), selection, 0);
     audit.uri = req.uri.clone();
     let mut done = Redriving {
-        state: &state,
+        state,
         broker: &broker,
         uri: uri.as_ref(),
         uri_text: req.uri.clone(),
         key: audit.new_key(),
         audit,
+        progress,
     };
     let result = if req.ids.is_empty() {
         done.by_filter(&redrive_filter(req.filter, req.all)?).await
@@ -481,7 +574,7 @@ async fn redrive(
         for id in redrive_ids(&req.ids)? {
             selected.push((
                 records::deadletter_key(&broker, id),
-                find(&state, &broker, id).await?,
+                find(state, &broker, id).await?,
             ));
         }
         done.listed(selected).await
@@ -490,10 +583,7 @@ async fn redrive(
         done.audit.log();
     }
     result?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "redriven": done.audit.count }),
-    ))
+    Ok(done.audit.count)
 }
 
 /// A redrive request's body, read as ingress reads bodies (within 60 s, else 408; at most
@@ -598,6 +688,8 @@ struct Redriving<'a> {
     uri_text: Option<String>,
     audit: AuditEntry,
     key: Vec<u8>,
+    /// How many so far, for a caller following the progress.
+    progress: tokio::sync::watch::Sender<usize>,
 }
 
 impl Redriving<'_> {
@@ -705,6 +797,7 @@ impl Redriving<'_> {
         for (_, _, t) in &chunk {
             t.retry_scheduled();
         }
+        self.progress.send_replace(self.audit.count);
         Ok(())
     }
 }

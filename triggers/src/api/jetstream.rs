@@ -20,7 +20,7 @@ use switchyard_broker::problem::Problem;
 use super::{
     CHUNK, CallerExt, Compiled, DEAD_LETTERS, MAX_PAGE, Selector, bad_request, broker_id, json,
     may_send, parse_id, read_redrive, redrive_filter, redrive_ids, redrive_prefix, summary,
-    trigger_gone, who,
+    trigger_gone, who, with_progress,
 };
 use crate::dispatch::TriggerRuntime;
 use crate::dispatch::jetstream::JetStreamTriggers;
@@ -260,6 +260,7 @@ async fn purge(
     Path((ns, b)): Path<(String, String)>,
     Query(sel): Query<Selector>,
     caller: CallerExt,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, Problem> {
     let all = sel.all == Some(true);
     let selection = serde_json::to_value(&sel).unwrap_or_default();
@@ -269,7 +270,23 @@ async fn purge(
             "purging every dead letter needs `all=true`; or give a filter (trigger, type, source, status, since, until)",
         ));
     }
-    let (stream, names) = stream(&state, &ns, &b).await?;
+    let who = who(&caller);
+    with_progress(&headers, "purged", move |progress| async move {
+        purge_all(&state, (&ns, &b), who, selection, &filter, &progress).await
+    })
+    .await
+}
+
+/// Purges what `filter` selects of broker `ns/b`, reporting the count to `progress`.
+async fn purge_all(
+    state: &JsApi,
+    (ns, b): (&str, &str),
+    who: String,
+    selection: serde_json::Value,
+    filter: &Compiled,
+    progress: &tokio::sync::watch::Sender<usize>,
+) -> Result<usize, Problem> {
+    let (stream, names) = stream(state, ns, b).await?;
     let _guard = state.mutate.lock().await;
     let only_trigger = filter.sel.trigger.as_deref().filter(|t| {
         let s = &filter.sel;
@@ -291,28 +308,22 @@ async fn purge(
         response.map_err(|e| unavailable(&e))?.purged
     } else {
         let mut purged = 0u64;
-        let removed = purge_selected(&stream, &names, &filter, &mut purged).await;
+        let removed = purge_selected(&stream, &names, filter, &mut purged, progress).await;
         // What was removed is recorded even when a later deletion failed.
+        let count = usize::try_from(purged).unwrap_or(usize::MAX);
         if purged > 0 {
-            let count = usize::try_from(purged).unwrap_or(usize::MAX);
-            let audit = AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, count);
-            record(&state, &audit).await;
+            let audit = AuditEntry::now(who, "purge", (ns, b), selection, count);
+            record(state, &audit).await;
         }
         removed?;
-        return Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({ "purged": purged }),
-        ));
+        return Ok(count);
     };
+    let count = usize::try_from(purged).unwrap_or(usize::MAX);
     if purged > 0 {
-        let count = usize::try_from(purged).unwrap_or(usize::MAX);
-        let audit = AuditEntry::now(who(&caller), "purge", (&ns, &b), selection, count);
-        record(&state, &audit).await;
+        let audit = AuditEntry::now(who, "purge", (ns, b), selection, count);
+        record(state, &audit).await;
     }
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "purged": purged }),
-    ))
+    Ok(count)
 }
 
 /// Deletes the dead letters `filter` selects, one by one, a chunk in memory at a time,
@@ -322,6 +333,7 @@ async fn purge_selected(
     names: &Names,
     filter: &Compiled,
     purged: &mut u64,
+    progress: &tokio::sync::watch::Sender<usize>,
 ) -> Result<(), Problem> {
     let mut after = None;
     loop {
@@ -331,6 +343,7 @@ async fn purge_selected(
         for d in &items {
             if remove(stream, d.id).await? {
                 *purged += 1;
+                progress.send_replace(usize::try_from(*purged).unwrap_or(usize::MAX));
             }
         }
         if !more {
@@ -364,19 +377,38 @@ async fn redrive(
     State(state): State<Arc<JsApi>>,
     Path((ns, b)): Path<(String, String)>,
     caller: CallerExt,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, Problem> {
     let (req, uri, selection) = read_redrive(body).await?;
-    let (stream, names) = stream(&state, &ns, &b).await?;
-    let broker = broker_id(&ns, &b);
+    let who = who(&caller);
+    with_progress(&headers, "redriven", move |progress| async move {
+        redrive_all(&state, (&ns, &b), who, req, uri, selection, progress).await
+    })
+    .await
+}
+
+/// Redrives what `req` selects of broker `ns/b`, reporting the count to `progress`.
+async fn redrive_all(
+    state: &JsApi,
+    (ns, b): (&str, &str),
+    who: String,
+    req: super::RedriveRequest,
+    uri: Option<url::Url>,
+    selection: serde_json::Value,
+    progress: tokio::sync::watch::Sender<usize>,
+) -> Result<usize, Problem> {
+    let (stream, names) = stream(state, ns, b).await?;
+    let broker = broker_id(ns, b);
     let _guard = state.mutate.lock().await;
     let mut done = Redriving {
-        state: &state,
+        state,
         stream: &stream,
         broker: &broker,
         uri: uri.as_ref(),
         uri_text: req.uri.as_deref(),
         count: 0,
+        progress,
     };
     let result = if req.ids.is_empty() {
         done.by_filter(&names, &redrive_filter(req.filter, req.all)?)
@@ -391,15 +423,12 @@ async fn redrive(
         done.all(&selected).await
     };
     if done.count > 0 {
-        let mut audit = AuditEntry::now(who(&caller), "redrive", (&ns, &b), selection, done.count);
+        let mut audit = AuditEntry::now(who, "redrive", (ns, b), selection, done.count);
         audit.uri = req.uri.clone();
-        record(&state, &audit).await;
+        record(state, &audit).await;
     }
     result?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "redriven": done.count }),
-    ))
+    Ok(done.count)
 }
 
 /// A redrive under way.
@@ -410,6 +439,8 @@ struct Redriving<'a> {
     uri: Option<&'a url::Url>,
     uri_text: Option<&'a str>,
     count: usize,
+    /// How many so far, for a caller following the progress.
+    progress: tokio::sync::watch::Sender<usize>,
 }
 
 impl Redriving<'_> {
@@ -457,6 +488,7 @@ impl Redriving<'_> {
         // Gone already: another replica redrove or purged it meanwhile.
         remove(self.stream, d.id).await?;
         self.count += 1;
+        self.progress.send_replace(self.count);
         Ok(())
     }
 
