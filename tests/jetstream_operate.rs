@@ -81,7 +81,7 @@ async fn replicas_take_an_edited_configuration_without_a_restart() {
         ("all", "", "unordered", &all.url),
         ("gone", "", "unordered", &gone.url),
     ]);
-    let sys = replicas(2, &cluster, &first);
+    let mut sys = replicas(2, &cluster, &first);
     let pids: Vec<u32> = sys.iter().map(|s| s.child.id()).collect();
 
     // Before: `all` takes everything; `gone` fails every attempt, so each event waits as a
@@ -185,9 +185,37 @@ async fn replicas_take_an_edited_configuration_without_a_restart() {
     send(&sys, "d", 4, |_| "keep").await;
     late.wait_for(44, WAIT).await;
     all.wait_for(54, WAIT).await;
-
     let now: Vec<u32> = sys.iter().map(|s| s.child.id()).collect();
     assert_eq!(pids, now, "no restart");
+
+    // The ordered trigger changes again (its consumers keep where they start), and a replica
+    // restarts on it.
+    let fourth = config(&[
+        (
+            "all",
+            "filter: {attributes: {type: keep}}",
+            "unordered",
+            &all.url,
+        ),
+        (
+            "late",
+            "filter: {attributes: {type: keep}}",
+            "ordered",
+            &late.url,
+        ),
+    ]);
+    reload(&sys, &fourth, 4).await;
+    send(&sys, "e", 4, |i| if i % 2 == 0 { "keep" } else { "drop" }).await;
+    late.wait_for(46, WAIT).await;
+    sys[0].stop();
+    sys[0].restart();
+    eventually("the restarted replica ready", WAIT, || async {
+        (get_json(&sys[0].url("/readyz")).await["status"] == "ready").then_some(())
+    })
+    .await;
+    send(&sys, "f", 4, |_| "keep").await;
+    late.wait_for(50, WAIT).await;
+    late.assert_stays_at(50, Duration::from_millis(500)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -490,17 +490,22 @@ spec:
     })
     .await;
 
-    // The API streams its progress to a caller that asks for JSON lines.
-    let lines = client()
-        .post(sy.url("/api/v1/namespaces/default/brokers/default/deadletters/redrive"))
-        .header("accept", "application/x-ndjson")
-        .json(&serde_json::json!({"filter": {"source": "/nowhere"}}))
-        .send()
+    // A caller that asks for the progress as JSON lines still gets a refusal as a 4xx, and
+    // a plain answer when there is nothing to do.
+    let redrive = sy.url("/api/v1/namespaces/default/brokers/default/deadletters/redrive");
+    let ask = |body: serde_json::Value| {
+        client()
+            .post(&redrive)
+            .header("accept", "application/x-ndjson")
+            .json(&body)
+            .send()
+    };
+    let refused = ask(serde_json::json!({"ids": ["12345"]})).await.unwrap();
+    assert_eq!(refused.status(), 404);
+    let nothing = ask(serde_json::json!({"filter": {"source": "/nowhere"}}))
         .await
         .unwrap();
-    assert_eq!(lines.headers()["content-type"], "application/x-ndjson");
-    let text = lines.text().await.unwrap();
-    assert_eq!(text.lines().last(), Some(r#"{"redriven":0}"#), "{text}");
+    assert_eq!(nothing.text().await.unwrap(), r#"{"redriven":0}"#);
 
     good.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok, out, err) = cli_full(&sy, &["dlq", "redrive", "--all"]);

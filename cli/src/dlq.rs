@@ -259,7 +259,12 @@ async fn followed(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(LINES));
     if !resp.status().is_success() || !lines {
-        return answer(resp).await;
+        // Refused, or done before it had anything to report: the count all the same.
+        let v = answer(resp).await?;
+        if let Some(n) = v[key].as_u64() {
+            Progress::new(label, None).finish(n, "done");
+        }
+        return Ok(v);
     }
     let mut progress = Progress::new(label, None);
     let mut pending = Vec::new();

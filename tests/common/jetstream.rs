@@ -117,7 +117,9 @@ impl Cluster {
         let urls = self.urls();
         eventually(
             "the JetStream cluster answers",
-            Duration::from_secs(30),
+            // Every test of a file starts its own cluster at once: on two cores, electing
+            // their leaders can take a while.
+            Duration::from_secs(90),
             || {
                 let urls = urls.clone();
                 async move {

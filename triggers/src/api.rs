@@ -20,6 +20,7 @@ use switchyard_broker::audit::AuditEntry;
 use switchyard_broker::auth::Caller;
 use switchyard_broker::log::{EventLog, Table, WriteOp, blocking};
 use switchyard_broker::problem::Problem;
+use switchyard_broker::tasks::Tasks;
 
 use crate::dispatch::{EmbeddedSource, RunningTriggers};
 use crate::records::{self, DeadLetter, RetryEntry};
@@ -45,6 +46,8 @@ struct ApiState {
     triggers: RunningTriggers,
     /// URL prefixes a redrive may name besides the triggers' own destinations.
     redrive_allow: Vec<url::Url>,
+    /// The redrives and purges under way (each runs to its end, whatever its caller does).
+    bulk: std::sync::Mutex<Tasks>,
 }
 
 /// Parses a `--redrive-allow-uri` prefix: an http(s) URL without user or password.
@@ -91,6 +94,7 @@ pub fn routes(
             .iter()
             .filter_map(|p| redrive_prefix(p).ok())
             .collect(),
+        bulk: std::sync::Mutex::new(Tasks::new("dead-letter redrives and purges")),
     });
     Router::new()
         .route(DEAD_LETTERS, get(list).delete(purge))
@@ -290,11 +294,14 @@ fn summary(d: &DeadLetter) -> Summary<'_> {
 }
 
 /// Runs `op`, a bulk change (redrive, purge) that reports how many it has done so far to the
-/// sender it is given, and answers `{key: n}`; or, when the caller asked for
-/// `application/x-ndjson`, answers at once with JSON lines: `{"progress": n}` every quarter
-/// second while the count moves, then `{key: n}` or `{"problem": {…}}` (the status is 200 by
-/// then). `switchyard dlq` asks for the lines to show a counter.
+/// sender it is given, as a task of `tasks`, so that it runs to its end whatever the caller
+/// does; answers `{key: n}` (or its problem). A caller that asked for `application/x-ndjson`
+/// gets, once the change has started (its first chunk done, so every refusal before it is
+/// still a 4xx), JSON lines: `{"progress": n}` every quarter second while the count moves,
+/// then `{key: n}` or `{"problem": {…}}`. `switchyard dlq` asks for the lines to show a
+/// counter.
 async fn with_progress<F>(
+    tasks: &std::sync::Mutex<Tasks>,
     headers: &axum::http::HeaderMap,
     key: &'static str,
     op: impl FnOnce(tokio::sync::watch::Sender<usize>) -> F,
@@ -306,10 +313,35 @@ where
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
-    let (tx, rx) = tokio::sync::watch::channel(0usize);
+    let (tx, mut rx) = tokio::sync::watch::channel(0usize);
+    let (done_tx, mut done) = tokio::sync::oneshot::channel();
     let op = op(tx);
+    tasks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .spawn(async move {
+            let _ = done_tx.send(op.await);
+        });
+    let ended = |r: Result<Result<usize, Problem>, _>| match r {
+        Ok(result) => result,
+        Err(_) => Err(Problem::storage_failure()),
+    };
     if !lines {
-        let n = op.await?;
+        let n = ended(done.await)?;
+        return Ok(json(StatusCode::OK, &serde_json::json!({ key: n })));
+    }
+    // Streaming starts once the change has made progress; ended before (refused, or nothing
+    // to do), it answers as usual. (Its end drops the sender, which also wakes `changed`.)
+    let ended_early = tokio::select! {
+        biased;
+        r = &mut done => Some(r),
+        changed = rx.changed() => match changed {
+            Ok(()) => None,
+            Err(_) => Some((&mut done).await),
+        },
+    };
+    if let Some(r) = ended_early {
+        let n = ended(r)?;
         return Ok(json(StatusCode::OK, &serde_json::json!({ key: n })));
     }
     let line = |v: serde_json::Value| {
@@ -317,29 +349,31 @@ where
         text.push('\n');
         Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(text))
     };
-    let state = (Box::pin(op), rx, false);
-    let stream =
-        futures_util::stream::unfold(state, move |(mut op, mut rx, finished)| async move {
+    let first = line(serde_json::json!({ "progress": *rx.borrow_and_update() }));
+    let state = (done, rx, false);
+    let rest =
+        futures_util::stream::unfold(state, move |(mut done, mut rx, finished)| async move {
             if finished {
                 return None;
             }
             tokio::select! {
-                result = &mut op => {
-                    let last = match result {
+                r = &mut done => {
+                    let last = match ended(r) {
                         Ok(n) => serde_json::json!({ key: n }),
                         Err(p) => serde_json::json!({ "problem": p }),
                     };
-                    Some((line(last), (op, rx, true)))
+                    Some((line(last), (done, rx, true)))
                 }
                 () = async {
                     let _ = rx.changed().await;
                     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                 } => {
                     let n = *rx.borrow_and_update();
-                    Some((line(serde_json::json!({ "progress": n })), (op, rx, false)))
+                    Some((line(serde_json::json!({ "progress": n })), (done, rx, false)))
                 }
             }
         });
+    let stream = futures_util::StreamExt::chain(futures_util::stream::iter([first]), rest);
     Ok((
         StatusCode::OK,
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
@@ -466,9 +500,15 @@ async fn purge(
         ));
     }
     let who = who(&caller);
-    with_progress(&headers, "purged", move |progress| async move {
-        purge_all(&state, (&ns, &b), who, selection, &filter, &progress).await
-    })
+    let tasks = Arc::clone(&state);
+    with_progress(
+        &tasks.bulk,
+        &headers,
+        "purged",
+        move |progress| async move {
+            purge_all(&state, (&ns, &b), who, selection, &filter, &progress).await
+        },
+    )
     .await
 }
 
@@ -538,9 +578,15 @@ async fn redrive(
 ) -> Result<Response, Problem> {
     let (req, uri, selection) = read_redrive(body).await?;
     let who = who(&caller);
-    with_progress(&headers, "redriven", move |progress| async move {
-        redrive_all(&state, (&ns, &b), who, req, uri, selection, progress).await
-    })
+    let tasks = Arc::clone(&state);
+    with_progress(
+        &tasks.bulk,
+        &headers,
+        "redriven",
+        move |progress| async move {
+            redrive_all(&state, (&ns, &b), who, req, uri, selection, progress).await
+        },
+    )
     .await
 }
 
@@ -806,6 +852,58 @@ impl Redriving<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn asking_for_lines() -> axum::http::HeaderMap {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            axum::http::header::ACCEPT,
+            axum::http::HeaderValue::from_static("application/x-ndjson"),
+        );
+        headers
+    }
+
+    async fn body_text(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_bulk_change_streams_its_progress_once_it_has_started() {
+        let tasks = std::sync::Mutex::new(Tasks::new("test"));
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let r = with_progress(&tasks, &asking_for_lines(), "redriven", |p| async move {
+            p.send_replace(100);
+            let _ = wait.await;
+            p.send_replace(200);
+            Ok(200)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            r.headers()[axum::http::header::CONTENT_TYPE],
+            "application/x-ndjson"
+        );
+        go.send(()).unwrap();
+        let text = body_text(r).await;
+        assert!(text.starts_with("{\"progress\":100}\n"), "{text}");
+        assert!(text.ends_with("{\"redriven\":200}\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_bulk_change_refused_before_it_started_is_a_4xx_even_to_a_follower() {
+        let tasks = std::sync::Mutex::new(Tasks::new("test"));
+        let refused = with_progress(&tasks, &asking_for_lines(), "redriven", |_| async {
+            Err(Problem::not_found("no dead letter 1"))
+        })
+        .await;
+        assert_eq!(refused.unwrap_err().status(), StatusCode::NOT_FOUND);
+        let nothing = with_progress(&tasks, &asking_for_lines(), "purged", |_| async { Ok(0) })
+            .await
+            .unwrap();
+        assert_eq!(body_text(nothing).await, r#"{"purged":0}"#);
+    }
 
     #[test]
     fn a_redrive_prefix_holds_for_its_own_origin_and_paths_below_it() {

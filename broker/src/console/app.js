@@ -59,6 +59,18 @@ function readyCell(item) {
   return `<td class="${ok ? "true" : "false"}">${ok ? "Ready" : esc(c.reason || "Not ready")}</td>`;
 }
 
+// Shows why an action failed under `where`, or asks for a token.
+function failed(err, where) {
+  if (err instanceof Unauthorized) {
+    tokenForm("This server needs a bearer token for that.");
+    return;
+  }
+  const note = document.createElement("div");
+  note.className = "notice error";
+  note.textContent = err.message;
+  where.appendChild(note);
+}
+
 function tokenForm(message) {
   main.innerHTML = `<h1>Sign in</h1><div class="card">
     <p>${esc(message)}</p>
@@ -138,8 +150,12 @@ async function trigger(name) {
       </form><div id="replay-out"></div></div>
     <h2>Spec</h2><pre>${esc(JSON.stringify(t.spec, null, 2))}</pre>`;
   const act = (what) => async () => {
-    await call(api("/triggers/" + encodeURIComponent(name) + "/" + what), { method: "POST", json: {} });
-    await trigger(name);
+    try {
+      await call(api("/triggers/" + encodeURIComponent(name) + "/" + what), { method: "POST", json: {} });
+      await trigger(name);
+    } catch (err) {
+      failed(err, document.getElementById("state"));
+    }
   };
   const p = document.getElementById("pause");
   if (p) p.onclick = act("pause");
@@ -167,8 +183,12 @@ async function replayPreview(name, form) {
       ${p.matched > 0 ? '<button class="primary" id="replay-start">Start replay</button> <button id="replay-cancel-preview">Cancel</button>' : ""}</div>`;
     const go = document.getElementById("replay-start");
     if (go) go.onclick = async () => {
-      const job = await call(path, { method: "POST", json: body });
-      follow(job.id, p.matched);
+      try {
+        const job = await call(path, { method: "POST", json: body });
+        await follow(job.id, p.matched);
+      } catch (err) {
+        failed(err, out);
+      }
     };
     const no = document.getElementById("replay-cancel-preview");
     if (no) no.onclick = () => { out.innerHTML = ""; };
@@ -185,7 +205,7 @@ async function follow(id, total) {
     out.innerHTML = `<div class="card" id="replay-job"><p>Replay ${esc(id)}: <b id="replay-state">${esc(j.state)}</b>, ${esc(j.sent)} of ${esc(total)} sent
       ${j.state === "running" ? '<button id="replay-stop">Cancel</button>' : ""}</p><progress max="${esc(total)}" value="${esc(j.sent)}"></progress></div>`;
     const stop = document.getElementById("replay-stop");
-    if (stop) stop.onclick = () => call(api("/replays/" + encodeURIComponent(id)), { method: "DELETE" });
+    if (stop) stop.onclick = () => call(api("/replays/" + encodeURIComponent(id)), { method: "DELETE" }).catch((err) => failed(err, out));
     if (!["running", "cancelling"].includes(j.state)) return;
     await new Promise((r) => setTimeout(r, 500));
   }
@@ -194,7 +214,11 @@ async function follow(id, total) {
 // ---- Dead letters ---------------------------------------------------------------------
 
 async function deadLetters(broker) {
-  const brokers = (await call(api("/brokers"))).items.map((b) => b.metadata.name);
+  // The list of brokers needs `resources:read`; without it, only this one is offered.
+  let brokers = [broker];
+  try {
+    brokers = (await call(api("/brokers"))).items.map((b) => b.metadata.name);
+  } catch (_) { /* keep this broker alone */ }
   const filters = ["trigger", "type", "source", "status"];
   const q = new URLSearchParams({ limit: "1000" });
   for (const f of filters) if (params.get(f)) q.set(f, params.get(f));

@@ -18,6 +18,8 @@ use crate::records;
 pub const MAX_COUNTED: usize = 100_000;
 /// Retry records read for a trigger's oldest undelivered event at most (the earliest due).
 const MAX_RETRIES_READ: usize = 10_000;
+/// Records read from the store at a time.
+const SCAN_CHUNK: usize = 500;
 
 /// The engine the triggers run on, as the resources API reads it.
 #[derive(Clone)]
@@ -116,19 +118,31 @@ impl Engine {
                     let oldest = blocking(log, move |log| {
                         // The oldest is the one at the cursor, or an earlier one waiting to
                         // be retried.
-                        let mut to = prefix.clone();
-                        to.push(0xff);
-                        let retries = log.scan(Table::Retries, &prefix, &to, MAX_RETRIES_READ)?;
                         #[derive(serde::Deserialize)]
                         struct Only {
                             offset: u64,
                         }
-                        let offset = retries
-                            .iter()
-                            .filter_map(|(_, v)| serde_json::from_slice::<Only>(v).ok())
-                            .map(|o| o.offset)
-                            .min()
-                            .map_or(cursor, |o| o.min(cursor));
+                        let mut from = prefix.clone();
+                        let mut to = prefix.clone();
+                        to.push(0xff);
+                        let mut offset = cursor;
+                        let mut read = 0;
+                        while read < MAX_RETRIES_READ {
+                            let chunk = log.scan(Table::Retries, &from, &to, SCAN_CHUNK)?;
+                            read += chunk.len();
+                            for (_, v) in &chunk {
+                                if let Ok(o) = serde_json::from_slice::<Only>(v) {
+                                    offset = offset.min(o.offset);
+                                }
+                            }
+                            match chunk.last() {
+                                Some((key, _)) if chunk.len() == SCAN_CHUNK => {
+                                    from = key.clone();
+                                    from.push(0);
+                                }
+                                _ => break,
+                            }
+                        }
                         log.read(&broker, offset, 1)
                     })
                     .await;
@@ -156,22 +170,35 @@ impl Engine {
             Engine::Embedded { log, .. } => {
                 let broker = broker.to_owned();
                 blocking(log, move |log| {
-                    let from = records::deadletter_prefix(&broker);
-                    let mut to = broker.as_bytes().to_vec();
-                    to.push(1);
-                    let all = log.scan(Table::DeadLetters, &from, &to, MAX_COUNTED + 1)?;
-                    let capped = all.len() > MAX_COUNTED;
-                    let mut counts = HashMap::new();
                     #[derive(serde::Deserialize)]
                     struct Only {
                         trigger: String,
                     }
-                    for (_, v) in all.iter().take(MAX_COUNTED) {
-                        if let Ok(only) = serde_json::from_slice::<Only>(v) {
-                            *counts.entry(only.trigger).or_insert(0) += 1;
+                    let mut from = records::deadletter_prefix(&broker);
+                    let mut to = broker.as_bytes().to_vec();
+                    to.push(1);
+                    let mut counts = HashMap::new();
+                    let mut counted = 0usize;
+                    // A chunk in memory at a time.
+                    loop {
+                        let chunk = log.scan(Table::DeadLetters, &from, &to, SCAN_CHUNK)?;
+                        for (_, v) in &chunk {
+                            if let Ok(only) = serde_json::from_slice::<Only>(v) {
+                                *counts.entry(only.trigger).or_insert(0) += 1;
+                            }
+                        }
+                        counted += chunk.len();
+                        match chunk.last() {
+                            Some((key, _)) if chunk.len() == SCAN_CHUNK => {
+                                if counted >= MAX_COUNTED {
+                                    return Ok((counts, true));
+                                }
+                                from = key.clone();
+                                from.push(0);
+                            }
+                            _ => return Ok((counts, false)),
                         }
                     }
-                    Ok((counts, capped))
                 })
                 .await
             }

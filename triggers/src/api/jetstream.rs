@@ -34,6 +34,8 @@ struct JsApi {
     triggers: JetStreamTriggers,
     /// URL prefixes a redrive may name besides the triggers' own destinations.
     redrive_allow: Vec<url::Url>,
+    /// The redrives and purges under way (each runs to its end, whatever its caller does).
+    bulk: std::sync::Mutex<switchyard_broker::tasks::Tasks>,
 }
 
 impl JsApi {
@@ -57,6 +59,9 @@ pub fn routes(
             .iter()
             .filter_map(|p| redrive_prefix(p).ok())
             .collect(),
+        bulk: std::sync::Mutex::new(switchyard_broker::tasks::Tasks::new(
+            "dead-letter redrives and purges",
+        )),
     });
     Router::new()
         .route(DEAD_LETTERS, get(list).delete(purge))
@@ -271,9 +276,15 @@ async fn purge(
         ));
     }
     let who = who(&caller);
-    with_progress(&headers, "purged", move |progress| async move {
-        purge_all(&state, (&ns, &b), who, selection, &filter, &progress).await
-    })
+    let tasks = Arc::clone(&state);
+    with_progress(
+        &tasks.bulk,
+        &headers,
+        "purged",
+        move |progress| async move {
+            purge_all(&state, (&ns, &b), who, selection, &filter, &progress).await
+        },
+    )
     .await
 }
 
@@ -382,9 +393,15 @@ async fn redrive(
 ) -> Result<Response, Problem> {
     let (req, uri, selection) = read_redrive(body).await?;
     let who = who(&caller);
-    with_progress(&headers, "redriven", move |progress| async move {
-        redrive_all(&state, (&ns, &b), who, req, uri, selection, progress).await
-    })
+    let tasks = Arc::clone(&state);
+    with_progress(
+        &tasks.bulk,
+        &headers,
+        "redriven",
+        move |progress| async move {
+            redrive_all(&state, (&ns, &b), who, req, uri, selection, progress).await
+        },
+    )
     .await
 }
 

@@ -45,6 +45,11 @@ const STALE_AFTER_MS: u64 = 10_000;
 const MAX_AHEAD: u64 = 1_000;
 /// The default pace.
 const DEFAULT_RATE_PER_SECOND: f64 = 100.0;
+/// The slowest and the fastest pace a job may ask for.
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 1_000_000.0;
+/// The longest a job waits without writing its progress and looking for a cancel.
+const BEAT: Duration = Duration::from_millis(250);
 
 const PREFIX: &str = "replay/";
 
@@ -178,8 +183,10 @@ impl Compiled {
             None => None,
         };
         let rate = s.rate_per_second.unwrap_or(DEFAULT_RATE_PER_SECOND);
-        if !(rate > 0.0 && rate.is_finite()) {
-            return Err("ratePerSecond must be a positive number".into());
+        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
+            return Err(format!(
+                "ratePerSecond must be between {MIN_RATE} and {MAX_RATE}"
+            ));
         }
         Ok(Compiled {
             from: s.from_offset.unwrap_or(0),
@@ -333,7 +340,7 @@ async fn start(
     }
     let by = who(&caller);
     let job = Job {
-        id: records::new_id().to_string(),
+        id: job_id(),
         namespace: ns.clone(),
         trigger: name.clone(),
         broker: broker.clone(),
@@ -371,6 +378,19 @@ async fn start(
     r
 }
 
+/// A new job's id: unique across replicas too (the process's id sequence, then a part that
+/// differs between processes).
+fn job_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{}{:05}",
+        records::new_id(),
+        (std::process::id() ^ nanos) % 100_000
+    )
+}
+
 /// Counts what `compiled` selects: (scanned, matched, the offset the scan stopped at).
 async fn preview(
     log: &Arc<dyn EventLog>,
@@ -398,13 +418,30 @@ async fn preview(
     Ok((scanned, matched, at))
 }
 
+/// Writes `job`'s progress (which also says it is alive) at most every [`PROGRESS_EVERY`];
+/// whether it was asked to stop.
+async fn beat(log: &Arc<dyn EventLog>, job: &mut Job, last: &mut tokio::time::Instant) -> bool {
+    if last.elapsed() < PROGRESS_EVERY {
+        return false;
+    }
+    *last = tokio::time::Instant::now();
+    if cancelled(log, job).await {
+        return true;
+    }
+    job.updated_ms = records::now_ms();
+    if let Err(e) = store(log, job, None).await {
+        tracing::debug!(job = %job.id, error = %e, "cannot store a replay's progress");
+    }
+    false
+}
+
 /// Runs `job` to its end, writing its progress.
 async fn run(engine: Engine, mut job: Job, compiled: Compiled) {
     let log = engine.log();
     let id = TriggerId::new(&job.namespace, &job.trigger);
     let pace = Duration::from_secs_f64(1.0 / compiled.rate);
     let mut next_send = tokio::time::Instant::now();
-    let mut last_written = tokio::time::Instant::now();
+    let mut last = tokio::time::Instant::now();
     let outcome: Result<&str, String> = 'job: loop {
         let chunk = match read(&log, &job.broker, job.position).await {
             Ok(chunk) => chunk,
@@ -419,6 +456,9 @@ async fn run(engine: Engine, mut job: Job, compiled: Compiled) {
             }
             job.scanned += 1;
             job.position = r.offset + 1;
+            if beat(&log, &mut job, &mut last).await {
+                break 'job Ok("cancelled");
+            }
             let Ok(mut event) = switchyard_core::store::decode(&r.event) else {
                 continue;
             };
@@ -426,11 +466,24 @@ async fn run(engine: Engine, mut job: Job, compiled: Compiled) {
                 continue;
             }
             job.matched += 1;
-            // The trigger takes them at its own pace: no more than MAX_AHEAD waiting.
-            while engine.replays_waiting(&id, &job.broker).await >= MAX_AHEAD {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            // The trigger takes them at its own pace: no more than MAX_AHEAD waiting; and
+            // the job keeps to its rate. Either wait goes on beating.
+            loop {
+                let now = tokio::time::Instant::now();
+                let ahead = engine.replays_waiting(&id, &job.broker).await >= MAX_AHEAD;
+                if !ahead && now >= next_send {
+                    break;
+                }
+                let until = if ahead {
+                    now + BEAT
+                } else {
+                    next_send.min(now + BEAT)
+                };
+                tokio::time::sleep_until(until).await;
+                if beat(&log, &mut job, &mut last).await {
+                    break 'job Ok("cancelled");
+                }
             }
-            tokio::time::sleep_until(next_send).await;
             next_send = tokio::time::Instant::now().max(next_send) + pace;
             event.extensions.insert(
                 REPLAY_EXTENSION.into(),
@@ -443,14 +496,6 @@ async fn run(engine: Engine, mut job: Job, compiled: Compiled) {
                 break 'job Err(e.to_string());
             }
             job.sent += 1;
-            if last_written.elapsed() >= PROGRESS_EVERY {
-                last_written = tokio::time::Instant::now();
-                if cancelled(&log, &job).await {
-                    break 'job Ok("cancelled");
-                }
-                job.updated_ms = records::now_ms();
-                let _ = store(&log, &job, None).await;
-            }
         }
         if cancelled(&log, &job).await {
             break 'job Ok("cancelled");
@@ -484,7 +529,8 @@ async fn list(State(api): State<Arc<Api>>, Path(ns): Path<String>) -> Response {
     let mut to = from.clone();
     to.push(0xff);
     match blocking(&log, move |log| {
-        log.scan(Table::SourceState, &from, &to, 1000)
+        // The newest thousand (ids grow with time).
+        log.scan_last(Table::SourceState, &from, &to, 1000)
     })
     .await
     {
@@ -523,7 +569,8 @@ async fn cancel(
         }
         Err(e) => return unavailable(&e),
     };
-    if job.state == "running" {
+    // An `interrupted` one may only look so (its process is slow to write): asked too.
+    if matches!(job.state.as_str(), "running" | "interrupted") {
         let audit = AuditEntry::now(
             who(&caller),
             "replay-cancel",

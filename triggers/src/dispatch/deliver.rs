@@ -93,6 +93,8 @@ async fn deliver_in_order<S: DeliverySource>(
                 attempts = so_far;
                 metrics::counter!(m::DELIVERY_RETRIES, t.labels()).increment(1);
                 tokio::time::sleep(Duration::from_millis(due_ms.saturating_sub(now))).await;
+                // A retry in place falls due on a paused trigger: it waits for the resume.
+                t.pause.resumed().await;
             }
             // Delivered, not retryable, or out of retries.
             settled => break settled,
@@ -189,6 +191,8 @@ async fn deliver_key<S: DeliverySource>(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     loop {
+        // What waits behind a busy key waits for a paused trigger too.
+        t.pause.resumed().await;
         deliver_in_order(&t, &*source, work).await;
         match keys.next_for(&key) {
             Some(next) => work = next,
@@ -265,7 +269,6 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
         let work = tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
-            () = t.pause.paused() => continue,
             work = source.next() => work,
         };
         // Paused as it was taken: it waits with the trigger, held, and goes first on resume.

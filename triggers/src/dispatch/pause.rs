@@ -3,7 +3,8 @@
 //! attempted, dropped or dead-lettered, and the attempts in flight when it was paused finish.
 //! Resumed, it goes on where it was, in order. The pause is kept in the store (table
 //! `SourceState`, key `pause/{namespace}/{name}`), so it holds across restarts, and on the
-//! JetStream engine every replica follows it ([`follow`]).
+//! JetStream engine every replica follows it ([`follow`]). The flags are the process's: two
+//! servers run in one process (a test) share them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -35,6 +36,10 @@ pub struct PauseRecord {
     /// Who paused it.
     pub by: String,
 }
+
+/// Serialises the changes and the reads of the store's pauses, so that a pause and a resume
+/// (or a read racing either) leave the store and the flags agreeing.
+static GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn all() -> &'static Mutex<HashMap<TriggerId, Arc<Pause>>> {
     static ALL: OnceLock<Mutex<HashMap<TriggerId, Arc<Pause>>>> = OnceLock::new();
@@ -69,12 +74,6 @@ impl Pause {
         });
     }
 
-    /// Resolves once the trigger is paused.
-    pub async fn paused(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(Option::is_some).await;
-    }
-
     /// Resolves once the trigger is not paused.
     pub async fn resumed(&self) {
         let mut rx = self.0.subscribe();
@@ -95,6 +94,7 @@ pub async fn set(
     record: Option<PauseRecord>,
     audit: Option<WriteOp>,
 ) -> Result<(), LogError> {
+    let _gate = GATE.lock().await;
     let mut ops = vec![match &record {
         Some(r) => WriteOp::Put {
             table: Table::SourceState,
@@ -115,6 +115,7 @@ pub async fn set(
 /// Reads every pause from the store and puts them in force (and lifts those no longer
 /// stored). At start, before the triggers take work, and then every [`FOLLOW_INTERVAL`].
 pub async fn load(log: &Arc<dyn EventLog>) -> Result<(), LogError> {
+    let _gate = GATE.lock().await;
     let stored = blocking(log, |log| {
         let mut to = PREFIX.as_bytes().to_vec();
         to.push(0xff);

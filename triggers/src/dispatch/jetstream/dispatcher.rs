@@ -431,18 +431,30 @@ impl JetStreamDispatcher {
     }
 
     /// The first stream sequence the consumers `old` of `trigger` had not all acknowledged
-    /// (`None`: none of them exists any more).
+    /// (`None`: none of them exists any more). A consumer with nothing pending and nothing
+    /// out had taken everything stored: its acknowledgement floor may be far behind (a
+    /// partition no event went to), so it counts as at the stream's end.
     async fn start_after(
         &self,
         trigger: &TriggerRuntime,
         old: &[String],
     ) -> Result<Option<u64>, LogError> {
-        let stream = self.stream(&Names::of(&trigger.broker).stream).await?;
+        let mut stream = self.stream(&Names::of(&trigger.broker).stream).await?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| LogError::unavailable("cannot read a broker's stream", &e))?
+            .state
+            .last_sequence;
         let mut floor: Option<u64> = None;
         for name in old {
             if let Ok(info) = stream.consumer_info(name).await {
-                let acked = info.ack_floor.stream_sequence;
-                floor = Some(floor.map_or(acked, |f| f.min(acked)));
+                let done = if info.num_pending == 0 && info.num_ack_pending == 0 {
+                    last
+                } else {
+                    info.ack_floor.stream_sequence
+                };
+                floor = Some(floor.map_or(done, |f| f.min(done)));
             }
         }
         Ok(floor.map(|f| f + 1))

@@ -137,9 +137,19 @@ impl JetStreamSource {
             max_ack_pending: in_flight + RETRY_BACKLOG,
             ..Default::default()
         };
-        if let Some(start_sequence) = start {
-            // The trigger's consumers of the other kind (ordered or not) had taken it so far.
-            config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+        match stream.consumer_info(consumer_name(&trigger.id, lane)).await {
+            // Where a consumer starts cannot change once it exists: it keeps its own.
+            Ok(info) if lane != Lane::Redrive => {
+                config.deliver_policy = info.config.deliver_policy;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if let Some(start_sequence) = start {
+                    // The trigger's consumers of the other kind (ordered or not) had taken
+                    // it so far.
+                    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+                }
+            }
         }
         match lane {
             Lane::Stream => {}
