@@ -404,14 +404,7 @@ async fn purge(
     caller: CallerExt,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, Problem> {
-    let all = sel.all == Some(true);
-    let selection = serde_json::to_value(&sel).unwrap_or_default();
-    let filter = Compiled::new(sel)?;
-    if filter.is_unfiltered() && !all {
-        return Err(bad_request(
-            "purging every dead letter needs `all=true`; or give a filter (trigger, type, source, status, since, until)",
-        ));
-    }
+    let (selection, filter) = purge_selection(sel)?;
     let who = who(&caller);
     let tasks = Arc::clone(&state);
     with_progress(
@@ -423,6 +416,20 @@ async fn purge(
         },
     )
     .await
+}
+
+/// A purge's selection as the audit entry records it, and compiled; refused when it selects
+/// everything without `all=true`.
+fn purge_selection(sel: Selector) -> Result<(serde_json::Value, Compiled), Problem> {
+    let all = sel.all == Some(true);
+    let selection = serde_json::to_value(&sel).unwrap_or_default();
+    let filter = Compiled::new(sel)?;
+    if filter.is_unfiltered() && !all {
+        return Err(bad_request(
+            "purging every dead letter needs `all=true`; or give a filter (trigger, type, source, status, since, until)",
+        ));
+    }
+    Ok((selection, filter))
 }
 
 /// Purges what `filter` selects of broker `ns/b`, reporting the count to `progress`.

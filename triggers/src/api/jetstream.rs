@@ -18,8 +18,8 @@ use switchyard_broker::jetstream::{JetStreamLog, Names};
 use switchyard_broker::problem::Problem;
 
 use super::{
-    CHUNK, CallerExt, Compiled, DEAD_LETTERS, MAX_PAGE, Selector, bad_request, broker_id, json,
-    may_send, parse_id, read_redrive, redrive_filter, redrive_ids, redrive_prefix, summary,
+    CHUNK, CallerExt, Compiled, DEAD_LETTERS, MAX_PAGE, Selector, broker_id, json, may_send,
+    parse_id, purge_selection, read_redrive, redrive_filter, redrive_ids, redrive_prefix, summary,
     trigger_gone, who, with_progress,
 };
 use crate::dispatch::TriggerRuntime;
@@ -267,14 +267,7 @@ async fn purge(
     caller: CallerExt,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, Problem> {
-    let all = sel.all == Some(true);
-    let selection = serde_json::to_value(&sel).unwrap_or_default();
-    let filter = Compiled::new(sel)?;
-    if filter.is_unfiltered() && !all {
-        return Err(bad_request(
-            "purging every dead letter needs `all=true`; or give a filter (trigger, type, source, status, since, until)",
-        ));
-    }
+    let (selection, filter) = purge_selection(sel)?;
     let who = who(&caller);
     let tasks = Arc::clone(&state);
     with_progress(
