@@ -245,6 +245,20 @@ spec:
     assert_eq!(brokers["status"]["stored"]["events"], 2);
     assert_eq!(brokers["status"]["deadLetters"], 2);
     assert_eq!(brokers["status"]["triggers"], 2);
+    let hooked = client()
+        .post(sy.url("/sources/default/hooks"))
+        .header("content-type", "application/json")
+        .body(r#"{"hello":"hook"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hooked.status(), 202);
+    let source = get_json(&sy.url("/api/v1/namespaces/default/sources/hooks")).await;
+    assert_eq!(source["status"]["events"]["stored"], 1, "{source}");
+    assert!(
+        source["status"]["events"]["lastStored"].is_string(),
+        "{source}"
+    );
     let sources = cli(&sy, &["get", "sources"]);
     assert!(
         sources

@@ -18,6 +18,7 @@ use switchyard_core::id::SourceId;
 use switchyard_core::resources::DEFAULT_BROKER_TTL;
 use switchyard_core::sources::CeOverrides;
 use switchyard_core::{CloudEvent, ExtValue};
+use switchyard_triggers::dispatch::health::Health;
 
 /// Where one source's events go.
 #[derive(Debug, Clone)]
@@ -127,10 +128,11 @@ impl Target {
         Appender::new(Arc::clone(log), Arc::clone(&self.event_types))
     }
 
-    /// After `n` events were stored: counts them.
+    /// After `n` events were stored: counts them (and in the source's status).
     fn stored(&self, n: usize) {
         metrics::counter!(SOURCE_EVENTS, "kind" => self.kind, "source" => self.source.clone())
             .increment(n as u64);
+        Health::of_source(&self.source).succeeded(n as u64);
     }
 
     /// Counts one notification or message that could not be stored, and what became of it
@@ -138,6 +140,12 @@ impl Target {
     pub fn malformed(&self, action: &'static str) {
         metrics::counter!(SOURCE_MALFORMED, "kind" => self.kind, "source" => self.source.clone(), "action" => action)
             .increment(1);
+        Health::of_source(&self.source).failed(format!("a malformed message ({action})"));
+    }
+
+    /// Notes in the source's status that the store did not take its events.
+    fn refused(&self, e: &LogError) {
+        Health::of_source(&self.source).failed(format!("the store did not take its events: {e}"));
     }
 
     /// Appends once: Ok once the events are stored (and counted).
@@ -153,7 +161,11 @@ impl Target {
     /// Appends for an HTTP source: the problem to answer when the store refuses.
     pub async fn append(&self, log: &Arc<dyn EventLog>, batch: Batch) -> Result<(), Problem> {
         let source = self.source.as_str();
-        match self.append_once(log, batch).await {
+        let appended = self.append_once(log, batch).await;
+        if let Err(e) = &appended {
+            self.refused(e);
+        }
+        match appended {
             Ok(()) => Ok(()),
             Err(LogError::Overloaded | LogError::ShuttingDown | LogError::Unavailable(_)) => {
                 Err(Problem::overloaded(
@@ -188,6 +200,7 @@ impl Target {
                 }
                 Err(LogError::ShuttingDown) => return Err(LogError::ShuttingDown),
                 Err(e) => {
+                    self.refused(&e);
                     let pause = backoff.next_pause();
                     tracing::warn!(source, error = %e, retry_in_ms = pause.as_millis() as u64, "the broker did not take the source's events; retrying");
                     tokio::time::sleep(pause).await;

@@ -216,12 +216,16 @@ const BROKER_WIDE: &[(&str, &str)] = &[("URL", "url")];
 
 fn source_row(r: &Value) -> Value {
     let (ready, reason, message) = condition(r, "Ready");
+    let e = &r["status"]["events"];
     json!({
         "name": r["metadata"]["name"],
         "kind": r["kind"],
         "ready": ready,
         "reason": reason,
         "message": message,
+        "stored": e["stored"],
+        "lastStored": e["lastStored"],
+        "lastError": e["lastError"]["error"],
     })
 }
 
@@ -230,8 +234,10 @@ const SOURCE_COLUMNS: &[(&str, &str)] = &[
     ("KIND", "kind"),
     ("READY", "ready"),
     ("REASON", "reason"),
+    ("STORED (5 MIN)", "stored"),
+    ("LAST STORED", "lastStored"),
 ];
-const SOURCE_WIDE: &[(&str, &str)] = &[("MESSAGE", "message")];
+const SOURCE_WIDE: &[(&str, &str)] = &[("MESSAGE", "message"), ("LAST ERROR", "lastError")];
 
 /// The columns of `switchyard get eventtypes`.
 const EVENT_TYPE_COLUMNS: &[(&str, &str)] = &[
@@ -478,6 +484,34 @@ pub async fn describe(args: DescribeArgs) -> Result<String> {
             header(&mut out, &r);
             spec(&mut out, &r);
             conditions(&mut out, &r);
+            let e = &r["status"]["events"];
+            out.push_str("Status:\n");
+            field(
+                &mut out,
+                2,
+                &format!(
+                    "Last {} min",
+                    e["windowSeconds"].as_u64().unwrap_or(300) / 60
+                ),
+                format!(
+                    "{} events stored, {} failed",
+                    text(&e["stored"]),
+                    text(&e["failed"])
+                ),
+            );
+            field(&mut out, 2, "Last stored", text(&e["lastStored"]));
+            if e["lastError"].is_object() {
+                field(
+                    &mut out,
+                    2,
+                    "Last error",
+                    format!(
+                        "{} {}",
+                        text(&e["lastError"]["time"]),
+                        text(&e["lastError"]["error"])
+                    ),
+                );
+            }
         }
     }
     Ok(out)

@@ -406,7 +406,18 @@ fn source_item(
             "it does not run on this server",
         )
     };
-    item["status"] = json!({ "conditions": [ready] });
+    let recent = Health::of_source(&format!("{ns}/{name}")).recent();
+    item["status"] = json!({
+        "conditions": [ready],
+        "events": {
+            "windowSeconds": recent.window_seconds,
+            "stored": recent.delivered,
+            "storedPerSecond": recent.delivered_per_second,
+            "failed": recent.failed,
+            "lastStored": recent.last_delivered,
+            "lastError": recent.last_error,
+        },
+    });
     item
 }
 

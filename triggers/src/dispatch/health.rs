@@ -1,8 +1,9 @@
-//! What a trigger's deliveries looked like lately, for its status (`GET …/triggers/{name}`,
-//! `switchyard describe trigger`): attempts and successes over the last [`WINDOW_S`] seconds in
-//! buckets of [`BUCKET_S`], the last error and the last success. Kept per trigger id for the
-//! life of the process, so a trigger restarted by a reload keeps its history. Figures are this
-//! process's: on the JetStream engine each replica counts its own attempts.
+//! What a trigger's deliveries (or a source's appends) looked like lately, for its status
+//! (`GET …/triggers/{name}`, `…/sources/{name}`, `switchyard describe`): attempts and
+//! successes over the last [`WINDOW_S`] seconds in buckets of [`BUCKET_S`], the last error and
+//! the last success. Kept per trigger or source for the life of the process, so one restarted
+//! by a reload keeps its history. Figures are this process's: on the JetStream engine each
+//! replica counts its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -88,9 +89,34 @@ fn rfc3339(ms: u64) -> String {
 impl Health {
     /// The history of trigger `id`, made on first use.
     pub fn of(id: &TriggerId) -> Arc<Health> {
-        static ALL: OnceLock<Mutex<HashMap<TriggerId, Arc<Health>>>> = OnceLock::new();
+        Self::keyed(format!("trigger {id}"))
+    }
+
+    /// The history of source `namespace/name` (sources share one name space per
+    /// namespace), made on first use.
+    pub fn of_source(source: &str) -> Arc<Health> {
+        Self::keyed(format!("source {source}"))
+    }
+
+    fn keyed(key: String) -> Arc<Health> {
+        static ALL: OnceLock<Mutex<HashMap<String, Arc<Health>>>> = OnceLock::new();
         let mut all = lock(ALL.get_or_init(Mutex::default));
-        Arc::clone(all.entry(id.clone()).or_default())
+        Arc::clone(all.entry(key).or_default())
+    }
+
+    /// Counts `n` successes (a source's events stored).
+    pub fn succeeded(&self, n: u64) {
+        self.count(now_ms(), n, true, None);
+    }
+
+    /// Counts one failure, `error` saying what.
+    pub fn failed(&self, error: String) {
+        let error = LastError {
+            time: rfc3339(now_ms()),
+            status: None,
+            error,
+        };
+        self.count(now_ms(), 1, false, Some(error));
     }
 
     /// Counts attempt `r`.
@@ -105,18 +131,20 @@ impl Health {
                 (None, None) => "failed".to_owned(),
             },
         });
-        self.count(now_ms(), ok, error);
+        self.count(now_ms(), 1, ok, error);
     }
 
-    fn count(&self, now_ms: u64, ok: bool, error: Option<LastError>) {
+    /// Counts `n` attempts with the same outcome.
+    fn count(&self, now_ms: u64, n: u64, ok: bool, error: Option<LastError>) {
         let mut w = lock(&self.0);
         let start = now_ms / 1000 / BUCKET_S * BUCKET_S;
+        let good = if ok { n } else { 0 };
         match w.buckets.back_mut() {
             Some(b) if b.0 == start => {
-                b.1 += 1;
-                b.2 += u64::from(ok);
+                b.1 += n;
+                b.2 += good;
             }
-            _ => w.buckets.push_back((start, 1, u64::from(ok))),
+            _ => w.buckets.push_back((start, n, good)),
         }
         let oldest = start.saturating_sub(WINDOW_S);
         while w.buckets.front().is_some_and(|b| b.0 < oldest) {
@@ -178,9 +206,9 @@ mod tests {
     fn the_window_counts_the_last_five_minutes_only() {
         let h = Health::default();
         let t0 = 1_000_000_000;
-        h.count(t0, true, None);
-        h.count(t0 + 1_000, false, error());
-        h.count(t0 + 2_000, true, None);
+        h.count(t0, 1, true, None);
+        h.count(t0 + 1_000, 1, false, error());
+        h.count(t0 + 2_000, 1, true, None);
         let r = h.recent_at(t0 + 3_000);
         assert_eq!((r.attempts, r.delivered, r.failed), (3, 2, 1));
         assert_eq!(r.success_ratio, Some(0.667));
@@ -196,8 +224,8 @@ mod tests {
     #[test]
     fn the_last_attempt_decides_whether_it_is_failing() {
         let h = Health::default();
-        h.count(5_000, true, None);
-        h.count(6_000, false, error());
+        h.count(5_000, 1, true, None);
+        h.count(6_000, 1, false, error());
         assert!(h.recent_at(7_000).failing);
     }
 }
