@@ -11,6 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::auth::{UrlFor, call, event, guarded};
 use common::sink::{Answer, Sink};
 use common::{Switchyard, client};
 
@@ -78,58 +79,6 @@ spec:
   token: {{value: checkout-token}}
 "#
     )
-}
-
-fn event(id: &str, ty: &str) -> reqwest::RequestBuilder {
-    client()
-        .post("http://placeholder.invalid/")
-        .header("ce-specversion", "1.0")
-        .header("ce-id", id)
-        .header("ce-source", "/test")
-        .header("ce-type", ty)
-        .body("{}")
-}
-
-/// Sends a request built by `build` with `token` (none for `None`).
-async fn call(
-    build: impl Fn() -> reqwest::RequestBuilder,
-    token: Option<&str>,
-) -> reqwest::Response {
-    let mut r = build();
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    r.send().await.unwrap()
-}
-
-/// Checks that `build` gets 401 without a token, 403 naming `scope` with `wrong`, and a 2xx
-/// with `right`.
-async fn guarded(
-    what: &str,
-    build: impl Fn() -> reqwest::RequestBuilder,
-    scope: &str,
-    wrong: &str,
-    right: &str,
-) {
-    let none = call(&build, None).await;
-    assert_eq!(none.status(), 401, "{what} without a token");
-    let challenge = none.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(challenge.starts_with("Bearer "), "{what}: {challenge}");
-    common::problem(none).await;
-    let forbidden = call(&build, Some(wrong)).await;
-    assert_eq!(forbidden.status(), 403, "{what} with the wrong token");
-    let p = common::problem(forbidden).await;
-    assert_eq!(p["scope"], scope, "{what}: {p}");
-    assert!(p["detail"].as_str().unwrap().contains(scope), "{what}: {p}");
-    let ok = call(&build, Some(right)).await;
-    assert!(
-        ok.status().is_success(),
-        "{what} with the right token: {}",
-        ok.status()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,22 +310,6 @@ async fn every_route_wants_a_token_with_the_scope_in_its_namespace() {
             .status(),
         200
     );
-}
-
-trait UrlFor {
-    fn url_for(self, url: &str) -> reqwest::RequestBuilder;
-}
-
-impl UrlFor for reqwest::RequestBuilder {
-    /// The same request to `url` (the builder keeps headers and body).
-    fn url_for(self, url: &str) -> reqwest::RequestBuilder {
-        let request = self.build().unwrap();
-        let mut r = client().post(url).headers(request.headers().clone());
-        if let Some(body) = request.body().and_then(|b| b.as_bytes()) {
-            r = r.body(body.to_vec());
-        }
-        r
-    }
 }
 
 /// A test OIDC issuer: signs tokens with the fixture keys; its JWK Set is served over HTTP.

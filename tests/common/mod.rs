@@ -2,6 +2,7 @@
 //! with a temporary data directory, talk to it over HTTP, read back what it stored.
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stderr)]
 
+pub mod auth;
 pub mod jetstream;
 pub mod moto;
 pub mod sink;

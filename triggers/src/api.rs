@@ -3,6 +3,7 @@
 //! the JetStream engine. `resources` is the resources with status (brokers, triggers,
 //! sources; pause and resume), over either engine (`figures`).
 
+mod destinations;
 pub mod figures;
 pub mod jetstream;
 mod progress;
@@ -25,6 +26,8 @@ use switchyard_broker::tasks::Tasks;
 
 use crate::dispatch::{EmbeddedSource, RunningTriggers};
 use crate::records::{self, DeadLetter, RetryEntry};
+pub use destinations::redrive_prefix;
+use destinations::{may_send, redrive_uri};
 use progress::with_progress;
 
 /// Where a broker's dead letters are, on either engine.
@@ -50,34 +53,6 @@ struct ApiState {
     redrive_allow: Vec<url::Url>,
     /// The redrives and purges under way (each runs to its end, whatever its caller does).
     bulk: std::sync::Mutex<Tasks>,
-}
-
-/// Parses a `--redrive-allow-uri` prefix: an http(s) URL without user or password.
-pub fn redrive_prefix(text: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https")
-        || url.host_str().is_none_or(str::is_empty)
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
-        return Err(format!(
-            "`{text}` is not an http(s) URL with a host (and no user or password)"
-        ));
-    }
-    Ok(url)
-}
-
-/// Whether `uri` is under `prefix`: the same scheme, host and port, and a path that is the
-/// prefix's or below it (at a `/`), after both were normalised by parsing.
-fn under(uri: &url::Url, prefix: &url::Url) -> bool {
-    let (path, base) = (uri.path(), prefix.path());
-    uri.scheme() == prefix.scheme()
-        && uri.host_str() == prefix.host_str()
-        && uri.port_or_known_default() == prefix.port_or_known_default()
-        && (path == base
-            || path
-                .strip_prefix(base)
-                .is_some_and(|rest| base.ends_with('/') || rest.starts_with('/')))
 }
 
 /// The routes, to merge into the server's router. A redrive's `uri` must be where the dead
@@ -596,41 +571,6 @@ fn redrive_ids(ids: &[serde_json::Value]) -> Result<Vec<u64>, Problem> {
     Ok(ids)
 }
 
-/// A redrive request's `uri`, checked: an http(s) URL without user or password.
-fn redrive_uri(uri: Option<&str>) -> Result<Option<url::Url>, Problem> {
-    uri.map(|uri| {
-        switchyard_core::resources::validate_http_url("uri", uri)
-            .map_err(|e| bad_request(e.to_string()))?;
-        url::Url::parse(uri)
-            .ok()
-            .filter(|u| u.username().is_empty() && u.password().is_none())
-            .ok_or_else(|| {
-                bad_request(format!(
-                    "`{uri}` is not a URL a redrive can send to (no user or password in it)"
-                ))
-            })
-    })
-    .transpose()
-}
-
-/// Whether a redrive may send trigger `trigger`'s dead letter to `uri`: where the trigger
-/// delivers (`destinations`), or under an allowed prefix; 403 otherwise.
-fn may_send<'a>(
-    uri: &url::Url,
-    trigger: &str,
-    mut destinations: impl Iterator<Item = &'a str>,
-    allow: &[url::Url],
-) -> Result<(), Problem> {
-    if destinations.any(|u| url::Url::parse(u).is_ok_and(|u| u == *uri))
-        || allow.iter().any(|p| under(uri, p))
-    {
-        return Ok(());
-    }
-    Err(Problem::forbidden(format!(
-        "a redrive may send only where the dead letter's trigger `{trigger}` delivers (its subscriber or dead-letter sink) or under a URL `serve --redrive-allow-uri` gives; `{uri}` is neither"
-    )))
-}
-
 /// 409: the trigger a dead letter belongs to does not run.
 fn trigger_gone(d: &DeadLetter) -> Problem {
     Problem::new(
@@ -765,38 +705,5 @@ impl Redriving<'_> {
         }
         self.progress.send_replace(self.audit.count);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn a_redrive_prefix_holds_for_its_own_origin_and_paths_below_it() {
-        let prefix = redrive_prefix("http://hooks.example/replay").unwrap();
-        let ok = |u: &str| under(&url::Url::parse(u).unwrap(), &prefix);
-        assert!(ok("http://hooks.example/replay"));
-        assert!(ok("http://hooks.example/replay/a"));
-        assert!(ok("http://hooks.example:80/replay/a"));
-        assert!(!ok("http://hooks.example/replay-x"));
-        assert!(!ok("http://hooks.example/replay/../admin"));
-        assert!(!ok("http://hooks.example.evil/replay"));
-        assert!(!ok("https://hooks.example/replay"));
-        assert!(!ok("http://hooks.example:8080/replay"));
-        assert!(!ok("http://x@169.254.169.254/replay"));
-        let root = redrive_prefix("http://127.0.0.1:9001/").unwrap();
-        assert!(under(
-            &url::Url::parse("http://127.0.0.1:9001/any").unwrap(),
-            &root
-        ));
-        assert!(!under(
-            &url::Url::parse("http://127.0.0.1:80@169.254.169.254/").unwrap(),
-            &root
-        ));
-        for bad in ["", "http://", "ftp://h/", "http://u:p@h/", "127.0.0.1:"] {
-            assert!(redrive_prefix(bad).is_err(), "{bad}");
-        }
     }
 }
