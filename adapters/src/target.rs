@@ -33,6 +33,8 @@ pub(crate) struct Target {
     extensions: Vec<(String, String)>,
     /// The brokers' `eventTypes` settings.
     event_types: Arc<EventTypePolicy>,
+    /// The source's recent appends, for its status (looked up once, not per batch).
+    health: Arc<Health>,
 }
 
 impl Target {
@@ -56,6 +58,7 @@ impl Target {
             broker: switchyard_core::id::join(&bns, &bname),
             kind,
             source: SourceId::new(ns, name).to_string(),
+            health: Health::of_source(&SourceId::new(ns, name).to_string()),
             ttl,
             extensions: overrides
                 .map(|o| {
@@ -132,7 +135,7 @@ impl Target {
     fn stored(&self, n: usize) {
         metrics::counter!(SOURCE_EVENTS, "kind" => self.kind, "source" => self.source.clone())
             .increment(n as u64);
-        Health::of_source(&self.source).succeeded(n as u64);
+        self.health.succeeded(n as u64);
     }
 
     /// Counts one notification or message that could not be stored, and what became of it
@@ -140,12 +143,14 @@ impl Target {
     pub fn malformed(&self, action: &'static str) {
         metrics::counter!(SOURCE_MALFORMED, "kind" => self.kind, "source" => self.source.clone(), "action" => action)
             .increment(1);
-        Health::of_source(&self.source).failed(format!("a malformed message ({action})"));
+        self.health
+            .failed(format!("a malformed message ({action})"));
     }
 
     /// Notes in the source's status that the store did not take its events.
     fn refused(&self, e: &LogError) {
-        Health::of_source(&self.source).failed(format!("the store did not take its events: {e}"));
+        self.health
+            .failed(format!("the store did not take its events: {e}"));
     }
 
     /// Appends once: Ok once the events are stored (and counted).

@@ -118,13 +118,7 @@ async fn serve(
     let sources =
         switchyard_adapters::start(&config, &server.event_types(), server.log(), clock, None)
             .await?;
-    let brokers: switchyard_triggers::tail::Brokers = Arc::new(std::sync::RwLock::new(
-        config
-            .brokers
-            .keys()
-            .map(|(ns, name)| switchyard_core::id::join(ns, name))
-            .collect(),
-    ));
+    let brokers = reload::tail_brokers(&config);
     let (requests, requested) = reload::requests();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let view: ConfigView = Arc::new(std::sync::RwLock::new(Arc::new(config.clone())));
@@ -235,13 +229,7 @@ async fn serve_jetstream(
         triggers = config.triggers.len(),
         "switchyard is serving on JetStream"
     );
-    let brokers: switchyard_triggers::tail::Brokers = Arc::new(std::sync::RwLock::new(
-        config
-            .brokers
-            .keys()
-            .map(|(ns, name)| switchyard_core::id::join(ns, name))
-            .collect(),
-    ));
+    let brokers = reload::tail_brokers(&config);
     let (requests, requested) = reload::requests();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // Another replica may pause or resume a trigger: each follows the store.

@@ -187,6 +187,13 @@ fn policy_inputs(config: &Config) -> impl PartialEq + use<> {
     (config.event_types.clone(), modes)
 }
 
+/// The brokers of `config` as the events endpoint (`tail`) knows them, shared with it.
+pub(crate) fn tail_brokers(config: &Config) -> switchyard_triggers::tail::Brokers {
+    Arc::new(std::sync::RwLock::new(
+        broker_names(config).into_iter().collect(),
+    ))
+}
+
 fn broker_names(config: &Config) -> std::collections::BTreeSet<String> {
     config
         .brokers
