@@ -14,8 +14,10 @@ pub const INGRESS_REJECTED: &str = "switchyard_ingress_rejected_total";
 pub const INGRESS_LATENCY: &str = "switchyard_ingress_latency_seconds";
 /// Events per commit of the store.
 pub const COMMIT_BATCH_EVENTS: &str = "switchyard_store_commit_batch_events";
-/// Duration of each commit of the store (including its fsync).
+/// Duration of each commit of the store (including the write-ahead log's fsync).
 pub const COMMIT_SECONDS: &str = "switchyard_store_commit_seconds";
+/// Duration of each checkpoint of the store (redb's durable commit).
+pub const CHECKPOINT_SECONDS: &str = "switchyard_store_checkpoint_seconds";
 /// Time each append request waited for the store's writer to start its commit.
 pub const APPEND_QUEUE_SECONDS: &str = "switchyard_store_append_queue_seconds";
 /// Time ingress waited for the store to answer an append: the queue wait, the commit, and

@@ -81,9 +81,17 @@ enum Command {
         /// with 507 and `/readyz` is 503, while delivery goes on (0: no reserve).
         #[arg(long, default_value_t = RedbOptions::default().min_free_disk_bytes)]
         min_free_disk_bytes: u64,
-        /// Do not fsync commits. Only for benchmarks: a crash then loses accepted events.
+        /// Do not fsync commits. Only for benchmarks: a crash then loses the events accepted
+        /// since the last checkpoint.
         #[arg(long)]
         no_fsync: bool,
+        /// How often the store's file is made durable (a checkpoint), in ms; commits between
+        /// two are durable in the write-ahead log.
+        #[arg(long, default_value_t = RedbOptions::default().checkpoint_interval.as_millis() as u64)]
+        checkpoint_interval_ms: u64,
+        /// Size of each write-ahead log segment, in bytes.
+        #[arg(long, default_value_t = RedbOptions::default().wal_segment_bytes)]
+        wal_segment_bytes: u64,
         /// Serve on an address other than loopback although no Identity or TokenIssuer is
         /// configured, so that anyone who reaches it may send, read and redrive.
         #[arg(long)]
@@ -273,6 +281,8 @@ fn run(cli: Cli) -> Result<()> {
             header_read_timeout_ms,
             min_free_disk_bytes,
             no_fsync,
+            checkpoint_interval_ms,
+            wal_segment_bytes,
             allow_unauthenticated,
             default_authorization_mode,
             redrive_allow_uris,
@@ -308,6 +318,8 @@ fn run(cli: Cli) -> Result<()> {
                     min_free_disk_bytes,
                     audit_max_age,
                     fsync: !no_fsync,
+                    checkpoint_interval: Duration::from_millis(checkpoint_interval_ms.max(1)),
+                    wal_segment_bytes,
                     ..RedbOptions::default()
                 },
                 jetstream: (!jetstream.is_empty()).then_some(

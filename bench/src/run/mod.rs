@@ -112,7 +112,8 @@ impl Run<'_> {
         Ok(self.keep(r))
     }
 
-    /// Saturation ingest: DIRECT, Switchyard with and without fsync, 1 KiB and 128 B.
+    /// Saturation ingest: DIRECT, Switchyard with and without fsync, 1 KiB and 128 B; and
+    /// Switchyard with 64 KiB events (its MB/s against the disk's own sequential write rate).
     async fn ingest(&mut self) -> Result<()> {
         let kib = self.kib;
         for bytes in [kib, 128] {
@@ -123,6 +124,7 @@ impl Run<'_> {
             ("SWITCHYARD", true, kib),
             ("SWITCHYARD-nofsync", false, kib),
             ("SWITCHYARD", true, 128),
+            ("SWITCHYARD", true, LARGE_EVENT_BYTES),
         ] {
             let workload = format!("saturation ingest, {bytes} B");
             let step = Self::step(system, workload, 0, Load::Closed, bytes);
@@ -250,9 +252,13 @@ impl Run<'_> {
     }
 }
 
+/// The large events' size in the ingest steps: 64 KiB.
+const LARGE_EVENT_BYTES: usize = 64 * 1024;
+
 pub async fn run(args: RunArgs) -> Result<()> {
     let seconds = if args.quick { 3 } else { args.seconds };
     let fsync = [fsync_probe(4096, 200)?, fsync_probe(256 * 1024, 100)?];
+    let disk_mb_per_s = disk_write_probe()?;
     let (sink_url, sink) = start_sink().await?;
     let mut run = Run {
         args: &args,
@@ -271,7 +277,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let backlog = if args.quick { 100_000 } else { 1_000_000 };
     let restart = restart_with_backlog(&args, &run.sink_url, backlog).await?;
-    let report = report(&args, seconds, fsync, run.results, restart, knee);
+    let mut report = report(&args, seconds, fsync, run.results, restart, knee);
+    let large = rate_of(
+        &report["results"].as_array().cloned().unwrap_or_default(),
+        "SWITCHYARD",
+        &format!("saturation ingest, {LARGE_EVENT_BYTES} B"),
+        "accepted_per_s",
+    );
+    report["ratios"]["disk_write_mb_per_s"] = json!(disk_mb_per_s);
+    report["ratios"]["ingest_large_mb_per_s"] = json!(large * LARGE_EVENT_BYTES as f64 / 1e6);
     let md = markdown(&report, seconds);
     std::fs::create_dir_all(&args.out_dir)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");

@@ -27,6 +27,8 @@ pub(super) async fn store_commits(base: &str) -> Value {
     };
     let within = sample("switchyard_store_commit_seconds_bucket{le=\"0.1\"} ").unwrap_or(commits);
     let seconds = sample("switchyard_store_commit_seconds_sum ").unwrap_or(0.0);
+    let checkpoints = sample("switchyard_store_checkpoint_seconds_count ").unwrap_or(0.0);
+    let checkpoint_seconds = sample("switchyard_store_checkpoint_seconds_sum ").unwrap_or(0.0);
     json!({
         "events": events,
         "commits": commits,
@@ -37,6 +39,8 @@ pub(super) async fn store_commits(base: &str) -> Value {
         "commits_over_100ms": commits - within,
         "events_per_commit": if commits > 0.0 { events / commits } else { 0.0 },
         "mean_commit_us": if commits > 0.0 { seconds * 1e6 / commits } else { 0.0 },
+        "checkpoints": checkpoints,
+        "mean_checkpoint_ms": if checkpoints > 0.0 { checkpoint_seconds * 1e3 / checkpoints } else { 0.0 },
     })
 }
 

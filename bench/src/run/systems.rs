@@ -63,6 +63,26 @@ pub(super) fn fsync_probe(size: usize, n: usize) -> Result<(u64, u64)> {
     Ok((percentile(&us, 0.5), percentile(&us, 0.99)))
 }
 
+/// The disk's sequential write rate for durable writes, in MB/s: 1 MiB writes, each followed
+/// by an `fdatasync`, for 256 MiB or 5 s, whichever comes first (the physical limit of
+/// durable ingest of large events).
+pub(super) fn disk_write_probe() -> Result<f64> {
+    use std::io::Write as _;
+    let dir = tempfile_dir()?;
+    let mut f = std::fs::File::create(dir.join("probe"))?;
+    let buf = vec![7u8; 1 << 20];
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < 256 << 20 && started.elapsed().as_secs() < 5 {
+        f.write_all(&buf)?;
+        f.sync_data()?;
+        written += buf.len() as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(written as f64 / 1e6 / seconds)
+}
+
 pub(crate) fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "switchyard-bench-{}-{}",

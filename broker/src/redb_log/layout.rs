@@ -33,6 +33,9 @@ pub(super) fn table_name(broker: &BrokerId) -> String {
     format!("events/{broker}")
 }
 
+/// The `meta` key of the last write-ahead log record whose changes the file holds.
+pub(super) const WAL_LSN_KEY: &str = "wal/lsn";
+
 pub(super) fn bytes_key(broker: &BrokerId) -> String {
     format!("bytes/{broker}")
 }

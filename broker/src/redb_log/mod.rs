@@ -1,10 +1,13 @@
-//! The embedded event log on redb, with group commit.
+//! The embedded event log on redb, with group commit and a write-ahead log.
 //!
 //! One writer thread owns every write transaction. Append requests queue up in a bounded
-//! channel; the writer takes everything queued (up to a byte cap), writes it in one
-//! transaction, commits (one fsync), and only then answers each request. Under light load a
-//! batch is one request; under heavy load batches grow by themselves, which is what makes
-//! durable ingest fast. The layout is described in `spec/storage.md`.
+//! channel; the writer takes everything queued (up to a byte cap), writes it in one redb
+//! transaction, appends the same changes to the write-ahead log (one write, one
+//! `fdatasync`), commits the transaction without an fsync, and only then answers each
+//! request. Every `checkpoint_interval` a durable redb commit makes the file itself catch up,
+//! and the log's segments are used again. Under light load a batch is one request; under
+//! heavy load batches grow by themselves, which is what makes durable ingest fast. The layout
+//! is described in `spec/storage.md`.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -20,8 +23,10 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 mod layout;
+mod redo;
 #[cfg(test)]
 mod tests;
+mod wal;
 mod writer;
 
 use layout::*;
@@ -72,14 +77,16 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> LogError {
     }
 }
 
-/// A store file that cannot be read, and the way out: move it aside and start empty (its
-/// events are not delivered), or put a backup in its place.
+/// A store file that cannot be read, and the way out: move it aside with its write-ahead log
+/// and start empty (its events are not delivered), or put a backup in its place.
 fn damaged(path: &Path, why: &str) -> LogError {
     let p = path.display();
+    let wal = path.with_file_name("wal");
+    let w = wal.display();
     LogError::Storage(format!(
         "{p} is damaged and cannot be opened ({why}); move it aside to start with an empty \
-         store (`mv {p} {p}.damaged`: the events in it are not delivered), or put a backup in \
-         its place"
+         store (`mv {p} {p}.damaged && mv {w} {w}.damaged`: the events in them are not \
+         delivered), or put a backup in its place"
     ))
 }
 
@@ -91,9 +98,17 @@ type Opener = Box<dyn Fn() -> Result<Database, LogError> + Send + Sync>;
 pub struct RedbOptions {
     /// redb's page cache, in bytes.
     pub cache_size_bytes: usize,
-    /// fsync every commit (the default). Off only for benchmarks: events that got a 202 can
-    /// then be lost in a crash.
+    /// Make every commit durable before it is answered (the default), through the
+    /// write-ahead log. Off only for benchmarks: events that got a 202 can then be lost in a
+    /// crash (those since the last checkpoint).
     pub fsync: bool,
+    /// How often redb's file is made durable (a checkpoint), after which the write-ahead
+    /// log's records up to then are no longer needed. Longer: fewer, larger checkpoints and
+    /// more log to replay after a crash.
+    pub checkpoint_interval: Duration,
+    /// Size of each write-ahead log segment, in bytes (rounded up to whole MiB); a commit
+    /// larger than that gets a segment of its own.
+    pub wal_segment_bytes: u64,
     /// Append requests that may wait for the writer before ingress answers 503.
     pub queue_capacity: usize,
     /// Event bytes that may wait for the writer before appends are refused (503): with
@@ -122,6 +137,8 @@ impl Default for RedbOptions {
         RedbOptions {
             cache_size_bytes: 64 * 1024 * 1024,
             fsync: true,
+            checkpoint_interval: Duration::from_millis(250),
+            wal_segment_bytes: 8 << 20,
             queue_capacity: 4096,
             queue_max_bytes: 64 * 1024 * 1024,
             max_batch_bytes: 4 * 1024 * 1024,
@@ -220,8 +237,9 @@ impl Shared {
 }
 
 impl RedbLog {
-    /// Opens (or creates) the log in `dir/events.redb` and starts its writer thread. After a
-    /// crash, redb's quick repair makes opening fast whatever the file's size.
+    /// Opens (or creates) the log in `dir/events.redb` with its write-ahead log in `dir/wal/`,
+    /// replays what the log holds past the last checkpoint, and starts the writer thread.
+    /// After a crash, redb's quick repair makes opening fast whatever the file's size.
     pub fn open(
         dir: &Path,
         options: RedbOptions,
@@ -258,14 +276,28 @@ impl RedbLog {
                 }
             }
         });
-        Self::open_with(opener, free_space_of, options, on_commit)
+        let wal = if options.fsync {
+            let wal_dir = dir.join("wal");
+            Some(
+                wal::Wal::open(&wal_dir, options.wal_segment_bytes).map_err(|e| {
+                    LogError::Storage(format!(
+                        "cannot open the write-ahead log in {}: {e}",
+                        wal_dir.display()
+                    ))
+                })?,
+            )
+        } else {
+            None
+        };
+        Self::open_with(opener, free_space_of, wal, options, on_commit)
     }
 
     /// [`open`](Self::open) with the database opened by `opener` (a test's storage backend),
-    /// the free space watched on the file system of `free_space_of`.
+    /// the free space watched on the file system of `free_space_of`, and `wal` in front.
     fn open_with(
         opener: Opener,
         free_space_of: Option<std::path::PathBuf>,
+        wal: Option<wal::Wal>,
         options: RedbOptions,
         on_commit: OnCommit,
     ) -> Result<RedbLog, LogError> {
@@ -295,10 +327,11 @@ impl RedbLog {
             observer: Mutex::new(None),
         });
         let (tx, rx) = sync_channel(options.queue_capacity);
-        let writer_shared = Arc::clone(&shared);
+        let mut writer = Writer::new(Arc::clone(&shared), options, free_space_of, wal);
+        writer.recover()?;
         let writer = std::thread::Builder::new()
             .name("switchyard-writer".into())
-            .spawn(move || Writer::new(writer_shared, options, free_space_of).run(&rx))
+            .spawn(move || writer.run(&rx))
             .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(RedbLog {
             shared,

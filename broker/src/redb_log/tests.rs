@@ -53,8 +53,13 @@ impl StorageBackend for Disk {
     }
 }
 
-fn open(full: &Arc<AtomicBool>) -> (RedbLog, Arc<AtomicUsize>) {
-    let memory = Arc::new(InMemoryBackend::new());
+/// A log on `memory` (a "file" that outlives each handle) with its write-ahead log in `wal`.
+fn open_on(
+    memory: &Arc<InMemoryBackend>,
+    wal: &Path,
+    full: &Arc<AtomicBool>,
+) -> (RedbLog, Arc<AtomicUsize>) {
+    let memory = Arc::clone(memory);
     let opens = Arc::new(AtomicUsize::new(0));
     let (full, counted) = (Arc::clone(full), Arc::clone(&opens));
     let opener: Opener = Box::new(move || {
@@ -68,10 +73,83 @@ fn open(full: &Arc<AtomicBool>) -> (RedbLog, Arc<AtomicUsize>) {
     });
     let options = RedbOptions {
         retention_interval: Duration::from_secs(3600),
+        // Checkpoints only when a test asks for one (at shutdown).
+        checkpoint_interval: Duration::from_secs(3600),
         ..RedbOptions::default()
     };
-    let log = RedbLog::open_with(opener, None, options, Box::new(|_| {})).unwrap();
+    let wal = wal::Wal::open(wal, options.wal_segment_bytes).unwrap();
+    let log = RedbLog::open_with(opener, None, Some(wal), options, Box::new(|_| {})).unwrap();
     (log, opens)
+}
+
+fn open(full: &Arc<AtomicBool>) -> (RedbLog, Arc<AtomicUsize>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, opens) = open_on(&Arc::new(InMemoryBackend::new()), dir.path(), full);
+    (log, opens, dir)
+}
+
+fn stored(log: &RedbLog) -> Vec<Vec<u8>> {
+    log.read(B, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.to_vec())
+        .collect()
+}
+
+#[tokio::test]
+async fn what_was_answered_after_the_last_checkpoint_comes_back_from_the_write_ahead_log() {
+    let memory = Arc::new(InMemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let (log, _) = open_on(&memory, dir.path(), &full);
+    log.append(B, vec![b"one".to_vec(), b"two".to_vec()])
+        .await
+        .unwrap();
+    log.append_with(
+        B,
+        vec![b"three".to_vec()],
+        vec![WriteOp::Put {
+            table: Table::SourceState,
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        }],
+    )
+    .await
+    .unwrap();
+    log.commit(B, "t", 2).unwrap();
+    log.write(vec![WriteOp::Put {
+        table: Table::DeadLetters,
+        key: b"d".to_vec(),
+        value: b"x".to_vec(),
+    }])
+    .await
+    .unwrap();
+    // A crash: the handle and its writer are left as they are, with no checkpoint since the
+    // open; the "file" holds only what the last checkpoint made durable.
+    std::mem::forget(log);
+    let (again, _) = open_on(&memory, dir.path(), &full);
+    assert_eq!(
+        stored(&again),
+        [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+    assert_eq!(again.stats(B).unwrap().next, 3);
+    assert_eq!(
+        again
+            .scan(Table::SourceState, b"", b"\xff", 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        again
+            .scan(Table::DeadLetters, b"", b"\xff", 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(again.committed(B, "t").unwrap(), Some(2));
+    // And it goes on after them.
+    assert_eq!(again.append(B, vec![b"four".to_vec()]).await.unwrap(), 3..4);
 }
 
 /// An event larger than any free space the file has: storing it makes the file grow.
@@ -96,7 +174,7 @@ async fn append_until_taken(log: &RedbLog, event: &[u8]) -> Range<u64> {
 #[tokio::test]
 async fn a_full_disk_refuses_appends_and_writes_resume_without_a_restart() {
     let full = Arc::new(AtomicBool::new(false));
-    let (log, opens) = open(&full);
+    let (log, opens, _wal) = open(&full);
     assert_eq!(log.append(B, vec![b"before".to_vec()]).await.unwrap(), 0..1);
     assert_eq!(log.write_failure(), None);
 
@@ -120,19 +198,13 @@ async fn a_full_disk_refuses_appends_and_writes_resume_without_a_restart() {
         opens.load(Ordering::SeqCst) >= 2,
         "the database was opened again"
     );
-    let stored: Vec<Vec<u8>> = log
-        .read(B, 0, 10)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.event.to_vec())
-        .collect();
-    assert_eq!(stored, [b"before".to_vec(), b"after".to_vec()]);
+    assert_eq!(stored(&log), [b"before".to_vec(), b"after".to_vec()]);
 }
 
 #[tokio::test]
 async fn stored_events_stay_readable_while_appends_are_refused() {
     let full = Arc::new(AtomicBool::new(false));
-    let (log, _) = open(&full);
+    let (log, _, _wal) = open(&full);
     log.append(B, vec![b"stored".to_vec()]).await.unwrap();
     full.store(true, Ordering::SeqCst);
     assert!(log.append(B, vec![big()]).await.is_err());

@@ -1,8 +1,109 @@
 //! The writer thread: the only code that opens write transactions. It gathers every queued
-//! append and side-table write into one transaction (group commit), commits, answers each
-//! request, announces the commit, persists cursors, and runs retention in bounded chunks.
+//! append and side-table write into one transaction (group commit), logs it in the
+//! write-ahead log, commits, answers each request, announces the commit, persists cursors,
+//! checkpoints, and runs retention in bounded chunks.
 
+use super::redo::{self, Redo};
+use super::wal::{HEADER_BYTES, Wal};
 use super::*;
+
+/// A write-ahead log failure as the log reports it (a full disk as [`LogError::DiskFull`]).
+fn wal_error(e: &std::io::Error) -> LogError {
+    let text = format!("cannot write the write-ahead log: {e}");
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            LogError::DiskFull(text)
+        }
+        _ => LogError::Storage(text),
+    }
+}
+
+/// Stores `events` of `broker` at offsets from `first` with their arrival time; returns their
+/// bytes. `value` is scratch space.
+fn store_events(
+    txn: &redb::WriteTransaction,
+    broker: &str,
+    first: u64,
+    arrival_ms: u64,
+    events: &[Vec<u8>],
+    value: &mut Vec<u8>,
+) -> Result<u64, LogError> {
+    let name = table_name(broker);
+    let mut table = txn.open_table(events_table(&name)).map_err(storage)?;
+    let arrival = arrival_ms.to_le_bytes();
+    let mut bytes = 0u64;
+    for (offset, event) in (first..).zip(events) {
+        value.clear();
+        value.extend_from_slice(&arrival);
+        value.extend_from_slice(event);
+        table.insert(offset, value.as_slice()).map_err(storage)?;
+        bytes += event.len() as u64;
+    }
+    Ok(bytes)
+}
+
+/// Counts `bytes` more stored for `broker` and moves its next offset to at least `next`.
+fn add_stored(
+    txn: &redb::WriteTransaction,
+    broker: &str,
+    next: u64,
+    bytes: u64,
+) -> Result<(), LogError> {
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    let key = bytes_key(broker);
+    let old = meta
+        .get(key.as_str())
+        .map_err(storage)?
+        .map_or(0, |v| v.value());
+    meta.insert(key.as_str(), old + bytes).map_err(storage)?;
+    let next_key = format!("next/{broker}");
+    let recorded = meta
+        .get(next_key.as_str())
+        .map_err(storage)?
+        .map_or(0, |v| v.value());
+    meta.insert(next_key.as_str(), next.max(recorded))
+        .map_err(storage)?;
+    Ok(())
+}
+
+fn write_cursor_values(
+    txn: &redb::WriteTransaction,
+    cursors: &[(String, u64)],
+) -> Result<(), LogError> {
+    if cursors.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(CURSORS).map_err(storage)?;
+    for (key, offset) in cursors {
+        table.insert(key.as_str(), *offset).map_err(storage)?;
+    }
+    Ok(())
+}
+
+fn set_wal_lsn(txn: &redb::WriteTransaction, lsn: u64) -> Result<(), LogError> {
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    meta.insert(WAL_LSN_KEY, lsn).map_err(storage)?;
+    Ok(())
+}
+
+/// Makes the changes of one write-ahead log record again, in the order the writer made them.
+fn apply_redo(txn: &redb::WriteTransaction, redo: &Redo, lsn: u64) -> Result<(), LogError> {
+    let mut value = Vec::new();
+    for a in &redo.appends {
+        let bytes = store_events(
+            txn,
+            &a.broker,
+            a.first,
+            redo.arrival_ms,
+            &a.events,
+            &mut value,
+        )?;
+        add_stored(txn, &a.broker, a.first + a.events.len() as u64, bytes)?;
+    }
+    write_cursor_values(txn, &redo.cursors)?;
+    apply_ops(txn, redo.ops.iter())?;
+    set_wal_lsn(txn, lsn)
+}
 
 /// Refuses the appends of new events in `batch` with `error`, keeping those that may use the
 /// free-space reserve (replies).
@@ -86,6 +187,15 @@ pub(super) struct Writer {
     low_space: Option<LogError>,
     /// When the free space was last looked at while low.
     space_checked: Instant,
+    /// The write-ahead log (`None` without fsync: commits are then durable only at
+    /// checkpoints).
+    wal: Option<Wal>,
+    /// Buffer of the write-ahead log record being made.
+    record: Vec<u8>,
+    /// Whether anything was committed since the last checkpoint.
+    dirty: bool,
+    /// When the last checkpoint was made (or tried).
+    checkpointed_at: Instant,
 }
 
 impl Writer {
@@ -93,6 +203,7 @@ impl Writer {
         shared: Arc<Shared>,
         options: RedbOptions,
         free_space_of: Option<std::path::PathBuf>,
+        wal: Option<Wal>,
     ) -> Self {
         let free_space_of = free_space_of.filter(|_| options.min_free_disk_bytes > 0);
         Writer {
@@ -104,7 +215,62 @@ impl Writer {
             free_space_of,
             low_space: None,
             space_checked: Instant::now(),
+            wal,
+            record: Vec::new(),
+            dirty: false,
+            checkpointed_at: Instant::now(),
         }
+    }
+
+    /// Applies the write-ahead log's records past the file's last checkpoint to the open
+    /// database (at open, and after the file was opened again), then tries a checkpoint. The
+    /// new handle is not published before this is done, so readers never see the file
+    /// without what it already answered for.
+    pub(super) fn recover(&mut self) -> Result<(), LogError> {
+        let db = self.shared.db()?;
+        self.recover_into(&db)
+    }
+
+    fn recover_into(&mut self, db: &Database) -> Result<(), LogError> {
+        let Some(wal) = &mut self.wal else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let checkpointed = {
+            let txn = db.begin_read().map_err(storage)?;
+            let meta = txn.open_table(META).map_err(storage)?;
+            meta.get(WAL_LSN_KEY)
+                .map_err(storage)?
+                .map_or(0, |v| v.value())
+        };
+        let mut txn = db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::None).map_err(storage)?;
+        let replayed = wal.replay(checkpointed, |lsn, payload| {
+            apply_redo(&txn, &redo::decode(payload)?, lsn)
+        });
+        let replayed = match replayed {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = txn.abort();
+                return Err(e);
+            }
+        };
+        txn.commit().map_err(storage)?;
+        self.next.clear();
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                after_lsn = checkpointed,
+                took_ms = started.elapsed().as_millis() as u64,
+                "replayed the write-ahead log past the last checkpoint"
+            );
+        }
+        // The file holds it all now, but not yet durably.
+        self.dirty = true;
+        if let Err(e) = self.checkpoint_into(db) {
+            tracing::warn!(error = %e, "no checkpoint after the replay; the log keeps its records");
+        }
+        Ok(())
     }
 
     pub(super) fn run(mut self, rx: &Receiver<Command>) {
@@ -120,6 +286,10 @@ impl Writer {
             }
             if self.low_space.is_some() {
                 wait = wait.min(SPACE_CHECK_WHILE_LOW);
+            }
+            if self.dirty {
+                let due = self.checkpointed_at + self.options.checkpoint_interval;
+                wait = wait.min(due.saturating_duration_since(Instant::now()));
             }
             let mut bytes = 0usize;
             let mut take = |command: Command, bytes: &mut usize| match command {
@@ -197,13 +367,21 @@ impl Writer {
                         self.options.retention_interval
                     };
             }
+            if self.checkpoint_due()
+                && self.may_write().is_ok()
+                && let Err(e) = self.checkpoint()
+            {
+                tracing::error!(error = %e, "checkpoint failed");
+                self.failed(&e);
+            }
             if disconnected {
                 let open = self.shared.db.read().is_ok_and(|db| db.is_some());
                 if !open {
                     let _ = self.reopen();
                 }
-                if let Err(e) = self.flush_cursors() {
-                    tracing::warn!(error = %e, "could not persist cursors at shutdown");
+                self.dirty = true;
+                if let Err(e) = self.checkpoint() {
+                    tracing::warn!(error = %e, "no checkpoint at shutdown; the write-ahead log keeps what it holds");
                 }
                 return;
             }
@@ -235,54 +413,122 @@ impl Writer {
         &mut self,
         txn: &redb::WriteTransaction,
         batch: &[AppendRequest],
+        arrival_ms: u64,
     ) -> Result<Vec<Range<u64>>, LogError> {
-        let arrival = self.options.clock.now_ms().to_le_bytes();
         let mut ranges = Vec::with_capacity(batch.len());
         let mut added: HashMap<Arc<str>, (u64, u64)> = HashMap::new();
         let mut value = Vec::new();
         for req in batch {
             let start = self.next_offset(txn, &req.broker)?;
-            let name = table_name(&req.broker);
-            let mut table = txn.open_table(events_table(&name)).map_err(storage)?;
-            let mut offset = start;
-            let mut bytes = 0u64;
-            for event in &req.events {
-                value.clear();
-                value.extend_from_slice(&arrival);
-                value.extend_from_slice(event);
-                table.insert(offset, value.as_slice()).map_err(storage)?;
-                bytes += event.len() as u64;
-                offset += 1;
-            }
+            let bytes = store_events(txn, &req.broker, start, arrival_ms, &req.events, &mut value)?;
+            let offset = start + req.events.len() as u64;
             self.next.insert(Arc::clone(&req.broker), offset);
             let entry = added.entry(Arc::clone(&req.broker)).or_default();
             entry.0 = offset;
             entry.1 += bytes;
             ranges.push(start..offset);
         }
-        let mut meta = txn.open_table(META).map_err(storage)?;
         for (broker, (next, bytes)) in added {
-            let key = bytes_key(&broker);
-            let old = meta
-                .get(key.as_str())
-                .map_err(storage)?
-                .map_or(0, |v| v.value());
-            meta.insert(key.as_str(), old + bytes).map_err(storage)?;
-            meta.insert(format!("next/{broker}").as_str(), next)
-                .map_err(storage)?;
+            add_stored(txn, &broker, next, bytes)?;
         }
-        drop(meta);
         self.write_cursors(txn)?;
         Ok(ranges)
     }
 
-    fn begin(&self) -> Result<redb::WriteTransaction, LogError> {
-        let mut txn = self.shared.db()?.begin_write().map_err(storage)?;
-        txn.set_quick_repair(true);
-        if !self.options.fsync {
-            txn.set_durability(Durability::None).map_err(storage)?;
+    /// A write transaction: committed without an fsync (the write-ahead log makes it
+    /// durable), or, for a checkpoint, durably with quick repair's allocator state.
+    fn begin(&self, durable: bool) -> Result<redb::WriteTransaction, LogError> {
+        begin_on(&*self.shared.db()?, durable)
+    }
+
+    /// Logs the changes of the transaction being built in the write-ahead log (durably) and
+    /// records its LSN in the transaction. Nothing to log (no events, no changes, no
+    /// cursors) writes nothing.
+    fn log_commit(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        batch: &[AppendRequest],
+        ranges: &[Range<u64>],
+        writes: &PendingWrites,
+        arrival_ms: u64,
+    ) -> Result<(), LogError> {
+        let Some(wal) = &mut self.wal else {
+            return Ok(());
+        };
+        let ops = batch
+            .iter()
+            .flat_map(|req| &req.ops)
+            .chain(writes.iter().flat_map(|(ops, _)| ops));
+        if batch.is_empty() && ops.clone().next().is_none() && self.cursors_in_txn.is_empty() {
+            return Ok(());
         }
-        Ok(txn)
+        let appends: Vec<(&str, u64, &[Vec<u8>])> = batch
+            .iter()
+            .zip(ranges)
+            .map(|(req, range)| (&*req.broker, range.start, req.events.as_slice()))
+            .collect();
+        self.record.clear();
+        self.record.resize(HEADER_BYTES, 0);
+        redo::encode(
+            &mut self.record,
+            arrival_ms,
+            &appends,
+            ops,
+            &self.cursors_in_txn,
+        );
+        set_wal_lsn(txn, wal.next_lsn())?;
+        wal.append(&mut self.record).map_err(|e| wal_error(&e))?;
+        Ok(())
+    }
+
+    /// Whether a checkpoint is due: something was committed since the last one (or cursor
+    /// positions wait), and the interval has passed or the log holds a segment's worth.
+    fn checkpoint_due(&self) -> bool {
+        let pending_cursors = self
+            .shared
+            .pending_cursors
+            .lock()
+            .is_ok_and(|p| !p.is_empty());
+        if !self.dirty && !pending_cursors {
+            return false;
+        }
+        self.checkpointed_at.elapsed() >= self.options.checkpoint_interval
+            || self
+                .wal
+                .as_ref()
+                .is_some_and(|w| w.since_checkpoint_bytes() >= self.options.wal_segment_bytes)
+    }
+
+    /// Makes the file durable with everything committed so far (and the cursors waiting),
+    /// then lets the write-ahead log use its segments again.
+    fn checkpoint(&mut self) -> Result<(), LogError> {
+        let db = self.shared.db()?;
+        self.checkpoint_into(&db)
+    }
+
+    fn checkpoint_into(&mut self, db: &Database) -> Result<(), LogError> {
+        self.checkpointed_at = Instant::now();
+        let txn = begin_on(db, true)?;
+        let lsn = self.wal.as_ref().map(Wal::last_lsn);
+        let written = self.write_cursors(&txn).and_then(|()| match lsn {
+            Some(lsn) => set_wal_lsn(&txn, lsn),
+            None => Ok(()),
+        });
+        if let Err(e) = written {
+            let _ = txn.abort();
+            self.cursors_settled(false);
+            return Err(e);
+        }
+        let result = txn.commit().map_err(storage);
+        self.cursors_settled(result.is_ok());
+        result?;
+        metrics::histogram!(crate::metrics::CHECKPOINT_SECONDS)
+            .record(self.checkpointed_at.elapsed().as_secs_f64());
+        self.dirty = false;
+        if let (Some(wal), Some(lsn)) = (&mut self.wal, lsn) {
+            wal.checkpointed(lsn);
+        }
+        Ok(())
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<AppendRequest>, writes: &mut PendingWrites) {
@@ -291,10 +537,13 @@ impl Writer {
             .iter()
             .map(|r| started.saturating_duration_since(r.enqueued))
             .collect();
-        let result = self.begin().and_then(|txn| {
-            let ranges = self.write_batch(&txn, batch).and_then(|r| {
+        let arrival_ms = self.options.clock.now_ms();
+        let result = self.begin(false).and_then(|txn| {
+            let ranges = self.write_batch(&txn, batch, arrival_ms).and_then(|r| {
                 let appended = batch.iter().flat_map(|req| &req.ops);
-                apply_ops(&txn, appended.chain(writes.iter().flat_map(|(ops, _)| ops))).map(|()| r)
+                apply_ops(&txn, appended.chain(writes.iter().flat_map(|(ops, _)| ops)))?;
+                self.log_commit(&txn, batch, &r, writes, arrival_ms)?;
+                Ok(r)
             });
             match ranges {
                 Ok(r) => txn.commit().map_err(storage).map(|()| r),
@@ -304,6 +553,7 @@ impl Writer {
                 }
             }
         });
+        self.dirty = true;
         self.cursors_settled(result.is_ok());
         let events: usize = batch.iter().map(|r| r.events.len()).sum();
         match result {
@@ -456,9 +706,11 @@ impl Writer {
         }
     }
 
-    /// Opens the database file again after a failed write closed it.
+    /// Opens the database file again after a failed write closed it, and replays the
+    /// write-ahead log into it (the file went back to its last checkpoint).
     fn reopen(&mut self) -> Result<(), LogError> {
         let db = (self.shared.opener)()?;
+        self.recover_into(&db)?;
         if let Ok(mut slot) = self.shared.db.write() {
             *slot = Some(Arc::new(db));
         }
@@ -509,14 +761,6 @@ impl Writer {
         }
     }
 
-    fn flush_cursors(&mut self) -> Result<(), LogError> {
-        let txn = self.begin()?;
-        self.write_cursors(&txn)?;
-        let result = txn.commit().map_err(storage);
-        self.cursors_settled(result.is_ok());
-        result
-    }
-
     /// Deletes, per broker, up to `retention_chunk` of the oldest events that the policy lets
     /// go and that every consumer has committed (and audit entries past their age). Returns
     /// how many events it deleted, and whether it stopped at a chunk with more to delete.
@@ -525,7 +769,8 @@ impl Writer {
             Ok(r) => r.iter().map(|(k, v)| (Arc::clone(k), *v)).collect(),
             Err(_) => return Err(LogError::Storage("retention map poisoned".into())),
         };
-        let txn = self.begin()?;
+        let txn = self.begin(false)?;
+        self.dirty = true;
         self.write_cursors(&txn)?;
         let now = self.options.clock.now_ms();
         let mut total = 0u64;
@@ -604,6 +849,17 @@ impl Writer {
         committed?;
         Ok((total, behind))
     }
+}
+
+/// A write transaction on `db`: see [`Writer::begin`].
+fn begin_on(db: &Database, durable: bool) -> Result<redb::WriteTransaction, LogError> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    if durable {
+        txn.set_quick_repair(true);
+    } else {
+        txn.set_durability(Durability::None).map_err(storage)?;
+    }
+    Ok(txn)
 }
 
 /// Deletes up to `max` audit entries older than `cutoff_ms`, oldest first in each namespace

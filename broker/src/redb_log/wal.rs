@@ -1,0 +1,468 @@
+//! The write-ahead log in front of redb: what makes a commit durable with one sequential write
+//! and one `fdatasync`.
+//!
+//! Each group commit is one record, appended to a segment file that was filled with zeros when
+//! it was made, so an `fdatasync` writes the record and no file-system metadata (no block
+//! allocation, no size change). redb commits the same changes without an fsync; every
+//! `checkpoint_interval` a durable redb commit (a checkpoint) makes everything before it
+//! durable in the file itself and records the last record it holds (`wal/lsn` in `meta`).
+//! Segments whose records are all checkpointed are used again from their start.
+//!
+//! At open, and after a failed write made the writer open the file again, the records after
+//! the checkpointed one are applied again (replay). A record is
+//!
+//! ```text
+//! magic u32 | payload length u32 | lsn u64 | crc32 u32 (of lsn, length, payload) | 0 u32 | payload
+//! ```
+//!
+//! all little-endian. The log is the chain of valid records with consecutive LSNs from the
+//! checkpointed one on; it ends at the first record that is torn, stale (left from a segment's
+//! previous use, so its LSN is lower) or absent. The layout is in `spec/storage.md`.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::log::LogError;
+
+/// "SYW1": a Switchyard WAL record, format 1.
+const MAGIC: u32 = 0x3157_5953;
+/// Bytes before each record's payload.
+pub(super) const HEADER_BYTES: usize = 24;
+/// Segments are made (and zero-filled) in multiples of this.
+const ALLOCATION_BYTES: u64 = 1 << 20;
+/// Free segments kept for reuse after a checkpoint; more are deleted.
+const SPARE_SEGMENTS: usize = 2;
+
+/// One segment file.
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    /// The highest LSN this segment holds since its current use began; 0 when it holds none.
+    last_lsn: u64,
+}
+
+/// Where a record of the chain is, found while scanning.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    segment: usize,
+    position: u64,
+    payload_bytes: usize,
+}
+
+/// The write-ahead log: its segments, where the next record goes and its LSN.
+#[derive(Debug)]
+pub(super) struct Wal {
+    dir: PathBuf,
+    segment_bytes: u64,
+    segments: Vec<Segment>,
+    current: usize,
+    position: u64,
+    next_lsn: u64,
+    checkpointed: u64,
+    /// Record bytes written since the last checkpoint.
+    since_checkpoint_bytes: u64,
+    /// The number in the next new segment's file name.
+    next_name: u64,
+}
+
+fn crc(lsn: u64, len: u32, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&lsn.to_le_bytes());
+    h.update(&len.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// The record at `position` of `file` (its LSN and payload), or `None` where there is no
+/// valid one: the end of the segment's records.
+fn read_record(file: &File, len: u64, position: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
+    if position + HEADER_BYTES as u64 > len {
+        return Ok(None);
+    }
+    let mut header = [0u8; HEADER_BYTES];
+    file.read_exact_at(&mut header, position)?;
+    let payload_len = u32_at(&header, 4);
+    if u32_at(&header, 0) != MAGIC || position + HEADER_BYTES as u64 + u64::from(payload_len) > len
+    {
+        return Ok(None);
+    }
+    let lsn = u64_at(&header, 8);
+    let mut payload = vec![0u8; payload_len as usize];
+    file.read_exact_at(&mut payload, position + HEADER_BYTES as u64)?;
+    if crc(lsn, payload_len, &payload) != u32_at(&header, 16) {
+        return Ok(None);
+    }
+    Ok(Some((lsn, payload)))
+}
+
+impl Wal {
+    /// Opens the log in `dir` (made when absent). Nothing is replayed yet: see [`Self::replay`].
+    pub(super) fn open(dir: &Path, segment_bytes: u64) -> io::Result<Wal> {
+        std::fs::create_dir_all(dir)?;
+        let segment_bytes = segment_bytes
+            .max(ALLOCATION_BYTES)
+            .next_multiple_of(ALLOCATION_BYTES);
+        let mut segments = Vec::new();
+        let mut next_name = 0;
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let number = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".wal"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(number) = number {
+                names.push((number, path));
+            }
+        }
+        names.sort();
+        for (number, path) in names {
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let len = file.metadata()?.len();
+            next_name = next_name.max(number + 1);
+            segments.push(Segment {
+                path,
+                file,
+                len,
+                last_lsn: 0,
+            });
+        }
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            segments,
+            current: 0,
+            position: 0,
+            next_lsn: 1,
+            checkpointed: 0,
+            since_checkpoint_bytes: 0,
+            next_name,
+        };
+        if wal.segments.is_empty() {
+            wal.current = wal.make_segment(segment_bytes)?;
+        }
+        Ok(wal)
+    }
+
+    /// Finds the records after `checkpointed` and hands each to `apply`, in order; the next
+    /// record is written after the last of them. Returns how many there were.
+    pub(super) fn replay(
+        &mut self,
+        checkpointed: u64,
+        mut apply: impl FnMut(u64, &[u8]) -> Result<(), LogError>,
+    ) -> Result<u64, LogError> {
+        let read_error = |e: io::Error| {
+            LogError::Storage(format!(
+                "cannot read the write-ahead log in {}: {e}",
+                self.dir.display()
+            ))
+        };
+        // Every segment's run of valid records with consecutive LSNs, from its start.
+        let mut found: BTreeMap<u64, Found> = BTreeMap::new();
+        for (index, segment) in self.segments.iter_mut().enumerate() {
+            segment.last_lsn = 0;
+            let mut position = 0;
+            let mut previous: Option<u64> = None;
+            while let Some((lsn, payload)) =
+                read_record(&segment.file, segment.len, position).map_err(read_error)?
+            {
+                if previous.is_some_and(|p| lsn != p + 1) {
+                    break;
+                }
+                found.insert(
+                    lsn,
+                    Found {
+                        segment: index,
+                        position,
+                        payload_bytes: payload.len(),
+                    },
+                );
+                previous = Some(lsn);
+                position += (HEADER_BYTES + payload.len()) as u64;
+            }
+        }
+        self.checkpointed = checkpointed;
+        self.next_lsn = checkpointed + 1;
+        self.since_checkpoint_bytes = 0;
+        let mut replayed = 0;
+        while let Some(at) = found.get(&self.next_lsn).copied() {
+            let segment = &mut self.segments[at.segment];
+            let Some((lsn, payload)) =
+                read_record(&segment.file, segment.len, at.position).map_err(read_error)?
+            else {
+                break;
+            };
+            apply(lsn, &payload)?;
+            segment.last_lsn = lsn;
+            self.current = at.segment;
+            self.position = at.position + (HEADER_BYTES + at.payload_bytes) as u64;
+            self.since_checkpoint_bytes += (HEADER_BYTES + at.payload_bytes) as u64;
+            self.next_lsn += 1;
+            replayed += 1;
+        }
+        if replayed == 0 {
+            // Nothing to keep: start over at the beginning of the first segment.
+            self.current = 0;
+            self.position = 0;
+        }
+        Ok(replayed)
+    }
+
+    /// The LSN the next record gets.
+    pub(super) fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// The LSN of the last record written (0: none yet).
+    pub(super) fn last_lsn(&self) -> u64 {
+        self.next_lsn - 1
+    }
+
+    /// Record bytes written since the last checkpoint.
+    pub(super) fn since_checkpoint_bytes(&self) -> u64 {
+        self.since_checkpoint_bytes
+    }
+
+    /// Writes `record` ([`HEADER_BYTES`] of room for the header, then the payload) as the
+    /// next record and makes it durable; returns its LSN. On failure nothing moves: the next
+    /// try writes the same LSN at the same place.
+    pub(super) fn append(&mut self, record: &mut [u8]) -> io::Result<u64> {
+        let payload_len = u32::try_from(record.len() - HEADER_BYTES)
+            .map_err(|_| io::Error::other("a commit of 4 GiB or more cannot be logged"))?;
+        let lsn = self.next_lsn;
+        let need = record.len() as u64;
+        if self.position + need > self.segments[self.current].len {
+            self.switch(need)?;
+        }
+        let checksum = crc(lsn, payload_len, &record[HEADER_BYTES..]);
+        record[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        record[4..8].copy_from_slice(&payload_len.to_le_bytes());
+        record[8..16].copy_from_slice(&lsn.to_le_bytes());
+        record[16..20].copy_from_slice(&checksum.to_le_bytes());
+        record[20..24].copy_from_slice(&0u32.to_le_bytes());
+        let segment = &mut self.segments[self.current];
+        segment.file.write_all_at(record, self.position)?;
+        segment.file.sync_data()?;
+        segment.last_lsn = lsn;
+        self.position += need;
+        self.since_checkpoint_bytes += need;
+        self.next_lsn += 1;
+        Ok(lsn)
+    }
+
+    /// Everything up to `lsn` is durable in redb: segments holding nothing newer may be used
+    /// again; spares past [`SPARE_SEGMENTS`] and oversized ones are deleted.
+    pub(super) fn checkpointed(&mut self, lsn: u64) {
+        self.checkpointed = lsn;
+        self.since_checkpoint_bytes = 0;
+        let mut spares = 0;
+        let mut index = 0;
+        while index < self.segments.len() {
+            let segment = &self.segments[index];
+            let free = index != self.current && segment.last_lsn <= lsn;
+            if free && (spares >= SPARE_SEGMENTS || segment.len > self.segment_bytes) {
+                if let Err(e) = std::fs::remove_file(&segment.path) {
+                    tracing::warn!(error = %e, path = %segment.path.display(), "cannot delete a spare WAL segment");
+                    index += 1;
+                    continue;
+                }
+                self.segments.remove(index);
+                if self.current > index {
+                    self.current -= 1;
+                }
+                continue;
+            }
+            if free {
+                spares += 1;
+            }
+            index += 1;
+        }
+    }
+
+    /// Moves to a segment with room for `need` bytes: a free one, or a new one.
+    fn switch(&mut self, need: u64) -> io::Result<()> {
+        let free = (0..self.segments.len()).find(|&i| {
+            i != self.current
+                && self.segments[i].last_lsn <= self.checkpointed
+                && self.segments[i].len >= need
+        });
+        let next = match free {
+            Some(i) => i,
+            None => self.make_segment(
+                self.segment_bytes
+                    .max(need.next_multiple_of(ALLOCATION_BYTES)),
+            )?,
+        };
+        self.segments[next].last_lsn = 0;
+        self.current = next;
+        self.position = 0;
+        Ok(())
+    }
+
+    /// Makes a segment of `len` bytes, written with zeros and made durable with its directory
+    /// entry, so that appending to it later changes no file-system metadata.
+    fn make_segment(&mut self, len: u64) -> io::Result<usize> {
+        let path = self.dir.join(format!("{:08}.wal", self.next_name));
+        let made = (|| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            let zeros = vec![0u8; ALLOCATION_BYTES as usize];
+            let mut at = 0;
+            while at < len {
+                file.write_all_at(&zeros, at)?;
+                at += ALLOCATION_BYTES;
+            }
+            file.sync_all()?;
+            File::open(&self.dir)?.sync_all()?;
+            Ok(file)
+        })();
+        let file = match made {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        self.next_name += 1;
+        self.segments.push(Segment {
+            path,
+            file,
+            len,
+            last_lsn: 0,
+        });
+        Ok(self.segments.len() - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn record(payload: &[u8]) -> Vec<u8> {
+        let mut r = vec![0; HEADER_BYTES];
+        r.extend_from_slice(payload);
+        r
+    }
+
+    fn replayed(wal: &mut Wal, after: u64) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        wal.replay(after, |lsn, p| {
+            out.push((lsn, p.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn records_after_the_checkpoint_come_back_in_order_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        let big = vec![5u8; 300 * 1024];
+        for _ in 0..10 {
+            wal.append(&mut record(&big)).unwrap();
+        }
+        assert!(wal.segments.len() >= 3, "{} segments", wal.segments.len());
+        let mut again = Wal::open(dir.path(), 1 << 20).unwrap();
+        let got = replayed(&mut again, 4);
+        assert_eq!(
+            got.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+            (5..=10).collect::<Vec<_>>()
+        );
+        assert!(got.iter().all(|(_, p)| *p == big));
+        // The next record follows the last one.
+        assert_eq!(again.append(&mut record(b"next")).unwrap(), 11);
+    }
+
+    #[test]
+    fn reused_segments_and_a_torn_record_end_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        let big = vec![1u8; 400 * 1024];
+        for _ in 0..6 {
+            wal.append(&mut record(&big)).unwrap();
+        }
+        wal.checkpointed(6);
+        // Reused from the start: stale records of the first use follow the new ones.
+        for _ in 0..3 {
+            wal.append(&mut record(b"fresh")).unwrap();
+        }
+        assert_eq!(
+            wal.segments.len(),
+            3,
+            "the checkpointed segments were used again"
+        );
+        let (segment, position) = (wal.current, wal.position);
+        drop(wal);
+        let mut again = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            replayed(&mut again, 6),
+            vec![
+                (7, b"fresh".to_vec()),
+                (8, b"fresh".to_vec()),
+                (9, b"fresh".to_vec())
+            ]
+        );
+        // A record torn by a crash (only its header written) is not part of the log.
+        let mut torn = record(b"torn record");
+        torn[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        torn[4..8].copy_from_slice(&11u32.to_le_bytes());
+        torn[8..16].copy_from_slice(&10u64.to_le_bytes());
+        again.segments[segment]
+            .file
+            .write_all_at(&torn[..HEADER_BYTES + 3], position)
+            .unwrap();
+        drop(again);
+        let mut third = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(replayed(&mut third, 6).len(), 3);
+        assert_eq!(third.append(&mut record(b"after")).unwrap(), 10);
+        drop(third);
+        let mut fourth = Wal::open(dir.path(), 1 << 20).unwrap();
+        let lsns: Vec<u64> = replayed(&mut fourth, 6)
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        assert_eq!(lsns, [7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn a_record_larger_than_a_segment_gets_its_own_and_it_is_deleted_once_checkpointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        let huge = vec![9u8; 3 << 20];
+        wal.append(&mut record(&huge)).unwrap();
+        let more = vec![8u8; 600 << 10];
+        wal.append(&mut record(&more)).unwrap();
+        // No room left in the oversized segment: on to the first one again.
+        wal.append(&mut record(&more)).unwrap();
+        let mut again = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(replayed(&mut again, 0).len(), 3);
+        wal.checkpointed(3);
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, wal.segments.len());
+        assert!(wal.segments.iter().all(|s| s.len <= 1 << 20));
+    }
+}
