@@ -276,19 +276,17 @@ impl RedbLog {
                 }
             }
         });
-        let wal = if options.fsync {
-            let wal_dir = dir.join("wal");
-            Some(
-                wal::Wal::open(&wal_dir, options.wal_segment_bytes).map_err(|e| {
-                    LogError::Storage(format!(
-                        "cannot open the write-ahead log in {}: {e}",
-                        wal_dir.display()
-                    ))
-                })?,
-            )
-        } else {
-            None
-        };
+        // Opened (and replayed) with or without fsync: a store last served without it may
+        // still hold records an earlier run logged.
+        let wal_dir = dir.join("wal");
+        let wal = Some(
+            wal::Wal::open(&wal_dir, options.wal_segment_bytes).map_err(|e| {
+                LogError::Storage(format!(
+                    "cannot open the write-ahead log in {}: {e}",
+                    wal_dir.display()
+                ))
+            })?,
+        );
         Self::open_with(opener, free_space_of, wal, options, on_commit)
     }
 

@@ -12,15 +12,19 @@
 //! the checkpointed one are applied again (replay). A record is
 //!
 //! ```text
-//! magic u32 | payload length u32 | lsn u64 | crc32 u32 (of lsn, length, payload) | 0 u32 | payload
+//! magic u32 | payload length u32 | lsn u64 | crc32 u32 (of lsn, length, salt, payload) | salt u32 | payload
 //! ```
 //!
-//! all little-endian. The log is the chain of valid records with consecutive LSNs from the
-//! checkpointed one on; it ends at the first record that is torn, stale (left from a segment's
-//! previous use, so its LSN is lower) or absent. The layout is in `spec/storage.md`.
+//! all little-endian. The salt is drawn at random each time a segment is written again from
+//! its start, and every record of that use carries it: bytes left from the segment's earlier
+//! use (which hold events, that is, producers' bytes) cannot pass for a record of this use.
+//! The log is the chain of valid records with consecutive LSNs from the checkpointed one on;
+//! it ends at the first record that is torn, stale (left from a segment's previous use: a
+//! lower LSN or another salt) or absent. The layout is in `spec/storage.md`.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -44,6 +48,19 @@ struct Segment {
     len: u64,
     /// The highest LSN this segment holds since its current use began; 0 when it holds none.
     last_lsn: u64,
+    /// The salt of its current use.
+    salt: u32,
+}
+
+/// The last record appended, so that it can be taken back ([`Wal::retract_last`]).
+#[derive(Debug, Clone, Copy)]
+struct Appended {
+    lsn: u64,
+    segment: usize,
+    position: u64,
+    bytes: u64,
+    /// The segment's `last_lsn` before it.
+    previous_last_lsn: u64,
 }
 
 /// Where a record of the chain is, found while scanning.
@@ -68,14 +85,35 @@ pub(super) struct Wal {
     since_checkpoint_bytes: u64,
     /// The number in the next new segment's file name.
     next_name: u64,
+    /// Where a record whose write or `fdatasync` failed may still sit: its header is erased
+    /// (durably) before the next record is written anywhere, so that no two records with the
+    /// same LSN can both be found.
+    failed_at: Option<(usize, u64)>,
+    last_append: Option<Appended>,
 }
 
-fn crc(lsn: u64, len: u32, payload: &[u8]) -> u32 {
+/// A salt for a segment's new use.
+fn new_salt() -> u32 {
+    // `RandomState` draws its keys from the operating system's randomness once per thread
+    // and changes them for every new state.
+    let h = RandomState::new().hash_one(std::time::SystemTime::now());
+    (h ^ (h >> 32)) as u32
+}
+
+fn crc(lsn: u64, len: u32, salt: u32, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&lsn.to_le_bytes());
     h.update(&len.to_le_bytes());
+    h.update(&salt.to_le_bytes());
     h.update(payload);
     h.finalize()
+}
+
+/// A record read back: its LSN, its segment use's salt and its payload.
+struct Read {
+    lsn: u64,
+    salt: u32,
+    payload: Vec<u8>,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -90,10 +128,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
-/// The record at `position` of `file` (its LSN and payload), or `None` where there is no
-/// valid one: the end of the segment's records.
-fn read_record(file: &File, len: u64, position: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
-    if position + HEADER_BYTES as u64 > len {
+/// The record at `position` of `file`, or `None` where there is no valid one: the end of the
+/// segment's records.
+fn read_record(file: &File, len: u64, position: u64) -> io::Result<Option<Read>> {
+    if position.saturating_add(HEADER_BYTES as u64) > len {
         return Ok(None);
     }
     let mut header = [0u8; HEADER_BYTES];
@@ -103,13 +141,13 @@ fn read_record(file: &File, len: u64, position: u64) -> io::Result<Option<(u64, 
     {
         return Ok(None);
     }
-    let lsn = u64_at(&header, 8);
+    let (lsn, salt) = (u64_at(&header, 8), u32_at(&header, 20));
     let mut payload = vec![0u8; payload_len as usize];
     file.read_exact_at(&mut payload, position + HEADER_BYTES as u64)?;
-    if crc(lsn, payload_len, &payload) != u32_at(&header, 16) {
+    if crc(lsn, payload_len, salt, &payload) != u32_at(&header, 16) {
         return Ok(None);
     }
-    Ok(Some((lsn, payload)))
+    Ok(Some(Read { lsn, salt, payload }))
 }
 
 impl Wal {
@@ -137,12 +175,13 @@ impl Wal {
         for (number, path) in names {
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
             let len = file.metadata()?.len();
-            next_name = next_name.max(number + 1);
+            next_name = next_name.max(number.saturating_add(1));
             segments.push(Segment {
                 path,
                 file,
                 len,
                 last_lsn: 0,
+                salt: 0,
             });
         }
         let mut wal = Wal {
@@ -155,6 +194,8 @@ impl Wal {
             checkpointed: 0,
             since_checkpoint_bytes: 0,
             next_name,
+            failed_at: None,
+            last_append: None,
         };
         if wal.segments.is_empty() {
             wal.current = wal.make_segment(segment_bytes)?;
@@ -175,53 +216,76 @@ impl Wal {
                 self.dir.display()
             ))
         };
-        // Every segment's run of valid records with consecutive LSNs, from its start.
-        let mut found: BTreeMap<u64, Found> = BTreeMap::new();
+        // Every segment's run of valid records of its current use (one salt) with consecutive
+        // LSNs, from its start. An LSN found twice (a record whose write failed, left where the
+        // writer could not erase it) is resolved by which copy the next LSN follows.
+        let mut found: BTreeMap<u64, Vec<Found>> = BTreeMap::new();
         for (index, segment) in self.segments.iter_mut().enumerate() {
             segment.last_lsn = 0;
+            segment.salt = 0;
             let mut position = 0;
-            let mut previous: Option<u64> = None;
-            while let Some((lsn, payload)) =
+            let mut previous: Option<(u64, u32)> = None;
+            while let Some(r) =
                 read_record(&segment.file, segment.len, position).map_err(read_error)?
             {
-                if previous.is_some_and(|p| lsn != p + 1) {
+                if previous
+                    .is_some_and(|(lsn, salt)| Some(r.lsn) != lsn.checked_add(1) || r.salt != salt)
+                {
                     break;
                 }
-                found.insert(
-                    lsn,
-                    Found {
-                        segment: index,
-                        position,
-                        payload_bytes: payload.len(),
-                    },
-                );
-                previous = Some(lsn);
-                position += (HEADER_BYTES + payload.len()) as u64;
+                found.entry(r.lsn).or_default().push(Found {
+                    segment: index,
+                    position,
+                    payload_bytes: r.payload.len(),
+                });
+                previous = Some((r.lsn, r.salt));
+                position += (HEADER_BYTES + r.payload.len()) as u64;
             }
         }
         self.checkpointed = checkpointed;
-        self.next_lsn = checkpointed + 1;
+        self.next_lsn = checkpointed.saturating_add(1);
         self.since_checkpoint_bytes = 0;
+        self.failed_at = None;
+        self.last_append = None;
         let mut replayed = 0;
-        while let Some(at) = found.get(&self.next_lsn).copied() {
+        while let Some(candidates) = found.get(&self.next_lsn) {
+            let next = found.get(&self.next_lsn.saturating_add(1));
+            let followed = |c: &&Found| {
+                next.is_some_and(|n| {
+                    n.iter().any(|f| {
+                        f.segment == c.segment
+                            && f.position == c.position + (HEADER_BYTES + c.payload_bytes) as u64
+                    })
+                })
+            };
+            let Some(at) = candidates
+                .iter()
+                .find(followed)
+                .or(candidates.first())
+                .copied()
+            else {
+                break;
+            };
             let segment = &mut self.segments[at.segment];
-            let Some((lsn, payload)) =
+            let Some(r) =
                 read_record(&segment.file, segment.len, at.position).map_err(read_error)?
             else {
                 break;
             };
-            apply(lsn, &payload)?;
-            segment.last_lsn = lsn;
+            apply(r.lsn, &r.payload)?;
+            segment.last_lsn = r.lsn;
+            segment.salt = r.salt;
             self.current = at.segment;
             self.position = at.position + (HEADER_BYTES + at.payload_bytes) as u64;
             self.since_checkpoint_bytes += (HEADER_BYTES + at.payload_bytes) as u64;
-            self.next_lsn += 1;
+            self.next_lsn = self.next_lsn.saturating_add(1);
             replayed += 1;
         }
         if replayed == 0 {
-            // Nothing to keep: start over at the beginning of the first segment.
+            // Nothing to keep: start over at the beginning of the first segment, in a new use.
             self.current = 0;
             self.position = 0;
+            self.segments[0].salt = new_salt();
         }
         Ok(replayed)
     }
@@ -233,7 +297,7 @@ impl Wal {
 
     /// The LSN of the last record written (0: none yet).
     pub(super) fn last_lsn(&self) -> u64 {
-        self.next_lsn - 1
+        self.next_lsn.saturating_sub(1)
     }
 
     /// Record bytes written since the last checkpoint.
@@ -243,29 +307,77 @@ impl Wal {
 
     /// Writes `record` ([`HEADER_BYTES`] of room for the header, then the payload) as the
     /// next record and makes it durable; returns its LSN. On failure nothing moves: the next
-    /// try writes the same LSN at the same place.
+    /// try writes the same LSN (at the same place, unless it no longer fits there), after
+    /// erasing what the failed one may have left.
     pub(super) fn append(&mut self, record: &mut [u8]) -> io::Result<u64> {
         let payload_len = u32::try_from(record.len() - HEADER_BYTES)
             .map_err(|_| io::Error::other("a commit of 4 GiB or more cannot be logged"))?;
+        if let Some((segment, position)) = self.failed_at {
+            let file = &self.segments[segment].file;
+            file.write_all_at(&[0u8; HEADER_BYTES], position)?;
+            file.sync_data()?;
+            self.failed_at = None;
+        }
         let lsn = self.next_lsn;
         let need = record.len() as u64;
         if self.position + need > self.segments[self.current].len {
             self.switch(need)?;
         }
-        let checksum = crc(lsn, payload_len, &record[HEADER_BYTES..]);
+        let salt = self.segments[self.current].salt;
+        let checksum = crc(lsn, payload_len, salt, &record[HEADER_BYTES..]);
         record[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         record[4..8].copy_from_slice(&payload_len.to_le_bytes());
         record[8..16].copy_from_slice(&lsn.to_le_bytes());
         record[16..20].copy_from_slice(&checksum.to_le_bytes());
-        record[20..24].copy_from_slice(&0u32.to_le_bytes());
-        let segment = &mut self.segments[self.current];
-        segment.file.write_all_at(record, self.position)?;
-        segment.file.sync_data()?;
+        record[20..24].copy_from_slice(&salt.to_le_bytes());
+        let (current, position) = (self.current, self.position);
+        let segment = &mut self.segments[current];
+        let written = segment
+            .file
+            .write_all_at(record, position)
+            .and_then(|()| segment.file.sync_data());
+        if let Err(e) = written {
+            self.failed_at = Some((current, position));
+            return Err(e);
+        }
+        self.last_append = Some(Appended {
+            lsn,
+            segment: current,
+            position,
+            bytes: need,
+            previous_last_lsn: segment.last_lsn,
+        });
         segment.last_lsn = lsn;
         self.position += need;
         self.since_checkpoint_bytes += need;
         self.next_lsn += 1;
         Ok(lsn)
+    }
+
+    /// Takes back the record [`Self::append`] just wrote (its commit failed after it): its
+    /// header is erased durably and the next record takes its LSN and place. Fails when the
+    /// erasure cannot be made durable; then it is tried again before the next record.
+    pub(super) fn retract_last(&mut self) -> io::Result<()> {
+        let Some(last) = self.last_append.take() else {
+            return Ok(());
+        };
+        if last.lsn + 1 != self.next_lsn {
+            return Ok(());
+        }
+        self.next_lsn = last.lsn;
+        self.current = last.segment;
+        self.position = last.position;
+        self.since_checkpoint_bytes = self.since_checkpoint_bytes.saturating_sub(last.bytes);
+        let segment = &mut self.segments[last.segment];
+        segment.last_lsn = last.previous_last_lsn;
+        // Erased before anything else is written (by the next append, if not now).
+        self.failed_at = Some((last.segment, last.position));
+        segment
+            .file
+            .write_all_at(&[0u8; HEADER_BYTES], last.position)
+            .and_then(|()| segment.file.sync_data())?;
+        self.failed_at = None;
+        Ok(())
     }
 
     /// Everything up to `lsn` is durable in redb: segments holding nothing newer may be used
@@ -312,6 +424,7 @@ impl Wal {
             )?,
         };
         self.segments[next].last_lsn = 0;
+        self.segments[next].salt = new_salt();
         self.current = next;
         self.position = 0;
         Ok(())
@@ -337,6 +450,9 @@ impl Wal {
             File::open(&self.dir)?.sync_all()?;
             Ok(file)
         })();
+        // The name is used up even when making the file failed (and it could not be
+        // removed), so the next try does not stumble on it.
+        self.next_name += 1;
         let file = match made {
             Ok(f) => f,
             Err(e) => {
@@ -344,12 +460,12 @@ impl Wal {
                 return Err(e);
             }
         };
-        self.next_name += 1;
         self.segments.push(Segment {
             path,
             file,
             len,
             last_lsn: 0,
+            salt: new_salt(),
         });
         Ok(self.segments.len() - 1)
     }
@@ -446,6 +562,91 @@ mod tests {
             .map(|(l, _)| l)
             .collect();
         assert_eq!(lsns, [7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn a_record_taken_back_is_not_replayed_and_the_next_one_takes_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        wal.append(&mut record(b"one")).unwrap();
+        assert_eq!(wal.append(&mut record(b"refused")).unwrap(), 2);
+        wal.retract_last().unwrap();
+        let mut again = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(replayed(&mut again, 0), vec![(1, b"one".to_vec())]);
+        assert_eq!(wal.append(&mut record(b"two")).unwrap(), 2);
+        let mut third = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            replayed(&mut third, 0),
+            vec![(1, b"one".to_vec()), (2, b"two".to_vec())]
+        );
+    }
+
+    #[test]
+    fn a_failed_write_left_behind_is_erased_before_its_lsn_is_written_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        wal.append(&mut record(&vec![1u8; 900 << 10])).unwrap();
+        // A write of LSN 2 that reached the file but whose fdatasync failed: the writer
+        // answered "refused" and will write LSN 2 again.
+        let (segment, position) = (wal.current, wal.position);
+        let mut failed = record(b"refused");
+        let salt = wal.segments[segment].salt;
+        let checksum = crc(2, 7, salt, b"refused");
+        failed[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        failed[4..8].copy_from_slice(&7u32.to_le_bytes());
+        failed[8..16].copy_from_slice(&2u64.to_le_bytes());
+        failed[16..20].copy_from_slice(&checksum.to_le_bytes());
+        failed[20..24].copy_from_slice(&salt.to_le_bytes());
+        wal.segments[segment]
+            .file
+            .write_all_at(&failed, position)
+            .unwrap();
+        wal.failed_at = Some((segment, position));
+        // The next commit is too large for what is left of the segment: LSN 2 goes elsewhere.
+        let big = vec![2u8; 200 << 10];
+        assert_eq!(wal.append(&mut record(&big)).unwrap(), 2);
+        assert_ne!(wal.current, segment);
+        let mut again = Wal::open(dir.path(), 1 << 20).unwrap();
+        let got = replayed(&mut again, 0);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1], (2, big));
+    }
+
+    #[test]
+    fn bytes_left_from_a_segments_earlier_use_cannot_pass_for_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        // A producer's event holding, at offset 64 of this segment, what looks like the
+        // record that will follow LSN 2 once the segment is used again, with a correct
+        // checksum, salted as this use is.
+        let mut forged = record(b"forged");
+        let salt = wal.segments[0].salt;
+        let checksum = crc(3, 6, salt, b"forged");
+        forged[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        forged[4..8].copy_from_slice(&6u32.to_le_bytes());
+        forged[8..16].copy_from_slice(&3u64.to_le_bytes());
+        forged[16..20].copy_from_slice(&checksum.to_le_bytes());
+        forged[20..24].copy_from_slice(&salt.to_le_bytes());
+        let mut payload = vec![0u8; 40];
+        payload.extend_from_slice(&forged);
+        wal.append(&mut record(&payload)).unwrap();
+        wal.checkpointed(1);
+        // The segment is used again from its start; its first record ends at offset 64.
+        let mut again = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert!(replayed(&mut again, 1).is_empty());
+        again.append(&mut record(&[0u8; 40])).unwrap();
+        assert_eq!(again.position, 64);
+        drop(again);
+        let mut third = Wal::open(dir.path(), 1 << 20).unwrap();
+        let lsns: Vec<u64> = replayed(&mut third, 1)
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        assert_eq!(
+            lsns,
+            [2],
+            "only the real record; the forged LSN 3 is another use's"
+        );
     }
 
     #[test]

@@ -30,6 +30,11 @@ fn store_events(
 ) -> Result<u64, LogError> {
     let name = table_name(broker);
     let mut table = txn.open_table(events_table(&name)).map_err(storage)?;
+    if first.checked_add(events.len() as u64).is_none() {
+        return Err(LogError::Storage(format!(
+            "offsets past the largest there is for {broker}"
+        )));
+    }
     let arrival = arrival_ms.to_le_bytes();
     let mut bytes = 0u64;
     for (offset, event) in (first..).zip(events) {
@@ -442,8 +447,9 @@ impl Writer {
     }
 
     /// Logs the changes of the transaction being built in the write-ahead log (durably) and
-    /// records its LSN in the transaction. Nothing to log (no events, no changes, no
-    /// cursors) writes nothing.
+    /// records its LSN in the transaction; says whether it wrote a record. Nothing to log (no
+    /// events, no changes, no cursors) writes nothing, and nor does a log without fsync
+    /// (`--no-fsync`: commits are durable at checkpoints only).
     fn log_commit(
         &mut self,
         txn: &redb::WriteTransaction,
@@ -451,16 +457,16 @@ impl Writer {
         ranges: &[Range<u64>],
         writes: &PendingWrites,
         arrival_ms: u64,
-    ) -> Result<(), LogError> {
-        let Some(wal) = &mut self.wal else {
-            return Ok(());
+    ) -> Result<bool, LogError> {
+        let Some(wal) = self.wal.as_mut().filter(|_| self.options.fsync) else {
+            return Ok(false);
         };
         let ops = batch
             .iter()
             .flat_map(|req| &req.ops)
             .chain(writes.iter().flat_map(|(ops, _)| ops));
         if batch.is_empty() && ops.clone().next().is_none() && self.cursors_in_txn.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let appends: Vec<(&str, u64, &[Vec<u8>])> = batch
             .iter()
@@ -478,7 +484,7 @@ impl Writer {
         );
         set_wal_lsn(txn, wal.next_lsn())?;
         wal.append(&mut self.record).map_err(|e| wal_error(&e))?;
-        Ok(())
+        Ok(true)
     }
 
     /// Whether a checkpoint is due: something was committed since the last one (or cursor
@@ -542,11 +548,17 @@ impl Writer {
             let ranges = self.write_batch(&txn, batch, arrival_ms).and_then(|r| {
                 let appended = batch.iter().flat_map(|req| &req.ops);
                 apply_ops(&txn, appended.chain(writes.iter().flat_map(|(ops, _)| ops)))?;
-                self.log_commit(&txn, batch, &r, writes, arrival_ms)?;
-                Ok(r)
+                let logged = self.log_commit(&txn, batch, &r, writes, arrival_ms)?;
+                Ok((r, logged))
             });
             match ranges {
-                Ok(r) => txn.commit().map_err(storage).map(|()| r),
+                Ok((r, logged)) => txn.commit().map_err(storage).map(|()| r).inspect_err(|_| {
+                    // Refused, so not stored: the record is taken back before anything can
+                    // replay it (the reopen that follows does).
+                    if logged && let Some(Err(e)) = self.wal.as_mut().map(Wal::retract_last) {
+                        tracing::error!(error = %e, "cannot take back the log record of a failed commit; if it is replayed, a refused request is stored");
+                    }
+                }),
                 Err(e) => {
                     let _ = txn.abort();
                     Err(e)
