@@ -483,6 +483,19 @@ mod tests {
         r
     }
 
+    /// A record as `append` writes it, made by hand.
+    fn valid_record(lsn: u64, salt: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap();
+        let mut r = Vec::new();
+        r.extend_from_slice(&MAGIC.to_le_bytes());
+        r.extend_from_slice(&len.to_le_bytes());
+        r.extend_from_slice(&lsn.to_le_bytes());
+        r.extend_from_slice(&crc(lsn, len, salt, payload).to_le_bytes());
+        r.extend_from_slice(&salt.to_le_bytes());
+        r.extend_from_slice(payload);
+        r
+    }
+
     fn replayed(wal: &mut Wal, after: u64) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
         wal.replay(after, |lsn, p| {
@@ -589,14 +602,7 @@ mod tests {
         // A write of LSN 2 that reached the file but whose fdatasync failed: the writer
         // answered "refused" and will write LSN 2 again.
         let (segment, position) = (wal.current, wal.position);
-        let mut failed = record(b"refused");
-        let salt = wal.segments[segment].salt;
-        let checksum = crc(2, 7, salt, b"refused");
-        failed[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-        failed[4..8].copy_from_slice(&7u32.to_le_bytes());
-        failed[8..16].copy_from_slice(&2u64.to_le_bytes());
-        failed[16..20].copy_from_slice(&checksum.to_le_bytes());
-        failed[20..24].copy_from_slice(&salt.to_le_bytes());
+        let failed = valid_record(2, wal.segments[segment].salt, b"refused");
         wal.segments[segment]
             .file
             .write_all_at(&failed, position)
@@ -619,14 +625,7 @@ mod tests {
         // A producer's event holding, at offset 64 of this segment, what looks like the
         // record that will follow LSN 2 once the segment is used again, with a correct
         // checksum, salted as this use is.
-        let mut forged = record(b"forged");
-        let salt = wal.segments[0].salt;
-        let checksum = crc(3, 6, salt, b"forged");
-        forged[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-        forged[4..8].copy_from_slice(&6u32.to_le_bytes());
-        forged[8..16].copy_from_slice(&3u64.to_le_bytes());
-        forged[16..20].copy_from_slice(&checksum.to_le_bytes());
-        forged[20..24].copy_from_slice(&salt.to_le_bytes());
+        let forged = valid_record(3, wal.segments[0].salt, b"forged");
         let mut payload = vec![0u8; 40];
         payload.extend_from_slice(&forged);
         wal.append(&mut record(&payload)).unwrap();
