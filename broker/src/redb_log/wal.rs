@@ -390,15 +390,31 @@ impl Wal {
         while index < self.segments.len() {
             let segment = &self.segments[index];
             let free = index != self.current && segment.last_lsn <= lsn;
-            if free && (spares >= SPARE_SEGMENTS || segment.len > self.segment_bytes) {
+            // A segment where a failed write may have left a record is kept until that
+            // record is erased (a deletion is not durable without more fsyncs).
+            let holds_failed = self.failed_at.is_some_and(|(s, _)| s == index);
+            if free
+                && !holds_failed
+                && (spares >= SPARE_SEGMENTS || segment.len > self.segment_bytes)
+            {
                 if let Err(e) = std::fs::remove_file(&segment.path) {
                     tracing::warn!(error = %e, path = %segment.path.display(), "cannot delete a spare WAL segment");
                     index += 1;
                     continue;
                 }
                 self.segments.remove(index);
-                if self.current > index {
-                    self.current -= 1;
+                // Indices past the removed one move down by one.
+                let shift = |i: &mut usize| {
+                    if *i > index {
+                        *i -= 1;
+                    }
+                };
+                shift(&mut self.current);
+                if let Some((s, _)) = &mut self.failed_at {
+                    shift(s);
+                }
+                if let Some(a) = &mut self.last_append {
+                    shift(&mut a.segment);
                 }
                 continue;
             }
@@ -646,6 +662,24 @@ mod tests {
             [2],
             "only the real record; the forged LSN 3 is another use's"
         );
+    }
+
+    #[test]
+    fn deleting_spare_segments_keeps_the_last_record_retractable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        let big = vec![3u8; 700 << 10];
+        for _ in 0..5 {
+            wal.append(&mut record(&big)).unwrap();
+        }
+        // Five segments, the last one current; checkpointing deletes two of the four free.
+        assert_eq!(wal.segments.len(), 5);
+        wal.checkpointed(4);
+        assert_eq!(wal.segments.len(), 3);
+        assert_eq!(wal.segments[wal.current].last_lsn, 5);
+        wal.retract_last().unwrap();
+        let mut again = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert!(replayed(&mut again, 4).is_empty(), "LSN 5 was taken back");
     }
 
     #[test]
