@@ -1,5 +1,6 @@
 //! Fuzz targets: each takes arbitrary bytes to one of Switchyard's parsers of outside input —
-//! the HTTP binding, the JSON format, the storage encoding, CESQL, the configuration loader,
+//! the HTTP binding, the JSON format, the storage encoding and the write-ahead log's
+//! segments, CESQL, the configuration loader,
 //! S3/SNS notifications, and the Kafka, MQTT and NATS bindings — and checks that it answers
 //! without panicking and, where a parser has an encoder, that what it decodes encodes back to
 //! the same event.
@@ -25,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("kafka", kafka),
     ("mqtt", mqtt),
     ("nats", nats),
+    ("wal", wal),
 ];
 
 /// The target called `name`.
@@ -114,6 +116,12 @@ pub fn store(data: &[u8]) {
             .unwrap_or_else(|err| panic!("a decoded record does not decode once encoded: {err}"));
         assert_eq!(again, e, "the storage encoding changed the event");
     }
+}
+
+/// The write-ahead log: the bytes as a segment file, replayed; every record that replays
+/// decodes and encodes back to the same bytes.
+pub fn wal(data: &[u8]) {
+    switchyard_broker::redb_log::fuzz_wal_segment(data);
 }
 
 /// CESQL: an expression (part 1), evaluated against an event from part 2 when that decodes,

@@ -193,6 +193,7 @@ pub(super) fn split_documents(
             other => values.push(other),
         }
     } else {
+        check_flow_depth(text).map_err(file_err)?;
         for doc in serde_norway::Deserializer::from_str(text) {
             let v = serde_json::Value::deserialize(doc)
                 .map_err(|e| file_err(format!("invalid YAML: {e}")))?;
@@ -204,4 +205,83 @@ pub(super) fn split_documents(
         .enumerate()
         .filter(|(_, v)| !v.is_null())
         .collect())
+}
+
+/// The deepest nesting of YAML flow collections (`[ ]`, `{ }`) a configuration may have.
+/// libyaml's scanner, which serde_norway's parser is a translation of, rescans its stack of
+/// possible keys for every token, so deeply nested flow collections take time quadratic in
+/// their depth: fuzzing found files of 16–34 KiB nested some 20,000 levels deep that took up
+/// to a second to refuse. No manifest needs more than a few levels.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Refuses YAML text whose flow collections nest deeper than [`MAX_FLOW_DEPTH`], before the
+/// parser sees it. A rough scan (quoted scalars and comments skipped; a bracket inside a
+/// plain scalar counts too), which errs only towards letting text through to the parser.
+fn check_flow_depth(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut previous = '\n';
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if comment {
+            comment = c != '\n' && c != '\r';
+        } else if let Some(q) = quote {
+            if q == '"' && c == '\\' {
+                chars.next();
+            } else if c == q {
+                quote = None;
+            }
+        } else {
+            match c {
+                '#' if previous.is_whitespace() => comment = true,
+                '\'' | '"' => quote = Some(c),
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Err(format!(
+                            "invalid YAML: flow collections ([ ], {{ }}) nest deeper than \
+                             {MAX_FLOW_DEPTH} levels"
+                        ));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        previous = c;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn nested(levels: usize) -> String {
+        format!("a: {}1{}\n", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn flow_collections_nested_deeper_than_the_limit_are_refused_before_parsing() {
+        assert!(check_flow_depth(&nested(MAX_FLOW_DEPTH)).is_ok());
+        let err = check_flow_depth(&nested(MAX_FLOW_DEPTH + 1)).unwrap_err();
+        assert!(err.contains("nest deeper than 64"), "{err}");
+        // What the fuzzer found: 20,000 levels took the parser up to a second.
+        let err = split_documents(&nested(20_000), "deep.yaml").unwrap_err();
+        assert!(err.message.starts_with("invalid YAML: flow"), "{err}");
+    }
+
+    #[test]
+    fn brackets_in_quotes_and_comments_do_not_count() {
+        let text = format!(
+            "a: '{0}'\nb: \"{0}\\\"{0}\"\n# {0}\nc: x # {0}\rd: [1]\n",
+            "[".repeat(100)
+        );
+        assert!(check_flow_depth(&text).is_ok());
+        // A line break ends a comment, a carriage return too.
+        assert!(check_flow_depth(&format!("# x\r{}", "[".repeat(100))).is_err());
+    }
 }
