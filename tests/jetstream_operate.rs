@@ -148,8 +148,11 @@ async fn replicas_take_an_edited_configuration_without_a_restart() {
             .all(|l| l["attempts"].as_u64().is_some_and(|n| n >= 1)),
         "the attempts made are kept: {letters:?}"
     );
-    let names = consumers(&cluster).await;
-    assert!(!names.contains("gone"), "{names:?}");
+    // Its consumers are deleted after its retries became dead letters.
+    eventually("the removed trigger's consumer deleted", WAIT, || async {
+        (!consumers(&cluster).await.contains("gone")).then_some(())
+    })
+    .await;
 
     // `late` becomes ordered: its consumer is replaced by one per partition, which start
     // where it had got to, so nothing is skipped.
@@ -165,11 +168,12 @@ async fn replicas_take_an_edited_configuration_without_a_restart() {
     reload(&sys, &third, 3).await;
     send(&sys, "c", 20, |_| "keep").await;
     late.wait_for(40, WAIT).await;
-    let names = consumers(&cluster).await;
-    assert!(
-        !names.contains("late") && names.contains("late_p0"),
-        "{names:?}"
-    );
+    // The unordered consumer is deleted once the partition consumers have taken over.
+    eventually("late's consumer replaced by one per partition", WAIT, || async {
+        let names = consumers(&cluster).await;
+        (!names.contains("late") && names.contains("late_p0")).then_some(())
+    })
+    .await;
 
     // A broken edit is refused: the last good configuration keeps delivering.
     for sy in &sys {
