@@ -169,10 +169,14 @@ async fn replicas_take_an_edited_configuration_without_a_restart() {
     send(&sys, "c", 20, |_| "keep").await;
     late.wait_for(40, WAIT).await;
     // The unordered consumer is deleted once the partition consumers have taken over.
-    eventually("late's consumer replaced by one per partition", WAIT, || async {
-        let names = consumers(&cluster).await;
-        (!names.contains("late") && names.contains("late_p0")).then_some(())
-    })
+    eventually(
+        "late's consumer replaced by one per partition",
+        WAIT,
+        || async {
+            let names = consumers(&cluster).await;
+            (!names.contains("late") && names.contains("late_p0")).then_some(())
+        },
+    )
     .await;
 
     // A broken edit is refused: the last good configuration keeps delivering.
