@@ -317,14 +317,12 @@ impl RedbLog {
         // Opened (and replayed) with or without fsync: a store last served without it may
         // still hold records an earlier run logged.
         let wal_dir = dir.join("wal");
-        let wal = Some(
-            wal::Wal::open(&wal_dir, options.wal_segment_bytes).map_err(|e| {
-                LogError::Storage(format!(
-                    "cannot open the write-ahead log in {}: {e}",
-                    wal_dir.display()
-                ))
-            })?,
-        );
+        let wal = wal::Wal::open(&wal_dir, options.wal_segment_bytes).map_err(|e| {
+            LogError::Storage(format!(
+                "cannot open the write-ahead log in {}: {e}",
+                wal_dir.display()
+            ))
+        })?;
         Self::open_with(opener, free_space_of, wal, options, on_commit)
     }
 
@@ -333,7 +331,7 @@ impl RedbLog {
     fn open_with(
         opener: Opener,
         free_space_of: Option<std::path::PathBuf>,
-        wal: Option<wal::Wal>,
+        wal: wal::Wal,
         options: RedbOptions,
         on_commit: OnCommit,
     ) -> Result<RedbLog, LogError> {

@@ -78,7 +78,7 @@ fn open_on(
         ..RedbOptions::default()
     };
     let wal = wal::Wal::open(wal, options.wal_segment_bytes).unwrap();
-    let log = RedbLog::open_with(opener, None, Some(wal), options, Box::new(|_| {})).unwrap();
+    let log = RedbLog::open_with(opener, None, wal, options, Box::new(|_| {})).unwrap();
     (log, opens)
 }
 

@@ -3,7 +3,7 @@
 //! freshly opened file (`recover`). `spec/storage.md` ("Group commit") says why and how.
 
 use super::super::redo::{self, Redo};
-use super::super::wal::{HEADER_BYTES, Wal};
+use super::super::wal::HEADER_BYTES;
 use super::*;
 
 /// A write-ahead log failure as the log reports it (a full disk as [`LogError::DiskFull`]).
@@ -131,9 +131,7 @@ impl Writer {
     }
 
     pub(super) fn recover_into(&mut self, db: &Database) -> Result<(), LogError> {
-        let Some(wal) = &mut self.wal else {
-            return Ok(());
-        };
+        let wal = &mut self.wal;
         let started = Instant::now();
         let checkpointed = {
             let txn = db.begin_read().map_err(storage)?;
@@ -184,9 +182,9 @@ impl Writer {
         writes: &PendingWrites,
         arrival_ms: u64,
     ) -> Result<bool, LogError> {
-        let Some(wal) = self.wal.as_mut().filter(|_| self.options.fsync) else {
+        if !self.options.fsync {
             return Ok(false);
-        };
+        }
         let ops = batch
             .iter()
             .flat_map(|req| &req.ops)
@@ -208,8 +206,10 @@ impl Writer {
             ops,
             &self.cursors_in_txn,
         );
-        set_wal_lsn(txn, wal.next_lsn())?;
-        wal.append(&mut self.record).map_err(|e| wal_error(&e))?;
+        set_wal_lsn(txn, self.wal.next_lsn())?;
+        self.wal
+            .append(&mut self.record)
+            .map_err(|e| wal_error(&e))?;
         Ok(true)
     }
 
@@ -225,10 +225,7 @@ impl Writer {
             return false;
         }
         self.checkpointed_at.elapsed() >= self.options.checkpoint_interval
-            || self
-                .wal
-                .as_ref()
-                .is_some_and(|w| w.since_checkpoint_bytes() >= self.options.wal_segment_bytes)
+            || self.wal.since_checkpoint_bytes() >= self.options.wal_segment_bytes
     }
 
     /// Makes the file durable with everything committed so far (and the cursors waiting),
@@ -241,11 +238,10 @@ impl Writer {
     pub(super) fn checkpoint_into(&mut self, db: &Database) -> Result<(), LogError> {
         self.checkpointed_at = Instant::now();
         let txn = begin_on(db, true)?;
-        let lsn = self.wal.as_ref().map(Wal::last_lsn);
-        let written = self.write_cursors(&txn).and_then(|()| match lsn {
-            Some(lsn) => set_wal_lsn(&txn, lsn),
-            None => Ok(()),
-        });
+        let lsn = self.wal.last_lsn();
+        let written = self
+            .write_cursors(&txn)
+            .and_then(|()| set_wal_lsn(&txn, lsn));
         if let Err(e) = written {
             let _ = txn.abort();
             self.cursors_settled(false);
@@ -257,9 +253,7 @@ impl Writer {
         metrics::histogram!(crate::metrics::CHECKPOINT_SECONDS)
             .record(self.checkpointed_at.elapsed().as_secs_f64());
         self.dirty = false;
-        if let (Some(wal), Some(lsn)) = (&mut self.wal, lsn) {
-            wal.checkpointed(lsn);
-        }
+        self.wal.checkpointed(lsn);
         Ok(())
     }
 }

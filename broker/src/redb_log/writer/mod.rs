@@ -91,9 +91,9 @@ pub(super) struct Writer {
     low_space: Option<LogError>,
     /// When the free space was last looked at while low.
     space_checked: Instant,
-    /// The write-ahead log (`None` without fsync: commits are then durable only at
-    /// checkpoints).
-    wal: Option<Wal>,
+    /// The write-ahead log (written only with fsync on; without, commits are durable only at
+    /// checkpoints, but what an earlier run logged is still replayed).
+    wal: Wal,
     /// Buffer of the write-ahead log record being made.
     record: Vec<u8>,
     /// Whether anything was committed since the last checkpoint.
@@ -107,7 +107,7 @@ impl Writer {
         shared: Arc<Shared>,
         options: RedbOptions,
         free_space_of: Option<std::path::PathBuf>,
-        wal: Option<Wal>,
+        wal: Wal,
     ) -> Self {
         let free_space_of = free_space_of.filter(|_| options.min_free_disk_bytes > 0);
         Writer {
@@ -312,7 +312,7 @@ impl Writer {
                 Ok((r, logged)) => txn.commit().map_err(storage).map(|()| r).inspect_err(|_| {
                     // Refused, so not stored: the record is taken back before anything can
                     // replay it (the reopen that follows does).
-                    if logged && let Some(Err(e)) = self.wal.as_mut().map(Wal::retract_last) {
+                    if logged && let Err(e) = self.wal.retract_last() {
                         tracing::error!(error = %e, "cannot take back the log record of a failed commit; if it is replayed, a refused request is stored");
                     }
                 }),
