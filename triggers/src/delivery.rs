@@ -275,7 +275,7 @@ const TTL_HEADER: &str = "ce-knativebrokerttl";
 #[derive(Debug, Clone)]
 pub enum Subscriber {
     /// An HTTP endpoint, by URL.
-    Http(String),
+    Http(HttpTarget),
     /// A KafkaSink or NatsSink.
     Stream {
         /// How it is named in dead letters and logs: `kafkasink:{ns}/{name}`, `natssink:…`.
@@ -289,7 +289,7 @@ impl Subscriber {
     /// The URL, or the stream sink's address.
     pub fn address(&self) -> &str {
         match self {
-            Subscriber::Http(url) => url,
+            Subscriber::Http(target) => target.as_str(),
             Subscriber::Stream { address, .. } => address,
         }
     }
@@ -300,10 +300,32 @@ impl Subscriber {
     /// [`address`]: crate::streams::address
     pub fn resolve(address: String, streams: &StreamSinks) -> Option<Subscriber> {
         if !crate::streams::is_stream_address(&address) {
-            return Some(Subscriber::Http(address));
+            return Some(Subscriber::Http(HttpTarget::new(address)));
         }
         let sink = Arc::clone(streams.get(&address)?);
         Some(Subscriber::Stream { address, sink })
+    }
+}
+
+/// An HTTP subscriber's URL as written, parsed once: not again for every attempt.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    text: String,
+    /// `None` when the text is not a URL; an attempt then hands reqwest the text, which
+    /// fails it with reqwest's own error.
+    parsed: Option<url::Url>,
+}
+
+impl HttpTarget {
+    /// `text`, parsed.
+    pub fn new(text: String) -> Self {
+        let parsed = url::Url::parse(&text).ok();
+        HttpTarget { text, parsed }
+    }
+
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 }
 
@@ -338,15 +360,19 @@ impl Deliverer {
             Subscriber::Stream { sink, .. } => {
                 attempt_stream(sink.as_ref(), event, settings, extra).await
             }
-            Subscriber::Http(url) => {
-                if let Err(why) = crate::egress::check_url(url, &self.egress) {
+            Subscriber::Http(target) => {
+                let checked = match &target.parsed {
+                    Some(parsed) => crate::egress::check_parsed(parsed, &self.egress),
+                    None => crate::egress::check_url(&target.text, &self.egress),
+                };
+                if let Err(why) = checked {
                     return AttemptResult::begun(
                         SystemTime::now(),
                         Verdict::DeadLetter,
                         Some(AttemptError::Refused(why)),
                     );
                 }
-                attempt(&self.http, url, event, settings, extra).await
+                attempt(&self.http, target, event, settings, extra).await
             }
         }
     }
@@ -404,7 +430,7 @@ async fn attempt_stream(
 /// Sends `event` to `url` once. Never follows redirects (the client is built without them).
 pub async fn attempt(
     client: &reqwest::Client,
-    url: &str,
+    to: &HttpTarget,
     event: &CloudEvent,
     settings: &DeliverySettings,
     extra: &[(&str, String)],
@@ -425,8 +451,11 @@ pub async fn attempt(
         }
     };
     headers.insert("prefer", HeaderValue::from_static("reply"));
-    let sent = client
-        .post(url)
+    let request = match &to.parsed {
+        Some(url) => client.post(url.clone()),
+        None => client.post(&to.text),
+    };
+    let sent = request
         .headers(headers)
         .body(body)
         .timeout(settings.timeout)
@@ -459,7 +488,8 @@ async fn read_answer(mut response: reqwest::Response, result: &mut AttemptResult
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
     }
-    let headers = response.headers().clone();
+    // Taken, not copied: only the reply's decoding reads them.
+    let headers = std::mem::take(response.headers_mut());
     let mut body = Vec::new();
     let broken = loop {
         match response.chunk().await {

@@ -59,6 +59,14 @@ pub fn check_url(url: &str, policy: &EgressPolicy) -> Result<(), String> {
     let Ok(parsed) = url::Url::parse(url) else {
         return Err(format!("`{url}` is not a URL this server can check"));
     };
+    check_parsed(&parsed, policy)
+}
+
+/// [`check_url`] for a URL already parsed.
+pub fn check_parsed(parsed: &url::Url, policy: &EgressPolicy) -> Result<(), String> {
+    if !policy.deny_internal {
+        return Ok(());
+    }
     let ip = match parsed.host() {
         Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
         Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),

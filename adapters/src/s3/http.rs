@@ -217,9 +217,7 @@ impl HttpSource {
         // A host only a wildcard admits is anyone's to point somewhere: it must not lead
         // inside (a host listed exactly is the operator's choice, wherever it is).
         let client = if wildcard {
-            if let Err(why) =
-                switchyard_triggers::egress::check_url(parsed.as_str(), &INSIDE_REFUSED)
-            {
+            if let Err(why) = switchyard_triggers::egress::check_parsed(&parsed, &INSIDE_REFUSED) {
                 return Err(forbidden(format!("SubscribeURL `{url}`: {why}")));
             }
             &self.guarded_client

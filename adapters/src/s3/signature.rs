@@ -153,7 +153,7 @@ impl Verifier {
             return Err(refused("is not a .pem certificate".to_owned()));
         }
         let client = if wildcard {
-            switchyard_triggers::egress::check_url(parsed.as_str(), &super::http::INSIDE_REFUSED)
+            switchyard_triggers::egress::check_parsed(&parsed, &super::http::INSIDE_REFUSED)
                 .map_err(|why| refused(why.to_string()))?;
             &self.guarded_client
         } else {

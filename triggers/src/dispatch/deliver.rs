@@ -19,7 +19,7 @@ use super::outcome::{Outcome, decide};
 use super::source::{DeliverySource, Work};
 use super::trigger::TriggerRuntime;
 use super::{HOT_QUEUE, lock, unit_random};
-use crate::delivery::{AttemptError, AttemptResult, Subscriber, Verdict};
+use crate::delivery::{AttemptError, AttemptResult, HttpTarget, Subscriber, Verdict};
 use crate::records;
 
 impl TriggerRuntime {
@@ -47,7 +47,7 @@ impl TriggerRuntime {
     /// Where `work` goes: the trigger's subscriber, or the URL a redrive named.
     fn destination<T>(&self, work: &Work<T>) -> Cow<'_, Subscriber> {
         match &work.redirect {
-            Some(uri) => Cow::Owned(Subscriber::Http(uri.clone())),
+            Some(uri) => Cow::Owned(Subscriber::Http(HttpTarget::new(uri.clone()))),
             None => Cow::Borrowed(&self.config.subscriber),
         }
     }

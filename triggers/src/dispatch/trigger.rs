@@ -76,7 +76,7 @@ impl TriggerRuntime {
         .into_iter()
         .flatten()
         .filter_map(|s| match s {
-            Subscriber::Http(url) => Some(url.as_str()),
+            Subscriber::Http(target) => Some(target.as_str()),
             Subscriber::Stream { .. } => None,
         })
     }
