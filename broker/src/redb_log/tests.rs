@@ -223,3 +223,148 @@ async fn stored_events_stay_readable_while_appends_are_refused() {
     assert_eq!(read.len(), 1);
     assert_eq!(&read[0].event[..], b"stored");
 }
+
+/// A "file" whose checkpoints' `fsync`s wait while `hold` is set (a checkpoint held in the
+/// middle), and say when one is waiting.
+#[derive(Debug)]
+struct Gated {
+    memory: Arc<InMemoryBackend>,
+    hold: Arc<AtomicBool>,
+    waiting: Arc<AtomicBool>,
+}
+
+impl StorageBackend for Gated {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.memory.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.memory.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.memory.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        // Only the checkpoint's: the writer's own (when a commit makes the file grow) go on.
+        let checkpoint = std::thread::current().name() == Some("switchyard-checkpoint");
+        while checkpoint && self.hold.load(Ordering::SeqCst) {
+            self.waiting.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.waiting.store(false, Ordering::SeqCst);
+        self.memory.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.memory.write(offset, data)
+    }
+}
+
+/// A copy of `memory`, as a crash would leave the file at this moment.
+fn snapshot(memory: &InMemoryBackend) -> Arc<InMemoryBackend> {
+    let len = memory.len().unwrap();
+    let mut bytes = vec![0; usize::try_from(len).unwrap()];
+    memory.read(0, &mut bytes).unwrap();
+    let copy = InMemoryBackend::new();
+    copy.set_len(len).unwrap();
+    copy.write(0, &bytes).unwrap();
+    Arc::new(copy)
+}
+
+/// A log on a gated `memory` that checkpoints after every commit.
+fn open_gated(
+    memory: &Arc<InMemoryBackend>,
+    wal: &Path,
+    hold: &Arc<AtomicBool>,
+    waiting: &Arc<AtomicBool>,
+) -> RedbLog {
+    let (memory, hold, waiting) = (Arc::clone(memory), Arc::clone(hold), Arc::clone(waiting));
+    let opener: Opener = Box::new(move || {
+        Database::builder()
+            .create_with_backend(Gated {
+                memory: Arc::clone(&memory),
+                hold: Arc::clone(&hold),
+                waiting: Arc::clone(&waiting),
+            })
+            .map_err(storage)
+    });
+    let options = RedbOptions {
+        retention_interval: Duration::from_secs(3600),
+        checkpoint_interval: Duration::ZERO,
+        ..RedbOptions::default()
+    };
+    let wal = wal::Wal::open(wal, options.wal_segment_bytes).unwrap();
+    RedbLog::open_with(opener, None, wal, options, Box::new(|_| {})).unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn commits_are_answered_while_a_checkpoint_runs_and_applied_when_it_ends() {
+    let memory = Arc::new(InMemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let (hold, waiting) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let log = open_gated(&memory, dir.path(), &hold, &waiting);
+    hold.store(true, Ordering::SeqCst);
+    let (announced, mut announcements) = tokio::sync::mpsc::channel(16);
+    log.observe_commits(announced);
+    assert_eq!(log.append(B, vec![b"one".to_vec()]).await.unwrap(), 0..1);
+    // The commit is followed by a checkpoint, which now waits in its fsync.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !waiting.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "no checkpoint began");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(announcements.recv().await.unwrap().first, 0);
+
+    // Answered (durable in the write-ahead log) and announced with the checkpoint held.
+    let answered =
+        tokio::time::timeout(Duration::from_secs(5), log.append(B, vec![b"two".to_vec()]))
+            .await
+            .expect("an append waited for the checkpoint");
+    assert_eq!(answered.unwrap(), 1..2);
+    let two = announcements.recv().await.unwrap();
+    assert_eq!((two.first, two.events[0].as_ref()), (1, &b"two"[..]));
+    assert!(
+        waiting.load(Ordering::SeqCst),
+        "the checkpoint is still held"
+    );
+    // Not in the database yet: reads end before it, and say nothing is gone.
+    assert_eq!(stored(&log), [b"one".to_vec()]);
+    assert!(log.read(B, 1, 10).unwrap().is_empty());
+    assert_eq!(log.stats(B).unwrap().next, 1);
+
+    // A crash now: the file as it is and the log as it is bring back both.
+    let crashed = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), crashed.path());
+    let image = snapshot(&memory);
+
+    hold.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored(&log).len() < 2 {
+        assert!(Instant::now() < deadline, "the held commit was not applied");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(stored(&log), [b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(log.append(B, vec![b"three".to_vec()]).await.unwrap(), 2..3);
+    log.shutdown();
+
+    let released = Arc::new(AtomicBool::new(false));
+    let again = open_gated(&image, crashed.path(), &released, &waiting);
+    assert_eq!(stored(&again), [b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(
+        again.append(B, vec![b"three".to_vec()]).await.unwrap(),
+        2..3
+    );
+}

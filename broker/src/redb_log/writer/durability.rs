@@ -7,7 +7,7 @@ use super::super::wal::HEADER_BYTES;
 use super::*;
 
 /// A write-ahead log failure as the log reports it (a full disk as [`LogError::DiskFull`]).
-fn wal_error(e: &std::io::Error) -> LogError {
+pub(super) fn wal_error(e: &std::io::Error) -> LogError {
     let text = format!("cannot write the write-ahead log: {e}");
     match e.kind() {
         std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
@@ -19,12 +19,12 @@ fn wal_error(e: &std::io::Error) -> LogError {
 
 /// Stores `events` of `broker` at offsets from `first` with their arrival time; returns their
 /// bytes. `value` is scratch space.
-pub(super) fn store_events(
+pub(super) fn store_events<E: AsRef<[u8]>>(
     txn: &redb::WriteTransaction,
     broker: &str,
     first: u64,
     arrival_ms: u64,
-    events: &[Vec<u8>],
+    events: &[E],
     value: &mut Vec<u8>,
 ) -> Result<u64, LogError> {
     let name = table_name(broker);
@@ -39,9 +39,9 @@ pub(super) fn store_events(
     for (offset, event) in (first..).zip(events) {
         value.clear();
         value.extend_from_slice(&arrival);
-        value.extend_from_slice(event);
+        value.extend_from_slice(event.as_ref());
         table.insert(offset, value.as_slice()).map_err(storage)?;
-        bytes += event.len() as u64;
+        bytes += event.as_ref().len() as u64;
     }
     Ok(bytes)
 }
@@ -84,7 +84,7 @@ fn write_cursor_values(
     Ok(())
 }
 
-fn set_wal_lsn(txn: &redb::WriteTransaction, lsn: u64) -> Result<(), LogError> {
+pub(super) fn set_wal_lsn(txn: &redb::WriteTransaction, lsn: u64) -> Result<(), LogError> {
     let mut meta = txn.open_table(META).map_err(storage)?;
     meta.insert(WAL_LSN_KEY, lsn).map_err(storage)?;
     Ok(())
