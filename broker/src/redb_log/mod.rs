@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -246,12 +246,6 @@ struct Shared {
     on_commit: OnCommit,
     /// Where committed events are announced.
     observer: Mutex<Option<tokio::sync::mpsc::Sender<Committed>>>,
-    /// Per broker, the first offset that is durable in the write-ahead log and answered but
-    /// not yet in the database: the commits made while a checkpoint runs wait for it to end
-    /// (spec/storage.md, "Checkpoints"). Reads from there on find nothing yet.
-    unapplied: Mutex<HashMap<Arc<str>, u64>>,
-    /// Whether `unapplied` holds anything (so reads look at it only then).
-    deferring: AtomicBool,
 }
 
 /// The embedded, durable event log.
@@ -268,15 +262,6 @@ impl std::fmt::Debug for RedbLog {
 }
 
 impl Shared {
-    /// Whether `broker`'s events from `from` on are logged but not yet in the database.
-    fn not_yet_applied(&self, broker: &str, from: u64) -> bool {
-        self.deferring.load(Ordering::Acquire)
-            && self
-                .unapplied
-                .lock()
-                .is_ok_and(|u| u.get(broker).is_some_and(|first| from >= *first))
-    }
-
     /// The database, unless the writer is reopening it.
     fn db(&self) -> Result<Arc<Database>, LogError> {
         self.db
@@ -374,8 +359,6 @@ impl RedbLog {
             retention: Mutex::new(HashMap::new()),
             on_commit,
             observer: Mutex::new(None),
-            unapplied: Mutex::new(HashMap::new()),
-            deferring: AtomicBool::new(false),
         });
         let (tx, rx) = sync_channel(options.queue_capacity);
         let mut writer = Writer::new(Arc::clone(&shared), options, free_space_of, wal);
@@ -524,10 +507,6 @@ impl EventLog for RedbLog {
     }
 
     fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        // Logged and answered, but not yet in the file: the end of what can be read, for now.
-        if self.shared.not_yet_applied(broker, from) {
-            return Ok(Vec::new());
-        }
         let txn = self.shared.db()?.begin_read().map_err(storage)?;
         let name = table_name(broker);
         let table = match txn.open_table(events_table(&name)) {

@@ -7,7 +7,7 @@ use super::super::wal::HEADER_BYTES;
 use super::*;
 
 /// A write-ahead log failure as the log reports it (a full disk as [`LogError::DiskFull`]).
-pub(super) fn wal_error(e: &std::io::Error) -> LogError {
+fn wal_error(e: &std::io::Error) -> LogError {
     let text = format!("cannot write the write-ahead log: {e}");
     match e.kind() {
         std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
@@ -19,12 +19,12 @@ pub(super) fn wal_error(e: &std::io::Error) -> LogError {
 
 /// Stores `events` of `broker` at offsets from `first` with their arrival time; returns their
 /// bytes. `value` is scratch space.
-pub(super) fn store_events<E: AsRef<[u8]>>(
+pub(super) fn store_events(
     txn: &redb::WriteTransaction,
     broker: &str,
     first: u64,
     arrival_ms: u64,
-    events: &[E],
+    events: &[Vec<u8>],
     value: &mut Vec<u8>,
 ) -> Result<u64, LogError> {
     let name = table_name(broker);
@@ -39,9 +39,9 @@ pub(super) fn store_events<E: AsRef<[u8]>>(
     for (offset, event) in (first..).zip(events) {
         value.clear();
         value.extend_from_slice(&arrival);
-        value.extend_from_slice(event.as_ref());
+        value.extend_from_slice(event);
         table.insert(offset, value.as_slice()).map_err(storage)?;
-        bytes += event.as_ref().len() as u64;
+        bytes += event.len() as u64;
     }
     Ok(bytes)
 }
@@ -84,7 +84,7 @@ fn write_cursor_values(
     Ok(())
 }
 
-pub(super) fn set_wal_lsn(txn: &redb::WriteTransaction, lsn: u64) -> Result<(), LogError> {
+fn set_wal_lsn(txn: &redb::WriteTransaction, lsn: u64) -> Result<(), LogError> {
     let mut meta = txn.open_table(META).map_err(storage)?;
     meta.insert(WAL_LSN_KEY, lsn).map_err(storage)?;
     Ok(())

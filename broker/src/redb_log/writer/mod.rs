@@ -3,7 +3,6 @@
 //! write-ahead log, commits, answers each request, announces the commit, persists cursors,
 //! checkpoints, and runs retention in bounded chunks.
 
-mod deferred;
 mod durability;
 
 use super::wal::Wal;
@@ -69,9 +68,6 @@ const SPACE_CHECK_WHILE_LOW: Duration = Duration::from_secs(1);
 /// ingest rate the writer can take, and appends are committed between the passes.
 const RETENTION_CATCH_UP: Duration = Duration::from_millis(100);
 
-/// How often a writer with nothing to do looks whether the checkpoint in flight has ended.
-const CHECKPOINT_POLL: Duration = Duration::from_millis(1);
-
 /// The writer after a failed write: what it answers until the next try, and when that is.
 struct Refusing {
     error: LogError,
@@ -104,10 +100,6 @@ pub(super) struct Writer {
     dirty: bool,
     /// When the last checkpoint was made (or tried).
     checkpointed_at: Instant,
-    /// The checkpoint running on its own thread, if one is.
-    in_flight: Option<deferred::InFlight>,
-    /// Commits logged and answered while it runs, applied when it ends.
-    held: Vec<deferred::Held>,
 }
 
 impl Writer {
@@ -131,8 +123,6 @@ impl Writer {
             record: Vec::new(),
             dirty: false,
             checkpointed_at: Instant::now(),
-            in_flight: None,
-            held: Vec::new(),
         }
     }
 
@@ -150,10 +140,7 @@ impl Writer {
             if self.low_space.is_some() {
                 wait = wait.min(SPACE_CHECK_WHILE_LOW);
             }
-            if self.in_flight.is_some() {
-                // Its end is looked for between commits, and at least this often.
-                wait = wait.min(CHECKPOINT_POLL);
-            } else if self.dirty {
+            if self.dirty {
                 let due = self.checkpointed_at + self.options.checkpoint_interval;
                 wait = wait.min(due.saturating_duration_since(Instant::now()));
             }
@@ -180,8 +167,6 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => false,
                 Err(RecvTimeoutError::Disconnected) => true,
             };
-            // A checkpoint that ended has its held commits applied before the next commit.
-            self.finish_checkpoint(false);
             if !batch.is_empty() || !writes.is_empty() {
                 self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
                 self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -201,10 +186,7 @@ impl Writer {
                     }
                     Err(e) => refuse(&mut batch, &mut writes, &e),
                 }
-            } else if self.refusing.is_some()
-                && self.in_flight.is_none()
-                && self.may_write().is_ok()
-            {
+            } else if self.refusing.is_some() && self.may_write().is_ok() {
                 // Nothing to write, but the pause is over: find out whether the store takes
                 // writes again (an empty commit), so `/readyz` says so without waiting for one.
                 self.commit_batch(&mut batch, &mut writes);
@@ -214,9 +196,7 @@ impl Writer {
             if self.low_space.is_some() && self.space_checked.elapsed() >= SPACE_CHECK_WHILE_LOW {
                 let _ = self.check_space(false);
             }
-            if self.in_flight.is_none()
-                && (!retention_asked.is_empty() || Instant::now() >= retention_due)
-            {
+            if !retention_asked.is_empty() || Instant::now() >= retention_due {
                 let result = self.may_write().and_then(|()| {
                     let result = self.retention_pass();
                     if let Err(e) = &result {
@@ -240,21 +220,14 @@ impl Writer {
                         self.options.retention_interval
                     };
             }
-            if self.in_flight.is_none() && self.checkpoint_due() && self.may_write().is_ok() {
-                // With the log written, commits go on during the checkpoint; without it
-                // (`--no-fsync`) nothing else makes them durable, so the writer waits for it.
-                let checkpoint = if self.options.fsync {
-                    self.start_checkpoint()
-                } else {
-                    self.checkpoint()
-                };
-                if let Err(e) = checkpoint {
-                    tracing::error!(error = %e, "checkpoint failed");
-                    self.failed(&e);
-                }
+            if self.checkpoint_due()
+                && self.may_write().is_ok()
+                && let Err(e) = self.checkpoint()
+            {
+                tracing::error!(error = %e, "checkpoint failed");
+                self.failed(&e);
             }
             if disconnected {
-                self.finish_checkpoint(true);
                 let open = self.shared.db.read().is_ok_and(|db| db.is_some());
                 if !open {
                     let _ = self.reopen();
@@ -322,12 +295,6 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<AppendRequest>, writes: &mut PendingWrites) {
-        if self.in_flight.is_some() {
-            if !batch.is_empty() || !writes.is_empty() {
-                self.commit_deferred(batch, writes);
-            }
-            return;
-        }
         let started = Instant::now();
         let waited: Vec<Duration> = batch
             .iter()
@@ -469,11 +436,8 @@ impl Writer {
     /// so to `/readyz`, and reopen the database when redb no longer takes transactions on the
     /// handle (any I/O error in a commit does that, until the file is opened again).
     fn failed(&mut self, error: &LogError) {
-        // The in-memory offsets may have moved past what was committed (unless commits are
-        // held for after a checkpoint: their offsets are only there).
-        if self.held.is_empty() {
-            self.next.clear();
-        }
+        // The in-memory offsets may have moved past what was committed.
+        self.next.clear();
         let pause = self
             .refusing
             .as_ref()

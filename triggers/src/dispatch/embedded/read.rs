@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_broker::log::{LogError, LogRecord, blocking};
+use switchyard_broker::log::{LogError, LogRecord};
 use switchyard_core::CloudEvent;
 
 use super::EmbeddedSource;
@@ -17,9 +17,6 @@ use crate::dispatch::{lock, read_log};
 const READ_AHEAD: usize = 64;
 /// Bytes of stored events a trigger keeps read ahead (beyond the one it asked for).
 const READ_AHEAD_BYTES: usize = 1024 * 1024;
-/// How long a trigger waits before reading again an event that is announced but not yet
-/// readable (the store applies what it logged during a checkpoint when the checkpoint ends).
-const NOT_YET_PAUSE: Duration = Duration::from_millis(5);
 
 impl EmbeddedSource {
     /// Reads a cold queue entry's event: an event that is gone is skipped (done), one that
@@ -33,13 +30,6 @@ impl EmbeddedSource {
         *lock(&self.read_ahead) = read_ahead;
         match read {
             Ok(Some(e)) => Some(Arc::new(e)),
-            Ok(None) if self.not_yet_readable(offset).await => {
-                // Answered and announced, but the store applies it only after the checkpoint
-                // in flight: not gone, there in a moment.
-                self.requeue(offset);
-                tokio::time::sleep(NOT_YET_PAUSE).await;
-                None
-            }
             Ok(None) => {
                 tracing::error!(trigger = %self.trigger.id, offset, "event no longer in the log; skipped");
                 self.done(offset);
@@ -52,15 +42,6 @@ impl EmbeddedSource {
                 None
             }
         }
-    }
-
-    /// Whether `offset` is at or past the end of what the log can read now (so it is not
-    /// gone but still to be applied); `false` when that cannot be told.
-    async fn not_yet_readable(&self, offset: u64) -> bool {
-        let broker = Arc::clone(&self.trigger.broker);
-        blocking(&self.log, move |log| log.stats(&broker))
-            .await
-            .is_ok_and(|stats| offset >= stats.next)
     }
 
     /// The event at `offset`: `Ok(None)` only when a successful read shows it is gone. When
