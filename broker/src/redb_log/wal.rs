@@ -216,6 +216,21 @@ impl Wal {
                 self.dir.display()
             ))
         };
+        // A record whose write was refused (its fdatasync failed) may still be whole in the
+        // page cache: it is erased before anything is read, or a reopen by the running writer
+        // would store what it refused.
+        if let Some((segment, position)) = self.failed_at {
+            let file = &self.segments[segment].file;
+            file.write_all_at(&[0u8; HEADER_BYTES], position)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| {
+                    LogError::Storage(format!(
+                        "cannot erase a refused record of the write-ahead log in {}: {e}",
+                        self.dir.display()
+                    ))
+                })?;
+            self.failed_at = None;
+        }
         // Every segment's run of valid records of its current use (one salt) with consecutive
         // LSNs, from its start. An LSN found twice (a record whose write failed, left where the
         // writer could not erase it) is resolved by which copy the next LSN follows.
@@ -632,6 +647,29 @@ mod tests {
         let got = replayed(&mut again, 0);
         assert_eq!(got.len(), 2);
         assert_eq!(got[1], (2, big));
+    }
+
+    #[test]
+    fn a_refused_record_is_not_replayed_by_the_writer_that_refused_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        wal.append(&mut record(b"one")).unwrap();
+        // LSN 2 reached the file whole, but its fdatasync failed: refused.
+        let (segment, position) = (wal.current, wal.position);
+        let failed = valid_record(2, wal.segments[segment].salt, b"refused");
+        wal.segments[segment]
+            .file
+            .write_all_at(&failed, position)
+            .unwrap();
+        wal.failed_at = Some((segment, position));
+        // The writer opens the file again (after a failed checkpoint) and replays its log.
+        assert_eq!(replayed(&mut wal, 0), vec![(1, b"one".to_vec())]);
+        assert_eq!(wal.append(&mut record(b"two")).unwrap(), 2);
+        let mut again = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            replayed(&mut again, 0),
+            vec![(1, b"one".to_vec()), (2, b"two".to_vec())]
+        );
     }
 
     #[test]
