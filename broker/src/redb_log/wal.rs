@@ -625,20 +625,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_failed_write_left_behind_is_erased_before_its_lsn_is_written_elsewhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
-        wal.append(&mut record(&vec![1u8; 900 << 10])).unwrap();
-        // A write of LSN 2 that reached the file but whose fdatasync failed: the writer
-        // answered "refused" and will write LSN 2 again.
+    /// A write of `lsn` that reached the file whole but whose fdatasync failed, as `append`
+    /// leaves it; returns its segment.
+    fn leave_failed_write(wal: &mut Wal, lsn: u64) -> usize {
         let (segment, position) = (wal.current, wal.position);
-        let failed = valid_record(2, wal.segments[segment].salt, b"refused");
+        let failed = valid_record(lsn, wal.segments[segment].salt, b"refused");
         wal.segments[segment]
             .file
             .write_all_at(&failed, position)
             .unwrap();
         wal.failed_at = Some((segment, position));
+        segment
+    }
+
+    #[test]
+    fn a_failed_write_left_behind_is_erased_before_its_lsn_is_written_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        wal.append(&mut record(&vec![1u8; 900 << 10])).unwrap();
+        // The writer answered "refused" and will write LSN 2 again.
+        let segment = leave_failed_write(&mut wal, 2);
         // The next commit is too large for what is left of the segment: LSN 2 goes elsewhere.
         let big = vec![2u8; 200 << 10];
         assert_eq!(wal.append(&mut record(&big)).unwrap(), 2);
@@ -654,14 +660,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
         wal.append(&mut record(b"one")).unwrap();
-        // LSN 2 reached the file whole, but its fdatasync failed: refused.
-        let (segment, position) = (wal.current, wal.position);
-        let failed = valid_record(2, wal.segments[segment].salt, b"refused");
-        wal.segments[segment]
-            .file
-            .write_all_at(&failed, position)
-            .unwrap();
-        wal.failed_at = Some((segment, position));
+        leave_failed_write(&mut wal, 2);
         // The writer opens the file again (after a failed checkpoint) and replays its log.
         assert_eq!(replayed(&mut wal, 0), vec![(1, b"one".to_vec())]);
         assert_eq!(wal.append(&mut record(b"two")).unwrap(), 2);
