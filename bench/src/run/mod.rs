@@ -214,12 +214,18 @@ impl Run<'_> {
             knee = rate;
         }
         let half = (knee / 2.0).max(100.0);
+        // The bar's p99 is the slowest 1 % of one step's events: the two half-the-knee steps
+        // run HALF_KNEE_STEP_FACTOR times as long, so one bad second of the shared machine
+        // neither decides it nor escapes it.
+        let usual = self.seconds;
+        self.seconds = usual * HALF_KNEE_STEP_FACTOR;
         let workload = format!("open loop {half:.0}/s (half the knee)");
         let direct_half = self.direct(workload, Load::Open(half), kib).await;
         let workload = format!("open loop {half:.0}/s (half the knee), 1 trigger");
         let step = Self::step("SWITCHYARD", workload, 1, Load::Open(half), kib);
-        let sy_half = self.switchyard(&one, true, step).await?;
-        Ok((knee, half, direct_half, sy_half))
+        let sy_half = self.switchyard(&one, true, step).await;
+        self.seconds = usual;
+        Ok((knee, half, direct_half, sy_half?))
     }
 
     /// The NATS peers: NATS-BRIDGE (its own process, with nats-server's CPU counted) and
@@ -254,6 +260,8 @@ impl Run<'_> {
 
 /// The large events' size in the ingest steps: 64 KiB.
 const LARGE_EVENT_BYTES: usize = 64 * 1024;
+/// How many times a step's length the half-the-knee steps (DIRECT and SWITCHYARD) run.
+const HALF_KNEE_STEP_FACTOR: u64 = 3;
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let seconds = if args.quick { 3 } else { args.seconds };
