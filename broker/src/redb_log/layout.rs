@@ -36,6 +36,12 @@ pub(super) fn table_name(broker: &BrokerId) -> String {
 /// The `meta` key of the last write-ahead log record whose changes the file holds.
 pub(super) const WAL_LSN_KEY: &str = "wal/lsn";
 
+/// The `meta` key of the offset `broker`'s next event gets, kept when retention empties its
+/// table.
+pub(super) fn next_key(broker: &BrokerId) -> String {
+    format!("next/{broker}")
+}
+
 pub(super) fn bytes_key(broker: &BrokerId) -> String {
     format!("bytes/{broker}")
 }

@@ -261,6 +261,21 @@ impl std::fmt::Debug for RedbLog {
     }
 }
 
+/// The offset `broker`'s next event gets: after its last stored event, or what `meta` kept
+/// when retention emptied its table, whichever is further.
+fn next_offset(
+    events: &impl ReadableTable<u64, &'static [u8]>,
+    meta: &impl ReadableTable<&'static str, u64>,
+    broker: &BrokerId,
+) -> Result<u64, LogError> {
+    let stored = events.last().map_err(storage)?.map(|(k, _)| k.value() + 1);
+    let recorded = meta
+        .get(next_key(broker).as_str())
+        .map_err(storage)?
+        .map(|v| v.value());
+    Ok(stored.max(recorded).unwrap_or(0))
+}
+
 impl Shared {
     /// The database, unless the writer is reopening it.
     fn db(&self) -> Result<Arc<Database>, LogError> {
@@ -540,13 +555,8 @@ impl EventLog for RedbLog {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(LogStats::default()),
             Err(e) => return Err(storage(e)),
         };
-        let next_stored = table.last().map_err(storage)?.map(|(k, _)| k.value() + 1);
         let meta = txn.open_table(META).map_err(storage)?;
-        let next_meta = meta
-            .get(format!("next/{broker}").as_str())
-            .map_err(storage)?
-            .map(|v| v.value());
-        let next = next_stored.max(next_meta).unwrap_or(0);
+        let next = next_offset(&table, &meta, broker)?;
         let first = table
             .first()
             .map_err(storage)?

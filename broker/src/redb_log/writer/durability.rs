@@ -60,7 +60,7 @@ pub(super) fn add_stored(
         .map_err(storage)?
         .map_or(0, |v| v.value());
     meta.insert(key.as_str(), old + bytes).map_err(storage)?;
-    let next_key = format!("next/{broker}");
+    let next_key = next_key(broker);
     let recorded = meta
         .get(next_key.as_str())
         .map_err(storage)?

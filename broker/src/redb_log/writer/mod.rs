@@ -251,13 +251,8 @@ impl Writer {
         }
         let name = table_name(broker);
         let table = txn.open_table(events_table(&name)).map_err(storage)?;
-        let stored = table.last().map_err(storage)?.map(|(k, _)| k.value() + 1);
         let meta = txn.open_table(META).map_err(storage)?;
-        let recorded = meta
-            .get(format!("next/{broker}").as_str())
-            .map_err(storage)?
-            .map(|v| v.value());
-        let n = stored.max(recorded).unwrap_or(0);
+        let n = next_offset(&table, &meta, broker)?;
         self.next.insert(Arc::clone(broker), n);
         Ok(n)
     }
