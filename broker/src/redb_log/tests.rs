@@ -59,6 +59,16 @@ fn open_on(
     wal: &Path,
     full: &Arc<AtomicBool>,
 ) -> (RedbLog, Arc<AtomicUsize>) {
+    open_with_sync_fault(memory, wal, full, &Arc::default())
+}
+
+/// [`open_on`], with the write-ahead log's syncs under `fault`.
+fn open_with_sync_fault(
+    memory: &Arc<InMemoryBackend>,
+    wal: &Path,
+    full: &Arc<AtomicBool>,
+    fault: &Arc<wal::SyncFault>,
+) -> (RedbLog, Arc<AtomicUsize>) {
     let memory = Arc::clone(memory);
     let opens = Arc::new(AtomicUsize::new(0));
     let (full, counted) = (Arc::clone(full), Arc::clone(&opens));
@@ -77,7 +87,8 @@ fn open_on(
         checkpoint_interval: Duration::from_secs(3600),
         ..RedbOptions::default()
     };
-    let wal = wal::Wal::open(wal, options.wal_segment_bytes).unwrap();
+    let mut wal = wal::Wal::open(wal, options.wal_segment_bytes).unwrap();
+    wal.sync_fault = Arc::clone(fault);
     let log = RedbLog::open_with(opener, None, wal, options, Box::new(|_| {})).unwrap();
     (log, opens)
 }
@@ -150,6 +161,129 @@ async fn what_was_answered_after_the_last_checkpoint_comes_back_from_the_write_a
     assert_eq!(again.committed(B, "t").unwrap(), Some(2));
     // And it goes on after them.
     assert_eq!(again.append(B, vec![b"four".to_vec()]).await.unwrap(), 3..4);
+}
+
+/// Waits for `done`, or fails the test after 10 s.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "still waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Lets a held sync go when a test ends, even by a failed assertion.
+struct Release(Arc<wal::SyncFault>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.hold.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_fdatasync_refuses_its_batch_and_takes_its_record_back() {
+    let memory = Arc::new(InMemoryBackend::new());
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let fault = Arc::new(wal::SyncFault::default());
+    let (log, _) = open_with_sync_fault(&memory, dir.path(), &full, &fault);
+    assert_eq!(log.append(B, vec![b"before".to_vec()]).await.unwrap(), 0..1);
+    let _release = Release(Arc::clone(&fault));
+    fault.hold.store(true, Ordering::SeqCst);
+    fault.fail.store(true, Ordering::SeqCst);
+    let mut appends = vec![log.append(B, vec![b"refused first".to_vec()])];
+    until("the first sync", || fault.held.load(Ordering::SeqCst) == 1).await;
+    // Queued while that sync runs; taken once the writer refuses (for a pause after it).
+    for i in 0..3 {
+        appends.push(log.append(B, vec![format!("refused {i}").into_bytes()]));
+    }
+    fault.hold.store(false, Ordering::SeqCst);
+    for refused in futures_util::future::join_all(appends).await {
+        assert!(matches!(refused, Err(LogError::Storage(_))), "{refused:?}");
+    }
+    // Its record was taken back: the log holds "before" alone.
+    let mut lsns = Vec::new();
+    wal::Wal::open(dir.path(), RedbOptions::default().wal_segment_bytes)
+        .unwrap()
+        .replay(0, |lsn, _| {
+            lsns.push(lsn);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(lsns, [1]);
+    // After the pause, writes are taken again, at the next offset.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        match log.append(B, vec![b"after".to_vec()]).await {
+            Err(LogError::Storage(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(after, 1..2);
+    // A crash: what comes back is what was answered, and nothing that was refused.
+    std::mem::forget(log);
+    let (again, _) = open_on(&memory, dir.path(), &full);
+    assert_eq!(stored(&again), [b"before".to_vec(), b"after".to_vec()]);
+    assert_eq!(again.append(B, vec![b"next".to_vec()]).await.unwrap(), 2..3);
+}
+
+#[tokio::test]
+async fn while_the_disk_stalls_the_queue_fills_and_appends_are_refused_not_held_in_memory() {
+    use std::task::Poll;
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Arc::new(InMemoryBackend::new());
+    let opener: Opener = Box::new(move || {
+        Database::builder()
+            .create_with_backend(Disk {
+                memory: Arc::clone(&memory),
+                full: Arc::default(),
+            })
+            .map_err(storage)
+    });
+    let options = RedbOptions {
+        queue_capacity: 8,
+        queue_max_bytes: 4096,
+        max_batch_bytes: 1024,
+        ..RedbOptions::default()
+    };
+    let mut wal = wal::Wal::open(dir.path(), options.wal_segment_bytes).unwrap();
+    let fault = Arc::new(wal::SyncFault::default());
+    wal.sync_fault = Arc::clone(&fault);
+    let log = RedbLog::open_with(opener, None, wal, options, Box::new(|_| {})).unwrap();
+    let _release = Release(Arc::clone(&fault));
+    fault.hold.store(true, Ordering::SeqCst);
+    let mut accepted = Vec::new();
+    let mut refused = false;
+    for _ in 0..64 {
+        let mut append = log.append(B, vec![vec![1u8; 512]]);
+        let polled = std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
+        match polled {
+            Poll::Ready(Err(LogError::Overloaded)) => {
+                refused = true;
+                break;
+            }
+            Poll::Ready(other) => panic!("answered while the disk stalls: {other:?}"),
+            Poll::Pending => accepted.push(append),
+        }
+        // Taken by the writer, unless it holds as much as it may.
+        let taken_by = Instant::now() + Duration::from_millis(200);
+        while log.queue_depth() > 0 && Instant::now() < taken_by {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert!(
+        refused,
+        "64 appends of 512 B were all taken while no sync returned"
+    );
+    // The one whose sync is held, and a full queue.
+    assert!(accepted.len() <= 1 + 8, "{} taken", accepted.len());
+    fault.hold.store(false, Ordering::SeqCst);
+    for append in accepted {
+        append.await.unwrap();
+    }
 }
 
 /// An event larger than any free space the file has: storing it makes the file grow.

@@ -90,6 +90,36 @@ pub(super) struct Wal {
     /// same LSN can both be found.
     failed_at: Option<(usize, u64)>,
     last_append: Option<Appended>,
+    /// Makes syncs fail, for tests.
+    #[cfg(test)]
+    pub(super) sync_fault: std::sync::Arc<SyncFault>,
+}
+
+/// A test's hold on the log's syncs: each sync waits while `hold` is set (counted in `held`,
+/// so that more can queue up meanwhile); the next one fails when `fail` is set.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(super) struct SyncFault {
+    pub(super) fail: std::sync::atomic::AtomicBool,
+    pub(super) hold: std::sync::atomic::AtomicBool,
+    pub(super) held: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(test)]
+impl SyncFault {
+    fn check(&self) -> io::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.hold.load(SeqCst) {
+            self.held.fetch_add(1, SeqCst);
+            while self.hold.load(SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        if self.fail.swap(false, SeqCst) {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
+        Ok(())
+    }
 }
 
 /// A salt for a segment's new use.
@@ -196,6 +226,8 @@ impl Wal {
             next_name,
             failed_at: None,
             last_append: None,
+            #[cfg(test)]
+            sync_fault: std::sync::Arc::default(),
         };
         if wal.segments.is_empty() {
             wal.current = wal.make_segment(segment_bytes)?;
@@ -210,27 +242,33 @@ impl Wal {
         checkpointed: u64,
         mut apply: impl FnMut(u64, &[u8]) -> Result<(), LogError>,
     ) -> Result<u64, LogError> {
-        let read_error = |e: io::Error| {
-            LogError::Storage(format!(
-                "cannot read the write-ahead log in {}: {e}",
-                self.dir.display()
-            ))
-        };
         // A record whose write was refused (its fdatasync failed) may still be whole in the
         // page cache: it is erased before anything is read, or a reopen by the running writer
         // would store what it refused.
-        if let Some((segment, position)) = self.failed_at {
-            let file = &self.segments[segment].file;
-            file.write_all_at(&[0u8; HEADER_BYTES], position)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| {
-                    LogError::Storage(format!(
-                        "cannot erase a refused record of the write-ahead log in {}: {e}",
-                        self.dir.display()
-                    ))
-                })?;
-            self.failed_at = None;
+        self.erase_failed().map_err(|e| {
+            LogError::Storage(format!(
+                "cannot erase a refused record of the write-ahead log in {}: {e}",
+                self.dir.display()
+            ))
+        })?;
+        // A record whose fdatasync had not returned when the process was killed is whole in
+        // the page cache: made durable before it is applied, so nothing is read after the
+        // replay that a power loss could still take away.
+        for segment in &self.segments {
+            segment.file.sync_data().map_err(|e| {
+                LogError::Storage(format!(
+                    "cannot sync the write-ahead log in {}: {e}",
+                    self.dir.display()
+                ))
+            })?;
         }
+        let dir = self.dir.clone();
+        let read_error = |e: io::Error| {
+            LogError::Storage(format!(
+                "cannot read the write-ahead log in {}: {e}",
+                dir.display()
+            ))
+        };
         // Every segment's run of valid records of its current use (one salt) with consecutive
         // LSNs, from its start. An LSN found twice (a record whose write failed, left where the
         // writer could not erase it) is resolved by which copy the next LSN follows.
@@ -327,12 +365,7 @@ impl Wal {
     pub(super) fn append(&mut self, record: &mut [u8]) -> io::Result<u64> {
         let payload_len = u32::try_from(record.len() - HEADER_BYTES)
             .map_err(|_| io::Error::other("a commit of 4 GiB or more cannot be logged"))?;
-        if let Some((segment, position)) = self.failed_at {
-            let file = &self.segments[segment].file;
-            file.write_all_at(&[0u8; HEADER_BYTES], position)?;
-            file.sync_data()?;
-            self.failed_at = None;
-        }
+        self.erase_failed()?;
         let lsn = self.next_lsn;
         let need = record.len() as u64;
         if self.position + need > self.segments[self.current].len {
@@ -346,13 +379,19 @@ impl Wal {
         record[16..20].copy_from_slice(&checksum.to_le_bytes());
         record[20..24].copy_from_slice(&salt.to_le_bytes());
         let (current, position) = (self.current, self.position);
+        #[cfg(test)]
+        let fault = std::sync::Arc::clone(&self.sync_fault);
         let segment = &mut self.segments[current];
-        let written = segment
-            .file
-            .write_all_at(record, position)
-            .and_then(|()| segment.file.sync_data());
+        let written = segment.file.write_all_at(record, position).and_then(|()| {
+            #[cfg(test)]
+            fault.check()?;
+            segment.file.sync_data()
+        });
         if let Err(e) = written {
             self.failed_at = Some((current, position));
+            // Erased at once where the disk lets it, so that not even a restart after a
+            // crash finds the refused record whole in the page cache; else before the next.
+            let _ = self.erase_failed();
             return Err(e);
         }
         self.last_append = Some(Appended {
@@ -387,11 +426,17 @@ impl Wal {
         segment.last_lsn = last.previous_last_lsn;
         // Erased before anything else is written (by the next append, if not now).
         self.failed_at = Some((last.segment, last.position));
-        segment
-            .file
-            .write_all_at(&[0u8; HEADER_BYTES], last.position)
-            .and_then(|()| segment.file.sync_data())?;
-        self.failed_at = None;
+        self.erase_failed()
+    }
+
+    /// Erases, durably, the header of a record whose write failed or that was taken back.
+    fn erase_failed(&mut self) -> io::Result<()> {
+        if let Some((segment, position)) = self.failed_at {
+            let file = &self.segments[segment].file;
+            file.write_all_at(&[0u8; HEADER_BYTES], position)?;
+            file.sync_data()?;
+            self.failed_at = None;
+        }
         Ok(())
     }
 
