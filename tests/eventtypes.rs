@@ -273,6 +273,22 @@ async fn strict_refuses_unregistered_types() {
 }
 
 #[tokio::test]
+async fn refused_events_matched_by_dataschema_add_no_event_type_labels() {
+    let sy = Switchyard::start(&config());
+    // Each of a producer's own types, refused: counted, but none gets a series of its own.
+    for i in 0..20 {
+        let mut event = order(&format!("flood-{i}"), json!({"zip": "9000"}));
+        event["type"] = json!(format!("com.example.random{i}"));
+        event["dataschema"] = json!("https://schemas.example.com/address.json");
+        assert_eq!(post(&sy, "enforced", &event).await.status(), 400);
+    }
+    let text = common::metrics(&sy).await;
+    assert!(!text.contains("com.example.random"), "{text}");
+    let needle = r#"switchyard_schema_validations_total{namespace_name="shop",broker_name="enforced",event_type="(other)",result="failed"} 20"#;
+    assert!(text.contains(needle), "missing {needle} in:\n{text}");
+}
+
+#[tokio::test]
 async fn warn_stores_invalid_events_and_counts_them() {
     let mut sy = Switchyard::start(&config());
     assert_eq!(

@@ -103,7 +103,9 @@ impl EventTypePolicy {
         let enforce = mode == EventTypeMode::Enforce;
         let id = BrokerId::parse(broker).unwrap_or_else(|_| BrokerId::new(broker, ""));
         let (namespace, name) = (id.namespace(), id.name());
-        let count = |ty: &str, result: &'static str| {
+        // `stored`: whether the event will be stored, which alone may add an `event_type`
+        // label (an event matched by its `dataschema` carries a type of the producer's).
+        let count = |ty: &str, result: &'static str, stored: bool| {
             if !report {
                 return;
             }
@@ -111,7 +113,7 @@ impl EventTypePolicy {
                 m::SCHEMA_VALIDATIONS,
                 "namespace_name" => namespace.to_owned(),
                 "broker_name" => name.to_owned(),
-                "event_type" => ty.to_owned(),
+                "event_type" => m::event_type_label(broker, ty, stored),
                 "result" => result
             )
             .increment(1);
@@ -124,9 +126,9 @@ impl EventTypePolicy {
                     }
                 }
                 Check::Unchecked => {}
-                Check::Passed(_) => count(&event.ty, "passed"),
+                Check::Passed(_) => count(&event.ty, "passed", true),
                 Check::Failed(registered, violations) => {
-                    count(&event.ty, "failed");
+                    count(&event.ty, "failed", !enforce);
                     if enforce {
                         return Err((index, schema_violation(event, registered, violations)));
                     }
