@@ -581,13 +581,16 @@ pub fn needs_trust_roots(what: &str, url: &str) -> Result<(), String> {
     })
 }
 
-/// The HTTP client of one subscriber: its own connection pool, no redirects, no proxies, a
-/// short connect timeout; trusting, besides the system's roots, the PEM CA certificates in
-/// `ca_certs` (Knative's `CACerts` of the trigger's destinations).
+/// The HTTP client of one subscriber: its own connection pool, no redirects, no retries of
+/// its own (an attempt that fails is the DeliverySpec's to retry, counted and backed off; a
+/// retry layer would also copy every request in case), no proxies, a short connect timeout;
+/// trusting, besides the system's roots, the PEM CA certificates in `ca_certs` (Knative's
+/// `CACerts` of the trigger's destinations).
 pub fn client(ca_certs: &[&str], egress: &EgressPolicy) -> Result<reqwest::Client, String> {
     let builder = crate::egress::guard(
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .connect_timeout(defaults::CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
             .no_proxy(),

@@ -94,8 +94,9 @@ impl Check<'_> {
 #[derive(Debug, Default)]
 pub struct Registry {
     types: Vec<Arc<Registered>>,
-    /// (broker id, type) → the EventTypes referencing that broker with that type.
-    by_broker_type: HashMap<(String, String), Vec<Arc<Registered>>>,
+    /// Broker id → type → the EventTypes referencing that broker with that type (looked up
+    /// by `&str`, so a check allocates nothing to find them).
+    by_broker_type: HashMap<String, HashMap<String, Vec<Arc<Registered>>>>,
     /// Schema URI → the EventType whose `schemaData` it names.
     by_schema: HashMap<String, Arc<Registered>>,
 }
@@ -181,7 +182,9 @@ impl Registry {
     fn add(&mut self, registered: Arc<Registered>) {
         if let Some(broker) = &registered.broker {
             self.by_broker_type
-                .entry((broker.clone(), registered.ty.clone()))
+                .entry(broker.clone())
+                .or_default()
+                .entry(registered.ty.clone())
                 .or_default()
                 .push(Arc::clone(&registered));
         }
@@ -303,7 +306,8 @@ impl Registry {
     /// first, then the longest prefix, then one without a source.
     pub fn find(&self, broker: &str, ty: &str, source: &str) -> Option<&Registered> {
         self.by_broker_type
-            .get(&(broker.to_owned(), ty.to_owned()))?
+            .get(broker)?
+            .get(ty)?
             .iter()
             .filter_map(|r| r.source_score(source).map(|s| (s, r)))
             .max_by_key(|(s, _)| *s)
