@@ -282,10 +282,27 @@ async fn refused_events_matched_by_dataschema_add_no_event_type_labels() {
         event["dataschema"] = json!("https://schemas.example.com/address.json");
         assert_eq!(post(&sy, "enforced", &event).await.status(), 400);
     }
+    // Nor does an event that passed, in a batch refused for another one.
+    let mut passing = order("mate-1", json!({"city": "Ghent"}));
+    passing["type"] = json!("com.example.batchmate");
+    passing["dataschema"] = json!("https://schemas.example.com/address.json");
+    let failing = order("mate-2", json!({"total": "x"}));
+    assert_eq!(
+        post_batch(&sy, "enforced", &[passing, failing])
+            .await
+            .status(),
+        400
+    );
     let text = common::metrics(&sy).await;
     assert!(!text.contains("com.example.random"), "{text}");
-    let needle = r#"switchyard_schema_validations_total{namespace_name="shop",broker_name="enforced",event_type="(other)",result="failed"} 20"#;
-    assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    assert!(!text.contains("com.example.batchmate"), "{text}");
+    // All counted, under `(other)`: the 20, the batch's failing order and its passing mate.
+    for needle in [
+        r#"switchyard_schema_validations_total{namespace_name="shop",broker_name="enforced",event_type="(other)",result="failed"} 21"#,
+        r#"switchyard_schema_validations_total{namespace_name="shop",broker_name="enforced",event_type="(other)",result="passed"} 1"#,
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
 }
 
 #[tokio::test]

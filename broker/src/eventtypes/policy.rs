@@ -103,34 +103,26 @@ impl EventTypePolicy {
         let enforce = mode == EventTypeMode::Enforce;
         let id = BrokerId::parse(broker).unwrap_or_else(|_| BrokerId::new(broker, ""));
         let (namespace, name) = (id.namespace(), id.name());
-        // `stored`: whether the event will be stored, which alone may add an `event_type`
-        // label (an event matched by its `dataschema` carries a type of the producer's).
-        let count = |ty: &str, result: &'static str, stored: bool| {
-            if !report {
-                return;
-            }
-            metrics::counter!(
-                m::SCHEMA_VALIDATIONS,
-                "namespace_name" => namespace.to_owned(),
-                "broker_name" => name.to_owned(),
-                "event_type" => m::event_type_label(broker, ty, stored),
-                "result" => result
-            )
-            .increment(1);
-        };
+        // Counted once the batch's fate is known: only a batch accepted for storing may add
+        // `event_type` labels (an event matched by its `dataschema` carries a type of the
+        // producer's, and a refused batch must add none, whichever of its events passed).
+        let mut counted: Vec<(&str, &'static str)> = Vec::new();
+        let mut refusal = None;
         for (index, event) in events.iter().enumerate() {
             match self.registry.check(broker, event) {
                 Check::NotRegistered => {
                     if enforce && strict {
-                        return Err((index, unregistered(event, broker)));
+                        refusal = Some((index, unregistered(event, broker)));
+                        break;
                     }
                 }
                 Check::Unchecked => {}
-                Check::Passed(_) => count(&event.ty, "passed", true),
+                Check::Passed(_) => counted.push((&event.ty, "passed")),
                 Check::Failed(registered, violations) => {
-                    count(&event.ty, "failed", !enforce);
+                    counted.push((&event.ty, "failed"));
                     if enforce {
-                        return Err((index, schema_violation(event, registered, violations)));
+                        refusal = Some((index, schema_violation(event, registered, violations)));
+                        break;
                     }
                     if !report {
                         continue;
@@ -147,7 +139,22 @@ impl EventTypePolicy {
                 }
             }
         }
-        Ok(())
+        if report {
+            for (ty, result) in counted {
+                metrics::counter!(
+                    m::SCHEMA_VALIDATIONS,
+                    "namespace_name" => namespace.to_owned(),
+                    "broker_name" => name.to_owned(),
+                    "event_type" => m::event_type_label(broker, ty, refusal.is_none()),
+                    "result" => result
+                )
+                .increment(1);
+            }
+        }
+        match refusal {
+            Some(refused) => Err(refused),
+            None => Ok(()),
+        }
     }
 
     /// After events of `broker` were stored (mode `record`; nothing otherwise): counts their
