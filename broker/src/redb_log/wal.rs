@@ -86,8 +86,9 @@ pub(super) struct Wal {
     /// The number in the next new segment's file name.
     next_name: u64,
     /// Where a record whose write or `fdatasync` failed may still sit: its header is erased
-    /// (durably) before the next record is written anywhere, so that no two records with the
-    /// same LSN can both be found.
+    /// (durably) as soon as its requests are refused ([`Wal::erase_failed`]), or, where that
+    /// fails, before the next record is written anywhere or the log replayed, so that no two
+    /// records with the same LSN can both be found and no refused one is replayed.
     failed_at: Option<(usize, u64)>,
     last_append: Option<Appended>,
     /// Makes syncs fail, for tests.
@@ -95,8 +96,9 @@ pub(super) struct Wal {
     pub(super) sync_fault: std::sync::Arc<SyncFault>,
 }
 
-/// A test's hold on the log's syncs: each sync waits while `hold` is set (counted in `held`,
-/// so that more can queue up meanwhile); the next one fails when `fail` is set.
+/// A test's hold on the syncs of records [`Wal::append`] writes (not those of erasures or
+/// replays): each waits while `hold` is set (counted in `held`, so that more can queue up
+/// meanwhile); the next one fails when `fail` is set.
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub(super) struct SyncFault {
@@ -251,17 +253,6 @@ impl Wal {
                 self.dir.display()
             ))
         })?;
-        // A record whose fdatasync had not returned when the process was killed is whole in
-        // the page cache: made durable before it is applied, so nothing is read after the
-        // replay that a power loss could still take away.
-        for segment in &self.segments {
-            segment.file.sync_data().map_err(|e| {
-                LogError::Storage(format!(
-                    "cannot sync the write-ahead log in {}: {e}",
-                    self.dir.display()
-                ))
-            })?;
-        }
         let dir = self.dir.clone();
         let read_error = |e: io::Error| {
             LogError::Storage(format!(
@@ -389,9 +380,6 @@ impl Wal {
         });
         if let Err(e) = written {
             self.failed_at = Some((current, position));
-            // Erased at once where the disk lets it, so that not even a restart after a
-            // crash finds the refused record whole in the page cache; else before the next.
-            let _ = self.erase_failed();
             return Err(e);
         }
         self.last_append = Some(Appended {
@@ -429,8 +417,17 @@ impl Wal {
         self.erase_failed()
     }
 
-    /// Erases, durably, the header of a record whose write failed or that was taken back.
-    fn erase_failed(&mut self) -> io::Result<()> {
+    /// Makes every segment durable as it stands: before a replay, so that a record whose
+    /// `fdatasync` had not returned when the process was killed (whole in the page cache) is
+    /// on disk before anything it holds is read.
+    pub(super) fn sync_segments(&self) -> io::Result<()> {
+        self.segments.iter().try_for_each(|s| s.file.sync_data())
+    }
+
+    /// Erases, durably, the header of a record whose write failed or that was taken back
+    /// (nothing to do when there is none). The writer calls it as soon as it has refused a
+    /// failed record's requests; it runs again before the next record and before a replay.
+    pub(super) fn erase_failed(&mut self) -> io::Result<()> {
         if let Some((segment, position)) = self.failed_at {
             let file = &self.segments[segment].file;
             file.write_all_at(&[0u8; HEADER_BYTES], position)?;

@@ -140,6 +140,11 @@ impl Writer {
                 .map_err(storage)?
                 .map_or(0, |v| v.value())
         };
+        // A record whose fdatasync had not returned when the process was killed is whole in
+        // the page cache: made durable before it is applied, so that what the replay makes
+        // readable is on disk.
+        wal.sync_segments()
+            .map_err(|e| LogError::Storage(format!("cannot sync the write-ahead log: {e}")))?;
         let mut txn = db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::None).map_err(storage)?;
         let replayed = wal.replay(checkpointed, |lsn, payload| {

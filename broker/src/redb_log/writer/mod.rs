@@ -352,6 +352,12 @@ impl Writer {
                 // Said (to `/readyz`) before the answers go out.
                 self.failed(&e);
                 refuse(batch, writes, &e);
+                // A record whose write or fdatasync failed may be whole in the page cache:
+                // erased now that the refusals are out (not after a restart's replay), so
+                // that not even a crash before the next record lets it be stored.
+                if let Err(e) = self.wal.erase_failed() {
+                    tracing::warn!(error = %e, "cannot erase a refused record of the write-ahead log yet; it is erased before the next one");
+                }
             }
         }
     }
