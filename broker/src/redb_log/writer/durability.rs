@@ -142,8 +142,10 @@ impl Writer {
         };
         // A record whose fdatasync had not returned when the process was killed is whole in
         // the page cache: made durable before it is applied, so that what the replay makes
-        // readable is on disk.
-        wal.sync_segments()
+        // readable is on disk. A refused record still waiting to be erased is erased first,
+        // so that the sync cannot make it durable.
+        wal.erase_failed()
+            .and_then(|()| wal.sync_segments())
             .map_err(|e| LogError::Storage(format!("cannot sync the write-ahead log: {e}")))?;
         let mut txn = db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::None).map_err(storage)?;
