@@ -211,15 +211,7 @@ async fn a_failed_fdatasync_refuses_its_batch_and_takes_its_record_back() {
     };
     until("the refused record to be erased", || replayed() == [1]).await;
     // After the pause, writes are taken again, at the next offset.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        match log.append(B, vec![b"after".to_vec()]).await {
-            Err(LogError::Storage(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => break other.unwrap(),
-        }
-    };
+    let after = append_until_taken(&log, b"after", |e| matches!(e, LogError::Storage(_))).await;
     assert_eq!(after, 1..2);
     // A crash: what comes back is what was answered, and nothing that was refused.
     std::mem::forget(log);
@@ -286,13 +278,18 @@ fn big() -> Vec<u8> {
     vec![7; 4 << 20]
 }
 
-/// Appends until one is taken, or fails the test after 10 s.
-async fn append_until_taken(log: &RedbLog, event: &[u8]) -> Range<u64> {
+/// Appends until one is taken while the store refuses with what `refusing` expects, or fails
+/// the test after 10 s (or at once on any other error).
+async fn append_until_taken(
+    log: &RedbLog,
+    event: &[u8],
+    refusing: impl Fn(&LogError) -> bool,
+) -> Range<u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match log.append(B, vec![event.to_vec()]).await {
             Ok(range) => return range,
-            Err(LogError::DiskFull(_)) if Instant::now() < deadline => {
+            Err(e) if refusing(&e) && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("the store did not take writes again: {e}"),
@@ -320,7 +317,7 @@ async fn a_full_disk_refuses_appends_and_writes_resume_without_a_restart() {
 
     full.store(false, Ordering::SeqCst);
     // The same process takes writes again: the handle redb gave up on was replaced.
-    let range = append_until_taken(&log, b"after").await;
+    let range = append_until_taken(&log, b"after", |e| matches!(e, LogError::DiskFull(_))).await;
     assert_eq!(range, 1..2, "no offset was used by what was refused");
     assert_eq!(log.write_failure(), None);
     assert!(
