@@ -198,13 +198,8 @@ pub async fn broker_endpoint(
             Problem::method_not_allowed(other.as_str(), ALLOW).into_response()
         }
     };
-    metrics::histogram!(
-        m::INGRESS_LATENCY,
-        "namespace_name" => namespace,
-        "broker_name" => name,
-        "response_code" => response.status().as_str().to_owned()
-    )
-    .record(started.elapsed().as_secs_f64());
+    m::ingress_latency(&broker.id, (&namespace, &name), response.status().as_str())
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -216,6 +211,10 @@ fn count_events(
     status: StatusCode,
 ) {
     for ty in types {
+        if status == StatusCode::ACCEPTED {
+            m::count_accepted_event(&broker.id, (namespace, name), ty);
+            continue;
+        }
         metrics::counter!(
             m::EVENT_COUNT,
             "namespace_name" => namespace.to_owned(),

@@ -106,7 +106,7 @@ impl EventTypePolicy {
         // Counted once the batch's fate is known: only a batch accepted for storing may add
         // `event_type` labels (an event matched by its `dataschema` carries a type of the
         // producer's, and a refused batch must add none, whichever of its events passed).
-        let mut counted: Vec<(&str, &'static str)> = Vec::new();
+        let mut counted: Vec<(&str, bool)> = Vec::new();
         let mut refusal = None;
         for (index, event) in events.iter().enumerate() {
             match self.registry.check(broker, event) {
@@ -117,9 +117,9 @@ impl EventTypePolicy {
                     }
                 }
                 Check::Unchecked => {}
-                Check::Passed(_) => counted.push((&event.ty, "passed")),
+                Check::Passed(_) => counted.push((&event.ty, true)),
                 Check::Failed(registered, violations) => {
-                    counted.push((&event.ty, "failed"));
+                    counted.push((&event.ty, false));
                     if enforce {
                         refusal = Some((index, schema_violation(event, registered, violations)));
                         break;
@@ -140,15 +140,8 @@ impl EventTypePolicy {
             }
         }
         if report {
-            for (ty, result) in counted {
-                metrics::counter!(
-                    m::SCHEMA_VALIDATIONS,
-                    "namespace_name" => namespace.to_owned(),
-                    "broker_name" => name.to_owned(),
-                    "event_type" => m::event_type_label(broker, ty, refusal.is_none()),
-                    "result" => result
-                )
-                .increment(1);
+            for (ty, passed) in counted {
+                m::count_validation(broker, (namespace, name), ty, passed, refusal.is_none());
             }
         }
         match refusal {
