@@ -102,8 +102,10 @@ pub fn event_type_label(broker: &str, ty: &str, stored: bool) -> String {
 /// Counter handles of one series family, by broker and event type, for the per-event hot
 /// path: a counted event costs two map look-ups and an atomic add instead of four labels built
 /// and its series found in the recorder. Only types that hold a label of their own are kept,
-/// so it is bounded as the labels are ([`MAX_EVENT_TYPE_LABELS`] per broker); the recorder
-/// has no idle timeout, so a handle stays its series' for the life of the process.
+/// so it is bounded as the labels are ([`MAX_EVENT_TYPE_LABELS`] per broker, and a type
+/// literally named [`OTHER_EVENT_TYPE`]), and only once [`install`] has run: the recorder has
+/// no idle timeout, so a handle stays its series' for the life of the process, while one taken
+/// before the recorder would count nowhere.
 struct TypeCounters(LazyLock<RwLock<HashMap<String, HashMap<String, Counter>>>>);
 
 impl TypeCounters {
@@ -111,8 +113,9 @@ impl TypeCounters {
         TypeCounters(LazyLock::new(Default::default))
     }
 
-    /// Adds one to the series of `ty` at `broker`: `register` gives the series of a label
-    /// (from [`event_type_label`] with `stored`) the first time a type is met.
+    /// Adds one to the series of `ty` at `broker`. On a miss `register` gives the series of
+    /// the type's label (from [`event_type_label`] with `stored`), which is then kept only when
+    /// it is the type's own.
     fn increment(
         &self,
         broker: &str,
@@ -127,7 +130,7 @@ impl TypeCounters {
             return;
         }
         let label = event_type_label(broker, ty, stored);
-        let own = !ty.is_empty() && label == ty;
+        let own = !ty.is_empty() && label == ty && HANDLE.get().is_some();
         let counter = register(label);
         counter.increment(1);
         if own && let Ok(mut known) = self.0.write() {
@@ -205,7 +208,9 @@ pub fn ingress_latency(broker: &str, (namespace, name): (&str, &str), code: &str
         return histogram.clone();
     }
     let histogram = register();
-    if let Ok(mut known) = ACCEPTED_LATENCY.write() {
+    if HANDLE.get().is_some()
+        && let Ok(mut known) = ACCEPTED_LATENCY.write()
+    {
         known.insert(broker.to_owned(), histogram.clone());
     }
     histogram
@@ -213,7 +218,9 @@ pub fn ingress_latency(broker: &str, (namespace, name): (&str, &str), code: &str
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the process-wide recorder (once) and returns the handle that renders it.
+/// Installs the process-wide recorder (once) and returns the handle that renders it. Without
+/// an idle timeout: the hot path keeps handles to its series (see `TypeCounters`), which a
+/// timeout would detach from what `/metrics` renders.
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
