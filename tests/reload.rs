@@ -183,6 +183,33 @@ async fn a_broken_edit_is_refused_and_the_running_configuration_keeps_working() 
     let sink = Sink::ok().await;
     let good = BROKER_YAML.to_owned() + &trigger("t", "", &sink.url);
     let sy = Switchyard::start(&good);
+    let gauges = |metrics: &str| {
+        (
+            common::metric_value(metrics, "switchyard_config_generation"),
+            common::metric_value(metrics, "switchyard_config_last_reload_successful"),
+            common::metric_value(
+                metrics,
+                "switchyard_config_last_reload_success_timestamp_seconds",
+            ),
+        )
+    };
+    let started = common::metrics(&sy).await;
+    let (generation_at_start, successful, taken_at) = gauges(&started);
+    assert_eq!(
+        (generation_at_start, successful),
+        (Some(1.0), Some(1.0)),
+        "{started}"
+    );
+    let taken_at = taken_at.expect("when the configuration was taken");
+    let version = format!(
+        "switchyard_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        common::metric_value(&started, &version),
+        Some(1.0),
+        "{started}"
+    );
     sy.rewrite_config(
         &(good.clone() + &trigger("bad", "filters: [{cesql: \"type = \"}]", &sink.url)),
     );
@@ -221,11 +248,24 @@ async fn a_broken_edit_is_refused_and_the_running_configuration_keeps_working() 
         metrics.contains(r#"switchyard_config_reloads_total{result="refused"}"#),
         "{metrics}"
     );
+    assert_eq!(
+        gauges(&metrics),
+        (Some(1.0), Some(0.0), Some(taken_at)),
+        "a refusal keeps the generation and the time of the last success: {metrics}"
+    );
 
     // Fixed: applied, and the error is gone.
     sy.rewrite_config(&(good + &trigger("fixed", "filter: {attributes: {type: y}}", &sink.url)));
     generation(&sy, 2).await;
     assert!(config_status(&sy).await.get("error").is_none());
+    let metrics = common::metrics(&sy).await;
+    let (generation_now, successful, taken_again) = gauges(&metrics);
+    assert_eq!(
+        (generation_now, successful),
+        (Some(2.0), Some(1.0)),
+        "{metrics}"
+    );
+    assert!(taken_again.is_some_and(|t| t >= taken_at), "{metrics}");
     assert_eq!(send(&sy.base, "twice", "y").await, 202);
     sink.wait_for(3, WAIT).await;
     assert_eq!(

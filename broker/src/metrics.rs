@@ -53,6 +53,18 @@ pub const SOURCE_EVENTS: &str = "switchyard_source_events_total";
 /// `terminated` in JetStream, `dropped` for core NATS and MQTT).
 pub const SOURCE_MALFORMED: &str = "switchyard_source_malformed_total";
 
+/// Always 1, labelled with the server's `version`: which build runs, for dashboards and
+/// for joining onto other series.
+pub const BUILD_INFO: &str = "switchyard_build_info";
+/// The configuration's generation in force: 1 at start, one more per reload applied.
+pub const CONFIG_GENERATION: &str = "switchyard_config_generation";
+/// 1 when the last reload was taken whole (or there was none yet), 0 when it was refused or
+/// only partly applied (`/readyz` then says why).
+pub const CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "switchyard_config_last_reload_successful";
+/// When a configuration was last taken whole or found unchanged, in seconds since the epoch.
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: &str =
+    "switchyard_config_last_reload_success_timestamp_seconds";
+
 /// Distinct `event_type` label values per broker; events of later types are counted under
 /// [`OTHER_EVENT_TYPE`].
 pub const MAX_EVENT_TYPE_LABELS: usize = 100;
@@ -246,6 +258,7 @@ pub fn install() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()

@@ -182,6 +182,19 @@ impl Reconfigure {
     /// What `/readyz` reports of the configuration: the reload that last succeeded (its
     /// generation, 1 at start) and the error of a later one that failed, if any.
     pub fn report(&self, status: ConfigStatus) {
+        #[allow(clippy::cast_precision_loss)] // a generation past 2^53 is not a concern
+        metrics::gauge!(m::CONFIG_GENERATION).set(status.generation as f64);
+        metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(if status.error.is_none() {
+            1.0
+        } else {
+            0.0
+        });
+        if status.error.is_none() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP).set(now);
+        }
         if let Ok(mut s) = self.app.config_status.write() {
             *s = status;
         }

@@ -407,6 +407,18 @@ pub async fn metrics(sy: &Switchyard) -> String {
         .unwrap()
 }
 
+/// The value of the sample `series` (a metric's name with its labels, as `/metrics` writes
+/// them) in a `/metrics` text, if it is there.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// The NATS server (with JetStream) the stream tests use.
 pub fn nats_url() -> String {
     std::env::var("SWITCHYARD_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
