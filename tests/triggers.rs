@@ -1154,6 +1154,57 @@ async fn delivery_metrics_and_lag() {
     }
 }
 
+/// `switchyard_delivery_e2e_latency_seconds` counts each delivered event once, from its
+/// arrival at the broker to the answer that delivered it, retries included.
+#[tokio::test]
+async fn end_to_end_latency_counts_each_delivered_event_from_arrival_through_its_retries() {
+    // The very first attempt fails; the retry a second later, and everything after, succeed.
+    let sink = Sink::start(|i, _| Answer::status(if i == 0 { 503 } else { 200 })).await;
+    let config = broker("")
+        + &trigger(
+            "e2e",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 3, backoffDelay: PT1S, jitter: 0}}",
+                sink.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    send(&sy, "retried", "t", &[]).await;
+    sink.wait_for(2, WAIT).await;
+    send(&sy, "at-once", "t", &[]).await;
+    sink.wait_for(3, WAIT).await;
+    let series = |part: &str| {
+        format!(
+            r#"switchyard_delivery_e2e_latency_seconds_{part}{{namespace_name="default",broker_name="default",trigger_name="e2e"}}"#
+        )
+    };
+    let text = eventually_metrics(&sy, |text| {
+        common::metric_value(text, &series("count")) == Some(2.0)
+    })
+    .await;
+    let sum = common::metric_value(&text, &series("sum")).unwrap();
+    assert!(
+        (1.0..30.0).contains(&sum),
+        "two deliveries, one after a 1 s backoff: {sum} s in all"
+    );
+}
+
+/// The server's `/metrics` once `ready` holds for it (polled until [`WAIT`]).
+async fn eventually_metrics(sy: &Switchyard, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = common::metrics(sy).await;
+        if ready(&text) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the metrics never got there:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn structured_delivery_rate_limit_and_no_redirects() {
     let structured = Sink::ok().await;

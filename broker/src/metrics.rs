@@ -36,6 +36,9 @@ pub const SCHEMA_VALIDATIONS: &str = "switchyard_schema_validations_total";
 pub const DELIVERY_COUNT: &str = "switchyard_delivery_count_total";
 /// Duration of each delivery attempt, by trigger.
 pub const DELIVERY_LATENCY: &str = "switchyard_delivery_latency_seconds";
+/// From an event's arrival at its broker to the answer of the attempt that delivered it,
+/// retries included, by trigger.
+pub const DELIVERY_E2E_LATENCY: &str = "switchyard_delivery_e2e_latency_seconds";
 /// Retries scheduled, by trigger.
 pub const DELIVERY_RETRIES: &str = "switchyard_delivery_retries_total";
 /// Events dead-lettered, by trigger and reason.
@@ -249,6 +252,16 @@ pub fn install() -> PrometheusHandle {
                         &[
                             1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
                             4096.0,
+                        ],
+                    )
+                })
+                .and_then(|b| {
+                    // Retries and redrives included: seconds to an hour.
+                    b.set_buckets_for_metric(
+                        Matcher::Full(DELIVERY_E2E_LATENCY.into()),
+                        &[
+                            0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+                            900.0, 3600.0,
                         ],
                     )
                 })

@@ -40,7 +40,7 @@ impl TriggerRuntime {
         {
             r.fail(AttemptError::reply_refused(&refused.to_string()));
         }
-        self.count_attempt(&r);
+        self.count_attempt(event, &r);
         r
     }
 

@@ -10,13 +10,15 @@ use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::metrics as m;
 use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
+use switchyard_core::resources::ARRIVAL_EXTENSION;
 use switchyard_core::resources::{
     Broker, Destination, Ordering as TriggerOrdering, ReplyTo, Target, Trigger,
 };
+use switchyard_core::{CloudEvent, ExtValue};
 use tokio::sync::Semaphore;
 
 use super::{DEFAULT_MAX_IN_FLIGHT, DispatchError, lock};
-use crate::delivery::{AttemptResult, Deliverer, DeliverySettings, Subscriber};
+use crate::delivery::{AttemptResult, Deliverer, DeliverySettings, Subscriber, Verdict};
 use crate::streams::StreamSinks;
 
 /// A trigger's configuration, resolved once at start.
@@ -38,6 +40,8 @@ pub(crate) struct TriggerConfig {
 struct TriggerMetrics {
     labels: Vec<metrics::Label>,
     latency: metrics::Histogram,
+    /// Arrival to delivery, per delivered event.
+    e2e: metrics::Histogram,
     attempts: Mutex<HashMap<String, metrics::Counter>>,
 }
 
@@ -283,6 +287,7 @@ impl TriggerRuntime {
             event_types: Arc::clone(cx.event_types),
             metrics: TriggerMetrics {
                 latency: metrics::histogram!(m::DELIVERY_LATENCY, labels.clone()),
+                e2e: metrics::histogram!(m::DELIVERY_E2E_LATENCY, labels.clone()),
                 labels,
                 attempts: Mutex::new(HashMap::new()),
             },
@@ -316,10 +321,16 @@ impl TriggerRuntime {
         &self.broker
     }
 
-    /// Counts an attempt by its response code, and its latency.
-    pub(super) fn count_attempt(&self, r: &AttemptResult) {
+    /// Counts an attempt at `event` by its response code, and its latency; for one that
+    /// delivered it, the time since the event arrived at its broker.
+    pub(super) fn count_attempt(&self, event: &CloudEvent, r: &AttemptResult) {
         self.health.record(r);
         self.metrics.latency.record(r.latency.as_secs_f64());
+        if r.verdict == Verdict::Delivered
+            && let Some(since) = since_arrival(event, r.started + r.latency)
+        {
+            self.metrics.e2e.record(since.as_secs_f64());
+        }
         let code = r.response_code();
         let mut counters = lock(&self.metrics.attempts);
         if let Some(c) = counters.get(code.as_ref()) {
@@ -332,4 +343,20 @@ impl TriggerRuntime {
             counters.insert(code.into_owned(), c);
         }
     }
+}
+
+/// How long before `answered` `event` arrived at its broker (its `knativearrivaltime`);
+/// `None` without one, or with one in the future (another machine's clock).
+fn since_arrival(
+    event: &CloudEvent,
+    answered: std::time::SystemTime,
+) -> Option<std::time::Duration> {
+    let (ExtValue::Timestamp(text) | ExtValue::String(text)) =
+        event.extensions.get(ARRIVAL_EXTENSION)?
+    else {
+        return None;
+    };
+    let arrived = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    let arrived = std::time::SystemTime::from(arrived.with_timezone(&chrono::Utc));
+    answered.duration_since(arrived).ok()
 }
