@@ -486,6 +486,24 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
+    // The commit's fsync is timed; the store's disk is reported for a "nearly full" alert.
+    let value = |name: &str| {
+        common::metric_value(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert!(
+        value("switchyard_store_fsync_seconds_count") >= 1.0,
+        "{text}"
+    );
+    let (store, free, size) = (
+        value("switchyard_store_bytes"),
+        value("switchyard_store_disk_free_bytes"),
+        value("switchyard_store_disk_size_bytes"),
+    );
+    assert!(store > 0.0 && free > 0.0, "{text}");
+    assert!(
+        store + free <= size,
+        "store {store}, free {free}, disk {size}"
+    );
 }
 
 #[tokio::test]

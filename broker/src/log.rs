@@ -152,6 +152,18 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| LogError::Storage(format!("store task failed: {e}")))?
 }
 
+/// How much of its disk a store uses, and how much is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// The bytes of the store's own files (for the embedded store: `events.redb` and the
+    /// write-ahead log's segments, which are allocated whole).
+    pub store_bytes: u64,
+    /// Bytes free for the server on the store's file system.
+    pub free_bytes: u64,
+    /// The size of that file system, in bytes.
+    pub size_bytes: u64,
+}
+
 /// A durable, per-broker event log.
 pub trait EventLog: Send + Sync + 'static {
     /// Appends the events of one request, all or nothing, in order. Fails at once with
@@ -192,6 +204,12 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// How many append requests are waiting for the writer.
     fn queue_depth(&self) -> usize;
+
+    /// The disk the store keeps its files on, read now (`None`: the log keeps none of its
+    /// own, as with JetStream); `/metrics` reports it.
+    fn disk_usage(&self) -> Option<DiskUsage> {
+        None
+    }
 
     /// Why appends are refused right now (the disk is full, a commit failed), or `None` while
     /// they are taken; `/readyz` reports it.

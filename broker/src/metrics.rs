@@ -17,6 +17,14 @@ pub const INGRESS_LATENCY: &str = "switchyard_ingress_latency_seconds";
 pub const COMMIT_BATCH_EVENTS: &str = "switchyard_store_commit_batch_events";
 /// Duration of each commit of the store (including the write-ahead log's fsync).
 pub const COMMIT_SECONDS: &str = "switchyard_store_commit_seconds";
+/// Duration of each `fdatasync` of the write-ahead log (one per commit).
+pub const FSYNC_SECONDS: &str = "switchyard_store_fsync_seconds";
+/// Bytes of the store's files (the embedded store), sampled when `/metrics` is read.
+pub const STORE_BYTES: &str = "switchyard_store_bytes";
+/// Bytes free for the server on the store's file system, sampled when `/metrics` is read.
+pub const STORE_DISK_FREE_BYTES: &str = "switchyard_store_disk_free_bytes";
+/// The size of the store's file system, sampled when `/metrics` is read.
+pub const STORE_DISK_SIZE_BYTES: &str = "switchyard_store_disk_size_bytes";
 /// Duration of each checkpoint of the store (redb's durable commit).
 pub const CHECKPOINT_SECONDS: &str = "switchyard_store_checkpoint_seconds";
 /// Time each append request waited for the store's writer to start its commit.

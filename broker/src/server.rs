@@ -182,7 +182,6 @@ impl Reconfigure {
     /// What `/readyz` reports of the configuration: the reload that last succeeded (its
     /// generation, 1 at start) and the error of a later one that failed, if any.
     pub fn report(&self, status: ConfigStatus) {
-        #[allow(clippy::cast_precision_loss)] // a generation past 2^53 is not a concern
         metrics::gauge!(m::CONFIG_GENERATION).set(status.generation as f64);
         metrics::gauge!(m::CONFIG_LAST_RELOAD_SUCCESSFUL).set(if status.error.is_none() {
             1.0
@@ -603,6 +602,11 @@ fn json_body(code: StatusCode, body: serde_json::Value) -> Response {
 
 async fn metrics_endpoint(State(app): State<Arc<App>>) -> Response {
     metrics::gauge!(m::WRITER_QUEUE_DEPTH).set(app.log.queue_depth() as f64);
+    if let Some(disk) = app.log.disk_usage() {
+        metrics::gauge!(m::STORE_BYTES).set(disk.store_bytes as f64);
+        metrics::gauge!(m::STORE_DISK_FREE_BYTES).set(disk.free_bytes as f64);
+        metrics::gauge!(m::STORE_DISK_SIZE_BYTES).set(disk.size_bytes as f64);
+    }
     let mut r = app.metrics.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

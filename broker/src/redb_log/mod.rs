@@ -251,6 +251,8 @@ struct Shared {
 /// The embedded, durable event log.
 pub struct RedbLog {
     shared: Arc<Shared>,
+    /// The data directory (`None` for a test's backend).
+    dir: Option<std::path::PathBuf>,
     sender: RwLock<Option<SyncSender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -376,6 +378,7 @@ impl RedbLog {
             observer: Mutex::new(None),
         });
         let (tx, rx) = sync_channel(options.queue_capacity);
+        let dir = free_space_of.clone();
         let mut writer = Writer::new(Arc::clone(&shared), options, free_space_of, wal);
         writer.recover()?;
         let writer = std::thread::Builder::new()
@@ -384,6 +387,7 @@ impl RedbLog {
             .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(RedbLog {
             shared,
+            dir,
             sender: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
         })
@@ -604,6 +608,20 @@ impl EventLog for RedbLog {
 
     fn queue_depth(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    fn disk_usage(&self) -> Option<crate::log::DiskUsage> {
+        let dir = self.dir.as_ref()?;
+        let fs = rustix::fs::statvfs(dir).ok()?;
+        let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let segments: u64 = std::fs::read_dir(dir.join("wal"))
+            .map(|entries| entries.flatten().map(|e| len(&e.path())).sum())
+            .unwrap_or(0);
+        Some(crate::log::DiskUsage {
+            store_bytes: len(&dir.join("events.redb")) + segments,
+            free_bytes: fs.f_bavail.saturating_mul(fs.f_frsize),
+            size_bytes: fs.f_blocks.saturating_mul(fs.f_frsize),
+        })
     }
 
     fn write_failure(&self) -> Option<String> {

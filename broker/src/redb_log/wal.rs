@@ -376,7 +376,11 @@ impl Wal {
         let written = segment.file.write_all_at(record, position).and_then(|()| {
             #[cfg(test)]
             fault.check()?;
-            segment.file.sync_data()
+            let syncing = std::time::Instant::now();
+            segment.file.sync_data()?;
+            metrics::histogram!(crate::metrics::FSYNC_SECONDS)
+                .record(syncing.elapsed().as_secs_f64());
+            Ok(())
         });
         if let Err(e) = written {
             self.failed_at = Some((current, position));
