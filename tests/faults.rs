@@ -264,6 +264,26 @@ async fn below_the_free_space_reserve_events_are_refused_and_delivery_goes_on() 
     assert!(!ids.iter().any(|id| id.contains("refused")), "{ids:?}");
 }
 
+/// A SIGTERM that comes as soon as the server says it listens (an orchestrator stopping a
+/// pod that has just started) stops it gracefully, with exit status 0: the handler is in place
+/// before the line is printed, so the signal's default action never kills it.
+#[test]
+fn a_sigterm_right_after_listening_is_a_graceful_stop() {
+    // Many at once, so the servers' starts crowd the cores and stretch the time between the
+    // line and the serving loop, where the signal used to kill them.
+    let stops: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let mut sy = Switchyard::start(common::TWO_BROKERS);
+                sy.stop();
+            })
+        })
+        .collect();
+    for stop in stops {
+        stop.join().expect("each server stops gracefully");
+    }
+}
+
 /// A store file that cannot be read stops `serve` with one line that names the file and the
 /// way out, whether redb finds it is no database at all or stops inside a damaged page.
 #[test]
