@@ -155,8 +155,8 @@ pub async fn blocking<T: Send + 'static>(
 /// How much of its disk a store uses, and how much is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiskUsage {
-    /// The bytes of the store's own files (for the embedded store: `events.redb` and the
-    /// write-ahead log's segments, which are allocated whole).
+    /// The bytes the store's own files take on disk (for the embedded store: `events.redb`
+    /// and the write-ahead log's segments, which are allocated whole).
     pub store_bytes: u64,
     /// Bytes free for the server on the store's file system.
     pub free_bytes: u64,
@@ -206,7 +206,8 @@ pub trait EventLog: Send + Sync + 'static {
     fn queue_depth(&self) -> usize;
 
     /// The disk the store keeps its files on, read now (`None`: the log keeps none of its
-    /// own, as with JetStream); `/metrics` reports it.
+    /// own, as with JetStream); `/metrics` reports it. It reads the file system: call it
+    /// off the async workers.
     fn disk_usage(&self) -> Option<DiskUsage> {
         None
     }

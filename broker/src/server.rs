@@ -602,7 +602,13 @@ fn json_body(code: StatusCode, body: serde_json::Value) -> Response {
 
 async fn metrics_endpoint(State(app): State<Arc<App>>) -> Response {
     metrics::gauge!(m::WRITER_QUEUE_DEPTH).set(app.log.queue_depth() as f64);
-    if let Some(disk) = app.log.disk_usage() {
+    // statvfs and a stat per file: off the async workers, as a hung disk would hold them.
+    let log = Arc::clone(&app.log);
+    let disk = tokio::task::spawn_blocking(move || log.disk_usage())
+        .await
+        .ok()
+        .flatten();
+    if let Some(disk) = disk {
         metrics::gauge!(m::STORE_BYTES).set(disk.store_bytes as f64);
         metrics::gauge!(m::STORE_DISK_FREE_BYTES).set(disk.free_bytes as f64);
         metrics::gauge!(m::STORE_DISK_SIZE_BYTES).set(disk.size_bytes as f64);

@@ -613,7 +613,12 @@ impl EventLog for RedbLog {
     fn disk_usage(&self) -> Option<crate::log::DiskUsage> {
         let dir = self.dir.as_ref()?;
         let fs = rustix::fs::statvfs(dir).ok()?;
-        let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        // Allocated bytes, not lengths: redb grows its file with holes in it.
+        let len = |p: &Path| {
+            std::fs::metadata(p).map_or(0, |m| {
+                std::os::unix::fs::MetadataExt::blocks(&m).saturating_mul(512)
+            })
+        };
         let segments: u64 = std::fs::read_dir(dir.join("wal"))
             .map(|entries| entries.flatten().map(|e| len(&e.path())).sum())
             .unwrap_or(0);
