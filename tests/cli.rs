@@ -565,3 +565,72 @@ async fn a_following_stream_ends_at_shutdown() {
         asked.elapsed()
     );
 }
+
+/// `serve --log-format json` writes one JSON object per stderr line, with the event's fields
+/// beside `message` (what a log collector indexes); the default stays text.
+#[test]
+fn serve_writes_json_log_lines_when_asked() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let serve = |format: Option<&str>| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, common::TWO_BROKERS).unwrap();
+        let mut cmd = Command::new(common::bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(format) = format {
+            cmd.args(["--log-format", format]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("switchyard listening on "), "{line}");
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{:?}", out.status);
+        String::from_utf8(out.stderr).unwrap()
+    };
+
+    let json = serve(Some("json"));
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let serving = lines
+        .iter()
+        .find(|l| l["message"] == "switchyard is serving")
+        .unwrap_or_else(|| panic!("no start line in\n{json}"));
+    assert_eq!(serving["level"], "INFO", "{serving}");
+    assert_eq!(
+        serving["brokers"], 2,
+        "the event's fields, flattened: {serving}"
+    );
+    assert!(serving["timestamp"].is_string(), "{serving}");
+    assert!(
+        lines.iter().any(|l| l["message"] == "store closed"),
+        "the graceful stop is logged too:\n{json}"
+    );
+
+    let text = serve(None);
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_err() && first.contains("INFO"),
+        "text by default: {first}"
+    );
+}

@@ -141,6 +141,10 @@ enum Command {
         /// of its MQTT client ids. Stable names keep MQTT sessions across restarts.
         #[arg(long, value_parser = parse_replica_id, requires = "jetstream")]
         replica_id: Option<String>,
+        /// How the log lines on stderr are written: `text`, or `json` (one object per line,
+        /// for a log collector). `RUST_LOG` chooses which lines (default `info`).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Check a configuration and print what it defines.
     Validate {
@@ -207,6 +211,16 @@ enum Command {
     },
 }
 
+/// How `serve` writes its log lines to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One line of text per event, coloured only on a terminal.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`, the event's own
+    /// fields beside them, and the spans it happened in.
+    Json,
+}
+
 /// A replica's name: letters, digits, `.`, `_` and `-`, at most 64 (it goes into client
 /// ids).
 fn parse_replica_id(s: &str) -> Result<String, String> {
@@ -245,15 +259,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let lines = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
         // Colours only for a terminal: a log file or a journal gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => lines
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The event's fields beside `message`, not nested, as log collectors index them.
+        LogFormat::Json => lines.json().flatten_event(true).init(),
+    }
     // A panic is a bug, but it is logged as one line like every other error (a library's
     // panic on a damaged store file is caught and reported by the caller); the standard
     // report, with its backtrace, only when RUST_BACKTRACE asks for it.
@@ -295,12 +314,13 @@ fn run(cli: Cli) -> Result<()> {
             jetstream_replicas,
             jetstream_partitions,
             replica_id,
+            log_format,
         } => {
             for prefix in &redrive_allow_uris {
                 switchyard_triggers::api::redrive_prefix(prefix)
                     .map_err(|e| anyhow::anyhow!("--redrive-allow-uri: {e}"))?;
             }
-            init_tracing();
+            init_tracing(log_format);
             if allow_unauthenticated && !listen.ip().is_loopback() {
                 tracing::warn!(%listen, "--allow-unauthenticated: whoever reaches this address may send, read, redrive and purge unless an Identity or TokenIssuer is configured");
             }
