@@ -32,6 +32,11 @@ mod writer;
 use layout::*;
 use writer::Writer;
 
+/// What redb answers on a handle that an earlier I/O error left unusable. The earlier error
+/// (a full disk, say) stays the reason writes are refused: the writer keeps reporting it.
+const PREVIOUS_IO: &str =
+    "the store's file failed an earlier write and is opened again before writes resume";
+
 use crate::clock::Clock;
 use crate::log::{
     AppendFuture, BrokerId, Committed, EventLog, LogError, LogRecord, LogStats, RetentionPolicy,
@@ -84,6 +89,7 @@ type PendingWrites = Vec<(Vec<WriteOp>, oneshot::Sender<Result<(), LogError>>)>;
 fn storage<E: Into<redb::Error>>(e: E) -> LogError {
     let e: redb::Error = e.into();
     match &e {
+        redb::Error::PreviousIo => LogError::Storage(PREVIOUS_IO.to_owned()),
         redb::Error::Io(io)
             if matches!(
                 io.kind(),

@@ -446,8 +446,16 @@ impl Writer {
         if self.refusing.is_none() {
             tracing::error!(error = %error, "the store refuses writes until a commit succeeds again");
         }
+        // A handle an earlier failure poisoned answers "previous I/O error" to every try:
+        // the earlier failure (a full disk, with its 507) stays what `/readyz` and appends say.
+        let error = match &self.refusing {
+            Some(earlier) if matches!(error, LogError::Storage(t) if t == PREVIOUS_IO) => {
+                earlier.error.clone()
+            }
+            _ => error.clone(),
+        };
         self.refusing = Some(Refusing {
-            error: error.clone(),
+            error,
             retry_at: Instant::now() + pause,
             pause,
         });
