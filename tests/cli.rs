@@ -627,6 +627,30 @@ fn serve_writes_json_log_lines_when_asked() {
         "the graceful stop is logged too:\n{json}"
     );
 
+    // Why it stopped, when it cannot serve, is a JSON line too (an address already taken).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), common::TWO_BROKERS).unwrap();
+    let out = Command::new(common::bin())
+        .args(["serve", "--log-format", "json", "--listen"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .arg("--config")
+        .arg(dir.path().join("config.yaml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}):\n{stderr}"));
+    assert_eq!(last["message"], "switchyard stopped", "{last}");
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{last}"
+    );
+
     let text = serve(None);
     let first = text.lines().next().unwrap_or_default();
     assert!(

@@ -250,14 +250,22 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("switchyard: {e:#}");
+            if JSON_LOGS.get().is_some() {
+                // A log collector reading JSON lines gets the reason as one of them.
+                tracing::error!(error = %format!("{e:#}"), "switchyard stopped");
+            } else {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("switchyard: {e:#}");
+                }
             }
             ExitCode::FAILURE
         }
     }
 }
+
+/// Set once `serve` logs as JSON, so that its last word (why it stopped) is JSON too.
+static JSON_LOGS: std::sync::OnceLock<()> = std::sync::OnceLock::new();
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -271,7 +279,10 @@ fn init_tracing(format: LogFormat) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
         // The event's fields beside `message`, not nested, as log collectors index them.
-        LogFormat::Json => lines.json().flatten_event(true).init(),
+        LogFormat::Json => {
+            lines.json().flatten_event(true).init();
+            let _ = JSON_LOGS.set(());
+        }
     }
     // A panic is a bug, but it is logged as one line like every other error (a library's
     // panic on a damaged store file is caught and reported by the caller); the standard
@@ -462,22 +473,29 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
+        // Each on its own: one that cannot be listened for never fires, the other still does.
+        let listen = |kind: SignalKind, name: &'static str| {
+            let stream = signal(kind);
+            if let Err(e) = &stream {
+                tracing::warn!(error = %e, "cannot listen for {name}; it will not stop the server");
+            }
+            async move {
+                match stream {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+        };
         let (term, int) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
+            listen(SignalKind::terminate(), "SIGTERM"),
+            listen(SignalKind::interrupt(), "SIGINT"),
         );
         async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+            tokio::select! {
+                () = term => {}
+                () = int => {}
             }
         }
     }
