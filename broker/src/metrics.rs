@@ -122,69 +122,74 @@ pub fn event_type_label(broker: &str, ty: &str, stored: bool) -> String {
     }
 }
 
-/// Counter handles of one series family, by broker and event type, for the per-event hot
-/// path: a counted event costs two map look-ups and an atomic add instead of four labels built
-/// and its series found in the recorder. Only types that hold a label of their own are kept,
-/// so it is bounded as the labels are ([`MAX_EVENT_TYPE_LABELS`] per broker, and a type
-/// literally named [`OTHER_EVENT_TYPE`]), and only once [`install`] has run: the recorder has
-/// no idle timeout, so a handle stays its series' for the life of the process, while one taken
-/// before the recorder would count nowhere.
-struct TypeCounters(LazyLock<RwLock<HashMap<String, HashMap<String, Counter>>>>);
+/// Metric handles of one series family, by broker and a key (an event type), for the
+/// per-event and per-request hot path: a counted event costs two map look-ups and an atomic
+/// add instead of its labels built and its series found in the recorder. A miss registers the
+/// series and says whether to keep it: only series whose labels are bounded (an event type
+/// with a label of its own, at most [`MAX_EVENT_TYPE_LABELS`] per broker), and only once
+/// [`install`] has run: the recorder has no idle timeout, so a handle stays its series' for
+/// the life of the process, while one taken before the recorder would count nowhere.
+struct Handles<H>(LazyLock<RwLock<HashMap<String, HashMap<String, H>>>>);
 
-impl TypeCounters {
+impl<H: Clone> Handles<H> {
     const fn new() -> Self {
-        TypeCounters(LazyLock::new(Default::default))
+        Handles(LazyLock::new(Default::default))
     }
 
-    /// Adds one to the series of `ty` at `broker`. On a miss `register` gives the series of
-    /// the type's label (from [`event_type_label`] with `stored`), which is then kept only when
-    /// it is the type's own.
-    fn increment(
-        &self,
-        broker: &str,
-        ty: &str,
-        stored: bool,
-        register: impl Fn(String) -> Counter,
-    ) {
+    /// The handle kept for (`broker`, `key`), or the one `miss` registers (kept when it says
+    /// so).
+    fn get(&self, broker: &str, key: &str, miss: impl FnOnce() -> (H, bool)) -> H {
         if let Ok(known) = self.0.read()
-            && let Some(counter) = known.get(broker).and_then(|types| types.get(ty))
+            && let Some(handle) = known.get(broker).and_then(|keys| keys.get(key))
         {
-            counter.increment(1);
-            return;
+            return handle.clone();
         }
-        let label = event_type_label(broker, ty, stored);
-        let own = !ty.is_empty() && label == ty && HANDLE.get().is_some();
-        let counter = register(label);
-        counter.increment(1);
-        if own && let Ok(mut known) = self.0.write() {
+        let (handle, keep) = miss();
+        if keep
+            && HANDLE.get().is_some()
+            && let Ok(mut known) = self.0.write()
+        {
             known
                 .entry(broker.to_owned())
                 .or_default()
-                .entry(ty.to_owned())
-                .or_insert(counter);
+                .entry(key.to_owned())
+                .or_insert_with(|| handle.clone());
         }
+        handle
+    }
+
+    /// [`get`](Self::get) for a series labelled with event type `ty`: a miss registers the
+    /// series of its label (from [`event_type_label`] with `stored`), kept when the label is
+    /// the type's own.
+    fn typed(&self, broker: &str, ty: &str, stored: bool, register: impl FnOnce(String) -> H) -> H {
+        self.get(broker, ty, || {
+            let label = event_type_label(broker, ty, stored);
+            let own = !ty.is_empty() && label == ty;
+            (register(label), own)
+        })
     }
 }
 
-static ACCEPTED_EVENTS: TypeCounters = TypeCounters::new();
-static VALIDATIONS_PASSED: TypeCounters = TypeCounters::new();
-static VALIDATIONS_FAILED: TypeCounters = TypeCounters::new();
-/// [`INGRESS_LATENCY`]'s series of answers 202, by broker.
-static ACCEPTED_LATENCY: LazyLock<RwLock<HashMap<String, Histogram>>> =
-    LazyLock::new(Default::default);
+static ACCEPTED_EVENTS: Handles<Counter> = Handles::new();
+static VALIDATIONS_PASSED: Handles<Counter> = Handles::new();
+static VALIDATIONS_FAILED: Handles<Counter> = Handles::new();
+/// [`INGRESS_LATENCY`]'s series of answers 202, by broker (its key is empty).
+static ACCEPTED_LATENCY: Handles<Histogram> = Handles::new();
 
 /// Counts an event of type `ty` accepted (202) at `broker` (`namespace/name`) in
 /// [`EVENT_COUNT`].
 pub fn count_accepted_event(broker: &str, (namespace, name): (&str, &str), ty: &str) {
-    ACCEPTED_EVENTS.increment(broker, ty, true, |label| {
-        metrics::counter!(
-            EVENT_COUNT,
-            "namespace_name" => namespace.to_owned(),
-            "broker_name" => name.to_owned(),
-            "event_type" => label,
-            "response_code" => "202"
-        )
-    });
+    ACCEPTED_EVENTS
+        .typed(broker, ty, true, |label| {
+            metrics::counter!(
+                EVENT_COUNT,
+                "namespace_name" => namespace.to_owned(),
+                "broker_name" => name.to_owned(),
+                "event_type" => label,
+                "response_code" => "202"
+            )
+        })
+        .increment(1);
 }
 
 /// Counts a validation of an event of type `ty` at `broker` in [`SCHEMA_VALIDATIONS`];
@@ -201,15 +206,17 @@ pub fn count_validation(
     } else {
         (&VALIDATIONS_FAILED, "failed")
     };
-    counters.increment(broker, ty, stored, |label| {
-        metrics::counter!(
-            SCHEMA_VALIDATIONS,
-            "namespace_name" => namespace.to_owned(),
-            "broker_name" => name.to_owned(),
-            "event_type" => label,
-            "result" => result
-        )
-    });
+    counters
+        .typed(broker, ty, stored, |label| {
+            metrics::counter!(
+                SCHEMA_VALIDATIONS,
+                "namespace_name" => namespace.to_owned(),
+                "broker_name" => name.to_owned(),
+                "event_type" => label,
+                "result" => result
+            )
+        })
+        .increment(1);
 }
 
 /// The [`INGRESS_LATENCY`] series of `broker` (`namespace/name`) for answers `code`.
@@ -225,18 +232,7 @@ pub fn ingress_latency(broker: &str, (namespace, name): (&str, &str), code: &str
     if code != "202" {
         return register();
     }
-    if let Ok(known) = ACCEPTED_LATENCY.read()
-        && let Some(histogram) = known.get(broker)
-    {
-        return histogram.clone();
-    }
-    let histogram = register();
-    if HANDLE.get().is_some()
-        && let Ok(mut known) = ACCEPTED_LATENCY.write()
-    {
-        known.insert(broker.to_owned(), histogram.clone());
-    }
-    histogram
+    ACCEPTED_LATENCY.get(broker, "", || (register(), true))
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
