@@ -594,14 +594,7 @@ fn serve_writes_json_log_lines_when_asked() {
             .read_line(&mut line)
             .unwrap();
         assert!(line.starts_with("switchyard listening on "), "{line}");
-        let pid = child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        common::signal(child.id(), "-TERM");
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{:?}", out.status);
         String::from_utf8(out.stderr).unwrap()

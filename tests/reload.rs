@@ -351,14 +351,7 @@ spec:
     generation(&sy, 3).await;
     assert_eq!(post().await, 404);
 
-    let pid = sy.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::signal(sy.child.id(), "-HUP");
     eventually("the SIGHUP reload", WAIT, || async {
         common::metrics(&sy)
             .await

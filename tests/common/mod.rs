@@ -204,14 +204,7 @@ impl Switchyard {
 
     /// SIGSTOP: the process freezes with its sockets open (what it was sent stays unread).
     pub fn freeze(&self) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-STOP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(self.child.id(), "-STOP");
     }
 
     /// SIGKILL, no chance to clean up.
@@ -222,9 +215,7 @@ impl Switchyard {
 
     /// SIGTERM and wait for a clean exit, which must come within 30 s.
     pub fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
+        signal(self.child.id(), "-TERM");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -405,6 +396,15 @@ pub async fn metrics(sy: &Switchyard) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Sends `signal` (as `kill` spells it: `-TERM`, `-STOP`, …) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid}");
 }
 
 /// The value of the sample `series` (a metric's name with its labels, as `/metrics` writes
