@@ -103,8 +103,14 @@ async fn https_ingress_from_the_python_sdk_certificates_reloaded_and_client_cert
     let ingress = sy.url("/default/default");
     let refused = post_with(&two.client(false), &ingress, "anonymous")
         .await
-        .unwrap_err();
-    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
+        .unwrap_err()
+        .to_lowercase();
+    // The server ends the handshake: the client reads its alert ("certificate required"), or,
+    // when it was already writing the request, sees the connection end under it.
+    assert!(
+        refused.contains("certificate") || refused.contains("connection"),
+        "{refused}"
+    );
     assert_eq!(
         post_with(&two.client(true), &ingress, "known").await,
         Ok(202)
