@@ -256,6 +256,21 @@ async fn a_trigger_paused_through_one_replica_waits_on_all_until_resumed_through
     all.assert_stays_at(10, Duration::from_secs(2)).await;
     let status = get_json(&at(&sys[1], "")).await;
     assert_eq!(status["status"]["lag"], 20, "{status}");
+    // The same backlog as gauges (sampled every 5 s) and for an autoscaler.
+    let labels = r#"namespace_name="default",broker_name="default",trigger_name="all""#;
+    eventually("the lag and age gauges", WAIT, || async {
+        let text = common::metrics(&sys[1]).await;
+        let lag =
+            common::metric_value(&text, &format!("switchyard_trigger_lag_events{{{labels}}}"));
+        let age = common::metric_value(
+            &text,
+            &format!("switchyard_trigger_oldest_undelivered_age_seconds{{{labels}}}"),
+        );
+        (lag == Some(20.0) && age.is_some_and(|a| a > 0.0)).then_some(())
+    })
+    .await;
+    let backlog = get_json(&at(&sys[0], "/backlog")).await;
+    assert_eq!(backlog["lag"], 20, "{backlog}");
 
     let resumed = common::client()
         .post(at(&sys[1], "/resume"))

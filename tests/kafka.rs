@@ -345,7 +345,7 @@ async fn a_trigger_writes_to_a_topic_a_plain_consumer_reads_back() {
     );
     assert_eq!(m.payload(), Some(br#"{"total":42}"#.as_slice()));
     // The attempt is counted as a stream's acceptance, not as a failed connection.
-    let counted = r#"switchyard_delivery_count_total{namespace_name="default",broker_name="default",trigger_name="to-kafka",response_code="stream_accepted"} 1"#;
+    let counted = r#"switchyard_delivery_count_total{namespace_name="default",broker_name="default",trigger_name="to-kafka",response_code="stream_accepted",outcome="delivered"} 1"#;
     eventually("the delivery counted", WAIT, || async {
         common::metrics(&sy).await.contains(counted).then_some(())
     })

@@ -370,7 +370,7 @@ spec:
     );
     assert_eq!(&m.payload[..], br#"{"total":42}"#);
     // The attempt is counted as a stream's acceptance, not as a failed connection.
-    let counted = r#"switchyard_delivery_count_total{namespace_name="default",broker_name="default",trigger_name="to-nats",response_code="stream_accepted"} 1"#;
+    let counted = r#"switchyard_delivery_count_total{namespace_name="default",broker_name="default",trigger_name="to-nats",response_code="stream_accepted",outcome="delivered"} 1"#;
     common::eventually("the delivery counted", WAIT, || async {
         common::metrics(&sy).await.contains(counted).then_some(())
     })

@@ -53,6 +53,13 @@ pub const DELIVERY_RETRIES: &str = "switchyard_delivery_retries_total";
 pub const DEAD_LETTERS: &str = "switchyard_deadletters_total";
 /// Events a trigger still owes its subscriber (queued, in flight, waiting for a retry).
 pub const TRIGGER_LAG: &str = "switchyard_trigger_lag_events";
+/// How long ago the oldest event a trigger still owes its subscriber arrived (0 when it owes
+/// none), sampled every 5 seconds.
+pub const TRIGGER_OLDEST_UNDELIVERED_AGE: &str =
+    "switchyard_trigger_oldest_undelivered_age_seconds";
+/// 1 while a trigger's last delivery attempt delivered (or none was made yet), 0 after one
+/// that failed.
+pub const SUBSCRIBER_HEALTHY: &str = "switchyard_subscriber_healthy";
 /// Reply events dropped because their TTL ran out, by trigger.
 pub const REPLIES_DROPPED: &str = "switchyard_replies_dropped_total";
 
@@ -67,6 +74,9 @@ pub const SOURCE_MALFORMED: &str = "switchyard_source_malformed_total";
 /// Always 1, labelled with the server's `version`: which build runs, for dashboards and
 /// for joining onto other series.
 pub const BUILD_INFO: &str = "switchyard_build_info";
+/// Reloads of the configuration, by `result` (`applied`, `unchanged`, `partly_applied`,
+/// `refused`).
+pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
 /// The configuration's generation in force: 1 at start, one more per reload applied.
 pub const CONFIG_GENERATION: &str = "switchyard_config_generation";
 /// 1 when the last reload was taken whole (or there was none yet), 0 when it was refused or
@@ -235,6 +245,168 @@ pub fn ingress_latency(broker: &str, (namespace, name): (&str, &str), code: &str
     ACCEPTED_LATENCY.get(broker, "", || (register(), true))
 }
 
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in buckets.
+    Histogram,
+}
+
+/// Every metric the server exports, with its kind and its help text (`# HELP`). The full
+/// meaning of each, and its labels, is in `spec/metrics.md`, which a test holds to this list.
+pub const ALL: &[(&str, Kind, &str)] = &[
+    (
+        EVENT_COUNT,
+        Kind::Counter,
+        "Events that reached a broker's ingress, by the answer they got.",
+    ),
+    (
+        INGRESS_REJECTED,
+        Kind::Counter,
+        "Requests refused before a broker was found, by reason.",
+    ),
+    (
+        INGRESS_LATENCY,
+        Kind::Histogram,
+        "From a request's arrival at ingress to its answer (for 202: the commit included).",
+    ),
+    (
+        SCHEMA_VALIDATIONS,
+        Kind::Counter,
+        "Validations of event data against its EventType's schema, by result.",
+    ),
+    (
+        COMMIT_BATCH_EVENTS,
+        Kind::Histogram,
+        "Events per commit of the store (group-commit batch size).",
+    ),
+    (
+        COMMIT_SECONDS,
+        Kind::Histogram,
+        "Duration of each commit of the store, the write-ahead log's fdatasync included.",
+    ),
+    (
+        FSYNC_SECONDS,
+        Kind::Histogram,
+        "Duration of each fdatasync of a write-ahead log record.",
+    ),
+    (
+        CHECKPOINT_SECONDS,
+        Kind::Histogram,
+        "Duration of each checkpoint of the store (its file made durable).",
+    ),
+    (
+        APPEND_QUEUE_SECONDS,
+        Kind::Histogram,
+        "Time an append request waited for the store's writer to start its commit.",
+    ),
+    (
+        INGRESS_APPEND_SECONDS,
+        Kind::Histogram,
+        "Time an accepted ingress request waited for the store's answer.",
+    ),
+    (
+        WRITER_QUEUE_DEPTH,
+        Kind::Gauge,
+        "Append requests waiting for the store's writer.",
+    ),
+    (
+        STORE_BYTES,
+        Kind::Gauge,
+        "Bytes the embedded store's files take on disk.",
+    ),
+    (
+        STORE_DISK_FREE_BYTES,
+        Kind::Gauge,
+        "Bytes free for the server on the data directory's file system.",
+    ),
+    (
+        STORE_DISK_SIZE_BYTES,
+        Kind::Gauge,
+        "Size of the data directory's file system, in bytes.",
+    ),
+    (
+        DELIVERY_COUNT,
+        Kind::Counter,
+        "Delivery attempts, by response code and outcome (delivered, retryable, not_retryable).",
+    ),
+    (
+        DELIVERY_LATENCY,
+        Kind::Histogram,
+        "Duration of each delivery attempt.",
+    ),
+    (
+        DELIVERY_E2E_LATENCY,
+        Kind::Histogram,
+        "From an event's arrival at its broker to the answer that delivered it, retries included.",
+    ),
+    (DELIVERY_RETRIES, Kind::Counter, "Retries scheduled."),
+    (
+        DEAD_LETTERS,
+        Kind::Counter,
+        "Events dead-lettered, by reason.",
+    ),
+    (
+        TRIGGER_LAG,
+        Kind::Gauge,
+        "Events a trigger still owes its subscriber: queued, in flight or waiting for a retry.",
+    ),
+    (
+        TRIGGER_OLDEST_UNDELIVERED_AGE,
+        Kind::Gauge,
+        "How long ago the oldest event a trigger still owes its subscriber arrived (0: none owed).",
+    ),
+    (
+        SUBSCRIBER_HEALTHY,
+        Kind::Gauge,
+        "1 while a trigger's last delivery attempt delivered (or none was made), 0 after one failed.",
+    ),
+    (
+        REPLIES_DROPPED,
+        Kind::Counter,
+        "Reply events dropped because their TTL ran out (a reply loop).",
+    ),
+    (
+        SOURCE_EVENTS,
+        Kind::Counter,
+        "Events a source stored in its broker.",
+    ),
+    (
+        SOURCE_MALFORMED,
+        Kind::Counter,
+        "Notifications or messages a source could not read, by what became of them.",
+    ),
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        "Always 1, labelled with the version of the build that runs.",
+    ),
+    (
+        CONFIG_RELOADS,
+        Kind::Counter,
+        "Reloads of the configuration, by result (applied, unchanged, partly_applied, refused).",
+    ),
+    (
+        CONFIG_GENERATION,
+        Kind::Gauge,
+        "The configuration's generation in force: 1 at start, one more per reload applied.",
+    ),
+    (
+        CONFIG_LAST_RELOAD_SUCCESSFUL,
+        Kind::Gauge,
+        "1 while the configuration in force is the one on disk, 0 after a reload refused or partly applied.",
+    ),
+    (
+        CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
+        Kind::Gauge,
+        "When a configuration was last taken whole, in seconds since the epoch.",
+    ),
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and returns the handle that renders it. Without
@@ -275,6 +447,13 @@ pub fn install() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            for (name, kind, help) in ALL {
+                match kind {
+                    Kind::Counter => metrics::describe_counter!(*name, *help),
+                    Kind::Gauge => metrics::describe_gauge!(*name, *help),
+                    Kind::Histogram => metrics::describe_histogram!(*name, *help),
+                }
+            }
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
@@ -285,6 +464,26 @@ pub fn install() -> PrometheusHandle {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// `spec/metrics.md` documents exactly the metrics the server exports.
+    #[test]
+    fn the_spec_lists_every_metric_and_no_other() {
+        let spec = include_str!("../../spec/metrics.md");
+        let documented: HashSet<&str> = spec
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `switchyard_"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let exported: HashSet<&str> = ALL
+            .iter()
+            .map(|(n, _, _)| n.strip_prefix("switchyard_").unwrap())
+            .collect();
+        assert_eq!(documented, exported);
+        // The counters' names end in _total, as Prometheus's conventions want.
+        for (name, kind, _) in ALL {
+            assert_eq!(name.ends_with("_total"), *kind == Kind::Counter, "{name}");
+        }
+    }
 
     #[test]
     fn event_type_labels_are_capped_per_broker_and_refused_events_add_none() {

@@ -126,6 +126,12 @@ async fn serve(
         running: dispatcher.running(),
         log: server.log(),
     };
+    // Ends when `stop` is sent.
+    tokio::spawn(switchyard_triggers::api::figures::sample_gauges(
+        Arc::clone(&view),
+        engine.clone(),
+        stopped.clone(),
+    ));
     let resources = resources::routes(Arc::clone(&view), engine.clone(), sources.status())
         .merge(replay::routes(Arc::clone(&view), engine));
     let api = switchyard_triggers::api::routes(server.log(), dispatcher.running(), redrive_allow)
@@ -240,6 +246,12 @@ async fn serve_jetstream(
         triggers: dispatcher.triggers(),
         log: Arc::clone(&log),
     };
+    // Ends when `stop` is sent.
+    tokio::spawn(switchyard_triggers::api::figures::sample_gauges(
+        Arc::clone(&view),
+        engine.clone(),
+        stopped.clone(),
+    ));
     let resources = resources::routes(Arc::clone(&view), engine.clone(), sources.status())
         .merge(replay::routes(Arc::clone(&view), engine));
     let api = switchyard_triggers::api::jetstream::routes(

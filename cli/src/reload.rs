@@ -35,9 +35,6 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the files must stay unchanged before a change is loaded.
 pub const SETTLE: Duration = Duration::from_millis(200);
 
-/// The counter of reloads, by `result` (`applied`, `unchanged`, `refused`).
-pub const RELOADS: &str = "switchyard_config_reloads_total";
-
 /// Why a reload did not go through whole.
 #[derive(Debug, Clone)]
 pub enum Failure {
@@ -323,7 +320,8 @@ impl Running {
             Err(Failure::Partly(..)) => "partly_applied",
             Err(Failure::Refused(_)) => "refused",
         };
-        metrics::counter!(RELOADS, "result" => result).increment(1);
+        metrics::counter!(switchyard_broker::metrics::CONFIG_RELOADS, "result" => result)
+            .increment(1);
         match outcome {
             Ok(Some(reloaded)) => {
                 tracing::info!(

@@ -1,7 +1,7 @@
 //! The live figures of the resources API (`resources.rs`), from whichever engine runs the
 //! triggers: a trigger's backlog, a broker's stored events, dead letters by trigger.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -295,4 +295,76 @@ async fn jetstream_backlog(
         backlog.oldest_undelivered_age_ms = Some(age_ms(u64::try_from(arrival).unwrap_or(0)));
     }
     Ok(backlog)
+}
+
+/// How often [`sample_gauges`] reads every trigger's backlog.
+pub const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Until `stopped`, every [`GAUGE_INTERVAL`] sets each running trigger's
+/// `switchyard_trigger_oldest_undelivered_age_seconds` (0 when it owes nothing) and, on
+/// JetStream, its `switchyard_trigger_lag_events` (the embedded engine sets that every second
+/// from memory). A trigger a reload removed keeps its series until the process ends (the
+/// exporter cannot drop one): its lag and age are set to 0 and its subscriber to healthy, so
+/// alerts on it clear. Off the request path: the embedded store's scan runs on the blocking
+/// pool.
+pub async fn sample_gauges(
+    config: super::resources::ConfigView,
+    engine: Engine,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    use switchyard_broker::metrics as m;
+    let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampled: HashSet<[String; 3]> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let config = Arc::clone(
+            &config
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut now = HashSet::new();
+        for ((ns, name), trigger) in &config.triggers {
+            let id = TriggerId::new(ns, name);
+            let broker = switchyard_core::id::join(ns, &trigger.spec.broker);
+            if !engine.runs(&id, &broker) {
+                continue;
+            }
+            let backlog = engine.backlog(&id, &broker).await;
+            let key = [ns.clone(), trigger.spec.broker.clone(), name.clone()];
+            let labels = gauge_labels(&key);
+            let age_ms = match backlog.lag {
+                Some(0) => Some(0),
+                _ => backlog.oldest_undelivered_age_ms,
+            };
+            #[allow(clippy::cast_precision_loss)]
+            if let Some(age_ms) = age_ms {
+                metrics::gauge!(m::TRIGGER_OLDEST_UNDELIVERED_AGE, &labels)
+                    .set(age_ms as f64 / 1000.0);
+            }
+            #[allow(clippy::cast_precision_loss)]
+            if let (Engine::JetStream { .. }, Some(lag)) = (&engine, backlog.lag) {
+                metrics::gauge!(m::TRIGGER_LAG, &labels).set(lag as f64);
+            }
+            now.insert(key);
+        }
+        for gone in sampled.difference(&now) {
+            let labels = gauge_labels(gone);
+            metrics::gauge!(m::TRIGGER_OLDEST_UNDELIVERED_AGE, &labels).set(0.0);
+            metrics::gauge!(m::TRIGGER_LAG, &labels).set(0.0);
+            metrics::gauge!(m::SUBSCRIBER_HEALTHY, &labels).set(1.0);
+        }
+        sampled = now;
+    }
+}
+
+fn gauge_labels([ns, broker, name]: &[String; 3]) -> [(&'static str, String); 3] {
+    [
+        ("namespace_name", ns.clone()),
+        ("broker_name", broker.clone()),
+        ("trigger_name", name.clone()),
+    ]
 }

@@ -74,6 +74,10 @@ pub fn routes(config: ConfigView, engine: Engine, sources: SourcesView) -> Route
             &format!("{NS}/triggers/{{trigger}}/resume"),
             post(resume_trigger),
         )
+        .route(
+            &format!("{NS}/triggers/{{trigger}}/backlog"),
+            get(trigger_backlog),
+        )
         .route(&format!("{NS}/sources"), get(list_sources))
         .route(&format!("{NS}/sources/{{source}}"), get(one_source))
         .with_state(Arc::new(Api {
@@ -319,6 +323,32 @@ async fn one_trigger(
     };
     let item = trigger_item(&api, &config, (&ns, &name), t, &mut Counts::new()).await;
     answer(StatusCode::OK, &item)
+}
+
+/// What the trigger owes its subscriber, and nothing else: small and cheap enough for an
+/// autoscaler to poll (KEDA's metrics-api scaler, `valueLocation: lag`).
+async fn trigger_backlog(
+    State(api): State<Arc<Api>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let config = api.config();
+    let Some(t) = config.triggers.get(&(ns.clone(), name.clone())) else {
+        return not_found("Trigger", &ns, &name);
+    };
+    let id = TriggerId::new(&ns, &name);
+    let broker = switchyard_core::id::join(&ns, &t.spec.broker);
+    let backlog = api.engine.backlog(&id, &broker).await;
+    answer(
+        StatusCode::OK,
+        &json!({
+            "namespace": ns,
+            "trigger": name,
+            "broker": t.spec.broker,
+            "running": api.engine.runs(&id, &broker),
+            "lag": backlog.lag.unwrap_or(0),
+            "oldestUndeliveredAgeSeconds": backlog.oldest_undelivered_age_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
+        }),
+    )
 }
 
 async fn pause_trigger(

@@ -42,7 +42,10 @@ struct TriggerMetrics {
     latency: metrics::Histogram,
     /// Arrival to delivery, per delivered event.
     e2e: metrics::Histogram,
-    attempts: Mutex<HashMap<String, metrics::Counter>>,
+    /// Attempts by response code and outcome.
+    attempts: Mutex<HashMap<(String, &'static str), metrics::Counter>>,
+    /// Whether the last attempt delivered.
+    healthy: metrics::Gauge,
 }
 
 /// One trigger at run time.
@@ -264,6 +267,7 @@ impl TriggerRuntime {
             }
             Some(ReplyTo::Discard) => None,
         };
+        let health = super::health::Health::of(&TriggerId::new(ns, name));
         Ok(TriggerRuntime {
             id: TriggerId::new(ns, name),
             broker: own,
@@ -288,10 +292,17 @@ impl TriggerRuntime {
             metrics: TriggerMetrics {
                 latency: metrics::histogram!(m::DELIVERY_LATENCY, labels.clone()),
                 e2e: metrics::histogram!(m::DELIVERY_E2E_LATENCY, labels.clone()),
+                healthy: {
+                    // A trigger a reload restarts keeps what its last attempt said.
+                    let failing = health.recent().failing;
+                    let g = metrics::gauge!(m::SUBSCRIBER_HEALTHY, labels.clone());
+                    g.set(if failing { 0.0 } else { 1.0 });
+                    g
+                },
                 labels,
                 attempts: Mutex::new(HashMap::new()),
             },
-            health: super::health::Health::of(&TriggerId::new(ns, name)),
+            health,
             pause: super::pause::Pause::of(&TriggerId::new(ns, name)),
         })
     }
@@ -321,27 +332,40 @@ impl TriggerRuntime {
         &self.broker
     }
 
-    /// Counts an attempt at `event` by its response code, and its latency; for one that
-    /// delivered it, the time since the event arrived at its broker.
+    /// Counts an attempt at `event` by its response code and outcome, and its latency; for
+    /// one that delivered it, the time since the event arrived at its broker.
     pub(super) fn count_attempt(&self, event: &CloudEvent, r: &AttemptResult) {
         self.health.record(r);
+        let delivered = r.verdict == Verdict::Delivered;
+        self.metrics.healthy.set(if delivered { 1.0 } else { 0.0 });
         self.metrics.latency.record(r.latency.as_secs_f64());
         if r.verdict == Verdict::Delivered
             && let Some(since) = since_arrival(event, r.started + r.latency)
         {
             self.metrics.e2e.record(since.as_secs_f64());
         }
-        let code = r.response_code();
+        let key = (r.response_code().into_owned(), outcome(r.verdict));
         let mut counters = lock(&self.metrics.attempts);
-        if let Some(c) = counters.get(code.as_ref()) {
+        if let Some(c) = counters.get(&key) {
             c.increment(1);
         } else {
             let mut labels = self.labels();
-            labels.push(metrics::Label::new("response_code", code.to_string()));
+            labels.push(metrics::Label::new("response_code", key.0.clone()));
+            labels.push(metrics::Label::new("outcome", key.1));
             let c = metrics::counter!(m::DELIVERY_COUNT, labels);
             c.increment(1);
-            counters.insert(code.into_owned(), c);
+            counters.insert(key, c);
         }
+    }
+}
+
+/// The `outcome` label of an attempt with `verdict`: the class of its result under the
+/// delivery rules (`spec/delivery.md`).
+fn outcome(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Delivered => "delivered",
+        Verdict::Retry => "retryable",
+        Verdict::DeadLetter => "not_retryable",
     }
 }
 
