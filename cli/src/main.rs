@@ -23,6 +23,7 @@ mod client;
 mod display;
 mod dlq;
 mod get;
+mod monitoring;
 mod progress;
 mod replay;
 mod send;
@@ -202,6 +203,13 @@ enum Command {
         #[arg(long, default_value_t = u64::MAX)]
         limit: u64,
     },
+    /// Print the Prometheus alert rules or the Grafana dashboard for Switchyard's metrics
+    /// (kept in deploy/monitoring/; see docs/observability.md).
+    Monitoring {
+        /// Which: `alerts` (a Prometheus rule file) or `dashboard` (Grafana JSON).
+        #[arg(value_enum)]
+        what: MonitoringOutput,
+    },
     /// Run a subscriber that prints every CloudEvent it receives, one line each (like
     /// Knative's event_display), to watch what a Trigger delivers.
     Display {
@@ -209,6 +217,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9091")]
         listen: std::net::SocketAddr,
     },
+}
+
+/// What `switchyard monitoring` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MonitoringOutput {
+    /// Prometheus alert rules (YAML).
+    Alerts,
+    /// A Grafana dashboard (JSON).
+    Dashboard,
 }
 
 /// How `serve` writes its log lines to stderr.
@@ -417,6 +434,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Send(args) => print_out_of(send::run(args)),
         Command::Dlq(args) => print_out_of(dlq::run(args)),
         Command::Display { listen } => client_runtime()?.block_on(display::run(listen)),
+        Command::Monitoring { what } => {
+            print_out(&match what {
+                MonitoringOutput::Alerts => monitoring::alert_rules(),
+                MonitoringOutput::Dashboard => monitoring::dashboard(),
+            });
+            Ok(())
+        }
     }
 }
 
