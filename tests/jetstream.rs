@@ -184,6 +184,53 @@ async fn a_server_too_old_for_the_engine_is_refused_with_one_line() {
     assert!(err.contains("too old") && err.contains("2.10"), "{err}");
 }
 
+/// A subscriber whose connections are refused (scaled to zero) holds the events on every
+/// replica without using their retries, and gets them all once it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_scaled_to_zero_holds_events_on_every_replica_until_it_is_up() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let orders = Sink::ok().await;
+    let sys = replicas(
+        2,
+        &cluster,
+        &config(
+            &format!("http://{addr}/"),
+            &orders.url,
+            "delivery: {retry: 4, backoffDelay: PT0.1S}",
+        ),
+    );
+    for i in 0..4 {
+        assert_eq!(post(&sys[i % 2], &format!("z{i}"), "other").await, 202);
+    }
+    // Each replica finds the subscriber down for itself (or from an event another one held):
+    // at most two refusals each count, fewer than an event's five attempts. Without the hold,
+    // a 0.1 s backoff dead-letters all four within two seconds.
+    let js = async_nats::jetstream::new(cluster.client().await);
+    let dead_letters = || {
+        let js = js.clone();
+        async move {
+            match js.get_stream("SY_DL_default_default").await {
+                Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
+                Err(_) => 0,
+            }
+        }
+    };
+    for _ in 0..30 {
+        assert_eq!(dead_letters().await, 0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sink = Sink::start_at(&addr, |_, _| Answer::status(200)).await;
+    let ids: Vec<String> = (0..4).map(|i| format!("z{i}")).collect();
+    all_delivered(&sink, &ids, Duration::from_secs(45)).await;
+    assert_eq!(dead_letters().await, 0);
+}
+
 /// Posts events `{prefix}{i}` to the replicas in turn (skipping those `down` says are down)
 /// until `stop`, and returns the ids that were answered 202: what must be delivered.
 async fn produce(

@@ -332,7 +332,7 @@ pub const ALL: &[(&str, Kind, &str)] = &[
     (
         DELIVERY_COUNT,
         Kind::Counter,
-        "Delivery attempts, by response code and outcome (delivered, retryable, not_retryable).",
+        "Delivery attempts, by response code and outcome (delivered, retryable, not_retryable, held).",
     ),
     (
         DELIVERY_LATENCY,

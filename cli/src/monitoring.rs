@@ -86,8 +86,9 @@ pub fn alert_rules() -> String {
         alert(
             "SwitchyardSubscriberFailing",
             format!(
-                "sum by ({TRIGGER}) (rate({d}{{outcome!=\"delivered\"}}[10m])) \
-                 / sum by ({TRIGGER}) (rate({d}[10m])) > 0.5",
+                "sum by ({TRIGGER}) (rate({d}{{outcome=~\"retryable|not_retryable\"}}[10m])) \
+                 / sum by ({TRIGGER}) (rate({d}{{outcome!=\"held\"}}[10m])) > 0.5 \
+                 and sum by ({TRIGGER}) (increase({d}{{outcome=~\"retryable|not_retryable\"}}[10m])) >= 5",
                 d = m::DELIVERY_COUNT
             ),
             Some("10m"),
@@ -95,7 +96,8 @@ pub fn alert_rules() -> String {
             (
                 "The subscriber of trigger {{ $labels.namespace_name }}/{{ $labels.trigger_name }} is failing",
                 "{{ $value | humanizePercentage }} of its delivery attempts failed over 10 minutes; \
-                 events are being retried and will be dead-lettered when their retries run out. \
+                 events are being retried and will be dead-lettered when their retries run out \
+                 (a subscriber scaled to zero is held, not failing: see SwitchyardTriggerLagging). \
                  The last error is in `switchyard describe trigger {{ $labels.trigger_name }} -n {{ $labels.namespace_name }}`.",
             ),
         ),
@@ -296,7 +298,7 @@ fn panels() -> Vec<Value> {
         row("Delivery"),
         panel(
             "Delivery attempts by outcome",
-            "Attempts per second: delivered, failed and retried (retryable), failed for good (not_retryable).",
+            "Attempts per second: delivered, failed and retried (retryable), failed for good (not_retryable), refused while the subscriber is down (held).",
             "ops",
             8,
             vec![q(

@@ -136,6 +136,15 @@ impl Sink {
     pub async fn start(
         script: impl Fn(usize, &CloudEvent) -> Answer + Send + Sync + 'static,
     ) -> Sink {
+        Sink::start_at("127.0.0.1:0", script).await
+    }
+
+    /// [`Sink::start`] on address `addr` (a subscriber that comes up where one was
+    /// expected).
+    pub async fn start_at(
+        addr: &str,
+        script: impl Fn(usize, &CloudEvent) -> Answer + Send + Sync + 'static,
+    ) -> Sink {
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
             completed: Mutex::new(0),
@@ -145,7 +154,7 @@ impl Sink {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -33,6 +33,9 @@ pub struct DeliverySettings {
     pub retry_after_max: Duration,
     /// Binary or structured mode.
     pub format: DeliveryFormat,
+    /// How long an event's attempts are held (not counted against `retry`) while the
+    /// subscriber is down; zero turns the down state off.
+    pub hold_while_down: Duration,
 }
 
 /// Defaults when neither the trigger nor its broker says (written in `spec/delivery.md`).
@@ -52,6 +55,9 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// Largest response body read (a reply event, or an error body excerpt).
     pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+    /// How long an event may wait for a subscriber that is down (scaled to zero) before its
+    /// attempts count against `retry` again.
+    pub const HOLD_WHILE_DOWN: Duration = Duration::from_secs(15 * 60);
 }
 
 impl DeliverySettings {
@@ -69,6 +75,7 @@ impl DeliverySettings {
             timeout: d.timeout.map_or(defaults::TIMEOUT, |x| x.0),
             retry_after_max: d.retry_after_max.map_or(defaults::RETRY_AFTER_MAX, |x| x.0),
             format: d.format.unwrap_or_default(),
+            hold_while_down: d.hold_while_down.map_or(defaults::HOLD_WHILE_DOWN, |x| x.0),
         }
     }
 
@@ -201,6 +208,9 @@ pub struct AttemptResult {
     pub replies: Vec<CloudEvent>,
     /// What to do next.
     pub verdict: Verdict,
+    /// Whether the attempt failed while the subscriber was down (`dispatch/down.rs`): it is
+    /// retried without counting against `retry`.
+    pub held: bool,
 }
 
 impl AttemptResult {
@@ -215,6 +225,7 @@ impl AttemptResult {
             retry_after: None,
             replies: Vec::new(),
             verdict,
+            held: false,
         }
     }
 

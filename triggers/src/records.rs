@@ -32,6 +32,12 @@ pub struct Attempt {
     /// The start of the response body, as text (lossy UTF-8).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// It failed while the subscriber was down, so it did not count against `retry`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+    /// For a line that stands for attempts not listed (a long history cut short): how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -58,7 +64,21 @@ impl Attempt {
             error: r.error.as_ref().map(ToString::to_string),
             latency_ms: u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
             body,
+            held: r.held,
+            count: None,
         }
+    }
+
+    /// How many attempts this line stands for: 1, or a summary's count.
+    pub fn weight(&self) -> u64 {
+        self.count.unwrap_or(1)
+    }
+
+    /// When it started, in milliseconds since the epoch (`None` if the record's time does
+    /// not parse).
+    pub fn started_ms(&self) -> Option<u64> {
+        let t = chrono::DateTime::parse_from_rfc3339(&self.time).ok()?;
+        u64::try_from(t.timestamp_millis()).ok()
     }
 }
 

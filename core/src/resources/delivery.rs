@@ -27,8 +27,8 @@ pub enum DeliveryFormat {
     Json,
 }
 
-/// How events are delivered and retried (Knative `DeliverySpec`, plus `backoffMax` and
-/// `jitter`). A Trigger's `delivery` replaces its Broker's as a whole.
+/// How events are delivered and retried (Knative `DeliverySpec`, plus `backoffMax`,
+/// `jitter` and `holdWhileDown`). A Trigger's `delivery` replaces its Broker's as a whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeliverySpec {
@@ -60,6 +60,11 @@ pub struct DeliverySpec {
     /// `binary` (default) or `json` (structured mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DeliveryFormat>,
+    /// How long an event may wait while its subscriber is down (its connections refused, as
+    /// a function scaled to zero) without its attempts counting against `retry`; `PT0S`
+    /// turns the down state off (`spec/delivery.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_while_down: Option<Duration>,
 }
 
 impl DeliverySpec {

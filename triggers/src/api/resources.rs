@@ -22,6 +22,7 @@ use switchyard_core::resources::{Target, Trigger};
 
 use super::figures::{DeadLetterCounts, Engine};
 use super::{CallerExt, json as answer, who};
+use crate::dispatch::down::Down;
 use crate::dispatch::health::Health;
 use crate::dispatch::pause::{self, Pause, PauseRecord};
 
@@ -220,6 +221,7 @@ async fn trigger_item(
     let runs = api.engine.runs(&id, &broker);
     let health = Health::of(&id).recent();
     let paused = Pause::of(&id).get();
+    let down = Down::of(&id).status();
 
     let subscriber = resolved(config, ns, &t.spec.subscriber);
     let mut conditions = vec![
@@ -253,6 +255,15 @@ async fn trigger_item(
             "Paused".to_owned(),
             format!("paused since {} by {}", p.since, p.by),
         )
+    } else if let Some(down) = &down {
+        (
+            false,
+            "SubscriberDown".to_owned(),
+            format!(
+                "its connections are refused ({} in a row, since {}): its events are held, not counted against retry, and it is probed one attempt at a time",
+                down.connection_failures, down.since
+            ),
+        )
     } else if health.failing {
         let last = health
             .last_error
@@ -273,6 +284,9 @@ async fn trigger_item(
     if let Some(p) = paused {
         status["pausedSince"] = p.since.into();
         status["pausedBy"] = p.by.into();
+    }
+    if let Some(down) = down {
+        status["subscriberDown"] = serde_json::to_value(down).unwrap_or_default();
     }
     if let Some(dls) = t
         .spec

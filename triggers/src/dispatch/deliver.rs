@@ -15,6 +15,7 @@ use switchyard_core::CloudEvent;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
 
+use super::down::{self, Turn};
 use super::outcome::{Outcome, decide};
 use super::source::{DeliverySource, Work};
 use super::trigger::TriggerRuntime;
@@ -23,14 +24,33 @@ use crate::delivery::{AttemptError, AttemptResult, HttpTarget, Subscriber, Verdi
 use crate::records;
 
 impl TriggerRuntime {
-    /// One attempt to `to`, counted. Replies are held to the broker's
-    /// `eventTypes` as ingress holds events: a reply the broker refuses (`enforce`) makes the
-    /// attempt fail like a malformed reply, so it is retried and then dead-lettered.
-    pub(super) async fn attempt(&self, to: &Subscriber, event: &CloudEvent) -> AttemptResult {
+    /// One attempt to `to`, after the `earlier` ones, counted. Replies are held to the
+    /// broker's `eventTypes` as ingress holds events: a reply the broker refuses (`enforce`)
+    /// makes the attempt fail like a malformed reply, so it is retried and then dead-lettered.
+    /// A connection refused by the trigger's own subscriber while it is down is held
+    /// (`down.rs`), within `holdWhileDown` of the event's first held attempt; `probe` says
+    /// the attempt held the probe's turn.
+    pub(super) async fn attempt(
+        &self,
+        to: &Subscriber,
+        event: &CloudEvent,
+        earlier: &[records::Attempt],
+        probe: bool,
+    ) -> AttemptResult {
         let mut r = self
             .deliverer
             .attempt(to, event, &self.config.settings, &[])
             .await;
+        let hold = self.config.settings.hold_while_down;
+        if !hold.is_zero()
+            && std::ptr::eq(to, &self.config.subscriber)
+            && self
+                .down
+                .observe(&r, probe, earlier.last().is_some_and(|a| a.held), &self.id)
+            && r.verdict == Verdict::Retry
+        {
+            r.held = down::may_hold(earlier, hold, records::now_ms());
+        }
         // Replies that will be dropped for their TTL are not judged: nothing is stored.
         if r.verdict == Verdict::Delivered
             && !r.replies.is_empty()
@@ -60,8 +80,17 @@ async fn deliver_once<S: DeliverySource>(
     source: Arc<S>,
     mut work: Work<S::Ticket>,
     _permit: OwnedSemaphorePermit,
+    turn: Option<Turn>,
 ) {
-    let r = t.attempt(&t.destination(&work), &work.event).await;
+    let r = t
+        .attempt(
+            &t.destination(&work),
+            &work.event,
+            &work.attempts,
+            turn.is_some(),
+        )
+        .await;
+    drop(turn);
     let earlier = std::mem::take(&mut work.attempts);
     let outcome = decide(
         r,
@@ -83,7 +112,17 @@ async fn deliver_in_order<S: DeliverySource>(
     let to = t.destination(&work);
     let mut attempts = std::mem::take(&mut work.attempts);
     let outcome = loop {
-        let r = t.attempt(&to, &work.event).await;
+        // While the subscriber is down, attempts wait for the trigger's probe turn.
+        let turn = match work.redirect {
+            Some(_) => None,
+            None => t.down.turn().await,
+        };
+        if turn.is_some() {
+            // Paused while it waited for the turn: the probe waits too.
+            t.pause.resumed().await;
+        }
+        let r = t.attempt(&to, &work.event, &attempts, turn.is_some()).await;
+        drop(turn);
         let now = records::now_ms();
         match decide(r, attempts, &t.config.settings, now, unit_random()) {
             Outcome::Retry {
@@ -91,7 +130,9 @@ async fn deliver_in_order<S: DeliverySource>(
                 due_ms,
             } => {
                 attempts = so_far;
-                metrics::counter!(m::DELIVERY_RETRIES, t.labels()).increment(1);
+                if !attempts.last().is_some_and(|a| a.held) {
+                    metrics::counter!(m::DELIVERY_RETRIES, t.labels()).increment(1);
+                }
                 tokio::time::sleep(Duration::from_millis(due_ms.saturating_sub(now))).await;
                 // A retry in place falls due on a paused trigger: it waits for the resume.
                 t.pause.resumed().await;
@@ -271,6 +312,38 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
             () = stopped(&mut stop) => break,
             work = source.next() => work,
         };
+        // The subscriber is down (`down.rs`): the work waits, held, for the probe's turn
+        // (before the pause check below, so a pause while it waits holds the probe too).
+        let turn = if t.config.ordered || work.redirect.is_some() || !t.down.is_down() {
+            None
+        } else {
+            let mut renew = tokio::time::interval_at(
+                tokio::time::Instant::now() + HOLD_INTERVAL,
+                HOLD_INTERVAL,
+            );
+            // One wait, kept across the renewals, so it keeps its place in line.
+            let waiting = t.down.turn();
+            tokio::pin!(waiting);
+            let turn = loop {
+                tokio::select! {
+                    turn = &mut waiting => break Ok(turn),
+                    () = stopped(&mut stop) => break Err(()),
+                    _ = renew.tick() => {
+                        // The work taken is held, and what the source took ahead of it too
+                        // (a JetStream pull's buffered messages), as while paused.
+                        source.hold(&work).await;
+                        source.idle().await;
+                    }
+                }
+            };
+            match turn {
+                Ok(turn) => turn,
+                Err(()) => {
+                    source.release(work).await;
+                    break;
+                }
+            }
+        };
         // Paused as it was taken: it waits with the trigger, held, and goes first on resume.
         if t.pause.is_paused() {
             let mut renew = tokio::time::interval_at(
@@ -338,6 +411,7 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
             Arc::clone(&source),
             work,
             permit,
+            turn,
         ));
     }
     // Draining: every attempt in flight ends within the trigger's timeout and settles.

@@ -18,6 +18,7 @@
 #[cfg(test)]
 mod core_tests;
 mod deliver;
+pub mod down;
 mod embedded;
 pub mod health;
 pub mod jetstream;

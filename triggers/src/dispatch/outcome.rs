@@ -43,21 +43,38 @@ pub fn decide(
     now_ms: u64,
     unit: f64,
 ) -> Outcome {
+    // Attempts held while the subscriber was down do not count against `retry`.
+    let counted: u64 = earlier
+        .iter()
+        .filter(|a| !a.held)
+        .map(Attempt::weight)
+        .sum();
     let reason = match result.verdict {
         Verdict::Delivered => {
             return Outcome::Delivered {
                 replies: result.replies,
             };
         }
-        Verdict::Retry if earlier.len() < settings.retry as usize => None,
+        Verdict::Retry if result.held => None,
+        Verdict::Retry if counted < u64::from(settings.retry) => None,
         Verdict::Retry => Some(DeadLetterReason::RetriesExhausted),
         Verdict::DeadLetter => Some(DeadLetterReason::NotRetryable),
     };
     let mut attempts = earlier;
     attempts.push(Attempt::of(&result));
     match reason {
+        // Held: tried again at once; the trigger's probe turns pace it (`down.rs`).
+        None if result.held => Outcome::Retry {
+            attempts,
+            due_ms: now_ms,
+        },
         None => {
-            let k = u32::try_from(attempts.len()).unwrap_or(u32::MAX);
+            let k: u64 = attempts
+                .iter()
+                .filter(|a| !a.held)
+                .map(Attempt::weight)
+                .sum();
+            let k = u32::try_from(k).unwrap_or(u32::MAX);
             let delay = settings.backoff(k, result.retry_after, unit);
             let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
             Outcome::Retry {
@@ -108,6 +125,7 @@ mod tests {
             retry_after: None,
             replies: Vec::new(),
             verdict,
+            held: false,
         }
     }
 
@@ -281,5 +299,53 @@ mod tests {
             panic!("not a dead letter");
         };
         assert_eq!(error_data.map(|d| d.len()), Some(1024));
+    }
+
+    #[test]
+    fn attempts_held_while_the_subscriber_is_down_do_not_count_against_retry() {
+        let held = || {
+            let mut r = result(None, Verdict::Retry);
+            r.held = true;
+            r
+        };
+        // Out of retries, but held: tried again at once, the attempt kept and marked.
+        let Outcome::Retry { attempts, due_ms } =
+            decide(held(), earlier(2), &settings(2), 1_000, 0.5)
+        else {
+            panic!("a held attempt is retried");
+        };
+        assert_eq!((attempts.len(), due_ms), (3, 1_000));
+        assert!(attempts[2].held);
+        // Twenty held attempts later, one retry is still left of two, with the backoff of
+        // the second retry.
+        let mut so_far = attempts[2..].to_vec();
+        for _ in 0..20 {
+            so_far.push(Attempt::of(&held()));
+        }
+        so_far.insert(0, Attempt::of(&result(Some(500), Verdict::Retry)));
+        let Outcome::Retry { due_ms, .. } = decide(
+            result(Some(503), Verdict::Retry),
+            so_far.clone(),
+            &settings(2),
+            1_000,
+            0.5,
+        ) else {
+            panic!("one retry is left");
+        };
+        assert_eq!(due_ms, 1_200, "the backoff of retry 2: 100 ms · 2");
+        so_far.push(Attempt::of(&result(Some(503), Verdict::Retry)));
+        assert!(matches!(
+            decide(
+                result(Some(503), Verdict::Retry),
+                so_far,
+                &settings(2),
+                1_000,
+                0.5
+            ),
+            Outcome::DeadLetter {
+                reason: DeadLetterReason::RetriesExhausted,
+                ..
+            }
+        ));
     }
 }

@@ -69,6 +69,8 @@ pub struct TriggerRuntime {
     metrics: TriggerMetrics,
     /// Its recent attempts, for its status (kept across reloads).
     pub health: Arc<super::health::Health>,
+    /// Whether its subscriber is down (`down.rs`).
+    pub(super) down: Arc<super::down::Down>,
     /// Whether it is paused (kept across reloads, and in the store across restarts).
     pub pause: Arc<super::pause::Pause>,
 }
@@ -303,6 +305,12 @@ impl TriggerRuntime {
                 attempts: Mutex::new(HashMap::new()),
             },
             health,
+            down: {
+                // A trigger started, or changed by a reload, starts with its subscriber up.
+                let down = super::down::Down::of(&TriggerId::new(ns, name));
+                down.reset();
+                down
+            },
             pause: super::pause::Pause::of(&TriggerId::new(ns, name)),
         })
     }
@@ -344,7 +352,10 @@ impl TriggerRuntime {
         {
             self.metrics.e2e.record(since.as_secs_f64());
         }
-        let key = (r.response_code().into_owned(), outcome(r.verdict));
+        let key = (
+            r.response_code().into_owned(),
+            if r.held { "held" } else { outcome(r.verdict) },
+        );
         let mut counters = lock(&self.metrics.attempts);
         if let Some(c) = counters.get(&key) {
             c.increment(1);

@@ -67,6 +67,7 @@ impl EmbeddedSource {
                 }
             }
             Outcome::Retry { attempts, due_ms } => {
+                let held = attempts.last().is_some_and(|a| a.held);
                 let entry = RetryEntry {
                     offset: job.offset,
                     event: records::encode_event(job.event),
@@ -85,7 +86,9 @@ impl EmbeddedSource {
                 } else {
                     self.retries.added();
                 }
-                metrics::counter!(m::DELIVERY_RETRIES, self.trigger.labels()).increment(1);
+                if !held {
+                    metrics::counter!(m::DELIVERY_RETRIES, self.trigger.labels()).increment(1);
+                }
             }
             Outcome::DeadLetter {
                 attempts,

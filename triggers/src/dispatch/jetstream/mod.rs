@@ -275,7 +275,10 @@ impl JetStreamSource {
                 Vec::new()
             }
         };
-        let mut all = unrecorded(counted.saturating_sub(kept.len()));
+        // A summary line stands for as many hand-outs as it counts.
+        let covered: u64 = kept.iter().map(Attempt::weight).sum();
+        let covered = usize::try_from(covered).unwrap_or(usize::MAX);
+        let mut all = unrecorded(counted.saturating_sub(covered));
         all.extend(kept);
         all
     }
@@ -422,20 +425,38 @@ async fn pull_from(
 /// subscriber's answer, and a dead letter must fit in one NATS message.
 const MAX_LISTED_ATTEMPTS: usize = 100;
 
-/// `attempts`, the earliest beyond [`MAX_LISTED_ATTEMPTS`] replaced by one that counts them.
+/// `attempts`, the earliest beyond [`MAX_LISTED_ATTEMPTS`] replaced by lines that count them:
+/// one for those that counted against `retry`, one for those held while the subscriber was
+/// down, with the first held attempt kept in full between them (the hold is bounded from it).
 fn capped(mut attempts: Vec<Attempt>) -> Vec<Attempt> {
     if attempts.len() <= MAX_LISTED_ATTEMPTS {
         return attempts;
     }
-    let omitted = attempts.len() - (MAX_LISTED_ATTEMPTS - 1);
-    let kept = attempts.split_off(omitted);
-    let mut listed = vec![Attempt {
+    let kept = attempts.split_off(attempts.len() - (MAX_LISTED_ATTEMPTS - 3));
+    let old = attempts;
+    let counted: u64 = old.iter().filter(|a| !a.held).map(Attempt::weight).sum();
+    let mut held: u64 = old.iter().filter(|a| a.held).map(Attempt::weight).sum();
+    let first_held = old.iter().find(|a| a.held && a.count.is_none()).cloned();
+    let summary = |n: u64, held: bool, what: &str| Attempt {
         time: String::new(),
         status: None,
-        error: Some(format!("{omitted} earlier attempts not listed")),
+        error: Some(format!("{n} earlier {what}not listed")),
         latency_ms: 0,
         body: None,
-    }];
+        held,
+        count: Some(n),
+    };
+    let mut listed = Vec::with_capacity(MAX_LISTED_ATTEMPTS);
+    if counted > 0 {
+        listed.push(summary(counted, false, "attempts "));
+    }
+    if let Some(first) = first_held {
+        held -= 1;
+        listed.push(first);
+    }
+    if held > 0 {
+        listed.push(summary(held, true, "held attempts "));
+    }
     listed.extend(kept);
     listed
 }
@@ -453,6 +474,8 @@ fn unrecorded(n: usize) -> Vec<Attempt> {
             ),
             latency_ms: 0,
             body: None,
+            held: false,
+            count: None,
         })
         .collect()
 }
@@ -599,7 +622,9 @@ impl super::DeliverySource for JetStreamSource {
                 // Kept before the nak, for whichever replica the next hand-out goes to.
                 self.keep_attempts(work.position, &attempts).await;
                 let delay = Duration::from_millis(due_ms.saturating_sub(records::now_ms()));
-                metrics::counter!(m::DELIVERY_RETRIES, self.trigger.labels()).increment(1);
+                if !attempts.last().is_some_and(|a| a.held) {
+                    metrics::counter!(m::DELIVERY_RETRIES, self.trigger.labels()).increment(1);
+                }
                 ack(&work.ticket, AckKind::Nak(Some(delay))).await
             }
             Outcome::DeadLetter {
@@ -652,12 +677,43 @@ mod tests {
     fn a_long_history_keeps_its_last_attempts_and_counts_the_rest() {
         let many = unrecorded(250);
         let listed = capped(many);
-        assert_eq!(listed.len(), MAX_LISTED_ATTEMPTS);
+        assert_eq!(listed.len(), MAX_LISTED_ATTEMPTS - 2);
         assert_eq!(
             listed[0].error.as_deref(),
-            Some("151 earlier attempts not listed")
+            Some("153 earlier attempts not listed")
         );
+        assert_eq!(listed.iter().map(Attempt::weight).sum::<u64>(), 250);
         assert_eq!(capped(unrecorded(3)).len(), 3);
+    }
+
+    /// Held attempts cut short still do not count, the first is kept for the hold's bound,
+    /// and cutting again keeps the counts.
+    #[test]
+    fn a_long_history_of_held_attempts_keeps_what_counts() {
+        let held = |time: &str| Attempt {
+            time: time.to_owned(),
+            held: true,
+            ..unrecorded(1).remove(0)
+        };
+        let mut history = unrecorded(2);
+        history.push(held("2026-01-01T00:00:00.000Z"));
+        history.extend((0..200).map(|_| held("2026-01-01T00:05:00.000Z")));
+        let listed = capped(history);
+        assert_eq!(listed.len(), MAX_LISTED_ATTEMPTS);
+        assert_eq!(listed[0].count, Some(2));
+        assert!(!listed[0].held);
+        assert_eq!(
+            listed[1].time, "2026-01-01T00:00:00.000Z",
+            "the first held, in full"
+        );
+        assert!(listed[2].held && listed[2].count.is_some());
+        let again = capped([listed.clone(), (0..50).map(|_| held("t")).collect()].concat());
+        let weigh = |a: &[Attempt], h: bool| -> u64 {
+            a.iter().filter(|x| x.held == h).map(Attempt::weight).sum()
+        };
+        assert_eq!(weigh(&again, false), 2);
+        assert_eq!(weigh(&again, true), 251);
+        assert_eq!(again[1].time, "2026-01-01T00:00:00.000Z");
     }
 
     #[test]
