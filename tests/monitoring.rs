@@ -277,3 +277,87 @@ spec:
         );
     }
 }
+
+/// The documents of a YAML file.
+fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .collect()
+}
+
+/// The KEDA recipes of `deploy/keda/` ask the server for what it serves: the metrics-api
+/// scaler's URL answers JSON with a number at its `valueLocation` (the trigger's lag, which
+/// counts an event held for a subscriber scaled to zero), and the Prometheus scaler's query
+/// names a series the server exports, with the trigger's labels.
+#[tokio::test]
+async fn the_keda_recipes_read_what_the_server_serves() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let sy = Switchyard::start(&format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default}}\n---\n\
+         apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: resize}}\n\
+         spec: {{broker: default, subscriber: {{uri: 'http://{unused}/'}}}}\n"
+    ));
+    let resp = client()
+        .post(sy.url("/default/default"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "img-1")
+        .header("ce-source", "/uploads")
+        .header("ce-type", "com.example.image.uploaded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let keda = repo().join("deploy/keda");
+    let (mut metrics_api, mut prometheus) = (0, 0);
+    for file in std::fs::read_dir(&keda).unwrap() {
+        let path = file.unwrap().path();
+        for doc in yaml_documents(&path) {
+            if doc["kind"] != "ScaledObject" {
+                continue;
+            }
+            assert_eq!(doc["apiVersion"], "keda.sh/v1alpha1", "{path:?}");
+            assert_eq!(doc["spec"]["minReplicaCount"], 0, "scale to zero: {path:?}");
+            for trigger in doc["spec"]["triggers"].as_array().unwrap() {
+                let meta = &trigger["metadata"];
+                match trigger["type"].as_str().unwrap() {
+                    "metrics-api" => {
+                        metrics_api += 1;
+                        let url = meta["url"].as_str().unwrap();
+                        let path_at = url.find("/api/").unwrap();
+                        let location = meta["valueLocation"].as_str().unwrap();
+                        common::eventually("the lag KEDA reads", WAIT, || async {
+                            let answer = common::get_json(&sy.url(&url[path_at..])).await;
+                            (answer[location] == 1).then_some(())
+                        })
+                        .await;
+                    }
+                    "prometheus" => {
+                        prometheus += 1;
+                        let query = meta["query"].as_str().unwrap();
+                        let names = metric_names(query);
+                        assert!(!names.is_empty(), "{query}");
+                        common::eventually("the series KEDA queries", WAIT, || async {
+                            let text = common::metrics(&sy).await;
+                            let found = names.iter().all(|n| {
+                                text.lines().any(|l| {
+                                    l.starts_with(&format!("{n}{{"))
+                                        && l.contains("trigger_name=\"resize\"")
+                                        && l.ends_with(" 1")
+                                })
+                            });
+                            found.then_some(())
+                        })
+                        .await;
+                    }
+                    other => panic!("a recipe with a {other} scaler in {path:?}"),
+                }
+            }
+        }
+    }
+    assert_eq!((metrics_api, prometheus), (1, 1));
+}
