@@ -171,7 +171,7 @@ spec:
     assert_eq!(got[1].event.as_ref().unwrap().id, "o-2.confirmed");
     let metrics = common::metrics(&sy).await;
     assert!(
-        metrics.contains(r#"trigger_name="orders",response_code="503"} 1"#),
+        metrics.contains(r#"trigger_name="orders",response_code="503",outcome="retryable"} 1"#),
         "{language}: the 503 was counted as one attempt\n{metrics}"
     );
 
