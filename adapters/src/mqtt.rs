@@ -119,9 +119,15 @@ impl Worker {
             let mut encoded = self.target.batch(batch.len());
             let mut acks = Vec::with_capacity(batch.len());
             for m in batch {
+                // MQTT 5 carries an instrumented producer's context as a user property.
+                let tp = m
+                    .user_properties
+                    .iter()
+                    .find(|(k, _)| k == "traceparent")
+                    .map(|(_, v)| v.as_str());
                 let built = message_event(self.version, &self.ty, &self.source, &m)
                     .map_err(|e| e.to_string())
-                    .and_then(|e| self.target.add(&mut encoded, e));
+                    .and_then(|e| self.target.add(&mut encoded, e, tp));
                 match built {
                     Ok(()) => {}
                     Err(e) => {

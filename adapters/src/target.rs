@@ -12,6 +12,7 @@ use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::log::{EventLog, LogError, WriteOp};
 use switchyard_broker::metrics::{SOURCE_EVENTS, SOURCE_MALFORMED};
 use switchyard_broker::problem::Problem;
+use switchyard_broker::traces;
 use switchyard_core::backoff::Backoff;
 use switchyard_core::config::Config;
 use switchyard_core::id::SourceId;
@@ -103,8 +104,25 @@ impl Target {
 
     /// [`prepare`](Self::prepare) for one event of a stream, added to `batch`; the reason
     /// when it cannot be stored. Stream sources take events one by one, so one such event is
-    /// handled as malformed instead of failing the batch it arrived with.
-    pub fn add(&self, batch: &mut Batch, mut event: CloudEvent) -> Result<(), String> {
+    /// handled as malformed instead of failing the batch it arrived with. `traceparent` is
+    /// the message's own W3C header (an instrumented producer's), which the event continues
+    /// while traces are on when it carries no `traceparent` extension of its own.
+    pub fn add(
+        &self,
+        batch: &mut Batch,
+        mut event: CloudEvent,
+        traceparent: Option<&str>,
+    ) -> Result<(), String> {
+        if let Some(tp) = traceparent
+            && traces::enabled()
+            && !event.extensions.contains_key(traces::TRACEPARENT)
+            && traces::is_traceparent(tp)
+        {
+            event.extensions.insert(
+                traces::TRACEPARENT.to_owned(),
+                ExtValue::String(tp.to_owned()),
+            );
+        }
         self.override_extensions(&mut event)
             .map_err(|e| e.to_string())?;
         batch
@@ -116,13 +134,21 @@ impl Target {
         Ttl::KeepOrDefault(self.ttl)
     }
 
-    /// The `ceOverrides` extensions.
+    /// The `ceOverrides` extensions; and while traces are on, the source's span: a child of
+    /// the event's `traceparent` extension (which a stream message's `traceparent` header
+    /// sets when the event has none), else a new trace, its context given to the event
+    /// unless it has one.
     fn override_extensions(
         &self,
         event: &mut CloudEvent,
     ) -> Result<(), switchyard_core::EventError> {
         for (k, v) in &self.extensions {
             event.set_extension(k, ExtValue::String(v.clone()))?;
+        }
+        if traces::enabled() {
+            let span = traces::Span::source(self.kind, &self.source, event, None);
+            span.stamp(event);
+            span.end();
         }
         Ok(())
     }

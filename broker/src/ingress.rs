@@ -11,6 +11,7 @@ use crate::auth::SendPermit;
 use crate::log::LogError;
 use crate::metrics as m;
 use crate::problem::Problem;
+use crate::traces;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -289,44 +290,95 @@ async fn ingest(
             return Err(reject(p, &types));
         }
     }
+    // A span per event while traces are on, its context given to the event unless it has one.
+    let spans = ingress_spans(&broker.id, headers, &mut events);
     let appender = Appender::new(Arc::clone(&app.log), app.event_types());
-    let batch = appender
-        .prepare(&broker.id, Ttl::KeepOrDefault(broker.ttl), &mut events)
-        .map_err(|r| reject(r.into(), &types))?;
+    let prepared = appender.prepare(&broker.id, Ttl::KeepOrDefault(broker.ttl), &mut events);
+    let answer = match prepared {
+        Err(r) => Err(reject(r.into(), &types)),
+        Ok(batch) => store(broker, (namespace, name), &appender, batch, &types, &reject).await,
+    };
+    let status = match &answer {
+        Ok(r) => r.status(),
+        Err(p) => p.status(),
+    };
+    for span in spans {
+        span.set("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_success() {
+            span.end();
+        } else {
+            span.fail(format!("the event was not stored: {status}"));
+        }
+    }
+    answer
+}
+
+/// Stores `batch` and answers: 202, or why not.
+async fn store(
+    broker: &BrokerState,
+    (namespace, name): (&str, &str),
+    appender: &Appender,
+    batch: crate::append::Batch,
+    types: &[String],
+    reject: &impl Fn(Problem, &[String]) -> Problem,
+) -> Result<Response, Problem> {
     let appending = Instant::now();
     match appender.store(batch).await {
         Ok(stored) => {
             metrics::histogram!(m::INGRESS_APPEND_SECONDS)
                 .record(appending.elapsed().as_secs_f64());
             appender.recorded(stored).await;
-            count_events(broker, (namespace, name), &types, StatusCode::ACCEPTED);
+            count_events(broker, (namespace, name), types, StatusCode::ACCEPTED);
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Err(LogError::Overloaded) => Err(reject(
             Problem::overloaded("the broker's write queue is full; retry after the given delay"),
-            &types,
+            types,
         )),
         Err(LogError::ShuttingDown) => Err(reject(
             Problem::overloaded(
                 "the broker is shutting down; retry against another instance or later",
             ),
-            &types,
+            types,
         )),
-        Err(LogError::DiskFull(_)) => Err(reject(Problem::disk_full(), &types)),
+        Err(LogError::DiskFull(_)) => Err(reject(Problem::disk_full(), types)),
         Err(e @ LogError::Unavailable(_)) => {
             tracing::warn!(error = %e, broker = %broker.id, "append failed");
             Err(reject(
                 Problem::overloaded(
                     "the broker's store is unavailable; retry after the given delay",
                 ),
-                &types,
+                types,
             ))
         }
         Err(e @ LogError::Storage(_)) => {
             tracing::error!(error = %e, broker = %broker.id, "append failed");
-            Err(reject(Problem::storage_failure(), &types))
+            Err(reject(Problem::storage_failure(), types))
         }
     }
+}
+
+/// The ingress spans of `events` (none while traces are off): children of the request's
+/// `traceparent` header, else of each event's own extension; an event without the extension
+/// is given its span's context.
+fn ingress_spans(
+    broker: &str,
+    headers: &HeaderMap,
+    events: &mut [switchyard_core::CloudEvent],
+) -> Vec<traces::Span> {
+    if !traces::enabled() {
+        return Vec::new();
+    }
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header = text(traces::TRACEPARENT).map(|tp| (tp, text(traces::TRACESTATE)));
+    events
+        .iter_mut()
+        .map(|event| {
+            let span = traces::Span::ingress(broker, event, header);
+            span.stamp(event);
+            span
+        })
+        .collect()
 }
 
 /// The CloudEvents webhook validation handshake (http-webhook.md section 4): the sender asks

@@ -21,6 +21,7 @@ pub mod redb_log;
 pub mod server;
 pub mod tasks;
 pub mod tls;
+pub mod traces;
 
 pub use log::{EventLog, LogError, LogRecord};
 pub use redb_log::{RedbLog, RedbOptions};

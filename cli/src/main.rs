@@ -401,11 +401,20 @@ fn run(cli: Cli) -> Result<()> {
                         client_ca_file: tls_client_ca_file,
                     }),
             };
+            // Traces, when the OTEL_* variables ask for them: set up before the runtime (the
+            // exporter has a thread of its own) and flushed after it.
+            let traces = switchyard_broker::traces::init_from_env()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(serve(path, options))
+            let served = runtime.block_on(serve(path, options));
+            // Bounded, so that a stuck blocking task cannot hold back the last spans.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+            if let Some(traces) = traces {
+                traces.shutdown();
+            }
+            served
         }
         Command::Validate { config, strict } => {
             print_out(&validate::run(&config, strict)?);

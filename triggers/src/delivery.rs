@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use switchyard_broker::traces::Hop;
 use switchyard_core::egress::EgressPolicy;
 
 use bytes::Bytes;
@@ -359,13 +360,16 @@ impl Deliverer {
     }
 
     /// One attempt to deliver `event` to `to`. `extra` attributes are added (for dead-letter
-    /// sinks).
+    /// sinks); `hop` is the attempt's trace context, sent to an HTTP subscriber as the
+    /// `traceparent` header (the event's own `traceparent` extension travels as
+    /// `ce-traceparent`, unchanged).
     pub async fn attempt(
         &self,
         to: &Subscriber,
         event: &CloudEvent,
         settings: &DeliverySettings,
         extra: &[(&str, String)],
+        hop: Option<&Hop>,
     ) -> AttemptResult {
         match to {
             Subscriber::Stream { sink, .. } => {
@@ -383,7 +387,7 @@ impl Deliverer {
                         Some(AttemptError::Refused(why)),
                     );
                 }
-                attempt(&self.http, target, event, settings, extra).await
+                attempt(&self.http, target, event, settings, extra, hop).await
             }
         }
     }
@@ -438,13 +442,15 @@ async fn attempt_stream(
     result
 }
 
-/// Sends `event` to `url` once. Never follows redirects (the client is built without them).
+/// Sends `event` to `url` once, with `hop` as its `traceparent` header. Never follows
+/// redirects (the client is built without them).
 pub async fn attempt(
     client: &reqwest::Client,
     to: &HttpTarget,
     event: &CloudEvent,
     settings: &DeliverySettings,
     extra: &[(&str, String)],
+    hop: Option<&Hop>,
 ) -> AttemptResult {
     let started = SystemTime::now();
     let clock = std::time::Instant::now();
@@ -462,6 +468,16 @@ pub async fn attempt(
         }
     };
     headers.insert("prefer", HeaderValue::from_static("reply"));
+    if let Some(hop) = hop {
+        for (name, value) in [
+            ("traceparent", Some(&hop.traceparent)),
+            ("tracestate", hop.tracestate.as_ref()),
+        ] {
+            if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.insert(name, value);
+            }
+        }
+    }
     let request = match &to.parsed {
         Some(url) => client.post(url.clone()),
         None => client.post(&to.text),

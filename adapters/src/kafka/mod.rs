@@ -318,9 +318,14 @@ impl Consumer {
                     headers: &headers,
                     value: m.payload(),
                 };
+                let tp = record
+                    .headers
+                    .iter()
+                    .find(|(k, _)| *k == "traceparent")
+                    .and_then(|(_, v)| std::str::from_utf8((*v)?).ok());
                 let built = wrap_record(&self.ns, &self.name, self.key_type, &record)
                     .map_err(|e| e.to_string())
-                    .and_then(|e| self.target.add(&mut encoded, e));
+                    .and_then(|e| self.target.add(&mut encoded, e, tp));
                 match built {
                     Ok(()) => {}
                     Err(e) => {

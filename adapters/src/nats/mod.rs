@@ -99,6 +99,11 @@ fn rfc3339_from_unix_ns(ns: i128) -> Option<String> {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
+/// The text of header `name` of a NATS message.
+fn header_text<'h>(headers: Option<&'h async_nats::HeaderMap>, name: &str) -> Option<&'h str> {
+    headers?.get(name).map(async_nats::HeaderValue::as_str)
+}
+
 /// The event a NATS message carries, or wraps.
 fn message_event(
     wrapping: &Wrapping,
@@ -190,7 +195,10 @@ impl Consumer {
                         None,
                     )
                     .map_err(|e| e.to_string())
-                    .and_then(|e| self.target.add(&mut encoded, e));
+                    .and_then(|e| {
+                        let tp = header_text(m.headers.as_ref(), "traceparent");
+                        self.target.add(&mut encoded, e, tp)
+                    });
                     match built {
                         Ok(()) => {}
                         Err(e) => self.malformed(m.subject.as_str(), &e, "dropped"),
@@ -302,7 +310,10 @@ impl Consumer {
                 )),
             }
             .map_err(|e| e.to_string())
-            .and_then(|e| self.target.add(&mut encoded, e));
+            .and_then(|e| {
+                let tp = header_text(m.headers.as_ref(), "traceparent");
+                self.target.add(&mut encoded, e, tp)
+            });
             match built {
                 Ok(()) => stored.push(m),
                 Err(e) => {

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use switchyard_broker::append::{self, reply_ttl};
 use switchyard_broker::metrics as m;
+use switchyard_broker::traces;
 use switchyard_core::CloudEvent;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use super::down::{self, Turn};
 use super::outcome::{Outcome, decide};
@@ -37,9 +39,13 @@ impl TriggerRuntime {
         earlier: &[records::Attempt],
         probe: bool,
     ) -> AttemptResult {
+        // A span per attempt while traces are on: a child of the event's trace context, its
+        // own sent as the hop's `traceparent`.
+        let trace = traces::Span::attempt(&self.id, event, to.address(), earlier.len() + 1);
+        let hop = trace.hop();
         let mut r = self
             .deliverer
-            .attempt(to, event, &self.config.settings, &[])
+            .attempt(to, event, &self.config.settings, &[], hop.as_ref())
             .await;
         let hold = self.config.settings.hold_while_down;
         if !hold.is_zero()
@@ -61,7 +67,47 @@ impl TriggerRuntime {
             r.fail(AttemptError::reply_refused(&refused.to_string()));
         }
         self.count_attempt(event, &r);
+        self.trace_attempt(trace, hop.as_ref(), event, &mut r);
         r
+    }
+
+    /// Ends attempt `r`'s span, and gives each reply without a trace context one: a reply
+    /// span's, a child of the attempt's (`hop`). Replies to `event` that its TTL will drop
+    /// (`replies.rs`) get none.
+    fn trace_attempt(
+        &self,
+        trace: traces::Span,
+        hop: Option<&traces::Hop>,
+        event: &CloudEvent,
+        r: &mut AttemptResult,
+    ) {
+        if !traces::enabled() {
+            return;
+        }
+        if let Some(status) = r.status {
+            trace.set("http.response.status_code", i64::from(status));
+        }
+        if r.held {
+            trace.set("switchyard.held", true);
+        }
+        if r.verdict == Verdict::Delivered {
+            let share =
+                reply_ttl(event) / i64::try_from(r.replies.len().max(1)).unwrap_or(i64::MAX);
+            if let Some(broker) = self.reply_broker.as_ref().filter(|_| share > 0) {
+                for reply in &mut r.replies {
+                    let span = traces::Span::reply(broker, reply, hop);
+                    span.stamp(reply);
+                    span.end();
+                }
+            }
+            trace.end();
+        } else {
+            trace.fail(match (&r.error, r.status) {
+                (Some(e), _) => e.to_string(),
+                (None, Some(s)) => format!("the subscriber answered {s}"),
+                (None, None) => "failed".to_owned(),
+            });
+        }
     }
 
     /// Where `work` goes: the trigger's subscriber, or the URL a redrive named.
@@ -234,7 +280,10 @@ async fn deliver_key<S: DeliverySource>(
     loop {
         // What waits behind a busy key waits for a paused trigger too.
         t.pause.resumed().await;
-        deliver_in_order(&t, &*source, work).await;
+        let logged = traces::log_span(&t.id, &work.event);
+        deliver_in_order(&t, &*source, work)
+            .instrument(logged)
+            .await;
         match keys.next_for(&key) {
             Some(next) => work = next,
             None => break,
@@ -406,13 +455,11 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
                 Err(_) => return,
             },
         };
-        deliveries.spawn(deliver_once(
-            Arc::clone(&t),
-            Arc::clone(&source),
-            work,
-            permit,
-            turn,
-        ));
+        let logged = traces::log_span(&t.id, &work.event);
+        deliveries.spawn(
+            deliver_once(Arc::clone(&t), Arc::clone(&source), work, permit, turn)
+                .instrument(logged),
+        );
     }
     // Draining: every attempt in flight ends within the trigger's timeout and settles.
     while deliveries.join_next().await.is_some() {}

@@ -258,7 +258,10 @@ impl DeadLetterSender {
             if k > 0 {
                 tokio::time::sleep(settings.backoff(k, None, unit_random())).await;
             }
-            let r = self.deliverer.attempt(dls, &event, settings, &extra).await;
+            let r = self
+                .deliverer
+                .attempt(dls, &event, settings, &extra, None)
+                .await;
             let marker = WriteOp::Delete {
                 table: Table::DeadLetters,
                 key: records::dls_pending_key(&self.broker, letter.id),

@@ -149,7 +149,7 @@ async fn send(
     let settings = &trigger.config.settings;
     let r = trigger
         .deliverer
-        .attempt(&sink, &event, settings, &letter.error_extensions())
+        .attempt(&sink, &event, settings, &letter.error_extensions(), None)
         .await;
     let kind = match r.verdict {
         Verdict::Delivered => AckKind::Ack,
