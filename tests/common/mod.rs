@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod jetstream;
 pub mod moto;
+pub mod otlp;
 pub mod sink;
 pub mod tls;
 

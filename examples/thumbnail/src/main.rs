@@ -9,6 +9,7 @@
 //! it); 503 when the store cannot be reached (retried).
 
 mod thumb;
+mod trace;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cloudevents::Event;
@@ -69,6 +70,8 @@ struct App {
     settings: Settings,
     /// One client per bucket.
     stores: Mutex<HashMap<String, Arc<AmazonS3>>>,
+    /// OpenTelemetry, when the `OTEL_*` variables ask for it.
+    traces: Option<trace::Traces>,
 }
 
 impl App {
@@ -141,17 +144,28 @@ fn key_of(record: &serde_json::Value) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn handle(app: Arc<App>, event: Event) -> Response {
+async fn handle(app: Arc<App>, headers: HeaderMap, event: Event) -> Response {
     if !event.ty().starts_with("com.amazonaws.s3.ObjectCreated:") {
         return StatusCode::OK.into_response();
     }
-    make_thumbnail(&app, &event)
+    // With traces on, a span under the broker's attempt; the reply continues it.
+    let cx = app.traces.as_ref().map(|t| t.start(&headers, &event));
+    let response = make_thumbnail(&app, &event, cx.as_ref().and_then(trace::traceparent))
         .await
-        .unwrap_or_else(|refusal| refusal)
+        .unwrap_or_else(|refusal| refusal);
+    if let Some(cx) = &cx {
+        trace::end(cx, response.status().as_u16());
+    }
+    response
 }
 
-/// The steps of [`handle`]; an `Err` is the answer that ends it early.
-async fn make_thumbnail(app: &App, event: &Event) -> Result<Response, Response> {
+/// The steps of [`handle`]; an `Err` is the answer that ends it early. The reply carries
+/// `traceparent` as its extension, when traces are on.
+async fn make_thumbnail(
+    app: &App,
+    event: &Event,
+    traceparent: Option<String>,
+) -> Result<Response, Response> {
     let Some((bucket, key)) = object_of(event) else {
         return Err(answer(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -204,14 +218,17 @@ async fn make_thumbnail(app: &App, event: &Event) -> Result<Response, Response> 
     // Same input, same output key: a redelivery overwrites the same thumbnail.
     store(app, &target_bucket, &out_path, t).await?;
     tracing::info!(%bucket, %key, %out_key, width, height, "thumbnail written");
-    let reply = EventBuilderV10::new()
+    let mut reply = EventBuilderV10::new()
         .id(format!("{}.thumbnail", event.id()))
         .source("/switchyard/examples/thumbnail")
         .ty("com.example.thumbnail.created")
         .subject(out_key.clone())
         .time(chrono::Utc::now())
-        .data("application/json", data)
-        .build();
+        .data("application/json", data);
+    if let Some(tp) = traceparent {
+        reply = reply.extension("traceparent", tp);
+    }
+    let reply = reply.build();
     match reply {
         Ok(e) => Ok((StatusCode::OK, e).into_response()),
         Err(e) => Err(answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
@@ -274,14 +291,16 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let settings = Settings::from_env()?;
+    let traces = trace::init_from_env()?;
     let listen = std::env::var("THUMBNAIL_LISTEN").unwrap_or_else(|_| "127.0.0.1:9090".into());
     let app = Arc::new(App {
         settings,
         stores: Mutex::new(HashMap::new()),
+        traces,
     });
     let router = Router::new().route(
         "/",
-        post(move |event: Event| handle(Arc::clone(&app), event)),
+        post(move |headers: HeaderMap, event: Event| handle(Arc::clone(&app), headers, event)),
     );
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

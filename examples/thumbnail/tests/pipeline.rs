@@ -1,11 +1,14 @@
 //! The whole thumbnail pipeline on real parts: moto (S3 + SQS), the real `switchyard` binary
 //! with this example's `switchyard.yaml`, the real `thumbnail` function. Uploads images
 //! (one with a space and unicode in its key, one large, one corrupt) and checks the
-//! thumbnails, the reply events, the dead letter and its redrive.
+//! thumbnails, the reply events, the dead letter and its redrive; and one trace from the S3
+//! notification through the broker and the function to the reply's delivery.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 #[path = "../../../tests/common/moto.rs"]
 mod moto;
+#[path = "../../../tests/common/otlp.rs"]
+mod otlp;
 #[path = "../../../tests/common/sink.rs"]
 mod sink;
 
@@ -84,6 +87,8 @@ async fn uploads_become_thumbnails_replies_and_dead_letters() {
     let queue = moto::bucket_notifying_queue(&photos, &format!("photo-uploads-{unique}")).await;
     moto::s3_put(&thumbs, "application/xml", Vec::new()).await;
     let c = reqwest::Client::new();
+    // Both export their spans here.
+    let receiver = otlp::Receiver::start().await;
 
     // The function and the display.
     let mut thumbnail = Command::new(env!("CARGO_BIN_EXE_thumbnail"));
@@ -94,6 +99,8 @@ async fn uploads_become_thumbnails_replies_and_dead_letters() {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("THUMBNAIL_BUCKET", &thumbs)
         .env("THUMBNAIL_MAX_EDGE", "200")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.url)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
         .env("RUST_LOG", "warn");
     let (_thumbnail, thumbnail_url) = spawn(thumbnail);
     let display = Sink::ok().await;
@@ -118,6 +125,8 @@ async fn uploads_become_thumbnails_replies_and_dead_letters() {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--listen", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.url)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
         .env("RUST_LOG", "error");
     let (_serve, base) = spawn(serve);
 
@@ -181,6 +190,63 @@ async fn uploads_become_thumbnails_replies_and_dead_letters() {
         .collect();
     expected.sort();
     assert_eq!(subjects, expected);
+
+    // One trace per upload, from the S3Source through the broker's attempt, the function's
+    // span, the reply's span and the reply's delivery.
+    let cat = got
+        .iter()
+        .find(|r| r.event.as_ref().unwrap().subject.as_deref() == Some("thumbnails/cat.jpg"))
+        .unwrap();
+    let (trace, _) = otlp::ids(cat.headers["ce-traceparent"].to_str().unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let spans = loop {
+        let spans = receiver.spans_of(&trace);
+        if spans
+            .iter()
+            .any(|s| s.name == "send default/show-thumbnails")
+        {
+            break spans;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{spans:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let named = |name: &str| {
+        spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+            panic!(
+                "no span {name} in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
+    };
+    let source = spans
+        .iter()
+        .find(|s| s.name.starts_with("receive S3Source"))
+        .unwrap();
+    assert!(
+        source.parent_span_id.is_empty(),
+        "the source starts the trace"
+    );
+    let attempt = named("send default/make-thumbnails");
+    assert_eq!(attempt.parent_span_id, source.span_id);
+    let function = named("make thumbnail");
+    assert_eq!(
+        function.parent_span_id, attempt.span_id,
+        "the function nests under the attempt"
+    );
+    let reply = spans
+        .iter()
+        .find(|s| otlp::attribute(s, "switchyard.reply").as_deref() == Some("true"))
+        .unwrap();
+    assert_eq!(
+        reply.parent_span_id, function.span_id,
+        "the reply continues the function's span"
+    );
+    // The function gave its reply its own context as the extension, which is kept: the
+    // reply's delivery is a child of the function's span, beside the reply's span.
+    assert_eq!(
+        named("send default/show-thumbnails").parent_span_id,
+        function.span_id
+    );
 
     // Each thumbnail exists with the right dimensions and format.
     for (key, _, ct, size) in &uploads {
