@@ -206,7 +206,8 @@ enum Command {
     /// Print the Prometheus alert rules or the Grafana dashboard for Switchyard's metrics
     /// (kept in deploy/monitoring/; see docs/observability.md).
     Monitoring {
-        /// Which: `alerts` (a Prometheus rule file) or `dashboard` (Grafana JSON).
+        /// Which: `alerts` (a Prometheus rule file), `dashboard` (Grafana JSON) or `queries`
+        /// (the dashboard's PromQL, one per line).
         #[arg(value_enum)]
         what: MonitoringOutput,
     },
@@ -226,6 +227,8 @@ enum MonitoringOutput {
     Alerts,
     /// A Grafana dashboard (JSON).
     Dashboard,
+    /// The dashboard's queries, one per line: the panel's title, a tab, the PromQL.
+    Queries,
 }
 
 /// How `serve` writes its log lines to stderr.
@@ -447,6 +450,7 @@ fn run(cli: Cli) -> Result<()> {
             print_out(&match what {
                 MonitoringOutput::Alerts => monitoring::alert_rules(),
                 MonitoringOutput::Dashboard => monitoring::dashboard(),
+                MonitoringOutput::Queries => monitoring::queries(),
             });
             Ok(())
         }

@@ -500,6 +500,20 @@ fn lay_out(mut panels: Vec<Value>) -> Vec<Value> {
     panels
 }
 
+/// Every query of the dashboard, one per line: the panel's title, a tab, the PromQL (to run
+/// them against a Prometheus, or to build another dashboard from).
+pub fn queries() -> String {
+    let mut out = String::new();
+    for panel in panels() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let (Some(title), Some(expr)) = (panel["title"].as_str(), target["expr"].as_str()) {
+                out.push_str(&format!("{title}\t{expr}\n"));
+            }
+        }
+    }
+    out
+}
+
 /// The Grafana dashboard (JSON), with a `datasource` variable for the Prometheus that scrapes
 /// the servers.
 pub fn dashboard() -> String {
