@@ -651,3 +651,64 @@ fn serve_writes_json_log_lines_when_asked() {
         "text by default: {first}"
     );
 }
+
+/// `switchyard healthcheck` (a container's health check, without a shell): 0 when the server
+/// answers 200, 1 with one line otherwise; `--ready` asks `/readyz`.
+#[test]
+fn healthcheck_exits_zero_for_a_healthy_server_and_one_with_the_reason_otherwise() {
+    let check = |args: &[&str]| {
+        let out = Command::new(common::bin())
+            .arg("healthcheck")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        )
+    };
+    let sy = common::Switchyard::start(common::TWO_BROKERS);
+    let (code, out, _) = check(&["--server", &sy.base]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("/healthz: 200"), "{out}");
+    assert_eq!(check(&["--server", &sy.base, "--ready"]).0, Some(0));
+
+    // Alive but not ready: below its free-space reserve, /readyz is 503 and says why.
+    let full = common::Switchyard::start_with(
+        common::TWO_BROKERS,
+        &["--min-free-disk-bytes", "18446744073709551615"],
+    );
+    assert_eq!(check(&["--server", &full.base]).0, Some(0), "alive");
+    // An event refused for the disk is what finds it (as spec/limits.md says).
+    let refused = Command::new(common::bin())
+        .args([
+            "send",
+            "--type",
+            "t",
+            "--to",
+            &format!("{}/default/default", full.base),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let (code, _, err) = check(&["--server", &full.base, "--ready"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not ready") && err.contains("503"), "{err}");
+
+    // Nothing listening: one line, exit 1.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, _, err) = check(&[
+        "--server",
+        &format!("http://{unused}"),
+        "--timeout-ms",
+        "500",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not healthy"), "{err}");
+}

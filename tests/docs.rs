@@ -636,3 +636,39 @@ fn the_kubernetes_manifest_runs_as_the_image_user_gives_it_the_volume_and_loads(
     let config = config_map_file(&manifest, "broker.yaml").expect("the ConfigMap's broker.yaml");
     validate(&[("broker.yaml".to_owned(), config)]).expect("the ConfigMap's config loads");
 }
+
+/// The image's and the compose file's health checks run without a shell (the image's `/bin/sh`
+/// is dash, which has no `/dev/tcp`): each is the binary's own `healthcheck`, and that command
+/// passes against a running server.
+#[test]
+fn the_health_checks_of_the_image_and_compose_run_the_binary_and_pass() {
+    let dockerfile = fs::read_to_string(repo().join("deploy/Dockerfile")).expect("the Dockerfile");
+    let compose = fs::read_to_string(repo().join("deploy/compose.yaml")).expect("compose.yaml");
+    let compose: serde_json::Value = serde_norway::from_str(&compose).expect("compose is YAML");
+    let mut checks: Vec<Vec<String>> = Vec::new();
+    let from_compose: Vec<String> = compose["services"]["switchyard"]["healthcheck"]["test"]
+        .as_array()
+        .expect("a health check test")
+        .iter()
+        .map(|v| v.as_str().expect("strings").to_owned())
+        .collect();
+    assert_eq!(from_compose[0], "CMD", "not CMD-SHELL: {from_compose:?}");
+    checks.push(from_compose[1..].to_vec());
+    let line = dockerfile
+        .lines()
+        .find(|l| l.starts_with("HEALTHCHECK"))
+        .expect("a HEALTHCHECK");
+    let json = &line[line.find("CMD [").expect("exec form") + 4..];
+    checks.push(serde_json::from_str(json).expect("a JSON array"));
+    let sy = common::Switchyard::start(common::TWO_BROKERS);
+    for check in checks {
+        assert_eq!(check[0], "switchyard", "{check:?}");
+        // In the container the server is on 127.0.0.1:8080; here on the test's port.
+        let out = Command::new(common::bin())
+            .args(&check[1..])
+            .args(["--server", &sy.base])
+            .output()
+            .expect("ran");
+        assert!(out.status.success(), "{check:?}: {out:?}");
+    }
+}

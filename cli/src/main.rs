@@ -203,6 +203,22 @@ enum Command {
         #[arg(long, default_value_t = u64::MAX)]
         limit: u64,
     },
+    /// Ask a running server whether it is alive (`/healthz`) or ready (`/readyz`, with
+    /// `--ready`): exits 0 when it answers 200, 1 with one line saying why otherwise. For a
+    /// container's health check, which needs no shell or curl this way.
+    Healthcheck {
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Ask `/readyz` (store writable, configuration loaded) instead of `/healthz`.
+        #[arg(long)]
+        ready: bool,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        auth: client::TokenArg,
+    },
     /// Print the Prometheus alert rules or the Grafana dashboard for Switchyard's metrics
     /// (kept in deploy/monitoring/; see docs/observability.md).
     Monitoring {
@@ -446,6 +462,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Send(args) => print_out_of(send::run(args)),
         Command::Dlq(args) => print_out_of(dlq::run(args)),
         Command::Display { listen } => client_runtime()?.block_on(display::run(listen)),
+        Command::Healthcheck {
+            server,
+            ready,
+            timeout_ms,
+            auth,
+        } => print_out_of(healthcheck(&server, ready, timeout_ms, &auth)),
         Command::Monitoring { what } => {
             print_out(&match what {
                 MonitoringOutput::Alerts => monitoring::alert_rules(),
@@ -455,6 +477,41 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `healthcheck`: the server's `/healthz` (or `/readyz`) answered 200, or why not.
+async fn healthcheck(
+    server: &str,
+    ready: bool,
+    timeout_ms: u64,
+    auth: &client::TokenArg,
+) -> Result<String> {
+    let url = format!(
+        "{}/{}",
+        server.trim_end_matches('/'),
+        if ready { "readyz" } else { "healthz" }
+    );
+    let answer = auth
+        .client()?
+        .get(&url)
+        .timeout(std::time::Duration::from_millis(timeout_ms))
+        .send()
+        .await
+        .with_context(|| format!("not healthy: no answer from {url}"))?;
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    let first = body.lines().next().unwrap_or_default().trim();
+    anyhow::ensure!(
+        status.is_success(),
+        "not {}: {url} answered {status}{}",
+        if ready { "ready" } else { "healthy" },
+        if first.is_empty() {
+            String::new()
+        } else {
+            format!(": {first}")
+        }
+    );
+    Ok(format!("{url}: {status}\n"))
 }
 
 /// The runtime of a command that talks to a running server: one thread is plenty.
