@@ -672,3 +672,92 @@ fn the_health_checks_of_the_image_and_compose_run_the_binary_and_pass() {
         assert!(out.status.success(), "{check:?}: {out:?}");
     }
 }
+
+/// The systemd unit: `systemd-analyze verify` takes it without a word, its exposure score
+/// (`systemd-analyze security`) stays "OK" (at most 2.0 of 10), and its `ExecStart` command
+/// line serves (with this test's directories and port).
+#[test]
+#[allow(clippy::print_stderr)]
+fn the_systemd_unit_verifies_is_hardened_and_its_command_line_serves() {
+    let unit =
+        fs::read_to_string(repo().join("deploy/systemd/switchyard.service")).expect("the unit");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: systemd-analyze is not installed (Debian's systemd package has it)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a directory");
+    // verify checks that ExecStart's program exists: point it at the binary under test.
+    let local = unit.replace("/usr/local/bin/switchyard", common::bin());
+    let path = dir.path().join("switchyard.service");
+    fs::write(&path, &local).expect("written");
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("ran");
+    assert!(verify.status.success(), "{verify:?}");
+    assert!(
+        verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .output()
+        .expect("ran");
+    let text = String::from_utf8_lossy(&security.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for switchyard.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in\n{text}"));
+    assert!(score <= 2.0, "exposure {score}:\n{text}");
+
+    // The command line itself: the unit's flags, this test's paths and a free port.
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let config = dir.path().join("etc");
+    fs::create_dir_all(&config).expect("created");
+    fs::copy(
+        repo().join("examples/config/broker.yaml"),
+        config.join("broker.yaml"),
+    )
+    .expect("copied");
+    let args: Vec<String> = exec
+        .split_whitespace()
+        .skip(1)
+        .map(|a| match a {
+            "/etc/switchyard" => config.display().to_string(),
+            "/var/lib/switchyard" => dir.path().join("state").display().to_string(),
+            "127.0.0.1:8080" => "127.0.0.1:0".to_owned(),
+            other => other.to_owned(),
+        })
+        .collect();
+    let mut child = Command::new(common::bin())
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("started");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    common::signal(child.id(), "-TERM");
+    let status = child.wait().expect("exited");
+    assert!(
+        line.starts_with("switchyard listening on "),
+        "{args:?}: {line}"
+    );
+    assert!(status.success(), "a graceful stop: {status:?}");
+}
