@@ -1552,3 +1552,70 @@ async fn hold_while_down_bounds_how_long_an_event_waits_for_a_subscriber_that_st
     }
     assert!(held >= 1, "{list}");
 }
+
+/// A rolling update's stop: at SIGTERM `/readyz` turns 503 at once while events are still
+/// taken for `--shutdown-drain-ms`; after it, ingress refuses (503 with `Retry-After` on a
+/// connection still open, or no connection), the server exits cleanly, and the attempt that
+/// was in flight is owed again: delivered after the restart, as is what the drain took.
+#[tokio::test]
+async fn sigterm_turns_readyz_off_drains_then_stops_and_owes_the_attempt_in_flight() {
+    let slow_once = Arc::new(AtomicUsize::new(0));
+    let first = Arc::clone(&slow_once);
+    let sink = Sink::start(move |_, _| {
+        let delay = if first.fetch_add(1, Ordering::SeqCst) == 0 {
+            60
+        } else {
+            0
+        };
+        Answer::status(200).delay(Duration::from_secs(delay))
+    })
+    .await;
+    let config = broker("") + &trigger("slow", &format!("subscriber: {{uri: '{}'}}", sink.url));
+    let mut sy = Switchyard::start_with(&config, &["--shutdown-drain-ms", "1500"]);
+    send(&sy, "in-flight", "t", &[]).await;
+    sink.wait_for(1, WAIT).await;
+    common::signal(sy.child.id(), "-TERM");
+    let readyz = sy.url("/readyz");
+    common::eventually("readyz off", WAIT, || async {
+        let r = client().get(&readyz).send().await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    // Within the drain window: still taken.
+    send(&sy, "during-drain", "t", &[]).await;
+    // After it: refused.
+    let refused = common::eventually("ingress refusing", WAIT, || async {
+        let r = client()
+            .post(sy.url(BROKER))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", "late")
+            .header("ce-source", "/tests")
+            .header("ce-type", "t")
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == 202 => None,
+            Ok(r) => Some(Some(r)),
+            Err(_) => Some(None),
+        }
+    })
+    .await;
+    if let Some(r) = refused {
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"), "{r:?}");
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = sy.child.wait();
+        (sy, status)
+    })
+    .await
+    .unwrap();
+    let (mut sy, status) = status;
+    assert!(status.unwrap().success(), "a graceful stop");
+    sy.restart();
+    sink.wait_for_where(2, WAIT, |r| {
+        r.event.as_ref().is_some_and(|e| e.id == "in-flight")
+    })
+    .await;
+    assert!(sink.ids().contains(&"during-drain".to_owned()));
+}

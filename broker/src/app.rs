@@ -41,6 +41,9 @@ pub struct App {
     /// The address listened on.
     pub(crate) listen: std::net::SocketAddr,
     pub(crate) ready: AtomicBool,
+    /// Set once the shutdown's drain window is over: ingress refuses with 503 and
+    /// `Retry-After` while the server stops.
+    pub(crate) stopping: AtomicBool,
 }
 
 impl std::fmt::Debug for App {

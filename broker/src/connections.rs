@@ -23,6 +23,10 @@ pub struct ConnectionLimits {
     /// How long a client has to send a request's headers once the server waits for them: on a
     /// new connection, and on a kept-alive one between requests (so also its idle timeout).
     pub header_read_timeout: Duration,
+    /// After SIGTERM, how long the server keeps taking requests while `/readyz` says it is
+    /// shutting down, so that a load balancer stops sending before it refuses
+    /// (`--shutdown-drain-ms`; spec/limits.md).
+    pub shutdown_drain: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -30,6 +34,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
+            shutdown_drain: Duration::ZERO,
         }
     }
 }

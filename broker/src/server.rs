@@ -292,6 +292,7 @@ impl Server {
             max_body_bytes: options.max_body_bytes,
             metrics,
             ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             auth: RwLock::new(Arc::default()),
             auth_options: options.auth.clone(),
             listen: options.listen,
@@ -377,6 +378,7 @@ impl Server {
         self,
         extra: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
+        wind_down: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let Server {
             app,
@@ -411,9 +413,24 @@ impl Server {
                 }
             });
         }
+        // The graceful stop: `/readyz` says so at once; requests are still taken for the drain
+        // window (a load balancer takes a while to stop sending); then ingress refuses with
+        // 503 and `Retry-After` while `wind_down` stops the triggers and sources (deliveries
+        // in flight settle); then connections close once their requests are answered, and the
+        // store is closed.
+        let drain = connections.shutdown_drain;
         let shutdown = async move {
             shutdown.await;
             ready_app.ready.store(false, Ordering::SeqCst);
+            if !drain.is_zero() {
+                tracing::info!(
+                    drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
+                    "shutting down: not ready, still taking requests for the drain window"
+                );
+                tokio::time::sleep(drain).await;
+            }
+            ready_app.stopping.store(true, Ordering::SeqCst);
+            wind_down.await;
             tracing::info!("shutting down: finishing requests in flight");
         };
         match listener {

@@ -166,8 +166,7 @@ async fn serve(
     let watcher = tokio::spawn(reload::watch(running, watched, requested, stopped));
     ready(addr);
     server
-        .serve(api, async move {
-            shutdown.await;
+        .serve(api, shutdown, async move {
             // The watcher stops the sources, the triggers and the stream sinks.
             stop.send_replace(true);
             if let Err(e) = watcher.await {
@@ -287,8 +286,7 @@ async fn serve_jetstream(
     let watcher = tokio::spawn(reload::watch(running, watched, requested, stopped));
     ready(addr);
     server
-        .serve(api, async move {
-            shutdown.await;
+        .serve(api, shutdown, async move {
             // Following streams of events end; the watcher stops the sources, the triggers
             // and the stream sinks.
             stop.send_replace(true);

@@ -75,6 +75,10 @@ enum Command {
         /// kept-alive connection may sit idle between requests.
         #[arg(long, default_value_t = ConnectionLimits::default().header_read_timeout.as_millis() as u64)]
         header_read_timeout_ms: u64,
+        /// After SIGTERM, how long to keep taking requests while `/readyz` says the server is
+        /// shutting down, in ms, so that a load balancer stops sending first (0: stop at once).
+        #[arg(long, default_value_t = ConnectionLimits::default().shutdown_drain.as_millis() as u64)]
+        shutdown_drain_ms: u64,
         /// How long audit entries are kept, in days (0: for ever).
         #[arg(long, default_value_t = 90)]
         audit_max_age_days: u64,
@@ -345,6 +349,7 @@ fn run(cli: Cli) -> Result<()> {
             audit_max_age_days,
             max_connections,
             header_read_timeout_ms,
+            shutdown_drain_ms,
             min_free_disk_bytes,
             no_fsync,
             checkpoint_interval_ms,
@@ -407,6 +412,7 @@ fn run(cli: Cli) -> Result<()> {
                 connections: ConnectionLimits {
                     max_connections,
                     header_read_timeout: Duration::from_millis(header_read_timeout_ms),
+                    shutdown_drain: Duration::from_millis(shutdown_drain_ms),
                 },
                 egress: switchyard_core::egress::EgressPolicy {
                     deny_internal: deny_internal_destinations,
