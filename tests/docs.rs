@@ -761,3 +761,56 @@ fn the_systemd_unit_verifies_is_hardened_and_its_command_line_serves() {
     );
     assert!(status.success(), "a graceful stop: {status:?}");
 }
+
+/// Every Kubernetes manifest validates offline against the API's schemas, strictly (no
+/// field the API does not know), with `kubernetes-validate` (which `scripts/test` installs in
+/// `target/test-venv`); and the JetStream mode's configuration loads.
+#[test]
+#[allow(clippy::print_stderr)]
+fn every_kubernetes_manifest_validates_against_the_api_schemas() {
+    let venv = repo().join("target/test-venv/bin/kubernetes-validate");
+    let program = if venv.exists() {
+        venv.display().to_string()
+    } else {
+        "kubernetes-validate".to_owned()
+    };
+    let mut manifests = Vec::new();
+    let mut stack = vec![repo().join("deploy/kubernetes")];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("a folder") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                manifests.push(path);
+            }
+        }
+    }
+    assert!(manifests.len() >= 2, "{manifests:?}");
+    let jetstream = fs::read_to_string(repo().join("deploy/kubernetes/jetstream/switchyard.yaml"))
+        .expect("the JetStream manifest");
+    let files: Vec<(String, String)> = ["broker.yaml", "identity.yaml"]
+        .iter()
+        .map(|n| {
+            let text = config_map_file(&jetstream, n).unwrap_or_else(|| panic!("{n}"));
+            ((*n).to_owned(), text)
+        })
+        .collect();
+    validate(&files).expect("the JetStream ConfigMap's config loads");
+    let Ok(out) = Command::new(&program)
+        .args(["--strict", "--quiet"])
+        .args(&manifests)
+        .output()
+    else {
+        eprintln!(
+            "skipped: kubernetes-validate is not installed (scripts/test installs it from PyPI)"
+        );
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
