@@ -1571,16 +1571,18 @@ async fn sigterm_turns_readyz_off_drains_then_stops_and_owes_the_attempt_in_flig
     })
     .await;
     let config = broker("") + &trigger("slow", &format!("subscriber: {{uri: '{}'}}", sink.url));
-    let mut sy = Switchyard::start_with(&config, &["--shutdown-drain-ms", "1500"]);
+    let mut sy = Switchyard::start_with(&config, &["--shutdown-drain-ms", "3000"]);
     send(&sy, "in-flight", "t", &[]).await;
     sink.wait_for(1, WAIT).await;
     common::signal(sy.child.id(), "-TERM");
     let readyz = sy.url("/readyz");
-    common::eventually("readyz off", WAIT, || async {
+    let off = common::eventually("readyz off", WAIT, || async {
         let r = client().get(&readyz).send().await.ok()?;
-        (r.status() == 503).then_some(())
+        (r.status() == 503).then_some(r)
     })
     .await;
+    // Kept-alive clients are told to reconnect (through their load balancer, elsewhere).
+    assert_eq!(off.headers()["connection"], "close");
     // Within the drain window: still taken.
     send(&sy, "during-drain", "t", &[]).await;
     // After it: refused.
@@ -1617,5 +1619,8 @@ async fn sigterm_turns_readyz_off_drains_then_stops_and_owes_the_attempt_in_flig
         r.event.as_ref().is_some_and(|e| e.id == "in-flight")
     })
     .await;
-    assert!(sink.ids().contains(&"during-drain".to_owned()));
+    sink.wait_for_where(1, WAIT, |r| {
+        r.event.as_ref().is_some_and(|e| e.id == "during-drain")
+    })
+    .await;
 }

@@ -161,13 +161,6 @@ pub async fn broker_endpoint(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    if app.stopping.load(std::sync::atomic::Ordering::SeqCst) && method == Method::POST {
-        drain(&headers, body).await;
-        return Problem::overloaded(
-            "the broker is shutting down; retry against another instance or after the given delay",
-        )
-        .into_response();
-    }
     // Who may send is decided before anything else is said of the broker (that it exists),
     // and before the body is read. A refusal is not timed: its labels would be whatever
     // the caller wrote in the path.
@@ -182,6 +175,11 @@ pub async fn broker_endpoint(
     } else {
         None
     };
+    // Past the shutdown's drain window (spec/ingress.md, "Shutdown").
+    if permit.is_some() && app.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        drain(&headers, body).await;
+        return Problem::shutting_down().into_response();
+    }
     let Some(broker) = app.broker(&namespace, &name) else {
         count_rejected("unknown_broker");
         drain(&headers, body).await;

@@ -218,6 +218,19 @@ impl Problem {
         p
     }
 
+    /// 503 with `Retry-After: 1`: the server is stopping (past its shutdown drain window);
+    /// another instance, or this one once restarted, takes the same request.
+    pub fn shutting_down() -> Problem {
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "urn:switchyard:problem:shutting-down",
+            "broker shutting down",
+            "the broker is shutting down; retry against another instance or after the given delay",
+        );
+        p.retry_after_secs = Some(1);
+        p
+    }
+
     /// 507 with `Retry-After: 5`: the store's disk is full; nothing was accepted, and the same
     /// request can succeed once space is freed.
     pub fn disk_full() -> Problem {

@@ -200,6 +200,27 @@ impl Reconfigure {
     }
 }
 
+/// The longest the triggers and sources get to stop at shutdown (the JetStream engine's
+/// attempts in flight settle within 30 s; the embedded engine's are cancelled at once).
+const WIND_DOWN_MAX: std::time::Duration = std::time::Duration::from_secs(35);
+
+/// Once the server is shutting down (`/readyz` 503), every answer asks the client to close
+/// its connection, so that a kept-alive client reconnects, through its load balancer, to an
+/// instance that stays.
+async fn close_when_stopping(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if !app.ready.load(Ordering::SeqCst) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// What `/readyz` says of the configuration in force.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ConfigStatus {
@@ -400,7 +421,11 @@ impl Server {
                 Router::new()
                     .route("/{namespace}/{broker}", any(broker_endpoint))
                     .with_state(Arc::clone(&app)),
-            );
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&app),
+                close_when_stopping,
+            ));
         let ready_app = Arc::clone(&app);
         let mut housekeeping = Tasks::new("server");
         {
@@ -430,7 +455,15 @@ impl Server {
                 tokio::time::sleep(drain).await;
             }
             ready_app.stopping.store(true, Ordering::SeqCst);
-            wind_down.await;
+            if tokio::time::timeout(WIND_DOWN_MAX, wind_down)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "the triggers and sources did not stop within {} s; stopping anyway (what they had in flight is owed again)",
+                    WIND_DOWN_MAX.as_secs()
+                );
+            }
             tracing::info!("shutting down: finishing requests in flight");
         };
         match listener {
