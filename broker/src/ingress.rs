@@ -155,6 +155,18 @@ fn check_header_sizes(headers: &HeaderMap) -> Result<(), Problem> {
 /// The handler of `/{namespace}/{broker}` for every method.
 pub async fn broker_endpoint(
     State(app): State<Arc<App>>,
+    path: Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut response = endpoint(Arc::clone(&app), path, method, headers, body).await;
+    crate::server::close_when_stopping(&app, &mut response);
+    response
+}
+
+async fn endpoint(
+    app: Arc<App>,
     Path((namespace, name)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,

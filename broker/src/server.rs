@@ -204,21 +204,16 @@ impl Reconfigure {
 /// attempts in flight settle within 30 s; the embedded engine's are cancelled at once).
 const WIND_DOWN_MAX: std::time::Duration = std::time::Duration::from_secs(35);
 
-/// Once the server is shutting down (`/readyz` 503), every answer asks the client to close
-/// its connection, so that a kept-alive client reconnects, through its load balancer, to an
-/// instance that stays.
-async fn close_when_stopping(
-    State(app): State<Arc<App>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    if !app.ready.load(Ordering::SeqCst) {
+/// Once the server is shutting down (`/readyz` 503), ingress's and `/readyz`'s answers ask
+/// the client to close its connection, so that a kept-alive producer reconnects, through its
+/// load balancer, to an instance that stays. (A header set by the two handlers rather than a
+/// middleware on every route: ingress is the hot path.)
+pub(crate) fn close_when_stopping(app: &App, response: &mut Response) {
+    if !app.ready.load(Ordering::Relaxed) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
 }
 
 /// What `/readyz` says of the configuration in force.
@@ -421,11 +416,7 @@ impl Server {
                 Router::new()
                     .route("/{namespace}/{broker}", any(broker_endpoint))
                     .with_state(Arc::clone(&app)),
-            )
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&app),
-                close_when_stopping,
-            ));
+            );
         let ready_app = Arc::clone(&app);
         let mut housekeeping = Tasks::new("server");
         {
@@ -632,7 +623,9 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         }
         json_body(StatusCode::OK, body)
     } else {
-        json_status(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        let mut r = json_status(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        close_when_stopping(&app, &mut r);
+        r
     }
 }
 

@@ -9,6 +9,7 @@
 //! Kept per trigger id (the status reads it there); a trigger starts with its subscriber up.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub const MAX_PROBE: Duration = Duration::from_secs(30);
 /// Whether a trigger's subscriber is down, and the turns of its probes.
 #[derive(Debug, Default)]
 pub struct Down {
+    /// `state.since_ms.is_some()`, read without the lock by the delivery loop per event.
+    down: AtomicBool,
     state: Mutex<State>,
     /// Held by the one attempt in flight while down.
     turn: Arc<tokio::sync::Mutex<()>>,
@@ -77,11 +80,12 @@ impl Down {
     /// reload starts so, and one with `holdWhileDown: PT0S` stays so).
     pub fn reset(&self) {
         *lock(&self.state) = State::default();
+        self.down.store(false, Ordering::Relaxed);
     }
 
     /// Whether the subscriber is down.
     pub fn is_down(&self) -> bool {
-        lock(&self.state).since_ms.is_some()
+        self.down.load(Ordering::Relaxed)
     }
 
     /// Its status while down.
@@ -112,6 +116,7 @@ impl Down {
         if !refused(r) {
             st.failures = 0;
             if st.since_ms.take().is_some() {
+                self.down.store(false, Ordering::Relaxed);
                 st.next_probe = None;
                 tracing::info!(%trigger, "the subscriber answers again: delivering at full concurrency");
             }
@@ -123,6 +128,7 @@ impl Down {
                 return false;
             }
             st.since_ms = Some(records::now_ms());
+            self.down.store(true, Ordering::Relaxed);
             st.interval = FIRST_PROBE * 2;
             st.wait = FIRST_PROBE;
             st.next_probe = Some(Instant::now() + FIRST_PROBE);
