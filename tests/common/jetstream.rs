@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use super::sink::Sink;
-use super::{Switchyard, eventually, free_port, skip};
+use super::{Switchyard, free_port, skip};
 
 /// The nats-server binary: `SWITCHYARD_TEST_NATS_SERVER`, or the one scripts/test installs
 /// in `target/test-venv`.
@@ -26,6 +26,8 @@ struct Node {
     child: Option<Child>,
     port: u16,
     config: PathBuf,
+    /// Where the node's output goes, shown when the cluster does not come up.
+    log: PathBuf,
 }
 
 /// A running cluster.
@@ -54,8 +56,11 @@ impl Cluster {
         for (i, (port, cluster_port)) in ports.iter().enumerate() {
             let store = dir.path().join(format!("n{i}"));
             let cluster = if n > 1 {
+                // A name of its own: a stray route to another test's cluster is refused, not
+                // merged.
                 format!(
-                    "cluster {{ name: sy, listen: 127.0.0.1:{cluster_port}, routes: [{}] }}",
+                    "cluster {{ name: sy{}, listen: 127.0.0.1:{cluster_port}, routes: [{}] }}",
+                    ports[0].0,
                     routes.join(", ")
                 )
             } else {
@@ -74,6 +79,7 @@ impl Cluster {
                 child: None,
                 port: *port,
                 config,
+                log: dir.path().join(format!("n{i}.log")),
             });
         }
         let mut cluster = Cluster { nodes, _dir: dir };
@@ -86,12 +92,17 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize, server: &PathBuf) {
         let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
         node.child = Some(
             Command::new(server)
                 .arg("-c")
                 .arg(&node.config)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log)
                 .spawn()
                 .unwrap(),
         );
@@ -112,25 +123,55 @@ impl Cluster {
         async_nats::connect(urls).await.unwrap()
     }
 
-    /// Waits until JetStream answers an account query (a meta leader is elected).
-    pub async fn wait_ready(&self) {
-        let urls = self.urls();
-        eventually(
-            "the JetStream cluster answers",
-            // Every test of a file starts its own cluster at once: on two cores, electing
-            // their leaders can take a while.
-            Duration::from_secs(90),
-            || {
-                let urls = urls.clone();
-                async move {
-                    let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
-                    let client = async_nats::connect(urls).await.ok()?;
-                    let js = async_nats::jetstream::new(client);
-                    js.query_account().await.ok()
-                }
-            },
-        )
-        .await;
+    /// Waits until JetStream answers an account query (a meta leader is elected); a node that
+    /// exits meanwhile, or a cluster that does not answer in time, fails the test with the
+    /// nodes' logs.
+    pub async fn wait_ready(&mut self) {
+        let urls: Vec<String> = self.urls().split(',').map(str::to_owned).collect();
+        // Every test of a file starts its own cluster at once: on two cores, electing their
+        // leaders can take a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let ready = async {
+                let client = async_nats::connect(urls.clone()).await.ok()?;
+                let js = async_nats::jetstream::new(client);
+                js.query_account().await.ok()
+            };
+            if ready.await.is_some() {
+                return;
+            }
+            let exited = self.nodes.iter_mut().position(|n| {
+                n.child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+            });
+            if let Some(i) = exited {
+                panic!(
+                    "nats-server n{i} exited while the cluster started:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the JetStream cluster answers: not within 90s\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of every node's log.
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                format!("--- n{i} ---\n{tail}\n")
+            })
+            .collect()
     }
 
     /// SIGKILL of node `i`.

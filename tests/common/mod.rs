@@ -485,12 +485,26 @@ pub async fn wait_listening(port: u16, what: &str) {
 }
 
 /// A loopback port free at the time of asking.
+///
+/// The kernel may hand a released port out again at once, and the tests of a file run at
+/// once: a port is given to one caller of this process only, so two servers a test starts
+/// (say, the nodes of two JetStream clusters) are never told to listen on the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Whether every one of `tools` is on the `PATH`; when one is not, says the test is skipped
