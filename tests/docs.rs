@@ -626,8 +626,13 @@ fn the_kubernetes_manifest_runs_as_the_image_user_gives_it_the_volume_and_loads(
     let dockerfile = fs::read_to_string(repo().join("deploy/Dockerfile")).expect("the Dockerfile");
     let manifest =
         fs::read_to_string(repo().join("deploy/kubernetes/switchyard.yaml")).expect("the manifest");
-    let uid = number_after(&dockerfile, "--uid").expect("the image's user id");
-    let gid = number_after(&dockerfile, "--gid").expect("the image's group id");
+    // `USER 10001:10001`
+    let user = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the image's USER");
+    let (uid, gid) = user.trim().split_once(':').expect("USER uid:gid");
+    let (uid, gid): (u32, u32) = (uid.parse().expect("a uid"), gid.parse().expect("a gid"));
     assert_eq!(number_after(&manifest, "runAsUser:"), Some(uid));
     assert_eq!(number_after(&manifest, "runAsGroup:"), Some(gid));
     // Without fsGroup a fresh volume belongs to root and the non-root user cannot write it.
