@@ -1,22 +1,34 @@
-"""The few S3/SQS steps the thumbnail quickstart needs, against moto on 127.0.0.1:4566.
+"""The few S3/SQS steps the thumbnail quickstart needs, against moto on 127.0.0.1:4566 (or
+S3_ENDPOINT: the container bundle, deploy/thumbnail/, runs `setup` against http://s3:4566).
 
   s3.py setup                      buckets `photos` and `thumbnails`, queue `photo-uploads`,
-                                   and the notification photos → queue (ObjectCreated:*)
+                                   and the notification photos → queue (ObjectCreated:*),
+                                   once the endpoint answers (up to 60 s)
   s3.py put BUCKET KEY FILE        upload a file
   s3.py wait BUCKET KEY            wait (up to 60 s) until the object exists; print its size
   s3.py list BUCKET                list the keys
 """
+import os
 import sys
 import time
 
 import boto3
 
-ENDPOINT = "http://127.0.0.1:4566"
+ENDPOINT = os.environ.get("S3_ENDPOINT", "http://127.0.0.1:4566")
 s3 = boto3.client("s3", endpoint_url=ENDPOINT, region_name="us-east-1")
 sqs = boto3.client("sqs", endpoint_url=ENDPOINT, region_name="us-east-1")
 
 
 def setup():
+    deadline = time.time() + 60
+    while True:
+        try:
+            s3.list_buckets()
+            break
+        except Exception:  # not listening yet
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
     for bucket in ("photos", "thumbnails"):
         s3.create_bucket(Bucket=bucket)
     queue_url = sqs.create_queue(QueueName="photo-uploads")["QueueUrl"]
