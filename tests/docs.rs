@@ -642,9 +642,8 @@ fn the_kubernetes_manifest_runs_as_the_image_user_gives_it_the_volume_and_loads(
     validate(&[("broker.yaml".to_owned(), config)]).expect("the ConfigMap's config loads");
 }
 
-/// The image's and the compose file's health checks run without a shell (the image's `/bin/sh`
-/// is dash, which has no `/dev/tcp`): each is the binary's own `healthcheck`, and that command
-/// passes against a running server.
+/// The image's and the compose file's health checks run without a shell (the image has none):
+/// each is the binary's own `healthcheck`, and that command passes against a running server.
 #[test]
 fn the_health_checks_of_the_image_and_compose_run_the_binary_and_pass() {
     let dockerfile = fs::read_to_string(repo().join("deploy/Dockerfile")).expect("the Dockerfile");

@@ -31,13 +31,13 @@ while [ $# -gt 0 ]; do
     --engine) engine=$2 ;;
     --tag) tag=$2 ;;
     # Relative to where the script was run from.
-    --bin-dir) bin_dir=$(cd "$2" && pwd) ;;
+    --bin-dir) bin_dir=$(CDPATH='' cd -- "$2" >/dev/null && pwd) ;;
     --rootfs) rootfs=$2 ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
   shift 2
 done
-cd "$(dirname "$0")/../.."
+CDPATH='' cd -- "$(dirname "$0")/../.." >/dev/null
 case "$image" in
   switchyard)
     package=switchyard bins=(switchyard) dockerfile=deploy/Dockerfile
@@ -48,6 +48,7 @@ case "$image" in
 esac
 rootfs=${rootfs:-target/image/$image}
 case "$rootfs" in
+  *..*) echo "--rootfs must not contain '..'" >&2; exit 2 ;;
   target/image/?*) ;;
   *) echo "--rootfs must be a folder under target/image/ (the build context's part of target/)" >&2; exit 2 ;;
 esac
@@ -69,8 +70,8 @@ for b in "${bins[@]}"; do
 done
 version=dev
 if command -v cargo >/dev/null; then
-  version=$(cargo metadata --no-deps --format-version 1 --offline |
-    sed -n 's/.*"name":"'"$package"'","version":"\([^"]*\)".*/\1/p')
+  version=$(cargo metadata --no-deps --format-version 1 --offline 2>/dev/null |
+    sed -n 's/.*"name":"'"$package"'","version":"\([^"]*\)".*/\1/p') || true
 fi
 trap 'rm -rf "$rootfs"' EXIT
 deploy/image/rootfs.sh "$rootfs" "${paths[@]}"

@@ -14,19 +14,25 @@
 # TLS-inspecting proxy too.
 # The tags can be changed with SWITCHYARD_IMAGE, THUMBNAIL_IMAGE and MOTO_IMAGE, which
 # compose.yaml reads too.
+# Linux, bash 4.4 or later.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+usage="usage: $0 [--engine podman|docker] [--bin-dir DIR] [--local-base]"
 engine=
 bin_dir=
 local_base=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --engine | --bin-dir) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; } ;;
+  esac
+  case "$1" in
     --engine) engine=$2; shift 2 ;;
-    --bin-dir) bin_dir=$2; shift 2 ;;
+    # Relative to where the script was run from.
+    --bin-dir) bin_dir=$(CDPATH='' cd -- "$2" >/dev/null && pwd); shift 2 ;;
     --local-base) local_base=1; shift ;;
-    *) echo "usage: $0 [--engine podman|docker] [--bin-dir DIR] [--local-base]" >&2; exit 2 ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
 done
+CDPATH='' cd -- "$(dirname "$0")/../.." >/dev/null
 if [ -z "$engine" ]; then
   if command -v podman >/dev/null; then engine=podman; else engine=docker; fi
 fi
@@ -52,8 +58,11 @@ if [ "$local_base" = 1 ]; then
     root=$(mktemp -d)
     trap 'rm -rf "$root"' EXIT
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm \
-      "$root" http://deb.debian.org/debian >/dev/null
-    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+      "$root" http://deb.debian.org/debian >/dev/null ||
+      { cat "$root/debootstrap/debootstrap.log" >&2 2>/dev/null; exit 1; }
+    # This machine's CAs (or CA_BUNDLE's), so that pip in the build works where they are
+    # needed (a TLS-inspecting proxy).
+    cp "${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}" "$root/etc/ssl/certs/ca-certificates.crt"
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
     tar -C "$root" -c . | "$engine" import - "$base_image" >/dev/null
     echo "made $base_image with debootstrap"

@@ -16,9 +16,14 @@ use std::time::{Duration, Instant};
 
 use switchyard_core::CloudEvent;
 
-/// The binary under test.
+/// The binary under test: the one cargo built for these tests, or `SWITCHYARD_TEST_BIN`
+/// (scripts/test runs tests/edge.rs again with the edge build that way).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_switchyard")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("SWITCHYARD_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchyard").to_owned())
+    })
 }
 
 /// A config with one broker `default/default` and one `team-a/orders`.
@@ -491,7 +496,7 @@ pub async fn wait_listening(port: u16, what: &str) {
 /// (say, the nodes of two JetStream clusters) are never told to listen on the same one.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
+    for _ in 0..10_000 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -505,6 +510,7 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+    panic!("no loopback port this process was not given already");
 }
 
 /// Whether every one of `tools` is on the `PATH`; when one is not, says the test is skipped
