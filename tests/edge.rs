@@ -150,3 +150,62 @@ async fn warm_rooms_raise_alerts_and_other_applications_are_filtered_out() {
             "t{u}/application/greenhouse/device/0004a30bgh-1/event/up"
         ))));
 }
+
+/// What a build leaves out it refuses, with one line naming the feature: `switchyard
+/// --version` says which optional parts the build has, and a configuration with a
+/// KafkaSource or an S3Source is taken by a build that has it and refused (`validate` and
+/// `serve`) by one that does not. scripts/test runs this file again with the edge build
+/// (`--no-default-features`) in `SWITCHYARD_TEST_BIN`, so both sides are exercised.
+#[test]
+fn a_build_refuses_with_one_line_the_sources_it_left_out() {
+    let out = Command::new(common::bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&out.stdout).into_owned();
+    let features = version
+        .lines()
+        .find_map(|l| l.strip_prefix("features: "))
+        .unwrap_or_else(|| panic!("a features line: {version}"))
+        .to_owned();
+    let broker = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n";
+    let kafka = format!(
+        "{broker}---\napiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\n\
+         metadata: {{name: readings}}\nspec:\n  bootstrapServers: ['127.0.0.1:9']\n  \
+         topics: [readings]\n  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}\n"
+    );
+    let s3 = format!(
+        "{broker}---\napiVersion: sources.switchyard.dev/v1\nkind: S3Source\n\
+         metadata: {{name: photos}}\nspec:\n  sink: {{ref: {{kind: Broker, name: default}}}}\n  \
+         webhook: {{}}\n"
+    );
+    for (config, feature, kind) in [(kafka, "kafka", "KafkaSource"), (s3, "s3", "S3Source")] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, &config).unwrap();
+        let validate = Command::new(common::bin())
+            .args(["validate", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let has = features.split_whitespace().any(|f| f == feature);
+        assert_eq!(
+            validate.status.success(),
+            has,
+            "{kind} with `{features}`: {validate:?}"
+        );
+        if !has {
+            let err = String::from_utf8_lossy(&validate.stderr).trim().to_owned();
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
+            assert!(
+                err.contains(&format!("built without {kind}s")) && err.contains(feature),
+                "{err}"
+            );
+            let refused = common::serve_refusal(&config, &[]);
+            assert!(
+                refused.contains(&format!("built without {kind}s")),
+                "{refused}"
+            );
+        }
+    }
+}

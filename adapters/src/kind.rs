@@ -17,14 +17,26 @@ use switchyard_broker::problem::Problem;
 use switchyard_broker::tasks::Tasks;
 use switchyard_core::config::Config;
 
-use crate::{SourceError, kafka, mqtt, nats, ping, s3, webhook};
+#[cfg(feature = "kafka")]
+use crate::kafka;
+#[cfg(feature = "s3")]
+use crate::s3;
+use crate::{SourceError, mqtt, nats, ping, webhook};
 
-/// Every source kind, in the order they start and `validate` lists them.
+/// Every source kind, in the order they start and `validate` lists them. A kind left out of
+/// the build (`--no-default-features`) is there as one that refuses its sources
+/// (`absent.rs`).
 pub const KINDS: &[Kind] = &[
     webhook::KIND,
     ping::KIND,
+    #[cfg(feature = "s3")]
     s3::KIND,
+    #[cfg(not(feature = "s3"))]
+    crate::absent::S3,
+    #[cfg(feature = "kafka")]
     kafka::KIND,
+    #[cfg(not(feature = "kafka"))]
+    crate::absent::KAFKA,
     nats::KIND,
     mqtt::KIND,
 ];
@@ -36,6 +48,7 @@ pub(crate) struct Setup<'a> {
     pub log: &'a Arc<dyn EventLog>,
     pub clock: &'a Clock,
     /// The HTTP client sources that speak HTTP share.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub client: &'a reqwest::Client,
     /// This process's name among replicas that share the brokers (the JetStream engine), or
     /// `None` when it is the only one. Stream sources then consume as a group: each message
@@ -67,6 +80,7 @@ pub(crate) enum HttpSource {
     /// A WebhookSource.
     Webhook(webhook::Resolved),
     /// An S3Source in `webhook` or `sns` mode.
+    #[cfg(feature = "s3")]
     S3(s3::HttpSource),
 }
 
@@ -76,6 +90,7 @@ impl HttpSource {
     pub fn check_headers(&self, headers: &HeaderMap) -> Result<(), Problem> {
         let auth = match self {
             HttpSource::Webhook(w) => &w.auth,
+            #[cfg(feature = "s3")]
             HttpSource::S3(s) => s.auth(),
         };
         webhook::check_headers(auth, headers).map(|_| ())
@@ -90,6 +105,7 @@ impl HttpSource {
     ) -> Result<Response, Problem> {
         match self {
             HttpSource::Webhook(w) => webhook::handle(w, log, headers, body).await,
+            #[cfg(feature = "s3")]
             HttpSource::S3(s) => s.handle(log, headers, body).await,
         }
     }

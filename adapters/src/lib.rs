@@ -33,13 +33,18 @@ use switchyard_triggers::streams::{StreamSink, StreamSinks, address};
 use kind::{HttpSource, Setup};
 pub use kind::{KINDS, Kind, check, describe};
 
+#[cfg(not(all(feature = "kafka", feature = "s3")))]
+mod absent;
+#[cfg(feature = "s3")]
 pub mod aws;
 pub mod clock;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 mod kind;
 pub mod mqtt;
 pub mod nats;
 pub mod ping;
+#[cfg(feature = "s3")]
 pub mod s3;
 mod target;
 pub mod webhook;
@@ -340,10 +345,21 @@ impl StreamSinkWriters {
             {
                 continue;
             }
+            #[cfg_attr(not(feature = "kafka"), allow(unused_mut))]
             let mut tasks = Tasks::new("stream sinks");
             let writer = match resource {
+                #[cfg(feature = "kafka")]
                 Resource::KafkaSink(s) => {
                     kafka::sink(&s.metadata.namespace, &s.metadata.name, s, &mut tasks)?
+                }
+                #[cfg(not(feature = "kafka"))]
+                Resource::KafkaSink(s) => {
+                    return Err(absent::refusal(
+                        "KafkaSink",
+                        &s.metadata.namespace,
+                        &s.metadata.name,
+                        "kafka",
+                    ));
                 }
                 Resource::NatsSink(s) => {
                     nats::sink(&s.metadata.namespace, &s.metadata.name, s).await?

@@ -30,10 +30,26 @@ mod send;
 mod tail;
 mod validate;
 
+/// `switchyard --version`: the version, then the optional parts this build has (the edge
+/// build, `--no-default-features`, has none of them; docs/edge.md).
+const LONG_VERSION: &str = if cfg!(all(feature = "kafka", feature = "s3")) {
+    concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: kafka s3")
+} else if cfg!(feature = "kafka") {
+    concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: kafka")
+} else if cfg!(feature = "s3") {
+    concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: s3")
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        "\nfeatures: none (the edge build)"
+    )
+};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
     version,
+    long_version = LONG_VERSION,
     about = "A CloudEvents broker in one binary"
 )]
 struct Cli {
