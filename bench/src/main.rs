@@ -52,6 +52,8 @@ enum Command {
     Jetstream(run::JetStreamArgs),
     /// The NATS-BRIDGE peer: HTTP → JetStream (202 after the stream's ack) → HTTP.
     NatsBridge(nats::BridgeArgs),
+    /// One binary's memory, idle and under a steady load (docs/edge.md).
+    Memory(run::MemoryArgs),
     /// Mixed traffic with faults on a schedule for half an hour; reports loss, duplicates,
     /// dead letters, memory and open files over time (docs/soak.md).
     Soak(soak::SoakArgs),
@@ -130,6 +132,7 @@ fn main() -> Result<()> {
             Command::Run(args) => run::run(args).await,
             Command::Jetstream(args) => run::jetstream(args).await,
             Command::NatsBridge(args) => nats::bridge(args).await,
+            Command::Memory(args) => run::memory(args).await,
             Command::Soak(args) => soak::soak(args).await,
         }
     })
