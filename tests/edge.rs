@@ -153,8 +153,8 @@ async fn warm_rooms_raise_alerts_and_other_applications_are_filtered_out() {
 
 /// What a build leaves out it refuses, with one line naming the feature: `switchyard
 /// --version` says which optional parts the build has, and a configuration with a
-/// KafkaSource or an S3Source is taken by a build that has it and refused (`validate` and
-/// `serve`) by one that does not. scripts/test runs this file again with the edge build
+/// KafkaSource, a KafkaSink or an S3Source (its Broker there or not) is taken by a build that
+/// has it and refused (`validate`, `serve`, a reload) by one that does not. scripts/test runs this file again with the edge build
 /// (`--no-default-features`) in `SWITCHYARD_TEST_BIN`, so both sides are exercised.
 #[test]
 fn a_build_refuses_with_one_line_the_sources_it_left_out() {
@@ -179,7 +179,19 @@ fn a_build_refuses_with_one_line_the_sources_it_left_out() {
          metadata: {{name: photos}}\nspec:\n  sink: {{ref: {{kind: Broker, name: default}}}}\n  \
          webhook: {{}}\n"
     );
-    for (config, feature, kind) in [(kafka, "kafka", "KafkaSource"), (s3, "s3", "S3Source")] {
+    let sink = format!(
+        "{broker}---\napiVersion: eventing.knative.dev/v1alpha1\nkind: KafkaSink\n\
+         metadata: {{name: audit}}\nspec:\n  topic: audit\n  bootstrapServers: ['127.0.0.1:9']\n"
+    );
+    // A source whose Broker is missing is set aside as not ready; a build without its kind
+    // refuses it all the same (it could never run).
+    let parked = kafka.replace("metadata: {name: default}", "metadata: {name: other}");
+    for (config, feature, kind) in [
+        (kafka, "kafka", "KafkaSource"),
+        (sink, "kafka", "KafkaSink"),
+        (parked, "kafka", "KafkaSource"),
+        (s3, "s3", "S3Source"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.yaml");
         std::fs::write(&file, &config).unwrap();
@@ -208,4 +220,37 @@ fn a_build_refuses_with_one_line_the_sources_it_left_out() {
             );
         }
     }
+}
+
+/// A reload that brings in what the build left out is refused, and the running configuration
+/// stays (the full build takes it: nothing to check there).
+#[tokio::test]
+async fn a_reload_with_what_the_build_left_out_is_refused() {
+    let out = Command::new(common::bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&out.stdout).contains("kafka") {
+        return;
+    }
+    let broker = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n";
+    let sy = Switchyard::start(broker);
+    sy.rewrite_config(&format!(
+        "{broker}---\napiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\n\
+         metadata: {{name: readings}}\nspec:\n  bootstrapServers: ['127.0.0.1:9']\n  \
+         topics: [readings]\n  sink: {{ref: {{kind: Broker, name: default}}}}\n"
+    ));
+    let error = eventually("the reload refused", WAIT, || async {
+        let status: serde_json::Value = common::client()
+            .get(sy.url("/readyz"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        status["config"]["error"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(error.contains("built without KafkaSources"), "{error}");
 }

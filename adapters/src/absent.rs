@@ -31,15 +31,56 @@ fn refuse_any<'a>(
     }
 }
 
+/// Refuses a source of `kind` that loading set aside as not ready (its Broker is missing):
+/// in this build it could never run, whatever the Broker.
+fn refuse_parked(config: &Config, kind: &str, feature: &str) -> Result<(), SourceError> {
+    let prefix = format!("{kind} ");
+    let parked = config.not_ready.iter().find_map(|e| {
+        let (ns, name) = e
+            .resource
+            .as_deref()?
+            .strip_prefix(&prefix)?
+            .split_once('/')?;
+        Some((ns.to_owned(), name.to_owned()))
+    });
+    match parked {
+        Some((ns, name)) => Err(refusal(kind, &ns, &name, feature)),
+        None => Ok(()),
+    }
+}
+
+/// Refuses what this build left out, before anything starts (`serve` calls it first, so
+/// nothing is bound or consumed by a server that is then refused).
+pub(crate) fn refuse(config: &Config) -> Result<(), SourceError> {
+    #[cfg(not(feature = "kafka"))]
+    check_kafka_config(config)?;
+    #[cfg(not(feature = "s3"))]
+    check_s3_config(config)?;
+    let _ = config;
+    Ok(())
+}
+
+#[cfg(not(feature = "kafka"))]
+fn check_kafka_config(config: &Config) -> Result<(), SourceError> {
+    refuse_any(config.kafka_sources.keys(), "KafkaSource", "kafka")?;
+    refuse_parked(config, "KafkaSource", "kafka")?;
+    refuse_any(config.kafka_sinks.keys(), "KafkaSink", "kafka")
+}
+
 #[cfg(not(feature = "kafka"))]
 fn check_kafka(config: &Config, _: &Arc<EventTypePolicy>) -> Result<(), SourceError> {
-    refuse_any(config.kafka_sources.keys(), "KafkaSource", "kafka")?;
-    refuse_any(config.kafka_sinks.keys(), "KafkaSink", "kafka")
+    check_kafka_config(config)
+}
+
+#[cfg(not(feature = "s3"))]
+fn check_s3_config(config: &Config) -> Result<(), SourceError> {
+    refuse_any(config.s3_sources.keys(), "S3Source", "s3")?;
+    refuse_parked(config, "S3Source", "s3")
 }
 
 #[cfg(not(feature = "s3"))]
 fn check_s3(config: &Config, _: &Arc<EventTypePolicy>) -> Result<(), SourceError> {
-    refuse_any(config.s3_sources.keys(), "S3Source", "s3")
+    check_s3_config(config)
 }
 
 #[cfg(not(feature = "kafka"))]

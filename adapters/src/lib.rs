@@ -1,9 +1,10 @@
 //! Sources that connect Switchyard to the outside world: webhooks ([`webhook`]), cron
-//! schedules ([`ping`]), S3 bucket notifications ([`s3`]), Kafka topics ([`kafka`]), NATS
-//! subjects ([`nats`]) and MQTT topics ([`mqtt`]). Each turns what arrives into CloudEvents
-//! and stores them in its broker before it acknowledges anything; [`clock`] is the wall clock
-//! schedules run by (manual in tests), [`aws`] the bit of AWS the S3 source speaks (SigV4,
-//! SQS). The stream sinks (KafkaSink, NatsSink) that triggers deliver to live here too, next to
+//! schedules ([`ping`]), S3 bucket notifications (`s3`, the `s3` feature), Kafka topics
+//! (`kafka`, the `kafka` feature), NATS subjects ([`nats`]) and MQTT topics ([`mqtt`]). Each
+//! turns what arrives into CloudEvents and stores them in its broker before it acknowledges
+//! anything; [`clock`] is the wall clock schedules run by (manual in tests), `aws` the bit of
+//! AWS the S3 source speaks (SigV4, SQS). Without a feature its kind refuses its sources
+//! (`absent.rs`; the edge build). The stream sinks (KafkaSink, NatsSink) that triggers deliver to live here too, next to
 //! their client libraries.
 //!
 //! Every source kind is registered once, in [`KINDS`] (`kind.rs`); [`start`] runs each source
@@ -48,6 +49,29 @@ pub mod ping;
 pub mod s3;
 mod target;
 pub mod webhook;
+
+/// The optional parts this build has, as `switchyard --version` says them: `kafka s3` for the
+/// full build, `none (the edge build)` without either (`--no-default-features`).
+pub const FEATURES: &str = if cfg!(all(feature = "kafka", feature = "s3")) {
+    "kafka s3"
+} else if cfg!(feature = "kafka") {
+    "kafka"
+} else if cfg!(feature = "s3") {
+    "s3"
+} else {
+    "none (the edge build)"
+};
+
+/// Refuses, with one line naming the cargo feature, a configuration with a source or sink
+/// this build left out (a KafkaSource, KafkaSink or S3Source without `kafka` or `s3`), its
+/// Broker there or not. `serve` calls it before it starts anything; `check` covers
+/// `validate` and reloads.
+pub fn refuse_absent(config: &Config) -> Result<(), SourceError> {
+    #[cfg(not(all(feature = "kafka", feature = "s3")))]
+    absent::refuse(config)?;
+    let _ = config;
+    Ok(())
+}
 
 /// Largest request body an HTTP source takes.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;

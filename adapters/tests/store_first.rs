@@ -416,6 +416,8 @@ async fn jetstream_acks_nothing_the_store_has_not_committed() {
     js.delete_stream(&stream).await.unwrap();
 }
 
+// Only where the crate has Kafka (the `kafka` feature, on by default).
+#[cfg(feature = "kafka")]
 #[tokio::test]
 async fn kafka_commits_nothing_the_store_has_not_committed() {
     use rdkafka::consumer::Consumer as _;

@@ -87,6 +87,8 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     dispatch::check_filters(&config)?;
+    // What this build left out is refused before anything binds or consumes.
+    switchyard_adapters::refuse_absent(&config)?;
     for ignored in &config.ignored {
         tracing::warn!("{ignored}");
     }
@@ -192,6 +194,8 @@ async fn serve_jetstream(
     use switchyard_broker::jetstream::JetStreamLog;
     use switchyard_triggers::dispatch::jetstream::JetStreamDispatcher;
 
+    // What this build left out is refused before any stream is made.
+    switchyard_adapters::refuse_absent(&config)?;
     let egress = options.egress.clone();
     let redrive_allow = options.auth.redrive_allow_uris.clone();
     let log = Arc::new(JetStreamLog::connect(&jetstream, options.max_body_bytes).await?);

@@ -30,26 +30,26 @@ mod send;
 mod tail;
 mod validate;
 
-/// `switchyard --version`: the version, then the optional parts this build has (the edge
-/// build, `--no-default-features`, has none of them; docs/edge.md).
-const LONG_VERSION: &str = if cfg!(all(feature = "kafka", feature = "s3")) {
-    concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: kafka s3")
-} else if cfg!(feature = "kafka") {
-    concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: kafka")
-} else if cfg!(feature = "s3") {
-    concat!(env!("CARGO_PKG_VERSION"), "\nfeatures: s3")
-} else {
-    concat!(
-        env!("CARGO_PKG_VERSION"),
-        "\nfeatures: none (the edge build)"
-    )
-};
+/// `switchyard --version`: the version, then the optional parts the sources crate was built
+/// with (the edge build, `--no-default-features`, has none of them; docs/edge.md). Read from
+/// that crate, so a build whose features cargo unified with another package's says what it
+/// holds.
+fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{}\nfeatures: {}",
+            env!("CARGO_PKG_VERSION"),
+            switchyard_adapters::FEATURES
+        )
+    })
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
     version,
-    long_version = LONG_VERSION,
+    long_version = long_version(),
     about = "A CloudEvents broker in one binary"
 )]
 struct Cli {

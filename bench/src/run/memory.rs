@@ -81,6 +81,7 @@ pub async fn memory(args: MemoryArgs) -> Result<()> {
     let under_load = proc_usage(pid).1;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sampler.await;
+    peak.fetch_max(under_load, std::sync::atomic::Ordering::Relaxed);
     let delivered = shared.lock().map_or(0, |s| s.count);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
