@@ -254,3 +254,156 @@ async fn a_reload_with_what_the_build_left_out_is_refused() {
     .await;
     assert!(error.contains("built without KafkaSources"), "{error}");
 }
+
+/// Store and forward to the centre (issue 24): a gateway Switchyard takes sensor readings over
+/// MQTT and forwards them, through an ordered Trigger with a long `holdWhileDown`, to a
+/// central Switchyard's ingress, whose Trigger hands them to the function. The centre stops
+/// for a while as readings keep coming, then comes back: every reading reaches the function,
+/// in publish order per device, none twice, and nothing is dead-lettered on the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_wait_on_the_gateway_while_the_centre_is_down_and_arrive_in_order() {
+    let function = Sink::ok().await;
+    let (host, port) = mqtt_addr();
+    let u = unique();
+    let centre_addr = format!("127.0.0.1:{}", common::free_port());
+    let mut centre = Switchyard::start_with(
+        &common::broker_and_trigger("function", "", &function.url),
+        &["--listen", &centre_addr],
+    );
+    let gateway = Switchyard::start(&format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: MqttSource
+metadata: {{name: sensors}}
+spec:
+  broker: mqtt://{host}:{port}
+  topics: ['t{u}/sensors/+/up']
+  protocolVersion: '3.1.1'
+  qos: 1
+  clientId: gw-src-{u}
+  type: com.example.reading
+  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: uplink}}
+spec:
+  broker: default
+  ordering: ordered
+  subscriber: {{uri: 'http://{centre_addr}/default/default'}}
+  delivery: {{retry: 10, backoffPolicy: exponential, backoffDelay: PT0.2S, holdWhileDown: P1D}}
+"#
+    ));
+
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(
+        rumqttc::MqttOptions::new(format!("sensors-{u}"), host, port),
+        1000,
+    );
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let publish = |device: &str, n: i64| {
+        let client = client.clone();
+        let topic = format!("t{u}/sensors/{device}/up");
+        let body = format!(r#"{{"device":"{device}","n":{n}}}"#);
+        async move {
+            client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, body)
+                .await
+                .unwrap();
+        }
+    };
+    // The source subscribes in the background: a probe until it arrives at the function.
+    eventually("the chain is up", WAIT, || {
+        let sent = publish("probe", -1);
+        async {
+            sent.await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (!function.received().is_empty()).then_some(())
+        }
+    })
+    .await;
+
+    let devices = ["d1", "d2", "d3"];
+    let mut n = 0;
+    let mut round = |count: i64| {
+        let start = n;
+        n += count;
+        let publish = &publish;
+        async move {
+            for i in start..start + count {
+                for d in devices {
+                    publish(d, i).await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    round(10).await;
+    centre.stop();
+    round(20).await; // the link is down
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    centre.restart();
+    round(10).await;
+
+    let readings = |r: &common::sink::Received| {
+        serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .filter(|v| v["device"] != "probe")
+    };
+    let got = function
+        .wait_for_where(120, Duration::from_secs(90), |r| readings(r).is_some())
+        .await;
+    for d in devices {
+        let seq: Vec<i64> = got
+            .iter()
+            .filter_map(readings)
+            .filter(|v| v["device"] == d)
+            .map(|v| v["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            seq,
+            (0..40).collect::<Vec<_>>(),
+            "{d}: every reading, in order, once"
+        );
+    }
+    let letters: serde_json::Value = common::client()
+        .get(gateway.url("/api/v1/namespaces/default/brokers/default/deadletters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        letters["items"].as_array().map(Vec::len),
+        Some(0),
+        "{letters}"
+    );
+    // The link was down long enough to count: the gateway held attempts (not counted against
+    // `retry`) while the centre refused connections.
+    let metrics = common::client()
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let held: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("switchyard_delivery_count_total{") && l.contains(r#"outcome="held""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(held > 0.0, "no held attempt:\n{metrics}");
+}
