@@ -141,13 +141,9 @@ impl Podman {
 
     /// `podman ARGS`, which must succeed: its standard output, trimmed.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        common::succeeded(&self.run(args), &format!("podman {args:?}"))
+            .trim()
+            .to_owned()
     }
 
     /// `bash SCRIPT ARGS` from the repository with this podman and `env`, which must succeed.
@@ -160,12 +156,7 @@ impl Podman {
             .envs(env.iter().copied())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{script}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::succeeded(&out, script);
     }
 
     /// The container's log, standard output and error.
@@ -489,12 +480,9 @@ impl Compose<'_> {
 impl Compose<'_> {
     /// `up --detach` with the images built, which must succeed.
     fn up(&self) {
-        let up = self.run(&["up", "--detach", "--no-build"]);
-        assert!(
-            up.status.success(),
-            "podman-compose up: {}\n{}",
-            String::from_utf8_lossy(&up.stdout),
-            String::from_utf8_lossy(&up.stderr)
+        common::succeeded(
+            &self.run(&["up", "--detach", "--no-build"]),
+            "podman-compose up",
         );
     }
 }

@@ -50,12 +50,7 @@ fn promtool_ok(args: &[&str], dir: &Path) {
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&out, &format!("promtool {args:?}"));
 }
 
 /// Every PromQL expression of the dashboard.

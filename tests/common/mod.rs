@@ -542,6 +542,19 @@ pub fn python() -> PathBuf {
     venv
 }
 
+/// Asserts that the command `what` ran to success, showing what it printed if not; its
+/// standard output.
+pub fn succeeded(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Whether `tool` is on the `PATH`.
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
