@@ -1,5 +1,6 @@
-//! Faults beyond kill -9 (tests/crash.rs): the store's disk filling up. The data directory is
-//! a small tmpfs, so these tests need root (as CI has); elsewhere each skips with a line.
+//! Faults beyond kill -9 (tests/crash.rs): the store's disk filling up (the data directory a
+//! small tmpfs, so those tests need root, as CI has; elsewhere each skips with a line) and
+//! its budget, slow clients, connection caps, a damaged store file.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -262,6 +263,127 @@ async fn below_the_free_space_reserve_events_are_refused_and_delivery_goes_on() 
     .await;
     let ids = sink.ids();
     assert!(!ids.iter().any(|id| id.contains("refused")), "{ids:?}");
+}
+
+/// `--max-store-bytes`: while undelivered events fill the budget, new ones are refused with
+/// 507 (and `/readyz` is 503), none of the stored ones is dropped; once they are delivered,
+/// retention deletes them and events are taken again; a stream of events several times the
+/// budget then goes through, the delivered ones making room, the store kept within it.
+#[tokio::test]
+async fn the_store_budget_refuses_events_while_undelivered_ones_fill_it_and_drops_delivered_ones() {
+    const BUDGET: u64 = 64 * 1024;
+    let (sink, healthy) = Sink::switchable(Answer::status(503)).await;
+    let sy = Switchyard::start_with(
+        &config(&sink.url),
+        &[
+            "--max-store-bytes",
+            &BUDGET.to_string(),
+            "--min-free-disk-bytes",
+            "0",
+        ],
+    );
+
+    // 1 KiB events are taken until the undelivered ones fill the budget. A failed event is
+    // in the log and in its retry record until retention deletes the first: a 507 while
+    // retention catches up is tried again; one that lasts 3 s (three passes) means full.
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    'fill: for i in 0..200 {
+        let id = format!("held-{i:03}");
+        let first_refusal = std::time::Instant::now();
+        loop {
+            let resp = post(&sy, &id, 1024).await;
+            match resp.status().as_u16() {
+                202 => {
+                    accepted.push(id);
+                    break;
+                }
+                507 if first_refusal.elapsed() > Duration::from_secs(3) => {
+                    refused = Some(resp);
+                    break 'fill;
+                }
+                507 => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => panic!("{id}: {other} {}", resp.text().await.unwrap()),
+            }
+        }
+    }
+    let refused = refused.expect("a full budget refuses events");
+    let n = accepted.len();
+    assert!(
+        (30..=64).contains(&n),
+        "{n} events of 1 KiB in a 64 KiB budget"
+    );
+    assert!(refused.headers().get("retry-after").is_some());
+    let body = problem(refused).await;
+    assert_eq!(body["type"], "urn:switchyard:problem:store-full", "{body}");
+    let (status, body) = readyz(&sy).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--max-store-bytes"),
+        "{body}"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    accepted.sort();
+    eventually(
+        "every held event is delivered",
+        Duration::from_secs(60),
+        || async {
+            let mut ids = sink.ids();
+            ids.sort();
+            ids.dedup();
+            ids.retain(|id| id.starts_with("held-"));
+            (ids == accepted).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "the delivered events make room",
+        Duration::from_secs(20),
+        || async { (post(&sy, "room", 1024).await.status().as_u16() == 202).then_some(()) },
+    )
+    .await;
+    let (status, body) = readyz(&sy).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Four budgets' worth more: each is taken (at most after a 507 while retention catches
+    // up), delivered, and the store holds no more than the budget.
+    let mut more = vec!["room".to_owned()];
+    for i in 0..256 {
+        let id = format!("more-{i:03}");
+        eventually(
+            &format!("{id} is taken"),
+            Duration::from_secs(20),
+            || async {
+                match post(&sy, &id, 1024).await.status().as_u16() {
+                    202 => Some(()),
+                    507 => None,
+                    other => panic!("{id}: {other}"),
+                }
+            },
+        )
+        .await;
+        more.push(id);
+    }
+    more.sort();
+    eventually(
+        "every event is delivered",
+        Duration::from_secs(60),
+        || async {
+            let mut ids = sink.ids();
+            ids.sort();
+            ids.dedup();
+            ids.retain(|id| !id.starts_with("held-"));
+            (ids == more).then_some(())
+        },
+    )
+    .await;
+    let broker = common::get_json(&sy.url("/api/v1/namespaces/default/brokers/default")).await;
+    let stored = broker["status"]["stored"]["bytes"].as_u64().unwrap();
+    assert!(stored <= BUDGET, "{stored} bytes stored: {broker}");
 }
 
 /// A SIGTERM that comes as soon as the server says it listens (an orchestrator stopping a

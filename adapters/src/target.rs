@@ -204,6 +204,7 @@ impl Target {
                 ))
             }
             Err(LogError::DiskFull(_)) => Err(Problem::disk_full()),
+            Err(LogError::OverBudget(_)) => Err(Problem::store_full()),
             Err(e @ LogError::Storage(_)) => {
                 tracing::error!(source, error = %e, "append failed");
                 Err(Problem::storage_failure())

@@ -359,6 +359,7 @@ async fn store(
             types,
         )),
         Err(LogError::DiskFull(_)) => Err(reject(Problem::disk_full(), types)),
+        Err(LogError::OverBudget(_)) => Err(reject(Problem::store_full(), types)),
         Err(e @ LogError::Unavailable(_)) => {
             tracing::warn!(error = %e, broker = %broker.id, "append failed");
             Err(reject(

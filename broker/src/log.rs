@@ -27,6 +27,10 @@ pub enum LogError {
     /// the writer tries again on its own and takes writes as soon as one commits.
     #[error("the store's disk is full: {0}")]
     DiskFull(String),
+    /// The store holds what its budget allows (`--max-store-bytes`) and what fills it is not
+    /// delivered yet: no new events until delivery makes room. Retry later.
+    #[error("the store is full: {0}")]
+    OverBudget(String),
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(String),

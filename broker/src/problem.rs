@@ -231,6 +231,21 @@ impl Problem {
         p
     }
 
+    /// 507 with `Retry-After: 5`: the store is at its budget (`--max-store-bytes`) with events
+    /// not yet delivered; nothing was accepted, and the same request can succeed once delivery
+    /// has made room.
+    pub fn store_full() -> Problem {
+        let mut p = Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "urn:switchyard:problem:store-full",
+            "store full",
+            "the broker's store holds as many events as its budget allows, not yet delivered; \
+             the event was not accepted. Retry after the given delay",
+        );
+        p.retry_after_secs = Some(5);
+        p
+    }
+
     /// 507 with `Retry-After: 5`: the store's disk is full; nothing was accepted, and the same
     /// request can succeed once space is freed.
     pub fn disk_full() -> Problem {

@@ -102,6 +102,11 @@ enum Command {
         /// with 507 and `/readyz` is 503, while delivery goes on (0: no reserve).
         #[arg(long, default_value_t = RedbOptions::default().min_free_disk_bytes)]
         min_free_disk_bytes: u64,
+        /// The most event bytes the embedded store holds, all Brokers together (0: no
+        /// budget): past nine tenths of it delivered events are deleted, oldest first; an
+        /// event that would take it past is refused with 507 while undelivered ones fill it.
+        #[arg(long, default_value_t = 0)]
+        max_store_bytes: u64,
         /// Do not fsync commits. Only for benchmarks: a crash then loses the events accepted
         /// since the last checkpoint.
         #[arg(long)]
@@ -367,6 +372,7 @@ fn run(cli: Cli) -> Result<()> {
             header_read_timeout_ms,
             shutdown_drain_ms,
             min_free_disk_bytes,
+            max_store_bytes,
             no_fsync,
             checkpoint_interval_ms,
             wal_segment_bytes,
@@ -384,6 +390,12 @@ fn run(cli: Cli) -> Result<()> {
             replica_id,
             log_format,
         } => {
+            if max_store_bytes > 0 && !jetstream.is_empty() {
+                bail!(
+                    "--max-store-bytes is the embedded store's budget; on JetStream, a Broker's \
+                     `retention.maxBytes` bounds its stream"
+                );
+            }
             for prefix in &redrive_allow_uris {
                 switchyard_triggers::api::redrive_prefix(prefix)
                     .map_err(|e| anyhow::anyhow!("--redrive-allow-uri: {e}"))?;
@@ -404,6 +416,7 @@ fn run(cli: Cli) -> Result<()> {
                     queue_capacity,
                     queue_max_bytes,
                     min_free_disk_bytes,
+                    max_store_bytes,
                     audit_max_age,
                     fsync: !no_fsync,
                     checkpoint_interval: Duration::from_millis(checkpoint_interval_ms.max(1)),

@@ -35,6 +35,16 @@ pub(super) fn table_name(broker: &BrokerId) -> String {
 
 /// The `meta` key of the last write-ahead log record whose changes the file holds.
 pub(super) const WAL_LSN_KEY: &str = "wal/lsn";
+/// `meta`: the bytes (keys and values) of the retries and dead letters, the side tables that
+/// hold copies of events; absent in a store from before it was kept (counted at first use).
+pub(super) const SIDE_BYTES_KEY: &str = "sidebytes";
+
+/// Whether `table`'s bytes count towards the store budget (`SIDE_BYTES_KEY`): the tables of
+/// event copies, which grow with traffic. Event types, sources' state and audit entries are
+/// small, or pruned by age.
+pub(super) fn counted(table: Table) -> bool {
+    matches!(table, Table::Retries | Table::DeadLetters)
+}
 
 /// The `meta` key of the offset `broker`'s next event gets, kept when retention empties its
 /// table.

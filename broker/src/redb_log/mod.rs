@@ -174,6 +174,11 @@ pub struct RedbOptions {
     /// and dead-letter writes still go through (delivery goes on; a purge frees space), as
     /// RabbitMQ's disk alarm blocks publishers only. 0 turns the check off.
     pub min_free_disk_bytes: u64,
+    /// The most event bytes the store holds, all brokers together (0: no budget). Past
+    /// nine tenths of it retention deletes delivered events, oldest first; an append that
+    /// would take it past the budget is refused with [`LogError::OverBudget`] (events a trigger
+    /// has not finished with are never deleted for it), and `/readyz` says why.
+    pub max_store_bytes: u64,
 }
 
 impl Default for RedbOptions {
@@ -191,6 +196,7 @@ impl Default for RedbOptions {
             clock: Clock::System,
             audit_max_age: Some(Duration::from_secs(90 * 24 * 3600)),
             min_free_disk_bytes: 64 * 1024 * 1024,
+            max_store_bytes: 0,
         }
     }
 }

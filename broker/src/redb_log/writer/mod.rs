@@ -30,20 +30,37 @@ fn refuse(batch: &mut Vec<AppendRequest>, writes: &mut PendingWrites, error: &Lo
     }
 }
 
+/// Applies side-table changes in `txn`, keeping the count of the event copies' bytes
+/// ([`SIDE_BYTES_KEY`]) that the store budget adds to the logs'.
 fn apply_ops<'a>(
     txn: &redb::WriteTransaction,
     ops: impl Iterator<Item = &'a WriteOp>,
 ) -> Result<(), LogError> {
+    let mut delta: i64 = 0;
+    let size = |key: &[u8], value_len: usize| i64::try_from(key.len() + value_len).unwrap_or(0);
     for op in ops {
         match op {
             WriteOp::Put { table, key, value } => {
                 let mut t = txn.open_table(side_table(*table)).map_err(storage)?;
-                t.insert(key.as_slice(), value.as_slice())
-                    .map_err(storage)?;
+                let old = t
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(storage)?
+                    .map(|old| old.value().len());
+                if counted(*table) {
+                    delta += size(key, value.len()) - old.map_or(0, |len| size(key, len));
+                }
             }
             WriteOp::Delete { table, key } => {
                 let mut t = txn.open_table(side_table(*table)).map_err(storage)?;
-                t.remove(key.as_slice()).map_err(storage)?;
+                let old = t
+                    .remove(key.as_slice())
+                    .map_err(storage)?
+                    .map(|old| old.value().len());
+                if counted(*table)
+                    && let Some(len) = old
+                {
+                    delta -= size(key, len);
+                }
             }
             WriteOp::ForgetCursor { broker, consumer } => {
                 let mut t = txn.open_table(CURSORS).map_err(storage)?;
@@ -52,7 +69,40 @@ fn apply_ops<'a>(
             }
         }
     }
+    if delta != 0 {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let recorded = meta
+            .get(SIDE_BYTES_KEY)
+            .map_err(storage)?
+            .map(|v| v.value());
+        let total = match recorded {
+            Some(before) => before.saturating_add_signed(delta),
+            // A store from before the count: counted once, with this transaction's changes.
+            None => side_bytes_of(txn)?,
+        };
+        meta.insert(SIDE_BYTES_KEY, total).map_err(storage)?;
+    }
     Ok(())
+}
+
+/// The bytes of the side tables the store budget counts, read from the tables themselves.
+fn side_bytes_of(txn: &redb::WriteTransaction) -> Result<u64, LogError> {
+    let mut total = 0u64;
+    for table in [Table::Retries, Table::DeadLetters] {
+        let t = txn.open_table(side_table(table)).map_err(storage)?;
+        total += table_bytes(&t)?;
+    }
+    Ok(total)
+}
+
+/// The bytes of every key and value of `table`.
+fn table_bytes(table: &impl ReadableTable<&'static [u8], &'static [u8]>) -> Result<u64, LogError> {
+    let mut total = 0u64;
+    for item in table.iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        total += (k.value().len() + v.value().len()) as u64;
+    }
+    Ok(total)
 }
 
 /// The first pause after a failed write before the writer tries a commit again; it doubles
@@ -67,6 +117,14 @@ const SPACE_CHECK_WHILE_LOW: Duration = Duration::from_secs(1);
 /// delete (instead of `retention_interval`): 10,000 deletions every ~100 ms keep up with any
 /// ingest rate the writer can take, and appends are committed between the passes.
 const RETENTION_CATCH_UP: Duration = Duration::from_millis(100);
+/// How often retention runs while appends are refused for the store budget.
+const BUDGET_RETENTION: Duration = Duration::from_secs(1);
+/// The share of `max_store_bytes` retention brings the store down to (in tenths), so that
+/// appends find room between two passes.
+const BUDGET_TARGET_TENTHS: u64 = 9;
+
+/// Each broker's retention policy, as retention goes through them.
+type Policies = Vec<(Arc<str>, RetentionPolicy)>;
 
 /// The writer after a failed write: what it answers until the next try, and when that is.
 struct Refusing {
@@ -91,6 +149,17 @@ pub(super) struct Writer {
     low_space: Option<LogError>,
     /// When the free space was last looked at while low.
     space_checked: Instant,
+    /// The event bytes the store holds, all brokers together, when known (read from `meta`
+    /// when not; forgotten after a failed write and after retention).
+    stored_bytes: Option<u64>,
+    /// Set while appends would take the store past `max_store_bytes`: new events are
+    /// refused with it.
+    over_budget: Option<LogError>,
+    /// When the last retention pass ran.
+    retained_at: Instant,
+    /// Whether the last retention pass left the store past its budget's target: what fills
+    /// it is undelivered.
+    budget_stuck: bool,
     /// The write-ahead log (written only with fsync on; without, commits are durable only at
     /// checkpoints, but what an earlier run logged is still replayed).
     wal: Wal,
@@ -119,6 +188,10 @@ impl Writer {
             free_space_of,
             low_space: None,
             space_checked: Instant::now(),
+            stored_bytes: None,
+            over_budget: None,
+            retained_at: Instant::now(),
+            budget_stuck: false,
             wal,
             record: Vec::new(),
             dirty: false,
@@ -180,11 +253,27 @@ impl Writer {
                             // goes on and can free space.
                             refuse_new_events(&mut batch, &e);
                         }
+                        if self.options.max_store_bytes > 0 && batch.iter().any(|r| !r.reserved) {
+                            self.check_budget(&mut batch);
+                        }
                         if !batch.is_empty() || !writes.is_empty() {
                             self.commit_batch(&mut batch, &mut writes);
                         }
                     }
                     Err(e) => refuse(&mut batch, &mut writes, &e),
+                }
+                // Past nine tenths of the budget, retention runs soon to delete what has been
+                // delivered: every 100 ms while it finds some, every second while what fills
+                // the store is undelivered.
+                if self.options.max_store_bytes > 0
+                    && self.stored_bytes.is_some_and(|b| b > self.budget_target())
+                {
+                    let gap = if self.budget_stuck {
+                        BUDGET_RETENTION
+                    } else {
+                        RETENTION_CATCH_UP
+                    };
+                    retention_due = retention_due.min(self.retained_at + gap);
                 }
             } else if self.refusing.is_some() && self.may_write().is_ok() {
                 // Nothing to write, but the pause is over: find out whether the store takes
@@ -213,9 +302,12 @@ impl Writer {
                 for reply in retention_asked.drain(..) {
                     let _ = reply.send(result.clone().map(|(deleted, _)| deleted));
                 }
-                retention_due = Instant::now()
+                self.retained_at = Instant::now();
+                retention_due = self.retained_at
                     + if behind {
                         RETENTION_CATCH_UP.min(self.options.retention_interval)
+                    } else if self.over_budget.is_some() || self.budget_stuck {
+                        BUDGET_RETENTION
                     } else {
                         self.options.retention_interval
                     };
@@ -262,8 +354,9 @@ impl Writer {
         txn: &redb::WriteTransaction,
         batch: &[AppendRequest],
         arrival_ms: u64,
-    ) -> Result<Vec<Range<u64>>, LogError> {
+    ) -> Result<(Vec<Range<u64>>, u64), LogError> {
         let mut ranges = Vec::with_capacity(batch.len());
+        let mut stored = 0u64;
         let mut added: HashMap<Arc<str>, (u64, u64)> = HashMap::new();
         let mut value = Vec::new();
         for req in batch {
@@ -274,13 +367,14 @@ impl Writer {
             let entry = added.entry(Arc::clone(&req.broker)).or_default();
             entry.0 = offset;
             entry.1 += bytes;
+            stored += bytes;
             ranges.push(start..offset);
         }
         for (broker, (next, bytes)) in added {
             add_stored(txn, &broker, next, bytes)?;
         }
         self.write_cursors(txn)?;
-        Ok(ranges)
+        Ok((ranges, stored))
     }
 
     /// A write transaction: committed without an fsync (the write-ahead log makes it
@@ -297,14 +391,14 @@ impl Writer {
             .collect();
         let arrival_ms = self.options.clock.now_ms();
         let result = self.begin(false).and_then(|txn| {
-            let ranges = self.write_batch(&txn, batch, arrival_ms).and_then(|r| {
+            let ranges = self.write_batch(&txn, batch, arrival_ms).and_then(|(r, stored)| {
                 let appended = batch.iter().flat_map(|req| &req.ops);
                 apply_ops(&txn, appended.chain(writes.iter().flat_map(|(ops, _)| ops)))?;
                 let logged = self.log_commit(&txn, batch, &r, writes, arrival_ms)?;
-                Ok((r, logged))
+                Ok((r, stored, logged))
             });
             match ranges {
-                Ok((r, logged)) => txn.commit().map_err(storage).map(|()| r).inspect_err(|_| {
+                Ok((r, stored, logged)) => txn.commit().map_err(storage).map(|()| (r, stored)).inspect_err(|_| {
                     // Refused, so not stored: the record is taken back before anything can
                     // replay it (the reopen that follows does).
                     if logged && let Err(e) = self.wal.retract_last() {
@@ -321,7 +415,26 @@ impl Writer {
         self.cursors_settled(result.is_ok());
         let events: usize = batch.iter().map(|r| r.events.len()).sum();
         match result {
-            Ok(ranges) => {
+            Ok((ranges, stored)) => {
+                // Kept only under a budget; retries or dead letters written: counted again
+                // at the next look.
+                if let Some(total) = &mut self.stored_bytes {
+                    let copies = batch
+                        .iter()
+                        .flat_map(|req| &req.ops)
+                        .chain(writes.iter().flat_map(|(ops, _)| ops))
+                        .any(|op| match op {
+                            WriteOp::Put { table, .. } | WriteOp::Delete { table, .. } => {
+                                counted(*table)
+                            }
+                            WriteOp::ForgetCursor { .. } => false,
+                        });
+                    if copies {
+                        self.stored_bytes = None;
+                    } else {
+                        *total += stored;
+                    }
+                }
                 self.recovered();
                 let took = started.elapsed();
                 let observer = self.shared.observer.lock().ok().and_then(|o| o.clone());
@@ -421,13 +534,120 @@ impl Writer {
         Err(error)
     }
 
+    /// The event bytes the store holds, all brokers together: the `bytes/` counters of
+    /// `meta`, read once and then kept up to date by commits.
+    fn stored_bytes(&mut self) -> Result<u64, LogError> {
+        if let Some(total) = self.stored_bytes {
+            return Ok(total);
+        }
+        let txn = self.shared.db()?.begin_read().map_err(storage)?;
+        let (events, side) = match txn.open_table(META) {
+            Ok(meta) => (
+                stored_per_broker(&meta)?
+                    .iter()
+                    .map(|(_, b)| b)
+                    .sum::<u64>(),
+                meta.get(SIDE_BYTES_KEY)
+                    .map_err(storage)?
+                    .map(|v| v.value()),
+            ),
+            Err(redb::TableError::TableDoesNotExist(_)) => (0, None),
+            Err(e) => return Err(storage(e)),
+        };
+        let side = match side {
+            Some(side) => side,
+            // A store from before the count: read from the tables (once: the next write of
+            // a retry or dead letter records it).
+            None => {
+                let mut total = 0;
+                for table in [Table::Retries, Table::DeadLetters] {
+                    match txn.open_table(side_table(table)) {
+                        Ok(t) => total += table_bytes(&t)?,
+                        Err(redb::TableError::TableDoesNotExist(_)) => {}
+                        Err(e) => return Err(storage(e)),
+                    }
+                }
+                total
+            }
+        };
+        let total = events + side;
+        self.stored_bytes = Some(total);
+        Ok(total)
+    }
+
+    /// What retention brings the store down to under a budget: nine tenths of it.
+    fn budget_target(&self) -> u64 {
+        self.options.max_store_bytes / 10 * BUDGET_TARGET_TENTHS
+    }
+
+    /// Holds `batch`'s new events to `max_store_bytes`: a request that would take the store
+    /// past it is refused with [`LogError::DiskFull`] (replies, which may use the reserve,
+    /// are not).
+    fn check_budget(&mut self, batch: &mut Vec<AppendRequest>) {
+        let max = self.options.max_store_bytes;
+        let Ok(mut total) = self.stored_bytes() else {
+            // Not knowing is not a reason to refuse: the commit itself will tell.
+            return;
+        };
+        let mut refused = None;
+        let mut kept = Vec::with_capacity(batch.len());
+        for req in batch.drain(..) {
+            let bytes: u64 = req.events.iter().map(|e| e.len() as u64).sum();
+            if req.reserved || total.saturating_add(bytes) <= max {
+                total = total.saturating_add(bytes);
+                kept.push(req);
+                continue;
+            }
+            let error = refused.get_or_insert_with(|| {
+                LogError::OverBudget(format!(
+                    "the store holds {total} bytes of events (logs, retries and dead letters) \
+                     and may hold {max} (--max-store-bytes); delivered events are deleted to \
+                     make room, undelivered ones are kept"
+                ))
+            });
+            let _ = req.reply.send(Err(error.clone()));
+        }
+        *batch = kept;
+        match refused {
+            Some(error) => {
+                if self.over_budget.is_none() {
+                    tracing::warn!(error = %error, "new events are refused until delivered ones can be deleted");
+                }
+                self.over_budget = Some(error);
+                self.publish();
+            }
+            None => {
+                if self.over_budget.take().is_some() {
+                    tracing::info!("the store is within its budget again; appends are taken");
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    /// After retention: appends are taken again once the store is below its budget.
+    fn budget_freed(&mut self) {
+        if self.over_budget.is_none() {
+            return;
+        }
+        if self
+            .stored_bytes()
+            .is_ok_and(|total| total < self.options.max_store_bytes)
+        {
+            self.over_budget = None;
+            tracing::info!("retention made room within the store budget; appends are taken");
+            self.publish();
+        }
+    }
+
     /// Tells `/readyz` why writes are refused, or that they are not.
     fn publish(&self) {
         let why = self
             .refusing
             .as_ref()
             .map(|r| r.error.clone())
-            .or_else(|| self.low_space.clone());
+            .or_else(|| self.low_space.clone())
+            .or_else(|| self.over_budget.clone());
         if let Ok(mut r) = self.shared.refusing.lock() {
             *r = why;
         }
@@ -437,8 +657,9 @@ impl Writer {
     /// so to `/readyz`, and reopen the database when redb no longer takes transactions on the
     /// handle (any I/O error in a commit does that, until the file is opened again).
     fn failed(&mut self, error: &LogError) {
-        // The in-memory offsets may have moved past what was committed.
+        // The in-memory offsets and sizes may have moved past what was committed.
         self.next.clear();
+        self.stored_bytes = None;
         let pause = self
             .refusing
             .as_ref()
@@ -543,7 +764,7 @@ impl Writer {
     /// go and that every consumer has committed (and audit entries past their age). Returns
     /// how many events it deleted, and whether it stopped at a chunk with more to delete.
     fn retention_pass(&mut self) -> Result<(u64, bool), LogError> {
-        let policies: Vec<(Arc<str>, RetentionPolicy)> = match self.shared.retention.lock() {
+        let policies: Policies = match self.shared.retention.lock() {
             Ok(r) => r.iter().map(|(k, v)| (Arc::clone(k), *v)).collect(),
             Err(_) => return Err(LogError::Storage("retention map poisoned".into())),
         };
@@ -553,8 +774,11 @@ impl Writer {
         let now = self.options.clock.now_ms();
         let mut total = 0u64;
         let mut behind = false;
+        // Past nine tenths of the store budget, delivered events of any broker go too,
+        // oldest first broker by broker, brokers no longer configured included.
+        let (policies, mut excess) = self.with_budget(&txn, policies)?;
         for (broker, policy) in policies {
-            if policy.max_age.is_none() && policy.max_bytes.is_none() {
+            if policy.max_age.is_none() && policy.max_bytes.is_none() && excess == 0 {
                 continue;
             }
             let min_cursor = {
@@ -599,12 +823,13 @@ impl Writer {
                     break;
                 }
                 let too_old = cutoff.is_some_and(|c| arrival < c);
-                let too_big = policy.max_bytes.is_some_and(|m| bytes > m);
+                let too_big = policy.max_bytes.is_some_and(|m| bytes > m) || excess > 0;
                 if !too_old && !too_big {
                     break;
                 }
                 table.remove(offset).map_err(storage)?;
                 bytes = bytes.saturating_sub(len);
+                excess = excess.saturating_sub(len);
                 deleted += 1;
             }
             behind |= deleted == self.options.retention_chunk;
@@ -624,9 +849,62 @@ impl Writer {
         }
         let committed = txn.commit().map_err(storage);
         self.cursors_settled(committed.is_ok());
+        self.stored_bytes = None;
         committed?;
+        self.budget_stuck = excess > 0;
+        self.budget_freed();
         Ok((total, behind))
     }
+
+    /// Retention's brokers and how many event bytes it must delete beyond their own
+    /// policies: with a store budget and the store past nine tenths of it, the excess, and
+    /// every broker with events stored (a removed one with no policy).
+    fn with_budget(
+        &self,
+        txn: &redb::WriteTransaction,
+        mut policies: Policies,
+    ) -> Result<(Policies, u64), LogError> {
+        let max = self.options.max_store_bytes;
+        if max == 0 {
+            return Ok((policies, 0));
+        }
+        let meta = txn.open_table(META).map_err(storage)?;
+        let stored = stored_per_broker(&meta)?;
+        let side = match meta.get(SIDE_BYTES_KEY).map_err(storage)? {
+            Some(v) => v.value(),
+            None => side_bytes_of(txn)?,
+        };
+        let total: u64 = stored.iter().map(|(_, b)| b).sum::<u64>() + side;
+        let excess = total.saturating_sub(self.budget_target());
+        if excess > 0 {
+            for (broker, _) in stored {
+                if !policies.iter().any(|(b, _)| **b == *broker) {
+                    policies.push((
+                        Arc::from(broker),
+                        RetentionPolicy {
+                            max_age: None,
+                            max_bytes: None,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok((policies, excess))
+    }
+}
+
+/// The event bytes each broker's log holds (the `bytes/` counters of `meta`).
+fn stored_per_broker(
+    meta: &impl redb::ReadableTable<&'static str, u64>,
+) -> Result<Vec<(String, u64)>, LogError> {
+    let mut stored = Vec::new();
+    for item in meta.range("bytes/".."bytes0").map_err(storage)? {
+        let (key, value) = item.map_err(storage)?;
+        if let Some(broker) = key.value().strip_prefix("bytes/") {
+            stored.push((broker.to_owned(), value.value()));
+        }
+    }
+    Ok(stored)
 }
 
 /// Deletes up to `max` audit entries older than `cutoff_ms`, oldest first in each namespace
