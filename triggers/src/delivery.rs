@@ -80,6 +80,13 @@ impl DeliverySettings {
         }
     }
 
+    /// How long a connection may take to be made: [`defaults::CONNECT_TIMEOUT`], or half the
+    /// attempt's `timeout` when that is shorter, so that a connection never made (a link
+    /// that drops packets) is told from an answer that does not come.
+    pub fn connect_timeout(&self) -> Duration {
+        defaults::CONNECT_TIMEOUT.min(self.timeout / 2)
+    }
+
     /// The delay before retry `k` (1-based): `delay·2^(k-1)` or `delay·k`, capped by
     /// `backoffMax`, then shortened by up to `jitter` of itself (`unit` is a uniform random
     /// number in [0, 1)), and never shorter than an honoured `Retry-After`.
@@ -351,10 +358,15 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// A deliverer with a new HTTP client trusting `ca_certs` too (see [`client`]), sending
-    /// only where `egress` allows.
-    pub fn new(ca_certs: &[&str], egress: &EgressPolicy) -> Result<Self, String> {
+    /// only where `egress` allows, making connections within `connect_timeout`
+    /// ([`DeliverySettings::connect_timeout`]).
+    pub fn new(
+        ca_certs: &[&str],
+        egress: &EgressPolicy,
+        connect_timeout: Duration,
+    ) -> Result<Self, String> {
         Ok(Deliverer {
-            http: client(ca_certs, egress)?,
+            http: client(ca_certs, egress, connect_timeout)?,
             egress: egress.clone(),
         })
     }
@@ -560,10 +572,12 @@ fn causes(e: &dyn std::error::Error) -> String {
 
 fn describe(e: &reqwest::Error) -> AttemptError {
     let detail = causes(e);
-    if e.is_timeout() {
-        AttemptError::Timeout(detail)
-    } else if e.is_connect() {
+    // A connection not made within the connect timeout (a link that drops packets) is a
+    // connection that failed, as a refused one is, not a subscriber too slow to answer.
+    if e.is_connect() {
         AttemptError::Connect(detail)
+    } else if e.is_timeout() {
+        AttemptError::Timeout(detail)
     } else {
         AttemptError::Request(detail)
     }
@@ -613,12 +627,16 @@ pub fn needs_trust_roots(what: &str, url: &str) -> Result<(), String> {
 /// retry layer would also copy every request in case), no proxies, a short connect timeout;
 /// trusting, besides the system's roots, the PEM CA certificates in `ca_certs` (Knative's
 /// `CACerts` of the trigger's destinations).
-pub fn client(ca_certs: &[&str], egress: &EgressPolicy) -> Result<reqwest::Client, String> {
+pub fn client(
+    ca_certs: &[&str],
+    egress: &EgressPolicy,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, String> {
     let builder = crate::egress::guard(
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .retry(reqwest::retry::never().max_retries_per_request(0))
-            .connect_timeout(defaults::CONNECT_TIMEOUT)
+            .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .no_proxy(),
         egress,

@@ -280,6 +280,13 @@ async fn deliver_key<S: DeliverySource>(
     loop {
         // What waits behind a busy key waits for a paused trigger too.
         t.pause.resumed().await;
+        // Paced as the key comes to it, not as it was taken: events parked behind a key
+        // while the subscriber was down drain at the rate too.
+        if paced(&work)
+            && let Some(start) = t.next_start()
+        {
+            tokio::time::sleep_until(start).await;
+        }
         let logged = traces::log_span(&t.id, &work.event);
         deliver_in_order(&t, &*source, work)
             .instrument(logged)
@@ -290,6 +297,13 @@ async fn deliver_key<S: DeliverySource>(
         }
     }
     drop(permit);
+}
+
+/// Whether `work` waits for its turn under the trigger's `rateLimit`: a first delivery, or an
+/// event held while the subscriber was down (its backlog drains at the rate when it is up
+/// again). Other retries are paced by their backoff.
+fn paced<T>(work: &Work<T>) -> bool {
+    work.first || work.attempts.last().is_some_and(|a| a.held)
 }
 
 /// Resolves once `stop` is true (never, if its sender is gone without saying so).
@@ -414,7 +428,10 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
                 break;
             }
         }
-        if work.first
+        // Under `rateLimit`, an unordered trigger's work waits here for its start (an ordered
+        // one's, in `deliver_key`, when its key comes to it).
+        if !t.config.ordered
+            && paced(&work)
             && let Some(start) = t.next_start()
         {
             // Waiting for its turn under the rate, the work is held (its lease renewed); when

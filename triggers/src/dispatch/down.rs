@@ -1,5 +1,6 @@
 //! A subscriber that is down: its connections refused, as a function scaled to zero is until
-//! its platform (KEDA, Knative Serving, OpenFaaS) starts a replica. After [`DOWN_AFTER`]
+//! its platform (KEDA, Knative Serving, OpenFaaS) starts a replica, or never made, as over an
+//! uplink that drops packets (the connect timeout, `DeliverySettings::connect_timeout`). After [`DOWN_AFTER`]
 //! connection failures in a row the trigger stops per-event attempts: one attempt at a time
 //! (a probe, with a real event) waits for its turn, the turns spaced from [`FIRST_PROBE`]
 //! doubling up to [`MAX_PROBE`]; the attempts that fail meanwhile are held, not counted
@@ -174,7 +175,8 @@ impl Down {
 }
 
 /// Whether attempt `r` found the subscriber's connections refused: no answer, a connection
-/// that could not be made, and not for TLS (a certificate the server does not trust is a
+/// that could not be made (refused, unreachable, or not made within the connect timeout),
+/// and not for TLS (a certificate the server does not trust is a
 /// misconfiguration to report, not a function scaled to zero).
 fn refused(r: &AttemptResult) -> bool {
     match (&r.status, &r.error) {

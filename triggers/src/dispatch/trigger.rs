@@ -270,6 +270,7 @@ impl TriggerRuntime {
             Some(ReplyTo::Discard) => None,
         };
         let health = super::health::Health::of(&TriggerId::new(ns, name));
+        let connect_timeout = config.settings.connect_timeout();
         Ok(TriggerRuntime {
             id: TriggerId::new(ns, name),
             broker: own,
@@ -285,6 +286,7 @@ impl TriggerRuntime {
                     .filter_map(|d| d.ca_certs.as_deref())
                     .collect::<Vec<_>>(),
                 cx.egress,
+                connect_timeout,
             )
             .map_err(|message| DispatchError::HttpClient {
                 trigger: TriggerId::new(ns, name),
