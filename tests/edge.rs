@@ -407,3 +407,325 @@ spec:
         .sum();
     assert!(held > 0.0, "no held attempt:\n{metrics}");
 }
+
+/// A TCP link from the gateway to the centre that can drop every packet, as an uplink does:
+/// while it is down, what is sent on the connections already made goes nowhere (they are
+/// kept open, unanswered) and a new connection is never made (the listener stops accepting
+/// and its accept queue is kept full, so the kernel drops new SYNs and the gateway's connect
+/// times out, where a stopped centre would refuse it).
+struct Link {
+    addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    /// Connections parked while the link is down, closed when it comes back.
+    parked: std::sync::Arc<std::sync::Mutex<Vec<tokio::net::TcpStream>>>,
+}
+
+impl Link {
+    /// A link to `to`, up.
+    async fn start(to: String) -> Link {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, up_rx) = tokio::sync::watch::channel(true);
+        let parked = std::sync::Arc::default();
+        let link = Link { addr, up, parked };
+        let parked = std::sync::Arc::clone(&link.parked);
+        tokio::spawn(async move {
+            let mut rx = up_rx.clone();
+            loop {
+                // Nothing is accepted while the link is down.
+                if rx.wait_for(|up| *up).await.is_err() {
+                    return;
+                }
+                let conn = tokio::select! {
+                    conn = listener.accept() => conn,
+                    _ = rx.changed() => continue,
+                };
+                let Ok((inbound, _)) = conn else { continue };
+                let (to, rx, parked) = (to.clone(), up_rx.clone(), std::sync::Arc::clone(&parked));
+                tokio::spawn(relay(inbound, to, rx, parked));
+            }
+        });
+        link
+    }
+
+    /// Drops every packet from now on.
+    async fn drop_packets(&self) {
+        self.up.send_replace(false);
+        // Fill the accept queue with connections of our own (kept, not accepted): past it, the
+        // kernel drops a new connection's SYN.
+        for _ in 0..16 {
+            let connect = tokio::net::TcpStream::connect(self.addr);
+            match tokio::time::timeout(Duration::from_millis(300), connect).await {
+                Ok(Ok(filler)) => self.parked.lock().unwrap().push(filler),
+                _ => return,
+            }
+        }
+        panic!("the link's accept queue never filled");
+    }
+
+    /// Carries packets again.
+    fn restore(&self) {
+        self.parked.lock().unwrap().clear();
+        self.up.send_replace(true);
+    }
+}
+
+/// Copies bytes both ways between `inbound` and a connection to `to` until either closes or
+/// the link drops; then parks both (open, unanswered).
+async fn relay(
+    mut inbound: tokio::net::TcpStream,
+    to: String,
+    mut up: tokio::sync::watch::Receiver<bool>,
+    parked: std::sync::Arc<std::sync::Mutex<Vec<tokio::net::TcpStream>>>,
+) {
+    let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+        _ = up.wait_for(|up| !*up) => {
+            let mut parked = parked.lock().unwrap();
+            parked.push(inbound);
+            parked.push(outbound);
+        }
+    }
+}
+
+/// The process's own memory (`RssAnon`, in bytes): what the broker allocates, apart from the
+/// pages of its binary.
+fn private_memory_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Store and forward over a link that drops packets (issue 24), with the gateway run in the
+/// memory budget docs/edge.md gives: the uplink drops while sensors keep publishing; the
+/// gateway's connections time out, it finds the centre down and holds the readings (not
+/// counted against `retry`); the link comes back and the backlog drains at the trigger's
+/// `rateLimit`; the centre's function gets every reading in publish order per device, once,
+/// with the `id`, `source` and `time` the gateway stored; nothing is dead-lettered; the
+/// gateway's own memory stayed within the budget throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_wait_while_the_uplink_drops_packets_and_drain_at_the_trigger_rate() {
+    const RATE: f64 = 20.0;
+    const MEMORY_BUDGET_BYTES: u64 = 64 << 20;
+    let function = Sink::ok().await;
+    let (host, port) = mqtt_addr();
+    let u = unique();
+    let centre_addr = format!("127.0.0.1:{}", common::free_port());
+    let _centre = Switchyard::start_with(
+        &common::broker_and_trigger("function", "", &function.url),
+        &["--listen", &centre_addr],
+    );
+    let link = Link::start(centre_addr.clone()).await;
+    let gateway = Switchyard::start_full(
+        &format!(
+            r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: MqttSource
+metadata: {{name: sensors}}
+spec:
+  broker: mqtt://{host}:{port}
+  topics: ['t{u}/sensors/+/up']
+  protocolVersion: '3.1.1'
+  qos: 1
+  clientId: gw-src-{u}
+  type: com.example.reading
+  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: uplink}}
+spec:
+  broker: default
+  ordering: ordered
+  rateLimit: {RATE}
+  subscriber: {{uri: 'http://{addr}/default/default'}}
+  delivery: {{retry: 10, backoffPolicy: exponential, backoffDelay: PT0.2S, timeout: PT2S, holdWhileDown: P1D}}
+"#,
+            addr = link.addr
+        ),
+        &[
+            "--cache-size-bytes",
+            "16777216",
+            "--queue-max-bytes",
+            "8388608",
+            "--max-store-bytes",
+            "268435456",
+        ],
+        vec![("MIMALLOC_ARENA_EAGER_COMMIT".into(), "0".into())],
+    );
+    let pid = gateway.child.id();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let peak = std::sync::Arc::clone(&peak);
+        tokio::spawn(async move {
+            while let Some(bytes) = private_memory_bytes(pid) {
+                peak.fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(
+        rumqttc::MqttOptions::new(format!("sensors-{u}"), host, port),
+        1000,
+    );
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let publish = |device: &str, n: i64| {
+        let client = client.clone();
+        let topic = format!("t{u}/sensors/{device}/up");
+        let body = format!(r#"{{"device":"{device}","n":{n}}}"#);
+        async move {
+            client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, body)
+                .await
+                .unwrap();
+        }
+    };
+    eventually("the chain is up", WAIT, || {
+        let sent = publish("probe", -1);
+        async {
+            sent.await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (!function.received().is_empty()).then_some(())
+        }
+    })
+    .await;
+
+    let devices = ["d1", "d2", "d3"];
+    let mut n = 0;
+    let mut round = |count: i64| {
+        let start = n;
+        n += count;
+        let publish = &publish;
+        async move {
+            for i in start..start + count {
+                for d in devices {
+                    publish(d, i).await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    round(5).await;
+    let readings = |r: &common::sink::Received| {
+        serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .filter(|v| v["device"] != "probe")
+    };
+    function
+        .wait_for_where(15, WAIT, |r| readings(r).is_some())
+        .await;
+    // Nothing in flight when the link drops (an answer lost on the way would have the
+    // gateway send that reading again, and the centre keep it twice).
+    let status = gateway.url("/api/v1/namespaces/default/triggers/uplink");
+    eventually("the gateway has nothing in flight", WAIT, || async {
+        (common::get_json(&status).await["status"]["lag"] == 0).then_some(())
+    })
+    .await;
+    link.drop_packets().await;
+    round(20).await;
+    // Connections that time out, not refusals, mark the centre down.
+    let down = eventually("the gateway finds the centre down", WAIT, || async {
+        let s = common::get_json(&status).await;
+        (s["status"]["conditions"][0]["reason"] == "SubscriberDown").then_some(s)
+    })
+    .await;
+    assert!(
+        down["status"]["subscriberDown"]["since"].is_string(),
+        "{down}"
+    );
+    round(10).await;
+    let before = function.received().len();
+    link.restore();
+
+    let got = function
+        .wait_for_where(105, Duration::from_secs(90), |r| readings(r).is_some())
+        .await;
+    for d in devices {
+        let seq: Vec<i64> = got
+            .iter()
+            .filter_map(readings)
+            .filter(|v| v["device"] == d)
+            .map(|v| v["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            seq,
+            (0..35).collect::<Vec<_>>(),
+            "{d}: every reading, in order, once"
+        );
+    }
+    // The backlog drained at the rate: its deliveries span at least (n − 1) / rate.
+    let drained: Vec<_> = function.received()[before..]
+        .iter()
+        .filter(|r| readings(r).is_some())
+        .map(|r| r.at)
+        .collect();
+    let span = drained.last().unwrap().duration_since(drained[0]);
+    let least = Duration::from_secs_f64((drained.len() - 1) as f64 / RATE * 0.9);
+    assert!(
+        span >= least,
+        "{} held readings drained in {span:?}, faster than {RATE}/s",
+        drained.len()
+    );
+    // They arrive as the gateway stored them, so the centre can tell a redelivery.
+    let stored = common::client()
+        .get(
+            gateway
+                .url("/api/v1/namespaces/default/brokers/default/events?from=start&follow=false"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stored: std::collections::HashMap<String, serde_json::Value> = stored
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].take())
+        .map(|v| (v["id"].as_str().unwrap().to_owned(), v))
+        .collect();
+    for r in got.iter().filter(|r| readings(r).is_some()) {
+        let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
+        let id = header("ce-id").unwrap();
+        let original = &stored[id];
+        assert_eq!(
+            header("ce-source"),
+            original["source"].as_str(),
+            "{original}"
+        );
+        assert_eq!(header("ce-time"), original["time"].as_str(), "{original}");
+    }
+
+    let letters =
+        common::get_json(&gateway.url("/api/v1/namespaces/default/brokers/default/deadletters"))
+            .await;
+    assert_eq!(
+        letters["items"].as_array().map(Vec::len),
+        Some(0),
+        "{letters}"
+    );
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(peak > 0, "the gateway's memory was read");
+    assert!(
+        peak < MEMORY_BUDGET_BYTES,
+        "the gateway's own memory peaked at {} MiB",
+        peak >> 20
+    );
+}
