@@ -433,10 +433,21 @@ impl Link {
         let parked = std::sync::Arc::clone(&link.parked);
         tokio::spawn(async move {
             let mut rx = up_rx.clone();
+            let mut was_up = true;
             loop {
                 // Nothing is accepted while the link is down.
+                was_up &= *rx.borrow();
                 if rx.wait_for(|up| *up).await.is_err() {
                     return;
+                }
+                if !was_up {
+                    // What queued while the link was down never got through: closed unread.
+                    while let Ok(Ok((stale, _))) =
+                        tokio::time::timeout(Duration::from_millis(50), listener.accept()).await
+                    {
+                        drop(stale);
+                    }
+                    was_up = true;
                 }
                 let conn = tokio::select! {
                     conn = listener.accept() => conn,
@@ -457,7 +468,7 @@ impl Link {
         // kernel drops a new connection's SYN.
         for _ in 0..16 {
             let connect = tokio::net::TcpStream::connect(self.addr);
-            match tokio::time::timeout(Duration::from_millis(300), connect).await {
+            match tokio::time::timeout(Duration::from_secs(1), connect).await {
                 Ok(Ok(filler)) => self.parked.lock().unwrap().push(filler),
                 _ => return,
             }

@@ -268,7 +268,8 @@ impl<T> Keys<T> {
 /// `maxInFlight` keys have a task, however many distinct keys arrive, and a key with nothing
 /// waiting costs nothing. A draining trigger finishes what it has taken this way: leaving an
 /// event of one key unsettled would make the next run send again the later events of other
-/// keys, already delivered.
+/// keys, already delivered. So once the trigger is draining (`stop`), what it has taken goes
+/// without waiting for the rate: a drain ends within [`super::DRAIN_TIMEOUT`].
 async fn deliver_key<S: DeliverySource>(
     t: Arc<TriggerRuntime>,
     source: Arc<S>,
@@ -276,6 +277,7 @@ async fn deliver_key<S: DeliverySource>(
     key: String,
     mut work: Work<S::Ticket>,
     permit: tokio::sync::OwnedSemaphorePermit,
+    mut stop: watch::Receiver<bool>,
 ) {
     loop {
         // What waits behind a busy key waits for a paused trigger too.
@@ -283,9 +285,15 @@ async fn deliver_key<S: DeliverySource>(
         // Paced as the key comes to it, not as it was taken: events parked behind a key
         // while the subscriber was down drain at the rate too.
         if paced(&work)
+            && !*stop.borrow()
             && let Some(start) = t.next_start()
         {
-            tokio::time::sleep_until(start).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(start) => {}
+                () = stopped(&mut stop) => {}
+            }
+            // Paused while it waited for its turn: it waits for the resume too.
+            t.pause.resumed().await;
         }
         let logged = traces::log_span(&t.id, &work.event);
         deliver_in_order(&t, &*source, work)
@@ -461,7 +469,15 @@ pub(super) async fn dispatch_loop<S: DeliverySource>(
                     return;
                 };
                 let (t, source, keys) = (Arc::clone(&t), Arc::clone(&source), Arc::clone(&keys));
-                deliveries.spawn(deliver_key(t, source, keys, key, work, permit));
+                deliveries.spawn(deliver_key(
+                    t,
+                    source,
+                    keys,
+                    key,
+                    work,
+                    permit,
+                    stop.clone(),
+                ));
             }
             continue;
         }

@@ -27,8 +27,9 @@ pub struct Work<T> {
     pub attempts: Vec<Attempt>,
     /// Deliver here instead of the trigger's subscriber (a redrive to another URL).
     pub redirect: Option<String>,
-    /// A first delivery, as routed; `false` for a retry the source scheduled. Only first
-    /// deliveries count against the trigger's rate and, for ordered triggers, wait behind
+    /// A first delivery, as routed; `false` for a retry the source scheduled. First
+    /// deliveries (and retries of events held while the subscriber was down) count against
+    /// the trigger's rate; first deliveries of ordered triggers wait behind
     /// their `partitionkey` (an ordered trigger retries in place, so its scheduled retries
     /// are redrives).
     pub first: bool,

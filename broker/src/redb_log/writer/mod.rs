@@ -31,11 +31,12 @@ fn refuse(batch: &mut Vec<AppendRequest>, writes: &mut PendingWrites, error: &Lo
 }
 
 /// Applies side-table changes in `txn`, keeping the count of the event copies' bytes
-/// ([`SIDE_BYTES_KEY`]) that the store budget adds to the logs'.
+/// ([`SIDE_BYTES_KEY`]) that the store budget adds to the logs'; returns how much that
+/// count changed.
 fn apply_ops<'a>(
     txn: &redb::WriteTransaction,
     ops: impl Iterator<Item = &'a WriteOp>,
-) -> Result<(), LogError> {
+) -> Result<i64, LogError> {
     let mut delta: i64 = 0;
     let size = |key: &[u8], value_len: usize| i64::try_from(key.len() + value_len).unwrap_or(0);
     for op in ops {
@@ -82,7 +83,7 @@ fn apply_ops<'a>(
         };
         meta.insert(SIDE_BYTES_KEY, total).map_err(storage)?;
     }
-    Ok(())
+    Ok(delta)
 }
 
 /// The bytes of the side tables the store budget counts, read from the tables themselves.
@@ -269,7 +270,7 @@ impl Writer {
                     && self.stored_bytes.is_some_and(|b| b > self.budget_target())
                 {
                     let gap = if self.budget_stuck {
-                        BUDGET_RETENTION
+                        BUDGET_RETENTION.min(self.options.retention_interval)
                     } else {
                         RETENTION_CATCH_UP
                     };
@@ -307,7 +308,7 @@ impl Writer {
                     + if behind {
                         RETENTION_CATCH_UP.min(self.options.retention_interval)
                     } else if self.over_budget.is_some() || self.budget_stuck {
-                        BUDGET_RETENTION
+                        BUDGET_RETENTION.min(self.options.retention_interval)
                     } else {
                         self.options.retention_interval
                     };
@@ -393,9 +394,10 @@ impl Writer {
         let result = self.begin(false).and_then(|txn| {
             let ranges = self.write_batch(&txn, batch, arrival_ms).and_then(|(r, stored)| {
                 let appended = batch.iter().flat_map(|req| &req.ops);
-                apply_ops(&txn, appended.chain(writes.iter().flat_map(|(ops, _)| ops)))?;
+                let copies =
+                    apply_ops(&txn, appended.chain(writes.iter().flat_map(|(ops, _)| ops)))?;
                 let logged = self.log_commit(&txn, batch, &r, writes, arrival_ms)?;
-                Ok((r, stored, logged))
+                Ok((r, (stored, copies), logged))
             });
             match ranges {
                 Ok((r, stored, logged)) => txn.commit().map_err(storage).map(|()| (r, stored)).inspect_err(|_| {
@@ -415,25 +417,11 @@ impl Writer {
         self.cursors_settled(result.is_ok());
         let events: usize = batch.iter().map(|r| r.events.len()).sum();
         match result {
-            Ok((ranges, stored)) => {
-                // Kept only under a budget; retries or dead letters written: counted again
-                // at the next look.
+            Ok((ranges, (stored, copies))) => {
+                // Kept only under a budget: the events' bytes and the change in the retries'
+                // and dead letters'.
                 if let Some(total) = &mut self.stored_bytes {
-                    let copies = batch
-                        .iter()
-                        .flat_map(|req| &req.ops)
-                        .chain(writes.iter().flat_map(|(ops, _)| ops))
-                        .any(|op| match op {
-                            WriteOp::Put { table, .. } | WriteOp::Delete { table, .. } => {
-                                counted(*table)
-                            }
-                            WriteOp::ForgetCursor { .. } => false,
-                        });
-                    if copies {
-                        self.stored_bytes = None;
-                    } else {
-                        *total += stored;
-                    }
+                    *total = total.saturating_add(stored).saturating_add_signed(copies);
                 }
                 self.recovered();
                 let took = started.elapsed();
@@ -581,7 +569,7 @@ impl Writer {
     }
 
     /// Holds `batch`'s new events to `max_store_bytes`: a request that would take the store
-    /// past it is refused with [`LogError::DiskFull`] (replies, which may use the reserve,
+    /// past it is refused with [`LogError::OverBudget`] (replies, which may use the reserve,
     /// are not).
     fn check_budget(&mut self, batch: &mut Vec<AppendRequest>) {
         let max = self.options.max_store_bytes;
@@ -602,7 +590,8 @@ impl Writer {
                 LogError::OverBudget(format!(
                     "the store holds {total} bytes of events (logs, retries and dead letters) \
                      and may hold {max} (--max-store-bytes); delivered events are deleted to \
-                     make room, undelivered ones are kept"
+                     make room, undelivered ones are kept, and dead letters until they are \
+                     redriven or purged"
                 ))
             });
             let _ = req.reply.send(Err(error.clone()));
