@@ -255,22 +255,12 @@ async fn a_reload_with_what_the_build_left_out_is_refused() {
     assert!(error.contains("built without KafkaSources"), "{error}");
 }
 
-/// Store and forward to the centre (issue 24): a gateway Switchyard takes sensor readings over
-/// MQTT and forwards them, through an ordered Trigger with a long `holdWhileDown`, to a
-/// central Switchyard's ingress, whose Trigger hands them to the function. The centre stops
-/// for a while as readings keep coming, then comes back: every reading reaches the function,
-/// in publish order per device, none twice, and nothing is dead-lettered on the gateway.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readings_wait_on_the_gateway_while_the_centre_is_down_and_arrive_in_order() {
-    let function = Sink::ok().await;
+/// The gateway's configuration in the store-and-forward tests: MQTT readings from
+/// `t{u}/sensors/+/up` into Broker `default`, and Trigger `uplink` (ordered, holding while
+/// down) to `centre`'s Broker, with `spec` and `delivery` added to its own.
+fn gateway_config(u: &str, centre: &str, spec: &str, delivery: &str) -> String {
     let (host, port) = mqtt_addr();
-    let u = unique();
-    let centre_addr = format!("127.0.0.1:{}", common::free_port());
-    let mut centre = Switchyard::start_with(
-        &common::broker_and_trigger("function", "", &function.url),
-        &["--listen", &centre_addr],
-    );
-    let gateway = Switchyard::start(&format!(
+    format!(
         r#"
 apiVersion: eventing.knative.dev/v1
 kind: Broker
@@ -294,110 +284,145 @@ metadata: {{name: uplink}}
 spec:
   broker: default
   ordering: ordered
-  subscriber: {{uri: 'http://{centre_addr}/default/default'}}
-  delivery: {{retry: 10, backoffPolicy: exponential, backoffDelay: PT0.2S, holdWhileDown: P1D}}
-"#
-    ));
+  subscriber: {{uri: 'http://{centre}/default/default'}}
+  delivery: {{retry: 10, backoffPolicy: exponential, backoffDelay: PT0.2S, holdWhileDown: P1D{delivery}}}
+{spec}"#
+    )
+}
 
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(
-        rumqttc::MqttOptions::new(format!("sensors-{u}"), host, port),
-        1000,
-    );
-    tokio::spawn(async move {
-        loop {
-            if eventloop.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+/// Three sensors publishing numbered readings over MQTT (QoS 1), as JSON
+/// `{"device": …, "n": …}` on `t{u}/sensors/{device}/up`.
+struct Sensors {
+    client: rumqttc::AsyncClient,
+    u: String,
+    /// The next reading's number.
+    next: i64,
+}
+
+impl Sensors {
+    const DEVICES: [&str; 3] = ["d1", "d2", "d3"];
+
+    fn connect(u: &str) -> Sensors {
+        let (host, port) = mqtt_addr();
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(
+            rumqttc::MqttOptions::new(format!("sensors-{u}"), host, port),
+            1000,
+        );
+        tokio::spawn(async move {
+            loop {
+                if eventloop.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
+        });
+        Sensors {
+            client,
+            u: u.to_owned(),
+            next: 0,
         }
-    });
-    let publish = |device: &str, n: i64| {
-        let client = client.clone();
-        let topic = format!("t{u}/sensors/{device}/up");
+    }
+
+    async fn publish(&self, device: &str, n: i64) {
+        let topic = format!("t{}/sensors/{device}/up", self.u);
         let body = format!(r#"{{"device":"{device}","n":{n}}}"#);
-        async move {
-            client
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, body)
-                .await
-                .unwrap();
-        }
-    };
-    // The source subscribes in the background: a probe until it arrives at the function.
-    eventually("the chain is up", WAIT, || {
-        let sent = publish("probe", -1);
-        async {
-            sent.await;
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
+    }
+
+    /// Publishes probes until one reaches `function` (the source subscribes in the
+    /// background).
+    async fn until_delivered(&self, function: &Sink) {
+        eventually("the chain is up", WAIT, || async {
+            self.publish("probe", -1).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             (!function.received().is_empty()).then_some(())
-        }
-    })
-    .await;
-
-    let devices = ["d1", "d2", "d3"];
-    let mut n = 0;
-    let mut round = |count: i64| {
-        let start = n;
-        n += count;
-        let publish = &publish;
-        async move {
-            for i in start..start + count {
-                for d in devices {
-                    publish(d, i).await;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    round(10).await;
-    centre.stop();
-    round(20).await; // the link is down
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    centre.restart();
-    round(10).await;
-
-    let readings = |r: &common::sink::Received| {
-        serde_json::from_slice::<serde_json::Value>(&r.body)
-            .ok()
-            .filter(|v| v["device"] != "probe")
-    };
-    let got = function
-        .wait_for_where(120, Duration::from_secs(90), |r| readings(r).is_some())
+        })
         .await;
-    for d in devices {
+    }
+
+    /// `count` rounds of one reading per device, 20 ms apart.
+    async fn rounds(&mut self, count: i64) {
+        for _ in 0..count {
+            for d in Self::DEVICES {
+                self.publish(d, self.next).await;
+            }
+            self.next += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A reading the function got (not a probe), as JSON.
+fn reading(r: &common::sink::Received) -> Option<serde_json::Value> {
+    serde_json::from_slice::<serde_json::Value>(&r.body)
+        .ok()
+        .filter(|v| v["device"] != "probe")
+}
+
+/// Asserts `got` holds readings 0..n of every device, in order, once each.
+fn assert_in_order(got: &[common::sink::Received], n: i64) {
+    for d in Sensors::DEVICES {
         let seq: Vec<i64> = got
             .iter()
-            .filter_map(readings)
+            .filter_map(reading)
             .filter(|v| v["device"] == d)
             .map(|v| v["n"].as_i64().unwrap())
             .collect();
         assert_eq!(
             seq,
-            (0..40).collect::<Vec<_>>(),
+            (0..n).collect::<Vec<_>>(),
             "{d}: every reading, in order, once"
         );
     }
-    let letters: serde_json::Value = common::client()
-        .get(gateway.url("/api/v1/namespaces/default/brokers/default/deadletters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+}
+
+/// Asserts the gateway dead-lettered nothing.
+async fn assert_no_dead_letters(gateway: &Switchyard) {
+    let letters =
+        common::get_json(&gateway.url("/api/v1/namespaces/default/brokers/default/deadletters"))
+            .await;
     assert_eq!(
         letters["items"].as_array().map(Vec::len),
         Some(0),
         "{letters}"
     );
+}
+
+/// Store and forward to the centre (issue 24): a gateway Switchyard takes sensor readings over
+/// MQTT and forwards them, through an ordered Trigger with a long `holdWhileDown`, to a
+/// central Switchyard's ingress, whose Trigger hands them to the function. The centre stops
+/// for a while as readings keep coming, then comes back: every reading reaches the function,
+/// in publish order per device, none twice, and nothing is dead-lettered on the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_wait_on_the_gateway_while_the_centre_is_down_and_arrive_in_order() {
+    let function = Sink::ok().await;
+    let u = unique();
+    let centre_addr = format!("127.0.0.1:{}", common::free_port());
+    let mut centre = Switchyard::start_with(
+        &common::broker_and_trigger("function", "", &function.url),
+        &["--listen", &centre_addr],
+    );
+    let gateway = Switchyard::start(&gateway_config(&u, &centre_addr, "", ""));
+    let mut sensors = Sensors::connect(&u);
+    sensors.until_delivered(&function).await;
+
+    sensors.rounds(10).await;
+    centre.stop();
+    sensors.rounds(20).await; // the link is down
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    centre.restart();
+    sensors.rounds(10).await;
+
+    let got = function
+        .wait_for_where(120, Duration::from_secs(90), |r| reading(r).is_some())
+        .await;
+    assert_in_order(&got, 40);
+    assert_no_dead_letters(&gateway).await;
     // The link was down long enough to count: the gateway held attempts (not counted against
     // `retry`) while the centre refused connections.
-    let metrics = common::client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&gateway).await;
     let held: f64 = metrics
         .lines()
         .filter(|l| {
@@ -525,7 +550,6 @@ async fn readings_wait_while_the_uplink_drops_packets_and_drain_at_the_trigger_r
     const RATE: f64 = 20.0;
     const MEMORY_BUDGET_BYTES: u64 = 64 << 20;
     let function = Sink::ok().await;
-    let (host, port) = mqtt_addr();
     let u = unique();
     let centre_addr = format!("127.0.0.1:{}", common::free_port());
     let _centre = Switchyard::start_with(
@@ -534,35 +558,11 @@ async fn readings_wait_while_the_uplink_drops_packets_and_drain_at_the_trigger_r
     );
     let link = Link::start(centre_addr.clone()).await;
     let gateway = Switchyard::start_full(
-        &format!(
-            r#"
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata: {{name: default}}
----
-apiVersion: sources.switchyard.dev/v1
-kind: MqttSource
-metadata: {{name: sensors}}
-spec:
-  broker: mqtt://{host}:{port}
-  topics: ['t{u}/sensors/+/up']
-  protocolVersion: '3.1.1'
-  qos: 1
-  clientId: gw-src-{u}
-  type: com.example.reading
-  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: uplink}}
-spec:
-  broker: default
-  ordering: ordered
-  rateLimit: {RATE}
-  subscriber: {{uri: 'http://{addr}/default/default'}}
-  delivery: {{retry: 10, backoffPolicy: exponential, backoffDelay: PT0.2S, timeout: PT2S, holdWhileDown: P1D}}
-"#,
-            addr = link.addr
+        &gateway_config(
+            &u,
+            &link.addr.to_string(),
+            &format!("  rateLimit: {RATE}\n"),
+            ", timeout: PT2S",
         ),
         &[
             "--cache-size-bytes",
@@ -585,62 +585,12 @@ spec:
             }
         })
     };
+    let mut sensors = Sensors::connect(&u);
+    sensors.until_delivered(&function).await;
 
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(
-        rumqttc::MqttOptions::new(format!("sensors-{u}"), host, port),
-        1000,
-    );
-    tokio::spawn(async move {
-        loop {
-            if eventloop.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
-    let publish = |device: &str, n: i64| {
-        let client = client.clone();
-        let topic = format!("t{u}/sensors/{device}/up");
-        let body = format!(r#"{{"device":"{device}","n":{n}}}"#);
-        async move {
-            client
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, body)
-                .await
-                .unwrap();
-        }
-    };
-    eventually("the chain is up", WAIT, || {
-        let sent = publish("probe", -1);
-        async {
-            sent.await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            (!function.received().is_empty()).then_some(())
-        }
-    })
-    .await;
-
-    let devices = ["d1", "d2", "d3"];
-    let mut n = 0;
-    let mut round = |count: i64| {
-        let start = n;
-        n += count;
-        let publish = &publish;
-        async move {
-            for i in start..start + count {
-                for d in devices {
-                    publish(d, i).await;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    round(5).await;
-    let readings = |r: &common::sink::Received| {
-        serde_json::from_slice::<serde_json::Value>(&r.body)
-            .ok()
-            .filter(|v| v["device"] != "probe")
-    };
+    sensors.rounds(5).await;
     function
-        .wait_for_where(15, WAIT, |r| readings(r).is_some())
+        .wait_for_where(15, WAIT, |r| reading(r).is_some())
         .await;
     // Nothing in flight when the link drops (an answer lost on the way would have the
     // gateway send that reading again, and the centre keep it twice).
@@ -650,7 +600,7 @@ spec:
     })
     .await;
     link.drop_packets().await;
-    round(20).await;
+    sensors.rounds(20).await;
     // Connections that time out, not refusals, mark the centre down.
     let down = eventually("the gateway finds the centre down", WAIT, || async {
         let s = common::get_json(&status).await;
@@ -661,30 +611,18 @@ spec:
         down["status"]["subscriberDown"]["since"].is_string(),
         "{down}"
     );
-    round(10).await;
+    sensors.rounds(10).await;
     let before = function.received().len();
     link.restore();
 
     let got = function
-        .wait_for_where(105, Duration::from_secs(90), |r| readings(r).is_some())
+        .wait_for_where(105, Duration::from_secs(90), |r| reading(r).is_some())
         .await;
-    for d in devices {
-        let seq: Vec<i64> = got
-            .iter()
-            .filter_map(readings)
-            .filter(|v| v["device"] == d)
-            .map(|v| v["n"].as_i64().unwrap())
-            .collect();
-        assert_eq!(
-            seq,
-            (0..35).collect::<Vec<_>>(),
-            "{d}: every reading, in order, once"
-        );
-    }
+    assert_in_order(&got, 35);
     // The backlog drained at the rate: its deliveries span at least (n − 1) / rate.
     let drained: Vec<_> = function.received()[before..]
         .iter()
-        .filter(|r| readings(r).is_some())
+        .filter(|r| reading(r).is_some())
         .map(|r| r.at)
         .collect();
     let span = drained.last().unwrap().duration_since(drained[0]);
@@ -711,10 +649,9 @@ spec:
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].take())
         .map(|v| (v["id"].as_str().unwrap().to_owned(), v))
         .collect();
-    for r in got.iter().filter(|r| readings(r).is_some()) {
+    for r in got.iter().filter(|r| reading(r).is_some()) {
         let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
-        let id = header("ce-id").unwrap();
-        let original = &stored[id];
+        let original = &stored[header("ce-id").unwrap()];
         assert_eq!(
             header("ce-source"),
             original["source"].as_str(),
@@ -722,15 +659,7 @@ spec:
         );
         assert_eq!(header("ce-time"), original["time"].as_str(), "{original}");
     }
-
-    let letters =
-        common::get_json(&gateway.url("/api/v1/namespaces/default/brokers/default/deadletters"))
-            .await;
-    assert_eq!(
-        letters["items"].as_array().map(Vec::len),
-        Some(0),
-        "{letters}"
-    );
+    assert_no_dead_letters(&gateway).await;
     sampler.abort();
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     assert!(peak > 0, "the gateway's memory was read");

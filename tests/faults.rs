@@ -116,6 +116,18 @@ async fn post(sy: &Switchyard, id: &str, body_bytes: usize) -> reqwest::Response
         .unwrap()
 }
 
+/// Waits until the ids `sink` got that start with `prefix`, each once, are `expected` (sorted).
+async fn wait_delivered(sink: &Sink, prefix: &str, expected: &[String], within: Duration) {
+    eventually("every accepted event is delivered", within, || async {
+        let mut ids = sink.ids();
+        ids.sort();
+        ids.dedup();
+        ids.retain(|id| id.starts_with(prefix));
+        (ids == expected).then_some(())
+    })
+    .await;
+}
+
 async fn readyz(sy: &Switchyard) -> (u16, serde_json::Value) {
     let r = client().get(sy.url("/readyz")).send().await.unwrap();
     let status = r.status().as_u16();
@@ -186,17 +198,7 @@ async fn a_full_disk_is_refused_with_507_and_writes_resume_when_space_is_back() 
     assert_eq!(status, 200, "{body}");
 
     accepted.sort();
-    eventually(
-        "every accepted event is delivered",
-        Duration::from_secs(30),
-        || async {
-            let mut ids = sink.ids();
-            ids.sort();
-            ids.dedup();
-            (ids == accepted).then_some(())
-        },
-    )
-    .await;
+    wait_delivered(&sink, "", &accepted, Duration::from_secs(30)).await;
 }
 
 /// Below the free-space reserve, events are refused (507, `/readyz` 503) while the delivery
@@ -328,22 +330,11 @@ async fn the_store_budget_refuses_events_while_undelivered_ones_fill_it_and_drop
 
     healthy.store(true, Ordering::SeqCst);
     accepted.sort();
-    eventually(
-        "every held event is delivered",
-        Duration::from_secs(60),
-        || async {
-            let mut ids = sink.ids();
-            ids.sort();
-            ids.dedup();
-            ids.retain(|id| id.starts_with("held-"));
-            (ids == accepted).then_some(())
-        },
-    )
-    .await;
+    wait_delivered(&sink, "held-", &accepted, Duration::from_secs(60)).await;
     eventually(
         "the delivered events make room",
         Duration::from_secs(20),
-        || async { (post(&sy, "room", 1024).await.status().as_u16() == 202).then_some(()) },
+        || async { (post(&sy, "more-room", 1024).await.status().as_u16() == 202).then_some(()) },
     )
     .await;
     let (status, body) = readyz(&sy).await;
@@ -351,7 +342,7 @@ async fn the_store_budget_refuses_events_while_undelivered_ones_fill_it_and_drop
 
     // Four budgets' worth more: each is taken (at most after a 507 while retention catches
     // up), delivered, and the store holds no more than the budget.
-    let mut more = vec!["room".to_owned()];
+    let mut more = vec!["more-room".to_owned()];
     for i in 0..256 {
         let id = format!("more-{i:03}");
         eventually(
@@ -369,18 +360,7 @@ async fn the_store_budget_refuses_events_while_undelivered_ones_fill_it_and_drop
         more.push(id);
     }
     more.sort();
-    eventually(
-        "every event is delivered",
-        Duration::from_secs(60),
-        || async {
-            let mut ids = sink.ids();
-            ids.sort();
-            ids.dedup();
-            ids.retain(|id| !id.starts_with("held-"));
-            (ids == more).then_some(())
-        },
-    )
-    .await;
+    wait_delivered(&sink, "more-", &more, Duration::from_secs(60)).await;
     let broker = common::get_json(&sy.url("/api/v1/namespaces/default/brokers/default")).await;
     let stored = broker["status"]["stored"]["bytes"].as_u64().unwrap();
     assert!(stored <= BUDGET, "{stored} bytes stored: {broker}");
