@@ -791,6 +791,69 @@ async fn ordered_trigger_delivers_one_event_per_key_at_a_time_in_order() {
     );
 }
 
+/// `batch` (issue 24): an ordered trigger sends the events waiting behind a key several to a
+/// request, as a JSON batch: the first request fails, the 24 events sent meanwhile wait behind
+/// it, and then go in batches of at most `maxEvents`, each event once, in order.
+#[tokio::test]
+async fn an_ordered_trigger_with_batch_sends_waiting_events_in_batches_in_order() {
+    let sink = Sink::start(|n, _| Answer::status(if n == 0 { 503 } else { 200 })).await;
+    let config = broker("")
+        + &trigger(
+            "o",
+            &format!(
+                "ordering: ordered, batch: {{maxEvents: 10}}, subscriber: {{uri: '{}'}}, \
+                 delivery: {{retry: 5, backoffDelay: PT0.5S}}",
+                sink.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    common::post_batch(&sy, BROKER, (0..25).map(|i| format!("e{i:02}"))).await;
+
+    let all: Vec<String> = (0..25).map(|i| format!("e{i:02}")).collect();
+    // The event ids of each request after the first (which failed), in the order they came.
+    let got = common::eventually("every event is delivered", WAIT, || async {
+        let got: Vec<Vec<String>> = sink.received().iter().skip(1).map(request_ids).collect();
+        (got.concat().len() >= 25).then_some(got)
+    })
+    .await;
+    assert_eq!(got.concat(), all, "each event once, in order: {got:?}");
+    assert!(got.iter().all(|r| r.len() <= 10), "{got:?}");
+    assert!(
+        got.iter().any(|r| r.len() == 10),
+        "the waiting events went in batches: {got:?}"
+    );
+    // The request that failed was retried as it was.
+    assert_eq!(got[0], request_ids(&sink.received()[0]), "{got:?}");
+}
+
+/// The ids of the events a subscriber got in one request: a JSON batch's, or the one event's.
+fn request_ids(r: &common::sink::Received) -> Vec<String> {
+    if r.headers["content-type"] == "application/cloudevents-batch+json" {
+        serde_json::from_slice::<Vec<serde_json::Value>>(&r.body)
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    } else {
+        vec![r.event.as_ref().expect("an event").id.clone()]
+    }
+}
+
+/// A `batch` on an unordered trigger is refused with the field and why.
+#[test]
+fn batch_needs_an_ordered_trigger() {
+    let config = broker("")
+        + &trigger(
+            "u",
+            "batch: {maxEvents: 10}, subscriber: {uri: 'http://127.0.0.1:9/'}",
+        );
+    let refusal = common::serve_refusal(&config, &[]);
+    assert!(
+        refusal.contains("spec.batch") && refusal.contains("ordering: ordered"),
+        "{refusal}"
+    );
+}
+
 /// A purge or redrive of all works through the dead letters a chunk at a time and counts
 /// every one: 250 dead letters (more than two chunks) are redriven, dead-lettered again, and
 /// purged, and the audit log counts 250 each time.

@@ -121,6 +121,7 @@ impl Builder {
                 ordering: None,
                 max_in_flight: None,
                 rate_limit: None,
+                batch: None,
                 reply: Some(reply),
             },
         ));

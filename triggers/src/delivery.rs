@@ -387,22 +387,44 @@ impl Deliverer {
             Subscriber::Stream { sink, .. } => {
                 attempt_stream(sink.as_ref(), event, settings, extra).await
             }
-            Subscriber::Http(target) => {
-                let checked = match &target.parsed {
-                    Some(parsed) => crate::egress::check_parsed(parsed, &self.egress),
-                    None => crate::egress::check_url(&target.text, &self.egress),
-                };
-                if let Err(why) = checked {
-                    return AttemptResult::begun(
-                        SystemTime::now(),
-                        Verdict::DeadLetter,
-                        Some(AttemptError::Refused(why)),
-                    );
-                }
-                attempt(&self.http, target, event, settings, extra, hop).await
-            }
+            Subscriber::Http(target) => match self.allowed(target) {
+                Ok(()) => attempt(&self.http, target, event, settings, extra, hop).await,
+                Err(why) => refused(why),
+            },
         }
     }
+
+    /// One attempt to deliver `events` to `to` in one request, a JSON batch (see
+    /// [`attempt_batch`]).
+    pub async fn attempt_batch(
+        &self,
+        to: &HttpTarget,
+        events: &[&CloudEvent],
+        settings: &DeliverySettings,
+        hop: Option<&Hop>,
+    ) -> AttemptResult {
+        match self.allowed(to) {
+            Ok(()) => attempt_batch(&self.http, to, events, settings, hop).await,
+            Err(why) => refused(why),
+        }
+    }
+
+    /// Whether the egress policy lets attempts go to `target`; if not, why.
+    fn allowed(&self, target: &HttpTarget) -> Result<(), String> {
+        match &target.parsed {
+            Some(parsed) => crate::egress::check_parsed(parsed, &self.egress),
+            None => crate::egress::check_url(&target.text, &self.egress),
+        }
+    }
+}
+
+/// An attempt the egress policy refused (`why`): dead-lettered, not retried.
+fn refused(why: String) -> AttemptResult {
+    AttemptResult::begun(
+        SystemTime::now(),
+        Verdict::DeadLetter,
+        Some(AttemptError::Refused(why)),
+    )
 }
 
 /// The event as it leaves the broker: without the broker's loop guard, with `extra`
@@ -480,6 +502,60 @@ pub async fn attempt(
         }
     };
     headers.insert("prefer", HeaderValue::from_static("reply"));
+    send(
+        client, to, headers, body, settings, hop, started, clock, true,
+    )
+    .await
+}
+
+/// Sends `events` to `to` once, in one request in the JSON batch format
+/// (`application/cloudevents-batch+json`), without the broker's loop guard. The answer's
+/// body is not read as replies: a batch's answer has none.
+pub async fn attempt_batch(
+    client: &reqwest::Client,
+    to: &HttpTarget,
+    events: &[&CloudEvent],
+    settings: &DeliverySettings,
+    hop: Option<&Hop>,
+) -> AttemptResult {
+    let started = SystemTime::now();
+    let clock = std::time::Instant::now();
+    let outgoing: Vec<CloudEvent> = events.iter().map(|e| outgoing(e, &[])).collect();
+    let body = switchyard_core::json::encode_batch(&outgoing);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(switchyard_core::http::BATCH_JSON),
+    );
+    send(
+        client,
+        to,
+        headers,
+        body.into(),
+        settings,
+        hop,
+        started,
+        clock,
+        false,
+    )
+    .await
+}
+
+/// Sends one request, with `hop` as its `traceparent` header, and reads the answer into an
+/// attempt begun at `started` (`clock` times it); a 2xx's body is read as replies when
+/// `replies` says so.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    client: &reqwest::Client,
+    to: &HttpTarget,
+    mut headers: HeaderMap,
+    body: Bytes,
+    settings: &DeliverySettings,
+    hop: Option<&Hop>,
+    started: SystemTime,
+    clock: std::time::Instant,
+    replies: bool,
+) -> AttemptResult {
     if let Some(hop) = hop {
         for (name, value) in [
             ("traceparent", Some(&hop.traceparent)),
@@ -505,7 +581,7 @@ pub async fn attempt(
         Err(e) => {
             result.error = Some(describe(&e));
         }
-        Ok(response) => read_answer(response, &mut result).await,
+        Ok(response) => read_answer(response, &mut result, replies).await,
     }
     result.latency = clock.elapsed();
     result
@@ -514,7 +590,7 @@ pub async fn attempt(
 /// Reads a subscriber's answer into `result`: its status and verdict, `Retry-After`, the
 /// body (up to [`defaults::MAX_RESPONSE_BYTES`]), and the reply events of a 2xx. A body
 /// that is too large or breaks off fails a 2xx attempt.
-async fn read_answer(mut response: reqwest::Response, result: &mut AttemptResult) {
+async fn read_answer(mut response: reqwest::Response, result: &mut AttemptResult, replies: bool) {
     let status = response.status().as_u16();
     result.status = Some(status);
     result.verdict = verdict_for_status(status);
@@ -550,7 +626,7 @@ async fn read_answer(mut response: reqwest::Response, result: &mut AttemptResult
         }
         return;
     }
-    if result.verdict == Verdict::Delivered {
+    if replies && result.verdict == Verdict::Delivered {
         match replies_of(status, &headers, result.body.clone()) {
             Ok(replies) => result.replies = replies,
             Err(e) => result.fail(AttemptError::MalformedReply(e.to_string())),

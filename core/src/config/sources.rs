@@ -148,6 +148,7 @@ impl Config {
                     ordering: None,
                     max_in_flight: None,
                     rate_limit: None,
+                    batch: None,
                     reply: None,
                 },
             };

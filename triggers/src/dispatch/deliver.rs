@@ -47,15 +47,8 @@ impl TriggerRuntime {
             .deliverer
             .attempt(to, event, &self.config.settings, &[], hop.as_ref())
             .await;
-        let hold = self.config.settings.hold_while_down;
-        if !hold.is_zero()
-            && std::ptr::eq(to, &self.config.subscriber)
-            && self
-                .down
-                .observe(&r, probe, earlier.last().is_some_and(|a| a.held), &self.id)
-            && r.verdict == Verdict::Retry
-        {
-            r.held = down::may_hold(earlier, hold, records::now_ms());
+        if std::ptr::eq(to, &self.config.subscriber) {
+            self.hold_while_down(&mut r, earlier, probe);
         }
         // Replies that will be dropped for their TTL are not judged: nothing is stored.
         if r.verdict == Verdict::Delivered
@@ -69,6 +62,46 @@ impl TriggerRuntime {
         self.count_attempt(event, &r);
         self.trace_attempt(trace, hop.as_ref(), event, &mut r);
         r
+    }
+
+    /// One attempt to the trigger's own HTTP subscriber `to` with `events` in one request (a
+    /// batch), after the `earlier` ones (the batch's); held as [`Self::attempt`] holds, counted
+    /// for each event, traced as the first event's.
+    async fn attempt_batch(
+        &self,
+        to: &HttpTarget,
+        events: &[&CloudEvent],
+        earlier: &[records::Attempt],
+        probe: bool,
+    ) -> AttemptResult {
+        let first = events[0];
+        let trace = traces::Span::attempt(&self.id, first, to.as_str(), earlier.len() + 1);
+        let hop = trace.hop();
+        let mut r = self
+            .deliverer
+            .attempt_batch(to, events, &self.config.settings, hop.as_ref())
+            .await;
+        self.hold_while_down(&mut r, earlier, probe);
+        for event in events {
+            self.count_attempt(event, &r);
+        }
+        self.trace_attempt(trace, hop.as_ref(), first, &mut r);
+        r
+    }
+
+    /// Tells the down state (`down.rs`) what attempt `r` at the trigger's own subscriber
+    /// found, and holds it when it was refused while the subscriber is down (within
+    /// `holdWhileDown` of the event's first held attempt).
+    fn hold_while_down(&self, r: &mut AttemptResult, earlier: &[records::Attempt], probe: bool) {
+        let hold = self.config.settings.hold_while_down;
+        if !hold.is_zero()
+            && self
+                .down
+                .observe(r, probe, earlier.last().is_some_and(|a| a.held), &self.id)
+            && r.verdict == Verdict::Retry
+        {
+            r.held = down::may_hold(earlier, hold, records::now_ms());
+        }
     }
 
     /// Ends attempt `r`'s span, and gives each reply without a trace context one: a reply
@@ -190,6 +223,70 @@ async fn deliver_in_order<S: DeliverySource>(
     settle(t, source, work, outcome).await;
 }
 
+/// How many of `batch`'s events (at least one) fit in a request body of `max_bytes` as a JSON
+/// batch.
+fn fitting<T>(batch: &[Work<T>], max_bytes: usize) -> usize {
+    let mut size = 2; // the brackets
+    let mut fit = 0;
+    for work in batch {
+        let one = switchyard_core::json::encode_batch(std::slice::from_ref(&*work.event)).len();
+        if fit > 0 && size + one - 1 > max_bytes {
+            break;
+        }
+        size += one - 1; // its brackets become a comma
+        fit += 1;
+    }
+    fit
+}
+
+/// An ordered trigger's batch (first deliveries of one key, in order): sent in one request,
+/// retried in place as one, and each event settled with the batch's outcome, in order.
+async fn deliver_batch_in_order<S: DeliverySource>(
+    t: &TriggerRuntime,
+    source: &S,
+    mut batch: Vec<Work<S::Ticket>>,
+) {
+    let Subscriber::Http(to) = &t.config.subscriber else {
+        // Only HTTP subscribers get batches (`TriggerConfig::batch`).
+        for work in batch {
+            deliver_in_order(t, source, work).await;
+        }
+        return;
+    };
+    let mut attempts = std::mem::take(&mut batch[0].attempts);
+    let outcome = loop {
+        // While the subscriber is down, attempts wait for the trigger's probe turn.
+        let turn = t.down.turn().await;
+        if turn.is_some() {
+            t.pause.resumed().await;
+        }
+        let events: Vec<&CloudEvent> = batch.iter().map(|w| &*w.event).collect();
+        let r = t
+            .attempt_batch(to, &events, &attempts, turn.is_some())
+            .await;
+        drop(turn);
+        let now = records::now_ms();
+        match decide(r, attempts, &t.config.settings, now, unit_random()) {
+            Outcome::Retry {
+                attempts: so_far,
+                due_ms,
+            } => {
+                attempts = so_far;
+                if !attempts.last().is_some_and(|a| a.held) {
+                    metrics::counter!(m::DELIVERY_RETRIES, t.labels())
+                        .increment(batch.len() as u64);
+                }
+                tokio::time::sleep(Duration::from_millis(due_ms.saturating_sub(now))).await;
+                t.pause.resumed().await;
+            }
+            settled => break settled,
+        }
+    };
+    for work in batch {
+        settle(t, source, work, outcome.clone()).await;
+    }
+}
+
 async fn settle<S: DeliverySource>(
     t: &TriggerRuntime,
     source: &S,
@@ -244,6 +341,32 @@ impl<T> Keys<T> {
         }
     }
 
+    /// Up to `n` more of the work waiting behind `key` (its key stays busy): a batch.
+    fn take_more(&self, key: &str, n: usize) -> Vec<Work<T>> {
+        let mut p = lock(&self.parked);
+        let Some(waiting) = p.by_key.get_mut(key) else {
+            return Vec::new();
+        };
+        let taken: Vec<Work<T>> = waiting.drain(..n.min(waiting.len())).collect();
+        p.waiting -= taken.len();
+        drop(p);
+        if !taken.is_empty() {
+            self.freed.notify_one();
+        }
+        taken
+    }
+
+    /// Puts `work` back at the head of `key`'s queue, in its order (what did not fit a batch).
+    fn put_back(&self, key: &str, work: Vec<Work<T>>) {
+        let mut p = lock(&self.parked);
+        let n = work.len();
+        let waiting = p.by_key.entry(key.to_owned()).or_default();
+        for w in work.into_iter().rev() {
+            waiting.push_front(w);
+        }
+        p.waiting += n;
+    }
+
     /// The next work waiting behind `key`, or `None` (and the key is free).
     fn next_for(&self, key: &str) -> Option<Work<T>> {
         let mut p = lock(&self.parked);
@@ -282,11 +405,22 @@ async fn deliver_key<S: DeliverySource>(
     loop {
         // What waits behind a busy key waits for a paused trigger too.
         t.pause.resumed().await;
+        // With `batch`, the events waiting behind the key go with it, as many as fit.
+        let mut batch = vec![work];
+        if let Some(b) = t.config.batch {
+            batch.extend(keys.take_more(&key, b.max_events - 1));
+            let fit = fitting(&batch, b.max_bytes);
+            keys.put_back(&key, batch.split_off(fit));
+        }
         // Paced as the key comes to it, not as it was taken: events parked behind a key
-        // while the subscriber was down drain at the rate too.
-        if paced(&work)
+        // while the subscriber was down drain at the rate too (a batch's events each).
+        let start = batch
+            .iter()
+            .filter(|w| paced(w))
+            .filter_map(|_| t.next_start())
+            .last();
+        if let Some(start) = start
             && !*stop.borrow()
-            && let Some(start) = t.next_start()
         {
             tokio::select! {
                 () = tokio::time::sleep_until(start) => {}
@@ -295,10 +429,14 @@ async fn deliver_key<S: DeliverySource>(
             // Paused while it waited for its turn: it waits for the resume too.
             t.pause.resumed().await;
         }
-        let logged = traces::log_span(&t.id, &work.event);
-        deliver_in_order(&t, &*source, work)
-            .instrument(logged)
-            .await;
+        if batch.len() > 1 {
+            deliver_batch_in_order(&t, &*source, batch).await;
+        } else if let Some(work) = batch.pop() {
+            let logged = traces::log_span(&t.id, &work.event);
+            deliver_in_order(&t, &*source, work)
+                .instrument(logged)
+                .await;
+        }
         match keys.next_for(&key) {
             Some(next) => work = next,
             None => break,

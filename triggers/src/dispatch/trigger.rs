@@ -12,7 +12,7 @@ use switchyard_core::config::Config;
 use switchyard_core::id::TriggerId;
 use switchyard_core::resources::ARRIVAL_EXTENSION;
 use switchyard_core::resources::{
-    Broker, Destination, Ordering as TriggerOrdering, ReplyTo, Target, Trigger,
+    BatchSpec, Broker, Destination, Ordering as TriggerOrdering, ReplyTo, Target, Trigger,
 };
 use switchyard_core::{CloudEvent, ExtValue};
 use tokio::sync::Semaphore;
@@ -34,6 +34,17 @@ pub(crate) struct TriggerConfig {
     pub ordered: bool,
     /// At most this many deliveries started per second.
     pub rate_limit: Option<f64>,
+    /// Several waiting events to a request (an ordered trigger's, to an HTTP subscriber).
+    pub batch: Option<Batch>,
+}
+
+/// How an ordered trigger batches the events waiting behind a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// The most events in one request.
+    pub max_events: usize,
+    /// The most bytes of one request's body.
+    pub max_bytes: usize,
 }
 
 /// Metric handles, looked up once (labels are fixed per trigger).
@@ -255,7 +266,20 @@ impl TriggerRuntime {
             settings: DeliverySettings::resolve(delivery),
             ordered: trigger.spec.ordering == Some(TriggerOrdering::Ordered),
             rate_limit: trigger.spec.rate_limit,
+            batch: None,
         };
+        // A batch goes to an HTTP subscriber in one request; a stream sink takes events one
+        // by one (its writer batches on its own).
+        let batch = trigger
+            .spec
+            .batch
+            .filter(|b| b.max_events > 1 && matches!(config.subscriber, Subscriber::Http(_)))
+            .map(|b| Batch {
+                max_events: b.max_events as usize,
+                max_bytes: usize::try_from(b.max_bytes.unwrap_or(BatchSpec::DEFAULT_MAX_BYTES))
+                    .unwrap_or(usize::MAX),
+            });
+        let config = TriggerConfig { batch, ..config };
         let labels = vec![
             metrics::Label::new("namespace_name", ns.to_owned()),
             metrics::Label::new("broker_name", broker_name.clone()),
