@@ -396,6 +396,21 @@ fn assert_in_order(got: &[common::sink::Received], n: i64, again: usize) {
     assert!(redelivered <= again, "{redelivered} readings came twice");
 }
 
+/// Waits (up to 90 s) until `function` got `n` distinct readings (by `id`: a redelivery does
+/// not count twice); what it got by then.
+async fn wait_for_readings(function: &Sink, n: usize) -> Vec<common::sink::Received> {
+    eventually("every reading arrives", Duration::from_secs(90), || async {
+        let got = function.received();
+        let ids: std::collections::HashSet<&str> = got
+            .iter()
+            .filter(|r| reading(r).is_some())
+            .filter_map(|r| r.headers.get("ce-id")?.to_str().ok())
+            .collect();
+        (ids.len() >= n).then_some(got.clone())
+    })
+    .await
+}
+
 /// Asserts the gateway dead-lettered nothing.
 async fn assert_no_dead_letters(gateway: &Switchyard) {
     let letters =
@@ -439,9 +454,7 @@ async fn readings_wait_on_the_gateway_while_the_centre_is_down_and_arrive_in_ord
     centre.restart();
     sensors.rounds(10).await;
 
-    let got = function
-        .wait_for_where(120, Duration::from_secs(90), |r| reading(r).is_some())
-        .await;
+    let got = wait_for_readings(&function, 120).await;
     assert_no_dead_letters(&gateway).await;
     // The link was down long enough to count: the gateway held attempts (not counted against
     // `retry`) while the centre refused connections.
@@ -656,9 +669,7 @@ async fn readings_wait_while_the_uplink_drops_packets_and_drain_at_the_trigger_r
     let before = function.received().len();
     link.restore();
 
-    let got = function
-        .wait_for_where(105, Duration::from_secs(90), |r| reading(r).is_some())
-        .await;
+    let got = wait_for_readings(&function, 105).await;
     assert_in_order(&got, 35, 0);
     // The backlog drained at the rate: its deliveries span at least (n − 1) / rate.
     let drained: Vec<_> = function.received()[before..]

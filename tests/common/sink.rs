@@ -77,6 +77,9 @@ struct Shared {
     completed: Mutex<usize>,
     arrived: Notify,
     script: Mutex<Arc<Script>>,
+    /// The status every JSON batch request is answered with, if set (a receiver that does
+    /// not take batches).
+    refuse_batches: Mutex<Option<u16>>,
 }
 
 /// A running sink.
@@ -108,9 +111,14 @@ async fn handle(
     };
     shared.arrived.notify_waiters();
     let script = Arc::clone(&shared.script.lock().unwrap());
-    let answer = match &event {
-        Some(e) => script(n, e),
-        None => Answer::status(400),
+    let batch = headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/cloudevents-batch"));
+    let refuse = (*shared.refuse_batches.lock().unwrap()).filter(|_| batch);
+    let answer = match (&event, refuse) {
+        (_, Some(status)) => Answer::status(status),
+        (Some(e), None) => script(n, e),
+        (None, None) => Answer::status(400),
     };
     if !answer.delay.is_zero() {
         tokio::time::sleep(answer.delay).await;
@@ -150,6 +158,7 @@ impl Sink {
             completed: Mutex::new(0),
             arrived: Notify::new(),
             script: Mutex::new(Arc::new(script)),
+            refuse_batches: Mutex::new(None),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -183,6 +192,12 @@ impl Sink {
         script: impl Fn(usize, &CloudEvent) -> Answer + Send + Sync + 'static,
     ) {
         *self.shared.script.lock().unwrap() = Arc::new(script);
+    }
+
+    /// Answers every JSON batch request with `status` from now on, as a receiver that does
+    /// not take batches does.
+    pub fn refuse_batches(&self, status: u16) {
+        *self.shared.refuse_batches.lock().unwrap() = Some(status);
     }
 
     /// Everything received so far.

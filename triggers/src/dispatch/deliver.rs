@@ -66,7 +66,7 @@ impl TriggerRuntime {
 
     /// One attempt to the trigger's own HTTP subscriber `to` with `events` in one request (a
     /// batch), after the `earlier` ones (the batch's); held as [`Self::attempt`] holds, counted
-    /// for each event, traced as the first event's.
+    /// once as a request and once for each event, traced as the first event's.
     async fn attempt_batch(
         &self,
         to: &HttpTarget,
@@ -82,8 +82,9 @@ impl TriggerRuntime {
             .attempt_batch(to, events, &self.config.settings, hop.as_ref())
             .await;
         self.hold_while_down(&mut r, earlier, probe);
+        self.count_request(&r);
         for event in events {
-            self.count_attempt(event, &r);
+            self.count_event(event, &r);
         }
         self.trace_attempt(trace, hop.as_ref(), first, &mut r);
         r
@@ -226,7 +227,8 @@ async fn deliver_in_order<S: DeliverySource>(
 /// How many of `batch`'s events (at least one) fit in a request body of `max_bytes` as a JSON
 /// batch.
 fn fitting<T>(batch: &[Work<T>], max_bytes: usize) -> usize {
-    let mut size = 2; // the brackets
+    // `[e1,e2]`: the brackets, and a comma after each event but the last.
+    let mut size = 1;
     let mut fit = 0;
     for work in batch {
         let one = switchyard_core::json::encode_batch(std::slice::from_ref(&*work.event)).len();
@@ -265,6 +267,18 @@ async fn deliver_batch_in_order<S: DeliverySource>(
             .attempt_batch(to, &events, &attempts, turn.is_some())
             .await;
         drop(turn);
+        // A batch refused as a whole (415: not a format the subscriber reads, as a Knative
+        // broker's ingress; 413: larger than it reads; 400 or 422: one of its events, or the
+        // batch, refused) is sent again one event at a time: each then gets its own answer,
+        // and only an event the subscriber refuses on its own is dead-lettered.
+        if let Some(status @ (400 | 413 | 415 | 422)) = r.status {
+            tracing::warn!(trigger = %t.id, status, events = batch.len(), "the subscriber refused a batch; sending its events one by one");
+            for work in batch {
+                let logged = traces::log_span(&t.id, &work.event);
+                deliver_in_order(t, source, work).instrument(logged).await;
+            }
+            return;
+        }
         let now = records::now_ms();
         match decide(r, attempts, &t.config.settings, now, unit_random()) {
             Outcome::Retry {
@@ -430,7 +444,10 @@ async fn deliver_key<S: DeliverySource>(
             t.pause.resumed().await;
         }
         if batch.len() > 1 {
-            deliver_batch_in_order(&t, &*source, batch).await;
+            let logged = traces::log_span(&t.id, &batch[0].event);
+            deliver_batch_in_order(&t, &*source, batch)
+                .instrument(logged)
+                .await;
         } else if let Some(work) = batch.pop() {
             let logged = traces::log_span(&t.id, &work.event);
             deliver_in_order(&t, &*source, work)

@@ -369,10 +369,22 @@ impl TriggerRuntime {
     /// Counts an attempt at `event` by its response code and outcome, and its latency; for
     /// one that delivered it, the time since the event arrived at its broker.
     pub(super) fn count_attempt(&self, event: &CloudEvent, r: &AttemptResult) {
+        self.count_request(r);
+        self.count_event(event, r);
+    }
+
+    /// Counts attempt `r` as a request: the trigger's health and the attempt latency (a
+    /// batch's attempt once).
+    pub(super) fn count_request(&self, r: &AttemptResult) {
         self.health.record(r);
         let delivered = r.verdict == Verdict::Delivered;
         self.metrics.healthy.set(if delivered { 1.0 } else { 0.0 });
         self.metrics.latency.record(r.latency.as_secs_f64());
+    }
+
+    /// Counts attempt `r` for `event`: by response code and outcome, and for one that
+    /// delivered it, the time since it arrived (a batch's attempt once per event).
+    pub(super) fn count_event(&self, event: &CloudEvent, r: &AttemptResult) {
         if r.verdict == Verdict::Delivered
             && let Some(since) = since_arrival(event, r.started + r.latency)
         {
