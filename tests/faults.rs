@@ -128,6 +128,13 @@ async fn wait_delivered(sink: &Sink, prefix: &str, expected: &[String], within: 
     .await;
 }
 
+/// Asserts `/readyz` is 503 with a reason that names `why`.
+async fn assert_not_ready(sy: &Switchyard, why: &str) {
+    let (status, body) = readyz(sy).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["reason"].as_str().unwrap().contains(why), "{body}");
+}
+
 async fn readyz(sy: &Switchyard) -> (u16, serde_json::Value) {
     let r = client().get(sy.url("/readyz")).send().await.unwrap();
     let status = r.status().as_u16();
@@ -223,15 +230,7 @@ async fn below_the_free_space_reserve_events_are_refused_and_delivery_goes_on() 
     let filler = fs.fill(4 << 20);
     let refused = post(&sy, "refused", 10).await;
     assert_disk_full(refused).await;
-    let (status, body) = readyz(&sy).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body["reason"]
-            .as_str()
-            .unwrap()
-            .contains("--min-free-disk-bytes"),
-        "{body}"
-    );
+    assert_not_ready(&sy, "--min-free-disk-bytes").await;
 
     healthy.store(true, Ordering::SeqCst);
     eventually(
@@ -318,15 +317,7 @@ async fn the_store_budget_refuses_events_while_undelivered_ones_fill_it_and_drop
     assert!(refused.headers().get("retry-after").is_some());
     let body = problem(refused).await;
     assert_eq!(body["type"], "urn:switchyard:problem:store-full", "{body}");
-    let (status, body) = readyz(&sy).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body["reason"]
-            .as_str()
-            .unwrap()
-            .contains("--max-store-bytes"),
-        "{body}"
-    );
+    assert_not_ready(&sy, "--max-store-bytes").await;
 
     healthy.store(true, Ordering::SeqCst);
     accepted.sort();

@@ -797,17 +797,7 @@ async fn ordered_trigger_delivers_one_event_per_key_at_a_time_in_order() {
 #[tokio::test]
 async fn an_ordered_trigger_with_batch_sends_waiting_events_in_batches_in_order() {
     let sink = Sink::start(|n, _| Answer::status(if n == 0 { 503 } else { 200 })).await;
-    let config = broker("")
-        + &trigger(
-            "o",
-            &format!(
-                "ordering: ordered, batch: {{maxEvents: 10}}, subscriber: {{uri: '{}'}}, \
-                 delivery: {{retry: 5, backoffDelay: PT0.5S}}",
-                sink.url
-            ),
-        );
-    let sy = Switchyard::start(&config);
-    common::post_batch(&sy, BROKER, (0..25).map(|i| format!("e{i:02}"))).await;
+    let _sy = batching_to(&sink).await;
 
     let all: Vec<String> = (0..25).map(|i| format!("e{i:02}")).collect();
     // The event ids of each request after the first (which failed), in the order they came.
@@ -833,17 +823,7 @@ async fn an_ordered_trigger_with_batch_sends_waiting_events_in_batches_in_order(
 async fn a_batch_the_subscriber_refuses_is_sent_again_one_event_at_a_time() {
     let sink = Sink::start(|n, _| Answer::status(if n == 0 { 503 } else { 200 })).await;
     sink.refuse_batches(415);
-    let config = broker("")
-        + &trigger(
-            "o",
-            &format!(
-                "ordering: ordered, batch: {{maxEvents: 10}}, subscriber: {{uri: '{}'}}, \
-                 delivery: {{retry: 5, backoffDelay: PT0.5S}}",
-                sink.url
-            ),
-        );
-    let sy = Switchyard::start(&config);
-    common::post_batch(&sy, BROKER, (0..25).map(|i| format!("e{i:02}"))).await;
+    let sy = batching_to(&sink).await;
     let all: Vec<String> = (0..25).map(|i| format!("e{i:02}")).collect();
     let delivered = |received: &[common::sink::Received]| -> Vec<String> {
         received
@@ -867,6 +847,23 @@ async fn a_batch_the_subscriber_refuses_is_sent_again_one_event_at_a_time() {
         Some(0),
         "{letters}"
     );
+}
+
+/// A Switchyard with an ordered Trigger that batches up to 10 events to `sink`, and 25 events
+/// (`e00` … `e24`) sent to it in one request.
+async fn batching_to(sink: &Sink) -> Switchyard {
+    let config = broker("")
+        + &trigger(
+            "o",
+            &format!(
+                "ordering: ordered, batch: {{maxEvents: 10}}, subscriber: {{uri: '{}'}}, \
+                 delivery: {{retry: 5, backoffDelay: PT0.5S}}",
+                sink.url
+            ),
+        );
+    let sy = Switchyard::start(&config);
+    common::post_batch(&sy, BROKER, (0..25).map(|i| format!("e{i:02}"))).await;
+    sy
 }
 
 /// Whether a subscriber got request `r` as a JSON batch.

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod dispatch;
 pub mod egress;
 pub mod filter;
+pub mod http_client;
 mod queue;
 pub mod records;
 pub mod streams;

@@ -210,12 +210,7 @@ async fn deliver_in_order<S: DeliverySource>(
                 due_ms,
             } => {
                 attempts = so_far;
-                if !attempts.last().is_some_and(|a| a.held) {
-                    metrics::counter!(m::DELIVERY_RETRIES, t.labels()).increment(1);
-                }
-                tokio::time::sleep(Duration::from_millis(due_ms.saturating_sub(now))).await;
-                // A retry in place falls due on a paused trigger: it waits for the resume.
-                t.pause.resumed().await;
+                retry_in_place(t, &attempts, 1, due_ms, now).await;
             }
             // Delivered, not retryable, or out of retries.
             settled => break settled,
@@ -286,12 +281,7 @@ async fn deliver_batch_in_order<S: DeliverySource>(
                 due_ms,
             } => {
                 attempts = so_far;
-                if !attempts.last().is_some_and(|a| a.held) {
-                    metrics::counter!(m::DELIVERY_RETRIES, t.labels())
-                        .increment(batch.len() as u64);
-                }
-                tokio::time::sleep(Duration::from_millis(due_ms.saturating_sub(now))).await;
-                t.pause.resumed().await;
+                retry_in_place(t, &attempts, batch.len(), due_ms, now).await;
             }
             settled => break settled,
         }
@@ -299,6 +289,23 @@ async fn deliver_batch_in_order<S: DeliverySource>(
     for work in batch {
         settle(t, source, work, outcome.clone()).await;
     }
+}
+
+/// Waits for a retry in place (of `events` events, after `attempts`) to fall due at `due_ms`:
+/// counted as a retry unless it was held, and, on a paused trigger, until the resume.
+async fn retry_in_place(
+    t: &TriggerRuntime,
+    attempts: &[records::Attempt],
+    events: usize,
+    due_ms: u64,
+    now: u64,
+) {
+    if !attempts.last().is_some_and(|a| a.held) {
+        metrics::counter!(m::DELIVERY_RETRIES, t.labels()).increment(events as u64);
+    }
+    tokio::time::sleep(Duration::from_millis(due_ms.saturating_sub(now))).await;
+    // A retry in place falls due on a paused trigger: it waits for the resume.
+    t.pause.resumed().await;
 }
 
 async fn settle<S: DeliverySource>(
