@@ -368,32 +368,19 @@ fn reading(r: &common::sink::Received) -> Option<serde_json::Value> {
         .filter(|v| v["device"] != "probe")
 }
 
-/// Asserts `got` holds readings 0..n of every device, in order, each once, except that up to
-/// `again` readings may come a second time right after the first, with the same `id` (a
-/// redelivery: delivery is at least once, and a reading in flight when the centre stopped
-/// may be sent again).
-fn assert_in_order(got: &[common::sink::Received], n: i64, again: usize) {
-    let mut redelivered = 0;
+/// Asserts `got` holds readings 0..n of every device, in order, each once.
+fn assert_in_order(got: &[common::sink::Received], n: i64) {
     for d in Sensors::DEVICES {
-        let mut seq: Vec<(i64, String)> = got
+        let seq: Vec<i64> = got
             .iter()
-            .filter_map(|r| {
-                let v = reading(r).filter(|v| v["device"] == d)?;
-                let id = r.headers["ce-id"].to_str().unwrap().to_owned();
-                Some((v["n"].as_i64().unwrap(), id))
-            })
+            .filter_map(|r| reading(r).filter(|v| v["device"] == d)?["n"].as_i64())
             .collect();
-        let all = seq.len();
-        seq.dedup();
-        redelivered += all - seq.len();
-        let seq: Vec<i64> = seq.into_iter().map(|(n, _)| n).collect();
         assert_eq!(
             seq,
             (0..n).collect::<Vec<_>>(),
-            "{d}: every reading, in order"
+            "{d}: every reading, in order, each once"
         );
     }
-    assert!(redelivered <= again, "{redelivered} readings came twice");
 }
 
 /// Waits (up to 90 s) until `function` got `n` distinct readings (by `id`: a redelivery does
@@ -427,9 +414,8 @@ async fn assert_no_dead_letters(gateway: &Switchyard) {
 /// MQTT and forwards them, through an ordered Trigger with a long `holdWhileDown` and
 /// `batch`, to a central Switchyard's ingress, whose Trigger hands them to the function. The
 /// centre stops for a while as readings keep coming, then comes back: every reading reaches
-/// the function, in publish order per device (a reading in flight as the centre stopped may
-/// come twice, at least once), the backlog in batches, and nothing is dead-lettered on the
-/// gateway.
+/// the function once, in publish order per device (the centre's stop lets the attempt in
+/// flight settle), the backlog in batches, and nothing is dead-lettered on the gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_wait_on_the_gateway_while_the_centre_is_down_and_arrive_in_order() {
     let function = Sink::ok().await;
@@ -485,8 +471,8 @@ async fn readings_wait_on_the_gateway_while_the_centre_is_down_and_arrive_in_ord
         events > requests,
         "{events} events in {requests} requests:\n{centre_metrics}"
     );
-    // The centre stopped with up to a round (three readings) in flight.
-    assert_in_order(&got, 40, 3);
+    // The centre's stop let its attempt in flight settle: nothing came twice.
+    assert_in_order(&got, 40);
 }
 
 /// A TCP link from the gateway to the centre that can drop every packet, as an uplink does:
@@ -670,7 +656,7 @@ async fn readings_wait_while_the_uplink_drops_packets_and_drain_at_the_trigger_r
     link.restore();
 
     let got = wait_for_readings(&function, 105).await;
-    assert_in_order(&got, 35, 0);
+    assert_in_order(&got, 35);
     // The backlog drained at the rate: its deliveries span at least (n − 1) / rate.
     let drained: Vec<_> = function.received()[before..]
         .iter()

@@ -561,19 +561,13 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Stops routing and delivery. Deliveries in flight are abandoned: their events were not
-    /// acknowledged, so they are delivered again after a restart (at-least-once). Cursors are
-    /// committed; the store persists them when it shuts down.
+    /// Stops routing, then drains every trigger side by side, as a reload drains the ones it
+    /// stops: the attempts in flight finish and their outcomes are recorded, up to
+    /// [`DRAIN_TIMEOUT`] in all, so a graceful stop does not send a delivered event again.
+    /// What is still in flight after that is stopped and delivered again after the restart
+    /// (at-least-once). Cursors are committed; the store persists them when it shuts down.
     pub async fn shutdown(self) {
         self.tasks.shutdown().await;
-        let units: Vec<Unit> = self.units.into_values().collect();
-        for u in &units {
-            u.stop.send_replace(true);
-        }
-        for u in units {
-            u.delivery.shutdown().await;
-            u.tasks.shutdown().await;
-            u.source.shutdown().await;
-        }
+        futures_util::future::join_all(self.units.into_values().map(Unit::drain)).await;
     }
 }

@@ -300,17 +300,8 @@ impl EmbeddedSource {
         }
     }
 
-    /// Stops the trigger's side tasks and hands its cursor to the log one last time.
-    pub(super) async fn shutdown(&self) {
-        let side = lock(&self.side_tasks).take();
-        if let Some(side) = side {
-            side.shutdown().await;
-        }
-        self.commit_cursor();
-    }
-
-    /// Like [`shutdown`](Self::shutdown), but lets the sends to the dead-letter sink that
-    /// have started finish first, for up to `within`.
+    /// Stops the trigger's side tasks, letting the sends to the dead-letter sink that have
+    /// started finish for up to `within`, and hands its cursor to the log one last time.
     pub(super) async fn drain(&self, within: Duration) {
         self.close_dead_letter_pump();
         let side = lock(&self.side_tasks).take();
