@@ -1585,9 +1585,10 @@ async fn a_subscriber_scaled_to_zero_holds_events_without_burning_retries_until_
             ),
         );
     let sy = Switchyard::start(&config);
-    for i in 0..4 {
-        send(&sy, &format!("e{i}"), "t", &[]).await;
-    }
+    // In one request, so the four first attempts are refused before any retry falls due
+    // (sent one by one on a loaded machine, the first could run out of retries before the
+    // third refusal marks the subscriber down).
+    common::post_batch(&sy, BROKER, (0..4).map(|i| format!("e{i}"))).await;
     let status = sy.url("/api/v1/namespaces/default/triggers/fn");
     let down = common::eventually("the subscriber marked down", WAIT, || async {
         let s = common::get_json(&status).await;
