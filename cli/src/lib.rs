@@ -165,13 +165,15 @@ async fn serve(
         incomplete: false,
     };
     running.report(None);
-    let watcher = tokio::spawn(reload::watch(running, watched, requested, stopped));
+    let mut watcher = AbortOnDrop(tokio::spawn(reload::watch(
+        running, watched, requested, stopped,
+    )));
     ready(addr);
     server
         .serve(api, shutdown, async move {
             // The watcher stops the sources, the triggers and the stream sinks.
             stop.send_replace(true);
-            if let Err(e) = watcher.await {
+            if let Err(e) = (&mut watcher.0).await {
                 tracing::error!(error = %e, "the configuration watcher failed");
             }
         })
@@ -287,14 +289,16 @@ async fn serve_jetstream(
         incomplete: false,
     };
     running.report(None);
-    let watcher = tokio::spawn(reload::watch(running, watched, requested, stopped));
+    let mut watcher = AbortOnDrop(tokio::spawn(reload::watch(
+        running, watched, requested, stopped,
+    )));
     ready(addr);
     server
         .serve(api, shutdown, async move {
             // Following streams of events end; the watcher stops the sources, the triggers
             // and the stream sinks.
             stop.send_replace(true);
-            if let Err(e) = watcher.await {
+            if let Err(e) = (&mut watcher.0).await {
                 tracing::error!(error = %e, "the configuration watcher failed");
             }
             follow.shutdown().await;
@@ -318,4 +322,15 @@ fn event_filters() -> switchyard_broker::auth::FilterCompiler {
             switchyard_triggers::filter::Filter::compile_all(filters).map_err(|e| e.to_string())?;
         Ok(Arc::new(move |e: &switchyard_core::CloudEvent| filter.matches(e)) as EventPredicate)
     }))
+}
+
+/// The configuration watcher's task, aborted if its handle is dropped: when the wind-down runs
+/// out of time the server drops it, and nothing of the running configuration (a reload's
+/// drain that overlapped the stop, say) then outlives the store.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
