@@ -1570,6 +1570,43 @@ fn counted(text: &str, series: &str) -> f64 {
     common::metric_value(text, series).unwrap_or(0.0)
 }
 
+/// A graceful stop does not wait where nothing can come of it: an ordered Trigger whose
+/// subscriber is down holds its event, retrying in place at the probe's pace, and SIGTERM hands
+/// it back at once instead of waiting out the 30 s drain. After the restart, with the
+/// subscriber up, it is delivered once and nothing is dead-lettered.
+#[tokio::test]
+async fn sigterm_does_not_wait_for_an_ordered_trigger_whose_subscriber_is_down() {
+    let addr = unused_addr();
+    let config = broker("")
+        + &trigger(
+            "fn",
+            &format!(
+                "ordering: ordered, subscriber: {{uri: 'http://{addr}/'}}, delivery: {{retry: 5, backoffDelay: PT0.1S}}"
+            ),
+        );
+    let mut sy = Switchyard::start(&config);
+    send(&sy, "e0", "t", &[]).await;
+    let status = sy.url("/api/v1/namespaces/default/triggers/fn");
+    common::eventually("the subscriber marked down", WAIT, || async {
+        let s = common::get_json(&status).await;
+        (s["status"]["conditions"][0]["reason"] == "SubscriberDown").then_some(())
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    sy.stop();
+    let took = asked.elapsed();
+    // Not the drain's 30 s timeout: the event was handed back, not waited on.
+    assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+    let sink = Sink::start_at(&addr, |_, _| Answer::status(200)).await;
+    sy.restart();
+    sink.wait_for(1, WAIT).await;
+    sink.assert_stays_at(1, Duration::from_millis(300)).await;
+    assert_eq!(sink.ids(), ["e0"]);
+    let deadletters = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
+    let list = common::get_json(&deadletters).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+}
+
 /// A subscriber whose connections are refused (scaled to zero) is marked down after three
 /// refusals: its events wait without using their retries, it is probed one attempt at a
 /// time (not hammered), its lag keeps counting them for an autoscaler, and when it comes up
@@ -1677,7 +1714,7 @@ async fn sigterm_turns_readyz_off_drains_then_stops_once_the_attempt_in_flight_s
     // Slower than the drain window, so the attempt is still in flight as the triggers stop.
     let sink = Sink::start(move |_, _| {
         let delay = if first.fetch_add(1, Ordering::SeqCst) == 0 {
-            5
+            10
         } else {
             0
         };

@@ -200,8 +200,9 @@ impl Reconfigure {
     }
 }
 
-/// The longest the triggers and sources get to stop at shutdown (the JetStream engine's
-/// attempts in flight settle within 30 s; the embedded engine's are cancelled at once).
+/// The longest the triggers and sources get to stop at shutdown (each engine's attempts in
+/// flight settle within the triggers' drain timeout, 30 s). Past it, what is still running is
+/// dropped, and owed again after the restart.
 const WIND_DOWN_MAX: std::time::Duration = std::time::Duration::from_secs(35);
 
 /// Once the server is shutting down (`/readyz` 503), ingress's and `/readyz`'s answers ask

@@ -22,6 +22,7 @@ pub mod down;
 mod embedded;
 pub mod health;
 pub mod jetstream;
+mod ordered;
 mod outcome;
 pub mod pause;
 mod replies;
@@ -198,9 +199,10 @@ impl RunningTriggers {
     }
 }
 
-/// How long a reload waits for a trigger it stops or changes to finish the attempts in
-/// flight (each also ends at the trigger's own timeout) and its sends to the dead-letter
-/// sink, before it stops them. What it stops is delivered again by the trigger's next run.
+/// How long a reload, or the server's stop, waits for a trigger it stops or changes to finish
+/// the attempts in flight (each also ends at the trigger's own timeout) and its sends to the
+/// dead-letter sink, before it stops them. What it stops is delivered again by the trigger's
+/// next run.
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One running trigger: its source, its loops, and what it was built from.

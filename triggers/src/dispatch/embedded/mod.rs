@@ -112,7 +112,8 @@ pub struct EmbeddedSource {
     log: Arc<dyn EventLog>,
     /// Stores replies, held to the broker's `eventTypes`.
     appender: Appender,
-    /// Sends to the dead-letter sink, which end at shutdown like every other task.
+    /// Sends to the dead-letter sink, which finish (within the drain's timeout) when the
+    /// trigger drains, at a reload or the server's stop.
     /// `None` once the dispatcher shut them down: a send that comes later is not started
     /// (its dead letter's marker makes the next start send it).
     side_tasks: Mutex<Option<Tasks>>,
@@ -290,7 +291,7 @@ impl EmbeddedSource {
         }
     }
 
-    /// Runs `task` beside the trigger's loops; it is aborted at shutdown with them.
+    /// Runs `task` beside the trigger's loops; a drain lets it finish within its timeout.
     fn spawn_side_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         match lock(&self.side_tasks).as_mut() {
             Some(tasks) => tasks.spawn(task),
