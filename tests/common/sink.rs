@@ -163,10 +163,21 @@ impl Sink {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+        // On a thread and runtime of its own, as a subscriber is a process of its own: it
+        // answers while the test's thread is blocked (in `Switchyard::stop`, waiting for a
+        // graceful stop that lets the attempts in flight settle).
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let _ = axum::serve(listener, app).await;
+            });
         });
         Sink { url, shared }
     }
