@@ -1,30 +1,58 @@
 #!/usr/bin/env bash
 # Fuzzes one target with AFL++ for a while, then keeps the minimised corpus.
 #
-#   fuzz/run.sh TARGET [SECONDS [QUIET_SECONDS]]     (default 600, no quiet limit)
+#   fuzz/run.sh TARGET [SECONDS [QUIET_EXECS]]     (default 600, no quiet limit)
 #
-# With QUIET_SECONDS the run also ends once AFL has found no new path for that long
-# (AFL_EXIT_ON_TIME): the target's plateau, which the runs table in README.md reports.
+# With QUIET_EXECS the run also ends once AFL has made that many executions without finding
+# a new path: the target's plateau, which the runs table in README.md reports. It is counted
+# in executions, not seconds, so a run beside a build (at the lowest priority, starved of
+# CPU) does not reach it just by waiting.
 #
 # Needs cargo-afl (`cargo install --locked cargo-afl --version 0.18.2`, then
 # `cargo afl config --build` once; about 10 minutes on 2 cores). Builds fuzz/afl with AFL's
 # instrumentation, runs `cargo afl fuzz` from fuzz/corpus/TARGET into fuzz/out/TARGET, then
 # replaces fuzz/corpus/TARGET with what `cargo afl cmin` keeps of the queue. Any input that
 # failed is copied to fuzz/found/TARGET: fix what it shows, and the replay test
-# (fuzz/tests/replay.rs) keeps it fixed. Prints AFL's summary (executions, paths, crashes).
+# (fuzz/tests/replay.rs) keeps it fixed. Prints AFL's summary (executions, paths, crashes)
+# and the edges AFL had found QUIET_EXECS (default 10 million) executions before the end.
 set -euo pipefail
 cd "$(dirname "$0")"
 target=$1 seconds=${2:-600} quiet=${3:-}
+window=${quiet:-10000000}
 (cd afl && cargo afl build --release --quiet)
 bin=afl/target/release/switchyard-afl
 out=out/$target
 rm -rf "$out"
 mkdir -p out
 env AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
-  ${quiet:+AFL_EXIT_ON_TIME=$quiet} cargo afl fuzz -i "corpus/$target" -o "$out" -V "$seconds" -- "$bin" "$target" >"$out.log" 2>&1 || true
+  cargo afl fuzz -i "corpus/$target" -o "$out" -V "$seconds" -- "$bin" "$target" >"$out.log" 2>&1 &
+fuzz=$!
 stats=$out/default/fuzzer_stats
+plot=$out/default/plot_data
+if [ -n "$quiet" ]; then
+  # plot_data (every 5 s): corpus_count is the 4th column, total_execs the 12th.
+  while kill -0 "$fuzz" 2>/dev/null; do
+    sleep 10
+    [ -f "$plot" ] || continue
+    read -r found_at now < <(awk -F', *' '!/^#/ { if ($4 != c) { c = $4; at = $12 } last = $12 }
+      END { print at + 0, last + 0 }' "$plot")
+    if [ $((now - found_at)) -ge "$quiet" ]; then
+      pid=$(awk -F' *: *' '$1 == "fuzzer_pid" { print $2 }' "$stats" 2>/dev/null || true)
+      echo "plateau: no new path in the last $((now - found_at)) executions" >>"$out.log"
+      [ -n "$pid" ] && kill -INT "$pid"
+      break
+    fi
+  done
+fi
+wait "$fuzz" || true
 [ -f "$stats" ] || { tail -20 "$out.log"; exit 1; }
-grep -E '^(start_time|last_update|last_find|run_time|execs_done|execs_per_sec|corpus_count|saved_crashes|saved_hangs|bitmap_cvg|cycles_done|cycles_wo_finds)' "$stats"
+grep -E '^(start_time|last_update|last_find|run_time|execs_done|execs_per_sec|corpus_count|saved_crashes|saved_hangs|bitmap_cvg|edges_found|cycles_done|cycles_wo_finds)' "$stats"
+grep -h '^plateau' "$out.log" || true
+# Coverage `window` executions before the end (edges_found is plot_data's 13th column): the
+# runs table reports how much the last stretch added.
+awk -F', *' -v w="$window" '!/^#/ { n++; x[n] = $12; e[n] = $13 }
+  END { for (i = n; i > 0 && x[n] - x[i] < w; i--) ; if (i > 0) print "edges_" w "_execs_before_end : " e[i] }' \
+  "$plot"
 if ls "$out"/default/crashes/id:* >/dev/null 2>&1; then
   mkdir -p "found/$target"
   cp "$out"/default/crashes/id:* "found/$target/"
