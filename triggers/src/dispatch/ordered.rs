@@ -15,12 +15,13 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
 use super::deliver::{paced, settle, stopped};
+use super::down::Turn;
 use super::lock;
 use super::outcome::{Outcome, decide};
 use super::source::{DeliverySource, Work};
 use super::trigger::TriggerRuntime;
 use super::unit_random;
-use crate::delivery::Subscriber;
+use crate::delivery::{AttemptResult, Subscriber};
 use crate::records;
 
 /// An ordered trigger's event: retried in place, so its key stays blocked until it is
@@ -33,44 +34,103 @@ async fn deliver_in_order<S: DeliverySource>(
     drain: &mut Drain,
 ) -> bool {
     let to = t.destination(&work);
-    let mut attempts = std::mem::take(&mut work.attempts);
+    let mut retry = InPlace::new(t, drain, std::mem::take(&mut work.attempts), 1);
     let outcome = loop {
-        // While the subscriber is down, attempts wait for the trigger's probe turn.
-        let turn = match work.redirect {
-            Some(_) => None,
-            None => match drain.unless_draining(t.down.turn()).await {
-                Some(turn) => turn,
-                None => {
-                    source.release(work).await;
-                    return false;
-                }
-            },
-        };
-        // Paused while it waited for the turn: the probe waits too.
-        if turn.is_some() && drain.unless_draining(t.pause.resumed()).await.is_none() {
+        // A redirected attempt (a reply's or a dead letter's) goes elsewhere: it does not
+        // wait for the subscriber's probe turn.
+        let Ok(turn) = retry.turn(work.redirect.is_none()).await else {
             source.release(work).await;
             return false;
-        }
-        let r = t.attempt(&to, &work.event, &attempts, turn.is_some()).await;
+        };
+        let r = t
+            .attempt(&to, &work.event, &retry.attempts, turn.is_some())
+            .await;
         drop(turn);
-        let now = records::now_ms();
-        match decide(r, attempts, &t.config.settings, now, unit_random()) {
-            Outcome::Retry {
-                attempts: so_far,
-                due_ms,
-            } => {
-                attempts = so_far;
-                if !retry_in_place(t, &attempts, 1, due_ms, now, drain).await {
-                    source.release(work).await;
-                    return false;
-                }
+        match retry.decide(r).await {
+            Ok(Some(settled)) => break settled,
+            Ok(None) => {}
+            Err(GaveUp) => {
+                source.release(work).await;
+                return false;
             }
-            // Delivered, not retryable, or out of retries.
-            settled => break settled,
         }
     };
     settle(t, source, work, outcome).await;
     true
+}
+
+/// Where an event's (or a batch's) retries in place stand: the attempts so far, and the
+/// waits around each attempt, which a draining trigger gives up where they could gain
+/// nothing ([`Drain`]).
+struct InPlace<'a> {
+    t: &'a TriggerRuntime,
+    drain: &'a mut Drain,
+    attempts: Vec<records::Attempt>,
+    /// How many events each attempt carries (a batch's), for the retries metric.
+    events: usize,
+}
+
+/// A retry in place gave up, draining: the caller hands its work back to the source.
+struct GaveUp;
+
+impl<'a> InPlace<'a> {
+    fn new(
+        t: &'a TriggerRuntime,
+        drain: &'a mut Drain,
+        attempts: Vec<records::Attempt>,
+        events: usize,
+    ) -> Self {
+        InPlace {
+            t,
+            drain,
+            attempts,
+            events,
+        }
+    }
+
+    /// Before an attempt: while the subscriber is down, waits for the trigger's probe turn
+    /// (`None` when it is up, or when `to_subscriber` is false), and a probe that had to wait
+    /// waits for a paused trigger's resume too.
+    async fn turn(&mut self, to_subscriber: bool) -> Result<Option<Turn>, GaveUp> {
+        if !to_subscriber {
+            return Ok(None);
+        }
+        let turn = self
+            .drain
+            .unless_draining(self.t.down.turn())
+            .await
+            .ok_or(GaveUp)?;
+        if turn.is_some() {
+            self.drain
+                .unless_draining(self.t.pause.resumed())
+                .await
+                .ok_or(GaveUp)?;
+        }
+        Ok(turn)
+    }
+
+    /// After an attempt: its outcome once settled (delivered, not retryable, or out of
+    /// retries), or `None` once the retry it calls for has fallen due ([`retry_in_place`]).
+    async fn decide(&mut self, r: AttemptResult) -> Result<Option<Outcome>, GaveUp> {
+        let now = records::now_ms();
+        let attempts = std::mem::take(&mut self.attempts);
+        match decide(r, attempts, &self.t.config.settings, now, unit_random()) {
+            Outcome::Retry {
+                attempts: so_far,
+                due_ms,
+            } => {
+                self.attempts = so_far;
+                if retry_in_place(self.t, &self.attempts, self.events, due_ms, now, self.drain)
+                    .await
+                {
+                    Ok(None)
+                } else {
+                    Err(GaveUp)
+                }
+            }
+            settled => Ok(Some(settled)),
+        }
+    }
 }
 
 /// How many of `batch`'s events (at least one) fit in a request body of `max_bytes` as a JSON
@@ -103,20 +163,16 @@ async fn deliver_batch_in_order<S: DeliverySource>(
         // Only HTTP subscribers get batches (`TriggerConfig::batch`).
         return deliver_each_in_order(t, source, batch, drain).await;
     };
-    let mut attempts = std::mem::take(&mut batch[0].attempts);
+    let attempts = std::mem::take(&mut batch[0].attempts);
+    let mut retry = InPlace::new(t, drain, attempts, batch.len());
     let outcome = loop {
-        // While the subscriber is down, attempts wait for the trigger's probe turn.
-        let Some(turn) = drain.unless_draining(t.down.turn()).await else {
+        let Ok(turn) = retry.turn(true).await else {
             release_all(source, batch).await;
             return false;
         };
-        if turn.is_some() && drain.unless_draining(t.pause.resumed()).await.is_none() {
-            release_all(source, batch).await;
-            return false;
-        }
         let events: Vec<&CloudEvent> = batch.iter().map(|w| &*w.event).collect();
         let r = t
-            .attempt_batch(to, &events, &attempts, turn.is_some())
+            .attempt_batch(to, &events, &retry.attempts, turn.is_some())
             .await;
         drop(turn);
         // A batch refused as a whole (415: not a format the subscriber reads, as a Knative
@@ -127,19 +183,13 @@ async fn deliver_batch_in_order<S: DeliverySource>(
             tracing::warn!(trigger = %t.id, status, events = batch.len(), "the subscriber refused a batch; sending its events one by one");
             return deliver_each_in_order(t, source, batch, drain).await;
         }
-        let now = records::now_ms();
-        match decide(r, attempts, &t.config.settings, now, unit_random()) {
-            Outcome::Retry {
-                attempts: so_far,
-                due_ms,
-            } => {
-                attempts = so_far;
-                if !retry_in_place(t, &attempts, batch.len(), due_ms, now, drain).await {
-                    release_all(source, batch).await;
-                    return false;
-                }
+        match retry.decide(r).await {
+            Ok(Some(settled)) => break settled,
+            Ok(None) => {}
+            Err(GaveUp) => {
+                release_all(source, batch).await;
+                return false;
             }
-            settled => break settled,
         }
     };
     for work in batch {
