@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes several targets, two at a time (one per core), each with fuzz/run.sh until its
-# plateau (QUIET_EXECS executions, default 10 million, without a new path) or its share of
+# plateau (QUIET_EXECS executions, default 10 million, without a new edge) or its share of
 # the time is spent, at the lowest CPU priority so builds and tests beside it go first.
 #
 #   fuzz/run-queue.sh END_EPOCH_SECONDS TARGET...

@@ -4,9 +4,10 @@
 #   fuzz/run.sh TARGET [SECONDS [QUIET_EXECS]]     (default 600, no quiet limit)
 #
 # With QUIET_EXECS the run also ends once AFL has made that many executions without finding
-# a new path: the target's plateau, which the runs table in README.md reports. It is counted
-# in executions, not seconds, so a run beside a build (at the lowest priority, starved of
-# CPU) does not reach it just by waiting.
+# a new edge (new coverage; a new path that is only a new hit count of known edges does not
+# count): the target's plateau, which the runs table in README.md reports. It is counted in
+# executions, not seconds, so a run beside a build (at the lowest priority, starved of CPU)
+# does not reach it just by waiting.
 #
 # Needs cargo-afl (`cargo install --locked cargo-afl --version 0.18.2`, then
 # `cargo afl config --build` once; about 10 minutes on 2 cores). Builds fuzz/afl with AFL's
@@ -30,15 +31,15 @@ fuzz=$!
 stats=$out/default/fuzzer_stats
 plot=$out/default/plot_data
 if [ -n "$quiet" ]; then
-  # plot_data (every 5 s): corpus_count is the 4th column, total_execs the 12th.
+  # plot_data (every 5 s): total_execs is the 12th column, edges_found the 13th.
   while kill -0 "$fuzz" 2>/dev/null; do
     sleep 10
     [ -f "$plot" ] || continue
-    read -r found_at now < <(awk -F', *' '!/^#/ { if ($4 != c) { c = $4; at = $12 } last = $12 }
+    read -r found_at now < <(awk -F', *' '!/^#/ { if ($13 != e) { e = $13; at = $12 } last = $12 }
       END { print at + 0, last + 0 }' "$plot")
     if [ $((now - found_at)) -ge "$quiet" ]; then
       pid=$(awk -F' *: *' '$1 == "fuzzer_pid" { print $2 }' "$stats" 2>/dev/null || true)
-      echo "plateau: no new path in the last $((now - found_at)) executions" >>"$out.log"
+      echo "plateau: no new edge in the last $((now - found_at)) executions" >>"$out.log"
       [ -n "$pid" ] && kill -INT "$pid"
       break
     fi
