@@ -1,4 +1,5 @@
-//! Dead letters: what is dead-lettered and with which attributes, and the operator's list, show, redrive and purge.
+//! Dead letters: what is dead-lettered and with which attributes, and the operator's list,
+//! show, redrive and purge.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! A subscriber that is down (its connections refused, as a function scaled to zero's): its events are held, probed for, and bounded by `holdWhileDown`.
+//! A subscriber that is down (its connections refused, as a function scaled to zero's): its
+//! events are held, probed for, and bounded by `holdWhileDown`.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Ordered Triggers: one event per `partitionkey` at a time, in order, and batches of what waits behind a key.
+//! Ordered Triggers: one event per `partitionkey` at a time, in order, and batches of what
+//! waits behind a key.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Replies: a subscriber's answer goes back to the broker as a new event, and a loop dies by its TTL.
+//! Replies: a subscriber's answer goes back to the broker as a new event, and a loop dies by
+//! its TTL.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Retries: the delivery settings that apply, the backoff's timing, `Retry-After`, timeouts and misbehaving subscribers, isolation between Triggers, and retries that survive a kill -9.
+//! Retries: the delivery settings that apply, the backoff's timing, `Retry-After`, timeouts and
+//! misbehaving subscribers, isolation between Triggers, and retries that survive a kill -9.
 
 use super::*;
 
@@ -269,62 +270,6 @@ async fn a_slow_or_failing_subscriber_does_not_delay_other_triggers() {
         "the fast trigger waited for the slow one"
     );
     assert!(!failing.received().is_empty());
-}
-
-#[tokio::test]
-async fn a_backlog_past_the_hot_queue_is_delivered_whole() {
-    // One batch of 3,000 events is routed at once: each trigger's queue keeps the first 1,024
-    // (the dispatcher's HOT_QUEUE) with their event and the rest as runs of offsets, read back
-    // from the log in blocks. The "even" trigger's filter leaves a gap after every match, so
-    // its runs are one long.
-    let all = Sink::ok().await;
-    let even = Sink::ok().await;
-    let config = broker("")
-        + &trigger("all", &format!("subscriber: {{uri: '{}'}}", all.url))
-        + &trigger(
-            "even",
-            &format!(
-                "filter: {{attributes: {{parity: even}}}}, subscriber: {{uri: '{}'}}",
-                even.url
-            ),
-        );
-    let sy = Switchyard::start(&config);
-    let n = 3000;
-    let batch: Vec<serde_json::Value> = (0..n)
-        .map(|i| {
-            serde_json::json!({
-                "specversion": "1.0", "id": format!("e{i}"), "source": "/tests", "type": "bulk",
-                "parity": if i % 2 == 0 { "even" } else { "odd" }, "data": {"i": i}
-            })
-        })
-        .collect();
-    let resp = client()
-        .post(sy.url(BROKER))
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(serde_json::to_vec(&batch).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let distinct = |sink: &Sink| sink.ids().into_iter().collect::<HashSet<String>>();
-    for (sink, want) in [(&all, n), (&even, n / 2)] {
-        common::eventually("every event delivered", WAIT, || async {
-            (distinct(sink).len() >= want).then_some(())
-        })
-        .await;
-    }
-    let expected_all: HashSet<String> = (0..n).map(|i| format!("e{i}")).collect();
-    let expected_even: HashSet<String> = (0..n).step_by(2).map(|i| format!("e{i}")).collect();
-    assert_eq!(distinct(&all), expected_all);
-    assert_eq!(distinct(&even), expected_even);
-    // A delivered event is the stored one, data included, whether it came from the hot part
-    // of the queue or was read back.
-    let last = all
-        .received()
-        .into_iter()
-        .find(|r| r.event.as_ref().is_some_and(|e| e.id == "e2999"))
-        .unwrap();
-    assert_eq!(last.body.as_ref(), b"{\"i\":2999}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,5 @@
-//! A graceful stop (SIGTERM): readiness off, the drain, the attempts in flight, and waits that cannot gain anything.
+//! A graceful stop (SIGTERM): readiness off, the drain, the attempts in flight, and waits that
+//! cannot gain anything.
 
 use super::*;
 

@@ -36,8 +36,8 @@ async fn deliver_in_order<S: DeliverySource>(
     let to = t.destination(&work);
     let mut retry = InPlace::new(t, drain, std::mem::take(&mut work.attempts), 1);
     let outcome = loop {
-        // A redirected attempt (a reply's or a dead letter's) goes elsewhere: it does not
-        // wait for the subscriber's probe turn.
+        // A redrive to another URL (`work.redirect`) is not an attempt at the subscriber: it
+        // does not wait for its probe turn.
         let Ok(turn) = retry.turn(work.redirect.is_none()).await else {
             source.release(work).await;
             return false;
@@ -89,7 +89,7 @@ impl<'a> InPlace<'a> {
     }
 
     /// Before an attempt: while the subscriber is down, waits for the trigger's probe turn
-    /// (`None` when it is up, or when `to_subscriber` is false), and a probe that had to wait
+    /// (`None` when it is up, or when `to_subscriber` is false), and a probe (a turn taken)
     /// waits for a paused trigger's resume too.
     async fn turn(&mut self, to_subscriber: bool) -> Result<Option<Turn>, GaveUp> {
         if !to_subscriber {
@@ -181,6 +181,8 @@ async fn deliver_batch_in_order<S: DeliverySource>(
         // and only an event the subscriber refuses on its own is dead-lettered.
         if let Some(status @ (400 | 413 | 415 | 422)) = r.status {
             tracing::warn!(trigger = %t.id, status, events = batch.len(), "the subscriber refused a batch; sending its events one by one");
+            // `retry` borrows `drain`: done with it here.
+            drop(retry);
             return deliver_each_in_order(t, source, batch, drain).await;
         }
         match retry.decide(r).await {
