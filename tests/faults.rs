@@ -101,8 +101,27 @@ metadata: {{name: all}}
 spec:
   broker: default
   subscriber: {{uri: '{sink}'}}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: WebhookSource
+metadata: {{name: hook}}
+spec:
+  sink: {{ref: {{kind: Broker, name: default}}}}
+  auth: {{bearerToken: {{value: let-me-in}}}}
 "#
     )
+}
+
+/// Posts a webhook to the WebhookSource `hook`.
+async fn post_webhook(sy: &Switchyard) -> reqwest::Response {
+    client()
+        .post(sy.url("/sources/default/hook"))
+        .bearer_auth("let-me-in")
+        .header("content-type", "application/json")
+        .body(r#"{"pushed":1}"#)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Posts event `id` with a body of `body_bytes`.
@@ -153,7 +172,7 @@ async fn assert_disk_full(resp: reqwest::Response) {
 }
 
 /// The disk fills up completely (no reserve): the commit that finds no space fails, and the
-/// store refuses with 507 until space is freed, then takes events again — the same process,
+/// store refuses with 507 (at ingress and at a WebhookSource alike) until space is freed, then takes events again — the same process,
 /// no restart — and every event it accepted is delivered.
 #[tokio::test]
 async fn a_full_disk_is_refused_with_507_and_writes_resume_when_space_is_back() {
@@ -183,6 +202,8 @@ async fn a_full_disk_is_refused_with_507_and_writes_resume_when_space_is_back() 
     }
     let refused = refused.expect("a full disk refuses events");
     assert_disk_full(refused).await;
+    // A source's endpoint answers the same: the producer retries later.
+    assert_disk_full(post_webhook(&sy).await).await;
     let (status, body) = readyz(&sy).await;
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -208,7 +229,8 @@ async fn a_full_disk_is_refused_with_507_and_writes_resume_when_space_is_back() 
     wait_delivered(&sink, "", &accepted, Duration::from_secs(30)).await;
 }
 
-/// Below the free-space reserve, events are refused (507, `/readyz` 503) while the delivery
+/// Below the free-space reserve, events are refused (507 at ingress and at a WebhookSource,
+/// `/readyz` 503) while the delivery
 /// side goes on: retries stored before are delivered. Freeing space lets events in again.
 #[tokio::test]
 async fn below_the_free_space_reserve_events_are_refused_and_delivery_goes_on() {
@@ -230,6 +252,7 @@ async fn below_the_free_space_reserve_events_are_refused_and_delivery_goes_on() 
     let filler = fs.fill(4 << 20);
     let refused = post(&sy, "refused", 10).await;
     assert_disk_full(refused).await;
+    assert_disk_full(post_webhook(&sy).await).await;
     assert_not_ready(&sy, "--min-free-disk-bytes").await;
 
     healthy.store(true, Ordering::SeqCst);

@@ -728,3 +728,59 @@ async fn deeply_nested_data_is_stored_without_recursion() {
         "stored as sent"
     );
 }
+
+/// The header limits at their edges (spec/limits.md): a header value of 16 KiB is taken and
+/// one a byte longer is refused with 431 naming it; a request of 100 headers (hyper's limit)
+/// is taken and one of 101 is refused with 431. What is refused is not stored, and the
+/// server goes on serving.
+#[tokio::test]
+async fn header_limits_hold_at_their_edges() {
+    let mut sy = Switchyard::start(TWO_BROKERS);
+    let c = client();
+    let subject = |id: &str, bytes: usize| {
+        binary(&c, &sy.url(DEFAULT), &attrs(&minimal(id))).header("ce-subject", "s".repeat(bytes))
+    };
+    let at = subject("at-16k", 16 * 1024).send().await.unwrap();
+    assert_eq!(at.status(), 202);
+    let past = subject("past-16k", 16 * 1024 + 1).send().await.unwrap();
+    assert_eq!(past.status().as_u16(), 431);
+    let body = problem(past).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("ce-subject"),
+        "{body}"
+    );
+
+    // A request of exactly `n` header lines: Host, Content-Length, Connection, the event's
+    // four attributes, and extensions for the rest.
+    let addr = sy.base.trim_start_matches("http://").to_owned();
+    let answer_to = |id: &'static str, n: usize| {
+        let addr = addr.clone();
+        async move {
+            let mut head = format!(
+                "POST {DEFAULT} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\nce-specversion: 1.0\r\nce-id: {id}\r\nce-source: /s\r\nce-type: t\r\n"
+            );
+            for i in 0..n - 7 {
+                head.push_str(&format!("ce-x{i}: v\r\n"));
+            }
+            head.push_str("\r\n");
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer).await;
+            answer
+        }
+    };
+    let taken = answer_to("h100", 100).await;
+    assert!(taken.starts_with("HTTP/1.1 202"), "{taken}");
+    let refused = answer_to("h101", 101).await;
+    assert!(refused.starts_with("HTTP/1.1 431"), "{refused}");
+
+    let ok = binary(&c, &sy.url(DEFAULT), &attrs(&minimal("ok")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 202);
+    let stored = sy.stored("default/default");
+    let ids: Vec<&str> = stored.iter().map(|(_, e)| e.id.as_str()).collect();
+    assert_eq!(ids, ["at-16k", "h100", "ok"]);
+}
