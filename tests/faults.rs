@@ -469,28 +469,40 @@ fn open_files_for(needed: u64) -> bool {
 }
 
 /// 5,000 connections that send part of a request's headers and then nothing (slowloris) do
-/// not keep the server from answering `/healthz`, and each is closed once its header
-/// deadline has passed, so they cannot pile up.
+/// not keep the server from answering `/healthz`: it answers while every one of them is still
+/// open, not once their deadline has closed them. And each is closed once its header deadline
+/// has passed, so they cannot pile up.
 #[tokio::test]
 async fn slow_clients_do_not_stop_health_checks_and_are_closed_at_their_deadline() {
+    use std::io::Read as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const SLOW: usize = 5_000;
+    const HEAD: &[u8] = b"POST /default/default HTTP/1.1\r\nHost: localhost\r\nce-id: 1\r\n";
     if !open_files_for(SLOW as u64 + 500) {
         skip("cannot open 5,000 files in this process (ulimit -n)");
         return;
     }
-    let sy = Switchyard::start_with(common::TWO_BROKERS, &["--header-read-timeout-ms", "3000"]);
+    // A deadline well past the time 5,000 connections take to open, even on a loaded machine.
+    let sy = Switchyard::start_with(common::TWO_BROKERS, &["--header-read-timeout-ms", "10000"]);
     let addr = sy.base.trim_start_matches("http://").to_owned();
     let mut slow = Vec::with_capacity(SLOW);
-    for _ in 0..SLOW {
+    for _ in 1..SLOW {
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        s.write_all(b"POST /default/default HTTP/1.1\r\nHost: localhost\r\nce-id: 1\r\n")
-            .await
-            .unwrap();
+        s.write_all(HEAD).await.unwrap();
         slow.push(s);
     }
+    // The last one is a blocking socket, so whether it is still open can be asked without
+    // waiting (a peek that would block: open, nothing to read).
+    let mut last = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut last, HEAD).unwrap();
     let health = client().get(sy.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    last.set_nonblocking(true).unwrap();
+    let peeked = last.peek(&mut [0u8; 1]);
+    assert!(
+        matches!(&peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "/healthz answered only after the slow connections were closed: {peeked:?}"
+    );
     // Each slow connection is closed by the server (end of stream, or a reset).
     let mut buf = [0u8; 256];
     for s in &mut slow {
@@ -500,6 +512,15 @@ async fn slow_clients_do_not_stop_health_checks_and_are_closed_at_their_deadline
             "a slow connection was not closed: {read:?}"
         );
     }
+    last.set_nonblocking(false).unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let read = last.read(&mut buf);
+    assert!(
+        matches!(read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut),
+        "the last slow connection was not closed: {read:?}"
+    );
     // And the server still serves.
     assert_eq!(post(&sy, "after", 10).await.status().as_u16(), 202);
 }
