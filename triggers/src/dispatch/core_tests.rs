@@ -14,7 +14,7 @@ use switchyard_core::{CloudEvent, ExtValue};
 use tokio::sync::Notify;
 
 use super::trigger::{Context, TriggerRuntime};
-use super::{DeliverySource, Outcome, Work, deliver, lock};
+use super::{DeliverySource, HOT_QUEUE, Outcome, Work, deliver, lock};
 use crate::records::DeadLetterReason;
 
 /// Work handed out in order; outcomes kept by position.
@@ -282,13 +282,7 @@ async fn an_ordered_trigger_takes_new_keys_only_as_slots_free() {
         never_stopped(),
     ));
     for p in 0..500u64 {
-        let mut w = work(p, "slow");
-        let mut event = (*w.event).clone();
-        event
-            .extensions
-            .insert("partitionkey".into(), ExtValue::String(format!("k{p}")));
-        w.event = Arc::new(event);
-        source.push(w);
+        source.push(keyed(work(p, "slow"), &format!("k{p}")));
     }
     // The first two deliveries take 300 ms; meanwhile the loop takes one more and waits.
     let first = source.settled(2).await;
@@ -299,6 +293,56 @@ async fn an_ordered_trigger_takes_new_keys_only_as_slots_free() {
         500 - lock(&source.work).len()
     );
     core.abort();
+}
+
+/// An ordered trigger parks at most `HOT_QUEUE` (1,024) events behind its busy keys: with one
+/// key's deliveries stalled, 3,000 events of that key are taken from the source only up to
+/// the cap (and one more for each delivered), the rest left with the source.
+#[tokio::test]
+async fn an_ordered_trigger_parks_at_most_the_hot_queue_behind_busy_keys() {
+    const EVENTS: usize = 3_000;
+    let (url, _) = sink().await;
+    let t = trigger(&url, "ordering: ordered, maxInFlight: 1");
+    let source = Arc::new(FakeSource::default());
+    let core = tokio::spawn(deliver::dispatch_loop(
+        t,
+        Arc::clone(&source),
+        never_stopped(),
+    ));
+    for p in 0..EVENTS as u64 {
+        source.push(keyed(work(p, "slow"), "k"));
+    }
+    let taken = || EVENTS - lock(&source.work).len();
+    // One in flight and HOT_QUEUE parked behind it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while taken() < HOT_QUEUE + 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} taken",
+            taken()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..3 {
+        // Read in this order, so a delivery settled between the two only loosens the bound.
+        let (taken, settled) = (taken(), lock(&source.settled).len());
+        assert!(
+            taken <= HOT_QUEUE + 1 + settled,
+            "{taken} taken with {settled} delivered"
+        );
+        source.settled(settled + 1).await;
+    }
+    core.abort();
+}
+
+/// `w` with `partitionkey` `key`.
+fn keyed(mut w: Work<()>, key: &str) -> Work<()> {
+    let mut event = (*w.event).clone();
+    event
+        .extensions
+        .insert("partitionkey".into(), ExtValue::String(key.to_owned()));
+    w.event = Arc::new(event);
+    w
 }
 
 /// Draining (a reload stops or changes the trigger): the loop takes no more work, lets the
