@@ -533,6 +533,45 @@ async fn a_long_scan_that_finds_nothing_keeps_its_stream_alive() {
     );
 }
 
+/// A following stream whose client goes away ends within the keep-alive (5 s): the server
+/// closes its side of each connection rather than polling for events nobody reads.
+#[tokio::test]
+async fn following_streams_end_when_their_clients_go_away() {
+    const STREAMS: usize = 10;
+    let sy = common::Switchyard::start(common::TWO_BROKERS);
+    let fds = format!("/proc/{}/fd", sy.child.id());
+    // The server's open sockets (its listener among them).
+    let sockets = || {
+        std::fs::read_dir(&fds)
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
+    };
+    let before = sockets();
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        // A client each, so dropping it closes its connection.
+        let client = reqwest::Client::new();
+        let stream = client
+            .get(sy.url("/api/v1/namespaces/default/brokers/default/events"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        streams.push((client, stream));
+    }
+    let open = sockets();
+    assert!(open >= before + STREAMS, "{before} sockets, then {open}");
+    drop(streams);
+    common::eventually(
+        "the server closes the streams' connections",
+        std::time::Duration::from_secs(30),
+        || async { (sockets() <= before).then_some(()) },
+    )
+    .await;
+}
+
 /// A following stream ends when the server shuts down, so it does not hold the shutdown
 /// for the grace period (30 s) that cuts off requests in flight.
 #[tokio::test]
