@@ -454,6 +454,91 @@ fn assert_damaged_refusal(dir: &Path) {
     );
 }
 
+/// A write-ahead log record that is whole (its checksum holds) but does not parse, as a log
+/// written by another version would be, stops `serve` with one line that names the log and
+/// the way out; doing what it says starts the server from the last checkpoint.
+#[tokio::test]
+async fn a_wal_record_that_does_not_parse_is_named_at_start_with_what_to_do() {
+    // No checkpoint but the one at start: the event is in the log only.
+    let mut sy = Switchyard::start_with(
+        common::TWO_BROKERS,
+        &["--checkpoint-interval-ms", "3600000"],
+    );
+    assert_eq!(post(&sy, "logged", 10).await.status().as_u16(), 202);
+    sy.kill9();
+    let wal = sy.dir.join("data/wal");
+    assert!(
+        rewrite_wal_record(&wal, 1, |payload| payload.fill(0xff)),
+        "no record 1 in {}",
+        wal.display()
+    );
+
+    std::fs::write(sy.dir.join("config.yaml"), common::TWO_BROKERS).unwrap();
+    let serve = || {
+        Command::new(common::bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(sy.dir.join("config.yaml"))
+            .arg("--data-dir")
+            .arg(sy.dir.join("data"))
+            .env("RUST_LOG", "off")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+    let out = serve();
+    assert!(
+        !out.status.success(),
+        "serve replayed a record that does not parse"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let w = wal.display();
+    assert!(
+        err.contains(&format!("the write-ahead log in {w} cannot be replayed")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("mv {w} {w}.damaged")), "{err}");
+
+    // As it says: the log moved aside, the store opens at its checkpoint, without the event.
+    std::fs::rename(&wal, sy.dir.join("data/wal.damaged")).unwrap();
+    sy.restart();
+    assert_eq!(post(&sy, "after", 10).await.status().as_u16(), 202);
+    let stored = sy.stored("default/default");
+    let ids: Vec<&str> = stored.iter().map(|(_, e)| e.id.as_str()).collect();
+    assert_eq!(ids, ["after"]);
+}
+
+/// Rewrites the payload of record `lsn` of the write-ahead log in `dir` with `change`, its
+/// checksum made to hold again (the layout is in spec/storage.md); false if there is none.
+fn rewrite_wal_record(dir: &Path, lsn: u64, change: impl Fn(&mut [u8])) -> bool {
+    const HEADER: usize = 24;
+    let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut at = 0;
+        while at + HEADER <= bytes.len() && word(&bytes, at) == 0x3157_5953 {
+            let len = word(&bytes, at + 4) as usize;
+            let found = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap());
+            let salt = word(&bytes, at + 20);
+            let payload = at + HEADER..at + HEADER + len;
+            if found == lsn {
+                change(&mut bytes[payload.clone()]);
+                let mut crc = crc32fast::Hasher::new();
+                crc.update(&found.to_le_bytes());
+                crc.update(&(len as u32).to_le_bytes());
+                crc.update(&salt.to_le_bytes());
+                crc.update(&bytes[payload]);
+                bytes[at + 16..at + 20].copy_from_slice(&crc.finalize().to_le_bytes());
+                std::fs::write(&path, bytes).unwrap();
+                return true;
+            }
+            at = payload.end;
+        }
+    }
+    false
+}
+
 /// Raises this process's open-file limit to at least `needed`, if the hard limit allows.
 fn open_files_for(needed: u64) -> bool {
     use rustix::process::{Resource, getrlimit, setrlimit};

@@ -334,6 +334,11 @@ impl Wal {
         Ok(replayed)
     }
 
+    /// The directory of its segments.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The LSN the next record gets.
     pub(super) fn next_lsn(&self) -> u64 {
         self.next_lsn

@@ -149,8 +149,10 @@ impl Writer {
             .map_err(|e| LogError::Storage(format!("cannot sync the write-ahead log: {e}")))?;
         let mut txn = db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::None).map_err(storage)?;
+        let dir = wal.dir().to_path_buf();
         let replayed = wal.replay(checkpointed, |lsn, payload| {
-            apply_redo(&txn, &redo::decode(payload)?, lsn)
+            let redo = redo::decode(payload).map_err(|e| unreplayable(&dir, lsn, &e))?;
+            apply_redo(&txn, &redo, lsn)
         });
         let replayed = match replayed {
             Ok(n) => n,
