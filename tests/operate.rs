@@ -475,6 +475,16 @@ spec:
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
+    // Its body is read as ingress reads one (spec/limits.md): past 2 MiB, a 413 problem.
+    let filter = format!("type = '{}'", "x".repeat(3 << 20));
+    let refused = client()
+        .post(sy.url("/api/v1/namespaces/default/triggers/orders/replays"))
+        .json(&serde_json::json!({"fromOffset": 0, "filter": filter}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 413);
+    common::problem(refused).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

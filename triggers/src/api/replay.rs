@@ -293,8 +293,13 @@ async fn start(
     State(api): State<Arc<Api>>,
     Path((ns, name)): Path<(String, String)>,
     caller: CallerExt,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // Read as ingress reads bodies: within 60 s (else 408) and at most 2 MiB (else 413).
+    let body = match switchyard_broker::ingress::read_body(body, super::MAX_REQUEST_BYTES).await {
+        Ok(body) => body,
+        Err(problem) => return problem.into_response(),
+    };
     let selection: Selection = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => return bad(format!("the body is not a replay: {e}")),
