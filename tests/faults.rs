@@ -610,6 +610,29 @@ async fn slow_clients_do_not_stop_health_checks_and_are_closed_at_their_deadline
     assert_eq!(post(&sy, "after", 10).await.status().as_u16(), 202);
 }
 
+/// A kept-alive connection that sits idle after its answer is closed once the header
+/// deadline (`--header-read-timeout-ms`, also the idle timeout) has passed, so idle clients
+/// cannot hold connection slots for ever.
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_at_the_header_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sy = Switchyard::start_with(common::TWO_BROKERS, &["--header-read-timeout-ms", "1000"]);
+    let addr = sy.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // The answer, then nothing: the server closes the connection it keeps alive.
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        matches!(closed, Ok(Ok(_) | Err(_))),
+        "an idle connection was kept open: {answer}"
+    );
+}
+
 /// Past `--max-connections`, a new connection waits until one closes, and is then served.
 #[tokio::test]
 async fn past_the_connection_cap_new_connections_wait_for_a_free_slot() {
