@@ -35,8 +35,9 @@ const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 const MAX_BATCH: usize = 256;
 /// MQTT 3.1.1's own limit on a packet (256 MiB - 1). A 3.1.1 client cannot tell the broker
 /// what it takes, and an oversized packet would break the connection (and, with a persistent
-/// session, every reconnect after it), so the client takes whatever the broker sends; the
-/// worker refuses payloads over [`crate::MAX_BODY_BYTES`] itself.
+/// session, every reconnect after it), so the client takes whatever the broker sends; a
+/// payload over [`crate::MAX_BODY_BYTES`] is let go as soon as the client hands it over
+/// ([`Incoming::oversized_bytes`]), not queued for the worker.
 const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
 /// The largest packet an MQTT 5 client takes, announced in its CONNECT (Maximum Packet Size):
 /// the event limit and room for the topic and properties. The broker does not send a larger
@@ -49,6 +50,9 @@ const CLIENT_QUEUE: usize = 1024;
 struct Incoming {
     topic: String,
     payload: Bytes,
+    /// The size of a payload over the event limit, which was let go as soon as it was read
+    /// (`payload` is then empty): the worker drops the message as malformed and acks it.
+    oversized_bytes: Option<usize>,
     /// MQTT 5 only.
     content_type: Option<String>,
     /// MQTT 5 only.
@@ -63,12 +67,12 @@ fn message_event(
     source: &str,
     m: &Incoming,
 ) -> Result<CloudEvent, EventError> {
-    if m.payload.len() > crate::MAX_BODY_BYTES {
+    let payload_bytes = m.oversized_bytes.unwrap_or(m.payload.len());
+    if payload_bytes > crate::MAX_BODY_BYTES {
         return Err(EventError::invalid(
             "data",
             format!(
-                "the payload is {} bytes, more than the {} an event may have",
-                m.payload.len(),
+                "the payload is {payload_bytes} bytes, more than the {} an event may have",
                 crate::MAX_BODY_BYTES
             ),
         ));
@@ -195,11 +199,19 @@ async fn run_v311(
                     }
                 });
             }
-            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(mut p))) => {
+                // Over the event limit (3.1.1 cannot announce a smaller packet): let go of
+                // the payload now, so that oversized packets do not wait in the queue.
+                let oversized_bytes =
+                    (p.payload.len() > crate::MAX_BODY_BYTES).then_some(p.payload.len());
+                if oversized_bytes.is_some() {
+                    p.payload = Bytes::new();
+                }
                 let c = client.clone();
                 let message = Incoming {
                     topic: p.topic.clone(),
                     payload: p.payload.clone(),
+                    oversized_bytes,
                     content_type: None,
                     user_properties: Vec::new(),
                     ack: Box::new(move || {
@@ -256,6 +268,8 @@ async fn run_v5(
                 let message = Incoming {
                     topic: String::from_utf8_lossy(&p.topic).into_owned(),
                     payload: p.payload.clone(),
+                    // The broker sends nothing larger than the CONNECT announced.
+                    oversized_bytes: None,
                     content_type,
                     user_properties,
                     ack: Box::new(move || {
@@ -449,6 +463,7 @@ mod tests {
         Incoming {
             topic: "building/1/room/2/temperature".into(),
             payload: Bytes::from_static(payload),
+            oversized_bytes: None,
             content_type: ct.map(str::to_owned),
             user_properties: props
                 .iter()
@@ -481,6 +496,20 @@ mod tests {
             assert_eq!(e.ty, "t");
             assert_eq!(e.data, Data::Binary(Bytes::from_static(b"21.5")));
         }
+    }
+
+    /// An MQTT 3.1.1 payload over the event limit is let go as it is read; the worker still
+    /// refuses the message, naming its size.
+    #[test]
+    fn a_payload_let_go_as_oversized_is_refused_with_its_size() {
+        let mut m = incoming(b"", None, &[]);
+        m.oversized_bytes = Some(crate::MAX_BODY_BYTES + 1);
+        let refused = message_event(MqttVersion::V311, "t", "/s", &m);
+        let why = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            why.contains(&format!("{} bytes", crate::MAX_BODY_BYTES + 1)),
+            "{why}"
+        );
     }
 
     #[test]
