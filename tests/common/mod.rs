@@ -324,17 +324,49 @@ pub fn minimal(id: &str) -> Vec<(&'static str, String)> {
 pub fn serve_refusal(config: &str, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.yaml"), config).unwrap();
-    let out = std::process::Command::new(bin())
+    let mut serve = std::process::Command::new(bin());
+    serve
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(dir.path())
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    refusal(serve)
+}
+
+/// Runs `command` (a `switchyard` that must refuse to start), with logs off: the one line it
+/// printed. A command still running after 60 s started after all: it is killed, and that
+/// fails the test rather than hanging it.
+pub fn refusal(mut command: Command) -> String {
+    use std::io::Read as _;
+    let mut child = command
         .env("RUST_LOG", "off")
-        .output()
+        .env_remove("RUST_BACKTRACE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success(), "serve started");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{command:?} exited 0: {err}");
+    let err = err.trim().to_owned();
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     err
 }

@@ -136,8 +136,9 @@ fn damaged(path: &Path, why: &str) -> LogError {
 
 /// A write-ahead log record that is whole (its checksum holds) but does not parse: a log
 /// written by another version of Switchyard, or damaged in a way its checksum cannot see. The
-/// way out: move the log aside and start from the store's last checkpoint (a fresh log goes on
-/// from the checkpoint's LSN), or put a backup in its place.
+/// ways out: let the version that wrote it replay it and checkpoint at its stop; or move the
+/// log aside and start from the store's last checkpoint (a fresh log goes on from the
+/// checkpoint's LSN); or restore a backup.
 fn unreplayable(dir: &Path, lsn: u64, why: &LogError) -> LogError {
     let w = dir.display();
     let why = match why {
@@ -146,9 +147,10 @@ fn unreplayable(dir: &Path, lsn: u64, why: &LogError) -> LogError {
     };
     LogError::Storage(format!(
         "the write-ahead log in {w} cannot be replayed: its record {lsn} does not parse ({why}); \
-         move it aside to start from the store's last checkpoint (`mv {w} {w}.damaged`: the \
-         events and changes logged after that checkpoint are lost), or put a backup of the \
-         data directory in its place"
+         if another version of Switchyard wrote it, start that version once and stop it \
+         (SIGTERM) to replay and checkpoint it; otherwise move it aside to start from the \
+         store's last checkpoint (`mv {w} {w}.damaged`: the events and changes logged after \
+         that checkpoint are lost), or restore a backup of the data directory"
     ))
 }
 
