@@ -146,15 +146,7 @@ async fn redrive_and_purge_of_all_go_through_many_dead_letters_in_chunks() {
 async fn sends_to_a_slow_dead_letter_sink_are_bounded() {
     let dls = Sink::start(|_, _| Answer::status(200).delay(Duration::from_secs(2))).await;
     let refusing = Sink::start(|_, _| Answer::status(422)).await;
-    let config = broker("")
-        + &trigger(
-            "t",
-            &format!(
-                "subscriber: {{uri: '{}'}}, delivery: {{retry: 0, deadLetterSink: {{uri: '{}'}}}}",
-                refusing.url, dls.url
-            ),
-        );
-    let sy = Switchyard::start(&config);
+    let sy = Switchyard::start(&dead_lettering(&refusing, &dls));
     common::post_batch(&sy, BROKER, (0..40).map(|i| format!("d{i}"))).await;
     dls.wait_for(16, WAIT).await;
     // None of the first sixteen is answered for 2 s: no seventeenth starts meanwhile.
@@ -172,15 +164,7 @@ async fn sends_to_a_slow_dead_letter_sink_are_bounded() {
 async fn a_burst_of_dead_letters_all_reaches_the_dead_letter_sink() {
     let dls = Sink::ok().await;
     let refusing = Sink::start(|_, _| Answer::status(422)).await;
-    let config = broker("")
-        + &trigger(
-            "t",
-            &format!(
-                "subscriber: {{uri: '{}'}}, delivery: {{retry: 0, deadLetterSink: {{uri: '{}'}}}}",
-                refusing.url, dls.url
-            ),
-        );
-    let sy = Switchyard::start(&config);
+    let sy = Switchyard::start(&dead_lettering(&refusing, &dls));
     for round in 0..5 {
         common::post_batch(&sy, BROKER, (0..100).map(|i| format!("b{round}-{i}"))).await;
     }
@@ -423,4 +407,16 @@ async fn retries_of_a_removed_trigger_become_dead_letters() {
     assert_eq!(items[0]["reason"], "trigger removed");
     assert_eq!(items[0]["eventId"], "pending");
     assert_eq!(items[0]["status"], 503);
+}
+
+/// A Broker and a Trigger `t` to `subscriber` with no retries, whose dead letters go to `dls`.
+fn dead_lettering(subscriber: &Sink, dls: &Sink) -> String {
+    broker("")
+        + &trigger(
+            "t",
+            &format!(
+                "subscriber: {{uri: '{}'}}, delivery: {{retry: 0, deadLetterSink: {{uri: '{}'}}}}",
+                subscriber.url, dls.url
+            ),
+        )
 }
