@@ -628,6 +628,70 @@ async fn an_idle_kept_alive_connection_is_closed_at_the_header_deadline() {
     );
 }
 
+/// Sends `head` (a request's line and headers, which announce a 100-byte body) and then the
+/// body one byte every 200 ms, and returns the whole answer once the server closes the
+/// connection (within 20 s).
+async fn trickle(addr: &str, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = conn.into_split();
+    write.write_all(head.as_bytes()).await.unwrap();
+    let sender = tokio::spawn(async move {
+        for _ in 0..100 {
+            if write.write_all(b"{").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut answer))
+        .await
+        .expect("the server answered and closed the connection")
+        .ok();
+    sender.abort();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A request whose body does not all arrive within `--body-read-timeout-ms` (here one byte
+/// every 200 ms: steady, but too slow) is answered 408 with a problem, at ingress, at a
+/// source's endpoint and at the management API, and nothing of it is stored.
+#[tokio::test]
+async fn a_body_that_arrives_too_slowly_is_answered_408_and_nothing_is_stored() {
+    let sink = Sink::ok().await;
+    let sy = Switchyard::start_with(&config(&sink.url), &["--body-read-timeout-ms", "1000"]);
+    let addr = sy.base.trim_start_matches("http://").to_owned();
+    let ingress = "POST /default/default HTTP/1.1\r\nHost: localhost\r\n\
+        ce-specversion: 1.0\r\nce-id: slow\r\nce-source: /test\r\nce-type: t\r\n\
+        content-type: application/json\r\ncontent-length: 100\r\n\r\n";
+    let source = "POST /sources/default/hook HTTP/1.1\r\nHost: localhost\r\n\
+        authorization: Bearer let-me-in\r\ncontent-type: application/json\r\n\
+        content-length: 100\r\n\r\n";
+    let api = "POST /api/v1/namespaces/default/brokers/default/deadletters/redrive HTTP/1.1\r\n\
+        Host: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
+    for (what, head) in [("ingress", ingress), ("source", source), ("api", api)] {
+        // The whole body would take 20 s; the answer comes at the deadline.
+        let answer = trickle(&addr, head).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{what}: {answer}");
+        assert!(
+            answer.contains("urn:switchyard:problem:body-timeout")
+                && answer.contains("did not arrive within 1000 ms"),
+            "{what}: {answer}"
+        );
+    }
+    let stored = client()
+        .get(sy.url("/api/v1/namespaces/default/brokers/default/events?from=start&follow=false"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(stored, "", "nothing of a timed-out body is stored");
+    // The server goes on taking bodies that come in time.
+    assert_eq!(post(&sy, "after", 10).await.status().as_u16(), 202);
+}
+
 /// Past `--max-connections`, a new connection waits until one closes, and is then served.
 #[tokio::test]
 async fn past_the_connection_cap_new_connections_wait_for_a_free_slot() {
@@ -676,9 +740,19 @@ async fn past_the_connection_cap_new_connections_wait_for_a_free_slot() {
 fn connection_limits_that_cannot_serve_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.yaml"), common::TWO_BROKERS).unwrap();
-    for args in [
-        ["--header-read-timeout-ms", "0"],
-        ["--max-connections", "0"],
+    for (args, says) in [
+        (
+            ["--header-read-timeout-ms", "0"],
+            "--header-read-timeout-ms must be at least 100, not 0",
+        ),
+        (
+            ["--body-read-timeout-ms", "99"],
+            "--body-read-timeout-ms must be at least 100, not 99",
+        ),
+        (
+            ["--max-connections", "0"],
+            "--max-connections must be at least 1, not 0",
+        ),
     ] {
         let out = Command::new(common::bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -692,9 +766,6 @@ fn connection_limits_that_cannot_serve_are_refused_at_start() {
         assert!(!out.status.success(), "{args:?} started");
         let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(
-            err.contains("--header-read-timeout-ms must be at least 100"),
-            "{err}"
-        );
+        assert!(err.contains(says), "{err}");
     }
 }

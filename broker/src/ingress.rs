@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::app::{App, BrokerState};
 use crate::append::{Appender, Ttl};
 use crate::auth::SendPermit;
+use crate::connections::BodyTimeout;
 use crate::log::LogError;
 use crate::metrics as m;
 use crate::problem::Problem;
@@ -69,22 +70,11 @@ async fn discard(body: Body) {
     .await;
 }
 
-/// How long a request's body may take to arrive, whole: past it the request is answered 408
-/// and nothing of it is stored (the headers have their own deadline, `--header-read-timeout-ms`).
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Reads the body, refusing it as soon as it passes `limit` bytes (and then [`drain`]ing the
-/// rest, so the client reads the 413), or when it has not all come within
-/// [`BODY_READ_TIMEOUT`] (408).
+/// rest, so the client reads the 413), or when it has not all come by its deadline (408; the
+/// server puts one on every request's body, `--body-read-timeout-ms`, see
+/// [`crate::connections::DeadlineBody`]).
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
-    read_body_within(body, limit, BODY_READ_TIMEOUT).await
-}
-
-async fn read_body_within(
-    body: Body,
-    limit: usize,
-    timeout: std::time::Duration,
-) -> Result<Bytes, Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,13 +87,19 @@ async fn read_body_within(
     let mut buf = BytesMut::new();
     let read = async {
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                Problem::new(
+            let frame = frame.map_err(|e| match BodyTimeout::caused(&e) {
+                Some(timeout) => Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "urn:switchyard:problem:body-timeout",
+                    "body too slow",
+                    format!("{timeout}; nothing was stored"),
+                ),
+                None => Problem::new(
                     StatusCode::BAD_REQUEST,
                     "urn:switchyard:problem:bad-body",
                     "unreadable body",
                     format!("the request body could not be read: {e}"),
-                )
+                ),
             })?;
             if let Ok(data) = frame.into_data() {
                 if buf.len() + data.len() > limit {
@@ -114,24 +110,15 @@ async fn read_body_within(
         }
         Ok(())
     };
-    match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(())) => Ok(buf.freeze()),
-        Ok(Err(p)) => {
+    match read.await {
+        Ok(()) => Ok(buf.freeze()),
+        Err(p) => {
             if p.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 // Reading began, so any 100-continue was sent: the rest is on its way.
                 discard(body).await;
             }
             Err(p)
         }
-        Err(_) => Err(Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "urn:switchyard:problem:body-timeout",
-            "body too slow",
-            format!(
-                "the request body did not arrive within {} s; nothing was stored",
-                timeout.as_secs()
-            ),
-        )),
     }
 }
 
@@ -416,6 +403,7 @@ fn handshake(headers: &HeaderMap) -> Response {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::connections::DeadlineBody;
 
     /// A body whose next bytes never come.
     struct Stalled;
@@ -432,23 +420,15 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_body_that_does_not_arrive_in_time_is_a_408() {
-        let slow = read_body_within(
-            Body::new(Stalled),
-            1024,
-            std::time::Duration::from_millis(50),
-        )
-        .await
-        .unwrap_err();
+        let body = Body::new(DeadlineBody::new(
+            Stalled,
+            std::time::Duration::from_secs(60),
+        ));
+        let slow = read_body(body, 1024).await.unwrap_err();
         assert_eq!(slow.status(), StatusCode::REQUEST_TIMEOUT);
-        let whole = read_body_within(
-            Body::from("abc"),
-            1024,
-            std::time::Duration::from_millis(50),
-        )
-        .await
-        .unwrap();
+        let whole = read_body(Body::from("abc"), 1024).await.unwrap();
         assert_eq!(&whole[..], b"abc");
     }
 }

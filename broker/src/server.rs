@@ -350,14 +350,22 @@ fn check_options(options: &ServerOptions) -> Result<(), ServeError> {
             options.max_body_bytes
         )));
     }
-    if options.connections.header_read_timeout < Duration::from_millis(100)
-        || options.connections.max_connections == 0
-    {
-        return Err(ServeError::Setting(format!(
-            "--header-read-timeout-ms must be at least 100 and --max-connections at least 1, not {} and {}",
-            options.connections.header_read_timeout.as_millis(),
-            options.connections.max_connections
-        )));
+    let limits = &options.connections;
+    for (flag, timeout) in [
+        ("--header-read-timeout-ms", limits.header_read_timeout),
+        ("--body-read-timeout-ms", limits.body_read_timeout),
+    ] {
+        if timeout < Duration::from_millis(100) {
+            return Err(ServeError::Setting(format!(
+                "{flag} must be at least 100, not {}",
+                timeout.as_millis()
+            )));
+        }
+    }
+    if limits.max_connections == 0 {
+        return Err(ServeError::Setting(
+            "--max-connections must be at least 1, not 0".to_owned(),
+        ));
     }
     Ok(())
 }

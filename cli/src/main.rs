@@ -91,6 +91,10 @@ enum Command {
         /// kept-alive connection may sit idle between requests.
         #[arg(long, default_value_t = ConnectionLimits::default().header_read_timeout.as_millis() as u64)]
         header_read_timeout_ms: u64,
+        /// How long a request's whole body may take to arrive once its headers have, in ms;
+        /// past it the request is answered 408 and nothing of it is stored.
+        #[arg(long, default_value_t = ConnectionLimits::default().body_read_timeout.as_millis() as u64)]
+        body_read_timeout_ms: u64,
         /// After SIGTERM, how long to keep taking requests while `/readyz` says the server is
         /// shutting down, in ms, so that a load balancer stops sending first (0: stop at once).
         #[arg(long, default_value_t = ConnectionLimits::default().shutdown_drain.as_millis() as u64)]
@@ -370,6 +374,7 @@ fn run(cli: Cli) -> Result<()> {
             audit_max_age_days,
             max_connections,
             header_read_timeout_ms,
+            body_read_timeout_ms,
             shutdown_drain_ms,
             min_free_disk_bytes,
             max_store_bytes,
@@ -441,6 +446,7 @@ fn run(cli: Cli) -> Result<()> {
                 connections: ConnectionLimits {
                     max_connections,
                     header_read_timeout: Duration::from_millis(header_read_timeout_ms),
+                    body_read_timeout: Duration::from_millis(body_read_timeout_ms),
                     shutdown_drain: Duration::from_millis(shutdown_drain_ms),
                 },
                 egress: switchyard_core::egress::EgressPolicy {

@@ -527,7 +527,7 @@ async fn redrive_all(
     Ok(done.audit.count)
 }
 
-/// A redrive request's body, read as ingress reads bodies (within 60 s, else 408; at most
+/// A redrive request's body, read as ingress reads bodies (by the body deadline, else 408; at most
 /// 2 MiB, else 413): the request, its checked `uri`, and the selection as the audit entry
 /// records it.
 async fn read_redrive(
