@@ -107,10 +107,48 @@ struct Cursor {
     next: u64,
     left: u64,
     follow: bool,
-    selection: Selection,
+    selection: Arc<Selection>,
     stop: tokio::sync::watch::Receiver<bool>,
     /// When the stream last sent something.
     sent: tokio::time::Instant,
+}
+
+/// What one read of the store gave a scan.
+struct Step {
+    /// The offset after the last record looked at, or `None` when there were none.
+    next: Option<u64>,
+    /// Records looked at.
+    read: usize,
+    /// Events selected, at most the `left` asked for.
+    sent: u64,
+    /// Their JSON lines.
+    lines: Vec<u8>,
+}
+
+/// Decodes `records` and encodes the first `left` that `selection` matches as JSON lines.
+fn select(records: &[switchyard_broker::log::LogRecord], selection: &Selection, left: u64) -> Step {
+    let mut step = Step {
+        next: None,
+        read: 0,
+        sent: 0,
+        lines: Vec::new(),
+    };
+    for r in records {
+        step.next = Some(r.offset + 1);
+        step.read += 1;
+        let Ok(event) = switchyard_core::store::decode(&r.event) else {
+            continue;
+        };
+        if !selection.matches(&event) {
+            continue;
+        }
+        switchyard_core::json::encode_record_line(r.offset, &event, &mut step.lines);
+        step.sent += 1;
+        if step.sent == left {
+            break;
+        }
+    }
+    step
 }
 
 impl Cursor {
@@ -123,22 +161,28 @@ impl Cursor {
     }
 
     async fn lines(&mut self) -> Option<Result<Bytes, std::io::Error>> {
-        let step = tokio::time::Instant::now();
+        let began = tokio::time::Instant::now();
         let mut scanned = 0usize;
         loop {
             if self.left == 0 || *self.stop.borrow() {
                 return None;
             }
-            if scanned >= SCAN_STEP_RECORDS || step.elapsed() >= SCAN_STEP_TIME {
+            if scanned >= SCAN_STEP_RECORDS || began.elapsed() >= SCAN_STEP_TIME {
                 return Some(Ok(Bytes::from_static(b"\n")));
             }
-            let (broker, next) = (self.broker.clone(), self.next);
-            let read = blocking(&self.log, move |log| log.read(&broker, next, 256)).await;
-            let records = match read {
-                Ok(r) => r,
+            let (broker, next, left) = (self.broker.clone(), self.next, self.left);
+            let selection = Arc::clone(&self.selection);
+            // Read, decode, match and encode on the blocking pool: a CESQL filter over
+            // thousands of records is work the async workers must not do.
+            let read = blocking(&self.log, move |log| {
+                Ok(select(&log.read(&broker, next, 256)?, &selection, left))
+            })
+            .await;
+            let step = match read {
+                Ok(step) => step,
                 Err(e) => return Some(Err(std::io::Error::other(e.to_string()))),
             };
-            if records.is_empty() {
+            let Some(next) = step.next else {
                 if !self.follow {
                     return None;
                 }
@@ -155,25 +199,12 @@ impl Cursor {
                     Ok(()) = self.stop.changed() => {}
                 }
                 continue;
-            }
-            scanned += records.len();
-            let mut out = Vec::new();
-            for r in &records {
-                self.next = r.offset + 1;
-                let Ok(event) = switchyard_core::store::decode(&r.event) else {
-                    continue;
-                };
-                if !self.selection.matches(&event) {
-                    continue;
-                }
-                switchyard_core::json::encode_record_line(r.offset, &event, &mut out);
-                self.left -= 1;
-                if self.left == 0 {
-                    break;
-                }
-            }
-            if !out.is_empty() {
-                return Some(Ok(Bytes::from(out)));
+            };
+            scanned += step.read;
+            self.next = next;
+            self.left -= step.sent;
+            if !step.lines.is_empty() {
+                return Some(Ok(Bytes::from(step.lines)));
             }
         }
     }
@@ -221,11 +252,11 @@ async fn tail(
         next,
         left: q.limit.unwrap_or(u64::MAX),
         follow: q.follow.unwrap_or(true),
-        selection: Selection {
+        selection: Arc::new(Selection {
             ty: q.ty,
             source: q.source,
             filter,
-        },
+        }),
         stop: state.stop.clone(),
         sent: tokio::time::Instant::now(),
     };
