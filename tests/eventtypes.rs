@@ -187,6 +187,46 @@ async fn enforce_accepts_a_valid_order_and_refuses_an_invalid_one() {
     assert_eq!(ids, ["ok-1", "other-1"]);
 }
 
+/// Data is checked as JSON up to serde_json's nesting limit: a valid order nested
+/// [`MAX_DATA_DEPTH`] levels deep passes; one level more is checked as text, which the order
+/// schema (an object) refuses with 400, and the server stays up.
+#[tokio::test]
+async fn data_is_checked_as_json_up_to_its_nesting_limit() {
+    let mut sy = Switchyard::start(&config());
+    // An order whose `items` (an array, as the schema wants) nests to `depth` levels in all.
+    let nested = |depth: usize| {
+        format!(
+            r#"{{"orderId":"o","total":1,"customer":{{"email":"e"}},"items":{}{}}}"#,
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    };
+    let send = |id: &'static str, data: String| {
+        client()
+            .post(sy.url("/shop/enforced"))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-source", "/orders/eu")
+            .header("ce-type", "com.example.order.created")
+            .header("content-type", "application/json")
+            .body(data)
+            .send()
+    };
+    let at_limit = send("deep-ok", nested(MAX_DATA_DEPTH)).await.unwrap();
+    assert_eq!(at_limit.status(), 202);
+    let past = send("too-deep", nested(MAX_DATA_DEPTH + 1)).await.unwrap();
+    assert_eq!(past.status(), 400);
+    let body = problem(past).await;
+    assert_eq!(body["type"], "urn:switchyard:problem:schema-violation");
+    assert_eq!(pointers(&body), [(String::new(), "type".to_owned())]);
+    let stored = sy.stored("shop/enforced");
+    let ids: Vec<&str> = stored.iter().map(|(_, e)| e.id.as_str()).collect();
+    assert_eq!(ids, ["deep-ok"]);
+}
+
+/// The deepest JSON data the schema check parses (spec/limits.md).
+const MAX_DATA_DEPTH: usize = 127;
+
 #[tokio::test]
 async fn a_ref_to_another_registered_schema_is_resolved_locally() {
     let sy = Switchyard::start(&config());

@@ -65,11 +65,14 @@ async fn unreachable_subscriber_is_dead_lettered_naming_it() {
 }
 
 /// A purge or redrive of all works through the dead letters a chunk at a time and counts
-/// every one: 250 dead letters (more than two chunks) are redriven, dead-lettered again, and
-/// purged, and the audit log counts 250 each time.
+/// every one: 1,001 dead letters (many chunks) are redriven, dead-lettered again, and
+/// purged, and the audit log counts 1,001 each time. A page holds at most 1,000 of them,
+/// however many are asked for, and says where the next one starts.
 #[tokio::test]
 async fn redrive_and_purge_of_all_go_through_many_dead_letters_in_chunks() {
-    const N: usize = 250;
+    const N: usize = 1_001;
+    // Each round delivers and dead-letters a thousand events one by one.
+    const LONG: Duration = Duration::from_secs(60);
     let refusing = Sink::start(|_, _| Answer::status(422)).await;
     let config = broker("")
         + &trigger(
@@ -82,17 +85,25 @@ async fn redrive_and_purge_of_all_go_through_many_dead_letters_in_chunks() {
     let sy = Switchyard::start(&config);
     common::post_batch(&sy, BROKER, (0..N).map(|i| format!("e{i}"))).await;
     let api = sy.url("/api/v1/namespaces/default/brokers/default/deadletters");
-    let dead_letters = || {
+    // Asks for more than a page holds: the first page is cut at 1,000, the second has the rest.
+    let pages = || {
         let api = api.clone();
         async move {
-            let list = common::get_json(&format!("{api}?limit=1000")).await;
-            list["items"].as_array().unwrap().len()
+            let first = common::get_json(&format!("{api}?limit=1001")).await;
+            let mut sizes = vec![first["items"].as_array().unwrap().len()];
+            if let Some(next) = first["next"].as_str() {
+                let rest = common::get_json(&format!("{api}?limit=1000&after={next}")).await;
+                sizes.push(rest["items"].as_array().unwrap().len());
+            }
+            sizes
         }
     };
-    common::eventually("all dead-lettered", WAIT, || async {
+    let dead_letters = || async { pages().await.iter().sum::<usize>() };
+    common::eventually("all dead-lettered", LONG, || async {
         (dead_letters().await == N).then_some(())
     })
     .await;
+    assert_eq!(pages().await, [1_000, 1], "a page holds at most 1,000");
 
     let redriven = client()
         .post(format!("{api}/redrive"))
@@ -104,8 +115,8 @@ async fn redrive_and_purge_of_all_go_through_many_dead_letters_in_chunks() {
     let body: serde_json::Value = redriven.json().await.unwrap();
     assert_eq!(body["redriven"], N);
     // Each is delivered again, refused again, and dead-lettered again.
-    refusing.wait_for(2 * N, WAIT).await;
-    common::eventually("all dead-lettered again", WAIT, || async {
+    refusing.wait_for(2 * N, LONG).await;
+    common::eventually("all dead-lettered again", LONG, || async {
         (dead_letters().await == N).then_some(())
     })
     .await;
