@@ -6,17 +6,17 @@
 #   fuzz/run-queue.sh END_EPOCH_SECONDS TARGET...
 #
 # A target starts only while at least 20 minutes remain before END_EPOCH_SECONDS and runs
-# for at most an hour; what run.sh prints goes to fuzz/out/TARGET.txt.
+# for at most MAX_SECONDS (default an hour); what run.sh prints goes to fuzz/out/TARGET.txt.
 set -euo pipefail
 cd "$(dirname "$0")"
 end=$1
 shift
-export end quiet=${QUIET_EXECS:-10000000}
+export end quiet=${QUIET_EXECS:-10000000} most=${MAX_SECONDS:-3600}
 mkdir -p out
 printf '%s\n' "$@" | xargs -P 2 -I{} bash -c '
   left=$(( end - $(date +%s) ))
   [ "$left" -ge 1200 ] || { echo "{}: skipped, $left s left"; exit 0; }
-  seconds=$(( left < 3600 ? left : 3600 ))
+  seconds=$(( left < most ? left : most ))
   echo "{}: $(date -u +%H:%M) for up to $seconds s"
   nice -n 19 ./run.sh {} "$seconds" "$quiet" > out/{}.txt 2>&1 || echo "{}: run.sh failed (out/{}.txt)"
   echo "{}: $(date -u +%H:%M) done"'
