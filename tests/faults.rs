@@ -1,6 +1,7 @@
 //! Faults beyond kill -9 (tests/crash.rs): the store's disk filling up (the data directory a
-//! small tmpfs, so those tests need root, as CI has; elsewhere each skips with a line) and
-//! its budget, slow clients, connection caps, a damaged store file.
+//! small tmpfs, so those tests need root, as CI has; elsewhere each skips with a line), at
+//! ingress and for a pull source (a NatsSource on the machine's JetStream), and its budget;
+//! slow clients and slow bodies, connection caps, a damaged store file.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -286,6 +287,126 @@ async fn below_the_free_space_reserve_events_are_refused_and_delivery_goes_on() 
     .await;
     let ids = sink.ids();
     assert!(!ids.iter().any(|id| id.contains("refused")), "{ids:?}");
+}
+
+/// A pull source on a full disk: below the free-space reserve, a NatsSource reading a
+/// JetStream stream is handed messages it cannot store, so it acks none of them (the
+/// server's ack floor stays where the store is) and the server hands them over again; once
+/// space is back they are stored and delivered, without a restart, none lost. (Kafka and
+/// MQTT share the sources' store-first path: `adapters/tests/store_first.rs`.)
+#[tokio::test]
+async fn a_pull_source_acks_nothing_on_a_full_disk_and_catches_up_when_space_is_back() {
+    use async_nats::jetstream;
+    let Some((tmp, fs)) = tmpfs_data_dir(32) else {
+        return;
+    };
+    let u = common::moto::unique().replace('-', "");
+    let (stream, subject) = (format!("FULL{u}"), format!("full{u}.readings"));
+    let js = jetstream::new(async_nats::connect(common::nats_url()).await.unwrap());
+    js.create_stream(jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![subject.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let publish = |i: u32| {
+        let (js, subject) = (js.clone(), subject.clone());
+        async move {
+            js.publish(subject, format!("reading {i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    let sink = Sink::ok().await;
+    let config = format!(
+        r#"{}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: NatsSource
+metadata: {{name: readings}}
+spec:
+  servers: ['{}']
+  subject: '{subject}'
+  jetstream: {{stream: {stream}, consumer: switchyard-readings, ackWait: PT1S}}
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#,
+        config(&sink.url),
+        common::nats_url()
+    );
+    let sy = Switchyard::start_in(
+        tmp,
+        &config,
+        &["--min-free-disk-bytes", &(8u64 << 20).to_string()],
+    );
+    publish(1).await;
+    sink.wait_for(1, Duration::from_secs(30)).await;
+
+    let filler = fs.fill(4 << 20);
+    for i in 2..=6 {
+        publish(i).await;
+    }
+    // The store finds the disk short when the source tries to append them.
+    eventually(
+        "/readyz says the disk is short",
+        Duration::from_secs(10),
+        || async { (readyz(&sy).await.0 == 503).then_some(()) },
+    )
+    .await;
+    assert_not_ready(&sy, "--min-free-disk-bytes").await;
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .get_consumer("switchyard-readings")
+        .await
+        .unwrap();
+    let consumer = &consumer;
+    // The server hands the source every message, and again once it has nak'ed them.
+    eventually(
+        "the server handed the messages over more than once",
+        Duration::from_secs(30),
+        || async move {
+            let info = consumer.get_info().await.unwrap();
+            (info.delivered.stream_sequence == 6 && info.delivered.consumer_sequence > 6)
+                .then_some(())
+        },
+    )
+    .await;
+    let info = consumer.get_info().await.unwrap();
+    assert_eq!(
+        info.ack_floor.stream_sequence, 1,
+        "acked what was not stored"
+    );
+    assert_eq!(sink.ids().len(), 1, "delivered what was not stored");
+
+    std::fs::remove_file(filler).unwrap();
+    let got = sink.wait_for(6, Duration::from_secs(30)).await;
+    let mut bodies: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(
+        bodies,
+        (1..=6).map(|i| format!("reading {i}")).collect::<Vec<_>>()
+    );
+    eventually(
+        "every message acked",
+        Duration::from_secs(30),
+        || async move {
+            let info = consumer.get_info().await.unwrap();
+            (info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.ack_floor.stream_sequence == 6)
+                .then_some(())
+        },
+    )
+    .await;
+    js.delete_stream(&stream).await.unwrap();
 }
 
 /// `--max-store-bytes`: while undelivered events fill the budget, new ones are refused with
