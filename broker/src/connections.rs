@@ -146,7 +146,9 @@ pub async fn serve<L>(
 /// The router, with a deadline put on each request's body as the request comes in.
 #[derive(Clone)]
 struct Deadlined {
+    /// The server's routes.
     router: Router,
+    /// How long each body may take ([`ConnectionLimits::body_read_timeout`]).
     body_read_timeout: Duration,
 }
 
@@ -190,14 +192,20 @@ impl BodyTimeout {
 }
 
 /// A request body that fails with [`BodyTimeout`] when it has not all arrived by its deadline.
-/// The timer is only set the first time the body has to wait, so a body that came with its
-/// headers (most do) costs one clock read.
+/// The deadline is looked at only when the body would wait: what has already arrived is
+/// handed over, however late it is read. The timer is set the first time the body has to
+/// wait, so a body that came with its headers costs one clock read.
 #[derive(Debug)]
 pub struct DeadlineBody<B> {
+    /// The body as it arrives.
     inner: B,
+    /// When the body must have arrived whole.
     deadline: tokio::time::Instant,
+    /// The deadline counted from the headers, for the error.
     after: Duration,
+    /// The timer for `deadline`, once the body has had to wait.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The deadline has passed and the error was given: the body is over.
     expired: bool,
 }
 
@@ -251,7 +259,11 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.expired {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 

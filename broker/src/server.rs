@@ -82,7 +82,8 @@ pub struct ServerOptions {
     pub auth: AuthOptions,
     /// Serve HTTPS with these files (`--tls-cert-file`, …), or plain HTTP.
     pub tls: Option<crate::tls::TlsOptions>,
-    /// Bounds on client connections (`--max-connections`, `--header-read-timeout-ms`).
+    /// Bounds on client connections (`--max-connections`, `--header-read-timeout-ms`,
+    /// `--body-read-timeout-ms`).
     pub connections: crate::connections::ConnectionLimits,
     /// Where subscribers, dead-letter sinks and redrives may send
     /// (`--deny-internal-destinations`, `--egress-allow`); the server itself does not use it.

@@ -27,7 +27,7 @@ fn every_kept_input_passes_its_target_in_bounded_time() {
     let (tx, rx) = mpsc::channel();
     // The inputs run on a thread of their own, so that one that does not end can be named
     // here instead of hanging the suite.
-    std::thread::spawn(move || {
+    let worker = std::thread::spawn(move || {
         for (name, target) in switchyard_fuzz::TARGETS {
             for folder in ["corpus", "found"] {
                 let dir = root.join(folder).join(name);
@@ -65,6 +65,9 @@ fn every_kept_input_passes_its_target_in_bounded_time() {
             }
         }
     }
+    // The worker ended: by running out of inputs, or by failing outside a target (an input
+    // it could not read), which must fail the test too.
+    worker.join().expect("the worker read every input");
     assert!(
         ran > 0,
         "no corpus found under {}",

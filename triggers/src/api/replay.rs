@@ -295,7 +295,8 @@ async fn start(
     caller: CallerExt,
     body: axum::body::Body,
 ) -> Response {
-    // Read as ingress reads bodies: within 60 s (else 408) and at most 2 MiB (else 413).
+    // Read as ingress reads bodies: by the body deadline (`--body-read-timeout-ms`, else 408)
+    // and at most 2 MiB (else 413).
     let body = match switchyard_broker::ingress::read_body(body, super::MAX_REQUEST_BYTES).await {
         Ok(body) => body,
         Err(problem) => return problem.into_response(),
