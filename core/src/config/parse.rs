@@ -214,9 +214,17 @@ pub(super) fn split_documents(
 /// to a second to refuse. No manifest needs more than a few levels.
 pub const MAX_FLOW_DEPTH: usize = 64;
 
+/// Brackets open at once, counting every one (in quotes and comments too), past which text is
+/// refused whatever [`check_flow_depth`]'s reading of its quotes: the backstop for text that
+/// reads as quoted to that rough scan but not to YAML. The scanner's time at this depth is
+/// milliseconds.
+pub const MAX_OPEN_BRACKETS: usize = 1024;
+
 /// Refuses YAML text whose flow collections nest deeper than [`MAX_FLOW_DEPTH`], before the
-/// parser sees it. A rough scan (quoted scalars and comments skipped; a bracket inside a
-/// plain scalar counts too), which errs only towards letting text through to the parser.
+/// parser sees it. A rough scan: quoted scalars (a quote where a scalar can begin: after
+/// white space, `[`, `{` or `,`) and comments are skipped, and a bracket inside a plain
+/// scalar counts too. Where it could take text for quoted that YAML does not (`it's`
+/// after a space), the count of every bracket, [`MAX_OPEN_BRACKETS`], still holds.
 fn check_flow_depth(text: &str) -> Result<(), String> {
     let mut depth = 0usize;
     let mut quote: Option<char> = None;
@@ -235,7 +243,9 @@ fn check_flow_depth(text: &str) -> Result<(), String> {
         } else {
             match c {
                 '#' if previous.is_whitespace() => comment = true,
-                '\'' | '"' => quote = Some(c),
+                '\'' | '"' if previous.is_whitespace() || matches!(previous, '[' | '{' | ',') => {
+                    quote = Some(c);
+                }
                 '[' | '{' => {
                     depth += 1;
                     if depth > MAX_FLOW_DEPTH {
@@ -250,6 +260,22 @@ fn check_flow_depth(text: &str) -> Result<(), String> {
             }
         }
         previous = c;
+    }
+    let mut open = 0usize;
+    for c in text.chars() {
+        match c {
+            '[' | '{' => {
+                open += 1;
+                if open > MAX_OPEN_BRACKETS {
+                    return Err(format!(
+                        "invalid YAML: more than {MAX_OPEN_BRACKETS} brackets ([, {{) open at \
+                         once, counting those in quotes and comments"
+                    ));
+                }
+            }
+            ']' | '}' => open = open.saturating_sub(1),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -283,5 +309,27 @@ mod tests {
         assert!(check_flow_depth(&text).is_ok());
         // A line break ends a comment, a carriage return too.
         assert!(check_flow_depth(&format!("# x\r{}", "[".repeat(100))).is_err());
+    }
+
+    #[test]
+    fn a_quote_inside_a_plain_scalar_does_not_hide_brackets() {
+        // What the fuzzer found: `ree"try` read as the start of a quoted scalar hid 17,885
+        // levels from the count, and the scanner took seconds over them.
+        let text = format!("a: ree\"try\nb: {}\n", "{".repeat(100));
+        let err = check_flow_depth(&text).unwrap_err();
+        assert!(err.contains("nest deeper than 64"), "{err}");
+        // Quotes where a scalar begins still hide what they hold.
+        let text = format!("a: [\"{0}\", '{0}',\"{0}\"]\n", "[".repeat(100));
+        assert!(check_flow_depth(&text).is_ok());
+    }
+
+    #[test]
+    fn more_brackets_open_than_the_backstop_are_refused_even_in_quotes() {
+        let within = format!("a: '{}'\n", "[".repeat(MAX_OPEN_BRACKETS));
+        assert!(check_flow_depth(&within).is_ok());
+        // A plain scalar that YAML would read as it is: `it's` after a space is no quote.
+        let past = format!("a: it 's {}\n", "[".repeat(MAX_OPEN_BRACKETS + 1));
+        let err = check_flow_depth(&past).unwrap_err();
+        assert!(err.contains("more than 1024 brackets"), "{err}");
     }
 }
