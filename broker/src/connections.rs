@@ -269,12 +269,12 @@ where
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use http_body_util::BodyExt as _;
 
     /// A body whose next bytes never come.
-    struct Stalled;
+    pub(crate) struct Stalled;
 
     impl hyper::body::Body for Stalled {
         type Data = Bytes;

@@ -404,21 +404,7 @@ fn handshake(headers: &HeaderMap) -> Response {
 mod tests {
     use super::*;
     use crate::connections::DeadlineBody;
-
-    /// A body whose next bytes never come.
-    struct Stalled;
-
-    impl hyper::body::Body for Stalled {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-            std::task::Poll::Pending
-        }
-    }
+    use crate::connections::tests::Stalled;
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_does_not_arrive_in_time_is_a_408() {
