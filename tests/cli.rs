@@ -502,16 +502,7 @@ async fn a_long_scan_that_finds_nothing_keeps_its_stream_alive() {
         )
         .await;
     }
-    let body = common::client()
-        .get(sy.url(
-            "/api/v1/namespaces/default/brokers/default/events?from=start&follow=false&type=none",
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = common::events_text(&sy, "from=start&follow=false&type=none").await;
     assert!(!body.is_empty(), "a scan of 25,000 records sent nothing");
     assert!(body.chars().all(|c| c == '\n'), "{body:?}");
     // The CLI shows nothing for them.

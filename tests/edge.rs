@@ -671,17 +671,7 @@ async fn readings_wait_while_the_uplink_drops_packets_and_drain_at_the_trigger_r
         drained.len()
     );
     // They arrive as the gateway stored them, so the centre can tell a redelivery.
-    let stored = common::client()
-        .get(
-            gateway
-                .url("/api/v1/namespaces/default/brokers/default/events?from=start&follow=false"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let stored = common::events_text(&gateway, "from=start&follow=false").await;
     let stored: std::collections::HashMap<String, serde_json::Value> = stored
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].take())

@@ -800,14 +800,7 @@ async fn a_body_that_arrives_too_slowly_is_answered_408_and_nothing_is_stored() 
             "{what}: {answer}"
         );
     }
-    let stored = client()
-        .get(sy.url("/api/v1/namespaces/default/brokers/default/events?from=start&follow=false"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let stored = common::events_text(&sy, "from=start&follow=false").await;
     assert_eq!(stored, "", "nothing of a timed-out body is stored");
     // The server goes on taking bodies that come in time.
     assert_eq!(post(&sy, "after", 10).await.status().as_u16(), 202);

@@ -302,21 +302,12 @@ async fn a_brokers_events_are_read_and_followed_from_any_replica() {
             })
             .collect()
     };
-    let read = |url: String| async move {
-        client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let stored = lines(&read(events(&sys[1], "from=start&follow=false")).await);
+    let stored = lines(&common::events_text(&sys[1], "from=start&follow=false").await);
     let ids: Vec<&str> = stored.iter().map(|(_, id)| id.as_str()).collect();
     assert_eq!(ids, ["e0", "e1", "e2"], "what the other replica stored");
     assert!(stored.windows(2).all(|w| w[0].0 < w[1].0), "{stored:?}");
-    let only_orders = lines(&read(events(&sys[0], "from=start&follow=false&type=order")).await);
+    let only_orders =
+        lines(&common::events_text(&sys[0], "from=start&follow=false&type=order").await);
     let ids: Vec<&str> = only_orders.iter().map(|(_, id)| id.as_str()).collect();
     assert_eq!(ids, ["e0", "e2"]);
 

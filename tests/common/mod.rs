@@ -411,6 +411,22 @@ pub async fn problem(resp: reqwest::Response) -> serde_json::Value {
     body
 }
 
+/// The default broker's stored events as the running server lists them: the text of
+/// `GET …/brokers/default/events?{query}` (JSON lines, keep-alive lines included), read to its
+/// end, so `query` asks for `follow=false`.
+pub async fn events_text(sy: &Switchyard, query: &str) -> String {
+    client()
+        .get(sy.url(&format!(
+            "/api/v1/namespaces/default/brokers/default/events?{query}"
+        )))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// GET `url` and parse the JSON answer.
 pub async fn get_json(url: &str) -> serde_json::Value {
     let body = client()
