@@ -1,8 +1,8 @@
 //! Black-box tests of the Kafka source and sink (spec/streams.md) against a real
 //! Kafka-protocol broker (tansu, started by `scripts/test`): records in all three shapes,
 //! a crash in the middle of a backlog (nothing lost, no offset committed before its event was
-//! stored), a trigger writing to a topic a plain consumer reads back, and a sink and a source
-//! that reach a broker only over TLS.
+//! stored), a record over the event limit skipped, a trigger writing to a topic a plain
+//! consumer reads back, and a sink and a source that reach a broker only over TLS.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -259,6 +259,74 @@ async fn a_crash_loses_nothing_and_commits_nothing_early() {
         .flat_map(|p| (0..1000).map(move |o| (p, o)))
         .collect();
     assert_eq!(stored, expected, "a record was lost");
+}
+
+/// A KafkaSource stores values up to the event limit (4 MiB) and skips a larger one as
+/// malformed: its offset is committed with the rest, so the group does not stop at it.
+#[tokio::test]
+async fn a_record_over_the_event_limit_is_skipped_and_the_rest_are_stored() {
+    const LIMIT: usize = 4 * 1024 * 1024;
+    let sink = Sink::ok().await;
+    let topic = format!("blobs-{}", unique());
+    let group = format!("sy-{topic}");
+    create_topic(&topic, 1).await;
+    // librdkafka's producer refuses a message over 1 MB unless told otherwise.
+    let p: FutureProducer = client_config()
+        .set("acks", "all")
+        .set("message.max.bytes", "10000000")
+        .create()
+        .unwrap();
+    let values = [
+        vec![b'a'; 1],
+        vec![b'b'; LIMIT + 1],
+        vec![b'c'; LIMIT],
+        vec![b'd'; 1],
+    ];
+    for v in &values {
+        let r: FutureRecord<'_, str, [u8]> =
+            FutureRecord::to(&topic).payload(v.as_slice()).partition(0);
+        p.send(r, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let config = format!(
+        "{}{}",
+        common::broker_and_trigger("blobs", "filter: {}", &sink.url),
+        kafka_source("blobs", &topic, &format!("consumerGroup: {group}")),
+    );
+    let sy = Switchyard::start(&config);
+    let got = sink.wait_for(3, WAIT).await;
+    let mut sizes: Vec<(String, usize)> = got
+        .iter()
+        .map(|r| (r.event.as_ref().unwrap().id.clone(), r.body.len()))
+        .collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [
+            ("partition:0/offset:0".to_owned(), 1),
+            ("partition:0/offset:2".to_owned(), LIMIT),
+            ("partition:0/offset:3".to_owned(), 1)
+        ],
+        "the value at the limit is stored, the one past it is not"
+    );
+    eventually("every offset committed", WAIT, || {
+        let now = committed(&group, &topic, 1);
+        async move { (now == BTreeMap::from([(0, 4)])).then_some(()) }
+    })
+    .await;
+    let m = common::metrics(&sy).await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("switchyard_source_malformed_total")
+                && l.contains("kind=\"KafkaSource\"")
+                && l.contains("action=\"skipped\"")
+                && l.ends_with(" 1")),
+        "{m}"
+    );
+    let stored = common::events_text(&sy, "from=start&follow=false").await;
+    assert_eq!(stored.lines().filter(|l| !l.is_empty()).count(), 3);
 }
 
 /// The first record of partition 0 of `topic`, read by a plain consumer (waiting for the

@@ -1,8 +1,8 @@
 //! Black-box tests of the NATS source and sink (spec/streams.md) against the machine's real
 //! nats-server with JetStream: core subjects in a queue group, a JetStream durable consumer
 //! across a crash (redelivery of what was fetched but never stored, and an ack floor that
-//! never passes what the store holds), and a trigger publishing to a subject a plain
-//! subscriber reads back.
+//! never passes what the store holds), a message over the event limit terminated (on a server
+//! of the test's own), and a trigger publishing to a subject a plain subscriber reads back.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -295,6 +295,97 @@ spec:
     let stored = stream_sequences(&mut sy, &stream).await;
     assert_eq!(stored, (1..=40).collect(), "a message was lost");
     js.delete_stream(&stream).await.unwrap();
+}
+
+/// A NatsSource stores payloads up to the event limit (4 MiB) and lets a larger one go as
+/// malformed: terminated, so the server neither redelivers it nor holds the messages after it.
+/// On a JetStream server of the test's own whose `max_payload` lets such a message in.
+#[tokio::test]
+async fn a_jetstream_message_over_the_event_limit_is_terminated_and_the_rest_are_stored() {
+    const LIMIT: usize = 4 * 1024 * 1024;
+    let Some(cluster) = common::jetstream::Cluster::start_with_max_payload(1, "8MB").await else {
+        return;
+    };
+    let sink = Sink::ok().await;
+    let u = unique().replace('-', "");
+    let stream = format!("BIG{u}");
+    let subject = format!("big{u}.blobs");
+    let js = jetstream::new(cluster.client().await);
+    js.create_stream(jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![subject.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let payloads = [
+        vec![b'a'; 1],
+        vec![b'b'; LIMIT + 1],
+        vec![b'c'; LIMIT],
+        vec![b'd'; 1],
+    ];
+    for p in &payloads {
+        js.publish(subject.clone(), p.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let config = format!(
+        r#"{}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: NatsSource
+metadata: {{name: blobs}}
+spec:
+  servers: ['{}']
+  subject: '{subject}'
+  jetstream: {{stream: {stream}, consumer: switchyard-blobs}}
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#,
+        trigger_on("filter: {}", &sink.url),
+        cluster.urls()
+    );
+    let sy = Switchyard::start(&config);
+    let got = sink.wait_for(3, WAIT).await;
+    let mut sizes: Vec<(String, usize)> = got
+        .iter()
+        .map(|r| (r.event.as_ref().unwrap().id.clone(), r.body.len()))
+        .collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [
+            (format!("{stream}-1"), 1),
+            (format!("{stream}-3"), LIMIT),
+            (format!("{stream}-4"), 1)
+        ],
+        "the payload at the limit is stored, the one past it is not"
+    );
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .get_consumer("switchyard-blobs")
+        .await
+        .unwrap();
+    let consumer = &consumer;
+    eventually("all four settled", WAIT, || async move {
+        let info = consumer.get_info().await.unwrap();
+        (info.ack_floor.stream_sequence == 4 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    let m = common::metrics(&sy).await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("switchyard_source_malformed_total")
+                && l.contains("kind=\"NatsSource\"")
+                && l.contains("action=\"terminated\"")
+                && l.ends_with(" 1")),
+        "{m}"
+    );
+    let stored = common::events_text(&sy, "from=start&follow=false").await;
+    assert_eq!(stored.lines().filter(|l| !l.is_empty()).count(), 3);
 }
 
 #[tokio::test]

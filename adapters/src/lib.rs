@@ -26,6 +26,7 @@ use switchyard_broker::ingress::{drain, read_body};
 use switchyard_broker::log::EventLog;
 use switchyard_broker::problem::Problem;
 use switchyard_broker::tasks::Tasks;
+use switchyard_core::EventError;
 use switchyard_core::config::Config;
 use switchyard_core::kinds::{Group, Resource};
 use switchyard_triggers::api::resources::{SourceStatus, SourcesView};
@@ -73,8 +74,23 @@ pub fn refuse_absent(config: &Config) -> Result<(), SourceError> {
     Ok(())
 }
 
-/// Largest request body an HTTP source takes.
+/// Largest request body an HTTP source takes, and the largest payload a stream source (Kafka,
+/// NATS, MQTT) stores: the most an event may carry, as at ingress.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Refuses a stream message's payload over [`MAX_BODY_BYTES`]: the message is malformed, and
+/// its source lets it go the way it lets any malformed message go.
+pub(crate) fn payload_within_limit(payload_bytes: usize) -> Result<(), EventError> {
+    if payload_bytes > MAX_BODY_BYTES {
+        return Err(EventError::invalid(
+            "data",
+            format!(
+                "the payload is {payload_bytes} bytes, more than the {MAX_BODY_BYTES} an event may have"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Why the sources could not start: a one-line reason naming the source.
 #[derive(Debug, thiserror::Error)]

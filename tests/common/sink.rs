@@ -162,6 +162,8 @@ impl Sink {
         });
         let app = axum::Router::new()
             .fallback(handle)
+            // Every body, not axum's default 2 MB: events of up to 4 MiB are delivered.
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(Arc::clone(&shared));
         let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();

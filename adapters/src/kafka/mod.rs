@@ -212,6 +212,7 @@ pub fn wrap_record(
     key_type: KafkaKeyType,
     r: &Record<'_>,
 ) -> Result<CloudEvent, EventError> {
+    crate::payload_within_limit(r.value.map_or(0, <[u8]>::len))?;
     if let Some(e) = switchyard_core::bindings::decode_kafka(r.headers, r.value)? {
         return Ok(e);
     }

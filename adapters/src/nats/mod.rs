@@ -112,6 +112,7 @@ fn message_event(
     payload: Bytes,
     position: Option<StreamPosition<'_>>,
 ) -> Result<CloudEvent, EventError> {
+    crate::payload_within_limit(payload.len())?;
     let http_headers = switchyard_core::bindings::nats_headers_to_http(
         headers
             .into_iter()
