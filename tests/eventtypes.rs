@@ -379,6 +379,59 @@ fn get_eventtypes(sy: &Switchyard, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A producer that sends a new source with every event does not grow the record without end:
+/// a broker records 1,000 (type, source) pairs, stores every event past them, and holds the
+/// cap after a restart, while the pairs it knows go on counting.
+#[tokio::test]
+async fn record_keeps_at_most_a_thousand_pairs_per_broker_and_stores_every_event() {
+    let mut sy = Switchyard::start(&config());
+    let ping = |i: usize| {
+        json!({"specversion": "1.0", "id": format!("p-{i}"), "source": format!("/device/{i}"),
+               "type": "com.example.ping"})
+    };
+    let batch: Vec<Value> = (0..1001).map(ping).collect();
+    assert_eq!(post_batch(&sy, "recorded", &batch).await.status(), 202);
+    let pings = |sy: &Switchyard| {
+        let url = sy.url("/api/v1/namespaces/shop/brokers/recorded/eventtypes");
+        async move {
+            let v: Value = common::get_json(&url).await;
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["type"] == "com.example.ping")
+                .map(|i| {
+                    (
+                        i["source"].as_str().unwrap().to_owned(),
+                        i["count"].as_u64().unwrap(),
+                    )
+                })
+                .collect::<std::collections::BTreeMap<String, u64>>()
+        }
+    };
+    let recorded = pings(&sy).await;
+    assert_eq!(recorded.len(), 1000);
+    assert!(
+        !recorded.contains_key("/device/1000"),
+        "the pair past the cap"
+    );
+
+    sy.stop();
+    sy.restart();
+    let mut again = ping(0);
+    again["id"] = json!("p-0-again");
+    assert_eq!(post(&sy, "recorded", &again).await.status(), 202);
+    assert_eq!(post(&sy, "recorded", &ping(2000)).await.status(), 202);
+    let recorded = pings(&sy).await;
+    assert_eq!(recorded.len(), 1000, "the cap holds after a restart");
+    assert_eq!(recorded["/device/0"], 2, "a known pair goes on counting");
+    assert_eq!(
+        sy.stored("shop/recorded").len(),
+        1003,
+        "every event is stored"
+    );
+}
+
 #[tokio::test]
 async fn record_lists_a_new_type_after_the_first_event_and_keeps_it() {
     let mut sy = Switchyard::start(&config());

@@ -2,7 +2,7 @@
 //! first sighting persisted at once (store table `eventtypes`), counts flushed periodically,
 //! and the listing the API serves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -36,10 +36,65 @@ pub type SeenKey = (String, String, String);
 /// Shared by several replicas (the JetStream engine, [`Discovery::shared`]), it keeps only
 /// what this replica saw since its last flush, and the store adds each flush into the totals
 /// ([`Seen::add`]): the listing reads the store's totals plus what is not flushed yet.
+///
+/// A broker records at most [`MAX_PAIRS_PER_BROKER`] pairs: the type and source come from
+/// producers, and one that sends a new source with every event would otherwise grow this map
+/// and the table without end. Past it, events of new pairs are stored and delivered as ever but
+/// not recorded (a warning says so, once per broker and run); known pairs go on counting.
 #[derive(Debug, Default)]
 pub struct Discovery {
-    seen: Mutex<BTreeMap<SeenKey, Seen>>,
+    inner: Mutex<Inner>,
     shared: bool,
+}
+
+/// Most (type, source) pairs a broker in `record` mode records.
+pub const MAX_PAIRS_PER_BROKER: usize = 1_000;
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The counts: every pair recorded, or (shared) what was seen since the last flush.
+    seen: BTreeMap<SeenKey, Seen>,
+    /// The pairs each broker has recorded (shared: in this run), held to the cap.
+    pairs: HashMap<String, HashSet<(String, String)>>,
+    /// Brokers whose cap was met in this run (warned once).
+    full: HashSet<String>,
+}
+
+impl Inner {
+    fn with(seen: BTreeMap<SeenKey, Seen>) -> Inner {
+        let mut pairs: HashMap<String, HashSet<(String, String)>> = HashMap::new();
+        for (b, t, s) in seen.keys() {
+            pairs
+                .entry(b.clone())
+                .or_default()
+                .insert((t.clone(), s.clone()));
+        }
+        Inner {
+            seen,
+            pairs,
+            full: HashSet::new(),
+        }
+    }
+
+    /// Whether `broker` may record (type, source), recording it in its set when new.
+    fn admit(&mut self, broker: &str, ty: &str, source: &str) -> bool {
+        let pairs = self.pairs.entry(broker.to_owned()).or_default();
+        if pairs.contains(&(ty.to_owned(), source.to_owned())) {
+            return true;
+        }
+        if pairs.len() >= MAX_PAIRS_PER_BROKER {
+            if self.full.insert(broker.to_owned()) {
+                tracing::warn!(
+                    broker,
+                    pairs = MAX_PAIRS_PER_BROKER,
+                    "the broker has recorded as many event types (type and source) as it may; events of new ones are stored but not recorded"
+                );
+            }
+            return false;
+        }
+        pairs.insert((ty.to_owned(), source.to_owned()));
+        true
+    }
 }
 
 impl Seen {
@@ -105,7 +160,7 @@ impl Discovery {
     /// and each flush writes what was seen since the last, for the store to add up.
     pub fn shared() -> Discovery {
         Discovery {
-            seen: Mutex::default(),
+            inner: Mutex::default(),
             shared: true,
         }
     }
@@ -131,7 +186,7 @@ impl Discovery {
     /// Loads what earlier runs recorded.
     pub fn load(log: &dyn EventLog) -> Result<Discovery, LogError> {
         Ok(Discovery {
-            seen: Mutex::new(stored(log)?),
+            inner: Mutex::new(Inner::with(stored(log)?)),
             shared: false,
         })
     }
@@ -145,12 +200,16 @@ impl Discovery {
         now: &str,
     ) -> Vec<WriteOp> {
         let mut ops = Vec::new();
-        let Ok(mut seen) = self.seen.lock() else {
+        let Ok(mut inner) = self.inner.lock() else {
             return ops;
         };
+        let inner = &mut *inner;
         for (ty, source) in events {
+            if !inner.admit(broker, ty, source) {
+                continue;
+            }
             let key = (broker.to_owned(), ty.to_owned(), source.to_owned());
-            match seen.get_mut(&key) {
+            match inner.seen.get_mut(&key) {
                 Some(s) => {
                     s.last_seen = now.to_owned();
                     s.count += 1;
@@ -167,7 +226,7 @@ impl Discovery {
                     if !self.shared {
                         ops.push(seen_put(&key, &s));
                     }
-                    seen.insert(key, s);
+                    inner.seen.insert(key, s);
                 }
             }
         }
@@ -176,12 +235,13 @@ impl Discovery {
 
     /// The writes that persist every count changed since the last flush.
     pub fn flush(&self) -> Vec<WriteOp> {
-        let Ok(mut seen) = self.seen.lock() else {
+        let Ok(mut inner) = self.inner.lock() else {
             return Vec::new();
         };
+        let seen = &mut inner.seen;
         if self.shared {
             // What was seen since the last flush, handed to the store to add; forgotten here.
-            return std::mem::take(&mut *seen)
+            return std::mem::take(seen)
                 .iter()
                 .map(|(k, s)| seen_put(k, s))
                 .collect();
@@ -197,9 +257,9 @@ impl Discovery {
 
     /// Everything seen, as (broker, type, source, counts).
     pub fn snapshot(&self) -> Vec<(SeenKey, Seen)> {
-        self.seen
+        self.inner
             .lock()
-            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|i| i.seen.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     }
 }

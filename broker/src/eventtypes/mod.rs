@@ -136,6 +136,45 @@ spec:
     }
 
     #[test]
+    fn a_broker_records_at_most_its_cap_of_pairs_and_known_ones_go_on_counting() {
+        const NOW: &str = "2026-01-01T00:00:00Z";
+        let d = Discovery::default();
+        let sources: Vec<String> = (0..=MAX_PAIRS_PER_BROKER)
+            .map(|i| format!("/s{i}"))
+            .collect();
+        let ops = d.observe("ns/b", sources.iter().map(|s| ("t", s.as_str())), NOW);
+        assert_eq!(ops.len(), MAX_PAIRS_PER_BROKER, "the pair past the cap");
+        assert!(
+            d.observe("ns/b", [("t", "/s0")].into_iter(), NOW)
+                .is_empty()
+        );
+        let other = d.observe("ns/other", [("t", "/s0")].into_iter(), NOW);
+        assert_eq!(other.len(), 1, "each broker has a cap of its own");
+        let snap = d.snapshot();
+        assert_eq!(snap.len(), MAX_PAIRS_PER_BROKER + 1);
+        let s0 = snap.iter().find(|(k, _)| k.0 == "ns/b" && k.2 == "/s0");
+        assert_eq!(
+            s0.map(|(_, s)| s.count),
+            Some(2),
+            "a known pair goes on counting"
+        );
+    }
+
+    #[test]
+    fn a_shared_discovery_holds_its_cap_across_flushes() {
+        const NOW: &str = "2026-01-01T00:00:00Z";
+        let d = Discovery::shared();
+        let sources: Vec<String> = (0..MAX_PAIRS_PER_BROKER)
+            .map(|i| format!("/s{i}"))
+            .collect();
+        let _ = d.observe("ns/b", sources.iter().map(|s| ("t", s.as_str())), NOW);
+        assert_eq!(d.flush().len(), MAX_PAIRS_PER_BROKER);
+        let _ = d.observe("ns/b", [("t", "/s0"), ("t", "/new")].into_iter(), NOW);
+        let ops = d.flush();
+        assert_eq!(ops.len(), 1, "the known pair, not the new one: {ops:?}");
+    }
+
+    #[test]
     fn a_shared_discovery_hands_each_flush_what_it_saw_since_and_forgets_it() {
         let d = Discovery::shared();
         let seen = [("t", "/s"), ("t", "/s")].into_iter();
