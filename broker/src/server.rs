@@ -292,14 +292,19 @@ impl Server {
         redb: Option<Arc<RedbLog>>,
     ) -> Result<Server, ServeError> {
         let metrics = m::install();
-        let discovery = if options.jetstream.is_some() {
-            // The replicas' counts add up in the store.
-            Discovery::shared()
-        } else {
+        // Shared by the replicas of the JetStream engine, whose counts add up in the store.
+        let shared = options.jetstream.is_some();
+        let discovery = {
             let log = Arc::clone(&log);
-            tokio::task::spawn_blocking(move || Discovery::load(log.as_ref()))
-                .await
-                .map_err(|e| ServeError::Setting(format!("store task failed: {e}")))??
+            tokio::task::spawn_blocking(move || {
+                if shared {
+                    Discovery::load_shared(log.as_ref())
+                } else {
+                    Discovery::load(log.as_ref())
+                }
+            })
+            .await
+            .map_err(|e| ServeError::Setting(format!("store task failed: {e}")))??
         };
         let app = Arc::new(App {
             config_status: RwLock::new(ConfigStatus::default()),

@@ -37,10 +37,11 @@ pub type SeenKey = (String, String, String);
 /// what this replica saw since its last flush, and the store adds each flush into the totals
 /// ([`Seen::add`]): the listing reads the store's totals plus what is not flushed yet.
 ///
-/// A broker records at most [`MAX_PAIRS_PER_BROKER`] pairs: the type and source come from
-/// producers, and one that sends a new source with every event would otherwise grow this map
-/// and the table without end. Past it, events of new pairs are stored and delivered as ever but
-/// not recorded (a warning says so, once per broker and run); known pairs go on counting.
+/// A broker records at most [`MAX_PAIRS_PER_BROKER`] pairs, each of a type and a source of at
+/// most [`MAX_RECORDED_BYTES`]: they come from producers, and one that sends a new source with
+/// every event would otherwise grow this map and the table without end. Past either, events
+/// are stored and delivered as ever but their pair is not recorded (a warning says so, once
+/// per broker and run); known pairs go on counting.
 #[derive(Debug, Default)]
 pub struct Discovery {
     inner: Mutex<Inner>,
@@ -49,50 +50,66 @@ pub struct Discovery {
 
 /// Most (type, source) pairs a broker in `record` mode records.
 pub const MAX_PAIRS_PER_BROKER: usize = 1_000;
+/// Longest type or source, in bytes, whose pair is recorded.
+pub const MAX_RECORDED_BYTES: usize = 1_024;
 
 #[derive(Debug, Default)]
 struct Inner {
     /// The counts: every pair recorded, or (shared) what was seen since the last flush.
     seen: BTreeMap<SeenKey, Seen>,
-    /// The pairs each broker has recorded (shared: in this run), held to the cap.
-    pairs: HashMap<String, HashSet<(String, String)>>,
-    /// Brokers whose cap was met in this run (warned once).
-    full: HashSet<String>,
+    /// Shared only: every pair recorded, in the store at start or by this replica since
+    /// (`seen` forgets them at each flush).
+    known: HashSet<SeenKey>,
+    /// Pairs each broker has recorded, for the cap.
+    per_broker: HashMap<String, usize>,
+    /// Brokers told, in this run, that a pair was not recorded.
+    warned: HashSet<String>,
 }
 
 impl Inner {
-    fn with(seen: BTreeMap<SeenKey, Seen>) -> Inner {
-        let mut pairs: HashMap<String, HashSet<(String, String)>> = HashMap::new();
-        for (b, t, s) in seen.keys() {
-            pairs
-                .entry(b.clone())
-                .or_default()
-                .insert((t.clone(), s.clone()));
+    fn counted(seen: BTreeMap<SeenKey, Seen>, known: HashSet<SeenKey>) -> Inner {
+        let mut per_broker: HashMap<String, usize> = HashMap::new();
+        for (b, _, _) in seen.keys().chain(known.iter()) {
+            *per_broker.entry(b.clone()).or_default() += 1;
         }
         Inner {
             seen,
-            pairs,
-            full: HashSet::new(),
+            known,
+            per_broker,
+            warned: HashSet::new(),
         }
     }
 
-    /// Whether `broker` may record (type, source), recording it in its set when new.
-    fn admit(&mut self, broker: &str, ty: &str, source: &str) -> bool {
-        let pairs = self.pairs.entry(broker.to_owned()).or_default();
-        if pairs.contains(&(ty.to_owned(), source.to_owned())) {
+    /// Whether the pair of `key` is recorded, or may be now (it is then counted as recorded).
+    fn admit(&mut self, shared: bool, key: &SeenKey) -> bool {
+        let known = if shared {
+            self.known.contains(key)
+        } else {
+            self.seen.contains_key(key)
+        };
+        if known {
             return true;
         }
-        if pairs.len() >= MAX_PAIRS_PER_BROKER {
-            if self.full.insert(broker.to_owned()) {
+        let (broker, ty, source) = key;
+        let recorded = self.per_broker.get(broker).copied().unwrap_or(0);
+        if recorded >= MAX_PAIRS_PER_BROKER
+            || ty.len() > MAX_RECORDED_BYTES
+            || source.len() > MAX_RECORDED_BYTES
+        {
+            if self.warned.insert(broker.clone()) {
                 tracing::warn!(
-                    broker,
-                    pairs = MAX_PAIRS_PER_BROKER,
-                    "the broker has recorded as many event types (type and source) as it may; events of new ones are stored but not recorded"
+                    broker = %broker,
+                    max_pairs = MAX_PAIRS_PER_BROKER,
+                    max_bytes = MAX_RECORDED_BYTES,
+                    "an event type (type and source) is not recorded: the broker has recorded as many as it may, or they are too long; such events are stored but not recorded"
                 );
             }
             return false;
         }
-        pairs.insert((ty.to_owned(), source.to_owned()));
+        *self.per_broker.entry(broker.clone()).or_default() += 1;
+        if shared {
+            self.known.insert(key.clone());
+        }
         true
     }
 }
@@ -165,6 +182,17 @@ impl Discovery {
         }
     }
 
+    /// A [`Discovery::shared`] one that counts the pairs the store already holds as recorded,
+    /// so the cap holds across restarts (replicas started together may each record up to the
+    /// cap of new pairs before they see each other's).
+    pub fn load_shared(log: &dyn EventLog) -> Result<Discovery, LogError> {
+        let known = stored(log)?.into_keys().collect();
+        Ok(Discovery {
+            inner: Mutex::new(Inner::counted(BTreeMap::new(), known)),
+            shared: true,
+        })
+    }
+
     /// Whether the totals are the store's ([`Discovery::shared`]).
     pub fn is_shared(&self) -> bool {
         self.shared
@@ -186,7 +214,7 @@ impl Discovery {
     /// Loads what earlier runs recorded.
     pub fn load(log: &dyn EventLog) -> Result<Discovery, LogError> {
         Ok(Discovery {
-            inner: Mutex::new(Inner::with(stored(log)?)),
+            inner: Mutex::new(Inner::counted(stored(log)?, HashSet::new())),
             shared: false,
         })
     }
@@ -205,10 +233,10 @@ impl Discovery {
         };
         let inner = &mut *inner;
         for (ty, source) in events {
-            if !inner.admit(broker, ty, source) {
+            let key = (broker.to_owned(), ty.to_owned(), source.to_owned());
+            if !inner.admit(self.shared, &key) {
                 continue;
             }
-            let key = (broker.to_owned(), ty.to_owned(), source.to_owned());
             match inner.seen.get_mut(&key) {
                 Some(s) => {
                     s.last_seen = now.to_owned();
@@ -220,8 +248,10 @@ impl Discovery {
                         first_seen: now.to_owned(),
                         last_seen: now.to_owned(),
                         count: 1,
-                        // Shared, the next flush writes it (the store adds it up).
-                        dirty: self.shared,
+                        // Shared, the next flush writes it (the store adds it up); otherwise
+                        // it is written at once, and again by the next flush should that
+                        // write fail.
+                        dirty: true,
                     };
                     if !self.shared {
                         ops.push(seen_put(&key, &s));
@@ -370,4 +400,59 @@ pub fn list(
     }
     out.sort_by(|a, b| (&a.broker, &a.ty, &a.source).cmp(&(&b.broker, &b.ty, &b.source)));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: &str = "2026-01-01T00:00:00Z";
+
+    #[test]
+    fn a_shared_discovery_counts_what_the_store_held_at_start_against_the_cap() {
+        let known: HashSet<SeenKey> = (0..MAX_PAIRS_PER_BROKER - 1)
+            .map(|i| ("ns/b".to_owned(), "t".to_owned(), format!("/s{i}")))
+            .collect();
+        let d = Discovery {
+            inner: Mutex::new(Inner::counted(BTreeMap::new(), known)),
+            shared: true,
+        };
+        let _ = d.observe(
+            "ns/b",
+            [("t", "/s0"), ("t", "/new-1"), ("t", "/new-2")].into_iter(),
+            NOW,
+        );
+        let flushed: Vec<String> = d
+            .flush()
+            .iter()
+            .map(|op| match op {
+                WriteOp::Put { key, .. } => String::from_utf8_lossy(key).into_owned(),
+                other => panic!("a put: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            flushed,
+            ["ns/b\0t\0/new-1", "ns/b\0t\0/s0"],
+            "a stored pair counts on; one new pair fits under the cap, the next does not"
+        );
+    }
+
+    #[test]
+    fn a_pair_of_a_type_or_source_over_the_length_limit_is_not_recorded() {
+        let d = Discovery::default();
+        let long = "x".repeat(MAX_RECORDED_BYTES + 1);
+        let at = "x".repeat(MAX_RECORDED_BYTES);
+        let ops = d.observe(
+            "ns/b",
+            [
+                ("t", long.as_str()),
+                (long.as_str(), "/s"),
+                ("t", at.as_str()),
+            ]
+            .into_iter(),
+            NOW,
+        );
+        assert_eq!(ops.len(), 1, "only the pair at the limit");
+        assert_eq!(d.snapshot().len(), 1);
+    }
 }
