@@ -733,3 +733,104 @@ spec:
     let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
     assert!(twice.is_empty(), "taken by both replicas: {twice:?}");
 }
+
+/// A stream source holds its events to what the engine's servers can store (their
+/// `max_payload`, less the envelope and a dead letter's base64): a larger payload is let go as
+/// malformed, not tried again for ever (the consumer's ack floor held behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_event_larger_than_the_engine_stores_is_let_go_and_the_rest_flow() {
+    // The engine's servers take 2 MB messages (what the default --max-body-bytes needs); the
+    // source's own server takes 8 MB, as a Kafka or NATS system with large messages might.
+    let (Some(engine), Some(upstream)) = (
+        Cluster::start(1).await,
+        Cluster::start_with_max_payload(1, "8MB").await,
+    ) else {
+        return;
+    };
+    const MAX_PAYLOAD: usize = 2 * 1024 * 1024;
+    let limit = (MAX_PAYLOAD - 192 * 1024) / 4 * 3;
+    let sink = Sink::ok().await;
+    let tag = common::moto::unique().replace('-', "");
+    let stream = format!("UP{tag}");
+    let js = async_nats::jetstream::new(upstream.client().await);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("up{tag}")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for size in [1, 3_000_000, limit, 1] {
+        js.publish(format!("up{tag}"), vec![b'x'; size].into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let config = format!(
+        r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: all}}
+spec:
+  broker: default
+  subscriber: {{uri: '{}'}}
+---
+apiVersion: sources.switchyard.dev/v1
+kind: NatsSource
+metadata: {{name: upstream}}
+spec:
+  servers: ['{}']
+  subject: 'up{tag}'
+  jetstream: {{stream: {stream}, consumer: switchyard}}
+  sink: {{ref: {{kind: Broker, name: default}}}}
+"#,
+        sink.url,
+        upstream.urls(),
+    );
+    let engine_urls = engine.urls();
+    let sy = Switchyard::start_with(
+        &config,
+        &["--jetstream", &engine_urls, "--jetstream-replicas", "1"],
+    );
+    let got = sink.wait_for(3, Duration::from_secs(60)).await;
+    let mut sizes: Vec<(String, usize)> = got
+        .iter()
+        .map(|r| (r.event.as_ref().unwrap().id.clone(), r.body.len()))
+        .collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [
+            (format!("{stream}-1"), 1),
+            (format!("{stream}-3"), limit),
+            (format!("{stream}-4"), 1)
+        ],
+        "the payload the engine can store is delivered, the larger one is not"
+    );
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .get_consumer("switchyard")
+        .await
+        .unwrap();
+    let consumer = &consumer;
+    common::eventually("all four settled", Duration::from_secs(30), || async move {
+        let info = consumer.get_info().await.unwrap();
+        (info.ack_floor.stream_sequence == 4 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    let m = common::metrics(&sy).await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("switchyard_source_malformed_total")
+                && l.contains("action=\"terminated\"")
+                && l.ends_with(" 1")),
+        "{m}"
+    );
+}

@@ -78,14 +78,24 @@ pub fn refuse_absent(config: &Config) -> Result<(), SourceError> {
 /// NATS, MQTT) stores: the most an event may carry, as at ingress.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// Refuses a stream message's payload over [`MAX_BODY_BYTES`]: the message is malformed, and
-/// its source lets it go the way it lets any malformed message go.
-pub(crate) fn payload_within_limit(payload_bytes: usize) -> Result<(), EventError> {
-    if payload_bytes > MAX_BODY_BYTES {
+/// The largest payload a stream source stores into `log`: [`MAX_BODY_BYTES`], or less where
+/// the log takes less (the JetStream engine: what fits in the servers' messages).
+pub(crate) fn max_payload_bytes(log: &dyn EventLog) -> usize {
+    log.max_data_bytes()
+        .map_or(MAX_BODY_BYTES, |b| b.min(MAX_BODY_BYTES))
+}
+
+/// Refuses a stream message's payload over `max_bytes` ([`max_payload_bytes`]): the message is
+/// malformed, and its source lets it go the way it lets any malformed message go.
+pub(crate) fn payload_within_limit(
+    payload_bytes: usize,
+    max_bytes: usize,
+) -> Result<(), EventError> {
+    if payload_bytes > max_bytes {
         return Err(EventError::invalid(
             "data",
             format!(
-                "the payload is {payload_bytes} bytes, more than the {MAX_BODY_BYTES} an event may have"
+                "the payload is {payload_bytes} bytes, more than the {max_bytes} a stored event may have"
             ),
         ));
     }

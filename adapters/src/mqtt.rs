@@ -66,8 +66,12 @@ fn message_event(
     ty: &str,
     source: &str,
     m: &Incoming,
+    max_payload_bytes: usize,
 ) -> Result<CloudEvent, EventError> {
-    crate::payload_within_limit(m.oversized_bytes.unwrap_or(m.payload.len()))?;
+    crate::payload_within_limit(
+        m.oversized_bytes.unwrap_or(m.payload.len()),
+        max_payload_bytes,
+    )?;
     let carried = match version {
         MqttVersion::V5 => switchyard_core::bindings::decode_mqtt5(
             m.content_type.as_deref(),
@@ -113,6 +117,7 @@ impl Worker {
             }
             let mut encoded = self.target.batch(batch.len());
             let mut acks = Vec::with_capacity(batch.len());
+            let max_payload = crate::max_payload_bytes(self.log.as_ref());
             for m in batch {
                 // MQTT 5 carries an instrumented producer's context as a user property.
                 let tp = m
@@ -120,7 +125,7 @@ impl Worker {
                     .iter()
                     .find(|(k, _)| k == "traceparent")
                     .map(|(_, v)| v.as_str());
-                let built = message_event(self.version, &self.ty, &self.source, &m)
+                let built = message_event(self.version, &self.ty, &self.source, &m, max_payload)
                     .map_err(|e| e.to_string())
                     .and_then(|e| self.target.add(&mut encoded, e, tp));
                 match built {
@@ -481,8 +486,14 @@ mod tests {
     #[test]
     fn raw_payloads_are_wrapped_with_the_topic_as_subject() {
         for version in [MqttVersion::V311, MqttVersion::V5] {
-            let e = message_event(version, "t", "/s", &incoming(b"21.5", None, &[]))
-                .unwrap_or_else(|e| panic!("{e}"));
+            let e = message_event(
+                version,
+                "t",
+                "/s",
+                &incoming(b"21.5", None, &[]),
+                crate::MAX_BODY_BYTES,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(e.subject.as_deref(), Some("building/1/room/2/temperature"));
             assert_eq!(e.ty, "t");
             assert_eq!(e.data, Data::Binary(Bytes::from_static(b"21.5")));
@@ -495,7 +506,7 @@ mod tests {
     fn a_payload_let_go_as_oversized_is_refused_with_its_size() {
         let mut m = incoming(b"", None, &[]);
         m.oversized_bytes = Some(crate::MAX_BODY_BYTES + 1);
-        let refused = message_event(MqttVersion::V311, "t", "/s", &m);
+        let refused = message_event(MqttVersion::V311, "t", "/s", &m, crate::MAX_BODY_BYTES);
         let why = refused.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
             why.contains(&format!("{} bytes", crate::MAX_BODY_BYTES + 1)),
@@ -512,7 +523,8 @@ mod tests {
             ("type", "com.example.reading"),
         ];
         let m = incoming(br#"{"t":21.5}"#, Some("application/json"), &props);
-        let e = message_event(MqttVersion::V5, "t", "/s", &m).unwrap_or_else(|e| panic!("{e}"));
+        let e = message_event(MqttVersion::V5, "t", "/s", &m, crate::MAX_BODY_BYTES)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             (e.id.as_str(), e.ty.as_str()),
             ("r-1", "com.example.reading")
@@ -520,7 +532,8 @@ mod tests {
         assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
         // 3.1.1 has no properties: the same payload is raw.
         let m = incoming(br#"{"t":21.5}"#, None, &[]);
-        let e = message_event(MqttVersion::V311, "t", "/s", &m).unwrap_or_else(|e| panic!("{e}"));
+        let e = message_event(MqttVersion::V311, "t", "/s", &m, crate::MAX_BODY_BYTES)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(e.ty, "t");
     }
 }

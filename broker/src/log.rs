@@ -222,6 +222,14 @@ pub trait EventLog: Send + Sync + 'static {
         None
     }
 
+    /// The largest event body (its `data`) this log can always store, dead letter included,
+    /// where it has a limit of its own (`None`: only the callers' limits apply). Sources hold
+    /// their events to it, so an event the log would refuse is let go as malformed rather than
+    /// tried again for ever.
+    fn max_data_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Applies the changes in one transaction, durably. Waits for room in the writer's queue
     /// rather than failing with `Overloaded`: these are the broker's own records.
     fn write(&self, ops: Vec<WriteOp>) -> WriteFuture;

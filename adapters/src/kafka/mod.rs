@@ -205,14 +205,15 @@ pub struct Record<'a> {
 /// `type=dev.knative.kafka.event`, `source=/apis/v1/namespaces/{ns}/kafkasources/{name}#{topic}`,
 /// `subject=partition:{p}#{offset}`, `id=partition:{p}/offset:{offset}`, `time` the record's
 /// timestamp, the key in `key` and `partitionkey`, headers in `kafkaheader{name}`, and
-/// `content-type` as `datacontenttype`.
+/// `content-type` as `datacontenttype`. A value over `max_payload_bytes` is refused.
 pub fn wrap_record(
     ns: &str,
     name: &str,
     key_type: KafkaKeyType,
     r: &Record<'_>,
+    max_payload_bytes: usize,
 ) -> Result<CloudEvent, EventError> {
-    crate::payload_within_limit(r.value.map_or(0, <[u8]>::len))?;
+    crate::payload_within_limit(r.value.map_or(0, <[u8]>::len), max_payload_bytes)?;
     if let Some(e) = switchyard_core::bindings::decode_kafka(r.headers, r.value)? {
         return Ok(e);
     }
@@ -294,6 +295,7 @@ impl Consumer {
                 }
             }
             let mut encoded = self.target.batch(batch.len());
+            let max_payload = crate::max_payload_bytes(self.log.as_ref());
             // The next offset to commit per (topic, partition): the last record's + 1.
             let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
             for m in &batch {
@@ -324,7 +326,7 @@ impl Consumer {
                     .iter()
                     .find(|(k, _)| *k == "traceparent")
                     .and_then(|(_, v)| std::str::from_utf8((*v)?).ok());
-                let built = wrap_record(&self.ns, &self.name, self.key_type, &record)
+                let built = wrap_record(&self.ns, &self.name, self.key_type, &record, max_payload)
                     .map_err(|e| e.to_string())
                     .and_then(|e| self.target.add(&mut encoded, e, tp));
                 match built {
@@ -488,6 +490,7 @@ mod tests {
             "orders",
             KafkaKeyType::String,
             &record(&headers, Some(b"cust-1")),
+            crate::MAX_BODY_BYTES,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(e.id, "partition:2/offset:17");
@@ -551,6 +554,7 @@ mod tests {
             "orders",
             KafkaKeyType::String,
             &record(&headers, Some(b"k")),
+            crate::MAX_BODY_BYTES,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

@@ -111,8 +111,9 @@ fn message_event(
     headers: Option<&async_nats::HeaderMap>,
     payload: Bytes,
     position: Option<StreamPosition<'_>>,
+    max_payload_bytes: usize,
 ) -> Result<CloudEvent, EventError> {
-    crate::payload_within_limit(payload.len())?;
+    crate::payload_within_limit(payload.len(), max_payload_bytes)?;
     let http_headers = switchyard_core::bindings::nats_headers_to_http(
         headers
             .into_iter()
@@ -187,6 +188,7 @@ impl Consumer {
                     }
                 }
                 let mut encoded = self.target.batch(batch.len());
+                let max_payload = crate::max_payload_bytes(self.log.as_ref());
                 for m in batch {
                     let built = message_event(
                         &self.wrapping,
@@ -194,6 +196,7 @@ impl Consumer {
                         m.headers.as_ref(),
                         m.payload,
                         None,
+                        max_payload,
                     )
                     .map_err(|e| e.to_string())
                     .and_then(|e| {
@@ -292,6 +295,7 @@ impl Consumer {
     async fn store_jetstream(&self, taken: Vec<jetstream::Message>, nak_delay: Duration) -> bool {
         let mut encoded = self.target.batch(taken.len());
         let mut stored = Vec::with_capacity(taken.len());
+        let max_payload = crate::max_payload_bytes(self.log.as_ref());
         for m in taken {
             let built = match m.info() {
                 Ok(info) => message_event(
@@ -304,6 +308,7 @@ impl Consumer {
                         sequence: info.stream_sequence,
                         published_unix_ns: info.published.unix_timestamp_nanos(),
                     }),
+                    max_payload,
                 ),
                 Err(e) => Err(EventError::invalid(
                     "id",
@@ -508,6 +513,7 @@ mod tests {
                 sequence: 42,
                 published_unix_ns: 1_795_000_000_123_000_000,
             }),
+            crate::MAX_BODY_BYTES,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(e.id, "SENSORS-42");
@@ -525,23 +531,54 @@ mod tests {
         h.insert("ce-source", "/x");
         h.insert("ce-type", "t");
         h.insert("ce-subject", "caf%C3%A9");
-        let e = message_event(&wrapping(), "s", Some(&h), Bytes::new(), None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let e = message_event(
+            &wrapping(),
+            "s",
+            Some(&h),
+            Bytes::new(),
+            None,
+            crate::MAX_BODY_BYTES,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((e.id.as_str(), e.subject.as_deref()), ("abc", Some("café")));
         let mut h = async_nats::HeaderMap::new();
         h.insert("content-type", "application/cloudevents+json");
         let body =
             Bytes::from_static(br#"{"specversion":"1.0","id":"s1","source":"/y","type":"t2"}"#);
-        let e =
-            message_event(&wrapping(), "s", Some(&h), body, None).unwrap_or_else(|e| panic!("{e}"));
+        let e = message_event(
+            &wrapping(),
+            "s",
+            Some(&h),
+            body,
+            None,
+            crate::MAX_BODY_BYTES,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(e.id, "s1");
         h.insert("content-type", "application/cloudevents+json");
-        assert!(message_event(&wrapping(), "s", Some(&h), Bytes::from_static(b"{"), None).is_err());
+        assert!(
+            message_event(
+                &wrapping(),
+                "s",
+                Some(&h),
+                Bytes::from_static(b"{"),
+                None,
+                crate::MAX_BODY_BYTES
+            )
+            .is_err()
+        );
         // A content type that is not a media type: still wrapped, without one.
         let mut h = async_nats::HeaderMap::new();
         h.insert("Content-Type", "json");
-        let e = message_event(&wrapping(), "s", Some(&h), Bytes::from_static(b"1"), None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let e = message_event(
+            &wrapping(),
+            "s",
+            Some(&h),
+            Bytes::from_static(b"1"),
+            None,
+            crate::MAX_BODY_BYTES,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(e.datacontenttype, None);
     }
 }

@@ -128,6 +128,12 @@ impl JetStreamOptions {
     }
 }
 
+/// The largest event body a server whose messages are at most `max_payload_bytes` stores,
+/// dead letter included: the inverse of the check `connect` makes of `--max-body-bytes`.
+fn max_data_bytes(max_payload_bytes: usize) -> usize {
+    max_payload_bytes.saturating_sub(ENVELOPE_BYTES) / 4 * 3
+}
+
 /// The brokers' logs in JetStream.
 pub struct JetStreamLog {
     client: async_nats::Client,
@@ -137,6 +143,8 @@ pub struct JetStreamLog {
     audit_max_age: Option<Duration>,
     /// Whether the server stores a batch atomically (2.12 and later).
     atomic: bool,
+    /// The server's largest message, in bytes.
+    max_payload_bytes: usize,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -213,6 +221,7 @@ impl JetStreamLog {
             partitions: options.partitions,
             audit_max_age: options.audit_max_age,
             atomic: version.is_some_and(|v| v >= ATOMIC_SERVER_VERSION),
+            max_payload_bytes: info.max_payload,
         })
     }
 
@@ -597,6 +606,10 @@ impl EventLog for JetStreamLog {
         0
     }
 
+    fn max_data_bytes(&self) -> Option<usize> {
+        Some(max_data_bytes(self.max_payload_bytes))
+    }
+
     fn write_failure(&self) -> Option<String> {
         match self.client.connection_state() {
             async_nats::connection::State::Connected => None,
@@ -634,6 +647,30 @@ impl EventLog for JetStreamLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_a_server_stores_is_what_the_body_limit_check_asks_for() {
+        assert_eq!(max_data_bytes(2 * 1024 * 1024), 1_425_408);
+        assert_eq!(max_data_bytes(ENVELOPE_BYTES), 0);
+        for max_payload in [
+            ENVELOPE_BYTES + 1,
+            1_048_576,
+            2_097_152,
+            6_000_000,
+            8_388_608,
+        ] {
+            let data = max_data_bytes(max_payload);
+            // A body of that size passes the check `connect` makes, one of 4 bytes more not.
+            assert!(
+                data * 4 / 3 + ENVELOPE_BYTES <= max_payload,
+                "{max_payload}"
+            );
+            assert!(
+                (data + 4) * 4 / 3 + ENVELOPE_BYTES > max_payload,
+                "{max_payload}"
+            );
+        }
+    }
 
     #[test]
     fn server_versions_are_read_as_major_minor() {
