@@ -798,13 +798,8 @@ spec:
         &["--jetstream", &engine_urls, "--jetstream-replicas", "1"],
     );
     let got = sink.wait_for(3, Duration::from_secs(60)).await;
-    let mut sizes: Vec<(String, usize)> = got
-        .iter()
-        .map(|r| (r.event.as_ref().unwrap().id.clone(), r.body.len()))
-        .collect();
-    sizes.sort();
     assert_eq!(
-        sizes,
+        common::sink::ids_and_sizes(&got),
         [
             (format!("{stream}-1"), 1),
             (format!("{stream}-3"), limit),
@@ -812,25 +807,9 @@ spec:
         ],
         "the payload the engine can store is delivered, the larger one is not"
     );
-    let consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream(&stream)
-        .await
-        .unwrap()
-        .get_consumer("switchyard")
-        .await
-        .unwrap();
-    let consumer = &consumer;
-    common::eventually("all four settled", Duration::from_secs(30), || async move {
-        let info = consumer.get_info().await.unwrap();
-        (info.ack_floor.stream_sequence == 4 && info.num_ack_pending == 0).then_some(())
-    })
-    .await;
-    let m = common::metrics(&sy).await;
-    assert!(
-        m.lines()
-            .any(|l| l.starts_with("switchyard_source_malformed_total")
-                && l.contains("action=\"terminated\"")
-                && l.ends_with(" 1")),
-        "{m}"
+    common::jetstream::settled(&js, &stream, "switchyard", 4).await;
+    assert_eq!(
+        common::malformed(&sy, "default/upstream", "terminated").await,
+        1.0
     );
 }

@@ -297,13 +297,8 @@ async fn a_record_over_the_event_limit_is_skipped_and_the_rest_are_stored() {
     );
     let sy = Switchyard::start(&config);
     let got = sink.wait_for(3, WAIT).await;
-    let mut sizes: Vec<(String, usize)> = got
-        .iter()
-        .map(|r| (r.event.as_ref().unwrap().id.clone(), r.body.len()))
-        .collect();
-    sizes.sort();
     assert_eq!(
-        sizes,
+        common::sink::ids_and_sizes(&got),
         [
             ("partition:0/offset:0".to_owned(), 1),
             ("partition:0/offset:2".to_owned(), LIMIT),
@@ -316,14 +311,9 @@ async fn a_record_over_the_event_limit_is_skipped_and_the_rest_are_stored() {
         async move { (now == BTreeMap::from([(0, 4)])).then_some(()) }
     })
     .await;
-    let m = common::metrics(&sy).await;
-    assert!(
-        m.lines()
-            .any(|l| l.starts_with("switchyard_source_malformed_total")
-                && l.contains("kind=\"KafkaSource\"")
-                && l.contains("action=\"skipped\"")
-                && l.ends_with(" 1")),
-        "{m}"
+    assert_eq!(
+        common::malformed(&sy, "default/blobs", "skipped").await,
+        1.0
     );
     let stored = common::events_text(&sy, "from=start&follow=false").await;
     assert_eq!(stored.lines().filter(|l| !l.is_empty()).count(), 3);

@@ -173,13 +173,9 @@ spec:
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no source events counted: {m}"));
     assert!(stored >= 4.0, "{m}");
-    assert!(
-        m.lines()
-            .any(|l| l.starts_with("switchyard_source_malformed_total")
-                && l.contains("kind=\"NatsSource\"")
-                && l.contains("action=\"dropped\"")
-                && l.ends_with(" 1")),
-        "{m}"
+    assert_eq!(
+        common::malformed(&sy, "default/sensors", "dropped").await,
+        1.0
     );
     drop(sy);
 }
@@ -348,13 +344,8 @@ spec:
     );
     let sy = Switchyard::start(&config);
     let got = sink.wait_for(3, WAIT).await;
-    let mut sizes: Vec<(String, usize)> = got
-        .iter()
-        .map(|r| (r.event.as_ref().unwrap().id.clone(), r.body.len()))
-        .collect();
-    sizes.sort();
     assert_eq!(
-        sizes,
+        common::sink::ids_and_sizes(&got),
         [
             (format!("{stream}-1"), 1),
             (format!("{stream}-3"), LIMIT),
@@ -362,27 +353,10 @@ spec:
         ],
         "the payload at the limit is stored, the one past it is not"
     );
-    let consumer: jetstream::consumer::PullConsumer = js
-        .get_stream(&stream)
-        .await
-        .unwrap()
-        .get_consumer("switchyard-blobs")
-        .await
-        .unwrap();
-    let consumer = &consumer;
-    eventually("all four settled", WAIT, || async move {
-        let info = consumer.get_info().await.unwrap();
-        (info.ack_floor.stream_sequence == 4 && info.num_ack_pending == 0).then_some(())
-    })
-    .await;
-    let m = common::metrics(&sy).await;
-    assert!(
-        m.lines()
-            .any(|l| l.starts_with("switchyard_source_malformed_total")
-                && l.contains("kind=\"NatsSource\"")
-                && l.contains("action=\"terminated\"")
-                && l.ends_with(" 1")),
-        "{m}"
+    common::jetstream::settled(&js, &stream, "switchyard-blobs", 4).await;
+    assert_eq!(
+        common::malformed(&sy, "default/blobs", "terminated").await,
+        1.0
     );
     let stored = common::events_text(&sy, "from=start&follow=false").await;
     assert_eq!(stored.lines().filter(|l| !l.is_empty()).count(), 3);

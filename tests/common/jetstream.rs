@@ -307,3 +307,25 @@ pub fn counts(sink: &Sink) -> HashMap<String, usize> {
     }
     counts
 }
+
+/// Waits until durable consumer `consumer` of `stream` has settled (acked or terminated)
+/// every message up to stream sequence `n`, with none pending.
+pub async fn settled(js: &async_nats::jetstream::Context, stream: &str, consumer: &str, n: u64) {
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .get_consumer(consumer)
+        .await
+        .unwrap();
+    let consumer = &consumer;
+    super::eventually(
+        &format!("{stream} settled up to {n}"),
+        Duration::from_secs(30),
+        || async move {
+            let info = consumer.get_info().await.unwrap();
+            (info.ack_floor.stream_sequence == n && info.num_ack_pending == 0).then_some(())
+        },
+    )
+    .await;
+}

@@ -473,6 +473,25 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// How many messages source `source` (`namespace/name`) let go as malformed with `action`
+/// (`skipped`, `terminated`, `dropped`), from `/metrics`.
+pub async fn malformed(sy: &Switchyard, source: &str, action: &str) -> f64 {
+    let (source, action) = (
+        format!("source=\"{source}\""),
+        format!("action=\"{action}\""),
+    );
+    metrics(sy)
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("switchyard_source_malformed_total{")
+                && l.contains(&source)
+                && l.contains(&action)
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// The NATS server (with JetStream) the stream tests use.
 pub fn nats_url() -> String {
     std::env::var("SWITCHYARD_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())

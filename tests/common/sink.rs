@@ -290,3 +290,14 @@ impl Sink {
         );
     }
 }
+
+/// The event id and body length of each request (requests without an event left out),
+/// sorted: what a test of size limits compares.
+pub fn ids_and_sizes(got: &[Received]) -> Vec<(String, usize)> {
+    let mut sizes: Vec<(String, usize)> = got
+        .iter()
+        .filter_map(|r| Some((r.event.as_ref()?.id.clone(), r.body.len())))
+        .collect();
+    sizes.sort();
+    sizes
+}
