@@ -768,17 +768,7 @@ async fn a_source_event_larger_than_the_engine_stores_is_let_go_and_the_rest_flo
             .unwrap();
     }
     let config = format!(
-        r#"
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata: {{name: default}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: all}}
-spec:
-  broker: default
-  subscriber: {{uri: '{}'}}
+        r#"{}
 ---
 apiVersion: sources.switchyard.dev/v1
 kind: NatsSource
@@ -789,7 +779,7 @@ spec:
   jetstream: {{stream: {stream}, consumer: switchyard}}
   sink: {{ref: {{kind: Broker, name: default}}}}
 "#,
-        sink.url,
+        common::broker_and_trigger("all", "filter: {}", &sink.url),
         upstream.urls(),
     );
     let engine_urls = engine.urls();
