@@ -46,6 +46,17 @@ impl Schedule {
                 "`{text}` has {fields} fields; a schedule has 5 (minute hour day-of-month month day-of-week) or 6 (seconds first)"
             ));
         }
+        // croner skips empty list items, so `,` is a field that selects nothing, and its
+        // search for a first slot then walks every hour or day up to the year 5000: seconds of
+        // CPU for one line of configuration. Cron (Vixie's too) has no empty items; refuse them.
+        if let Some(field) = text
+            .split_whitespace()
+            .find(|f| f.split(',').any(str::is_empty))
+        {
+            return Err(format!(
+                "`{text}` has an empty item in the field `{field}`; a list is values separated by single commas"
+            ));
+        }
         let tz = match zone.as_deref() {
             None => Tz::UTC,
             Some(z) => Tz::from_str(z)
@@ -71,7 +82,8 @@ impl Schedule {
         self.tz
     }
 
-    /// The first slot strictly after `t`, or `None` when there is none (in the next 5 years).
+    /// The first slot strictly after `t`, or `None` when there is none before the year 5000
+    /// (croner's limit).
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = t.with_timezone(&self.tz);
         self.cron
@@ -136,6 +148,18 @@ mod tests {
         assert!(err("* * * *", None).contains("4 fields"));
         assert!(err("61 * * * *", None).contains("not a cron schedule"));
         assert!(err("0 0 30 2 *", None).contains("never fires"));
+        // An empty list item selects nothing; before it was refused, finding that the schedule
+        // never fires took croner seconds (found by fuzzing, `fuzz/found/config/hang-5`).
+        for s in [
+            ", * * * *",
+            "* , * * *",
+            "0 0 1,,2 * *",
+            "0 0 * 1, *",
+            "0 0 * * ,5",
+        ] {
+            assert!(err(s, None).contains("empty item"), "{s}");
+        }
+        assert!(err("CRON_TZ=UTC 0 0 ,1 * *", None).contains("empty item"));
         assert!(err("0 9 * * *", Some("Mars/Olympus")).contains("time zone"));
         assert!(err("CRON_TZ=UTC 0 9 * * *", Some("Europe/Berlin")).contains("disagree"));
     }
