@@ -290,12 +290,19 @@ spec:
 
 #[tokio::test]
 async fn bad_schedules_and_zones_are_refused_at_load() {
-    for (spec, field) in [
-        ("schedule: \"61 * * * *\"", "spec.schedule"),
-        ("schedule: \"* * * *\"", "spec.schedule"),
+    for (spec, field, reason) in [
+        (
+            "schedule: \"61 * * * *\"",
+            "spec.schedule",
+            "not a cron schedule",
+        ),
+        ("schedule: \"* * * *\"", "spec.schedule", "4 fields"),
+        // croner took `,` for a field that selects nothing and searched to the year 5000.
+        ("schedule: \", * * * *\"", "spec.schedule", "empty item"),
         (
             "{schedule: \"0 9 * * *\", timezone: Mars/Olympus}",
             "spec.timezone",
+            "IANA time zone",
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -321,7 +328,9 @@ async fn bad_schedules_and_zones_are_refused_at_load() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{spec}");
         assert!(
-            stderr.contains("PingSource default/bad") && stderr.contains(field),
+            stderr.contains("PingSource default/bad")
+                && stderr.contains(field)
+                && stderr.contains(reason),
             "{spec}: {stderr}"
         );
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
