@@ -25,8 +25,13 @@ bin=afl/target/release/switchyard-afl
 out=out/$target
 rm -rf "$out" "$out.plateau"
 mkdir -p out
+# cargo-afl runs AFL with CMPLOG (`-c0`), whose input-to-state stage costs many executions per
+# byte of input. Every run here resumes from a corpus that has had that stage, so it is kept for
+# what the run finds (`AFL_CMPLOG_ONLY_NEW`, AFL's advice for resuming): without it every run redid
+# it over the whole corpus, and s3, whose seeds reach 94 KiB, ran at 1,500 executions a second
+# where it now runs at 3,500 to 15,000.
 env AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
-  cargo afl fuzz -i "corpus/$target" -o "$out" -V "$seconds" -- "$bin" "$target" >"$out.log" 2>&1 &
+  AFL_CMPLOG_ONLY_NEW=1 cargo afl fuzz -i "corpus/$target" -o "$out" -V "$seconds" -- "$bin" "$target" >"$out.log" 2>&1 &
 fuzz=$!
 stats=$out/default/fuzzer_stats
 plot=$out/default/plot_data
