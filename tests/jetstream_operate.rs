@@ -246,7 +246,8 @@ async fn a_trigger_paused_through_one_replica_waits_on_all_until_resumed_through
         .send()
         .await
         .unwrap();
-    assert_eq!(paused.status(), 200);
+    let status = paused.status();
+    assert_eq!(status, 200, "{}", paused.text().await.unwrap());
     // The other replica follows the store within a second or so.
     eventually("paused on the other replica", WAIT, || async {
         (get_json(&at(&sys[1], "")).await["status"]["paused"] == true).then_some(())
@@ -279,7 +280,8 @@ async fn a_trigger_paused_through_one_replica_waits_on_all_until_resumed_through
         .send()
         .await
         .unwrap();
-    assert_eq!(resumed.status(), 200);
+    let status = resumed.status();
+    assert_eq!(status, 200, "{}", resumed.text().await.unwrap());
     all.wait_for(30, WAIT).await;
     all.assert_stays_at(30, Duration::from_millis(500)).await;
     let seen = counts(&all);

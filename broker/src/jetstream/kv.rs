@@ -39,15 +39,13 @@ impl Kv {
         let Some((bucket, description)) = bucket_of(table) else {
             return Err(side_tables());
         };
-        if let Ok(store) = self.js.get_key_value(bucket).await {
-            return Ok(store);
-        }
         let max_age = match table {
             Table::Audit => self.audit_max_age.unwrap_or_default(),
             _ => Duration::ZERO,
         };
-        self.js
-            .create_key_value(jetstream::kv::Config {
+        key_value(
+            &self.js,
+            jetstream::kv::Config {
                 bucket: bucket.to_owned(),
                 description: description.to_owned(),
                 history: 1,
@@ -55,9 +53,9 @@ impl Kv {
                 storage: stream::StorageType::File,
                 num_replicas: self.replicas,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| LogError::unavailable("cannot create a key-value bucket", &e))
+            },
+        )
+        .await
     }
 
     /// Applies `ops` (to the tables [`bucket_of`] keeps), in order.
@@ -83,17 +81,27 @@ impl Kv {
                     key,
                     value,
                 } => add_counts(&store, &kv_key(&key), &value).await?,
+                // A put of the same value and a delete can be made twice: each is tried
+                // again while the bucket's stream has no leader (just created, or moving).
                 WriteOp::Put { key, value, .. } => {
-                    store
-                        .put(kv_key(&key), value.into())
-                        .await
-                        .map_err(|e| LogError::unavailable("cannot write a side record", &e))?;
+                    let (key, value) = (kv_key(&key), bytes::Bytes::from(value));
+                    when_settled(SIDE_TABLE_PATIENCE, "write a side record", || async {
+                        store
+                            .put(&key, value.clone())
+                            .await
+                            .map_err(|e| LogError::unavailable("cannot write a side record", &e))
+                    })
+                    .await?;
                 }
                 WriteOp::Delete { key, .. } => {
-                    store
-                        .delete(kv_key(&key))
-                        .await
-                        .map_err(|e| LogError::unavailable("cannot delete a side record", &e))?;
+                    let key = kv_key(&key);
+                    when_settled(SIDE_TABLE_PATIENCE, "delete a side record", || async {
+                        store
+                            .delete(&key)
+                            .await
+                            .map_err(|e| LogError::unavailable("cannot delete a side record", &e))
+                    })
+                    .await?;
                 }
                 WriteOp::ForgetCursor { .. } => {}
             }
@@ -135,6 +143,23 @@ impl Kv {
         }
         Ok(records)
     }
+}
+
+/// Key-value bucket `config.bucket`, created when missing (by this replica, or by another
+/// racing it), tried again for up to [`SIDE_TABLE_PATIENCE`] while the cluster cannot answer.
+pub(super) async fn key_value(
+    js: &jetstream::Context,
+    config: jetstream::kv::Config,
+) -> Result<jetstream::kv::Store, LogError> {
+    when_settled(SIDE_TABLE_PATIENCE, "open a key-value bucket", || async {
+        if let Ok(store) = js.get_key_value(&config.bucket).await {
+            return Ok(store);
+        }
+        js.create_key_value(config.clone())
+            .await
+            .map_err(|e| LogError::unavailable("cannot create a key-value bucket", &e))
+    })
+    .await
 }
 
 /// Adds a replica's event-type counts (`Seen`, JSON) since its last flush into the totals at

@@ -47,6 +47,10 @@ pub const ATOMIC_SERVER_VERSION: (u64, u64) = (2, 12);
 pub const ENVELOPE_BYTES: usize = 192 * 1024;
 /// How long a replica waits at start for the cluster to create or update its streams.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a side-table write, or the opening of a key-value bucket, keeps trying while
+/// the cluster cannot answer (a bucket's stream just created and electing its leader, a
+/// leader moving): about what one API call can wait before it answers 503.
+pub const SIDE_TABLE_PATIENCE: Duration = Duration::from_secs(10);
 /// Partitions of a broker's stream unless `--jetstream-partitions` says otherwise.
 pub const DEFAULT_PARTITIONS: u32 = 16;
 /// The most partitions a stream may have.
@@ -261,11 +265,9 @@ impl JetStreamLog {
 
     /// The bucket of attempt histories ([`ATTEMPTS_BUCKET`]), created when missing.
     pub async fn attempts_bucket(&self) -> Result<jetstream::kv::Store, LogError> {
-        if let Ok(store) = self.js.get_key_value(ATTEMPTS_BUCKET).await {
-            return Ok(store);
-        }
-        self.js
-            .create_key_value(jetstream::kv::Config {
+        kv::key_value(
+            &self.js,
+            jetstream::kv::Config {
                 bucket: ATTEMPTS_BUCKET.to_owned(),
                 description: "Switchyard: the attempts at deliveries being retried".to_owned(),
                 history: 1,
@@ -273,9 +275,9 @@ impl JetStreamLog {
                 storage: stream::StorageType::File,
                 num_replicas: self.replicas,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| LogError::unavailable("cannot create the attempts bucket", &e))
+            },
+        )
+        .await
     }
 
     /// Whether a batch of events is stored all or none (the server has atomic batches).
@@ -490,6 +492,32 @@ impl JetStreamLog {
     }
 }
 
+/// Calls `call` again, with the store's backoff, while it fails with
+/// [`LogError::Unavailable`] (the cluster is electing a leader or forming, a bucket's stream
+/// was just created) and `within` has not passed; otherwise what `call` returned last. Only
+/// for what is safe to do twice: a put of the same value, a delete, opening a bucket, a read.
+pub async fn when_settled<T, F, Fut>(
+    within: Duration,
+    what: &str,
+    mut call: F,
+) -> Result<T, LogError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LogError>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut backoff = switchyard_core::backoff::Backoff::STORE;
+    loop {
+        match call().await {
+            Err(LogError::Unavailable(error)) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(what, %error, "JetStream is not ready; trying again");
+                tokio::time::sleep(backoff.next_pause()).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Why a stream could not be created or brought up to date.
 enum Ensure {
     /// The cluster cannot answer yet: try again.
@@ -670,6 +698,43 @@ mod tests {
                 "{max_payload}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_cannot_answer_yet_is_tried_again_until_the_patience_runs_out() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let calls = AtomicU32::new(0);
+        let unavailable = || LogError::Unavailable("no leader".into());
+        // Unavailable twice, then taken: the caller sees it taken.
+        let got = when_settled(SIDE_TABLE_PATIENCE, "test", || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(unavailable()),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(got.ok(), Some(2));
+        // Never available: the last error, once the patience has passed and not long after.
+        let start_2 = tokio::time::Instant::now();
+        let got: Result<(), _> = when_settled(SIDE_TABLE_PATIENCE, "test", || async {
+            Err(unavailable())
+        })
+        .await;
+        assert!(matches!(got, Err(LogError::Unavailable(_))));
+        let waited = start_2.elapsed();
+        assert!(waited >= SIDE_TABLE_PATIENCE, "{waited:?}");
+        assert!(waited <= SIDE_TABLE_PATIENCE + Duration::from_secs(5), "{waited:?}");
+        // Any other failure is not tried again.
+        calls.store(0, Ordering::SeqCst);
+        let start_3 = tokio::time::Instant::now();
+        let got: Result<(), _> = when_settled(SIDE_TABLE_PATIENCE, "test", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(LogError::Storage("broken".into()))
+        })
+        .await;
+        assert!(matches!(got, Err(LogError::Storage(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(start_3.elapsed(), Duration::ZERO);
     }
 
     #[test]

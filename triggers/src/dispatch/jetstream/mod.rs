@@ -36,7 +36,7 @@ use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use switchyard_broker::eventtypes::EventTypePolicy;
 use switchyard_broker::jetstream::{
-    JetStreamLog, Names, REDRIVE_OFFSET_HEADER, REDRIVE_URI_HEADER, SETTLE_TIMEOUT,
+    JetStreamLog, Names, REDRIVE_OFFSET_HEADER, REDRIVE_URI_HEADER, SETTLE_TIMEOUT, when_settled,
 };
 use switchyard_broker::log::LogError;
 use switchyard_broker::metrics as m;
@@ -387,22 +387,17 @@ fn consumer_name(trigger: &TriggerId, lane: Lane) -> String {
 
 /// `call`, tried again for up to [`SETTLE_TIMEOUT`] while JetStream cannot answer (a
 /// cluster electing a leader, or forming as the replicas start).
-async fn settled<T, F, Fut>(trigger: &TriggerRuntime, mut call: F) -> Result<T, LogError>
+async fn settled<T, F, Fut>(trigger: &TriggerRuntime, call: F) -> Result<T, LogError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, LogError>>,
 {
-    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
-    let mut backoff = Backoff::STORE;
-    loop {
-        match call().await {
-            Err(LogError::Unavailable(e)) if tokio::time::Instant::now() < deadline => {
-                tracing::info!(trigger = %trigger.id, error = %e, "JetStream is not ready; trying again");
-                tokio::time::sleep(backoff.next_pause()).await;
-            }
-            other => return other,
-        }
-    }
+    when_settled(
+        SETTLE_TIMEOUT,
+        &format!("start trigger {}", trigger.id),
+        call,
+    )
+    .await
 }
 
 /// A pull from `consumer`, `batch` messages at a time, with heartbeats (so a lost server is
