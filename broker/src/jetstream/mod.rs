@@ -716,14 +716,15 @@ mod tests {
         assert_eq!(got.ok(), Some(2));
         // Never available: the last error, once the patience has passed and not long after.
         let start_2 = tokio::time::Instant::now();
-        let got: Result<(), _> = when_settled(SIDE_TABLE_PATIENCE, "test", || async {
-            Err(unavailable())
-        })
-        .await;
+        let got: Result<(), _> =
+            when_settled(SIDE_TABLE_PATIENCE, "test", || async { Err(unavailable()) }).await;
         assert!(matches!(got, Err(LogError::Unavailable(_))));
         let waited = start_2.elapsed();
         assert!(waited >= SIDE_TABLE_PATIENCE, "{waited:?}");
-        assert!(waited <= SIDE_TABLE_PATIENCE + Duration::from_secs(5), "{waited:?}");
+        assert!(
+            waited <= SIDE_TABLE_PATIENCE + Duration::from_secs(5),
+            "{waited:?}"
+        );
         // Any other failure is not tried again.
         calls.store(0, Ordering::SeqCst);
         let start_3 = tokio::time::Instant::now();
