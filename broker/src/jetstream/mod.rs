@@ -408,33 +408,24 @@ impl JetStreamLog {
     /// Creates or updates one stream, trying again for up to [`SETTLE_TIMEOUT`] while the
     /// cluster cannot answer (it is electing a leader, or forming as the replicas start).
     async fn ensure_stream(&self, config: stream::Config) -> Result<(), JetStreamError> {
-        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
-        let mut backoff = switchyard_core::backoff::Backoff::STORE;
-        loop {
-            match self.try_ensure_stream(config.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(Ensure::Refused(message)) => {
-                    return Err(JetStreamError::Stream {
-                        stream: config.name,
-                        message,
-                    });
-                }
-                Err(Ensure::NotReady(message)) if tokio::time::Instant::now() >= deadline => {
-                    return Err(JetStreamError::Stream {
-                        stream: config.name,
-                        message,
-                    });
-                }
-                Err(Ensure::NotReady(message)) => {
-                    tracing::info!(stream = %config.name, %message, "JetStream is not ready; trying again");
-                    tokio::time::sleep(backoff.next_pause()).await;
-                }
-            }
-        }
+        let what = format!("stream {}", config.name);
+        when_settled(SETTLE_TIMEOUT, &what, || {
+            self.try_ensure_stream(config.clone())
+        })
+        .await
+        .map_err(|e| JetStreamError::Stream {
+            stream: config.name.clone(),
+            message: match e {
+                LogError::Unavailable(message) | LogError::Storage(message) => message,
+                other => other.to_string(),
+            },
+        })
     }
 
-    async fn try_ensure_stream(&self, config: stream::Config) -> Result<(), Ensure> {
-        let not_ready = |e: &dyn std::fmt::Display| Ensure::NotReady(e.to_string());
+    /// One try of [`Self::ensure_stream`]: [`LogError::Unavailable`] when the cluster cannot
+    /// answer yet, [`LogError::Storage`] when it can and the stream cannot be used as asked.
+    async fn try_ensure_stream(&self, config: stream::Config) -> Result<(), LogError> {
+        let not_ready = |e: &dyn std::fmt::Display| LogError::Unavailable(e.to_string());
         match self.js.get_stream(&config.name).await {
             Ok(mut existing) => {
                 let info = existing.info().await.map_err(|e| not_ready(&e))?;
@@ -442,7 +433,7 @@ impl JetStreamLog {
                 let recorded = now.metadata.get(PARTITIONS_KEY);
                 let wanted = config.metadata.get(PARTITIONS_KEY);
                 if recorded.is_some() && recorded != wanted {
-                    return Err(Ensure::Refused(format!(
+                    return Err(LogError::Storage(format!(
                         "it was created with {} partitions, and changing them would break the order of ordered triggers: start every replica with --jetstream-partitions {0}",
                         recorded.map_or("?", String::as_str)
                     )));
@@ -516,14 +507,6 @@ where
             other => return other,
         }
     }
-}
-
-/// Why a stream could not be created or brought up to date.
-enum Ensure {
-    /// The cluster cannot answer yet: try again.
-    NotReady(String),
-    /// It can, and the stream cannot be used as asked.
-    Refused(String),
 }
 
 impl EventLog for JetStreamLog {
