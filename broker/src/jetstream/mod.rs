@@ -498,10 +498,18 @@ where
 {
     let deadline = tokio::time::Instant::now() + within;
     let mut backoff = switchyard_core::backoff::Backoff::STORE;
+    let mut tries = 0_u32;
     loop {
         match call().await {
             Err(LogError::Unavailable(error)) if tokio::time::Instant::now() < deadline => {
-                tracing::info!(what, %error, "JetStream is not ready; trying again");
+                // Said once at info: a wait through an outage or an election should not log a
+                // line at every pause.
+                tries += 1;
+                if tries == 1 {
+                    tracing::info!(what, %error, "JetStream is not ready; trying again");
+                } else {
+                    tracing::debug!(what, %error, tries, "JetStream is still not ready");
+                }
                 tokio::time::sleep(backoff.next_pause()).await;
             }
             other => return other,
