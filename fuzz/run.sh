@@ -115,7 +115,9 @@ for name in "${names[@]}"; do
     for f in "$out/$name"/crashes/id:*; do cp "$f" "found/$target/$prefix$(basename "$f")"; done
     echo "crashes copied to fuzz/found/$target"
   fi
-  for f in "$out/$name"/queue/id:*; do cp "$f" "$queues/$prefix$(basename "$f")"; done
+  for f in "$out/$name"/queue/id:*; do
+    [ -e "$f" ] && cp "$f" "$queues/$prefix$(basename "$f")"
+  done
 done
 cat "$out.plateau" 2>/dev/null || true
 min=$(mktemp -d)
