@@ -3,6 +3,8 @@
 //! the JetStream engine. `resources` is the resources with status (brokers, triggers,
 //! sources; pause and resume), over either engine (`figures`).
 
+#[cfg(test)]
+mod chunk_tests;
 mod destinations;
 pub mod figures;
 pub mod jetstream;
