@@ -16,7 +16,7 @@ use switchyard_core::CloudEvent;
 use switchyard_core::config::{Config, parse_text};
 
 use super::*;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, lock};
 use crate::records::DeadLetterReason;
 
 /// More dead letters than ten chunks hold.
@@ -85,10 +85,6 @@ impl EventLog for Counting {
     fn observe_commits(&self, observer: tokio::sync::mpsc::Sender<Committed>) {
         self.inner.observe_commits(observer);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A store in a temporary directory (kept for the test's length), with [`LETTERS`] dead
