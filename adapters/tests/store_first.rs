@@ -13,10 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use switchyard_broker::log::{
-    AppendFuture, BrokerId, Committed, EventLog, LogError, LogRecord, LogStats, RetentionPolicy,
-    SideRecord, Table, WriteFuture, WriteOp,
-};
+use switchyard_broker::log::{AppendFuture, BrokerId, Delegating, EventLog, LogError, WriteOp};
 use switchyard_broker::redb_log::{RedbLog, RedbOptions};
 use switchyard_core::config::parse_text;
 
@@ -64,7 +61,10 @@ impl Refusing {
     }
 }
 
-impl EventLog for Refusing {
+impl Delegating for Refusing {
+    fn inner(&self) -> &dyn EventLog {
+        &self.inner
+    }
     fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
         if self.hangs(&events) {
             return Box::pin(std::future::pending());
@@ -87,42 +87,6 @@ impl EventLog for Refusing {
             return Box::pin(async { Err(LogError::Overloaded) });
         }
         self.inner.append_with(broker, events, ops)
-    }
-    fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        self.inner.read(broker, from, max)
-    }
-    fn stats(&self, broker: &BrokerId) -> Result<LogStats, LogError> {
-        self.inner.stats(broker)
-    }
-    fn committed(&self, broker: &BrokerId, consumer: &str) -> Result<Option<u64>, LogError> {
-        self.inner.committed(broker, consumer)
-    }
-    fn commit(&self, broker: &BrokerId, consumer: &str, offset: u64) -> Result<(), LogError> {
-        self.inner.commit(broker, consumer, offset)
-    }
-    fn set_retention(&self, broker: &BrokerId, policy: RetentionPolicy) -> Result<(), LogError> {
-        self.inner.set_retention(broker, policy)
-    }
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth()
-    }
-    fn write(&self, ops: Vec<WriteOp>) -> WriteFuture {
-        self.inner.write(ops)
-    }
-    fn scan(
-        &self,
-        table: Table,
-        from: &[u8],
-        to: &[u8],
-        max: usize,
-    ) -> Result<Vec<SideRecord>, LogError> {
-        self.inner.scan(table, from, to, max)
-    }
-    fn consumers(&self, broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError> {
-        self.inner.consumers(broker)
-    }
-    fn observe_commits(&self, observer: tokio::sync::mpsc::Sender<Committed>) {
-        self.inner.observe_commits(observer);
     }
 }
 
@@ -167,7 +131,7 @@ fn unique() -> String {
 async fn stored_payloads(log: &Refusing, at_least: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let records = log.read("default/default", 0, 1000).unwrap();
+        let records = log.inner.read("default/default", 0, 1000).unwrap();
         let payloads: Vec<String> = records
             .iter()
             .map(|r| switchyard_core::store::decode(&r.event).unwrap())
@@ -297,7 +261,7 @@ async fn mqtt_retries_in_place_without_acking_and_stores() {
             .unwrap();
         sent += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if !log.read("default/default", 0, 1).unwrap().is_empty() {
+        if !log.inner.read("default/default", 0, 1).unwrap().is_empty() {
             break;
         }
         assert!(Instant::now() < deadline, "nothing stored");

@@ -263,3 +263,185 @@ pub trait EventLog: Send + Sync + 'static {
     /// Sends every later commit's events to `observer` (replacing any earlier observer).
     fn observe_commits(&self, observer: tokio::sync::mpsc::Sender<Committed>);
 }
+
+/// A log that hands every call on to another: for a wrapper that watches or changes a few
+/// calls of a real store (a test's counting or refusing log). Implement [`Delegating::inner`]
+/// and the calls to change; the wrapper is an [`EventLog`] whose every other call, the ones
+/// with a default included, goes to `inner`, so a wrapper cannot lose a call by forgetting it.
+pub trait Delegating: Send + Sync + 'static {
+    /// The log every call goes to unless the wrapper changes it.
+    fn inner(&self) -> &dyn EventLog;
+
+    /// See [`EventLog::append`].
+    fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
+        self.inner().append(broker, events)
+    }
+
+    /// See [`EventLog::append_with`].
+    fn append_with(
+        &self,
+        broker: &BrokerId,
+        events: Vec<Vec<u8>>,
+        ops: Vec<WriteOp>,
+    ) -> AppendFuture {
+        self.inner().append_with(broker, events, ops)
+    }
+
+    /// See [`EventLog::append_reply`].
+    fn append_reply(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
+        self.inner().append_reply(broker, events)
+    }
+
+    /// See [`EventLog::read`].
+    fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        self.inner().read(broker, from, max)
+    }
+
+    /// See [`EventLog::stats`].
+    fn stats(&self, broker: &BrokerId) -> Result<LogStats, LogError> {
+        self.inner().stats(broker)
+    }
+
+    /// See [`EventLog::committed`].
+    fn committed(&self, broker: &BrokerId, consumer: &str) -> Result<Option<u64>, LogError> {
+        self.inner().committed(broker, consumer)
+    }
+
+    /// See [`EventLog::commit`].
+    fn commit(&self, broker: &BrokerId, consumer: &str, offset: u64) -> Result<(), LogError> {
+        self.inner().commit(broker, consumer, offset)
+    }
+
+    /// See [`EventLog::set_retention`].
+    fn set_retention(&self, broker: &BrokerId, policy: RetentionPolicy) -> Result<(), LogError> {
+        self.inner().set_retention(broker, policy)
+    }
+
+    /// See [`EventLog::queue_depth`].
+    fn queue_depth(&self) -> usize {
+        self.inner().queue_depth()
+    }
+
+    /// See [`EventLog::disk_usage`].
+    fn disk_usage(&self) -> Option<DiskUsage> {
+        self.inner().disk_usage()
+    }
+
+    /// See [`EventLog::write_failure`].
+    fn write_failure(&self) -> Option<String> {
+        self.inner().write_failure()
+    }
+
+    /// See [`EventLog::max_data_bytes`].
+    fn max_data_bytes(&self) -> Option<usize> {
+        self.inner().max_data_bytes()
+    }
+
+    /// See [`EventLog::write`].
+    fn write(&self, ops: Vec<WriteOp>) -> WriteFuture {
+        self.inner().write(ops)
+    }
+
+    /// See [`EventLog::scan`].
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<SideRecord>, LogError> {
+        self.inner().scan(table, from, to, max)
+    }
+
+    /// See [`EventLog::scan_last`].
+    fn scan_last(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<SideRecord>, LogError> {
+        self.inner().scan_last(table, from, to, max)
+    }
+
+    /// See [`EventLog::consumers`].
+    fn consumers(&self, broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError> {
+        self.inner().consumers(broker)
+    }
+
+    /// See [`EventLog::observe_commits`].
+    fn observe_commits(&self, observer: tokio::sync::mpsc::Sender<Committed>) {
+        self.inner().observe_commits(observer);
+    }
+}
+
+impl<T: Delegating> EventLog for T {
+    fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
+        Delegating::append(self, broker, events)
+    }
+    fn append_with(
+        &self,
+        broker: &BrokerId,
+        events: Vec<Vec<u8>>,
+        ops: Vec<WriteOp>,
+    ) -> AppendFuture {
+        Delegating::append_with(self, broker, events, ops)
+    }
+    fn append_reply(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
+        Delegating::append_reply(self, broker, events)
+    }
+    fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        Delegating::read(self, broker, from, max)
+    }
+    fn stats(&self, broker: &BrokerId) -> Result<LogStats, LogError> {
+        Delegating::stats(self, broker)
+    }
+    fn committed(&self, broker: &BrokerId, consumer: &str) -> Result<Option<u64>, LogError> {
+        Delegating::committed(self, broker, consumer)
+    }
+    fn commit(&self, broker: &BrokerId, consumer: &str, offset: u64) -> Result<(), LogError> {
+        Delegating::commit(self, broker, consumer, offset)
+    }
+    fn set_retention(&self, broker: &BrokerId, policy: RetentionPolicy) -> Result<(), LogError> {
+        Delegating::set_retention(self, broker, policy)
+    }
+    fn queue_depth(&self) -> usize {
+        Delegating::queue_depth(self)
+    }
+    fn disk_usage(&self) -> Option<DiskUsage> {
+        Delegating::disk_usage(self)
+    }
+    fn write_failure(&self) -> Option<String> {
+        Delegating::write_failure(self)
+    }
+    fn max_data_bytes(&self) -> Option<usize> {
+        Delegating::max_data_bytes(self)
+    }
+    fn write(&self, ops: Vec<WriteOp>) -> WriteFuture {
+        Delegating::write(self, ops)
+    }
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<SideRecord>, LogError> {
+        Delegating::scan(self, table, from, to, max)
+    }
+    fn scan_last(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<SideRecord>, LogError> {
+        Delegating::scan_last(self, table, from, to, max)
+    }
+    fn consumers(&self, broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError> {
+        Delegating::consumers(self, broker)
+    }
+    fn observe_commits(&self, observer: tokio::sync::mpsc::Sender<Committed>) {
+        Delegating::observe_commits(self, observer);
+    }
+}

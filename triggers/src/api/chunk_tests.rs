@@ -8,10 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use switchyard_broker::eventtypes::EventTypePolicy;
-use switchyard_broker::log::{
-    AppendFuture, BrokerId, Committed, LogError, LogRecord, LogStats, RetentionPolicy, SideRecord,
-    WriteFuture,
-};
+use switchyard_broker::log::{Delegating, LogError, SideRecord, WriteFuture};
 use switchyard_core::CloudEvent;
 use switchyard_core::config::{Config, parse_text};
 
@@ -32,35 +29,9 @@ struct Counting {
     scans: Mutex<Vec<usize>>,
 }
 
-impl EventLog for Counting {
-    fn append(&self, broker: &BrokerId, events: Vec<Vec<u8>>) -> AppendFuture {
-        self.inner.append(broker, events)
-    }
-    fn append_with(
-        &self,
-        broker: &BrokerId,
-        events: Vec<Vec<u8>>,
-        ops: Vec<WriteOp>,
-    ) -> AppendFuture {
-        self.inner.append_with(broker, events, ops)
-    }
-    fn read(&self, broker: &BrokerId, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        self.inner.read(broker, from, max)
-    }
-    fn stats(&self, broker: &BrokerId) -> Result<LogStats, LogError> {
-        self.inner.stats(broker)
-    }
-    fn committed(&self, broker: &BrokerId, consumer: &str) -> Result<Option<u64>, LogError> {
-        self.inner.committed(broker, consumer)
-    }
-    fn commit(&self, broker: &BrokerId, consumer: &str, offset: u64) -> Result<(), LogError> {
-        self.inner.commit(broker, consumer, offset)
-    }
-    fn set_retention(&self, broker: &BrokerId, policy: RetentionPolicy) -> Result<(), LogError> {
-        self.inner.set_retention(broker, policy)
-    }
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth()
+impl Delegating for Counting {
+    fn inner(&self) -> &dyn EventLog {
+        &*self.inner
     }
     fn write(&self, ops: Vec<WriteOp>) -> WriteFuture {
         lock(&self.writes).push(ops.len());
@@ -78,12 +49,6 @@ impl EventLog for Counting {
             lock(&self.scans).push(found.len());
         }
         Ok(found)
-    }
-    fn consumers(&self, broker: &BrokerId) -> Result<Vec<(String, u64)>, LogError> {
-        self.inner.consumers(broker)
-    }
-    fn observe_commits(&self, observer: tokio::sync::mpsc::Sender<Committed>) {
-        self.inner.observe_commits(observer);
     }
 }
 
