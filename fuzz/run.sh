@@ -48,10 +48,19 @@ dict=()
 [ -f "dict/$target.dict" ] && dict=(-x "dict/$target.dict")
 # AFL's log of instance NAME (the first one's is out/TARGET.log, as with one instance).
 log_of() { if [ "$1" = "${names[0]}" ]; then echo "$out.log"; else echo "$out.$1.log"; fi; }
+# Several instances are made to differ, as AFL++'s advice for several cores has it: the main
+# one keeps CMPLOG and the default power schedule; each secondary runs without CMPLOG (`-c -`
+# after cargo-afl's `-c0`), so it spends its executions on mutations, and with a schedule of
+# its own (`-p`), so it favours other inputs of the queue. What one finds, the others take in.
+schedules=(rare coe fast lin quad exploit mmopt seek)
 pids=()
 for name in "${names[@]}"; do
   role=()
-  case $name in main) role=(-M main) ;; default) ;; *) role=(-S "$name") ;; esac
+  case $name in
+  main) role=(-M main) ;;
+  default) ;;
+  *) n=${name#s}; role=(-S "$name" -c - -p "${schedules[$(((n - 2) % ${#schedules[@]}))]}") ;;
+  esac
   env AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
     AFL_CMPLOG_ONLY_NEW=1 cargo afl fuzz "${role[@]}" "${dict[@]}" -i "corpus/$target" -o "$out" \
     -V "$seconds" -- "$bin" "$target" >"$(log_of "$name")" 2>&1 &
