@@ -299,6 +299,9 @@ async fn bad_schedules_and_zones_are_refused_at_load() {
         ("schedule: \"* * * *\"", "spec.schedule", "4 fields"),
         // croner took `,` for a field that selects nothing and searched to the year 5000.
         ("schedule: \", * * * *\"", "spec.schedule", "empty item"),
+        // No day is the month's last and a weekday of an empty list (`+`, croner's AND); the
+        // check that it fires walked from 1970 to the year 5000 (fuzz/found/config/hang-7).
+        ("schedule: \"*/1 * L * +\"", "spec.schedule", "never fires"),
         (
             "{schedule: \"0 9 * * *\", timezone: Mars/Olympus}",
             "spec.timezone",
