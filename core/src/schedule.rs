@@ -189,7 +189,7 @@ mod tests {
             "0 0 29 2 +MON", // a Monday 29 February: one year in 28
             "0 0 L 2 +SUN",  // a Sunday last day of February
             "0 0 13 * +FRI", // Friday the 13th
-            "0 12 * 2 5#5",  // a fifth Friday in February: leap years starting on a Friday
+            "0 12 * 2 5#5",  // a fifth Friday in February: leap years whose February starts on one
         ] {
             let schedule = Schedule::parse(s, Some("Europe/Berlin")).expect(s);
             assert!(
