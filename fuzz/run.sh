@@ -18,7 +18,7 @@
 # `cargo afl config --build` once; about 10 minutes on 2 cores). Builds fuzz/afl with AFL's
 # instrumentation, runs `cargo afl fuzz` from fuzz/corpus/TARGET into fuzz/out/TARGET, then
 # replaces fuzz/corpus/TARGET with what `cargo afl cmin` keeps of the queues. Any input that
-# failed is copied to fuzz/found/TARGET: fix what it shows, and the replay test
+# failed or hung is copied to fuzz/found/TARGET: fix what it shows, and the replay test
 # (fuzz/tests/replay.rs) keeps it fixed. Prints AFL's summary (executions, paths, crashes)
 # of each instance and the edges it had found QUIET_EXECS (default 10 million) of its
 # executions before its end.
@@ -123,6 +123,12 @@ for name in "${names[@]}"; do
     mkdir -p "found/$target"
     for f in "$out/$name"/crashes/id:*; do cp "$f" "found/$target/$prefix$(basename "$f")"; done
     echo "crashes copied to fuzz/found/$target"
+  fi
+  # A hang is an input slower than AFL's timeout: a slow path to find and fix, as hang-7 was.
+  if ls "$out/$name"/hangs/id:* >/dev/null 2>&1; then
+    mkdir -p "found/$target"
+    for f in "$out/$name"/hangs/id:*; do cp "$f" "found/$target/${prefix}hang-$(basename "$f")"; done
+    echo "hangs copied to fuzz/found/$target"
   fi
   for f in "$out/$name"/queue/id:*; do
     [ -e "$f" ] && cp "$f" "$queues/$prefix$(basename "$f")"
