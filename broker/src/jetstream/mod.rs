@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
@@ -483,6 +484,12 @@ impl JetStreamLog {
     }
 }
 
+/// Whether this process has said at info that JetStream is not ready, and not yet that it is
+/// again. An outage spans many waits (the pause follow loop starts one every second, each
+/// dispatcher its own): it is told once at info when it begins and once when it ends, whichever
+/// waits see it.
+static NOT_READY_SAID: AtomicBool = AtomicBool::new(false);
+
 /// Calls `call` again, with the store's backoff, while it fails with
 /// [`LogError::Unavailable`] (the cluster is electing a leader or forming, a bucket's stream
 /// was just created) and `within` has not passed; otherwise what `call` returned last. Only
@@ -502,15 +509,21 @@ where
     loop {
         match call().await {
             Err(LogError::Unavailable(error)) if tokio::time::Instant::now() < deadline => {
-                // Said once at info: a wait through an outage or an election should not log a
-                // line at every pause.
                 tries += 1;
-                if tries == 1 {
-                    tracing::info!(what, %error, "JetStream is not ready; trying again");
-                } else {
+                if NOT_READY_SAID.swap(true, Ordering::Relaxed) {
                     tracing::debug!(what, %error, tries, "JetStream is still not ready");
+                } else {
+                    tracing::info!(what, %error, "JetStream is not ready; trying again");
                 }
                 tokio::time::sleep(backoff.next_pause()).await;
+            }
+            Ok(value) => {
+                if NOT_READY_SAID.load(Ordering::Relaxed)
+                    && NOT_READY_SAID.swap(false, Ordering::Relaxed)
+                {
+                    tracing::info!(what, "JetStream is ready again");
+                }
+                return Ok(value);
             }
             other => return other,
         }
