@@ -102,7 +102,10 @@ spec:
 
 def url_tests():
     home = os.path.expanduser("~/.cargo/registry/src")
-    found = sorted(glob.glob(os.path.join(home, "*", "url-2.*", "tests", "urltestdata.json")))
+    found = glob.glob(os.path.join(home, "*", "url-2.*", "tests", "urltestdata.json"))
+    # The newest url crate's copy: by version, so 2.5.10 comes after 2.5.9.
+    version = lambda p: [int(n) for n in re.findall(r"\d+", p.split("url-")[-1].split("/")[0])]
+    found.sort(key=version)
     if not found:
         sys.exit("no url crate sources under %s: run `cargo fetch` in fuzz/afl first" % home)
     for case in json.load(open(found[-1], encoding="utf-8")):
