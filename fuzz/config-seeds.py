@@ -103,9 +103,9 @@ spec:
 def url_tests():
     home = os.path.expanduser("~/.cargo/registry/src")
     found = glob.glob(os.path.join(home, "*", "url-2.*", "tests", "urltestdata.json"))
-    # The newest url crate's copy: by version, so 2.5.10 comes after 2.5.9.
-    version = lambda p: [int(n) for n in re.findall(r"\d+", p.split("url-")[-1].split("/")[0])]
-    found.sort(key=version)
+    # The newest url crate's copy, by version (2.5.10 after 2.5.9): the crate's folder is the
+    # path's third part from the end, `url-2.5.10`.
+    found.sort(key=lambda path: [int(n) for n in re.findall(r"\d+", path.split(os.sep)[-3])])
     if not found:
         sys.exit("no url crate sources under %s: run `cargo fetch` in fuzz/afl first" % home)
     for case in json.load(open(found[-1], encoding="utf-8")):
