@@ -246,14 +246,36 @@ async fn a_crash_loses_nothing_and_commits_nothing_early() {
         }
     }
 
+    // The source's warnings and librdkafka's go to the test's output, to tell a stalled
+    // rebalance from a commit that does not come, should the wait below give up.
+    sy.set_env(
+        "RUST_LOG",
+        "error,switchyard_adapters::kafka=info,librdkafka=info,rdkafka=warn",
+    );
     sy.restart();
     let all: BTreeMap<i32, i64> = [(0, 1000), (1, 1000)].into();
-    eventually("every offset committed", WAIT, || {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
         let now = committed(&group, &topic, 2);
-        let all = &all;
-        async move { (now == *all).then_some(()) }
-    })
-    .await;
+        if now == all {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let text = common::events_text(&sy, "from=start&follow=false").await;
+            let mut stored_per_partition: BTreeMap<String, usize> = BTreeMap::new();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let id = v["event"]["id"].as_str().unwrap_or_default();
+                let partition = id.split('/').next().unwrap_or_default().to_owned();
+                *stored_per_partition.entry(partition).or_default() += 1;
+            }
+            panic!(
+                "every offset committed: not within {WAIT:?}; committed {now:?}, \
+                 records stored per partition {stored_per_partition:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let stored = stored_positions(&mut sy);
     let expected: BTreeSet<(i32, i64)> = (0..2)
         .flat_map(|p| (0..1000).map(move |o| (p, o)))
