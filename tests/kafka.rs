@@ -254,13 +254,15 @@ async fn a_crash_loses_nothing_and_commits_nothing_early() {
     );
     sy.restart();
     let all: BTreeMap<i32, i64> = [(0, 1000), (1, 1000)].into();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let now = committed(&group, &topic, 2);
-        if now == all {
-            break;
-        }
-        if std::time::Instant::now() >= deadline {
+    common::eventually_or_explain(
+        "every offset committed",
+        WAIT,
+        || {
+            let now = committed(&group, &topic, 2);
+            let all = &all;
+            async move { (now == *all).then_some(()) }
+        },
+        || async {
             let text = common::events_text(&sy, "from=start&follow=false").await;
             let mut stored_per_partition: BTreeMap<String, usize> = BTreeMap::new();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -269,13 +271,13 @@ async fn a_crash_loses_nothing_and_commits_nothing_early() {
                 let partition = id.split('/').next().unwrap_or_default().to_owned();
                 *stored_per_partition.entry(partition).or_default() += 1;
             }
-            panic!(
-                "every offset committed: not within {WAIT:?}; committed {now:?}, \
-                 records stored per partition {stored_per_partition:?}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            format!(
+                "; committed {:?}, records stored per partition {stored_per_partition:?}",
+                committed(&group, &topic, 2)
+            )
+        },
+    )
+    .await;
     let stored = stored_positions(&mut sy);
     let expected: BTreeSet<(i32, i64)> = (0..2)
         .flat_map(|p| (0..1000).map(move |o| (p, o)))

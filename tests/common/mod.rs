@@ -631,17 +631,37 @@ pub fn have(tool: &str) -> bool {
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, failing the test after `within`.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_or_explain(what, within, check, || async { String::new() }).await
+}
+
+/// [`eventually`], and when it gives up, `explain` says what the test saw instead (appended to
+/// the failure message).
+pub async fn eventually_or_explain<T, F, Fut, E, EFut>(
+    what: &str,
+    within: Duration,
+    mut check: F,
+    explain: E,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+    E: FnOnce() -> EFut,
+    EFut: std::future::Future<Output = String>,
 {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        if Instant::now() >= deadline {
+            let seen = explain().await;
+            panic!("{what}: not within {within:?}{seen}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
